@@ -1,0 +1,561 @@
+"""Experiment configuration: YAML in, a frozen, validated pydantic model out.
+
+Validation happens once, here, at the edge. Every problem is reported as one line
+``FILE:LINE: yaml.path: what is wrong`` and all problems are reported together, so a user
+fixes a config in one pass. Nothing downstream ever sees a raw dict.
+
+Strings may reference environment variables as ``${VAR}`` or ``${VAR:-default}`` (for
+cluster jobs that pass the data root, storage URI or tracking server by environment).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
+SUM_TOLERANCE = 1e-6
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskKind(str, Enum):
+    retrieval = "retrieval"
+    sts = "sts"
+    classification = "classification"
+
+
+# The metric each kind supports; the first is the default.
+METRICS: dict[TaskKind, tuple[str, ...]] = {
+    TaskKind.retrieval: ("ndcg@10", "mrr@10"),
+    TaskKind.sts: ("spearman",),
+    TaskKind.classification: ("accuracy",),
+}
+
+
+class Prompt(_Frozen):
+    """Task prompts prepended to each side, e.g. EmbeddingGemma's ``task: search result | query: ``."""
+
+    query: str = ""
+    document: str = ""
+
+
+class TaskConfig(_Frozen):
+    """One task: a folder with ``train.jsonl``/``dev.jsonl`` (or ``.parquet``), or explicit files."""
+
+    name: str
+    kind: TaskKind
+    path: Path | None = None
+    train: Path | None = None
+    dev: Path | None = None
+    prompt: Prompt = Prompt()
+    metric: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                f"task name {v!r} must start with a letter or digit and contain only "
+                "letters, digits, '_', '.', '-' (it becomes an MLflow param 'w.<name>')"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _files_and_metric(self) -> TaskConfig:
+        if self.path is None and (self.train is None or self.dev is None):
+            raise ValueError("give either 'path' (a task folder) or both 'train' and 'dev' files")
+        allowed = METRICS[self.kind]
+        if self.metric is None:
+            object.__setattr__(self, "metric", allowed[0])
+        elif self.metric not in allowed:
+            raise ValueError(
+                f"metric {self.metric!r} is not defined for {self.kind.value} tasks; "
+                f"choose one of {list(allowed)}"
+            )
+        return self
+
+    def _find(self, split: str) -> Path:
+        explicit = self.train if split == "train" else self.dev
+        if explicit is not None:
+            return explicit
+        assert self.path is not None
+        for ext in (".jsonl", ".parquet"):
+            candidate = self.path / f"{split}{ext}"
+            if candidate.exists():
+                return candidate
+        return self.path / f"{split}.jsonl"
+
+    @property
+    def train_file(self) -> Path:
+        return self._find("train")
+
+    @property
+    def dev_file(self) -> Path:
+        return self._find("dev")
+
+
+class WeightBounds(_Frozen):
+    min: float = Field(0.0, ge=0.0, le=1.0)
+    max: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeightBounds:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+class FloatParam(_Frozen):
+    type: Literal["float"]
+    low: float
+    high: float
+    default: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        _check_range(self.low, self.high, self.default)
+        return self
+
+
+class LogFloatParam(_Frozen):
+    type: Literal["log_float"]
+    low: float = Field(gt=0.0)
+    high: float = Field(gt=0.0)
+    default: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> LogFloatParam:
+        _check_range(self.low, self.high, self.default)
+        return self
+
+
+class IntParam(_Frozen):
+    type: Literal["int"]
+    low: int
+    high: int
+    default: int | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        _check_range(self.low, self.high, self.default)
+        return self
+
+
+class CategoricalParam(_Frozen):
+    type: Literal["categorical"]
+    choices: list[Union[bool, int, float, str]] = Field(min_length=1)
+    default: Union[bool, int, float, str, None] = None
+
+    @model_validator(mode="after")
+    def _choices(self) -> CategoricalParam:
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be distinct, got {self.choices}")
+        if self.default is not None and self.default not in self.choices:
+            raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
+        return self
+
+
+def _check_range(low: float, high: float, default: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite")
+    if low >= high:
+        raise ValueError(f"low ({low}) must be less than high ({high})")
+    if default is not None and not (low <= default <= high):
+        raise ValueError(f"default {default} is outside [{low}, {high}]")
+
+
+Hyperparameter = Annotated[
+    Union[FloatParam, LogFloatParam, IntParam, CategoricalParam], Field(discriminator="type")
+]
+
+
+class SearchConfig(_Frozen):
+    """What is searched: the mixture (with optional per-task bounds) and scalar hyperparameters."""
+
+    bounds: dict[str, WeightBounds] = {}
+    seed_mixtures: list[dict[str, float]] = []
+    hyperparameters: dict[str, Hyperparameter] = {}
+
+
+class OptimizerConfig(_Frozen):
+    n_seeds: int = Field(10, ge=0)
+    dirichlet_alpha: Union[float, dict[str, float]] = 1.0
+    beta: float = Field(2.0, ge=0.0)
+    max_trials: int = Field(30, ge=1)
+    # None: as many as the cluster has GPUs (CPU slots when it has none).
+    max_concurrent: int | None = Field(None, ge=1)
+    random_state: int = 0
+
+    @field_validator("dirichlet_alpha")
+    @classmethod
+    def _alpha(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        values = v.values() if isinstance(v, dict) else [v]
+        for a in values:
+            if not (math.isfinite(a) and a > 0):
+                raise ValueError(f"Dirichlet concentration must be a positive number, got {a}")
+        return v
+
+
+class TrainerConfig(BaseModel):
+    """``target`` names the trial function; the remaining keys are the trainer's own options.
+
+    If the target's module defines a pydantic ``Options`` model, the options are validated
+    against it here, so a misspelt trainer option is caught before anything runs.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    target: str
+    steps: int = Field(100, ge=1)
+    seed: int = 0
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not _TARGET_RE.match(v):
+            raise ValueError(f"target must look like 'package.module:function', got {v!r}")
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrackingConfig(_Frozen):
+    # None: $MLFLOW_TRACKING_URI if set, else a sqlite store in the working directory.
+    uri: str | None = None
+    experiment: str | None = None
+
+    def resolved_uri(self) -> str:
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+class ResourcesConfig(_Frozen):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    custom: dict[str, float] = {}
+
+
+class EarlyStopping(_Frozen):
+    """Tune's ASHA scheduler on the dev objective reported at intermediate steps."""
+
+    enabled: bool = False
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+
+
+class SweepConfig(_Frozen):
+    retries: int = Field(0, ge=0)
+    early_stopping: EarlyStopping = EarlyStopping()
+    # Log each checkpoint into MLflow's artifact store as well as keeping it in storage.
+    log_checkpoints: bool = False
+
+
+class Experiment(_Frozen):
+    name: str
+    tasks: list[TaskConfig] = Field(min_length=1)
+    search: SearchConfig = SearchConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    trainer: TrainerConfig
+    tracking: TrackingConfig = TrackingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: str = "./runs"
+    sweep: SweepConfig = SweepConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"name {v!r} may contain only letters, digits, '_', '.', '-'")
+        return v
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+
+class ConfigError(ValueError):
+    """All problems in one config, each as ``FILE:LINE: path: message``."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        out = []
+        for p in self.problems:
+            where = self.source or "<config>"
+            if p.line is not None:
+                where = f"{where}:{p.line}"
+            out.append(f"{where}: {p.path or '(top level)'}: {p.message}" if p.path else f"{where}: {p.message}")
+        return out
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+def _expand_env(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise KeyError(name)
+            return default
+        return value
+
+    return _ENV_RE.sub(sub, text)
+
+
+def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem]) -> Any:
+    """Build Python data from a composed YAML node, recording each value's 1-based line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            if key in out:
+                problems.append(
+                    Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
+                )
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, path + (key,), lines, problems)
+            # The key's line is more useful than a block value's first line.
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
+    value = yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag != "tag:yaml.org,2002:str" else node.value
+    if isinstance(value, str) and "${" in value:
+        try:
+            value = _expand_env(value)
+            # An expanded scalar is re-read as YAML so ${N_TRIALS} can still be a number.
+            if node.style is None:
+                value = yaml.safe_load(value) if value.strip() else value
+        except KeyError as e:
+            problems.append(
+                Problem(_fmt_path(path), f"environment variable {e.args[0]} is not set "
+                        f"(use ${{{e.args[0]}:-default}} for a default)", node.start_mark.line + 1)
+            )
+    return value
+
+
+def _fmt_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # Drop pydantic's union/discriminator tags (e.g. 'float', 'log_float') from locations.
+    out = []
+    for part in loc:
+        if isinstance(part, str) and part in {"float", "log_float", "int", "categorical", "function-after[_range(), FloatParam]"}:
+            continue
+        if isinstance(part, str) and (part.startswith("function-") or part in {"str", "dict[str,float]", "bool", "list[str]"}):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
+    problems = []
+    seen = set()
+    for e in err.errors(include_url=False):
+        loc = _clean_loc(tuple(e["loc"]))
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        key = (loc, msg)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(Problem(_fmt_path(loc), msg, _line_for(loc, lines)))
+    return problems
+
+
+def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
+    """Checks that involve more than one field; each returns the YAML location it concerns."""
+    out: list[tuple[tuple, str]] = []
+    names = exp.task_names
+    known = set(names)
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            out.append((("tasks", i, "name"), f"task name {n!r} is used twice"))
+    for t, b in exp.search.bounds.items():
+        if t not in known:
+            out.append((("search", "bounds", t), f"unknown task {t!r}; tasks are {names}"))
+    lo = sum(exp.search.bounds[t].min for t in names if t in exp.search.bounds)
+    hi = sum(exp.search.bounds[t].max if t in exp.search.bounds else 1.0 for t in names)
+    if lo > 1 + SUM_TOLERANCE:
+        out.append((("search", "bounds"), f"the minimum weights sum to {lo:g} > 1: no mixture fits"))
+    if hi < 1 - SUM_TOLERANCE:
+        out.append((("search", "bounds"), f"the maximum weights sum to {hi:g} < 1: no mixture fits"))
+    for i, mix in enumerate(exp.search.seed_mixtures):
+        loc = ("search", "seed_mixtures", i)
+        unknown = sorted(set(mix) - known)
+        if unknown:
+            out.append((loc, f"seed mixture names unknown task(s) {unknown}; tasks are {names}"))
+        neg = {k: v for k, v in mix.items() if not (math.isfinite(v) and v >= 0)}
+        if neg:
+            out.append((loc, f"seed mixture weights must be finite and >= 0, got {neg}"))
+        total = sum(mix.values())
+        if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
+            out.append((loc, f"seed mixture weights must sum to 1 (within {SUM_TOLERANCE:g}), "
+                        f"got {total!r} from {mix}"))
+        for t in names:
+            b = exp.search.bounds.get(t)
+            w = mix.get(t, 0.0)
+            if b is not None and not (b.min - SUM_TOLERANCE <= w <= b.max + SUM_TOLERANCE):
+                out.append((loc + (t,), f"weight {w:g} for {t!r} is outside its bounds "
+                            f"[{b.min:g}, {b.max:g}]"))
+    if isinstance(exp.optimizer.dirichlet_alpha, dict):
+        for t in exp.optimizer.dirichlet_alpha:
+            if t not in known:
+                out.append((("optimizer", "dirichlet_alpha", t), f"unknown task {t!r}; tasks are {names}"))
+    for p in exp.search.hyperparameters:
+        if not _NAME_RE.match(p):
+            out.append((("search", "hyperparameters", p), f"hyperparameter name {p!r} is not a simple name"))
+        if p in known:
+            out.append((("search", "hyperparameters", p), f"hyperparameter {p!r} has the name of a task"))
+    return out
+
+
+def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
+    """Validate the trainer's own options against its module's ``Options`` model, if any."""
+    module_name, func_name = exp.trainer.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        return [(("trainer", "target"), f"cannot import {module_name!r}: {e}")]
+    if not callable(getattr(module, func_name, None)):
+        return [(("trainer", "target"), f"{module_name!r} has no function {func_name!r}")]
+    options_model = getattr(module, "Options", None)
+    if options_model is None:
+        return []
+    try:
+        options_model.model_validate(exp.trainer.options)
+    except ValidationError as err:
+        return [
+            (("trainer",) + _clean_loc(tuple(e["loc"])),
+             f"unknown trainer option {e['loc'][-1]!r}" if e["type"] == "extra_forbidden"
+             else e["msg"].removeprefix("Value error, "))
+            for e in err.errors(include_url=False)
+        ]
+    return []
+
+
+def experiment_from_dict(
+    data: Any, *, source: str | None = None, lines: dict[tuple, int] | None = None,
+    check_trainer: bool = True, base_dir: Path | None = None,
+) -> Experiment:
+    """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
+
+    Relative task paths are resolved against ``base_dir`` when given (the working directory
+    otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
+    """
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", "the config must be a mapping of keys to values", 1)], source)
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_pydantic_problems(err, lines), source) from None
+    cross = _cross_problems(exp)
+    if check_trainer:
+        cross += _trainer_option_problems(exp)
+    if cross:
+        raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
+    base = (base_dir or Path.cwd()).resolve()
+    tasks = [
+        t.model_copy(update={k: (base / v if v is not None and not Path(v).is_absolute() else v)
+                             for k in ("path", "train", "dev") if (v := getattr(t, k)) is not None})
+        for t in exp.tasks
+    ]
+    return exp.model_copy(update={"tasks": tasks})
+
+
+def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML text into data and a map from key path to line; YAML errors become ConfigError."""
+    problems: list[Problem] = []
+    lines: dict[tuple, int] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(
+            [Problem("", f"invalid YAML: {getattr(e, 'problem', None) or e}", mark.line + 1 if mark else None)],
+            source,
+        ) from None
+    if node is None:
+        raise ConfigError([Problem("", "the file is empty", 1)], source)
+    data = _construct(node, (), lines, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return data, lines
+
+
+def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experiment:
+    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([Problem("", "no such file")], str(path))
+    data, lines = parse_yaml(path.read_text(), str(path))
+    return experiment_from_dict(data, source=str(path), lines=lines, check_trainer=check_trainer)
+
+
+def dump_experiment(exp: Experiment) -> str:
+    """The resolved config as YAML (defaults filled in, paths absolute)."""
+    data = exp.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
