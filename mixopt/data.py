@@ -1,0 +1,228 @@
+"""Task data: one folder per task with ``train`` and ``dev`` splits, JSON Lines or Parquet.
+
+Row kinds (one JSON object per line):
+
+- retrieval / pairs: ``{"query": str, "positive": str, "negatives": [str, ...]}`` (negatives optional)
+- STS: ``{"text1": str, "text2": str, "score": number}``
+- classification: ``{"text": str, "label": str | int}``
+
+Any row may carry teacher embeddings for distillation under ``"teacher"``: a mapping from a text
+field of the row to its embedding (``{"query": [...], "positive": [...], "negatives": [[...], ...]}``
+for retrieval; ``text1``/``text2`` for STS; ``text`` for classification). All teacher vectors in a
+file must have one length.
+
+Readers stream: a JSONL file is read line by line and a Parquet file batch by batch, so a 10 GB file
+is never loaded whole. Every row is validated; a bad row raises :class:`DataError` naming
+``file:line`` (``file:row N`` for Parquet) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+Vector = tuple[float, ...]
+
+
+class DataError(ValueError):
+    """A bad data file or row; the message starts with ``file:line:``."""
+
+
+@dataclass(frozen=True)
+class RetrievalRow:
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    teacher: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class STSRow:
+    text1: str
+    text2: str
+    score: float
+    teacher: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ClassificationRow:
+    text: str
+    label: str
+    teacher: Mapping[str, Any] | None = None
+
+
+Row = Union[RetrievalRow, STSRow, ClassificationRow]
+
+_FIELDS: dict[str, dict[str, str]] = {
+    # field -> "text" | "texts" | "number" | "label"
+    "retrieval": {"query": "text", "positive": "text", "negatives": "texts"},
+    "sts": {"text1": "text", "text2": "text", "score": "number"},
+    "classification": {"text": "text", "label": "label"},
+}
+_REQUIRED = {
+    "retrieval": ("query", "positive"),
+    "sts": ("text1", "text2", "score"),
+    "classification": ("text", "label"),
+}
+
+
+def _kind_name(kind: Any) -> str:
+    name = getattr(kind, "value", kind)
+    if name not in _FIELDS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(_FIELDS)}")
+    return name
+
+
+def _vector(value: Any, what: str) -> Vector:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} must be a non-empty list of numbers")
+    out = []
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise ValueError(f"{what} must contain only finite numbers, found {x!r}")
+        out.append(float(x))
+    return tuple(out)
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"field {field!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"field {field!r} is empty")
+    return value
+
+
+def parse_row(obj: Any, kind: Any) -> Row:
+    """Validate one decoded row of a task of ``kind``; raise ValueError saying what is wrong."""
+    kind = _kind_name(kind)
+    if not isinstance(obj, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(obj).__name__}")
+    fields = _FIELDS[kind]
+    unknown = sorted(set(obj) - set(fields) - {"teacher"})
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for a {kind} row; expected {sorted(fields)} (+ 'teacher')")
+    missing = [f for f in _REQUIRED[kind] if f not in obj or obj[f] is None]
+    if missing:
+        raise ValueError(f"missing field(s) {missing} for a {kind} row")
+
+    teacher = obj.get("teacher")
+    if teacher is not None:
+        if not isinstance(teacher, dict):
+            raise ValueError("field 'teacher' must map text fields to embeddings")
+        text_fields = [f for f, t in fields.items() if t in ("text", "texts")]
+        for f, v in teacher.items():
+            if f not in text_fields:
+                raise ValueError(f"teacher embedding for {f!r}, which is not a text field of a {kind} row")
+            if fields[f] == "texts":
+                if not isinstance(v, list):
+                    raise ValueError(f"teacher[{f!r}] must be a list of embeddings")
+                teacher[f] = tuple(_vector(e, f"teacher[{f!r}][{i}]") for i, e in enumerate(v))
+                if len(teacher[f]) != len(obj.get(f) or []):
+                    raise ValueError(f"teacher[{f!r}] has {len(teacher[f])} embeddings for "
+                                     f"{len(obj.get(f) or [])} texts")
+            else:
+                teacher[f] = _vector(v, f"teacher[{f!r}]")
+        dims = {len(v) for f, v in teacher.items() if fields[f] == "text"}
+        dims |= {len(e) for f, v in teacher.items() if fields[f] == "texts" for e in v}
+        if len(dims) > 1:
+            raise ValueError(f"teacher embeddings have different lengths {sorted(dims)}")
+
+    if kind == "retrieval":
+        negatives = obj.get("negatives") or []
+        if not isinstance(negatives, list):
+            raise ValueError(f"field 'negatives' must be a list of strings, got {type(negatives).__name__}")
+        return RetrievalRow(
+            query=_text(obj["query"], "query"),
+            positive=_text(obj["positive"], "positive"),
+            negatives=tuple(_text(n, f"negatives[{i}]") for i, n in enumerate(negatives)),
+            teacher=teacher,
+        )
+    if kind == "sts":
+        score = obj["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"field 'score' must be a finite number, got {score!r}")
+        return STSRow(_text(obj["text1"], "text1"), _text(obj["text2"], "text2"), float(score), teacher)
+    label = obj["label"]
+    if isinstance(label, bool) or not isinstance(label, (str, int)) or (isinstance(label, str) and not label.strip()):
+        raise ValueError(f"field 'label' must be a non-empty string or an integer, got {label!r}")
+    return ClassificationRow(_text(obj["text"], "text"), str(label), teacher)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+
+
+def _iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=batch_size):
+        for obj in batch.to_pylist():
+            row += 1
+            # Parquet fills absent optional columns with nulls: drop them so validation sees "missing".
+            yield f"{path}:row {row}", {k: v for k, v in obj.items() if v is not None}
+
+
+def iter_rows(path: str | Path, kind: Any) -> Iterator[Row]:
+    """Stream validated rows of a ``.jsonl`` or ``.parquet`` file of a task of ``kind``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        source = _iter_parquet(path)
+    elif path.suffix in (".jsonl", ".json"):
+        source = _iter_jsonl(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
+    teacher_dim: int | None = None
+    for where, obj in source:
+        try:
+            row = parse_row(obj, kind)
+        except ValueError as e:
+            raise DataError(f"{where}: {e}") from None
+        if row.teacher:
+            dim = _teacher_dim(row.teacher)
+            if teacher_dim is None:
+                teacher_dim = dim
+            elif dim != teacher_dim:
+                raise DataError(f"{where}: teacher embeddings have length {dim}, earlier rows had {teacher_dim}")
+        yield row
+
+
+def _teacher_dim(teacher: Mapping[str, Any]) -> int:
+    for v in teacher.values():
+        if v and isinstance(v[0], tuple):
+            return len(v[0])
+        if v:
+            return len(v)
+    return 0
+
+
+def read_rows(path: str | Path, kind: Any) -> list[Row]:
+    """All validated rows of a file (for small files: dev sets, tests)."""
+    return list(iter_rows(path, kind))
+
+
+def check_file(path: str | Path, kind: Any) -> int:
+    """Validate every row of a file without keeping them; return the row count."""
+    n = 0
+    for _ in iter_rows(path, kind):
+        n += 1
+    if n == 0:
+        raise DataError(f"{path}: the file has no rows")
+    return n
