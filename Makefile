@@ -1,0 +1,68 @@
+# mixopt — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The local CPU build on CPU machines; the GPU image installs its own CUDA torch first.
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= experiments/tiny_synthetic.yaml
+SYNTH_DIR ?= data/synthetic
+RUNS ?= top5
+SWEEP_ARGS ?=
+MLFLOW_URI ?= sqlite:///mlflow.db
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup sweep test test-slow test-all soup ui bench lint format synth clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv: torch first (CPU build here), then mixopt with its dev extras
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+$(SYNTH_DIR)/synth.json: | $(STAMP)
+	$(BIN)/mixopt synth --out $(SYNTH_DIR) --tasks 3 --seed 0
+
+synth: $(SYNTH_DIR)/synth.json ## Write the synthetic tasks and tiny model used by the default experiment
+
+sweep: $(STAMP) ## Run the sweep in CONFIG (default: the tiny CPU experiment) on local Ray + local MLflow
+	@if [ "$(CONFIG)" = "experiments/tiny_synthetic.yaml" ]; then $(MAKE) --no-print-directory synth; fi
+	$(BIN)/mixopt sweep $(CONFIG) $(SWEEP_ARGS)
+
+soup: $(STAMP) ## Average the best trials of CONFIG's sweep into a model soup (RUNS=top5)
+	$(BIN)/mixopt soup $(CONFIG) --runs $(RUNS)
+
+test: $(STAMP) ## Fast tests (no `slow`; `gpu` tests skip without CUDA)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## Slow tests only: end-to-end sweeps, resume after SIGKILL, multi-node Ray
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP) ## Every test
+	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
+ui: $(STAMP) ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
+
+bench: $(STAMP) ## Benchmarks (trainer, optimizer, soup) side by side with their peers
+	$(BIN)/python bench/optimizer.py --quick
+	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/soup.py
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check mixopt trainers tests bench
+	$(BIN)/ruff format --check mixopt trainers tests bench
+
+format: $(STAMP) ## ruff fix + format
+	$(BIN)/ruff check --fix mixopt trainers tests bench
+	$(BIN)/ruff format mixopt trainers tests bench
+
+clean: ## Remove runs, the local MLflow store and synthetic data (keeps .venv)
+	rm -rf runs mlflow.db mlartifacts soups $(SYNTH_DIR)

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixopt.config import ConfigError, load_experiment
+
+EXPERIMENTS = sorted(Path(__file__).resolve().parents[1].joinpath("experiments").glob("*.yaml"))
+
+GOOD = textwrap.dedent(
+    """\
+    name: t
+    tasks:
+      - name: a
+        kind: retrieval
+        path: data/a
+      - name: b
+        kind: sts
+        path: data/b
+      - name: c
+        kind: classification
+        train: data/c/train.jsonl
+        dev: data/c/dev.jsonl
+    search:
+      bounds:
+        a: {min: 0.1, max: 0.8}
+      seed_mixtures:
+        - {a: 0.5, b: 0.25, c: 0.25}
+      hyperparameters:
+        lr: {type: log_float, low: 1.0e-5, high: 1.0e-3}
+        temp: {type: float, low: 0.01, high: 0.1}
+        bs: {type: int, low: 8, high: 64}
+        pool: {type: categorical, choices: [mean, last]}
+    optimizer:
+      n_seeds: 4
+      dirichlet_alpha: {a: 2.0}
+      max_trials: 8
+    trainer:
+      target: trainers.analytic:train
+      steps: 10
+    """
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_shipped_experiment_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_DIR", "/data")
+    exp = load_experiment(path)
+    assert exp.tasks and exp.trainer.target
+    # Shipped seed mixtures are real mixtures of the experiment's tasks.
+    for mix in exp.search.seed_mixtures:
+        assert set(mix) <= set(exp.task_names)
+        assert abs(sum(mix.values()) - 1) < 1e-6
+
+
+def test_good_config_loads_with_defaults_and_absolute_paths(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GOOD))
+    assert exp.task_names == ["a", "b", "c"]
+    assert exp.task("a").metric == "ndcg@10" and exp.task("b").metric == "spearman"
+    assert exp.task("a").path.is_absolute()
+    assert exp.task("c").dev_file.name == "dev.jsonl"
+    assert exp.search.hyperparameters["lr"].type == "log_float"
+    assert exp.tracking.resolved_uri() in ("sqlite:///mlflow.db",) or exp.tracking.uri is None
+    assert exp.experiment_name == "t"
+    with pytest.raises(Exception):  # frozen after validation
+        exp.name = "other"  # type: ignore[misc]
+
+
+def test_env_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("N_TRIALS", "12")
+    text = GOOD.replace("max_trials: 8", "max_trials: ${N_TRIALS}").replace("path: data/a", "path: ${ROOT:-/r}/a")
+    exp = load_experiment(write(tmp_path, text))
+    assert exp.optimizer.max_trials == 12
+    assert str(exp.task("a").path) == "/r/a"
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# Each bad config: (edit of GOOD, the YAML path named, a phrase of the message, the text on the reported line)
+BAD = [
+    ("unknown_top", GOOD + "colour: red\n", "colour", "unknown key", "colour: red"),
+    ("unknown_task_key", GOOD.replace("kind: sts", "kind: sts\n    weight: 3"), "tasks[1].weight", "unknown key", "weight: 3"),
+    ("bad_kind", GOOD.replace("kind: sts", "kind: ranking"), "tasks[1].kind", "retrieval", "kind: ranking"),
+    ("missing_name", GOOD.replace("name: t\n", ""), "name", "required", None),
+    ("bad_metric", GOOD.replace("kind: sts\n", "kind: sts\n    metric: ndcg@10\n"), "tasks[1]", "not defined for sts", "- name: b"),
+    ("no_paths", GOOD.replace("    path: data/b\n", ""), "tasks[1]", "either 'path'", "- name: b"),
+    ("seed_unknown_task", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, z: 0.25}"), "search.seed_mixtures[0]", "unknown task(s) ['z']", "{a: 0.5"),
+    ("seed_negative", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.75, b: 0.5, c: -0.25}"), "search.seed_mixtures[0]", "-0.25", "{a: 0.75"),
+    ("seed_sum", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, c: 0.2}"), "search.seed_mixtures[0]", "sum to 1", "{a: 0.5"),
+    ("seed_outside_bounds", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.05, b: 0.5, c: 0.45}"), "search.seed_mixtures[0].a", "outside its bounds", "{a: 0.05"),
+    ("bounds_unknown_task", GOOD.replace("a: {min: 0.1, max: 0.8}", "q: {min: 0.1}"), "search.bounds.q", "unknown task", "q: {min"),
+    ("bounds_min_gt_max", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.9, max: 0.2}"), "search.bounds.a", "greater than max", "a: {min: 0.9"),
+    ("bounds_infeasible", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.7}\n    b: {min: 0.6}"), "search.bounds", "sum to 1.3", "bounds:"),
+    ("hp_low_high", GOOD.replace("low: 0.01, high: 0.1", "low: 0.5, high: 0.1"), "search.hyperparameters.temp", "less than high", "temp:"),
+    ("hp_log_nonpositive", GOOD.replace("low: 1.0e-5", "low: 0.0"), "search.hyperparameters.lr.low", "greater than 0", "lr:"),
+    ("hp_bad_type", GOOD.replace("type: int", "type: integer"), "search.hyperparameters.bs", "type", "bs:"),
+    ("alpha_negative", GOOD.replace("{a: 2.0}", "{a: -1.0}"), "optimizer.dirichlet_alpha", "positive", "dirichlet_alpha"),
+    ("alpha_unknown_task", GOOD.replace("{a: 2.0}", "{zz: 2.0}"), "optimizer.dirichlet_alpha.zz", "unknown task", "dirichlet_alpha"),
+    ("max_trials_zero", GOOD.replace("max_trials: 8", "max_trials: 0"), "optimizer.max_trials", "greater than or equal to 1", "max_trials: 0"),
+    ("bad_target", GOOD.replace("trainers.analytic:train", "trainers/analytic.py"), "trainer.target", "package.module:function", "target:"),
+    ("target_missing_module", GOOD.replace("trainers.analytic:train", "no_such_pkg.mod:train"), "trainer.target", "cannot import", "target:"),
+    ("duplicate_task", GOOD.replace("name: c", "name: a"), "tasks[2].name", "used twice", "name: a\n" if False else "- name: a"),
+    ("duplicate_key", GOOD.replace("n_seeds: 4", "n_seeds: 4\n  n_seeds: 5"), "optimizer.n_seeds", "duplicate key", "n_seeds: 5"),
+    ("bad_yaml", GOOD.replace("n_seeds: 4", "n_seeds: [4"), "", "invalid YAML", None),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_config_names_path_and_line(tmp_path: Path, case) -> None:
+    _, text, yaml_path, phrase, line_text = case
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    lines = info.value.lines()
+    matching = [ln for ln in lines if yaml_path in ln and phrase in ln]
+    assert matching, f"no error line names {yaml_path!r} with {phrase!r}: {lines}"
+    assert all(ln.startswith(f"{path}:") for ln in lines)
+    if line_text is not None:
+        expected_line = _line_of(text, line_text)
+        assert any(ln.startswith(f"{path}:{expected_line}:") for ln in matching), (expected_line, matching)
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD + "colour: red\n"
+    text = text.replace("max_trials: 8", "max_trials: -1").replace("kind: sts", "kind: nope")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write(tmp_path, text))
+    assert len(info.value.lines()) == 3
+
+
+def test_trainer_options_checked_against_trainer_model(tmp_path: Path) -> None:
+    pytest.importorskip("trainers.analytic")
+    text = GOOD + "  no_such_option: 1\n"
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write(tmp_path, text))
+    assert "trainer.no_such_option" in str(info.value)
+    assert f":{_line_of(text, 'no_such_option')}:" in str(info.value)
+
+
+def test_validate_cli_prints_resolved_config_or_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mixopt.cli import app
+
+    good = write(tmp_path, GOOD)
+    result = CliRunner().invoke(app, ["validate", str(good)])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["optimizer"]["beta"] == 2.0 and resolved["tasks"][0]["metric"] == "ndcg@10"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("max_trials: 8", "max_trials: 0"))
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code != 0
+    assert f"{bad}:{_line_of(GOOD, 'max_trials')}: optimizer.max_trials" in result.output
