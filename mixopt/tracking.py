@@ -1,0 +1,196 @@
+"""MLflow records of a sweep: one experiment per sweep, a parent run, one nested run per trial.
+
+Every write goes through :class:`SweepTracker`, which lives in the sweep's driver process: trials
+report to Ray Tune, Tune hands the results to the driver, and the driver logs them. With a single
+writer, a sqlite store never sees concurrent writers ("database is locked"); each call is also
+retried with backoff, so a busy HTTP tracking server drops nothing either.
+
+Conventions (the soup and the UI rely on them):
+
+- parent run: tag ``mixopt.role=sweep``, the resolved config and seed mixtures as artifacts, the
+  optimizer state and summary figures at the end.
+- trial run: nested (``mlflow.parentRunId``), tags ``mixopt.role=trial``, ``mixopt.trial_id``,
+  ``mixopt.status`` (RUNNING | FINISHED | FAILED), ``mixopt.proposal`` (exact JSON),
+  ``mixopt.checkpoint``, ``ray.trial_id``, ``ray.node_id``, ``mixopt.failure``; params ``w.<task>``,
+  ``hp.<name>``, ``origin``, ``seed``; metrics ``objective``, ``score.<task>``, per-task metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger("mixopt.tracking")
+T = TypeVar("T")
+
+ROLE = "mixopt.role"
+STATUS = "mixopt.status"
+PROPOSAL = "mixopt.proposal"
+CHECKPOINT = "mixopt.checkpoint"
+TRIAL_ID = "mixopt.trial_id"
+FAILURE = "mixopt.failure"
+STATE_PATH = "mixopt.state_path"
+PARENT = "mlflow.parentRunId"
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = 8, base_delay: float = 0.2) -> T:
+    """Call ``fn``, retrying transient store errors (locked sqlite, a restarting server) with backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # MLflow wraps sqlite and HTTP errors in several exception types
+            if i == attempts - 1:
+                raise
+            delay = base_delay * 2**i
+            log.warning("MLflow %s failed (%s); retrying in %.1fs", what, e, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def mixture_params(proposal: Mapping[str, Any], task_names: list[str]) -> dict[str, str]:
+    """Flat MLflow params: ``w.<task>`` for every weight, ``hp.<name>`` for each hyperparameter."""
+    out = {f"w.{t}": repr(float(proposal[t])) for t in task_names}
+    for k, v in proposal.items():
+        if k not in task_names:
+            out[f"hp.{k}"] = repr(v) if isinstance(v, float) else str(v)
+    return out
+
+
+def metric_key(name: str) -> str:
+    """MLflow accepts letters, digits, ``_ - . / `` and spaces; map anything else to ``_``."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name.replace("@", "_at_"))
+
+
+class SweepTracker:
+    """All MLflow writes of one sweep."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str):
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        exp = retry(lambda: self.client.get_experiment_by_name(experiment_name), "get experiment")
+        if exp is None:
+            self.experiment_id = retry(lambda: self.client.create_experiment(experiment_name), "create experiment")
+        elif exp.lifecycle_stage == "deleted":
+            raise RuntimeError(
+                f"MLflow experiment {experiment_name!r} is deleted in {tracking_uri}; restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another "
+                "tracking.experiment"
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+        self.experiment_name = experiment_name
+        self.parent_id: str | None = None
+
+    # ------------------------------------------------------------------ parent run
+
+    def start_sweep(self, name: str, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        run = retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags={ROLE: "sweep"}),
+                    "create sweep run")
+        self.parent_id = run.info.run_id
+        self.log_params(self.parent_id, {k: str(v) for k, v in params.items()})
+        for filename, text in artifacts.items():
+            self.log_text(self.parent_id, text, filename)
+        return self.parent_id
+
+    def find_unfinished_sweep(self) -> str | None:
+        """The newest sweep run that did not end (the driver was killed), for ``--resume``."""
+        runs = retry(lambda: self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=20), "search sweeps")
+        for r in runs:
+            if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
+                return r.info.run_id
+        return None
+
+    def reopen_sweep(self, run_id: str) -> None:
+        self.parent_id = run_id
+        retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen sweep")
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        assert self.parent_id is not None
+        retry(lambda: self.client.set_terminated(self.parent_id, status=status), "end sweep")
+
+    # ------------------------------------------------------------------ trial runs
+
+    def trial_runs(self, parent_id: str | None = None) -> list[Any]:
+        parent_id = parent_id or self.parent_id
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = retry(lambda: self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{ROLE}` = 'trial'",
+                max_results=1000, page_token=token), "search trials")
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def start_trial(self, trial_id: str, proposal: Mapping[str, Any], task_names: list[str],
+                    origin: str, seed: int) -> str:
+        assert self.parent_id is not None
+        tags = {ROLE: "trial", PARENT: self.parent_id, TRIAL_ID: trial_id, STATUS: "RUNNING",
+                PROPOSAL: json.dumps(dict(proposal), sort_keys=True)}
+        run = retry(lambda: self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags),
+                    "create trial run")
+        params = mixture_params(proposal, task_names) | {"origin": origin, "seed": str(seed)}
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def restart_trial(self, run_id: str) -> None:
+        """A trial interrupted by a killed driver runs again in its own MLflow run."""
+        retry(lambda: self.client.update_run(run_id, status="RUNNING"), "restart trial")
+        self.set_tags(run_id, {STATUS: "RUNNING", FAILURE: ""})
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        for chunk in _chunks(batch, 900):  # MLflow caps a batch at 1000 metrics
+            retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for chunk in _chunks(items, 90):  # MLflow caps a batch at 100 params
+            retry(lambda c=chunk: self.client.log_batch(run_id, params=c), "log params")
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), "set tags")
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        retry(lambda: self.client.log_text(run_id, text, artifact_file), f"log {artifact_file}")
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            retry(lambda: self.client.log_artifacts(run_id, str(path), artifact_path), f"log {path}")
+        else:
+            retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), f"log {path}")
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"log {artifact_file}")
+
+    def finish_trial(self, run_id: str, status: str, reason: str | None = None,
+                     tags: Mapping[str, str] | None = None) -> None:
+        """End a trial run: ``FINISHED`` or ``FAILED`` (with the reason as a tag)."""
+        assert status in ("FINISHED", "FAILED", "KILLED")
+        all_tags = dict(tags or {}) | {STATUS: status}
+        if reason:
+            all_tags[FAILURE] = reason[:4000]
+        self.set_tags(run_id, all_tags)
+        retry(lambda: self.client.set_terminated(run_id, status=status), "end trial")
+
+
+def run_status_name(status: Any) -> str:
+    return status if isinstance(status, str) else RunStatus.to_string(status)
