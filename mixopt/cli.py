@@ -69,5 +69,26 @@ def synth(
     typer.echo(f"{out / 'model'}: tiny bidirectional Gemma3 encoder + tokenizer")
 
 
+@app.command()
+def sweep(
+    experiment: Path = typer.Argument(..., help="Experiment YAML."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster to join ('auto', or ray://host:10001). Default: $RAY_ADDRESS, "
+        "else a local Ray started in this process."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the experiment's unfinished sweep (after a "
+                                "killed driver): recorded trials are not run again."),
+    max_trials: Optional[int] = typer.Option(None, "--max-trials", min=1, help="Override optimizer.max_trials."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
+    from mixopt.sweep import SweepError, run_sweep
+
+    exp = _load(experiment)
+    try:
+        run_sweep(exp, address=address, resume=resume, max_trials=max_trials, verbose=not quiet)
+    except SweepError as e:
+        _fail(f"{experiment}: {e}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
