@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -90,5 +89,54 @@ def sweep(
         _fail(f"{experiment}: {e}")
 
 
-def main() -> None:  # pragma: no cover - console entry
-    sys.exit(app())
+@app.command()
+def soup(
+    experiment_file: Optional[Path] = typer.Argument(
+        None, metavar="[EXPERIMENT.yaml]", help="The sweep's experiment YAML (its tasks and trainer evaluate the soup)."),
+    experiment: Optional[str] = typer.Option(
+        None, "--experiment", help="MLflow experiment name of the sweep (default: the YAML's). Without a YAML the "
+        "soup is averaged and logged but not evaluated."),
+    runs: str = typer.Option("top5", "--runs", help="Trials to soup: topK (e.g. top5), all, or RUN_ID,RUN_ID,..."),
+    method: str = typer.Option("uniform", "--method", help="uniform (mean of all) or greedy (Wortsman et al. 2022)."),
+    metric: str = typer.Option("objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output sentence-transformers directory "
+                                       "(default: soups/<experiment name>)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    register: Optional[str] = typer.Option(None, "--register", help="Also register the soup in the MLflow model "
+                                           "registry under this name."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: the YAML's, else $MLFLOW_TRACKING_URI, "
+        "else sqlite:///mlflow.db)."),
+) -> None:
+    """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
+    if experiment_file is None and experiment is None:
+        _fail("give the sweep's EXPERIMENT.yaml or --experiment NAME (its MLflow experiment)")
+    if method not in ("uniform", "greedy"):
+        _fail(f"--method {method!r}: choose uniform or greedy")
+    if method == "greedy" and experiment_file is None:
+        _fail("--method greedy evaluates candidate soups with the trainer: give the EXPERIMENT.yaml")
+    from mixopt.soup import CheckpointError, SoupError, format_table, parse_runs, soup_from_sweep
+
+    try:
+        parse_runs(runs)
+    except SoupError as e:
+        _fail(str(e))
+    exp = _load(experiment_file) if experiment_file is not None else None
+    try:
+        _, result = soup_from_sweep(
+            exp, runs=runs, method=method, metric=metric, out=out, force=force, register=register,
+            experiment_name=experiment, tracking_uri=tracking_uri, echo=typer.echo,
+        )
+    except (SoupError, CheckpointError) as e:
+        _fail(str(e), code=1)
+    kept = [i.run_id for i in result.ingredients] if result.greedy is not None else None
+    typer.echo(format_table(result.candidates, result.evaluation, metric, exp.tasks if exp else (), kept))
+    size = result.stats.n_bytes / 2**20 if result.stats else 0.0
+    typer.echo(f"wrote {result.out}: {result.method} soup of {len(result.ingredients)} checkpoint(s), "
+               f"{size:.3g} MiB of weights; MLflow run {result.run_id}")
+    if result.registered:
+        typer.echo(f"registered as MLflow model {result.registered[0]!r} version {result.registered[1]}")
+
+
+if __name__ == "__main__":
+    app()

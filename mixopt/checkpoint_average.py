@@ -1,0 +1,540 @@
+"""Stream-average sentence-transformers checkpoints, tensor by tensor, through safetensors.
+
+The uniform model soup (Wortsman et al., 2022, arXiv:2203.05482) of ``K`` checkpoints of one
+architecture is, for every parameter tensor ``p``,
+
+    soup[p] = cast_{dtype(p)}( (1/K) * sum_k float32(theta_k[p]) )
+
+accumulated in float32 (float64 for float64 tensors) so that bf16/fp16 checkpoints lose nothing
+to the summation, then cast back to the checkpoints' own dtype. Non-float tensors (integer
+buffers) cannot be averaged: they must be equal in every checkpoint and are copied.
+
+Memory: each tensor is processed in row chunks of at most ``chunk_bytes`` (64 MiB of float32 by
+default). For each chunk, every ingredient file is opened with ``safetensors.safe_open``, the
+rows are read with ``get_slice``, added into the accumulator, and the file is closed again.
+Closing matters: ``safe_open`` memory-maps the whole file, and the pages it has touched count in
+the process's resident memory until the map goes away; a handle kept open for the whole run
+would end up holding every ingredient in RSS. The output file is written as a stream too: its
+header is known before any data (names, dtypes and shapes are checked to agree up front), so
+chunks go to disk as they are finished. Peak memory is therefore a few chunks, independent of
+the number of ingredients *and* of the model size. ``bench/soup.py`` measures it.
+
+Checks, all before anything is written: the same ``*.safetensors`` files (relative paths) in
+every checkpoint; the same tensor names, shapes and dtypes in each; the architecture files
+(``modules.json``, every ``config.json``, ``sentence_bert_config.json``,
+``config_sentence_transformers.json``) equal as JSON up to version stamps; the tokenizer files
+byte-identical (SHA-256); no pickle weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``), which
+could run code when loaded. While streaming, NaN/inf in an ingredient or in the result stops the
+soup with the run, file and tensor named.
+
+This module imports only torch and safetensors (no pydantic, no MLflow), so that the benchmark
+runs on a bare GPU image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+# 64 MiB of float32 accumulator per chunk: large enough that per-chunk overhead (one open per
+# ingredient, ~0.3 ms) is negligible, small next to any model worth souping.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+ARCHITECTURE_FILES = (
+    "modules.json",
+    "config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+)
+# Keys that record which library versions wrote a file, not what the model is.
+VOLATILE_KEYS = frozenset({"transformers_version", "__version__", "_name_or_path"})
+
+_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+if sys.byteorder != "little":  # pragma: no cover - safetensors stores little-endian bytes
+    raise ImportError(
+        "mixopt.checkpoint_average writes safetensors bytes directly and needs a little-endian CPU"
+    )
+
+
+class CheckpointError(ValueError):
+    """Checkpoints that cannot be averaged; the message names the run, file and tensor."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a safetensors file: its dtype code (``"F32"``, ``"BF16"``...) and shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * _DTYPES[self.dtype].itemsize
+
+    def __str__(self) -> str:
+        return f"shape {list(self.shape)} dtype {self.dtype}"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """The header of one ``*.safetensors`` file: tensors in file order, and its ``__metadata__``."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class AverageStats:
+    """What :func:`average_into` did."""
+
+    n_ingredients: int
+    n_files: int
+    n_tensors: int
+    n_bytes: int  # bytes of tensor data written (one model's size)
+    dtypes: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def read_header(path: Path) -> WeightFile:
+    """Names, dtypes and shapes of the tensors in ``path``, in the order of their data in the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            # File order, so the averaged file is laid out like its ingredients.
+            names = list(f.offset_keys()) if hasattr(f, "offset_keys") else list(f.keys())
+            tensors = {}
+            for name in names:
+                s = f.get_slice(name)
+                tensors[name] = TensorInfo(s.get_dtype(), tuple(int(d) for d in s.get_shape()))
+            return WeightFile(tensors, f.metadata())
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def weight_files(checkpoint: Path) -> list[str]:
+    """Relative paths (POSIX) of every ``*.safetensors`` file under ``checkpoint``, sorted."""
+    return sorted(
+        p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*.safetensors") if p.is_file()
+    )
+
+
+def refuse_pickles(checkpoint: Path, label: str) -> None:
+    """Raise if ``checkpoint`` holds pickle weights: unpickling can execute arbitrary code."""
+    for p in sorted(checkpoint.rglob("*")):
+        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{label}: {p} is a pickle file; the soup reads weights only from safetensors, "
+                "because loading a pickle can run arbitrary code. Re-save the checkpoint with "
+                "safe_serialization=True (model.save(path, safe_serialization=True)) and remove the pickle."
+            )
+
+
+def _strip_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_volatile(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, list):
+        return [_strip_volatile(v) for v in value]
+    return value
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """A short description of where two JSON values first differ (``key.sub: x != y``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                return f"{where}{k}: present in only one of them"
+            if a[k] != b[k]:
+                return _first_difference(a[k], b[k], f"{where}{k}.")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{i}].")
+    return f"{where.rstrip('.') or '(whole file)'}: {json.dumps(a)[:80]} != {json.dumps(b)[:80]}"
+
+
+def _architecture_files(checkpoint: Path) -> list[str]:
+    return sorted(
+        p.relative_to(checkpoint).as_posix()
+        for p in checkpoint.rglob("*")
+        if p.is_file() and p.name in ARCHITECTURE_FILES
+    )
+
+
+def _tokenizer_files(checkpoint: Path) -> list[str]:
+    return sorted(
+        p.relative_to(checkpoint).as_posix()
+        for p in checkpoint.rglob("*")
+        if p.is_file() and p.name in TOKENIZER_FILES
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path, label: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{label}: cannot read {path} as JSON: {e}") from e
+
+
+def check_compatible(
+    checkpoints: Sequence[Path], labels: Sequence[str] | None = None
+) -> dict[str, WeightFile]:
+    """Check that ``checkpoints`` can be averaged; return the weight files' headers (of the first).
+
+    Every later checkpoint is compared with the first: pickle files, the set of weight files,
+    architecture JSON files, tokenizer file hashes, then tensor names, shapes and dtypes. The
+    first problem found raises :class:`CheckpointError` naming both runs.
+    """
+    checkpoints = [Path(c) for c in checkpoints]
+    labels = list(labels) if labels is not None else [str(c) for c in checkpoints]
+    if len(labels) != len(checkpoints):
+        raise ValueError(f"{len(labels)} labels for {len(checkpoints)} checkpoints")
+    if not checkpoints:
+        raise CheckpointError("no checkpoints to average")
+    for c, label in zip(checkpoints, labels, strict=True):
+        if not c.is_dir():
+            raise CheckpointError(f"{label}: checkpoint directory {c} does not exist")
+        refuse_pickles(c, label)
+
+    ref, ref_label = checkpoints[0], labels[0]
+    ref_files = weight_files(ref)
+    if not ref_files:
+        raise CheckpointError(f"{ref_label}: no *.safetensors weight files in {ref}")
+    ref_arch = _architecture_files(ref)
+    if "modules.json" not in ref_arch:
+        raise CheckpointError(
+            f"{ref_label}: {ref} has no modules.json; is it a sentence-transformers directory?"
+        )
+    ref_tok = {f: _sha256(ref / f) for f in _tokenizer_files(ref)}
+    headers = {f: read_header(ref / f) for f in ref_files}
+
+    for c, label in zip(checkpoints[1:], labels[1:], strict=True):
+        files = weight_files(c)
+        if files != ref_files:
+            only_ref = sorted(set(ref_files) - set(files))
+            only_c = sorted(set(files) - set(ref_files))
+            raise CheckpointError(
+                f"{label}: its weight files differ from {ref_label}'s: "
+                f"missing {only_ref or 'none'}, extra {only_c or 'none'}; all ingredients must have the same layout"
+            )
+        for f in ref_arch:
+            if not (c / f).is_file():
+                raise CheckpointError(f"{label}: {c / f} is missing, but {ref_label} has it")
+            a, b = _strip_volatile(_read_json(ref / f, ref_label)), _strip_volatile(_read_json(c / f, label))
+            if a != b:
+                raise CheckpointError(
+                    f"{label}: architecture file {f} differs from {ref_label}'s "
+                    f"({_first_difference(a, b)}); checkpoints of different architectures cannot be averaged"
+                )
+        tok = _tokenizer_files(c)
+        if tok != sorted(ref_tok):
+            raise CheckpointError(
+                f"{label}: tokenizer files {tok} differ from {ref_label}'s {sorted(ref_tok)}; "
+                "all ingredients must share one tokenizer"
+            )
+        for f, digest in ref_tok.items():
+            other = _sha256(c / f)
+            if other != digest:
+                raise CheckpointError(
+                    f"{label}: tokenizer file {f} has SHA-256 {other[:12]}…, {ref_label}'s has {digest[:12]}…; "
+                    "all ingredients must share one tokenizer"
+                )
+        for f in ref_files:
+            _compare_headers(headers[f], read_header(c / f), f, ref_label, label)
+    return headers
+
+
+def _compare_headers(ref: WeightFile, other: WeightFile, file: str, ref_label: str, label: str) -> None:
+    missing = [n for n in ref.tensors if n not in other.tensors]
+    extra = [n for n in other.tensors if n not in ref.tensors]
+    if missing or extra:
+        raise CheckpointError(
+            f"{label}: {file} lacks tensors {missing[:5] or 'none'} and has extra tensors {extra[:5] or 'none'} "
+            f"compared with {ref_label}; checkpoints of different architectures cannot be averaged"
+        )
+    for name, info in ref.tensors.items():
+        o = other.tensors[name]
+        if o != info:
+            raise CheckpointError(
+                f"{label}: tensor {name!r} in {file} has {o}, but {ref_label} has {info}; "
+                "every ingredient must have the same shapes and dtypes"
+            )
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _row_chunks(info: TensorInfo, chunk_bytes: int) -> Iterator[tuple[int, int] | None]:
+    """Row ranges ``[a, b)`` along dim 0 covering the tensor; ``None`` for a 0-d tensor."""
+    if not info.shape:
+        yield None
+        return
+    rows = info.shape[0]
+    row_numel = 1
+    for d in info.shape[1:]:
+        row_numel *= d
+    # Sized by the float32 accumulator, the largest buffer a chunk needs.
+    step = max(1, chunk_bytes // max(1, row_numel * 4))
+    for a in range(0, rows, step):
+        yield a, min(rows, a + step)
+
+
+def _read_chunk(path: Path, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
+    # Open per chunk, so the mapped pages are released as soon as the rows are used (see module doc).
+    with safe_open(str(path), framework="pt") as f:
+        if rows is None:
+            return f.get_tensor(name)
+        return f.get_slice(name)[rows[0] : rows[1]]
+
+
+def _describe_rows(info: TensorInfo, rows: tuple[int, int] | None) -> str:
+    return (
+        "" if rows is None or (rows[0] == 0 and rows[1] == info.shape[0]) else f" (rows {rows[0]}:{rows[1]})"
+    )
+
+
+def _header_bytes(wf: WeightFile) -> bytes:
+    header: dict[str, Any] = {}
+    if wf.metadata:
+        header["__metadata__"] = wf.metadata
+    offset = 0
+    for name, info in wf.tensors.items():
+        header[name] = {
+            "dtype": info.dtype,
+            "shape": list(info.shape),
+            "data_offsets": [offset, offset + info.nbytes],
+        }
+        offset += info.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the reference writer pads the header to 8 bytes so data stays aligned
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def average_file(
+    sources: Sequence[Path],
+    dest: Path,
+    header: WeightFile,
+    labels: Sequence[str],
+    file: str = "",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> int:
+    """Write the element-wise mean of the safetensors files ``sources`` to ``dest``; return bytes written.
+
+    ``header`` is the (already checked) common header. For a float tensor ``p`` of ``K`` sources:
+    ``dest[p] = ((sum_k acc(src_k[p])) / K).to(dtype(p))`` with ``acc`` float32 (float64 for F64).
+    Raises :class:`CheckpointError` on NaN/inf in a source or in the result, and on a non-float
+    tensor that differs between sources.
+    """
+    k = len(sources)
+    written = 0
+    with dest.open("wb") as out:
+        out.write(_header_bytes(header))
+        for name, info in header.tensors.items():
+            dtype = _DTYPES[info.dtype]
+            for rows in _row_chunks(info, chunk_bytes):
+                if info.dtype in _FLOAT_CODES:
+                    result = _mean_chunk(sources, name, rows, info, labels, file, k)
+                else:
+                    result = _equal_chunk(sources, name, rows, info, labels, file)
+                result = result.to(dtype).contiguous().reshape(-1)
+                out.write(result.view(torch.uint8).numpy().data)
+                written += result.numel() * dtype.itemsize
+    return written
+
+
+def _mean_chunk(
+    sources: Sequence[Path],
+    name: str,
+    rows: tuple[int, int] | None,
+    info: TensorInfo,
+    labels: Sequence[str],
+    file: str,
+    k: int,
+) -> torch.Tensor:
+    acc_dtype = torch.float64 if info.dtype == "F64" else torch.float32
+    acc: torch.Tensor | None = None
+    for src in sources:
+        x = _read_chunk(src, name, rows)
+        if acc is None:
+            acc = x.to(acc_dtype, copy=True)
+        else:
+            acc.add_(x.to(acc_dtype))
+        del x
+    assert acc is not None
+    # A NaN or inf in any source makes the sum non-finite, so one check of the sum covers all
+    # sources; only when it fails are the sources re-read to name the culprit.
+    if not bool(torch.isfinite(acc).all()):
+        for src, label in zip(sources, labels, strict=True):
+            bad = ~torch.isfinite(_read_chunk(src, name, rows).to(acc_dtype))
+            if bool(bad.any()):
+                raise CheckpointError(
+                    f"{label}: tensor {name!r} in {file or src.name} has {int(bad.sum())} NaN/inf values"
+                    f"{_describe_rows(info, rows)}; a diverged checkpoint cannot be an ingredient — drop this run"
+                )
+        raise CheckpointError(
+            f"the sum of tensor {name!r} in {file} overflows {acc_dtype} although every ingredient is "
+            "finite; the ingredients' values are too large to average"
+        )
+    acc.div_(k)
+    out = acc.to(_DTYPES[info.dtype])
+    if not bool(torch.isfinite(out).all()):
+        raise CheckpointError(
+            f"the average of tensor {name!r} in {file} is not finite after casting back to {info.dtype}"
+            f"{_describe_rows(info, rows)}; the ingredients' values exceed that dtype's range"
+        )
+    return out
+
+
+def _equal_chunk(
+    sources: Sequence[Path],
+    name: str,
+    rows: tuple[int, int] | None,
+    info: TensorInfo,
+    labels: Sequence[str],
+    file: str,
+) -> torch.Tensor:
+    first = _read_chunk(sources[0], name, rows).clone()
+    for src, label in zip(sources[1:], labels[1:], strict=True):
+        if not torch.equal(first, _read_chunk(src, name, rows)):
+            raise CheckpointError(
+                f"{label}: non-float tensor {name!r} ({info}) in {file} differs from {labels[0]}'s; "
+                "integer buffers cannot be averaged and must be equal in every ingredient"
+            )
+    return first
+
+
+def average_into(
+    checkpoints: Sequence[Path],
+    dest: Path,
+    labels: Sequence[str] | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    skip_files: Sequence[str] = ("README.md",),
+) -> AverageStats:
+    """Average sentence-transformers ``checkpoints`` into the existing empty directory ``dest``.
+
+    Every ``*.safetensors`` file is averaged (:func:`average_file`); every other file is copied
+    from the first checkpoint, except ``skip_files`` (its model card describes that checkpoint,
+    not the soup). Checks run first (:func:`check_compatible`). Not atomic by itself: write into
+    a directory from :func:`atomic_directory`.
+    """
+    checkpoints = [Path(c) for c in checkpoints]
+    labels = list(labels) if labels is not None else [str(c) for c in checkpoints]
+    headers = check_compatible(checkpoints, labels)
+    dest = Path(dest)
+    first = checkpoints[0]
+    for p in sorted(first.rglob("*")):
+        rel = p.relative_to(first)
+        if p.is_dir() or rel.as_posix() in headers or rel.as_posix() in skip_files:
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / rel)
+    n_bytes = 0
+    for rel, header in headers.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        n_bytes += average_file([c / rel for c in checkpoints], dest / rel, header, labels, rel, chunk_bytes)
+    return AverageStats(
+        n_ingredients=len(checkpoints),
+        n_files=len(headers),
+        n_tensors=sum(len(h.tensors) for h in headers.values()),
+        n_bytes=n_bytes,
+        dtypes=tuple(sorted({t.dtype for h in headers.values() for t in h.tensors.values()})),
+    )
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``target``; on success rename it to ``target``.
+
+    On an exception the temporary directory is removed and ``target`` is untouched. An existing
+    ``target`` is an error unless ``force``; with ``force`` it is replaced only after the new
+    directory is complete (moved aside, the new one renamed in, the old one deleted).
+    """
+    target = Path(target)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; pass --force to replace it, or choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # mkdtemp makes the directory private (0700); the result should have the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        yield tmp
+        old: Path | None = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def average_checkpoints(
+    checkpoints: Sequence[Path],
+    out: Path,
+    labels: Sequence[str] | None = None,
+    force: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> AverageStats:
+    """Uniform soup of ``checkpoints`` written atomically to ``out`` (see :func:`average_into`)."""
+    with atomic_directory(out, force=force) as tmp:
+        return average_into(checkpoints, tmp, labels, chunk_bytes)
