@@ -263,15 +263,25 @@ def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment):
             self.node_logged: set[str] = set()
             self.busy_since: dict[str, float] = {}
             self.busy_total = 0.0
-            self.start = time.monotonic()
+            self.first_start: float | None = None
+            self.last_end: float | None = None
 
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self.busy_since[trial.trial_id] = time.monotonic()
+            now = time.monotonic()
+            self.first_start = self.first_start or now
+            self.busy_since[trial.trial_id] = now
 
         def _busy_end(self, trial) -> None:
             t0 = self.busy_since.pop(trial.trial_id, None)
+            self.last_end = time.monotonic()
             if t0 is not None:
-                self.busy_total += time.monotonic() - t0
+                self.busy_total += self.last_end - t0
+
+        def idle_fraction(self, slots: int) -> float | None:
+            """Share of slot time, from the first trial's start to the last one's end, with no trial."""
+            if self.first_start is None or self.last_end is None or self.last_end <= self.first_start:
+                return None
+            return max(0.0, 1.0 - self.busy_total / (slots * (self.last_end - self.first_start)))
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             run_id = trial.config["run_id"]
@@ -330,6 +340,10 @@ def _error_reason(trial: Any) -> str:
     return "the trial's worker died without an error message (killed or out of memory)"
 
 
+def _trial_name(trial: Any) -> str:
+    return str(trial.config.get("trial_id", trial.trial_id))
+
+
 def _storage_dir(exp: Experiment, parent_id: str) -> Path:
     if "://" in exp.storage:
         raise SweepError(
@@ -386,7 +400,6 @@ def _ray_init(address: str | None, exp: Experiment) -> None:
 
     # Trials use absolute paths; keep Tune from changing the worker's working directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
@@ -489,7 +502,8 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n_to_run,
-                                        max_concurrent_trials=concurrent, reuse_actors=False),
+                                        max_concurrent_trials=concurrent, reuse_actors=False,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=f"tune-{int(time.time())}", storage_path=str(storage / "tune"), verbose=0,
                 callbacks=[callback], failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
@@ -521,18 +535,21 @@ def _finish(exp: Experiment, tracker: SweepTracker, state: _State, storage: Path
                                  "wall_seconds": wall}
     if summary.best is not None:
         metrics["best_objective"] = summary.best[1]
-    if callback is not None and wall > 0:
-        # Idle slot time: the share of (slots x wall time) in which no trial was running.
-        summary.idle_fraction = max(0.0, 1.0 - callback.busy_total / (slots * wall))
-        metrics["slot_idle_fraction"] = summary.idle_fraction
+    if callback is not None:
+        summary.idle_fraction = callback.idle_fraction(slots)
+        if summary.idle_fraction is not None:
+            metrics["slot_idle_fraction"] = summary.idle_fraction
     tracker.log_metrics(parent_id, metrics, 0)
     tracker.log_text(parent_id, json.dumps(state.optimizer.state_dict()), "optimizer_state.json")
     if summary.best is not None:
         tracker.log_text(parent_id, json.dumps({"proposal": summary.best[0], "objective": summary.best[1]},
                                                indent=1), "best.json")
     try:
+        import matplotlib.pyplot as plt
+
         for name, fig in plots.sweep_figures(summary.trials, exp.task_names, state.optimizer).items():
             tracker.log_figure(parent_id, fig, name)
+            plt.close(fig)
     except Exception as e:  # a figure must never cost the sweep its record
         log.warning("could not draw the summary figures: %s", e)
     tracker.end_sweep("FINISHED")
@@ -550,7 +567,8 @@ def _print_summary(exp: Experiment, s: SweepSummary) -> None:
         hps = ", ".join(f"{k}={v}" for k, v in proposal.items() if k not in exp.task_names)
         print(f"[mixopt] best objective {value:.4f}: {weights}" + (f"; {hps}" if hps else ""), file=out)
     if s.idle_fraction is not None:
-        print(f"[mixopt] slots idle {100 * s.idle_fraction:.1f}% of the sweep's wall time", file=out)
+        print(f"[mixopt] trial slots idle {100 * s.idle_fraction:.1f}% of the time between the first trial's "
+              "start and the last one's end", file=out)
     print(f"[mixopt] MLflow: {s.tracking_uri}, experiment {s.experiment_name!r}, sweep run {s.parent_run_id}",
           file=out)
     if s.tracking_uri.startswith("sqlite:"):

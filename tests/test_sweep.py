@@ -1,0 +1,249 @@
+"""End-to-end sweeps on real Ray (local) and real MLflow (sqlite and an HTTP server), tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from mixopt.config import load_experiment
+from mixopt.synth import SynthSpec, synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["retrieval_0", "sts_1", "classification_2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def write_experiment(tmp_path: Path, data_dir: Path, **over) -> Path:
+    exp = {
+        "name": "sweep_test",
+        "tasks": [{"name": t, "kind": t.rsplit("_", 1)[0], "path": str(data_dir / t)} for t in TASKS],
+        "search": {
+            "seed_mixtures": [{"retrieval_0": 0.5, "sts_1": 0.25, "classification_2": 0.25}],
+            "hyperparameters": {"rate": {"type": "log_float", "low": 0.5, "high": 4.0}},
+        },
+        "optimizer": {"n_seeds": 4, "max_trials": 8, "max_concurrent": 2, "random_state": 0},
+        "trainer": {"target": "trainers.analytic:train", "steps": 20},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "storage": str(tmp_path / "runs"),
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            exp.setdefault(section, {})[field] = value
+        else:
+            exp[section] = value
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def trial_runs(uri: str, name: str = "sweep_test"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("mixopt.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
+    return client, parents, children
+
+
+def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray_local) -> None:
+    from mixopt.sweep import run_sweep
+
+    exp = load_experiment(write_experiment(tmp_path, data_dir))
+    summary = run_sweep(exp, verbose=False)
+    client, parents, children = trial_runs(exp.tracking.resolved_uri())
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8
+    assert summary.finished == 8 and summary.failed == 0
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    origins = sorted(c.data.params["origin"] for c in children)
+    assert origins == ["bo"] * 4 + ["seed"] * 4
+    for c in children:
+        assert c.info.status == "FINISHED" and c.data.tags["mixopt.status"] == "FINISHED"
+        weights = {t: float(c.data.params[f"w.{t}"]) for t in TASKS}
+        assert abs(sum(weights.values()) - 1) < 1e-9 and min(weights.values()) >= 0
+        assert 0.5 <= float(c.data.params["hp.rate"]) <= 4.0
+        assert c.data.tags["ray.node_id"]
+        assert set(c.data.metrics) >= {"objective", "loss", *(f"score.{t}" for t in TASKS)}
+        # The objective is the mean of the per-task scores (analytic trainer), recorded exactly.
+        scores = [c.data.metrics[f"score.{t}"] for t in TASKS]
+        assert c.data.metrics["objective"] == pytest.approx(sum(scores) / 3)
+        # Training loss was logged by step, not just once.
+        assert len(client.get_metric_history(c.info.run_id, "loss")) >= 2
+    # The user's seed mixture ran first, exactly as given.
+    first = min(children, key=lambda c: c.data.tags["mixopt.trial_id"])
+    assert float(first.data.params["w.retrieval_0"]) == 0.5
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"config.yaml", "seed_mixtures.json", "optimizer_state.json", "best_so_far.png",
+            "top_mixtures.png"} <= artifacts
+    best = max(c.data.metrics["objective"] for c in children)
+    assert summary.best is not None and summary.best[1] == pytest.approx(best)
+
+
+@pytest.mark.slow
+def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, data_dir: Path, ray_local) -> None:
+    from mixopt.sweep import run_sweep
+
+    # Seeds chosen to hit each failure: raise, NaN objective, and a worker killed mid-trial.
+    seeds = [
+        {"retrieval_0": 0.9, "sts_1": 0.05, "classification_2": 0.05},
+        {"retrieval_0": 0.05, "sts_1": 0.9, "classification_2": 0.05},
+        {"retrieval_0": 0.05, "sts_1": 0.05, "classification_2": 0.9},
+        {"retrieval_0": 0.4, "sts_1": 0.3, "classification_2": 0.3},
+    ]
+    path = write_experiment(
+        tmp_path, data_dir,
+        search={"seed_mixtures": seeds},
+        trainer={"target": "trainers.analytic:train", "steps": 20, "fail_above": {"retrieval_0": 0.85},
+                 "nan_above": {"sts_1": 0.85}, "exit_above": {"classification_2": 0.85}},
+        optimizer={"n_seeds": 4, "max_trials": 6, "max_concurrent": 2},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    _, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(children) == 6
+    by_id = {c.data.tags["mixopt.trial_id"]: c for c in children}
+    for tid, phrase in [("trial-000", "injected failure"), ("trial-001", "non-finite objective"),
+                        ("trial-002", "")]:
+        run = by_id[tid]
+        assert run.info.status == "FAILED" and run.data.tags["mixopt.status"] == "FAILED"
+        assert phrase in run.data.tags["mixopt.failure"]
+    assert summary.failed == 3 and summary.finished == 3
+    # The optimizer was told None for the failures, and the sweep went on past the seeds (with one
+    # success the GP cannot be fitted yet, so the optimizer falls back to random proposals).
+    state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
+    from mixopt.optimizer import MixtureOptimizer
+
+    opt = MixtureOptimizer.from_state_dict(state)
+    assert [v is None for _, v in opt.history].count(True) == 3
+    assert [c.data.params["origin"] for c in children].count("seed") == 4
+
+
+def test_bad_config_starts_nothing_and_writes_nothing(tmp_path: Path, data_dir: Path) -> None:
+    path = write_experiment(tmp_path, data_dir, optimizer={"max_trials": 0})
+    proc = subprocess.run([sys.executable, "-m", "mixopt.cli", "sweep", str(path)], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "optimizer.max_trials" in proc.stderr
+    # Missing data: also refused before anything is written.
+    tasks = [{"name": t, "kind": t.rsplit("_", 1)[0], "path": str(data_dir / t)} for t in TASKS]
+    tasks[1]["path"] = str(tmp_path / "nope")
+    broken = write_experiment(tmp_path, data_dir, tasks=tasks)
+    proc = subprocess.run([sys.executable, "-m", "mixopt.cli", "sweep", str(broken)], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "no such file" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sweep_against_an_mlflow_tracking_server(tmp_path: Path, data_dir: Path, ray_local) -> None:
+    from mixopt.sweep import run_sweep
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", str(tmp_path / "art"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(0.5)
+        time.sleep(2)
+        path = write_experiment(tmp_path, data_dir, tracking={"uri": uri},
+                                optimizer={"n_seeds": 2, "max_trials": 4, "max_concurrent": 2})
+        summary = run_sweep(load_experiment(path), verbose=False)
+        _, parents, children = trial_runs(uri)
+        assert len(parents) == 1 and len(children) == 4 and summary.finished == 4
+        assert all("objective" in c.data.metrics for c in children)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> None:
+    path = write_experiment(
+        tmp_path, data_dir,
+        trainer={"target": "trainers.analytic:train", "steps": 20, "seconds_per_step": 0.15},
+        optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 2},
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "mixopt.cli", "sweep", str(path)]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Wait until some trials are done (and others running), then kill the driver outright.
+    deadline = time.time() + 240
+    finished_before: dict[str, int] = {}
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            _, _, children = trial_runs(uri)
+        except Exception:
+            continue
+        done = [c for c in children if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED")]
+        if len(done) >= 3:
+            finished_before = {c.data.tags["mixopt.trial_id"]: c.info.end_time for c in done}
+            break
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+    assert finished_before, "no trial finished in time"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    _, parents, children = trial_runs(uri)
+    assert parents[0].info.status == "RUNNING"  # the killed driver could not close it
+    assert len(children) < 8
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    client, parents, children = trial_runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    ids = [c.data.tags["mixopt.trial_id"] for c in children]
+    assert sorted(ids) == [f"trial-{i:03d}" for i in range(8)]  # exactly max_trials, none duplicated
+    assert all(c.data.tags["mixopt.status"] in ("FINISHED", "FAILED") for c in children)
+    for c in children:  # trials that had finished were not run again
+        if c.data.tags["mixopt.trial_id"] in finished_before:
+            assert c.info.end_time == finished_before[c.data.tags["mixopt.trial_id"]]
+    # Proposals are distinct: the optimizer continued, it did not start over.
+    proposals = [json.loads(c.data.tags["mixopt.proposal"]) for c in children]
+    assert len({json.dumps(p, sort_keys=True) for p in proposals}) == 8
+    assert all(math.isfinite(c.data.metrics.get("objective", math.nan)) for c in children
+               if c.data.tags["mixopt.status"] == "FINISHED")
