@@ -393,16 +393,12 @@ def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     return lines.get(())
 
 
+# Pydantic puts union members and discriminator tags into error locations; they are not YAML keys.
+_UNION_TAGS = {"float", "log_float", "int", "categorical", "str", "bool", "dict[str,float]", "list[str]"}
+
+
 def _clean_loc(loc: tuple) -> tuple:
-    # Drop pydantic's union/discriminator tags (e.g. 'float', 'log_float') from locations.
-    out = []
-    for part in loc:
-        if isinstance(part, str) and part in {"float", "log_float", "int", "categorical", "function-after[_range(), FloatParam]"}:
-            continue
-        if isinstance(part, str) and (part.startswith("function-") or part in {"str", "dict[str,float]", "bool", "list[str]"}):
-            continue
-        out.append(part)
-    return tuple(out)
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith("function-"))))
 
 
 def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
@@ -433,7 +429,7 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     for i, n in enumerate(names):
         if names.index(n) != i:
             out.append((("tasks", i, "name"), f"task name {n!r} is used twice"))
-    for t, b in exp.search.bounds.items():
+    for t in exp.search.bounds:
         if t not in known:
             out.append((("search", "bounds", t), f"unknown task {t!r}; tasks are {names}"))
     lo = sum(exp.search.bounds[t].min for t in names if t in exp.search.bounds)

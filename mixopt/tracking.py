@@ -129,9 +129,9 @@ class SweepTracker:
         runs: list[Any] = []
         token = None
         while True:
-            page = retry(lambda: self.client.search_runs(
+            page = retry(lambda t=token: self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{ROLE}` = 'trial'",
-                max_results=1000, page_token=token), "search trials")
+                max_results=1000, page_token=t), "search trials")
             runs.extend(page)
             token = page.token
             if not token:

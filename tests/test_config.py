@@ -20,8 +20,8 @@ GOOD = textwrap.dedent(
       - name: b
         kind: sts
         path: data/b
-      - name: c
-        kind: classification
+      - kind: classification
+        name: c
         train: data/c/train.jsonl
         dev: data/c/dev.jsonl
     search:
@@ -71,7 +71,9 @@ def test_good_config_loads_with_defaults_and_absolute_paths(tmp_path: Path) -> N
     assert exp.search.hyperparameters["lr"].type == "log_float"
     assert exp.tracking.resolved_uri() in ("sqlite:///mlflow.db",) or exp.tracking.uri is None
     assert exp.experiment_name == "t"
-    with pytest.raises(Exception):  # frozen after validation
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):  # frozen after validation
         exp.name = "other"  # type: ignore[misc]
 
 
@@ -110,7 +112,7 @@ BAD = [
     ("max_trials_zero", GOOD.replace("max_trials: 8", "max_trials: 0"), "optimizer.max_trials", "greater than or equal to 1", "max_trials: 0"),
     ("bad_target", GOOD.replace("trainers.analytic:train", "trainers/analytic.py"), "trainer.target", "package.module:function", "target:"),
     ("target_missing_module", GOOD.replace("trainers.analytic:train", "no_such_pkg.mod:train"), "trainer.target", "cannot import", "target:"),
-    ("duplicate_task", GOOD.replace("name: c", "name: a"), "tasks[2].name", "used twice", "name: a\n" if False else "- name: a"),
+    ("duplicate_task", GOOD.replace("name: c", "name: a"), "tasks[2].name", "used twice", "    name: a"),
     ("duplicate_key", GOOD.replace("n_seeds: 4", "n_seeds: 4\n  n_seeds: 5"), "optimizer.n_seeds", "duplicate key", "n_seeds: 5"),
     ("bad_yaml", GOOD.replace("n_seeds: 4", "n_seeds: [4"), "", "invalid YAML", None),
 ]
