@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -417,9 +418,11 @@ def _mean_chunk(
             acc.add_(x.to(acc_dtype))
         del x
     assert acc is not None
-    # A NaN or inf in any source makes the sum non-finite, so one check of the sum covers all
+    acc.div_(k)
+    out = acc.to(_DTYPES[info.dtype])
+    # A NaN or inf in any source makes the mean non-finite, so one check of the result covers all
     # sources; only when it fails are the sources re-read to name the culprit.
-    if not bool(torch.isfinite(acc).all()):
+    if not _all_finite(out):
         for src, label in zip(sources, labels, strict=True):
             bad = ~torch.isfinite(_read_chunk(src, name, rows).to(acc_dtype))
             if bool(bad.any()):
@@ -428,17 +431,24 @@ def _mean_chunk(
                     f"{_describe_rows(info, rows)}; a diverged checkpoint cannot be an ingredient — drop this run"
                 )
         raise CheckpointError(
-            f"the sum of tensor {name!r} in {file} overflows {acc_dtype} although every ingredient is "
-            "finite; the ingredients' values are too large to average"
-        )
-    acc.div_(k)
-    out = acc.to(_DTYPES[info.dtype])
-    if not bool(torch.isfinite(out).all()):
-        raise CheckpointError(
-            f"the average of tensor {name!r} in {file} is not finite after casting back to {info.dtype}"
-            f"{_describe_rows(info, rows)}; the ingredients' values exceed that dtype's range"
+            f"the average of tensor {name!r} in {file} overflows (the {acc_dtype} sum or the cast back to "
+            f"{info.dtype}){_describe_rows(info, rows)} although every ingredient is finite; "
+            "the ingredients' values are too large to average"
         )
     return out
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every element is finite. Fast path: one reduction, no boolean temporary; a NaN or
+    inf element always makes the sum non-finite (a finite sum that overflows falls through to the
+    exact element-wise check)."""
+    if t.numel() == 0:
+        return True
+    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        t = t.float()  # float8: no reductions
+    if math.isfinite(float(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def _equal_chunk(

@@ -689,3 +689,33 @@ def test_trainer_without_evaluate_checkpoint_is_a_clear_error(no_env_uri: None, 
     with pytest.raises(SoupError, match="trainers.analytic.*evaluate_checkpoint"):
         trainer_evaluator(exp)
     assert os.environ.get("MLFLOW_TRACKING_URI") is None
+
+
+def test_benchmark_checkpoints_have_embeddinggemma_shapes() -> None:
+    """bench/soup.py's hand-written tensor table equals Gemma3TextModel's state_dict (built on the meta device)."""
+    import importlib.util
+
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_soup", Path(__file__).parents[1] / "bench" / "soup.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = Gemma3TextConfig(
+        vocab_size=262144,
+        hidden_size=768,
+        intermediate_size=1152,
+        num_hidden_layers=24,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        head_dim=256,
+        use_bidirectional_attention=True,
+    )
+    with torch.device("meta"):
+        model = Gemma3TextModel(config)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes = bench.gemma_shapes()
+    assert shapes["model.safetensors"] == want
+    total = sum(math.prod(s) for f in shapes.values() for s in f.values())
+    assert 307e6 < total < 308e6  # EmbeddingGemma's 308M, Dense head included
