@@ -1,0 +1,486 @@
+"""The bidirectional Gemma3 text encoder as EmbeddingGemma builds it, and its sentence-transformers form.
+
+Architecture (EmbeddingGemma, arXiv 2509.20354, Section 2; Gemini Embedding, arXiv 2503.07891):
+
+    tokens ──► Gemma3TextModel (bidirectional attention)  hidden [B, L, d_M]
+           ──► mean pooling over non-padding tokens            [B, d_M]
+           ──► Dense g: d_M → d_U (no bias)                    [B, d_U]   (d_U = 4 d_M)
+           ──► Dense f: d_U → d   (no bias)                    [B, d]
+           ──► L2 normalisation                                [B, d]
+
+One loader serves a local directory and a hub name (a hub name is first resolved to a local
+snapshot, then the same code runs), and accepts two layouts:
+
+(a) a plain Hugging Face Gemma3 text-model directory (``config.json`` with ``model_type``
+    ``gemma3_text``, ``model.safetensors``, a tokenizer), e.g. what ``mixopt.synth`` writes: the two
+    Dense layers are new and initialised from the seed;
+(b) a sentence-transformers directory or repo such as ``google/embeddinggemma-300m``
+    (``modules.json``: root Transformer, mean Pooling, Dense, Dense, Normalize): its Dense layers
+    are reused.
+
+Either way ``use_bidirectional_attention=True`` is forced, attention is SDPA, the KV cache is off,
+and :func:`check_bidirectional` proves after loading that attention really is bidirectional.
+
+:func:`save_sentence_transformer` writes the checkpoint as a sentence-transformers directory
+(safetensors only, atomically), so ``SentenceTransformer(path).encode(texts)`` reproduces
+:func:`embed`. This module imports only torch, transformers and safetensors (no pydantic), so
+``bench/trainer.py`` can use it on a bare GPU image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+DEFAULT_MODEL = "google/embeddinggemma-300m"
+# EmbeddingGemma's up-projection is 4x the model dimension (768 -> 3072 -> 768).
+DENSE_EXPANSION = 4
+_IDENTITY = "torch.nn.modules.linear.Identity"
+# Files fetched for a hub model: configs, tokenizer, safetensors weights of every module folder.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*/*.json", "*/*.safetensors"]
+
+
+class ModelLoadError(ValueError):
+    """A model directory or hub repo that cannot be used as the encoder; the message says why."""
+
+
+class Encoder(nn.Module):
+    """Gemma3 transformer + mean pooling + Dense layers + L2 normalisation.
+
+    Args:
+        transformer: a ``Gemma3TextModel`` configured with bidirectional attention.
+        dense: the projection layers applied after pooling, in order (EmbeddingGemma: d→4d, 4d→d).
+    """
+
+    def __init__(self, transformer: nn.Module, dense: Sequence[nn.Linear]):
+        super().__init__()
+        self.transformer = transformer
+        self.dense = nn.ModuleList(dense)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """The output (full Matryoshka) dimension."""
+        return self.dense[-1].out_features if len(self.dense) else self.hidden_size
+
+    def token_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Last hidden states ``[B, L, d_M]``."""
+        out = self.transformer(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Unit-norm embeddings ``[B, d]`` (float32) for token ids ``[B, L]`` and their mask ``[B, L]``."""
+        hidden = self.token_states(input_ids, attention_mask)
+        # Pool in float32: under bf16 autocast a sum over hundreds of tokens loses digits.
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        for layer in self.dense:
+            pooled = layer(pooled)
+        return F.normalize(pooled.float(), p=2, dim=-1)
+
+
+@dataclass
+class LoadedEncoder:
+    """What :func:`load_encoder` returns.
+
+    Attributes:
+        encoder: the :class:`Encoder` (float32, eval mode, on CPU).
+        tokenizer: its fast tokenizer, padding on the right.
+        prompts: the prompts the source model shipped (sentence-transformers layout), else empty.
+        source: the local directory it was read from.
+        reused_dense: True if the Dense layers came from the source (layout b), False if new.
+    """
+
+    encoder: Encoder
+    tokenizer: Any
+    prompts: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+    reused_dense: bool = False
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local directory for ``name_or_path``: the path itself, or a hub snapshot of that repo id."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelLoadError(f"model {text!r} is a file; give a model directory or a hub repo id")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelLoadError(
+            f"model directory {text!r} does not exist; check the trainer option 'model' "
+            "(for the synthetic experiment run `mixopt synth` first)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # the hub client raises many types: offline, gated, not found
+        raise ModelLoadError(
+            f"cannot fetch hub model {text!r} ({type(e).__name__}: {e}). Use a local directory, "
+            "or log in (`hf auth login`) and accept the model's licence if it is gated"
+        ) from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{path}: invalid JSON: {e}") from None
+
+
+def _load_transformer(directory: Path) -> nn.Module:
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    config_dict = _read_json(directory / "config.json")
+    model_type = config_dict.get("model_type")
+    if model_type != "gemma3_text":
+        raise ModelLoadError(
+            f"{directory / 'config.json'}: model_type is {model_type!r}; this trainer finetunes a Gemma3 "
+            "text encoder (model_type 'gemma3_text', e.g. google/embeddinggemma-300m)"
+        )
+    if not any(directory.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{directory}: no *.safetensors weights (weights are loaded only from safetensors)"
+        )
+    # from_dict runs the config's post-init with the flag set, so the sliding window is converted
+    # to the bidirectional convention exactly once (the saved value is the causal one).
+    config = Gemma3TextConfig.from_dict(
+        {**config_dict, "use_bidirectional_attention": True, "use_cache": False}
+    )
+    model = Gemma3TextModel.from_pretrained(
+        directory, config=config, attn_implementation="sdpa", use_safetensors=True, dtype=torch.float32
+    )
+    model.config.use_cache = False
+    return model
+
+
+def _load_tokenizer(directory: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if tokenizer.pad_token_id is None:
+        raise ModelLoadError(f"{directory}: the tokenizer has no padding token")
+    # Right padding keeps every real token at positions 0..n-1 whatever the batch, so an embedding
+    # does not depend on what it was batched with (and matches sentence-transformers' encode).
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _new_dense(hidden: int, seed: int) -> list[nn.Linear]:
+    """EmbeddingGemma's randomly initialised projections g: d→4d and f: 4d→d, from ``seed``.
+
+    Weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the scale of ``nn.Linear``'s default, drawn from a
+    generator of their own so the result does not depend on the global RNG state.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in ((hidden, DENSE_EXPANSION * hidden), (DENSE_EXPANSION * hidden, hidden)):
+        layer = nn.Linear(fan_in, fan_out, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_((torch.rand(fan_out, fan_in, generator=generator) * 2 - 1) / fan_in**0.5)
+        layers.append(layer)
+    return layers
+
+
+def _load_st_layout(directory: Path) -> tuple[Path, list[nn.Linear], dict[str, str]]:
+    """Parse a sentence-transformers directory: (transformer dir, Dense layers, prompts)."""
+    modules = _read_json(directory / "modules.json")
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    where = directory / "modules.json"
+    if not kinds or kinds[0] != "Transformer":
+        raise ModelLoadError(f"{where}: the first module must be a Transformer, found {kinds}")
+    if len(kinds) < 2 or kinds[1] != "Pooling":
+        raise ModelLoadError(f"{where}: the second module must be mean Pooling, found {kinds}")
+    if kinds[-1] != "Normalize" or any(k != "Dense" for k in kinds[2:-1]):
+        raise ModelLoadError(
+            f"{where}: expected Transformer, Pooling, Dense..., Normalize (as EmbeddingGemma), found {kinds}"
+        )
+    pooling = _read_json(directory / modules[1]["path"] / "config.json")
+    mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens") is True
+    if not mean or pooling.get("include_prompt", True) is not True:
+        raise ModelLoadError(
+            f"{directory / modules[1]['path']}: only mean pooling that includes the prompt tokens is "
+            f"supported, found {pooling}"
+        )
+    dense = []
+    for module in modules[2:-1]:
+        folder = directory / module["path"]
+        cfg = _read_json(folder / "config.json")
+        if cfg.get("activation_function", _IDENTITY) != _IDENTITY:
+            raise ModelLoadError(
+                f"{folder}: Dense activation {cfg['activation_function']!r} is not supported (only Identity)"
+            )
+        weights_file = folder / "model.safetensors"
+        if not weights_file.exists():
+            raise ModelLoadError(f"{folder}: no model.safetensors (weights are loaded only from safetensors)")
+        state = load_file(weights_file)
+        layer = nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias=bool(cfg.get("bias", True)))
+        try:
+            layer.load_state_dict({k.removeprefix("linear."): v.float() for k, v in state.items()})
+        except RuntimeError as e:
+            raise ModelLoadError(f"{weights_file}: weights do not match {cfg}: {e}") from None
+        dense.append(layer)
+    for a, b in zip(dense, dense[1:]):
+        if a.out_features != b.in_features:
+            raise ModelLoadError(f"{directory}: Dense layers do not chain: {a} then {b}")
+    st_config = directory / "config_sentence_transformers.json"
+    prompts = dict(_read_json(st_config).get("prompts") or {}) if st_config.exists() else {}
+    return directory / modules[0].get("path", ""), dense, prompts
+
+
+def load_encoder(name_or_path: str | os.PathLike[str], *, seed: int = 0) -> LoadedEncoder:
+    """Load the encoder from a local directory or a hub repo id (layouts (a) and (b) above).
+
+    Args:
+        name_or_path: local directory or hub repo id.
+        seed: initialises the Dense layers when the source has none (layout a).
+
+    Returns:
+        a :class:`LoadedEncoder` (float32, eval mode, CPU). Call :func:`check_bidirectional` on it.
+    """
+    directory = resolve_model_dir(name_or_path)
+    prompts: dict[str, str] = {}
+    if (directory / "modules.json").exists():
+        transformer_dir, dense, prompts = _load_st_layout(directory)
+        reused = bool(dense)
+    else:
+        transformer_dir, dense, reused = directory, [], False
+    transformer = _load_transformer(transformer_dir)
+    hidden = int(transformer.config.hidden_size)
+    if not dense:
+        dense = _new_dense(hidden, seed)
+    if dense[0].in_features != hidden:
+        raise ModelLoadError(
+            f"{directory}: the first Dense layer expects {dense[0].in_features} inputs, the transformer gives {hidden}"
+        )
+    encoder = Encoder(transformer, dense).float().eval()
+    return LoadedEncoder(encoder, _load_tokenizer(transformer_dir), prompts, directory, reused)
+
+
+@torch.no_grad()
+def check_bidirectional(encoder: Encoder, *, vocab_size: int | None = None) -> float:
+    """Prove attention is bidirectional: change the last token, the first token's state must change.
+
+    Under a causal mask position 0 sees only itself, so its output would be identical. Returns the
+    largest change of the first token's hidden state; raises RuntimeError if it is (numerically) 0.
+    """
+    vocab = vocab_size or int(encoder.transformer.config.vocab_size)
+    pad = encoder.transformer.config.pad_token_id
+    ids = [i for i in range(min(vocab, 16)) if i != pad][:5]
+    if len(ids) < 5:
+        raise ModelLoadError(f"the vocabulary ({vocab} tokens) is too small to check attention")
+    device = next(encoder.parameters()).device
+    a = torch.tensor([ids[:4]], device=device)
+    b = torch.tensor([ids[:3] + [ids[4]]], device=device)
+    mask = torch.ones_like(a)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        first_a = encoder.token_states(a, mask)[0, 0].float()
+        first_b = encoder.token_states(b, mask)[0, 0].float()
+    finally:
+        encoder.train(was_training)
+    change = float((first_a - first_b).abs().max())
+    if not change > 1e-6:
+        raise RuntimeError(
+            "attention is causal: changing the last token left the first token's output unchanged. "
+            "The installed transformers ignores use_bidirectional_attention for Gemma3; upgrade transformers"
+        )
+    return change
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_seq_length: int) -> dict[str, Tensor]:
+    """Token ids and attention mask ``[N, L]`` (right-padded to the longest text, truncated)."""
+    enc = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt"
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+@torch.no_grad()
+def embed(
+    encoder: Encoder,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_seq_length: int,
+    batch_size: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Unit-norm embeddings ``[N, d]`` (float32, CPU) of ``texts`` (prompts already prepended).
+
+    Texts are batched longest first, as sentence-transformers does, to waste little on padding.
+    """
+    if not texts:
+        return torch.empty(0, encoder.dim)
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = torch.empty(len(texts), encoder.dim)
+    try:
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenize(tokenizer, [texts[i] for i in idx], max_seq_length)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out[idx] = encoder(**batch).float().cpu()
+    finally:
+        encoder.train(was_training)
+    return out
+
+
+@contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp dir next to ``target``; on success it replaces ``target`` by rename, else it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        # rename() cannot replace a non-empty directory: move the old one aside first.
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / "d")
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def save_sentence_transformer(
+    encoder: Encoder,
+    tokenizer: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    prompts: Mapping[str, str],
+    max_seq_length: int,
+) -> Path:
+    """Write ``encoder`` as a sentence-transformers directory, atomically (temp dir, then rename).
+
+    Layout: root transformer (``config.json``, ``model.safetensors``, tokenizer), ``1_Pooling``
+    (mean, prompt included), ``2_Dense``, ``3_Dense`` (``linear.weight`` in safetensors, Identity
+    activation), ``4_Normalize``, ``modules.json``, ``sentence_bert_config.json`` and
+    ``config_sentence_transformers.json`` holding ``prompts``. Weights are float32, safetensors only.
+    """
+    import sentence_transformers
+    import transformers
+
+    target = Path(out_dir)
+    with _atomic_dir(target) as tmp:
+        encoder.transformer.save_pretrained(tmp)
+        stray = [p.name for p in tmp.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        if stray:
+            raise RuntimeError(f"transformers wrote non-safetensors weights {stray}")
+        tok = tokenizer
+        old_max = tok.model_max_length
+        tok.model_max_length = max_seq_length  # sentence-transformers truncates at this length
+        try:
+            tok.save_pretrained(tmp)
+        finally:
+            tok.model_max_length = old_max
+        _write_json(
+            tmp / "sentence_bert_config.json",
+            {
+                "transformer_task": "feature-extraction",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+                "module_output_name": "token_embeddings",
+            },
+        )
+        modules = [
+            {
+                "idx": 0,
+                "name": "0",
+                "path": "",
+                "type": "sentence_transformers.base.modules.transformer.Transformer",
+            },
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+            },
+        ]
+        _write_json(
+            tmp / "1_Pooling" / "config.json",
+            {"embedding_dimension": encoder.hidden_size, "pooling_mode": "mean", "include_prompt": True},
+        )
+        for i, layer in enumerate(encoder.dense, start=2):
+            folder = tmp / f"{i}_Dense"
+            _write_json(
+                folder / "config.json",
+                {
+                    "in_features": layer.in_features,
+                    "out_features": layer.out_features,
+                    "bias": layer.bias is not None,
+                    "activation_function": _IDENTITY,
+                    "module_input_name": "sentence_embedding",
+                    "module_output_name": "sentence_embedding",
+                },
+            )
+            state = {
+                f"linear.{k}": v.detach().float().cpu().contiguous() for k, v in layer.state_dict().items()
+            }
+            save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+            modules.append(
+                {
+                    "idx": i,
+                    "name": str(i),
+                    "path": folder.name,
+                    "type": "sentence_transformers.base.modules.dense.Dense",
+                }
+            )
+        n = len(modules)
+        _write_json(
+            tmp / f"{n}_Normalize" / "config.json",
+            {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"},
+        )
+        modules.append(
+            {
+                "idx": n,
+                "name": str(n),
+                "path": f"{n}_Normalize",
+                "type": "sentence_transformers.base.modules.normalize.Normalize",
+            }
+        )
+        _write_json(tmp / "modules.json", modules)
+        _write_json(
+            tmp / "config_sentence_transformers.json",
+            {
+                "__version__": {
+                    "sentence_transformers": sentence_transformers.__version__,
+                    "transformers": transformers.__version__,
+                    "pytorch": torch.__version__,
+                },
+                "model_type": "SentenceTransformer",
+                "prompts": dict(prompts),
+                "default_prompt_name": None,
+                "similarity_fn_name": "cosine",
+            },
+        )
+    return target
