@@ -1,0 +1,155 @@
+"""The trial trainer end to end on synthetic tasks: learning, reporting, checkpoint, NaN, determinism."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+
+import trainers.training
+from mixopt.config import ConfigError, experiment_from_dict
+from mixopt.trial import Trial, TrialFailed
+from trainers.embedding import Options, evaluate_checkpoint, resolve_options, train
+from trainers.model import embed, load_encoder
+
+TINY = {
+    "matryoshka_dims": [64, 32],
+    "batch_size": 16,
+    "max_seq_length": 32,
+    "learning_rate": 1e-3,
+    "eval_batch_size": 64,
+    "cpu_threads": 1,
+}
+
+
+def make_trial(
+    synth_root, synth_tasks, out: Path, steps: int, seed: int = 0, mixture=None, hp=None, **options
+):
+    mixture = mixture or {t.name: 1 / 3 for t in synth_tasks}
+    return Trial(
+        mixture=mixture,
+        hyperparameters=hp or {},
+        seed=seed,
+        steps=steps,
+        output_dir=out,
+        tasks=synth_tasks,
+        options={"model": str(synth_root / "model"), **TINY, **options},
+        trial_id="t",
+    )
+
+
+def test_options_validate_and_speak_to_the_user():
+    assert Options().model == "google/embeddinggemma-300m" and Options().hardness_alpha == 5.0
+    with pytest.raises(ValueError, match="float16 is not supported"):
+        Options(dtype="float16")
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        Options(matryoshka_dims=[64, 128])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        Options.model_validate({"learning_rte": 1e-3})
+    opts = resolve_options(
+        {"learning_rate": 1e-4, "batch_size": 8}, {"learning_rate": 3e-3, "temperature": 0.1}
+    )
+    assert (opts.learning_rate, opts.temperature, opts.batch_size) == (3e-3, 0.1, 8)
+    with pytest.raises(ValueError, match="not options of trainers.embedding"):
+        resolve_options({}, {"dropout": 0.1})
+
+
+def test_the_config_loader_checks_trainer_options_against_options():
+    data = {
+        "name": "x",
+        "tasks": [{"name": "a", "kind": "sts", "path": "data/a"}],
+        "trainer": {"target": "trainers.embedding:train", "batch_sise": 8, "dtype": "fp16"},
+    }
+    with pytest.raises(ConfigError) as err:
+        experiment_from_dict(data)
+    text = str(err.value)
+    assert "unknown trainer option 'batch_sise'" in text and "float16 is not supported" in text
+
+
+def test_a_tiny_trial_learns_reports_and_saves_a_sentence_transformer(synth_root, synth_tasks, tmp_path):
+    untrained = train(make_trial(synth_root, synth_tasks, tmp_path / "t0", steps=0), lambda s, m: None)
+
+    reports: list[tuple[int, dict]] = []
+    trial = make_trial(synth_root, synth_tasks, tmp_path / "t1", steps=40, eval_every=20, log_every=10)
+    result = train(trial, lambda step, metrics: reports.append((step, dict(metrics))))
+
+    # Learning: the mean dev score rises clearly over the untrained model's.
+    assert result.objective > untrained.objective + 0.08, (untrained.task_scores, result.task_scores)
+
+    # Reports: loss / tokens/s / lr every 10 steps; the objective and every metric at 20 and at 40.
+    progress = [(s, m) for s, m in reports if "loss" in m]
+    assert [s for s, _ in progress] == [10, 20, 30, 40]
+    assert all(math.isfinite(m["loss"]) and m["tokens_per_s"] > 0 and m["lr"] >= 0 for _, m in progress)
+    evals = [(s, m) for s, m in reports if "objective" in m]
+    assert [s for s, _ in evals] == [20, 40]
+    keys = {
+        f"{t.name}/{metric}/d{d}"
+        for t, metrics in zip(synth_tasks, (("ndcg_at_10", "mrr_at_10"), ("spearman",), ("accuracy",)))
+        for metric in metrics
+        for d in (64, 32)
+    }
+    assert set(result.task_metrics) == keys and set(evals[-1][1]) == keys | {"objective"}
+    assert evals[-1][1]["objective"] == result.objective
+    assert result.task_scores == {
+        "retrieval_0": result.task_metrics["retrieval_0/ndcg_at_10/d64"],
+        "sts_1": result.task_metrics["sts_1/spearman/d64"],
+        "classification_2": result.task_metrics["classification_2/accuracy/d64"],
+    }
+    assert result.extra["tokens_per_s"] > 0 and math.isfinite(result.extra["final_loss"])
+
+    # The checkpoint: a sentence-transformers directory whose encode() is the trainer's embedding.
+    assert result.checkpoint == (tmp_path / "t1" / "model").resolve()
+    st = SentenceTransformer(str(result.checkpoint), device="cpu")
+    texts = ["zuba kela", "task: search result | query: mota"]
+    prompt = synth_tasks[0].prompt.query
+    assert st.prompts["retrieval_0/query"] == prompt
+    loaded = load_encoder(result.checkpoint)
+    ours = embed(loaded.encoder, loaded.tokenizer, [prompt + t for t in texts], max_seq_length=32)
+    theirs = st.encode(texts, prompt_name="retrieval_0/query", convert_to_tensor=True)
+    torch.testing.assert_close(theirs.cpu(), ours, rtol=0, atol=1e-5)
+
+    # The soup's evaluator reproduces the trial's own final metrics from the saved checkpoint.
+    again = evaluate_checkpoint(result.checkpoint, synth_tasks, trial.options)
+    assert again.task_metrics == pytest.approx(dict(result.task_metrics), abs=1e-6)
+
+
+def test_same_seed_same_result_on_cpu(synth_root, synth_tasks, tmp_path):
+    a = train(make_trial(synth_root, synth_tasks, tmp_path / "a", steps=6, seed=5), lambda s, m: None)
+    b = train(make_trial(synth_root, synth_tasks, tmp_path / "b", steps=6, seed=5), lambda s, m: None)
+    c = train(make_trial(synth_root, synth_tasks, tmp_path / "c", steps=6, seed=6), lambda s, m: None)
+    assert a.objective == b.objective and dict(a.task_metrics) == dict(b.task_metrics)
+    wa, wb = load_file(a.checkpoint / "model.safetensors"), load_file(b.checkpoint / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    wc = load_file(c.checkpoint / "model.safetensors")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_a_nan_loss_fails_the_trial_cleanly(synth_root, synth_tasks, tmp_path, monkeypatch):
+    real = trainers.training.embedding_loss
+    calls = {"n": 0}
+
+    def nan_at_step_3(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            loss = loss * float("nan")
+        return loss, parts
+
+    monkeypatch.setattr(trainers.training, "embedding_loss", nan_at_step_3)
+    out = tmp_path / "nan"
+    with pytest.raises(TrialFailed, match=r"at step 3 \(nce=.*spread_out=.*distill=") as err:
+        train(make_trial(synth_root, synth_tasks, out, steps=5), lambda s, m: None)
+    assert "no checkpoint" in str(err.value)
+    assert not (out / "model").exists()
+
+
+def test_mismatched_matryoshka_dims_are_a_clear_error(synth_root, synth_tasks, tmp_path):
+    with pytest.raises(ValueError, match="must be the full dimension"):
+        train(
+            make_trial(synth_root, synth_tasks, tmp_path, steps=1, matryoshka_dims=[768, 128]),
+            lambda s, m: None,
+        )

@@ -1,0 +1,449 @@
+"""The trial trainer: finetune the bidirectional Gemma encoder on a weighted task mixture.
+
+Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", ...options}``; the
+options are validated by :class:`Options` when the config is loaded. One call of :func:`train` is one
+trial: it knows nothing of Ray, MLflow or the optimizer.
+
+The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
+
+1. load the encoder (:mod:`trainers.model`), prove its attention is bidirectional;
+2. each step draw one task with probability equal to its mixture weight and a whole batch from it
+   (:mod:`trainers.batching`), prepend the task's prompts, and take one AdamW step on
+   ``Σ_m [L_C + λ_S L_S + λ_D L_D]`` over the Matryoshka dims (:mod:`trainers.losses`,
+   :mod:`trainers.training`);
+3. every ``eval_every`` steps and at the end evaluate every task on dev at every dim
+   (:mod:`trainers.evaluation`) and report the objective;
+4. write the model as a sentence-transformers directory, atomically, to ``output_dir/model``.
+
+A non-finite loss ends the trial with :class:`mixopt.trial.TrialFailed` naming the step and the loss
+parts, and no checkpoint is written. Same seed and inputs give the same result on CPU.
+
+Run alone (a quick CPU trial on the synthetic tasks)::
+
+    mixopt synth --out data/synthetic --tasks 3 --seed 0
+    python -m trainers.embedding experiments/tiny_synthetic.yaml runs/one-trial
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mixopt.config import TaskConfig
+from mixopt.data import DataError
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult
+
+from . import losses
+from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
+from .evaluation import evaluate_tasks
+from .model import DEFAULT_MODEL, Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
+from .model import save_sentence_transformer as _save
+from .training import Stepper, autocast_dtype, resolve_device, tokenize_sides
+
+
+class Options(BaseModel):
+    """The trainer's options (the YAML's ``trainer:`` keys other than target/steps/seed).
+
+    Defaults suit ``google/embeddinggemma-300m`` on a GPU; the tiny synthetic experiment sets
+    small values. Any field may also be searched as a hyperparameter of the same name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(DEFAULT_MODEL, description="local directory or hub repo id of the encoder")
+    matryoshka_dims: list[int] = Field(
+        [768, 512, 256, 128], description="MRL dims; the first is the full dim"
+    )
+    batch_size: int = Field(64, ge=2, description="examples per step (query, positive, hard negative)")
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of the steps spent warming up")
+    lr_schedule: Literal["linear", "cosine"] = "linear"
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
+    temperature: float = Field(0.05, gt=0, description="NCE temperature tau")
+    hardness_alpha: float = Field(5.0, ge=0, description="alpha of the hardness weight exp(alpha*sg(sim))")
+    spread_out_weight: float = Field(1.0, ge=0, description="weight of the spread-out regulariser")
+    distill_weight: float = Field(
+        1.0, ge=0, description="weight of embedding distillation (rows with teacher)"
+    )
+    max_seq_length: int = Field(256, ge=8)
+    eval_every: int = Field(0, ge=0, description="evaluate on dev every N steps; 0: only at the end")
+    eval_batch_size: int = Field(128, ge=1)
+    classifier_train_rows: int = Field(
+        2000, ge=2, description="train rows the classification probe is fitted on"
+    )
+    objective: Literal["mean_task", "mean_kind"] = "mean_task"
+    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="'auto': bf16 autocast on CUDA, float32 on CPU"
+    )
+    log_every: int = Field(10, ge=1, description="report loss / tokens/s / lr every N steps")
+    shuffle_buffer: int = Field(10_000, ge=1, description="rows in each task's streaming shuffle buffer")
+    progress: bool | None = Field(None, description="progress bar; None: only when stderr is a terminal")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads during the trial; None: torch's default (Ray sets it per trial)",
+    )
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _no_fp16(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.lower() in ("float16", "fp16", "half"):
+            raise ValueError(
+                "float16 is not supported for Gemma: its activations overflow fp16; "
+                "use 'bfloat16' (GPU) or 'float32'"
+            )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto":
+            try:
+                torch.device(v)
+            except (RuntimeError, ValueError):
+                raise ValueError(
+                    f"device {v!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+                ) from None
+        return v
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one Matryoshka dim (the full embedding dimension first)")
+        if any(d < 1 for d in v) or any(a <= b for a, b in zip(v, v[1:])):
+            raise ValueError(f"Matryoshka dims must be positive and strictly decreasing, got {v}")
+        return v
+
+
+def resolve_options(options: Mapping[str, Any], hyperparameters: Mapping[str, Any] | None = None) -> Options:
+    """The YAML options with the optimizer's hyperparameters of the same names overriding them."""
+    hyperparameters = dict(hyperparameters or {})
+    unknown = sorted(set(hyperparameters) - set(Options.model_fields))
+    if unknown:
+        raise ValueError(
+            f"hyperparameter(s) {unknown} are not options of trainers.embedding; "
+            f"searchable names are {sorted(Options.model_fields)}"
+        )
+    try:
+        return Options.model_validate({**dict(options), **hyperparameters})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)
+        )
+        raise ValueError(f"invalid trainer options: {problems}") from None
+
+
+def _prompts(tasks: Sequence[TaskConfig], base: Mapping[str, str]) -> dict[str, str]:
+    """Prompts saved with the checkpoint: the source model's, then ``<task>/query``, ``<task>/document``."""
+    out = dict(base)
+    for t in tasks:
+        out[f"{t.name}/query"] = t.prompt.query
+        out[f"{t.name}/document"] = t.prompt.document
+    return out
+
+
+def _check_dims(encoder: Encoder, dims: Sequence[int], model: str) -> None:
+    if dims[0] != encoder.dim:
+        raise ValueError(
+            f"matryoshka_dims starts with {dims[0]} but the model {model!r} embeds in {encoder.dim} "
+            f"dimensions; the first Matryoshka dim must be the full dimension (e.g. [{encoder.dim}, ...])"
+        )
+
+
+def _show_progress(opts: Options) -> bool:
+    return opts.progress if opts.progress is not None else sys.stderr.isatty()
+
+
+class _LossWatch:
+    """Keeps each step's loss on the device and checks them in bulk, so CUDA need not sync every step."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+
+    def add(self, step: int, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.pending.append((step, loss, parts))
+
+    def check(self, trial_id: str) -> float:
+        """Raise TrialFailed at the first non-finite loss; return the last loss."""
+        last = float("nan")
+        if not self.pending:
+            return last
+        values = torch.stack([loss for _, loss, _ in self.pending]).float().cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            step, loss, parts = self.pending[int(bad[0])]
+            detail = ", ".join(f"{k}={float(v):.6g}" for k, v in parts.items())
+            raise TrialFailed(
+                f"trial {trial_id}: the loss became {float(loss)} at step {step} ({detail}); no checkpoint was "
+                "written. Lower the learning rate, raise the temperature, or check the data of that step's task"
+            )
+        last = float(values[-1])
+        self.pending.clear()
+        return last
+
+
+class _Threads:
+    """Set torch's CPU thread count for the duration of a trial, then restore it."""
+
+    def __init__(self, n: int | None):
+        self.n, self.before = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def train(trial: Trial, report: Report) -> TrialResult:
+    """Finetune the encoder on ``trial.mixture`` for ``trial.steps`` steps; evaluate; save the checkpoint."""
+    opts = resolve_options(trial.options, trial.hyperparameters)
+    with _Threads(opts.cpu_threads):
+        return _train(trial, report, opts)
+
+
+def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
+    device = resolve_device(opts.device)
+    amp = autocast_dtype(device, opts.dtype)
+    dims = tuple(opts.matryoshka_dims)
+    torch.manual_seed(trial.seed)
+    try:
+        loaded = load_encoder(opts.model, seed=trial.seed)
+    except ModelLoadError as e:
+        raise TrialFailed(f"trial {trial.trial_id}: {e}") from None
+    encoder, tokenizer = loaded.encoder, loaded.tokenizer
+    _check_dims(encoder, dims, opts.model)
+    encoder.to(device)
+    check_bidirectional(encoder)
+
+    tasks = {t.name: t for t in trial.tasks}
+    try:
+        streams = {
+            t.name: TaskStream(
+                t.name, t.kind.value, t.train_file, seed=[trial.seed, i], shuffle_buffer=opts.shuffle_buffer
+            )
+            for i, t in enumerate(trial.tasks)
+            if trial.mixture.get(t.name, 0.0) > 0
+        }
+        sampler = MixtureSampler(streams, trial.mixture, opts.batch_size, seed=trial.seed)
+    except (DataError, BatchError) as e:
+        raise TrialFailed(f"trial {trial.trial_id}: {e}") from None
+
+    warmup = math.ceil(opts.warmup_ratio * trial.steps)
+    stepper = Stepper(
+        encoder,
+        tokenizer,
+        losses.LossWeights(
+            dims, opts.temperature, opts.hardness_alpha, opts.spread_out_weight, opts.distill_weight
+        ),
+        lr=opts.learning_rate,
+        weight_decay=opts.weight_decay,
+        warmup_steps=warmup,
+        total_steps=trial.steps,
+        schedule=opts.lr_schedule,
+        grad_clip=opts.grad_clip,
+        max_seq_length=opts.max_seq_length,
+        device=device,
+        amp=amp,
+    )
+
+    def embed_fn(texts: Sequence[str]) -> torch.Tensor:
+        return embed(
+            encoder,
+            tokenizer,
+            texts,
+            max_seq_length=opts.max_seq_length,
+            batch_size=opts.eval_batch_size,
+            autocast_dtype=amp,
+        )
+
+    def evaluate(step: int):
+        try:
+            result = evaluate_tasks(
+                trial.tasks,
+                embed_fn,
+                dims,
+                objective=opts.objective,
+                classifier_train_rows=opts.classifier_train_rows,
+            )
+        except (DataError, ValueError) as e:
+            raise TrialFailed(f"trial {trial.trial_id}: evaluation at step {step} failed: {e}") from None
+        report(step, {"objective": result.objective, **result.task_metrics})
+        return result
+
+    from tqdm.auto import tqdm
+
+    watch = _LossWatch()
+    bar = tqdm(total=trial.steps, desc=trial.trial_id, disable=not _show_progress(opts), leave=False)
+    total_tokens = 0
+    interval_tokens = 0
+    t_start = t_interval = time.perf_counter()
+    last_loss = float("nan")
+    try:
+        for step in range(1, trial.steps + 1):
+            try:
+                batch = sampler.next_batch()
+            except (DataError, BatchError) as e:
+                raise TrialFailed(f"trial {trial.trial_id}: step {step}: {e}") from None
+            task = tasks[batch.task]
+            queries = [task.prompt.query + q for q in batch.queries]
+            positives = [task.prompt.document + p for p in batch.positives]
+            negatives = [None if n is None else task.prompt.document + n for n in batch.negatives]
+            present = [n for n in negatives if n is not None]
+            tokens = tokenize_sides(tokenizer, [queries, positives, present], opts.max_seq_length)
+            out = stepper.step(
+                queries,
+                positives,
+                negatives,
+                tokens=tokens,
+                teacher=teacher_targets(batch),
+                false_negatives=losses.false_negative_mask(batch.queries, batch.positives, batch.groups),
+            )
+            watch.add(step, out.loss, out.parts)
+            total_tokens += out.n_tokens
+            interval_tokens += out.n_tokens
+            bar.update(1)
+            # On CPU reading the loss costs nothing, so check every step; on CUDA only when logging.
+            if device.type != "cuda" or step % opts.log_every == 0 or step == trial.steps:
+                last_loss = watch.check(trial.trial_id)
+            if step % opts.log_every == 0 or step == trial.steps:
+                now = time.perf_counter()
+                tokens_per_s = interval_tokens / max(now - t_interval, 1e-9)
+                report(step, {"loss": last_loss, "tokens_per_s": tokens_per_s, "lr": stepper.lr})
+                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
+                interval_tokens, t_interval = 0, now
+            if opts.eval_every and step % opts.eval_every == 0 and step != trial.steps:
+                evaluate(step)
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - t_start
+
+    t_eval = time.perf_counter()
+    final = evaluate(trial.steps)
+    eval_seconds = time.perf_counter() - t_eval
+    checkpoint = _save(
+        encoder,
+        tokenizer,
+        Path(trial.output_dir) / "model",
+        prompts=_prompts(trial.tasks, loaded.prompts),
+        max_seq_length=opts.max_seq_length,
+    )
+    return TrialResult(
+        objective=final.objective,
+        task_metrics=final.task_metrics,
+        task_scores=final.task_scores,
+        checkpoint=checkpoint.resolve(),
+        extra={
+            "tokens_per_s": total_tokens / max(train_seconds, 1e-9),
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "final_loss": last_loss,
+            "train_tokens": float(total_tokens),
+        },
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+) -> TrialResult:
+    """Evaluate a saved sentence-transformers checkpoint (a trial's or a soup's) on every task's dev split.
+
+    ``options`` are the trainer's YAML options: ``matryoshka_dims``, ``max_seq_length``,
+    ``eval_batch_size``, ``classifier_train_rows``, ``objective``, ``device`` and ``dtype`` apply;
+    ``model`` is ignored (the checkpoint is the model).
+    """
+    opts = resolve_options(options)
+    with _Threads(opts.cpu_threads):
+        return _evaluate_checkpoint(Path(checkpoint), tasks, opts)
+
+
+def _evaluate_checkpoint(checkpoint: Path, tasks: Sequence[TaskConfig], opts: Options) -> TrialResult:
+    device = resolve_device(opts.device)
+    amp = autocast_dtype(device, opts.dtype)
+    dims = tuple(opts.matryoshka_dims)
+    loaded = load_encoder(checkpoint)
+    if not loaded.reused_dense:
+        raise ModelLoadError(
+            f"{checkpoint}: not a sentence-transformers checkpoint with Dense layers (no modules.json)"
+        )
+    encoder = loaded.encoder
+    _check_dims(encoder, dims, str(checkpoint))
+    encoder.to(device)
+    t0 = time.perf_counter()
+    result = evaluate_tasks(
+        tasks,
+        lambda texts: embed(
+            encoder,
+            loaded.tokenizer,
+            texts,
+            max_seq_length=opts.max_seq_length,
+            batch_size=opts.eval_batch_size,
+            autocast_dtype=amp,
+        ),
+        dims,
+        objective=opts.objective,
+        classifier_train_rows=opts.classifier_train_rows,
+    )
+    return TrialResult(
+        objective=result.objective,
+        task_metrics=result.task_metrics,
+        task_scores=result.task_scores,
+        checkpoint=Path(checkpoint).resolve(),
+        extra={"eval_seconds": time.perf_counter() - t0},
+    )
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m trainers.embedding EXPERIMENT.yaml OUT_DIR [--steps N]``: one uniform-mixture trial."""
+    import argparse
+    import json
+
+    from mixopt.config import load_experiment
+
+    parser = argparse.ArgumentParser(
+        description="Run one trial of the embedding trainer on a uniform mixture."
+    )
+    parser.add_argument("config")
+    parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    exp = load_experiment(args.config)
+    names = exp.task_names
+    trial = Trial(
+        mixture={n: 1.0 / len(names) for n in names},
+        hyperparameters={},
+        seed=exp.trainer.seed,
+        steps=args.steps or exp.trainer.steps,
+        output_dir=Path(args.out_dir),
+        tasks=tuple(exp.tasks),
+        options=exp.trainer.options,
+        trial_id="trial",
+    )
+    result = train(trial, lambda step, metrics: None)
+    print(
+        json.dumps(
+            {
+                "objective": result.objective,
+                "task_scores": dict(result.task_scores),
+                "checkpoint": str(result.checkpoint),
+                **dict(result.extra),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

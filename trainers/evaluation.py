@@ -1,0 +1,216 @@
+"""Per-task dev evaluation at every Matryoshka dimension, and the trial objective.
+
+- **Retrieval**: nDCG@10 and MRR@10 with binary relevance. The dev corpus is every positive and
+  every negative text of the dev split (deduplicated); each distinct dev query is scored against
+  the whole corpus, and its relevant documents are the positives of all dev rows with that query.
+  ``nDCG@10 = DCG@10 / IDCG@10``, ``DCG@10 = Σ_{r≤10} rel_r / log2(r + 1)``;
+  ``MRR@10 = 1 / (rank of the first relevant document)`` if it is in the top 10, else 0.
+- **STS**: Spearman rank correlation between the cosine of ``(text1, text2)`` and the gold score
+  (average ranks for ties; a constant prediction scores 0).
+- **Classification**: accuracy on dev of a **logistic regression** (scikit-learn, L2, C = 1, lbfgs, as
+  MTEB) fitted on the embeddings of the first ``classifier_train_rows`` rows of the train split.
+
+Prompts: the query side uses the task's ``prompt.query`` and the document side ``prompt.document``
+(retrieval queries / corpus; STS ``text1`` / ``text2``); classification texts take the query prompt,
+as the query side of its training pairs does. Metric keys are ``<task>/<metric>/d<dim>`` with
+metric in ``ndcg_at_10``, ``mrr_at_10``, ``spearman``, ``accuracy`` (MLflow-safe names).
+
+The objective is the mean over tasks of each task's configured metric at the full dimension
+(``mean_task``), or the mean over task kinds of the per-kind means (``mean_kind``).
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mixopt.config import TaskConfig, TaskKind
+from mixopt.data import iter_rows
+
+from .losses import matryoshka_prefix
+
+# The config's metric names (with '@', which MLflow rejects) -> metric key names.
+METRIC_KEYS = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "spearman": "spearman", "accuracy": "accuracy"}
+
+EmbedFn = Callable[[Sequence[str]], Tensor]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    objective: float
+    task_metrics: dict[str, float]
+    task_scores: dict[str, float]
+
+
+def metric_key(task: str, metric: str, dim: int) -> str:
+    return f"{task}/{METRIC_KEYS.get(metric, metric)}/d{dim}"
+
+
+def ndcg_mrr_at_k(scores: Tensor, relevant: Sequence[set[int]], k: int = 10) -> tuple[float, float]:
+    """Mean nDCG@k and MRR@k over queries.
+
+    Args:
+        scores: ``[Q, D]`` query-document similarities.
+        relevant: for each query, the set of relevant document indices (non-empty).
+    """
+    if scores.shape[0] != len(relevant):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.tolist()
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ndcg, mrr = [], []
+    for ranked, rel in zip(top, relevant):
+        gains = np.array([1.0 if d in rel else 0.0 for d in ranked])
+        dcg = float((gains * discounts[: len(gains)]).sum())
+        idcg = float(discounts[: min(len(rel), k)].sum())
+        ndcg.append(dcg / idcg)
+        hits = np.flatnonzero(gains)
+        mrr.append(1.0 / (hits[0] + 1) if hits.size else 0.0)
+    return float(np.mean(ndcg)), float(np.mean(mrr))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties sharing the average of their ranks."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    start = 0
+    while start < len(x):
+        end = start
+        while end + 1 < len(x) and sorted_x[end + 1] == sorted_x[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's ρ: Pearson correlation of the average ranks. 0 when either side is constant."""
+    rx, ry = average_ranks(np.asarray(x)), average_ranks(np.asarray(y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / denominator) if denominator > 0 else 0.0
+
+
+def classification_accuracy(
+    train_x: np.ndarray, train_y: Sequence[str], dev_x: np.ndarray, dev_y: Sequence[str]
+) -> float:
+    """Dev accuracy of a logistic regression (scikit-learn defaults, max_iter 1000) fit on train."""
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on tiny, separable sets
+        clf = LogisticRegression(max_iter=1000).fit(train_x, list(train_y))
+    return float((clf.predict(dev_x) == np.asarray(list(dev_y))).mean())
+
+
+def _prefixes(x: Tensor, dims: Sequence[int]) -> dict[int, Tensor]:
+    return {m: matryoshka_prefix(x.double(), m) for m in dims}
+
+
+def evaluate_retrieval(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
+    queries: dict[str, set[str]] = collections.defaultdict(set)
+    corpus: dict[str, int] = {}
+    for row in iter_rows(task.dev_file, "retrieval"):
+        queries[row.query].add(row.positive)
+        for text in (row.positive, *row.negatives):
+            corpus.setdefault(text, len(corpus))
+    if not queries:
+        raise ValueError(f"task {task.name!r}: the dev file {task.dev_file} has no rows")
+    query_texts = list(queries)
+    relevant = [{corpus[p] for p in queries[q]} for q in query_texts]
+    q_emb = _prefixes(embed([task.prompt.query + q for q in query_texts]), dims)
+    d_emb = _prefixes(embed([task.prompt.document + d for d in corpus]), dims)
+    out = {}
+    for m in dims:
+        ndcg, mrr = ndcg_mrr_at_k(q_emb[m] @ d_emb[m].T, relevant)
+        out[metric_key(task.name, "ndcg@10", m)] = ndcg
+        out[metric_key(task.name, "mrr@10", m)] = mrr
+    return out
+
+
+def evaluate_sts(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
+    rows = list(iter_rows(task.dev_file, "sts"))
+    if len(rows) < 2:
+        raise ValueError(
+            f"task {task.name!r}: the dev file {task.dev_file} needs at least 2 rows for Spearman"
+        )
+    e1 = _prefixes(embed([task.prompt.query + r.text1 for r in rows]), dims)
+    e2 = _prefixes(embed([task.prompt.document + r.text2 for r in rows]), dims)
+    gold = [r.score for r in rows]
+    return {
+        metric_key(task.name, "spearman", m): spearman((e1[m] * e2[m]).sum(-1).numpy(), gold) for m in dims
+    }
+
+
+def evaluate_classification(
+    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], classifier_train_rows: int
+) -> dict[str, float]:
+    train_rows = []
+    for row in iter_rows(task.train_file, "classification"):
+        train_rows.append(row)
+        if len(train_rows) >= classifier_train_rows:
+            break
+    dev_rows = list(iter_rows(task.dev_file, "classification"))
+    if len({r.label for r in train_rows}) < 2:
+        raise ValueError(
+            f"task {task.name!r}: the first {classifier_train_rows} train rows hold fewer than 2 labels; "
+            "the classifier needs at least 2 (raise classifier_train_rows or shuffle the file)"
+        )
+    if not dev_rows:
+        raise ValueError(f"task {task.name!r}: the dev file {task.dev_file} has no rows")
+    train_x = _prefixes(embed([task.prompt.query + r.text for r in train_rows]), dims)
+    dev_x = _prefixes(embed([task.prompt.query + r.text for r in dev_rows]), dims)
+    train_y, dev_y = [r.label for r in train_rows], [r.label for r in dev_rows]
+    return {
+        metric_key(task.name, "accuracy", m): classification_accuracy(
+            train_x[m].numpy(), train_y, dev_x[m].numpy(), dev_y
+        )
+        for m in dims
+    }
+
+
+def evaluate_tasks(
+    tasks: Sequence[TaskConfig],
+    embed: EmbedFn,
+    dims: Sequence[int],
+    *,
+    objective: str = "mean_task",
+    classifier_train_rows: int = 2000,
+) -> Evaluation:
+    """Evaluate every task on its dev split at every dim; combine the primary scores into the objective.
+
+    Args:
+        tasks: the experiment's tasks.
+        embed: prompted texts -> unit-norm embeddings ``[N, d]`` (d = ``dims[0]``).
+        dims: Matryoshka dims, the first the full dimension.
+        objective: ``"mean_task"`` or ``"mean_kind"``.
+        classifier_train_rows: train rows the classification probe is fitted on.
+    """
+    if objective not in ("mean_task", "mean_kind"):
+        raise ValueError(f"objective must be 'mean_task' or 'mean_kind', got {objective!r}")
+    metrics: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    for task in tasks:
+        if task.kind == TaskKind.retrieval:
+            m = evaluate_retrieval(task, embed, dims)
+        elif task.kind == TaskKind.sts:
+            m = evaluate_sts(task, embed, dims)
+        else:
+            m = evaluate_classification(task, embed, dims, classifier_train_rows)
+        metrics.update(m)
+        scores[task.name] = m[metric_key(task.name, task.metric or "", dims[0])]
+    if objective == "mean_task":
+        value = float(np.mean(list(scores.values())))
+    else:
+        by_kind: dict[str, list[float]] = collections.defaultdict(list)
+        for task in tasks:
+            by_kind[task.kind.value].append(scores[task.name])
+        value = float(np.mean([np.mean(v) for v in by_kind.values()]))
+    return Evaluation(value, metrics, scores)
