@@ -401,6 +401,9 @@ def _ray_init(address: str | None, exp: Experiment) -> None:
     # Trials use absolute paths; keep Tune from changing the worker's working directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trainers report loss between evaluations without an objective; Tune's strict check (read by
+    # the driver's controller) would otherwise end the whole sweep at the first such report.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -489,7 +492,9 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
             es = exp.sweep.early_stopping
             scheduler = ASHAScheduler(time_attr="mixopt_step", metric="objective", mode="max",
                                       max_t=exp.trainer.steps, grace_period=es.grace_period,
-                                      reduction_factor=es.reduction_factor)
+                                      reduction_factor=es.reduction_factor,
+                                      # A trial that reaches the budget must still send its final report.
+                                      stop_last_trials=False)
         resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, experiment_json=exp.model_dump_json(),
@@ -502,7 +507,7 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n_to_run,
-                                        max_concurrent_trials=concurrent, reuse_actors=False,
+                                        max_concurrent_trials=concurrent, reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=f"tune-{int(time.time())}", storage_path=str(storage / "tune"), verbose=0,

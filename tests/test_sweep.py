@@ -247,3 +247,39 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
     assert len({json.dumps(p, sort_keys=True) for p in proposals}) == 8
     assert all(math.isfinite(c.data.metrics.get("objective", math.nan)) for c in children
                if c.data.tags["mixopt.status"] == "FINISHED")
+
+
+@pytest.mark.slow
+def test_four_concurrent_trials_on_sqlite_lose_nothing(tmp_path: Path, data_dir: Path, ray_local) -> None:
+    from mixopt.sweep import run_sweep
+
+    path = write_experiment(tmp_path, data_dir, resources={"cpus": 0.5},
+                            trainer={"target": "trainers.analytic:train", "steps": 40, "report_every": 1},
+                            optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 4})
+    summary = run_sweep(load_experiment(path), verbose=False)
+    client, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert summary.finished == 8 and len(children) == 8
+    for c in children:
+        # 40 loss points per trial, logged while 4 trials ran at once: none dropped.
+        history = client.get_metric_history(c.info.run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> None:
+    from mixopt.sweep import run_sweep
+
+    path = write_experiment(
+        tmp_path, data_dir,
+        trainer={"target": "trainers.analytic:train", "steps": 40, "report_every": 5, "seconds_per_step": 0.05},
+        optimizer={"n_seeds": 6, "max_trials": 6, "max_concurrent": 2},
+        sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    _, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert summary.finished == 6
+    stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
+    full = [c for c in children if "mixopt.stopped_early" not in c.data.tags]
+    assert stopped and full  # ASHA cut some trials short and let others run to the end
+    for c in stopped:  # a stopped trial is recorded with the objective it had reached
+        assert "objective" in c.data.metrics and "score.sts_1" not in c.data.metrics
