@@ -9,7 +9,8 @@ shapes (Gemma3 text encoder: vocab 262144, hidden 768, 24 layers, 3 query heads 
 head, MLP 1152; plus the 768->3072->768 Dense head): 307.6M parameters, random init N(0, 0.02),
 written to a temporary directory (``--dir``) and deleted afterwards.
 
-Methods, each in its own child process so that its peak RSS (``ru_maxrss``) is its own:
+Methods, each in its own child process so that its peak RSS (``VmHWM``: resident memory, file
+pages mapped by safetensors included) is its own:
 
 - ``read``:   read every weight file of the ``n`` checkpoints once (64 MiB ``readinto``), nothing
               else: the I/O floor of any soup.
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -119,14 +119,22 @@ def write_checkpoint(
 # --------------------------------------------------------------------------- child processes
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (kB) in MiB: VmRSS now, VmHWM its peak.
+
+    VmHWM belongs to the process's own address space and starts afresh at exec, unlike
+    ``getrusage().ru_maxrss``, which a child inherits from the parent it was forked from.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _child(method: str, dirs: list[Path], out: Path) -> dict[str, float]:
     files = [d / rel for d in dirs for rel in weight_files(d)]
-    baseline = _rss_mib()  # held after importing torch and safetensors, before any work
+    baseline = _status_mib("VmRSS")  # held after importing torch and safetensors, before any work
     t0 = time.perf_counter()
     if method == "read":
         buf = bytearray(64 * 2**20)
@@ -154,8 +162,7 @@ def _child(method: str, dirs: list[Path], out: Path) -> dict[str, float]:
     else:
         raise SystemExit(f"unknown method {method}")
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"wall_s": wall, "peak_rss_mib": peak, "baseline_rss_mib": baseline}
+    return {"wall_s": wall, "peak_rss_mib": _status_mib("VmHWM"), "baseline_rss_mib": baseline}
 
 
 def _evict(paths: list[Path]) -> None:

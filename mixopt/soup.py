@@ -178,6 +178,8 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         return None, f"trial status {status}"
     ckpt = tags.get("mixopt.checkpoint")
     if not ckpt:
+        if tags.get("mixopt.stopped_early") == "true":
+            return None, "stopped early by the scheduler, so it wrote no checkpoint"
         return None, "no checkpoint (tag mixopt.checkpoint is missing)"
     path = _local_checkpoint(ckpt)
     if path is None:
@@ -223,15 +225,28 @@ def _trial_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
             return runs
 
 
+def _latest_sweep(client: MlflowClient, experiment_id: str) -> str | None:
+    """The run id of the most recently started sweep (``mixopt.role=sweep``) run, if any."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="tags.`mixopt.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def select_ingredients(
     client: MlflowClient, experiment_name: str, runs: RunsSpec | str, metric: str = "objective"
 ) -> Selection:
     """Choose the soup's ingredients among the trial runs of MLflow experiment ``experiment_name``.
 
-    Usable trials are those with ``mixopt.status`` FINISHED, a ``mixopt.checkpoint`` directory
-    that exists, and a finite ``metric``; they are ranked by ``metric``, highest first (ties by
-    start time). ``top K`` takes the K best (all of them, with a note, if fewer are usable),
-    ``all`` takes every usable one; explicit run ids must all be usable trials of the experiment.
+    Candidates are the trial runs of the experiment's latest sweep run (all trial runs if it has
+    no sweep run). Usable trials are those with ``mixopt.status`` FINISHED, a
+    ``mixopt.checkpoint`` directory that exists, and a finite ``metric``; they are ranked by
+    ``metric``, highest first (ties by start time). ``top K`` takes the K best (all of them, with
+    a note, if fewer are usable), ``all`` takes every usable one; explicit run ids may come from
+    any sweep of the experiment but must all be usable trials.
     """
     from mlflow.exceptions import MlflowException
 
@@ -267,7 +282,19 @@ def select_ingredients(
         chosen.sort(key=lambda i: -i.value)
     else:
         usable: list[Ingredient] = []
-        for run in _trial_runs(client, eid):
+        trial_runs = _trial_runs(client, eid)
+        sweep = _latest_sweep(client, eid)
+        if sweep is not None:
+            # Trials of earlier sweeps in the same experiment may come from another config; they
+            # join only when named by run id.
+            older = [r for r in trial_runs if r.data.tags.get("mlflow.parentRunId") != sweep]
+            trial_runs = [r for r in trial_runs if r.data.tags.get("mlflow.parentRunId") == sweep]
+            if older:
+                notes.append(
+                    f"ignored {len(older)} trial run(s) of earlier sweeps; the latest sweep is run {sweep} "
+                    "(name other runs with --runs RUN_ID,...)"
+                )
+        for run in trial_runs:
             ing, reason = _ingredient_or_reason(run, metric)
             if ing is None:
                 skipped.append(
@@ -729,6 +756,8 @@ def log_soup(
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
+    from mixopt.tracking import metric_key
+
     parents = {i.parent_run_id for i in result.candidates}
     tags = {
         "mixopt.role": "soup",
@@ -761,7 +790,8 @@ def log_soup(
             ev = result.evaluation
             metrics["objective"] = float(ev.objective)
             metrics.update({f"score.{t}": float(v) for t, v in ev.task_scores.items()})
-            metrics.update({k: float(v) for k, v in ev.task_metrics.items()})
+            # The sweep's key mapping, so the soup's metrics line up with its trials' in the UI.
+            metrics.update({metric_key(k): float(v) for k, v in ev.task_metrics.items()})
         now = int(run.info.start_time)
         metric_list = [Metric(k, v, now, 0) for k, v in metrics.items()]
         if result.greedy is not None:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -429,8 +430,13 @@ def evaluate_pairs(path: Path) -> TrialResult:
 def log_sweep(uri: str, name: str, trials: list[dict]) -> dict[str, str]:
     """Create the sweep's MLflow records as the sweep does (parent run, nested trial runs); trial_id -> run id."""
     client = MlflowClient(uri)
-    eid = client.create_experiment(
-        name, artifact_location=str(Path(uri[len("sqlite:///") :]).parent / f"art-{name}")
+    existing = client.get_experiment_by_name(name)
+    eid = (
+        existing.experiment_id
+        if existing
+        else client.create_experiment(
+            name, artifact_location=str(Path(uri[len("sqlite:///") :]).parent / f"art-{name}")
+        )
     )
     parent = client.create_run(eid, run_name="sweep", tags={"mixopt.role": "sweep"}).info.run_id
     ids = {}
@@ -443,6 +449,8 @@ def log_sweep(uri: str, name: str, trials: list[dict]) -> dict[str, str]:
         }
         if t.get("checkpoint") is not None:
             tags["mixopt.checkpoint"] = str(t["checkpoint"])
+        if t.get("stopped_early"):
+            tags["mixopt.stopped_early"] = "true"
         run = client.create_run(eid, run_name=t["id"], tags=tags)
         rid = run.info.run_id
         metrics = [Metric("objective", t["objective"], 0, 0)] if "objective" in t else []
@@ -483,6 +491,7 @@ def standard_trials(checkpoints: list[Path], tmp_path: Path) -> list[dict]:
         {"id": "t4", "objective": 0.98, "scores": {"pairs_a": 0.9}},  # finished, but no checkpoint tag
         {"id": "t5", "checkpoint": tmp_path / "gone", "objective": 0.97},  # checkpoint deleted
         {"id": "t6", "checkpoint": checkpoints[3], "status": "RUNNING"},
+        {"id": "t7", "objective": 0.4, "stopped_early": True},  # ASHA stopped it: no checkpoint
     ]
 
 
@@ -499,7 +508,8 @@ def test_selection_ranks_finished_trials_and_says_why_others_were_skipped(
     assert sel.chosen[0].mixture == {"pairs_a": 0.5, "pairs_b": 0.5}
     assert sel.chosen[0].task_scores == {"pairs_a": 0.7, "pairs_b": 0.74}
     reasons = {s.trial_id: s.reason for s in sel.skipped}
-    assert set(reasons) == {"t2", "t3", "t4", "t5", "t6"}
+    assert set(reasons) == {"t2", "t3", "t4", "t5", "t6", "t7"}
+    assert "stopped early" in reasons["t7"]
     assert "FAILED" in reasons["t3"]
     assert "mixopt.checkpoint" in reasons["t4"]
     assert "gone" in reasons["t5"] and "missing" in reasons["t5"]
@@ -519,6 +529,30 @@ def test_selection_ranks_finished_trials_and_says_why_others_were_skipped(
         select_ingredients(client, "sel", ids["t3"])
     with pytest.raises(SoupError, match="no MLflow experiment named 'nope'"):
         select_ingredients(client, "nope", "top5")
+
+
+def test_only_the_latest_sweep_is_considered_unless_runs_are_named(
+    checkpoints: list[Path],
+    tracking_uri: str,
+) -> None:
+    older = log_sweep(
+        tracking_uri,
+        "two_sweeps",
+        [
+            {"id": "a0", "checkpoint": checkpoints[0], "objective": 0.9},
+            {"id": "a1", "checkpoint": checkpoints[1], "objective": 0.8},
+        ],
+    )
+    time.sleep(0.01)  # MLflow orders runs by start time in milliseconds
+    newer = log_sweep(
+        tracking_uri, "two_sweeps", [{"id": "b0", "checkpoint": checkpoints[2], "objective": 0.1}]
+    )
+    client = MlflowClient(tracking_uri)
+    sel = select_ingredients(client, "two_sweeps", "top5")
+    assert [i.run_id for i in sel.chosen] == [newer["b0"]]
+    assert any("ignored 2 trial run(s) of earlier sweeps" in n for n in sel.notes)
+    named = select_ingredients(client, "two_sweeps", f"{older['a0']},{newer['b0']}")
+    assert [i.run_id for i in named.chosen] == [older["a0"], newer["b0"]]
 
 
 def test_parse_runs() -> None:
@@ -719,3 +753,125 @@ def test_benchmark_checkpoints_have_embeddinggemma_shapes() -> None:
     assert shapes["model.safetensors"] == want
     total = sum(math.prod(s) for f in shapes.values() for s in f.values())
     assert 307e6 < total < 308e6  # EmbeddingGemma's 308M, Dense head included
+
+
+# --------------------------------------------------------------------------- end to end, real trainer
+
+
+def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny trials of trainers.embedding on synthetic tasks, logged by the sweep's own MLflow writer;
+    the soup of the best two loads in sentence-transformers, equals their independently averaged
+    model, and its scores (the trainer's evaluation) are reported next to its ingredients'."""
+    from sentence_transformers import SentenceTransformer
+
+    from mixopt.config import experiment_from_dict
+    from mixopt.synth import SynthSpec, synthesize
+    from mixopt.tracking import CHECKPOINT, SweepTracker
+    from mixopt.trial import Trial
+    from trainers.embedding import evaluate_checkpoint, train
+
+    torch.set_num_threads(1)  # 2 shared cores: one intra-op thread avoids OpenMP spin contention
+    data = tmp_path / "data"
+    synthesize(data, n_tasks=2, seed=0, spec=SynthSpec(n_train=48, n_dev=16))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    options = {
+        "model": str(data / "model"),
+        "matryoshka_dims": [64, 32],
+        "batch_size": 8,
+        "max_seq_length": 24,
+        "learning_rate": 3e-3,
+        "eval_batch_size": 64,
+        "classifier_train_rows": 48,
+        "cpu_threads": 1,
+    }
+    exp = experiment_from_dict(
+        {
+            "name": "soup_e2e",
+            "tasks": [
+                {"name": "retrieval_0", "kind": "retrieval", "path": str(data / "retrieval_0")},
+                {"name": "sts_1", "kind": "sts", "path": str(data / "sts_1")},
+            ],
+            "trainer": {"target": "trainers.embedding:train", "steps": 4, "seed": 0, **options},
+            "tracking": {"uri": uri},
+        }
+    )
+    tracker = SweepTracker(uri, exp.experiment_name)
+    tracker.start_sweep("sweep", {}, {})
+    mixtures = [
+        {"retrieval_0": 0.8, "sts_1": 0.2},
+        {"retrieval_0": 0.5, "sts_1": 0.5},
+        {"retrieval_0": 0.1, "sts_1": 0.9},
+    ]
+    results = {}
+    for n, mixture in enumerate(mixtures):
+        trial_id = f"t{n}"
+        run_id = tracker.start_trial(trial_id, mixture, exp.task_names, "seed", exp.trainer.seed)
+        result = train(
+            Trial(
+                mixture=mixture,
+                hyperparameters={},
+                seed=exp.trainer.seed,
+                steps=exp.trainer.steps,
+                output_dir=tmp_path / "runs" / trial_id,
+                tasks=tuple(exp.tasks),
+                options=exp.trainer.options,
+                trial_id=trial_id,
+            ),
+            lambda step, m: None,
+        )
+        tracker.log_metrics(
+            run_id,
+            {
+                "objective": result.objective,
+                **result.task_metrics,
+                **{f"score.{t}": v for t, v in result.task_scores.items()},
+            },
+            exp.trainer.steps,
+        )
+        tracker.finish_trial(run_id, "FINISHED", tags={CHECKPOINT: str(result.checkpoint)})
+        results[run_id] = result
+    tracker.end_sweep()
+
+    monkeypatch.chdir(tmp_path)
+    printed: list[str] = []
+    _, soup = soup_from_sweep(exp, runs="top2", echo=printed.append)  # default out, the trainer's evaluation
+    assert soup.out == Path("soups") / "soup_e2e"
+    best = sorted(results, key=lambda r: -results[r].objective)[:2]
+    assert [i.run_id for i in soup.ingredients] == best
+
+    # Independent reference: the two checkpoints' state_dicts averaged in a loop, saved, evaluated.
+    paths = [results[r].checkpoint for r in best]
+    ref = reference_model(paths)
+    model = SentenceTransformer(str(soup.out), device="cpu")
+    torch.testing.assert_close(
+        model.encode(TEXTS, convert_to_tensor=True),
+        ref.encode(TEXTS, convert_to_tensor=True),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    ref.save(str(tmp_path / "reference"))
+    want = evaluate_checkpoint(tmp_path / "reference", exp.tasks, exp.trainer.options)
+    assert soup.evaluation is not None
+    for t in exp.task_names:
+        assert soup.evaluation.task_scores[t] == pytest.approx(want.task_scores[t], abs=1e-4)
+    assert soup.evaluation.objective == pytest.approx(want.objective, abs=1e-4)
+
+    # Reported next to the ingredients: MLflow's per-task scores of each ingredient, then the soup's.
+    table = format_table(soup.candidates, soup.evaluation, tasks=exp.tasks).splitlines()
+    assert table[0].split() == ["run", "objective", "retrieval_0", "sts_1"]
+    for line, run_id in zip(table[2:4], best, strict=True):
+        r = results[run_id]
+        assert line.split()[3:] == [
+            f"{r.objective:.4f}",
+            f"{r.task_scores['retrieval_0']:.4f}",
+            f"{r.task_scores['sts_1']:.4f}",
+        ]
+    assert table[4].split()[1:] == [
+        f"{want.objective:.4f}",
+        f"{want.task_scores['retrieval_0']:.4f}",
+        f"{want.task_scores['sts_1']:.4f}",
+    ]
+    run = MlflowClient(uri).get_run(soup.run_id)
+    assert run.data.metrics["score.sts_1"] == pytest.approx(want.task_scores["sts_1"], abs=1e-4)
+    card = (soup.out / "README.md").read_text()
+    assert "| retrieval_0 | ndcg@10 |" in card and "| sts_1 | spearman |" in card
