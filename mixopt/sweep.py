@@ -407,7 +407,10 @@ def _ray_init(address: str | None, exp: Experiment) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    # Trial workers log through Tune; per-file progress bars of transformers would only add noise.
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
@@ -569,7 +572,8 @@ def _print_summary(exp: Experiment, s: SweepSummary) -> None:
     if s.best is not None:
         proposal, value = s.best
         weights = ", ".join(f"{t}={proposal[t]:.3f}" for t in exp.task_names)
-        hps = ", ".join(f"{k}={v}" for k, v in proposal.items() if k not in exp.task_names)
+        hps = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in proposal.items() if k not in exp.task_names)
         print(f"[mixopt] best objective {value:.4f}: {weights}" + (f"; {hps}" if hps else ""), file=out)
     if s.idle_fraction is not None:
         print(f"[mixopt] trial slots idle {100 * s.idle_fraction:.1f}% of the time between the first trial's "
