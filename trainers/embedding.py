@@ -45,7 +45,7 @@ from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
 from .evaluation import evaluate_tasks
 from .model import DEFAULT_MODEL, Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
-from .training import Stepper, autocast_dtype, resolve_device, tokenize_sides
+from .training import Stepper, autocast_dtype, compile_encoder, resolve_device, tokenize_sides
 
 
 class Options(BaseModel):
@@ -87,6 +87,7 @@ class Options(BaseModel):
     log_every: int = Field(10, ge=1, description="report loss / tokens/s / lr every N steps")
     shuffle_buffer: int = Field(10_000, ge=1, description="rows in each task's streaming shuffle buffer")
     progress: bool | None = Field(None, description="progress bar; None: only when stderr is a terminal")
+    compile: bool = Field(False, description="torch.compile the transformer (pays off in long GPU trials)")
     cpu_threads: int | None = Field(
         None,
         ge=1,
@@ -226,6 +227,8 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
     _check_dims(encoder, dims, opts.model)
     encoder.to(device)
     check_bidirectional(encoder)
+    if opts.compile:
+        compile_encoder(encoder)
 
     tasks = {t.name: t for t in trial.tasks}
     try:

@@ -41,14 +41,19 @@ def false_negative_mask(
             f"queries, positives and groups must have one entry per example, got "
             f"{len(queries)}, {len(positives)}, {None if groups is None else len(groups)}"
         )
-    mask = torch.zeros(b, b, dtype=torch.bool)
-    for i in range(b):
-        for j in range(b):
-            if i == j:
-                continue
-            same_group = groups is not None and groups[i] is not None and groups[i] == groups[j]
-            mask[i, j] = queries[i] == queries[j] or positives[i] == positives[j] or same_group
-    return mask
+
+    def ids(values: Sequence[Hashable]) -> Tensor:
+        # Equal values get equal ids, so B² string comparisons become one tensor comparison.
+        index: dict[Hashable, int] = {}
+        return torch.tensor([index.setdefault(v, len(index)) for v in values])
+
+    q, p = ids(queries), ids(positives)
+    mask = (q[:, None] == q[None, :]) | (p[:, None] == p[None, :])
+    if groups is not None:
+        g = ids(groups)
+        labelled = torch.tensor([v is not None for v in groups])
+        mask |= (g[:, None] == g[None, :]) & labelled[:, None] & labelled[None, :]
+    return mask & ~torch.eye(b, dtype=torch.bool)
 
 
 def nce_loss(

@@ -189,3 +189,30 @@ def test_config_roundtrip_keeps_sliding_window(tiny_model_dir, tmp_path):
     )
     assert load_encoder(out).encoder.transformer.config.sliding_window == window
     assert Gemma3TextConfig.from_pretrained(out).sliding_window == window
+
+
+def test_a_hub_name_goes_through_the_same_loader(tiny_model_dir, tmp_path, monkeypatch):
+    """A repo id resolves to a hub-cache snapshot, then loads like a local directory (offline: no network)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--mixopt-test--tiny-gemma"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+
+    from_hub = load_encoder("mixopt-test/tiny-gemma", seed=3)
+    assert from_hub.source == repo / "snapshots" / commit
+    local = load_encoder(tiny_model_dir, seed=3)
+    torch.testing.assert_close(
+        embed(from_hub.encoder, from_hub.tokenizer, TEXTS, max_seq_length=32),
+        embed(local.encoder, local.tokenizer, TEXTS, max_seq_length=32),
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ModelLoadError, match="cannot fetch hub model 'mixopt-test/absent'"):
+        load_encoder("mixopt-test/absent")
