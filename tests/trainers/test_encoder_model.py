@@ -216,3 +216,17 @@ def test_a_hub_name_goes_through_the_same_loader(tiny_model_dir, tmp_path, monke
     )
     with pytest.raises(ModelLoadError, match="cannot fetch hub model 'mixopt-test/absent'"):
         load_encoder("mixopt-test/absent")
+
+
+def test_bench_facing_modules_import_no_pydantic_and_no_mixopt():
+    """bench/trainer.py runs on a GPU image without pydantic/ray/mlflow: these modules must not need them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainers.model, trainers.losses, trainers.training; "
+        "bad = [m for m in ('pydantic', 'mixopt', 'ray', 'mlflow') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
