@@ -480,6 +480,14 @@ def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     options_model = getattr(module, "Options", None)
     if options_model is None:
         return []
+    unknown_hps = [
+        (("search", "hyperparameters", name),
+         f"the trainer {exp.trainer.target!r} has no option {name!r} for this hyperparameter to set; "
+         f"its options are {sorted(options_model.model_fields)}")
+        for name in exp.search.hyperparameters if name not in options_model.model_fields
+    ]
+    if unknown_hps:
+        return unknown_hps
     try:
         options_model.model_validate(exp.trainer.options)
     except ValidationError as err:

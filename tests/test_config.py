@@ -30,16 +30,16 @@ GOOD = textwrap.dedent(
       seed_mixtures:
         - {a: 0.5, b: 0.25, c: 0.25}
       hyperparameters:
-        lr: {type: log_float, low: 1.0e-5, high: 1.0e-3}
-        temp: {type: float, low: 0.01, high: 0.1}
-        bs: {type: int, low: 8, high: 64}
-        pool: {type: categorical, choices: [mean, last]}
+        learning_rate: {type: log_float, low: 1.0e-5, high: 1.0e-3}
+        temperature: {type: float, low: 0.01, high: 0.1}
+        batch_size: {type: int, low: 8, high: 64}
+        objective: {type: categorical, choices: [mean_task, mean_kind]}
     optimizer:
       n_seeds: 4
       dirichlet_alpha: {a: 2.0}
       max_trials: 8
     trainer:
-      target: trainers.analytic:train
+      target: trainers.embedding:train
       steps: 10
     """
 )
@@ -68,7 +68,7 @@ def test_good_config_loads_with_defaults_and_absolute_paths(tmp_path: Path) -> N
     assert exp.task("a").metric == "ndcg@10" and exp.task("b").metric == "spearman"
     assert exp.task("a").path.is_absolute()
     assert exp.task("c").dev_file.name == "dev.jsonl"
-    assert exp.search.hyperparameters["lr"].type == "log_float"
+    assert exp.search.hyperparameters["learning_rate"].type == "log_float"
     assert exp.tracking.resolved_uri() in ("sqlite:///mlflow.db",) or exp.tracking.uri is None
     assert exp.experiment_name == "t"
     from pydantic import ValidationError
@@ -104,16 +104,17 @@ BAD = [
     ("bounds_unknown_task", GOOD.replace("a: {min: 0.1, max: 0.8}", "q: {min: 0.1}"), "search.bounds.q", "unknown task", "q: {min"),
     ("bounds_min_gt_max", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.9, max: 0.2}"), "search.bounds.a", "greater than max", "a: {min: 0.9"),
     ("bounds_infeasible", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.7}\n    b: {min: 0.6}"), "search.bounds", "sum to 1.3", "bounds:"),
-    ("hp_low_high", GOOD.replace("low: 0.01, high: 0.1", "low: 0.5, high: 0.1"), "search.hyperparameters.temp", "less than high", "temp:"),
-    ("hp_log_nonpositive", GOOD.replace("low: 1.0e-5", "low: 0.0"), "search.hyperparameters.lr.low", "greater than 0", "lr:"),
-    ("hp_bad_type", GOOD.replace("type: int", "type: integer"), "search.hyperparameters.bs", "type", "bs:"),
+    ("hp_low_high", GOOD.replace("low: 0.01, high: 0.1", "low: 0.5, high: 0.1"), "search.hyperparameters.temperature", "less than high", "temperature:"),
+    ("hp_log_nonpositive", GOOD.replace("low: 1.0e-5", "low: 0.0"), "search.hyperparameters.learning_rate.low", "greater than 0", "learning_rate:"),
+    ("hp_bad_type", GOOD.replace("type: int", "type: integer"), "search.hyperparameters.batch_size", "type", "batch_size:"),
     ("alpha_negative", GOOD.replace("{a: 2.0}", "{a: -1.0}"), "optimizer.dirichlet_alpha", "positive", "dirichlet_alpha"),
     ("alpha_unknown_task", GOOD.replace("{a: 2.0}", "{zz: 2.0}"), "optimizer.dirichlet_alpha.zz", "unknown task", "dirichlet_alpha"),
     ("max_trials_zero", GOOD.replace("max_trials: 8", "max_trials: 0"), "optimizer.max_trials", "greater than or equal to 1", "max_trials: 0"),
-    ("bad_target", GOOD.replace("trainers.analytic:train", "trainers/analytic.py"), "trainer.target", "package.module:function", "target:"),
-    ("target_missing_module", GOOD.replace("trainers.analytic:train", "no_such_pkg.mod:train"), "trainer.target", "cannot import", "target:"),
+    ("bad_target", GOOD.replace("trainers.embedding:train", "trainers/embedding.py"), "trainer.target", "package.module:function", "target:"),
+    ("target_missing_module", GOOD.replace("trainers.embedding:train", "no_such_pkg.mod:train"), "trainer.target", "cannot import", "target:"),
     ("duplicate_task", GOOD.replace("name: c", "name: a"), "tasks[2].name", "used twice", "    name: a"),
     ("duplicate_key", GOOD.replace("n_seeds: 4", "n_seeds: 4\n  n_seeds: 5"), "optimizer.n_seeds", "duplicate key", "n_seeds: 5"),
+    ("hp_not_a_trainer_option", GOOD.replace("batch_size: {type: int", "batch_sise: {type: int"), "search.hyperparameters.batch_sise", "no option 'batch_sise'", "batch_sise:"),
     ("bad_yaml", GOOD.replace("n_seeds: 4", "n_seeds: [4"), "", "invalid YAML", None),
 ]
 
@@ -142,7 +143,6 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_trainer_options_checked_against_trainer_model(tmp_path: Path) -> None:
-    pytest.importorskip("trainers.analytic")
     text = GOOD + "  no_such_option: 1\n"
     with pytest.raises(ConfigError) as info:
         load_experiment(write(tmp_path, text))
