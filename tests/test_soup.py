@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -784,17 +785,16 @@ def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest
         "classifier_train_rows": 48,
         "cpu_threads": 1,
     }
-    exp = experiment_from_dict(
-        {
-            "name": "soup_e2e",
-            "tasks": [
-                {"name": "retrieval_0", "kind": "retrieval", "path": str(data / "retrieval_0")},
-                {"name": "sts_1", "kind": "sts", "path": str(data / "sts_1")},
-            ],
-            "trainer": {"target": "trainers.embedding:train", "steps": 4, "seed": 0, **options},
-            "tracking": {"uri": uri},
-        }
-    )
+    config = {
+        "name": "soup_e2e",
+        "tasks": [
+            {"name": "retrieval_0", "kind": "retrieval", "path": str(data / "retrieval_0")},
+            {"name": "sts_1", "kind": "sts", "path": str(data / "sts_1")},
+        ],
+        "trainer": {"target": "trainers.embedding:train", "steps": 4, "seed": 0, **options},
+        "tracking": {"uri": uri},
+    }
+    exp = experiment_from_dict(config)
     tracker = SweepTracker(uri, exp.experiment_name)
     tracker.start_sweep("sweep", {}, {})
     mixtures = [
@@ -875,3 +875,34 @@ def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest
     assert run.data.metrics["score.sts_1"] == pytest.approx(want.task_scores["sts_1"], abs=1e-4)
     card = (soup.out / "README.md").read_text()
     assert "| retrieval_0 | ndcg@10 |" in card and "| sts_1 | spearman |" in card
+
+    # The command line with the experiment YAML: greedy over all three, evaluated by the trainer, registered.
+    import yaml
+
+    from mixopt.cli import app
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
+    res = CliRunner().invoke(
+        app,
+        [
+            "soup",
+            "exp.yaml",
+            "--runs",
+            "all",
+            "--method",
+            "greedy",
+            "--out",
+            "greedy",
+            "--register",
+            "e2e-soup",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    order = sorted(results, key=lambda r: -results[r].objective)
+    assert f"greedy: start with run {order[0]}" in res.output
+    # (progress bars on stderr share lines with the output in CliRunner, hence a search)
+    assert re.findall(r"greedy: \+ run (\w+)", res.output) == order[1:]
+    assert "registered as MLflow model 'e2e-soup' version 1" in res.output
+    soup_row = re.search(r"^soup .*$", res.output, flags=re.M).group(0)
+    greedy_card = (tmp_path / "greedy" / "README.md").read_text()
+    assert "## Greedy steps" in greedy_card and soup_row.split()[1] in greedy_card
