@@ -11,9 +11,10 @@ RUNS ?= top5
 SWEEP_ARGS ?=
 MLFLOW_URI ?= sqlite:///mlflow.db
 STAMP := $(VENV)/.installed
+IMAGE ?= mixopt:latest
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sweep test test-slow test-all soup ui bench lint format synth clean
+.PHONY: help setup sweep test test-slow test-all soup ui bench lint format synth clean image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +64,9 @@ lint: $(STAMP) ## ruff check + format check
 format: $(STAMP) ## ruff fix + format
 	$(BIN)/ruff check --fix mixopt trainers tests bench
 	$(BIN)/ruff format mixopt trainers tests bench
+
+image: ## Build the GPU image for Ray head and workers (docker/Dockerfile; IMAGE=registry/mixopt:tag)
+	docker build -f docker/Dockerfile -t $(IMAGE) .
 
 clean: ## Remove runs, the local MLflow store and synthetic data (keeps .venv)
 	rm -rf runs mlflow.db mlartifacts soups $(SYNTH_DIR)
