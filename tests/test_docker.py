@@ -108,9 +108,13 @@ def install_extras(install_args: str) -> set[str]:
     return {canonicalize_name(e) for e in (m.group(1) or "").split(",") if e.strip()}
 
 
+# Read by the experiment but optional on a cluster: unset means "one trial per GPU at start".
+OPTIONAL_ENV = {"MAX_CONCURRENT"}
+
+
 def experiment_env_vars() -> set[str]:
-    """Every ``${VAR}`` / ``${VAR:-default}`` the cluster experiment reads."""
-    return set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", EXPERIMENT.read_text()))
+    """Every ``${VAR}`` / ``${VAR:-default}`` the cluster experiment reads and a cluster must set."""
+    return set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", EXPERIMENT.read_text())) - OPTIONAL_ENV
 
 
 # --------------------------------------------------------------------------- fixtures
