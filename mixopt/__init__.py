@@ -1,0 +1,1 @@
+from mixopt.optimizer import MixtureOptimizer

@@ -1,0 +1,799 @@
+"""Mixture optimizer: Dirichlet seed mixtures, then GP-UCB on the bounded simplex, behind ask/tell.
+
+The EmbeddingGemma recipe (arXiv:2509.20354, sec. "Model souping"): start from hand-picked and
+Dirichlet-sampled mixtures, then let a Gaussian process over the mixture weights with an
+upper-confidence-bound acquisition propose the next ones. Usable alone, with no Ray and no MLflow::
+
+    opt = MixtureOptimizer(["retrieval_0", "sts_1", "classification_2"])
+    for proposal in opt.ask(4):          # {"retrieval_0": 0.21, "sts_1": 0.52, ...}
+        opt.tell(proposal, train_and_score(proposal))
+    best_proposal, best_value = opt.best()
+
+**Seed phase.** The user's seed mixtures first, in order, then Dirichlet(alpha) draws until
+``max(n_seeds, len(seed_mixtures))`` proposals are out. Bounds are honoured by construction
+(:func:`mixopt.space.bounded_dirichlet`). Seed hyperparameters: a user seed's own value if it gives
+one, else the hyperparameter's ``default``, else a prior draw; Dirichlet seeds draw from the
+priors (uniform, log-uniform, uniform integer, uniform choice) so the seeds spread over them too.
+
+**BO phase.** A botorch ``SingleTaskGP`` in float64 with ``Standardize``d outcomes; the kernel is
+Matern-5/2 with the dimension-scaled lengthscale prior of Hvarfner et al. (arXiv:2402.02229), one lengthscale shared by the K weights (tasks are exchangeable a priori;
+see :func:`_make_gp`) times an ARD Matern over the hyperparameters. Features are the K weights
+(stretched so the simplex spans about a unit cube, see :mod:`mixopt.space`), float/log/int
+hyperparameters in [0, 1], categoricals one-hot.
+The acquisition is UCB as the paper writes it,
+
+    a(x) = mu(x) + beta * sigma(x),
+
+with mu, sigma the GP posterior mean and sd of the latent objective. botorch's
+``UpperConfidenceBound`` computes ``mu + sqrt(beta_botorch) * sigma``, so it is built with
+``beta_botorch = beta ** 2`` (beta=2 -> beta_botorch=4). It is maximised over the polytope
+``{sum_k w_k = 1, lo_k <= w_k <= hi_k}`` by SLSQP (botorch ``optimize_acqf`` with the equality
+constraint and box bounds) from the best of a few hundred sampled starts (bounded-Dirichlet draws
+and perturbations of the best observations), with categoricals held fixed per start. The result is
+projected exactly onto the polytope (:func:`mixopt.space.project_capped_simplex`): weights >= 0,
+within bounds, summing to 1 within 1e-9; ints are rounded.
+
+**Batches and asynchronous workers: GP-BUCB** (Desautels, Krause & Burdick, arXiv:1206.6402).
+Every pending proposal (asked, not yet told, including those already chosen in the same
+``ask(n)``) is added to the GP as a *hallucinated* observation equal to its posterior mean. That
+leaves the mean unchanged and collapses the sd around pending points, so their exploration bonus
+is gone and the next proposal goes elsewhere; the GP's hyperparameters are fitted on real
+observations only. Candidates closer than ``mixopt.space.NEAR_IDENTICAL`` (1% of the mixture
+moved, or 1% of a hyperparameter's range) to any pending or told point are rejected outright, so
+concurrent workers never receive the same or a near-identical mixture. ``ask(2)`` and
+``ask(1); ask(1)`` return the same proposals.
+
+**Failed trials** (``tell(p, None)``) are kept as *permanently pending* points: hallucinated at the
+posterior mean and excluded within the same radius. Not imputing a number (e.g. the worst value)
+is deliberate: a failure says nothing about the objective (a preempted worker, an OOM at one
+batch size), and a fake extreme value would distort the standardisation and the fitted
+lengthscales for the whole space. The failed point loses its exploration bonus and cannot be
+proposed again; its neighbourhood is only revisited if the mean there is genuinely high.
+
+**Fallbacks, never a crash.** Fewer than 2 successful observations (e.g. ``n_seeds=0``, or
+every seed still running) -> a bounded-Dirichlet draw, origin ``"random"``. A GP fit that fails
+(not PSD, singular, optimiser error) is retried with a larger noise floor and Cholesky jitter, then
+falls back to Dirichlet draws (origin ``"random"``) with a logged warning until the next
+observation. A failed acquisition optimisation falls back to the best sampled start. All
+observed values equal is fine (Standardize keeps a unit scale; UCB then explores).
+
+**Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
+and the GP fit depends only on the observations, so the same calls give the same proposals, and
+``from_state_dict(json.loads(json.dumps(opt.state_dict())))`` continues exactly as the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gpytorch
+import numpy as np
+import torch
+from botorch.acquisition import UpperConfidenceBound
+from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from botorch.optim import optimize_acqf
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import MaternKernel
+from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import LogNormalPrior
+
+from mixopt.config import Experiment
+from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace
+
+logger = logging.getLogger("mixopt.optimizer")
+
+STATE_FORMAT = "mixopt.MixtureOptimizer"
+STATE_VERSION = 1
+ORIGINS = ("seed", "bo", "random")
+
+# A GP needs at least two successful observations to say anything about where to go next.
+MIN_OBSERVATIONS = 2
+# Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
+# The first is botorch's default floor; the second trades a little fidelity for a stable fit.
+FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-5))
+# Acquisition starts: global bounded-Dirichlet draws, plus perturbations of the best observations
+# (the optimum is often near the incumbent). Modest sizes keep a suggestion under ~1 s at
+# 100 observations x 17 tasks on 2 CPU cores; more restarts bought no regret in bench/optimizer.py.
+N_GLOBAL = 384
+N_LOCAL_CENTRES = 4
+N_LOCAL_PER_CENTRE = 32
+NUM_RESTARTS = 6
+SLSQP_MAXITER = 100
+SLSQP_BATCH_DIMS = 120
+# How many bounded-Dirichlet redraws to try before accepting a near-duplicate (tiny spaces only).
+MAX_REDRAWS = 200
+
+_TAGS = {"user-seed": 1, "seed": 2, "random": 3, "fit": 4, "acq": 5}
+
+
+def _fit_mll(mll: ExactMarginalLogLikelihood) -> None:
+    """Fit GP hyperparameters by maximising the marginal log likelihood (MAP with the priors).
+
+    A module-level function so that tests can make it fail and exercise the fallbacks.
+    """
+    fit_gpytorch_mll(mll)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run botorch/gpytorch code with a fixed torch seed, leaving the caller's RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _jitter(value: float | None) -> Iterator[None]:
+    if value is None:
+        yield
+    else:
+        with gpytorch.settings.cholesky_jitter(float_value=value, double_value=value):
+            yield
+
+
+@dataclass
+class _Fitted:
+    model: SingleTaskGP
+    jitter: float | None
+
+
+class MixtureOptimizer:
+    """Propose task mixtures (and hyperparameters) to maximise a trial's objective. Ask/tell.
+
+    Args:
+        tasks: task names; every proposal has a weight for each.
+        n_seeds: proposals of the seed phase (user seed mixtures count towards it; all user seed
+            mixtures are proposed even if there are more than ``n_seeds``).
+        seed_mixtures: mixtures to try first, in order (task -> weight; missing tasks get 0; may
+            also give hyperparameter values). Weights must sum to 1 within 1e-6 and respect bounds.
+        dirichlet_alpha: concentration of the seed draws: one float for every task, or
+            task -> float (tasks not named get 1.0). alpha=1 is uniform on the simplex; < 1 favours
+            sparse mixtures, > 1 balanced ones.
+        beta: UCB exploration weight in ``a(x) = mu(x) + beta * sigma(x)`` (botorch's UCB is
+            given ``beta ** 2``, see the module docstring).
+        random_state: seed of every random choice; same seed and calls -> same proposals.
+        hyperparameters: name -> ``mixopt.config`` FloatParam / LogFloatParam / IntParam /
+            CategoricalParam, or the equivalent plain dicts (``{"type": "log_float", "low": 1e-5,
+            "high": 1e-3}``).
+        bounds: task -> ``mixopt.config.WeightBounds`` or ``(min, max)``; others get [0, 1].
+
+    Raises:
+        ValueError: on any invalid argument, saying which and what to do.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        n_seeds: int = 10,
+        seed_mixtures: Sequence[Mapping[str, Any]] | None = None,
+        dirichlet_alpha: float | Mapping[str, float] = 1.0,
+        beta: float = 2.0,
+        random_state: int = 0,
+        hyperparameters: Mapping[str, Any] | None = None,
+        bounds: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
+        space = self._space
+        if space.is_single_point:
+            raise ValueError(
+                "the bounds pin every task weight and there are no hyperparameters: there is only one "
+                f"mixture ({dict(zip(space.tasks, space.lower.tolist()))}), nothing to optimise"
+            )
+        if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 0:
+            raise ValueError(f"n_seeds must be an integer >= 0, got {n_seeds!r}")
+        self.n_seeds = int(n_seeds)
+        if (
+            isinstance(beta, bool)
+            or not isinstance(beta, (int, float))
+            or not math.isfinite(beta)
+            or beta < 0
+        ):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        self.beta = float(beta)
+        if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+            raise ValueError(f"random_state must be an integer, got {random_state!r}")
+        self.random_state = int(random_state)
+        self.dirichlet_alpha: float | dict[str, float] = self._check_alpha(dirichlet_alpha)
+        self._alpha = np.array(
+            [
+                self.dirichlet_alpha.get(t, 1.0)
+                if isinstance(self.dirichlet_alpha, dict)
+                else self.dirichlet_alpha
+                for t in space.tasks
+            ]
+        )
+        self.seed_mixtures: list[dict[str, Any]] = [dict(m) for m in (seed_mixtures or [])]
+        self._user_seeds = self._build_user_seeds(self.seed_mixtures)
+
+        # Every proposal ever asked, with its origin; pending and history refer to it by index,
+        # so a repeat tell or a cancelled proposal still resolves to the exact dict we produced.
+        self._asked: list[tuple[Proposal, str]] = []
+        self._pending: list[int] = []
+        self._history: list[tuple[int, float | None]] = []
+        self._fit_cache: tuple[int, _Fitted | None] | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment) -> MixtureOptimizer:
+        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``)."""
+        return cls(
+            exp.task_names,
+            n_seeds=exp.optimizer.n_seeds,
+            seed_mixtures=exp.search.seed_mixtures,
+            dirichlet_alpha=exp.optimizer.dirichlet_alpha,
+            beta=exp.optimizer.beta,
+            random_state=exp.optimizer.random_state,
+            hyperparameters=exp.search.hyperparameters,
+            bounds=exp.search.bounds,
+        )
+
+    def _check_alpha(self, alpha: float | Mapping[str, float]) -> float | dict[str, float]:
+        def ok(a: Any) -> bool:
+            return not isinstance(a, bool) and isinstance(a, (int, float)) and math.isfinite(a) and a > 0
+
+        if isinstance(alpha, Mapping):
+            unknown = sorted(set(alpha) - set(self._space.tasks))
+            if unknown:
+                raise ValueError(
+                    f"dirichlet_alpha names unknown task(s) {unknown}; tasks are {list(self._space.tasks)}"
+                )
+            bad = {t: a for t, a in alpha.items() if not ok(a)}
+            if bad:
+                raise ValueError(f"dirichlet_alpha values must be positive finite numbers, got {bad}")
+            return {t: float(a) for t, a in alpha.items()}
+        if not ok(alpha):
+            raise ValueError(
+                f"dirichlet_alpha must be a positive finite number (or task -> number), got {alpha!r}"
+            )
+        return float(alpha)
+
+    def _build_user_seeds(self, mixtures: list[dict[str, Any]]) -> list[Proposal]:
+        space = self._space
+        out: list[Proposal] = []
+        for i, mix in enumerate(mixtures):
+            where = f"seed_mixtures[{i}]"
+            if not isinstance(mix, Mapping):
+                raise ValueError(f"{where}: a seed mixture is a dict task -> weight, got {mix!r}")
+            w = space.check_mixture(mix, where, partial=True)
+            rng = np.random.default_rng(self._seed("user-seed", i))
+            hyper = space.default_or_sample(rng)
+            for n in space.hyperparameters:
+                if n in mix:
+                    hyper[n] = space.check_hyperparameter(n, mix[n], where)
+            p = space.proposal(w, hyper)
+            for j, q in enumerate(out):
+                if space.distance(p, q) < NEAR_IDENTICAL:
+                    raise ValueError(
+                        f"seed_mixtures[{j}] and seed_mixtures[{i}] are the same trial "
+                        f"({p}); remove one or give them different hyperparameters"
+                    )
+            out.append(p)
+        return out
+
+    def _seed(self, tag: str, index: int) -> int:
+        """A 63-bit seed for one random choice, a pure function of (random_state, tag, index)."""
+        entropy = [self.random_state % (2**64), _TAGS[tag], index]
+        return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self._space.tasks
+
+    @property
+    def space(self) -> SearchSpace:
+        return self._space
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """Proposals asked and not yet told or cancelled, in ask order (copies)."""
+        return [dict(self._asked[i][0]) for i in self._pending]
+
+    @property
+    def history(self) -> list[tuple[dict[str, Any], float | None]]:
+        """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
+        return [(dict(self._asked[i][0]), v) for i, v in self._history]
+
+    def origin(self, proposal: Mapping[str, Any]) -> str:
+        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB) or ``"random"`` (fallback draw)."""
+        i = self._find(proposal, pending_only=False)
+        if i is None:
+            raise ValueError(self._unknown_message("origin", proposal))
+        return self._asked[i][1]
+
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        """The best successful ``(proposal, value)`` told so far (first of ties), or None if none."""
+        best: tuple[int, float] | None = None
+        for i, v in self._history:
+            if v is not None and (best is None or v > best[1]):
+                best = (i, v)
+        if best is None:
+            return None
+        return dict(self._asked[best[0]][0]), best[1]
+
+    # ------------------------------------------------------------------ ask / tell
+
+    def ask(self, n: int = 1) -> list[dict[str, Any]]:
+        """``n`` new proposals, distinct from each other and from every pending and told one.
+
+        Each becomes pending until told or cancelled. Returns plain dicts: every task's weight
+        (float) then every hyperparameter's value.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"ask(n): n must be an integer >= 1, got {n!r}")
+        out = []
+        for _ in range(int(n)):
+            index = len(self._asked)
+            if index < max(self.n_seeds, len(self._user_seeds)):
+                proposal, origin = self._seed_proposal(index), "seed"
+            else:
+                proposal, origin = self._bo_proposal(index)
+            self._asked.append((proposal, origin))
+            self._pending.append(index)
+            out.append(dict(proposal))
+        return out
+
+    def tell(self, proposal: Mapping[str, Any], value: float | None) -> None:
+        """Record a trial's result: a finite float to maximise, or None for a failed trial.
+
+        ``proposal`` must equal (``==``) a dict returned by :meth:`ask`; a JSON round trip keeps
+        it equal. Telling an already-told proposal again records a repeat observation.
+        """
+        value = self._check_value(value)
+        i = self._find(proposal, pending_only=True)
+        if i is not None:
+            self._pending.remove(i)
+        else:
+            i = self._find(proposal, pending_only=False)
+            if i is None:
+                raise ValueError(self._unknown_message("tell", proposal))
+        self._history.append((i, value))
+
+    def cancel(self, proposal: Mapping[str, Any]) -> None:
+        """Drop a pending proposal without a value (an interrupted trial); it may be proposed again."""
+        i = self._find(proposal, pending_only=True)
+        if i is None:
+            raise ValueError(
+                f"cancel(): {dict(proposal)} is not pending (never asked, already told, or already "
+                f"cancelled); pending proposals are listed by .pending"
+            )
+        self._pending.remove(i)
+
+    def _check_value(self, value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(
+                f"tell(): value must be a float to maximise, or None for a failed trial; got {value!r}"
+            )
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"tell(): value {value} is not finite; a trial that produced no usable objective "
+                "is a failed trial: tell(proposal, None)"
+            )
+        return value
+
+    def _find(self, proposal: Mapping[str, Any], *, pending_only: bool) -> int | None:
+        if not isinstance(proposal, Mapping):
+            raise ValueError(
+                f"a proposal is a dict returned by ask(), got {type(proposal).__name__}: {proposal!r}"
+            )
+        target = dict(proposal)
+        if pending_only:
+            return next((i for i in self._pending if self._asked[i][0] == target), None)
+        return next((i for i in reversed(range(len(self._asked))) if self._asked[i][0] == target), None)
+
+    def _unknown_message(self, method: str, proposal: Mapping[str, Any]) -> str:
+        return (
+            f"{method}(): {dict(proposal)} was never asked by this optimizer. Pass back a dict returned by "
+            f"ask() unchanged (same keys {self._space.keys}, same values; a JSON round trip is fine)."
+        )
+
+    # ------------------------------------------------------------------ proposals
+
+    def _taken(self) -> list[Proposal]:
+        """Points a new proposal must not duplicate: pending ones and every told one."""
+        idx = list(self._pending) + [i for i, _ in self._history]
+        return [self._asked[i][0] for i in dict.fromkeys(idx)]
+
+    def _draw(self, tag: str, index: int) -> Proposal:
+        """A bounded-Dirichlet mixture with prior hyperparameters, away from every taken point."""
+        space = self._space
+        rng = np.random.default_rng(self._seed(tag, index))
+        taken = self._taken()
+        taken_x = np.array([space.encode(p) for p in taken]) if taken else np.zeros((0, space.dim))
+        p: Proposal = {}
+        for _ in range(MAX_REDRAWS):
+            p = space.proposal(space.sample_mixture(rng, self._alpha), space.sample_hyperparameters(rng))
+            if not taken or space.feature_distances(space.encode(p)[None], taken_x).min() >= NEAR_IDENTICAL:
+                return p
+        logger.warning(
+            "no draw distinct from the %d pending/told proposals after %d tries: the search space is "
+            "nearly exhausted; proposing a near-duplicate",
+            len(taken),
+            MAX_REDRAWS,
+        )
+        return p
+
+    def _seed_proposal(self, index: int) -> Proposal:
+        if index < len(self._user_seeds):
+            return self._user_seeds[index]
+        return self._draw("seed", index)
+
+    def _bo_proposal(self, index: int) -> tuple[Proposal, str]:
+        n_ok = sum(v is not None for _, v in self._history)
+        if n_ok < MIN_OBSERVATIONS:
+            logger.info(
+                "proposal %d: %d successful observation(s), the GP needs %d; drawing from the Dirichlet prior",
+                index,
+                n_ok,
+                MIN_OBSERVATIONS,
+            )
+            return self._draw("random", index), "random"
+        fitted = self._fitted()
+        if fitted is None:
+            return self._draw("random", index), "random"
+        try:
+            proposal = self._maximise_ucb(fitted, index)
+        except Exception as err:  # numerical trouble in the posterior must not end a sweep
+            logger.warning(
+                "proposal %d: UCB maximisation failed (%s: %s); falling back to a Dirichlet draw",
+                index,
+                type(err).__name__,
+                err,
+            )
+            return self._draw("random", index), "random"
+        if proposal is None:
+            logger.warning(
+                "proposal %d: every UCB candidate duplicates a pending or told proposal; falling back to a "
+                "Dirichlet draw",
+                index,
+            )
+            return self._draw("random", index), "random"
+        return proposal, "bo"
+
+    # ------------------------------------------------------------------ the GP
+
+    def _training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [(self._asked[i][0], v) for i, v in self._history if v is not None]
+        x = torch.tensor(np.array([self._space.encode(p) for p, _ in rows]), dtype=torch.float64)
+        y = torch.tensor([[v] for _, v in rows], dtype=torch.float64)
+        return x, y
+
+    def _fitted(self) -> _Fitted | None:
+        """The GP fitted on the successful observations (cached until the next tell), or None."""
+        key = len(self._history)
+        if self._fit_cache is not None and self._fit_cache[0] == key:
+            return self._fit_cache[1]
+        x, y = self._training_data()
+        errors: list[str] = []
+        fitted: _Fitted | None = None
+        for attempt, (noise_floor, jitter) in enumerate(FIT_ATTEMPTS):
+            try:
+                with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
+                    model = _make_gp(x, y, noise_floor, self._space.n_tasks)
+                    _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+                    model.eval()
+                    with torch.no_grad():
+                        post = model.posterior(x)
+                        if not (torch.isfinite(post.mean).all() and torch.isfinite(post.variance).all()):
+                            raise FloatingPointError("the fitted GP predicts non-finite values at the data")
+                fitted = _Fitted(model, jitter)
+                break
+            except Exception as err:  # botorch/gpytorch/linalg errors alike: try the next setting
+                errors.append(f"{type(err).__name__}: {err}")
+        if fitted is not None and errors:
+            logger.warning(
+                "GP fit on %d observations needed a noise floor of %g and jitter %g (first attempt: %s)",
+                len(y),
+                FIT_ATTEMPTS[len(errors)][0],
+                FIT_ATTEMPTS[len(errors)][1] or 0.0,
+                errors[0],
+            )
+        elif fitted is None:
+            logger.warning(
+                "GP fit on %d observations failed with every setting (%s); proposing Dirichlet draws "
+                "(origin 'random') until the next observation",
+                len(y),
+                " | ".join(errors),
+            )
+        self._fit_cache = (key, fitted)
+        return fitted
+
+    def predict(self, proposals: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """GP posterior mean and sd of the objective at ``proposals``, in the objective's units.
+
+        Returns two arrays of shape ``(len(proposals),)``. The sd is that of the latent objective
+        (no observation noise). Pending proposals are not taken into account.
+
+        Raises:
+            RuntimeError: before the GP can be fitted (fewer than 2 successful observations) or
+                when every fitting attempt failed.
+            ValueError: for a malformed proposal.
+        """
+        if isinstance(proposals, Mapping):
+            raise ValueError("predict() takes a list of proposals; wrap a single one as [proposal]")
+        items = [self._space.check_proposal(p, f"predict(): proposals[{i}]") for i, p in enumerate(proposals)]
+        n_ok = sum(v is not None for _, v in self._history)
+        if n_ok < MIN_OBSERVATIONS:
+            raise RuntimeError(
+                f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
+                f"{n_ok} told so far; tell() more results first"
+            )
+        fitted = self._fitted()
+        if fitted is None:
+            raise RuntimeError(
+                "predict(): the GP could not be fitted to the observations (see the logged warning)"
+            )
+        if not items:
+            return np.zeros(0), np.zeros(0)
+        x = torch.tensor(np.array([self._space.encode(p) for p in items]), dtype=torch.float64)
+        with torch.no_grad(), _jitter(fitted.jitter):
+            post = fitted.model.posterior(x)
+            mean = post.mean.squeeze(-1).numpy().copy()
+            sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
+        return mean, sd
+
+    # ------------------------------------------------------------------ acquisition
+
+    def _start_points(self, rng: np.random.Generator) -> np.ndarray:
+        """Candidate features: global bounded-Dirichlet draws (half with the user's alpha, half
+        uniform) and convex perturbations ``(1 - e) w_best + e d`` of the best observations
+        (convex combinations of feasible mixtures stay feasible)."""
+        space = self._space
+        half = N_GLOBAL // 2
+        glob = [
+            space.random_features(rng, self._alpha, half),
+            space.random_features(rng, np.ones(space.n_tasks), half),
+        ]
+        told = [(self._asked[i][0], v) for i, v in self._history if v is not None]
+        told.sort(key=lambda pv: -pv[1])  # type: ignore[arg-type, operator]
+        centres: list[np.ndarray] = []
+        for p, _ in told:
+            x = space.encode(p)
+            if all(np.abs(x - c).max() > 0 for c in centres):
+                centres.append(x)
+            if len(centres) == N_LOCAL_CENTRES:
+                break
+        local = []
+        for c in centres:
+            d = space.random_features(rng, np.ones(space.n_tasks), N_LOCAL_PER_CENTRE)
+            e = np.exp(rng.uniform(math.log(0.01), math.log(0.5), size=(N_LOCAL_PER_CENTRE, 1)))
+            x = np.repeat(c[None], N_LOCAL_PER_CENTRE, axis=0)
+            k = space.n_tasks
+            x[:, :k] = (1 - e) * c[None, :k] + e * d[:, :k]
+            m = k + len(space.numeric)
+            x[:, k:m] = np.clip(x[:, k:m] + rng.normal(0.0, 0.1, size=(N_LOCAL_PER_CENTRE, m - k)), 0.0, 1.0)
+            # A fifth of the local starts try another categorical value.
+            swap = rng.random(N_LOCAL_PER_CENTRE) < 0.2
+            x[swap, m:] = d[swap, m:]
+            local.append(x)
+        return np.concatenate(glob + local, axis=0)
+
+    def _maximise_ucb(self, fitted: _Fitted, index: int) -> Proposal | None:
+        space = self._space
+        rng = np.random.default_rng(self._seed("acq", index))
+        taken = self._taken()
+        taken_x = np.array([space.encode(p) for p in taken]) if taken else np.zeros((0, space.dim))
+        failed = [self._asked[i][0] for i, v in self._history if v is None]
+        hallucinated = [self._asked[i][0] for i in self._pending] + failed
+        with _seeded(self._seed("acq", index)), _jitter(fitted.jitter), warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputDataWarning)
+            model = fitted.model
+            if hallucinated:
+                xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
+                with torch.no_grad():
+                    mean_h = model.posterior(xh).mean
+                model = model.condition_on_observations(xh, mean_h)
+            acq = UpperConfidenceBound(model, beta=self.beta**2)
+
+            starts = self._start_points(rng)
+            with torch.no_grad():
+                values = acq(torch.tensor(starts, dtype=torch.float64).unsqueeze(1)).numpy()
+            free = np.ones(len(starts), dtype=bool)
+            if len(taken_x):
+                free = space.feature_distances(starts, taken_x).min(axis=1) >= NEAR_IDENTICAL
+            order = [i for i in np.argsort(-values, kind="stable") if free[i]][:NUM_RESTARTS]
+            candidates = [starts[i] for i in order]
+            if order:
+                try:
+                    candidates += list(_optimise(acq, space, starts[order]))
+                except Exception as err:  # SLSQP/linear-algebra failures: keep the sampled starts
+                    logger.warning(
+                        "proposal %d: acquisition optimisation failed (%s: %s); using the best sampled start",
+                        index,
+                        type(err).__name__,
+                        err,
+                    )
+            if not candidates:
+                return None
+            # Snap every candidate to an exact proposal (projection, int rounding, one-hot) and
+            # score it where it will really be evaluated.
+            proposals = [space.decode(x) for x in candidates]
+            snapped = np.array([space.encode(p) for p in proposals])
+            with torch.no_grad():
+                scores = acq(torch.tensor(snapped, dtype=torch.float64).unsqueeze(1)).numpy()
+        ok = np.ones(len(snapped), dtype=bool)
+        if len(taken_x):
+            ok = space.feature_distances(snapped, taken_x).min(axis=1) >= NEAR_IDENTICAL
+        if not ok.any():
+            return None
+        best = max((i for i in range(len(snapped)) if ok[i]), key=lambda i: (scores[i], -i))
+        return proposals[best]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: the configuration, every asked proposal with its origin,
+        the pending ones and the told values. Plain JSON types only (``json.dumps`` works)."""
+        space = self._space
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "config": {
+                "tasks": list(space.tasks),
+                "n_seeds": self.n_seeds,
+                # The validated, complete seed proposals: plain floats, and their hyperparameters
+                # fixed, so a restored optimizer rebuilds exactly the same seeds.
+                "seed_mixtures": [dict(p) for p in self._user_seeds],
+                "dirichlet_alpha": (
+                    dict(self.dirichlet_alpha)
+                    if isinstance(self.dirichlet_alpha, dict)
+                    else self.dirichlet_alpha
+                ),
+                "beta": self.beta,
+                "random_state": self.random_state,
+                "hyperparameters": space.hyperparameters_json(),
+                "bounds": space.bounds_json(),
+            },
+            "asked": [{"proposal": dict(p), "origin": o} for p, o in self._asked],
+            "pending": list(self._pending),
+            "history": [[i, v] for i, v in self._history],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> MixtureOptimizer:
+        """Rebuild an optimizer from :meth:`state_dict` (possibly after a JSON round trip); it
+        proposes exactly what the original would have proposed next."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"not a MixtureOptimizer state (expected format {STATE_FORMAT!r}); pass what state_dict() returned"
+            )
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"MixtureOptimizer state version {state.get('version')!r} is not supported "
+                f"(this mixopt reads version {STATE_VERSION})"
+            )
+        try:
+            c = state["config"]
+            opt = cls(
+                c["tasks"],
+                n_seeds=c["n_seeds"],
+                seed_mixtures=c["seed_mixtures"],
+                dirichlet_alpha=c["dirichlet_alpha"],
+                beta=c["beta"],
+                random_state=c["random_state"],
+                hyperparameters=c["hyperparameters"],
+                bounds={t: tuple(b) for t, b in c["bounds"].items()},
+            )
+            asked = [(dict(a["proposal"]), str(a["origin"])) for a in state["asked"]]
+            pending = [int(i) for i in state["pending"]]
+            history = [(int(i), None if v is None else float(v)) for i, v in state["history"]]
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
+            ) from None
+        n = len(asked)
+        if any(o not in ORIGINS for _, o in asked) or any(
+            not 0 <= i < n for i in pending + [i for i, _ in history]
+        ):
+            raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
+        for i, (p, _) in enumerate(asked):
+            opt._space.check_proposal(p, f"state asked[{i}]")
+        opt._asked, opt._pending, opt._history = asked, pending, history
+        return opt
+
+
+def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int) -> SingleTaskGP:
+    """SingleTaskGP in float64 with Standardize(1) outcomes and a simplex-aware Matern-5/2 kernel.
+
+    ``k(x, x') = k_w(w, w') * k_h(h, h')``: ``k_w`` is Matern-5/2 on the K weight features with
+    *one* lengthscale shared by all tasks, ``k_h`` Matern-5/2 with ARD over the hyperparameter
+    features (absent without hyperparameters). Tasks are exchangeable a priori, and with a few
+    dozen trials K separate lengthscales are not identifiable: MAP shrinks some of them, which
+    inflates sigma along those axes and drags UCB onto the simplex's faces (bench/optimizer.py:
+    at K=17 the shared lengthscale cut the median regret at 32 trials about 3x). Both blocks get
+    the dimension-scaled LogNormal lengthscale prior of Hvarfner et al. (arXiv:2402.02229) for
+    their own dimension; the noise prior is botorch's LogNormal(-4, 1) with a floor.
+
+    Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values.
+    """
+    d = x.shape[-1]
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
+    covar = MaternKernel(
+        nu=2.5,
+        active_dims=tuple(range(n_weights)),
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
+    )
+    if d > n_weights:
+        covar = covar * get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
+        )
+    noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
+    likelihood = GaussianLikelihood(
+        noise_prior=noise_prior,
+        noise_constraint=GreaterThan(
+            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
+        ),
+    )
+    with warnings.catch_warnings():
+        # Weight features are stretched beyond [0, 1] on purpose (see mixopt.space).
+        warnings.simplefilter("ignore", InputDataWarning)
+        return SingleTaskGP(
+            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
+        )
+
+
+def _optimise(acq: UpperConfidenceBound, space: SearchSpace, starts: np.ndarray) -> np.ndarray:
+    """Run SLSQP from each start over the polytope; categoricals stay at each start's values.
+
+    ``starts``: (r, d) features. Returns (r', d) optimised features (r' <= r when a group is empty).
+    The equality constraint ``sum_k x_k / s = 1`` over the free weights (``s`` the weight scale)
+    and the box bounds are handed to botorch ``optimize_acqf``; weights pinned by their bounds are
+    fixed features.
+    """
+    k, s = space.n_tasks, space.weight_scale
+    d = space.dim
+    lower = np.zeros(d)
+    upper = np.ones(d)
+    lower[:k], upper[:k] = space.lower * s, space.upper * s
+    bounds = torch.tensor(np.stack([lower, upper]), dtype=torch.float64)
+    pinned = {i: float(lower[i]) for i in range(k) if space.upper[i] - space.lower[i] <= 0}
+    free = [i for i in range(k) if i not in pinned]
+    equality = []
+    if free:
+        rhs = 1.0 - math.fsum(space.lower[i] for i in pinned)
+        equality = [(torch.tensor(free), torch.full((len(free),), 1.0 / s, dtype=torch.float64), rhs)]
+    cat_cols = list(range(k + len(space.numeric), d))
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for i, x in enumerate(starts):
+        groups.setdefault(tuple(x[cat_cols].tolist()), []).append(i)
+    out = []
+    for combo, rows in groups.items():
+        fixed = dict(pinned)
+        fixed.update({c: v for c, v in zip(cat_cols, combo)})
+        ic = torch.tensor(starts[rows], dtype=torch.float64).unsqueeze(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizationWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x, _ = optimize_acqf(
+                acq,
+                bounds=bounds,
+                q=1,
+                num_restarts=len(rows),
+                batch_initial_conditions=ic,
+                equality_constraints=equality or None,
+                fixed_features=fixed or None,
+                return_best_only=False,
+                retry_on_optimization_warning=False,
+                # SLSQP runs the batched restarts as one problem whose dense QP costs O((b d)^3):
+                # batch restarts while b * d stays small, then one or a few at a time.
+                options={"maxiter": SLSQP_MAXITER, "batch_limit": max(1, SLSQP_BATCH_DIMS // d)},
+            )
+        out.append(x.reshape(-1, d).detach().numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros((0, d))

@@ -1,0 +1,484 @@
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mixopt.optimizer as optimizer_module
+from mixopt import MixtureOptimizer
+from mixopt.config import (
+    Experiment,
+    FloatParam,
+    LogFloatParam,
+    OptimizerConfig,
+    SearchConfig,
+    TaskConfig,
+    TrainerConfig,
+    WeightBounds,
+)
+
+
+def random_bounds(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feasible random bounds: some tasks free, some with a min, a max or both."""
+    kind = rng.integers(0, 4, size=k)  # 0 free, 1 min, 2 max, 3 both
+    m = rng.uniform(0.0, 1.0, size=k) * (kind % 2 == 1)
+    lo = m / m.sum() * rng.uniform(0.0, 0.9) if m.sum() > 0 else np.zeros(k)
+    hi = np.where(kind >= 2, lo + (1.0 - lo) * rng.uniform(0.0, 1.0, size=k), 1.0)
+    if hi.sum() < 1.0:
+        room = 1.0 - hi
+        hi = hi + room * min(1.0, (1.0 - hi.sum()) / room.sum() + 1e-3)
+    return lo, hi
+
+
+TASKS = ["retrieval_0", "sts_1", "classification_2", "retrieval_3"]
+
+
+def weights(p: dict, tasks: list[str]) -> np.ndarray:
+    return np.array([p[t] for t in tasks])
+
+
+def bowl(tasks: list[str], seed: int = 0):
+    """A smooth objective on the simplex: a tilted quadratic bowl with an interior maximum 0."""
+    rng = np.random.default_rng(seed)
+    k = len(tasks)
+    q, _ = np.linalg.qr(rng.normal(size=(k, k)))
+    a = (q * np.exp(rng.uniform(0, math.log(10), size=k))) @ q.T
+    c = rng.dirichlet(np.full(k, 3.0))
+
+    def f(p: dict) -> float:
+        d = weights(p, tasks) - c
+        return -float(d @ a @ d)
+
+    return f
+
+
+def tv(p: dict, q: dict, tasks: list[str]) -> float:
+    return 0.5 * sum(abs(p[t] - q[t]) for t in tasks)
+
+
+def assert_valid(
+    p: dict, tasks: list[str], lo: np.ndarray | None = None, hi: np.ndarray | None = None
+) -> None:
+    w = weights(p, tasks)
+    assert all(isinstance(p[t], float) for t in tasks)
+    assert abs(math.fsum(w) - 1.0) <= 1e-9
+    assert np.all(w >= 0.0)
+    if lo is not None and hi is not None:
+        assert np.all(w >= lo) and np.all(w <= hi), (w, lo, hi)
+
+
+def run(opt: MixtureOptimizer, f, n: int, batch: int = 1) -> list[dict]:
+    asked = []
+    while len(asked) < n:
+        ps = opt.ask(batch)
+        for p in ps:
+            opt.tell(p, f(p))
+        asked += ps
+    return asked
+
+
+# ---------------------------------------------------------------- constraints
+
+
+def bounded_optimizer(k: int, seed: int, n_seeds: int) -> tuple[MixtureOptimizer, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lo, hi = random_bounds(rng, k)
+    tasks = [f"t{i}" for i in range(k)]
+    bounds = {t: (float(lo[i]), float(hi[i])) for i, t in enumerate(tasks) if lo[i] > 0 or hi[i] < 1}
+    alpha = float(10 ** rng.uniform(-1, 1))
+    opt = MixtureOptimizer(tasks, n_seeds=n_seeds, bounds=bounds, dirichlet_alpha=alpha, random_state=seed)
+    return opt, lo, hi
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(2, 40), seed=st.integers(0, 2**32 - 1))
+def test_every_seed_is_a_mixture_within_bounds(k: int, seed: int) -> None:
+    opt, lo, hi = bounded_optimizer(k, seed, n_seeds=6)
+    for p in opt.ask(6):
+        assert_valid(p, list(opt.tasks), lo, hi)
+        assert opt.origin(p) == "seed"
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(k=st.integers(2, 40), seed=st.integers(0, 2**32 - 1))
+def test_every_ucb_proposal_is_a_mixture_within_bounds(k: int, seed: int) -> None:
+    opt, lo, hi = bounded_optimizer(k, seed, n_seeds=3)
+    tasks = list(opt.tasks)
+    f = bowl(tasks, seed)
+    for p in run(opt, f, 3) + opt.ask(2):  # 3 seeds, then 2 GP-UCB proposals (a batch)
+        assert_valid(p, tasks, lo, hi)
+    assert [opt.origin(p) for p in opt.pending] == ["bo", "bo"]
+
+
+def test_bounds_from_config_objects_and_pinned_weights() -> None:
+    bounds = {"retrieval_0": WeightBounds(min=0.2, max=0.2), "sts_1": WeightBounds(min=0.1, max=0.3)}
+    opt = MixtureOptimizer(TASKS, n_seeds=3, bounds=bounds, random_state=1)
+    for p in run(opt, bowl(TASKS), 8, batch=2):
+        assert p["retrieval_0"] == 0.2
+        assert 0.1 <= p["sts_1"] <= 0.3
+        assert_valid(p, TASKS)
+
+
+# ---------------------------------------------------------------- seeds and determinism
+
+
+def test_user_seeds_then_dirichlet_seeds_then_bo() -> None:
+    seeds = [
+        {"retrieval_0": 0.7, "sts_1": 0.3},
+        {"retrieval_0": 0.25, "sts_1": 0.25, "classification_2": 0.25, "retrieval_3": 0.25},
+    ]
+    opt = MixtureOptimizer(TASKS, n_seeds=4, seed_mixtures=seeds, random_state=3)
+    first = opt.ask(3)
+    assert first[0] == {"retrieval_0": 0.7, "sts_1": 0.3, "classification_2": 0.0, "retrieval_3": 0.0}
+    assert first[1] == seeds[1]
+    for p in first:
+        opt.tell(p, bowl(TASKS)(p))
+    rest = run(opt, bowl(TASKS), 4)
+    assert [opt.origin(p) for p in first + rest] == ["seed"] * 4 + ["bo"] * 3
+
+
+def test_more_user_seeds_than_n_seeds_are_all_proposed() -> None:
+    seeds = [{"retrieval_0": 1.0}, {"sts_1": 1.0}, {"classification_2": 1.0}]
+    opt = MixtureOptimizer(TASKS, n_seeds=1, seed_mixtures=seeds)
+    assert [max(p, key=p.get) for p in opt.ask(3)] == ["retrieval_0", "sts_1", "classification_2"]
+
+
+def test_same_random_state_same_proposals_and_different_state_differs() -> None:
+    f = bowl(TASKS, 1)
+    a = run(MixtureOptimizer(TASKS, n_seeds=4, random_state=7), f, 7)
+    b = run(MixtureOptimizer(TASKS, n_seeds=4, random_state=7), f, 7)
+    c = run(MixtureOptimizer(TASKS, n_seeds=4, random_state=8), f, 7)
+    assert a == b
+    assert a[0] != c[0]
+
+
+def test_batch_ask_equals_sequential_asks() -> None:
+    f = bowl(TASKS, 2)
+    one, two = (MixtureOptimizer(TASKS, n_seeds=3, random_state=5) for _ in range(2))
+    run(one, f, 3)
+    run(two, f, 3)
+    assert one.ask(3) == two.ask(1) + two.ask(2)
+
+
+# ---------------------------------------------------------------- pending, async, failures
+
+
+def test_pending_proposals_are_distinct_across_asks_and_tells() -> None:
+    f = bowl(TASKS, 3)
+    opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0)
+    run(opt, f, 4)
+    batch = opt.ask(4)
+    opt.tell(batch[1], f(batch[1]))
+    batch2 = opt.ask(3)  # a worker finished; others still running
+    pending = opt.pending
+    assert len(pending) == 6 and batch2[0] in pending
+    told = [p for p, _ in opt.history]
+    for i, p in enumerate(pending):
+        for q in pending[i + 1 :] + told:
+            if q is not p:
+                assert tv(p, q, TASKS) >= 0.01, (p, q)
+
+
+def test_cancel_and_tell_bookkeeping() -> None:
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    a, b, c = opt.ask(3)
+    opt.cancel(b)
+    assert opt.pending == [a, c]
+    opt.tell(json.loads(json.dumps(c)), 0.5)  # survives a JSON round trip
+    opt.tell(c, 0.7)  # a repeat observation
+    opt.tell(a, None)
+    assert opt.history == [(c, 0.5), (c, 0.7), (a, None)]
+    assert opt.best() == (c, 0.7)
+    assert opt.pending == []
+    with pytest.raises(ValueError, match="not pending"):
+        opt.cancel(a)
+
+
+def test_best_is_none_until_a_success() -> None:
+    opt = MixtureOptimizer(TASKS)
+    (p,) = opt.ask(1)
+    assert opt.best() is None
+    opt.tell(p, None)
+    assert opt.best() is None
+
+
+def test_failed_trials_are_not_modelled_and_not_proposed_again() -> None:
+    f = bowl(TASKS, 4)
+    opt = MixtureOptimizer(TASKS, n_seeds=5, random_state=2)
+    run(opt, f, 5)
+    (p,) = opt.ask(1)
+    before = opt.predict([p])
+    opt.tell(p, None)
+    after = opt.predict([p])
+    # The failure changes nothing in the GP's fit (no number is imputed)...
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-9)
+    np.testing.assert_allclose(after[1], before[1], rtol=1e-9)
+    # ... but the failed mixture is never proposed again, even though it was the UCB maximiser.
+    for q in run(opt, f, 6, batch=2):
+        assert tv(p, q, TASKS) >= 0.01
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_errors_speak_to_the_user() -> None:
+    opt = MixtureOptimizer(TASKS, random_state=0)
+    (p,) = opt.ask(1)
+    for bad in (float("nan"), float("inf"), -math.inf):
+        with pytest.raises(ValueError, match="not finite"):
+            opt.tell(p, bad)
+    with pytest.raises(ValueError, match="float to maximise"):
+        opt.tell(p, "0.5")
+    never = dict(p, retrieval_0=p["retrieval_0"] + 1e-3)
+    with pytest.raises(ValueError, match="never asked"):
+        opt.tell(never, 0.1)
+    with pytest.raises(ValueError, match="never asked"):
+        opt.origin(never)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        opt.ask(0)
+    with pytest.raises(RuntimeError, match="at least 2 successful observations"):
+        opt.predict([p])
+    with pytest.raises(ValueError, match="sum to 1"):
+        MixtureOptimizer(TASKS, seed_mixtures=[{"retrieval_0": 0.5}])
+    with pytest.raises(ValueError, match="unknown key"):
+        MixtureOptimizer(TASKS, seed_mixtures=[{"nope": 1.0}])
+    with pytest.raises(ValueError, match="same trial"):
+        MixtureOptimizer(TASKS, seed_mixtures=[{"sts_1": 1.0}, {"sts_1": 1.0}])
+    with pytest.raises(ValueError, match="dirichlet_alpha"):
+        MixtureOptimizer(TASKS, dirichlet_alpha={"nope": 2.0})
+    with pytest.raises(ValueError, match="only one mixture"):
+        MixtureOptimizer(["a", "b"], bounds={"a": (0.5, 0.5)})
+
+
+# ---------------------------------------------------------------- state
+
+
+def test_state_round_trip_continues_exactly() -> None:
+    f = bowl(TASKS, 5)
+    hp = {
+        "lr": {"type": "log_float", "low": 1e-5, "high": 1e-3},
+        "pool": {"type": "categorical", "choices": ["mean", "cls"]},
+    }
+
+    def g(p: dict) -> float:
+        return f(p) - 0.1 * (math.log10(p["lr"]) + 4) ** 2 + (0.05 if p["pool"] == "cls" else 0.0)
+
+    opt = MixtureOptimizer(
+        TASKS, n_seeds=4, random_state=11, hyperparameters=hp, dirichlet_alpha={"sts_1": 0.5}
+    )
+    run(opt, g, 6, batch=2)
+    a, b = opt.ask(2)
+    opt.tell(a, None)  # a failure and a still-pending proposal are part of the state
+    state = json.loads(json.dumps(opt.state_dict()))
+    clone = MixtureOptimizer.from_state_dict(state)
+    assert clone.pending == opt.pending == [b]
+    assert clone.history == opt.history
+    assert clone.origin(b) == opt.origin(b)
+    nxt = opt.ask(2)
+    assert clone.ask(2) == nxt
+    for p in nxt:
+        opt.tell(p, g(p))
+        clone.tell(json.loads(json.dumps(p)), g(p))
+    assert clone.ask(1) == opt.ask(1)
+
+
+def test_from_state_dict_rejects_foreign_state() -> None:
+    with pytest.raises(ValueError, match="not a MixtureOptimizer state"):
+        MixtureOptimizer.from_state_dict({"tasks": TASKS})
+
+
+def test_from_experiment_reads_search_and_optimizer() -> None:
+    exp = Experiment(
+        name="x",
+        tasks=[TaskConfig(name=t, kind="retrieval", path=f"/data/{t}") for t in TASKS],
+        search=SearchConfig(
+            bounds={"sts_1": WeightBounds(min=0.1, max=0.5)},
+            seed_mixtures=[{"sts_1": 0.5, "retrieval_0": 0.5}],
+            hyperparameters={"lr": LogFloatParam(type="log_float", low=1e-5, high=1e-3, default=1e-4)},
+        ),
+        optimizer=OptimizerConfig(n_seeds=3, beta=1.5, random_state=9, dirichlet_alpha=0.7),
+        trainer=TrainerConfig(target="trainers.analytic:train"),
+    )
+    opt = MixtureOptimizer.from_experiment(exp)
+    assert (opt.n_seeds, opt.beta, opt.random_state, opt.dirichlet_alpha) == (3, 1.5, 9, 0.7)
+    first, *rest = opt.ask(3)
+    assert first == {
+        "retrieval_0": 0.5,
+        "sts_1": 0.5,
+        "classification_2": 0.0,
+        "retrieval_3": 0.0,
+        "lr": 1e-4,
+    }
+    for p in rest:
+        assert 0.1 <= p["sts_1"] <= 0.5 and 1e-5 <= p["lr"] <= 1e-3
+
+
+# ---------------------------------------------------------------- the GP and UCB
+
+
+def matern52_posterior(x, y, xs, lengthscale, noise, const):
+    """Naive GP posterior (standardised y, Matern-5/2 ARD, unit outputscale), unstandardised."""
+    mu_y, sd_y = y.mean(), y.std(ddof=1)
+    ys = (y - mu_y) / sd_y
+
+    def k(a, b):
+        r = np.sqrt((((a[:, None, :] - b[None, :, :]) / lengthscale) ** 2).sum(-1))
+        return (1 + math.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-math.sqrt(5) * r)
+
+    kxx = k(x, x) + noise * np.eye(len(x))
+    ks = k(xs, x)
+    mean = const + ks @ np.linalg.solve(kxx, ys - const)
+    var = 1.0 - np.einsum("ij,ji->i", ks, np.linalg.solve(kxx, ks.T))
+    return mu_y + sd_y * mean, sd_y * np.sqrt(var)
+
+
+def test_predict_is_the_gp_posterior_in_objective_units() -> None:
+    f = bowl(TASKS, 6)
+    opt = MixtureOptimizer(TASKS, n_seeds=8, random_state=4)
+    told = run(opt, lambda p: 100.0 + 10.0 * f(p), 8)
+    probe = opt.ask(3)
+    mean, sd = opt.predict(probe)
+    gp = opt._fitted().model
+    x = np.array([opt.space.encode(p) for p in told])
+    y = np.array([v for _, v in opt.history])
+    ref_mean, ref_sd = matern52_posterior(
+        x,
+        y,
+        np.array([opt.space.encode(p) for p in probe]),
+        gp.covar_module.lengthscale.detach().numpy().ravel(),
+        gp.likelihood.noise.item(),
+        gp.mean_module.constant.item(),
+    )
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-6)
+    np.testing.assert_allclose(sd, ref_sd, rtol=1e-5)
+
+
+def test_proposal_maximises_mu_plus_beta_sigma() -> None:
+    # UCB as the paper writes it: the proposal must beat every sampled mixture on mu + beta * sigma
+    # computed from predict(); with botorch's sqrt convention misapplied it would not, in general.
+    tasks = TASKS[:3]
+    f = bowl(tasks, 7)
+    for beta in (0.5, 3.0):
+        opt = MixtureOptimizer(tasks, n_seeds=6, beta=beta, random_state=1)
+        run(opt, f, 6)
+        (p,) = opt.ask(1)
+        rng = np.random.default_rng(0)
+        told = [q for q, _ in opt.history]
+        samples = [dict(zip(tasks, map(float, w))) for w in rng.dirichlet(np.ones(3), 400)]
+        samples = [s for s in samples if min(tv(s, q, tasks) for q in told) >= 0.01]
+        mu, sd = opt.predict([p] + samples)
+        ucb = mu + beta * sd
+        assert ucb[0] >= ucb[1:].max() - 1e-6 * (abs(ucb).max()), (beta, ucb[0], ucb[1:].max())
+
+
+def test_hyperparameters_are_modelled_jointly() -> None:
+    tasks = TASKS[:3]
+    f = bowl(tasks, 8)
+    hp = {"lr": FloatParam(type="float", low=0.0, high=1.0), "bs": {"type": "int", "low": 1, "high": 64}}
+
+    def g(p: dict) -> float:
+        return f(p) - 2.0 * (p["lr"] - 0.8) ** 2
+
+    opt = MixtureOptimizer(tasks, n_seeds=8, hyperparameters=hp, random_state=0)
+    for p in run(opt, g, 12, batch=2):
+        assert isinstance(p["bs"], int) and 1 <= p["bs"] <= 64
+        assert 0.0 <= p["lr"] <= 1.0
+    mix = opt.best()[0]
+    mean, _ = opt.predict([dict(mix, lr=0.8), dict(mix, lr=0.05)])
+    assert mean[0] > mean[1]  # the GP learnt the lr effect from the same observations as the weights
+
+
+# ---------------------------------------------------------------- fallbacks
+
+
+def test_fit_failure_retries_with_more_jitter(monkeypatch, caplog) -> None:
+    real = optimizer_module._fit_mll
+    calls = []
+
+    def flaky(mll):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("not positive definite (injected)")
+        real(mll)
+
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    run(opt, bowl(TASKS), 3)
+    monkeypatch.setattr(optimizer_module, "_fit_mll", flaky)
+    with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
+        (p,) = opt.ask(1)
+    assert opt.origin(p) == "bo"
+    assert "noise floor" in caplog.text and "injected" in caplog.text
+    assert_valid(p, TASKS)
+
+
+def test_fit_failure_everywhere_falls_back_to_dirichlet(monkeypatch, caplog) -> None:
+    def broken(mll):
+        raise RuntimeError("singular (injected)")
+
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    run(opt, bowl(TASKS), 3)
+    monkeypatch.setattr(optimizer_module, "_fit_mll", broken)
+    with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
+        ps = opt.ask(3)
+    assert [opt.origin(p) for p in ps] == ["random"] * 3
+    assert "failed with every setting" in caplog.text
+    for p in ps:
+        assert_valid(p, TASKS)
+    with pytest.raises(RuntimeError, match="could not be fitted"):
+        opt.predict(ps)
+
+
+def test_acquisition_failure_uses_the_best_start(monkeypatch, caplog) -> None:
+    def broken(*args):
+        raise ValueError("SLSQP exploded (injected)")
+
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    run(opt, bowl(TASKS), 3)
+    monkeypatch.setattr(optimizer_module, "_optimise", broken)
+    with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
+        ps = opt.ask(2)
+    assert [opt.origin(p) for p in ps] == ["bo", "bo"]
+    assert "acquisition optimisation failed" in caplog.text
+    assert tv(ps[0], ps[1], TASKS) >= 0.01
+
+
+def test_too_few_observations_and_all_equal_values(caplog) -> None:
+    opt = MixtureOptimizer(TASKS, n_seeds=0, random_state=0)
+    with caplog.at_level(logging.INFO, logger="mixopt.optimizer"):
+        ps = opt.ask(2)
+    assert [opt.origin(p) for p in ps] == ["random", "random"]
+    assert "needs 2" in caplog.text
+    for p in ps:
+        opt.tell(p, 1.0)
+    ps = run(opt, lambda p: 1.0, 4, batch=2)  # every value equal: a flat GP, UCB explores
+    assert {opt.origin(p) for p in ps} == {"bo"}
+    mean, _ = opt.predict(ps)
+    np.testing.assert_allclose(mean, 1.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- sample efficiency
+
+
+def _beats_random(seed: int, k: int, budget: int, n_seeds: int) -> bool:
+    """Best of ``budget`` optimizer trials vs the median best of 31 random Dirichlet runs of the same size."""
+    tasks = [f"t{i}" for i in range(k)]
+    f = bowl(tasks, 100 + seed)
+    opt = MixtureOptimizer(tasks, n_seeds=n_seeds, random_state=seed)
+    run(opt, f, budget)
+    rng = np.random.default_rng(seed)
+    random_best = [max(f(dict(zip(tasks, w))) for w in rng.dirichlet(np.ones(k), budget)) for _ in range(31)]
+    return opt.best()[1] > float(np.median(random_best))
+
+
+def test_beats_random_search_on_a_smooth_objective_fast() -> None:
+    assert sum(_beats_random(s, k=4, budget=16, n_seeds=6) for s in range(3)) >= 3
+
+
+@pytest.mark.slow
+def test_beats_random_search_on_a_smooth_objective() -> None:
+    assert sum(_beats_random(s, k=6, budget=30, n_seeds=10) for s in range(5)) >= 4
