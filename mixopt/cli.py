@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -92,10 +93,11 @@ def sweep(
 @app.command()
 def soup(
     experiment_file: Optional[Path] = typer.Argument(
-        None, metavar="[EXPERIMENT.yaml]", help="The sweep's experiment YAML (its tasks and trainer evaluate the soup)."),
+        None, metavar="[EXPERIMENT.yaml]", help="The sweep's experiment YAML (its tasks and trainer evaluate the "
+        "soup). Default: the config recorded by the newest sweep in the tracking store."),
     experiment: Optional[str] = typer.Option(
-        None, "--experiment", help="MLflow experiment name of the sweep (default: the YAML's). Without a YAML the "
-        "soup is averaged and logged but not evaluated."),
+        None, "--experiment", help="MLflow experiment name of the sweep (default: the YAML's, else the newest "
+        "sweep's)."),
     runs: str = typer.Option("top5", "--runs", help="Trials to soup: topK (e.g. top5), all, or RUN_ID,RUN_ID,..."),
     method: str = typer.Option("uniform", "--method", help="uniform (mean of all) or greedy (Wortsman et al. 2022)."),
     metric: str = typer.Option("objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."),
@@ -109,19 +111,28 @@ def soup(
         "else sqlite:///mlflow.db)."),
 ) -> None:
     """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
-    if experiment_file is None and experiment is None:
-        _fail("give the sweep's EXPERIMENT.yaml or --experiment NAME (its MLflow experiment)")
     if method not in ("uniform", "greedy"):
         _fail(f"--method {method!r}: choose uniform or greedy")
-    if method == "greedy" and experiment_file is None:
-        _fail("--method greedy evaluates candidate soups with the trainer: give the EXPERIMENT.yaml")
     from mixopt.soup import CheckpointError, SoupError, format_table, parse_runs, soup_from_sweep
 
     try:
         parse_runs(runs)
     except SoupError as e:
         _fail(str(e))
-    exp = _load(experiment_file) if experiment_file is not None else None
+    if experiment_file is not None:
+        exp = _load(experiment_file)
+    else:
+        # No YAML: use the config the newest sweep recorded on its MLflow parent run.
+        from mixopt.config import ConfigError
+        from mixopt.tracking import recorded_experiment
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        try:
+            exp, sweep_run = recorded_experiment(uri, experiment)
+        except (LookupError, ConfigError) as e:
+            _fail(str(e))
+        typer.echo(f"sweep run {sweep_run} (experiment {exp.experiment_name!r}): using its recorded config")
+        tracking_uri = uri
     try:
         _, result = soup_from_sweep(
             exp, runs=runs, method=method, metric=metric, out=out, force=force, register=register,

@@ -194,3 +194,36 @@ class SweepTracker:
 
 def run_status_name(status: Any) -> str:
     return status if isinstance(status, str) else RunStatus.to_string(status)
+
+
+def recorded_experiment(tracking_uri: str, experiment_name: str | None = None):
+    """The experiment config recorded by the newest sweep (of ``experiment_name``, or of any experiment).
+
+    Every sweep logs its resolved config (absolute paths) as ``config.yaml`` on its parent run, so
+    ``mixopt soup --runs top5`` can find the tasks and the trainer without the YAML at hand.
+    Returns ``(Experiment, parent run id)``; raises LookupError when the store has no sweep.
+    """
+    import tempfile
+
+    from mixopt.config import experiment_from_dict, parse_yaml
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if experiment_name is not None:
+        exp = retry(lambda: client.get_experiment_by_name(experiment_name), "get experiment")
+        if exp is None:
+            raise LookupError(f"no MLflow experiment {experiment_name!r} in {tracking_uri}")
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in retry(lambda: client.search_experiments(), "list experiments")]
+    runs = retry(lambda: client.search_runs(ids, filter_string=f"tags.`{ROLE}` = 'sweep'",
+                                            order_by=["attributes.start_time DESC"], max_results=1),
+                 "search sweeps") if ids else []
+    if not runs:
+        where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
+        raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")
+    run_id = runs[0].info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = retry(lambda: client.download_artifacts(run_id, "config.yaml", tmp), "download config.yaml")
+        text = Path(path).read_text()
+    data, lines = parse_yaml(text, f"config.yaml of sweep run {run_id}")
+    return experiment_from_dict(data, source=f"config.yaml of sweep run {run_id}", lines=lines), run_id

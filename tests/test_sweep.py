@@ -104,6 +104,12 @@ def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray
             "top_mixtures.png"} <= artifacts
     best = max(c.data.metrics["objective"] for c in children)
     assert summary.best is not None and summary.best[1] == pytest.approx(best)
+    # The sweep recorded its resolved config: `mixopt soup` without a YAML rebuilds the same experiment.
+    from mixopt.tracking import recorded_experiment
+
+    recorded, run_id = recorded_experiment(exp.tracking.resolved_uri())
+    assert run_id == parents[0].info.run_id
+    assert recorded == exp
 
 
 @pytest.mark.slow
