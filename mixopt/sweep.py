@@ -208,8 +208,9 @@ def _make_searcher(state: _State, tracker: SweepTracker, exp: Experiment, n_to_r
             if not error and result is not None:
                 v = result.get("objective")
                 value = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+            # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
+            # "told in the saved state" always implies "closed in MLflow".
             state.optimizer.tell(proposal, value)
-            state.save()
 
     return MixtureSearcher()
 
@@ -253,7 +254,7 @@ class _Printer:
         return "\n".join(lines)
 
 
-def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment):
+def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment, state: _State):
     from ray import tune
 
     class SweepCallback(tune.Callback):
@@ -261,6 +262,7 @@ def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment):
 
         def __init__(self) -> None:
             self.node_logged: set[str] = set()
+            self.attempts: dict[str, int] = {}
             self.busy_since: dict[str, float] = {}
             self.busy_total = 0.0
             self.first_start: float | None = None
@@ -312,13 +314,23 @@ def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment):
                 if objective is not None:
                     tracker.log_metrics(run_id, {"objective": objective}, int(last.get("mixopt_step", 0)))
             tracker.finish_trial(run_id, "FINISHED", tags=tags)
+            state.save()
             printer.ended(trial_id, "FINISHED", objective)
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            # Tune retries the trial (sweep.retries): keep a trace of the failed attempt.
+            self._busy_end(trial)
+            run_id = trial.config["run_id"]
+            self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
+            tracker.set_tags(run_id, {f"mixopt.attempt_{self.attempts[run_id]}_failure": _error_reason(trial)[:4000],
+                                      "mixopt.retries": str(self.attempts[run_id])})
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self._busy_end(trial)
             run_id, trial_id = trial.config["run_id"], trial.config["trial_id"]
             reason = _error_reason(trial)
             tracker.finish_trial(run_id, "FAILED", reason=reason, tags={"ray.trial_id": trial.trial_id})
+            state.save()
             printer.ended(trial_id, "FAILED", None, reason=reason.splitlines()[-1] if reason else "unknown")
 
     return SweepCallback()
@@ -353,8 +365,17 @@ def _storage_dir(exp: Experiment, parent_id: str) -> Path:
     return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()
 
 
-def _reconcile(opt: Any, tracker: SweepTracker, parent_id: str) -> tuple[int, list[tuple[str, str, dict]], int]:
-    """Bring a restored optimizer in line with MLflow; return (done, reruns, next_index)."""
+def _reconcile(opt: Any, tracker: SweepTracker, parent_id: str, steps: int,
+               storage: Path) -> tuple[int, list[tuple[str, str, dict]], int]:
+    """Bring a restored optimizer in line with MLflow; return (done, reruns, next_index).
+
+    - finished or failed in MLflow, pending in the state: the driver died before saving the tell;
+      tell it now from MLflow's record.
+    - running in MLflow, pending in the state: interrupted; run it again in the same MLflow run.
+    - running in MLflow, told in the state (only if a save raced a crash): close the run from the
+      state's value, with the checkpoint if the trial wrote one.
+    - pending in the state with no MLflow run: asked just before the crash; dropped.
+    """
     done = 0
     reruns: list[tuple[str, str, dict]] = []
     max_index = -1
@@ -368,6 +389,8 @@ def _reconcile(opt: Any, tracker: SweepTracker, parent_id: str) -> tuple[int, li
         except ValueError:
             pass
         proposal = json.loads(tags[PROPOSAL])
+        if proposal in seen:
+            continue  # a duplicate run of the same trial: the first one is the record
         seen.append(proposal)
         status = tags.get(STATUS)
         pending = proposal in opt.pending
@@ -379,19 +402,21 @@ def _reconcile(opt: Any, tracker: SweepTracker, parent_id: str) -> tuple[int, li
         elif pending:
             reruns.append((trial_id, run.info.run_id, proposal))
         elif proposal in told:
-            # Told before the driver died, but its MLflow run was not closed: close it now.
             value = next(v for p, v in reversed(opt.history) if p == proposal)
             if value is None:
                 tracker.finish_trial(run.info.run_id, "FAILED", reason="trial failed (recorded on resume)")
             else:
-                tracker.log_metrics(run.info.run_id, {"objective": value}, 0)
-                tracker.finish_trial(run.info.run_id, "FINISHED")
+                # At the final step: MLflow shows the value logged at the highest step.
+                tracker.log_metrics(run.info.run_id, {"objective": value}, steps)
+                checkpoint = storage / trial_id / "model"
+                extra = {CHECKPOINT: str(checkpoint)} if (checkpoint / "modules.json").exists() else {}
+                tracker.finish_trial(run.info.run_id, "FINISHED", tags=extra)
             done += 1
         else:
             reruns.append((trial_id, run.info.run_id, proposal))
     for p in list(opt.pending):
-        if p not in seen and not any(p == r[2] for r in reruns):
-            opt.cancel(p)  # asked, but the driver died before its run existed
+        if p not in seen:
+            opt.cancel(p)
     return done, reruns, max_index + 1
 
 
@@ -457,7 +482,7 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
         opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
         tracker.reopen_sweep(parent_id)
         storage = state_path.parent
-        done, reruns, next_index = _reconcile(opt, tracker, parent_id)
+        done, reruns, next_index = _reconcile(opt, tracker, parent_id, exp.trainer.steps, storage)
         if verbose:
             print(f"[mixopt] resuming sweep {parent_id}: {done} trials recorded, {len(reruns)} interrupted "
                   f"(run again), {max(total - done, 0)} to run", flush=True)
@@ -489,7 +514,7 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
             _make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer),
             max_concurrent=concurrent,
         )
-        callback = _make_callback(tracker, printer, exp)
+        callback = _make_callback(tracker, printer, exp, state)
         scheduler = None
         if exp.sweep.early_stopping.enabled:
             es = exp.sweep.early_stopping

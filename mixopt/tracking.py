@@ -142,11 +142,21 @@ class SweepTracker:
         assert self.parent_id is not None
         tags = {ROLE: "trial", PARENT: self.parent_id, TRIAL_ID: trial_id, STATUS: "RUNNING",
                 PROPOSAL: json.dumps(dict(proposal), sort_keys=True)}
-        run = retry(lambda: self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags),
-                    "create trial run")
+
+        def create() -> str:
+            # Idempotent: a create whose reply was lost (timeout) may have made the run already.
+            existing = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+                max_results=1)
+            if existing:
+                return existing[0].info.run_id
+            return self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
+
+        run_id = retry(create, "create trial run")
         params = mixture_params(proposal, task_names) | {"origin": origin, "seed": str(seed)}
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        self.log_params(run_id, params)
+        return run_id
 
     def restart_trial(self, run_id: str) -> None:
         """A trial interrupted by a killed driver runs again in its own MLflow run."""

@@ -289,3 +289,42 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
     assert stopped and full  # ASHA cut some trials short and let others run to the end
     for c in stopped:  # a stopped trial is recorded with the objective it had reached
         assert "objective" in c.data.metrics and "score.sts_1" not in c.data.metrics
+
+
+def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Path) -> None:
+    """Each branch of resume's reconciliation, on a real sqlite store and a real optimizer state."""
+    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep import _reconcile
+    from mixopt.tracking import SweepTracker
+
+    tasks = ["a", "b", "c"]
+    opt = MixtureOptimizer(tasks, n_seeds=6, random_state=0)
+    p = opt.ask(5)
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "reconcile")
+    parent = tracker.start_sweep("s", {}, {})
+    runs = [tracker.start_trial(f"trial-{i:03d}", p[i], tasks, "seed", 0) for i in range(4)]
+    # trial-000: finished and told before the crash.
+    opt.tell(p[0], 0.5)
+    tracker.log_metrics(runs[0], {"objective": 0.5}, 10)
+    tracker.finish_trial(runs[0], "FINISHED")
+    # trial-001: finished in MLflow, the driver died before saving the tell.
+    tracker.log_metrics(runs[1], {"objective": 0.7}, 10)
+    tracker.finish_trial(runs[1], "FINISHED")
+    # trial-002: running when the driver died.
+    # trial-003: told (0.9) but its run never closed; it wrote a checkpoint.
+    opt.tell(p[3], 0.9)
+    tracker.log_metrics(runs[3], {"objective": 0.2}, 5)  # an intermediate evaluation
+    (tmp_path / "trial-003" / "model").mkdir(parents=True)
+    (tmp_path / "trial-003" / "model" / "modules.json").write_text("[]")
+    # p[4]: asked, the driver died before its MLflow run existed.
+    restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+
+    done, reruns, next_index = _reconcile(restored, tracker, parent, 10, tmp_path)
+
+    assert done == 3 and next_index == 4
+    assert reruns == [("trial-002", runs[2], p[2])]
+    assert restored.pending == [p[2]]  # p[4] was cancelled, p[1] told
+    assert dict((json.dumps(q, sort_keys=True), v) for q, v in restored.history)[json.dumps(p[1], sort_keys=True)] == 0.7
+    closed = tracker.client.get_run(runs[3])
+    assert closed.info.status == "FINISHED" and closed.data.metrics["objective"] == 0.9
+    assert closed.data.tags["mixopt.checkpoint"] == str(tmp_path / "trial-003" / "model")

@@ -95,7 +95,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
     """Run one analytic trial: report a learning curve, return closed-form per-task scores."""
     opts = Options.model_validate(dict(trial.options))
     mixture = dict(trial.mixture)
-    if (why := _exceeds(mixture, opts.exit_above)) is not None:
+    if _exceeds(mixture, opts.exit_above) is not None:
         os._exit(17)  # a hard kill: no exception, no cleanup, as when the OOM killer strikes
     if (why := _exceeds(mixture, opts.fail_above)) is not None:
         raise TrialFailed(f"injected failure: {why}")
