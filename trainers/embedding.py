@@ -15,8 +15,9 @@ The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891
    (:mod:`trainers.evaluation`) and report the objective;
 4. write the model as a sentence-transformers directory, atomically, to ``output_dir/model``.
 
-A non-finite loss ends the trial with :class:`mixopt.trial.TrialFailed` naming the step and the loss
-parts, and no checkpoint is written. Same seed and inputs give the same result on CPU.
+A non-finite loss or gradient norm ends the trial with :class:`mixopt.trial.TrialFailed` naming the
+step, the loss parts and the gradient norm, and no checkpoint is written; so do non-finite
+embeddings at an evaluation (a diverged model never scores) and bad data. Same seed and inputs give the same result on CPU.
 
 Run alone (a quick CPU trial on the synthetic tasks)::
 
@@ -166,31 +167,48 @@ def _show_progress(opts: Options) -> bool:
 
 
 class _LossWatch:
-    """Keeps each step's loss on the device and checks them in bulk, so CUDA need not sync every step."""
+    """Keeps each step's loss and gradient norm on the device and checks them in bulk, so CUDA need
+    not sync every step."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+        self.pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
 
-    def add(self, step: int, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        self.pending.append((step, loss, parts))
+    def add(
+        self, step: int, loss: torch.Tensor, parts: dict[str, torch.Tensor], grad_norm: torch.Tensor
+    ) -> None:
+        self.pending.append((step, loss, parts, grad_norm))
 
     def check(self, trial_id: str) -> float:
-        """Raise TrialFailed at the first non-finite loss; return the last loss."""
+        """Raise TrialFailed at the first step with a non-finite loss or grad norm; return the last loss."""
         last = float("nan")
         if not self.pending:
             return last
-        values = torch.stack([loss for _, loss, _ in self.pending]).float().cpu()
-        bad = (~torch.isfinite(values)).nonzero()
+        values = torch.stack(
+            [torch.stack([loss.float(), norm.float()]) for _, loss, _, norm in self.pending]
+        ).cpu()  # [steps, 2]: one transfer for the whole interval
+        bad = (~torch.isfinite(values)).any(dim=1).nonzero()
         if len(bad):
-            step, loss, parts = self.pending[int(bad[0])]
+            step, loss, parts, norm = self.pending[int(bad[0])]
             detail = ", ".join(f"{k}={float(v):.6g}" for k, v in parts.items())
+            what = "loss" if not math.isfinite(float(loss)) else "gradient norm"
             raise TrialFailed(
-                f"trial {trial_id}: the loss became {float(loss)} at step {step} ({detail}); no checkpoint was "
-                "written. Lower the learning rate, raise the temperature, or check the data of that step's task"
+                f"trial {trial_id}: the {what} became non-finite at step {step} (loss={float(loss):.6g}, "
+                f"grad norm={float(norm):.6g}; {detail}); no checkpoint was written. Lower the learning "
+                "rate, raise the temperature, or check the data of that step's task"
             )
-        last = float(values[-1])
+        last = float(values[-1, 0])
         self.pending.clear()
         return last
+
+
+def _check_due(step: int, steps: int, on_cuda: bool, log_every: int, eval_every: int) -> bool:
+    """Whether the loss watch must be checked after ``step``.
+
+    On CPU reading the loss costs nothing, so every step; on CUDA (a sync) when logging, at the end,
+    and before every intermediate evaluation, so a diverged model is never evaluated or reported.
+    """
+    evaluating = eval_every > 0 and step % eval_every == 0
+    return not on_cuda or step % log_every == 0 or step == steps or evaluating
 
 
 class _Threads:
@@ -297,6 +315,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         for step in range(1, trial.steps + 1):
             try:
                 batch = sampler.next_batch()
+                teacher = teacher_targets(batch)
             except (DataError, BatchError) as e:
                 raise TrialFailed(f"trial {trial.trial_id}: step {step}: {e}") from None
             task = tasks[batch.task]
@@ -310,15 +329,14 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 positives,
                 negatives,
                 tokens=tokens,
-                teacher=teacher_targets(batch),
+                teacher=teacher,
                 false_negatives=losses.false_negative_mask(batch.queries, batch.positives, batch.groups),
             )
-            watch.add(step, out.loss, out.parts)
+            watch.add(step, out.loss, out.parts, out.grad_norm)
             total_tokens += out.n_tokens
             interval_tokens += out.n_tokens
             bar.update(1)
-            # On CPU reading the loss costs nothing, so check every step; on CUDA only when logging.
-            if device.type != "cuda" or step % opts.log_every == 0 or step == trial.steps:
+            if _check_due(step, trial.steps, device.type == "cuda", opts.log_every, opts.eval_every):
                 last_loss = watch.check(trial.trial_id)
             if step % opts.log_every == 0 or step == trial.steps:
                 now = time.perf_counter()
@@ -383,6 +401,8 @@ def _evaluate_checkpoint(checkpoint: Path, tasks: Sequence[TaskConfig], opts: Op
     encoder = loaded.encoder
     _check_dims(encoder, dims, str(checkpoint))
     encoder.to(device)
+    # The soup and re-evaluation must embed as the trial did: prove attention is bidirectional.
+    check_bidirectional(encoder)
     t0 = time.perf_counter()
     result = evaluate_tasks(
         tasks,

@@ -15,6 +15,11 @@ Prompts: the query side uses the task's ``prompt.query`` and the document side `
 as the query side of its training pairs does. Metric keys are ``<task>/<metric>/d<dim>`` with
 metric in ``ndcg_at_10``, ``mrr_at_10``, ``spearman``, ``accuracy`` (MLflow-safe names).
 
+Non-finite inputs are refused, never scored: an embedding with a NaN or infinite coordinate raises
+ValueError naming the task (the trial turns it into :class:`mixopt.trial.TrialFailed`), and the
+metric functions reject NaN scores, which would otherwise rank arbitrarily (an all-NaN STS
+prediction would get Spearman 1, NaN retrieval scores a finite nDCG).
+
 The objective is the mean over tasks of each task's configured metric at the full dimension
 (``mean_task``), or the mean over task kinds of the per-kind means (``mean_kind``).
 """
@@ -61,6 +66,10 @@ def ndcg_mrr_at_k(scores: Tensor, relevant: Sequence[set[int]], k: int = 10) -> 
     """
     if scores.shape[0] != len(relevant):
         raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
+    if not bool(torch.isfinite(scores).all()):
+        # topk orders NaN as the largest value: NaN scores would still yield a finite nDCG.
+        bad = int((~torch.isfinite(scores)).sum())
+        raise ValueError(f"{bad} of {scores.numel()} retrieval scores are not finite; nDCG/MRR are undefined")
     top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.tolist()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ndcg, mrr = [], []
@@ -75,8 +84,11 @@ def ndcg_mrr_at_k(scores: Tensor, relevant: Sequence[set[int]], k: int = 10) -> 
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x``, ties sharing the average of their ranks."""
+    """Ranks 1..n of ``x``, ties sharing the average of their ranks. Raises ValueError on NaN."""
     x = np.asarray(x, dtype=np.float64)
+    if np.isnan(x).any():
+        # NaN != NaN breaks the tie grouping and argsort puts NaNs last: the ranks would be arbitrary.
+        raise ValueError(f"{int(np.isnan(x).sum())} of {len(x)} values to rank are NaN")
     order = np.argsort(x, kind="stable")
     ranks = np.empty(len(x))
     sorted_x = x[order]
@@ -91,8 +103,16 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's ρ: Pearson correlation of the average ranks. 0 when either side is constant."""
-    rx, ry = average_ranks(np.asarray(x)), average_ranks(np.asarray(y))
+    """Spearman's ρ: Pearson correlation of the average ranks. 0 when either side is constant.
+
+    Raises ValueError when either side holds a NaN or an infinity (a NaN model must not score).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    for name, values in (("predictions", x), ("gold scores", y)):
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ValueError(f"Spearman: {bad} of {len(values)} {name} are not finite")
+    rx, ry = average_ranks(x), average_ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
     return float((rx * ry).sum() / denominator) if denominator > 0 else 0.0
@@ -110,6 +130,19 @@ def classification_accuracy(
     return float((clf.predict(dev_x) == np.asarray(list(dev_y))).mean())
 
 
+def _embed_checked(embed: EmbedFn, texts: Sequence[str], task: TaskConfig, what: str) -> Tensor:
+    """``embed(texts)`` ``[N, d]``; raises ValueError naming the task if any coordinate is NaN or ±inf."""
+    x = embed(texts)
+    finite = torch.isfinite(x).all(dim=-1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"task {task.name!r}: the model gave non-finite (NaN/inf) embeddings for {bad} of {len(texts)} "
+            f"{what}; the weights have diverged (lower the learning rate or check the training data)"
+        )
+    return x
+
+
 def _prefixes(x: Tensor, dims: Sequence[int]) -> dict[int, Tensor]:
     return {m: matryoshka_prefix(x.double(), m) for m in dims}
 
@@ -125,8 +158,12 @@ def evaluate_retrieval(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) ->
         raise ValueError(f"task {task.name!r}: the dev file {task.dev_file} has no rows")
     query_texts = list(queries)
     relevant = [{corpus[p] for p in queries[q]} for q in query_texts]
-    q_emb = _prefixes(embed([task.prompt.query + q for q in query_texts]), dims)
-    d_emb = _prefixes(embed([task.prompt.document + d for d in corpus]), dims)
+    q_emb = _prefixes(
+        _embed_checked(embed, [task.prompt.query + q for q in query_texts], task, "queries"), dims
+    )
+    d_emb = _prefixes(
+        _embed_checked(embed, [task.prompt.document + d for d in corpus], task, "documents"), dims
+    )
     out = {}
     for m in dims:
         ndcg, mrr = ndcg_mrr_at_k(q_emb[m] @ d_emb[m].T, relevant)
@@ -141,8 +178,10 @@ def evaluate_sts(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[
         raise ValueError(
             f"task {task.name!r}: the dev file {task.dev_file} needs at least 2 rows for Spearman"
         )
-    e1 = _prefixes(embed([task.prompt.query + r.text1 for r in rows]), dims)
-    e2 = _prefixes(embed([task.prompt.document + r.text2 for r in rows]), dims)
+    e1 = _prefixes(_embed_checked(embed, [task.prompt.query + r.text1 for r in rows], task, "text1s"), dims)
+    e2 = _prefixes(
+        _embed_checked(embed, [task.prompt.document + r.text2 for r in rows], task, "text2s"), dims
+    )
     gold = [r.score for r in rows]
     return {
         metric_key(task.name, "spearman", m): spearman((e1[m] * e2[m]).sum(-1).numpy(), gold) for m in dims
@@ -165,8 +204,12 @@ def evaluate_classification(
         )
     if not dev_rows:
         raise ValueError(f"task {task.name!r}: the dev file {task.dev_file} has no rows")
-    train_x = _prefixes(embed([task.prompt.query + r.text for r in train_rows]), dims)
-    dev_x = _prefixes(embed([task.prompt.query + r.text for r in dev_rows]), dims)
+    train_x = _prefixes(
+        _embed_checked(embed, [task.prompt.query + r.text for r in train_rows], task, "train texts"), dims
+    )
+    dev_x = _prefixes(
+        _embed_checked(embed, [task.prompt.query + r.text for r in dev_rows], task, "dev texts"), dims
+    )
     train_y, dev_y = [r.label for r in train_rows], [r.label for r in dev_rows]
     return {
         metric_key(task.name, "accuracy", m): classification_accuracy(

@@ -350,20 +350,37 @@ def embed(
 
 @contextmanager
 def _atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp dir next to ``target``; on success it replaces ``target`` by rename, else it is removed."""
+    """Yield a temp dir next to ``target``; on success it replaces ``target`` by rename, else it is removed.
+
+    The directory gets the usual permissions ``0o777 & ~umask`` (``mkdtemp`` makes it 0700, which
+    would hide checkpoints on a shared filesystem from other users). If the final rename fails, the
+    previous ``target`` is put back.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)  # the only portable way to read the umask is to set it; restore at once
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if target.exists():
-        # rename() cannot replace a non-empty directory: move the old one aside first.
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "d")
-    os.replace(tmp, target)
+    try:
+        if target.exists():
+            # rename() cannot replace a non-empty directory: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "d")
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if (old / "d").exists() and not target.exists():
+                os.replace(old / "d", target)
+            if not (old / "d").exists():  # never delete the only copy of the old checkpoint
+                shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -145,6 +145,10 @@ class StepOutput:
     loss: Tensor  # detached scalar (on the device: reading it synchronises)
     parts: dict[str, Tensor]
     n_tokens: int
+    # Global L2 norm of the gradient before clipping, ``sqrt(Σ_p ‖∇p‖²)`` (scalar on the device).
+    # A finite loss can still have an infinite/NaN gradient (overflow in backward); the caller must
+    # fail the trial on it, since clipping by a NaN norm writes NaN into every weight.
+    grad_norm: Tensor
 
 
 class Stepper:
@@ -226,7 +230,9 @@ class Stepper:
         )
         loss.backward()
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        else:  # no clipping, but the norm is still watched
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         self.optimizer.step()
         self.scheduler.step()
-        return StepOutput(loss.detach(), parts, tokens.n_tokens)
+        return StepOutput(loss.detach(), parts, tokens.n_tokens, grad_norm.detach())

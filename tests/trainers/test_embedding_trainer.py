@@ -10,11 +10,13 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
+import trainers.embedding
 import trainers.training
 from mixopt.config import ConfigError, experiment_from_dict
 from mixopt.trial import Trial, TrialFailed
-from trainers.embedding import Options, evaluate_checkpoint, resolve_options, train
-from trainers.model import embed, load_encoder
+from trainers.batching import BatchError
+from trainers.embedding import Options, _check_due, evaluate_checkpoint, resolve_options, train
+from trainers.model import embed, load_encoder, save_sentence_transformer
 
 TINY = {
     "matryoshka_dims": [64, 32],
@@ -141,7 +143,10 @@ def test_a_nan_loss_fails_the_trial_cleanly(synth_root, synth_tasks, tmp_path, m
 
     monkeypatch.setattr(trainers.training, "embedding_loss", nan_at_step_3)
     out = tmp_path / "nan"
-    with pytest.raises(TrialFailed, match=r"at step 3 \(nce=.*spread_out=.*distill=") as err:
+    with pytest.raises(
+        TrialFailed,
+        match=r"trial t: the loss became non-finite at step 3 \(loss=nan.*nce=.*spread_out=.*distill=",
+    ) as err:
         train(make_trial(synth_root, synth_tasks, out, steps=5), lambda s, m: None)
     assert "no checkpoint" in str(err.value)
     assert not (out / "model").exists()
@@ -153,3 +158,91 @@ def test_mismatched_matryoshka_dims_are_a_clear_error(synth_root, synth_tasks, t
             make_trial(synth_root, synth_tasks, tmp_path, steps=1, matryoshka_dims=[768, 128]),
             lambda s, m: None,
         )
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_a_non_finite_gradient_with_a_finite_loss_fails_the_trial(
+    synth_root, synth_tasks, tmp_path, monkeypatch, grad_clip
+):
+    """A backward overflow leaves the loss finite; the gradient norm must catch it at its own step
+    (unchecked, clipping by a NaN norm poisons every weight and only step 4's loss would show it)."""
+    real = trainers.training.embedding_loss
+    calls = {"n": 0}
+
+    def inf_gradient_at_step_3(q, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            q.register_hook(lambda g: g * float("inf"))  # the loss value is untouched
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(trainers.training, "embedding_loss", inf_gradient_at_step_3)
+    out = tmp_path / "inf"
+    with pytest.raises(
+        TrialFailed, match=r"trial t: the gradient norm became non-finite at step 3 \(loss="
+    ) as err:
+        train(make_trial(synth_root, synth_tasks, out, steps=5, grad_clip=grad_clip), lambda s, m: None)
+    assert "grad norm=" in str(err.value) and "no checkpoint" in str(err.value)
+    assert not (out / "model").exists()
+
+
+def test_the_watch_is_checked_before_every_intermediate_evaluation():
+    # On CUDA the loss is read only when logging (every 10), at the end, and before each evaluation (every 4).
+    due = [s for s in range(1, 21) if _check_due(s, 20, on_cuda=True, log_every=10, eval_every=4)]
+    assert due == [4, 8, 10, 12, 16, 20]
+    assert [s for s in range(1, 8) if _check_due(s, 7, on_cuda=True, log_every=10, eval_every=0)] == [7]
+    assert all(_check_due(s, 20, on_cuda=False, log_every=10, eval_every=4) for s in range(1, 21))
+
+
+def test_non_finite_embeddings_at_evaluation_fail_the_trial(synth_root, synth_tasks, tmp_path, monkeypatch):
+    real = trainers.embedding.embed
+
+    def diverged(*args, **kwargs):
+        return real(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(trainers.embedding, "embed", diverged)
+    out = tmp_path / "nan-eval"
+    with pytest.raises(
+        TrialFailed, match=r"trial t: evaluation at step 2 failed: task 'retrieval_0': .*non-finite"
+    ):
+        train(make_trial(synth_root, synth_tasks, out, steps=2), lambda s, m: None)
+    assert not (out / "model").exists()
+
+
+def test_a_batch_error_from_teacher_targets_fails_the_trial(synth_root, synth_tasks, tmp_path, monkeypatch):
+    real = trainers.embedding.teacher_targets
+    calls = {"n": 0}
+
+    def bad_teacher_at_step_2(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise BatchError(
+                f"task {batch.task!r}: teacher embeddings of different lengths [4, 5] in one batch"
+            )
+        return real(batch)
+
+    monkeypatch.setattr(trainers.embedding, "teacher_targets", bad_teacher_at_step_2)
+    with pytest.raises(TrialFailed, match=r"trial t: step 2: task '.*': teacher embeddings of different"):
+        train(make_trial(synth_root, synth_tasks, tmp_path / "b", steps=3), lambda s, m: None)
+
+
+def test_evaluate_checkpoint_proves_attention_is_bidirectional(
+    synth_root, synth_tasks, tmp_path, monkeypatch
+):
+    loaded = load_encoder(synth_root / "model")
+    checkpoint = save_sentence_transformer(
+        loaded.encoder, loaded.tokenizer, tmp_path / "ckpt", prompts={}, max_seq_length=32
+    )
+    real = trainers.embedding.load_encoder
+
+    def load_causal(*args, **kwargs):
+        # As a transformers that ignored use_bidirectional_attention would run it: causal mask and SDPA.
+        out = real(*args, **kwargs)
+        out.encoder.transformer.config.use_bidirectional_attention = False
+        for module in out.encoder.transformer.modules():
+            if hasattr(module, "is_causal"):
+                module.is_causal = True
+        return out
+
+    monkeypatch.setattr(trainers.embedding, "load_encoder", load_causal)
+    with pytest.raises(RuntimeError, match="attention is causal"):
+        evaluate_checkpoint(checkpoint, synth_tasks, TINY)

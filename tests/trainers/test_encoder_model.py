@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,6 +155,45 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tiny_model_dir, tmp_path):
         )
     assert sorted(p.name for p in target.iterdir()) == before
     assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750)])
+def test_a_saved_checkpoint_has_the_umask_permissions_not_mkdtemps_0700(
+    tiny_model_dir, tmp_path, umask, mode
+):
+    loaded = load_encoder(tiny_model_dir)
+    before = os.umask(umask)
+    try:
+        out = save_sentence_transformer(
+            loaded.encoder, loaded.tokenizer, tmp_path / "model", prompts={}, max_seq_length=32
+        )
+    finally:
+        os.umask(before)
+    assert oct(out.stat().st_mode & 0o777) == oct(mode)
+    assert oct((out / "2_Dense").stat().st_mode & 0o777) == oct(mode)  # sub-folders: plain mkdir
+
+
+def test_a_failed_final_rename_restores_the_previous_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    loaded = load_encoder(tiny_model_dir)
+    target = tmp_path / "model"
+    save_sentence_transformer(loaded.encoder, loaded.tokenizer, target, prompts={"v": "1"}, max_seq_length=32)
+    before = sorted(p.name for p in target.iterdir())
+    real_replace = os.replace
+
+    def replace_failing_for_the_new_dir(src, dst):
+        if Path(src).name.startswith(".model.tmp-"):  # the new checkpoint's rename into place
+            raise OSError("simulated: rename failed (e.g. the filesystem went read-only)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_failing_for_the_new_dir)
+    with pytest.raises(OSError, match="simulated"):
+        save_sentence_transformer(
+            loaded.encoder, loaded.tokenizer, target, prompts={"v": "2"}, max_seq_length=32
+        )
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # no temp or old dirs left behind
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert json.loads((target / "config_sentence_transformers.json").read_text())["prompts"] == {"v": "1"}
 
 
 def test_loader_errors_say_what_to_do(tmp_path, tiny_model_dir):

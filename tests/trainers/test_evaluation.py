@@ -157,3 +157,32 @@ def test_retrieval_corpus_is_every_dev_positive_and_negative(toy_tasks):
 
     evaluate_tasks(toy_tasks[:1], embed, dims=(8,))
     assert sorted(docs) == sorted(["D c0 c0", "D c1", "D c2 c2", "D c3", "D c2 c2 c2"])
+
+
+def test_nan_scores_are_refused_not_ranked():
+    # Without the check an all-NaN prediction ranks as 1..n (argsort keeps NaNs in order): rho = 1.
+    nan = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        spearman([nan, nan, nan], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="not finite"):
+        spearman([0.1, nan, 0.3], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="NaN"):
+        average_ranks(np.array([nan, nan]))
+    # topk orders NaN as the largest score: without the check this scores nDCG = MRR = 1.
+    scores = torch.tensor([[nan, 0.1, 0.2], [0.3, 0.2, 0.1]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="not finite"):
+        ndcg_mrr_at_k(scores, [{0}, {0}])
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["retrieval", "sts", "classification"])
+def test_non_finite_embeddings_fail_evaluation_naming_the_task(toy_tasks, index):
+    clean = _concept_embed(8)
+
+    def diverged(texts):
+        out = clean(texts)
+        out[0, 0] = float("nan")  # one diverged coordinate is enough to refuse the task
+        return out
+
+    task = toy_tasks[index]
+    with pytest.raises(ValueError, match=rf"task '{task.name}': .*non-finite"):
+        evaluate_tasks((task,), diverged, dims=(8, 4))
