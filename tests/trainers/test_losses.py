@@ -70,9 +70,8 @@ def test_nce_matches_naive_loop_with_masking(alpha, dtype):
         unit(b, d, seed=2, dtype=dtype),
         unit(b, d, seed=3, dtype=dtype),
     )
-    # Rows 0 and 3 share a query text, rows 1 and 4 a positive text, rows 2 and 5 a label.
-    queries = ["a", "b", "c", "d", "a", "f"]
-    queries[3] = "a"
+    # Rows 0, 3 and 4 share a query text, rows 1 and 4 a positive text, rows 2 and 5 a label.
+    queries = ["a", "b", "c", "a", "a", "f"]
     positives = ["P", "Q", "R", "S", "Q", "U"]
     groups = [None, None, "x", None, None, "x"]
     has_neg = torch.tensor([True, True, False, True, True, True])
@@ -222,6 +221,50 @@ def test_embedding_loss_sums_each_loss_over_matryoshka_prefixes():
         want_distill += distill
     assert got.item() == pytest.approx(want, rel=1e-9)
     assert parts["distill"].item() == pytest.approx(want_distill, rel=1e-9)
+
+
+def test_embedding_loss_forwards_the_mask_the_missing_negatives_and_the_negative_teacher():
+    """Each of false_negatives, has_negative and the teacher's "negative" side changes the loss, so the
+    naive sum over dims below matches only if embedding_loss passes all three on."""
+    b, d, dims, tau, alpha = 6, 8, (8, 4), 0.1, 2.0
+    q, p, n = unit(b, d, seed=30), unit(b, d, seed=31), unit(b, d, seed=32)
+    tq, tp, tn = unit(b, 8, seed=33), unit(b, 8, seed=34), unit(b, 8, seed=35)
+    queries, positives = ["a", "b", "a", "c", "d", "e"], ["A", "B", "C", "D", "B", "F"]
+    groups = [None, "x", None, None, None, "x"]
+    has_neg = torch.tensor([True, False, True, True, False, True])
+    t_present = torch.tensor([True, True, False, True, True, True])
+    n_present = torch.tensor([True, False, True, True, False, False])  # no teacher where no negative
+    weights = LossWeights(dims=dims, temperature=tau, hardness_alpha=alpha, spread_out=0.0, distill=0.5)
+    teacher = TeacherTargets(
+        {"query": (tq, t_present), "positive": (tp, t_present), "negative": (tn, n_present)}
+    )
+    got, parts = embedding_loss(
+        q,
+        p,
+        n,
+        weights,
+        false_negatives=false_negative_mask(queries, positives, groups),
+        has_negative=has_neg,
+        teacher=teacher,
+    )
+
+    want = want_distill = 0.0
+    for m in dims:
+
+        def cut(x, m=m):
+            return torch.stack([x[i, :m] / x[i, :m].norm() for i in range(x.shape[0])])
+
+        qm, pm, nm = cut(q), cut(p), cut(n)
+        distill = 0.0
+        for s, t, present in ((qm, cut(tq), t_present), (pm, cut(tp), t_present), (nm, cut(tn), n_present)):
+            rows = [i for i in range(b) if present[i]]
+            distill += sum(float(((s[i] - t[i]) ** 2).sum()) for i in rows) / len(rows)
+        want += (
+            naive_nce(qm, pm, nm, tau, alpha, queries, positives, groups, has_neg.tolist()) + 0.5 * distill
+        )
+        want_distill += distill
+    assert got.item() == pytest.approx(want, rel=1e-10)
+    assert parts["distill"].item() == pytest.approx(want_distill, rel=1e-10)
 
 
 def test_rejects_bad_arguments():
