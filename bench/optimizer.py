@@ -22,7 +22,7 @@ Methods, each given the same trial budget, sequentially (ask one, tell one):
   then GP-UCB with beta=2).
 - ``random``: uniform Dirichlet(1) mixtures.
 - ``tpe`` / ``optuna-gp``: Optuna's TPESampler / GPSampler (defaults, 10 startup trials) on
-  ``u_k in (0, 1]``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``
+  ``u_k in (0, 1)``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``
   (uniform ``u`` gives a uniform Dirichlet(1) mixture).
 
 It also measures suggestion latency (GP fit + acquisition for one ``ask``) at 100 observations
@@ -128,7 +128,8 @@ def _run_optuna(
     out = []
     for _ in range(budget):
         trial = study.ask()
-        e = np.array([-math.log(trial.suggest_float(f"u{i}", 1e-12, 1.0)) for i in range(problem.k)])
+        # u stays below 1 so that the exponentials never all vanish (all u = 1 would give 0/0).
+        e = np.array([-math.log(trial.suggest_float(f"u{i}", 1e-12, 1.0 - 1e-12)) for i in range(problem.k)])
         w = e / e.sum()
         y = problem.observe(w)
         study.tell(trial, y)
@@ -155,6 +156,8 @@ RUNNERS: dict[str, Callable[[Problem, int, int], list[tuple[float, float]]]] = {
 def simple_regret(problem: Problem, trace: list[tuple[float, float]], n: int) -> float:
     """``f* - f(w)`` at the first n trials' best observed value."""
     observed, true = zip(*trace[:n])
+    if not all(map(math.isfinite, observed + true)):
+        raise RuntimeError("a method produced a non-finite objective value; the comparison would be void")
     return max(problem.f_star - true[int(np.argmax(observed))], 0.0)
 
 

@@ -103,8 +103,8 @@ MIN_OBSERVATIONS = 2
 # The first is botorch's default floor; the second trades a little fidelity for a stable fit.
 FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-5))
 # Acquisition starts: global bounded-Dirichlet draws, plus perturbations of the best observations
-# (the optimum is often near the incumbent). Modest sizes keep a suggestion under ~1 s at
-# 100 observations x 17 tasks on 2 CPU cores; more restarts bought no regret in bench/optimizer.py.
+# (the optimum is often near the incumbent). Modest sizes keep a suggestion well under the
+# 1.5 s target at 100 observations x 17 tasks on 2 CPU cores (bench/optimizer.py measures it).
 N_GLOBAL = 384
 N_LOCAL_CENTRES = 4
 N_LOCAL_PER_CENTRE = 32
@@ -131,6 +131,24 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the caller's setting.
+
+    The GP's matrices have at most a few hundred rows: threads only add synchronisation, and on a
+    busy machine OpenMP's spin-waiting made a 30-trial run ~9x slower with 2 threads than with 1
+    (measured on the 2-core dev box under load). One thread also makes the floating-point
+    reductions, hence the proposals, independent of the caller's thread count, so a run resumed
+    in another process proposes the same.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -335,15 +353,16 @@ class MixtureOptimizer:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"ask(n): n must be an integer >= 1, got {n!r}")
         out = []
-        for _ in range(int(n)):
-            index = len(self._asked)
-            if index < max(self.n_seeds, len(self._user_seeds)):
-                proposal, origin = self._seed_proposal(index), "seed"
-            else:
-                proposal, origin = self._bo_proposal(index)
-            self._asked.append((proposal, origin))
-            self._pending.append(index)
-            out.append(dict(proposal))
+        with _one_thread():
+            for _ in range(int(n)):
+                index = len(self._asked)
+                if index < max(self.n_seeds, len(self._user_seeds)):
+                    proposal, origin = self._seed_proposal(index), "seed"
+                else:
+                    proposal, origin = self._bo_proposal(index)
+                self._asked.append((proposal, origin))
+                self._pending.append(index)
+                out.append(dict(proposal))
         return out
 
     def tell(self, proposal: Mapping[str, Any], value: float | None) -> None:
@@ -534,6 +553,10 @@ class MixtureOptimizer:
                 f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
                 f"{n_ok} told so far; tell() more results first"
             )
+        with _one_thread():
+            return self._predict(items)
+
+    def _predict(self, items: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
         fitted = self._fitted()
         if fitted is None:
             raise RuntimeError(
@@ -769,6 +792,8 @@ def _optimise(acq: UpperConfidenceBound, space: SearchSpace, starts: np.ndarray)
     if free:
         rhs = 1.0 - math.fsum(space.lower[i] for i in pinned)
         equality = [(torch.tensor(free), torch.full((len(free),), 1.0 / s, dtype=torch.float64), rhs)]
+    if len(pinned) == k and not space.numeric:
+        return starts.copy()  # every feature is fixed per start: nothing for SLSQP to move
     cat_cols = list(range(k + len(space.numeric), d))
     groups: dict[tuple[float, ...], list[int]] = {}
     for i, x in enumerate(starts):

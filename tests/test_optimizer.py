@@ -464,21 +464,21 @@ def test_too_few_observations_and_all_equal_values(caplog) -> None:
 # ---------------------------------------------------------------- sample efficiency
 
 
-def _beats_random(seed: int, k: int, budget: int, n_seeds: int) -> bool:
-    """Best of ``budget`` optimizer trials vs the median best of 31 random Dirichlet runs of the same size."""
+def _beats_random(seed: int, k: int = 6, budget: int = 30) -> tuple[float, float]:
+    """Best of ``budget`` optimizer trials and the median best of 31 random Dirichlet runs of that size."""
     tasks = [f"t{i}" for i in range(k)]
     f = bowl(tasks, 100 + seed)
-    opt = MixtureOptimizer(tasks, n_seeds=n_seeds, random_state=seed)
+    opt = MixtureOptimizer(tasks, n_seeds=10, random_state=seed)
     run(opt, f, budget)
     rng = np.random.default_rng(seed)
     random_best = [max(f(dict(zip(tasks, w))) for w in rng.dirichlet(np.ones(k), budget)) for _ in range(31)]
-    return opt.best()[1] > float(np.median(random_best))
+    return opt.best()[1], float(np.median(random_best))
 
 
-def test_beats_random_search_on_a_smooth_objective_fast() -> None:
-    assert sum(_beats_random(s, k=4, budget=16, n_seeds=6) for s in range(3)) >= 3
-
-
-@pytest.mark.slow
 def test_beats_random_search_on_a_smooth_objective() -> None:
-    assert sum(_beats_random(s, k=6, budget=30, n_seeds=10) for s in range(5)) >= 4
+    # 5 fixed seeds, K=6 tasks, 30 trials each (10 Dirichlet seeds + 20 GP-UCB); ~20 s on 2 cores.
+    # The bowl's maximum is 0 (its centre is inside the simplex), so regret = -value; a win is
+    # at most half the regret of random search's median, not merely a better value.
+    results = [_beats_random(s) for s in range(5)]
+    wins = sum(-ours <= 0.5 * -theirs for ours, theirs in results)
+    assert wins >= 4, results
