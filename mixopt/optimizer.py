@@ -240,6 +240,7 @@ class MixtureOptimizer:
         self._pending: list[int] = []
         self._history: list[tuple[int, float | None]] = []
         self._fit_cache: tuple[int, _Fitted | None] | None = None
+        self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -424,26 +425,30 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ proposals
 
-    def _taken(self) -> list[Proposal]:
-        """Points a new proposal must not duplicate: pending ones and every told one."""
-        idx = list(self._pending) + [i for i, _ in self._history]
-        return [self._asked[i][0] for i in dict.fromkeys(idx)]
+    def _taken_features(self) -> np.ndarray:
+        """Features (m, dim) of the points a new proposal must not duplicate: pending and told ones."""
+        idx = list(dict.fromkeys(list(self._pending) + [i for i, _ in self._history]))
+        for i in range(len(self._features), len(self._asked)):  # encode each asked proposal once
+            self._features.append(self._space.encode(self._asked[i][0]))
+        return np.array([self._features[i] for i in idx]) if idx else np.zeros((0, self._space.dim))
 
     def _draw(self, tag: str, index: int) -> Proposal:
         """A bounded-Dirichlet mixture with prior hyperparameters, away from every taken point."""
         space = self._space
         rng = np.random.default_rng(self._seed(tag, index))
-        taken = self._taken()
-        taken_x = np.array([space.encode(p) for p in taken]) if taken else np.zeros((0, space.dim))
+        taken_x = self._taken_features()
         p: Proposal = {}
         for _ in range(MAX_REDRAWS):
             p = space.proposal(space.sample_mixture(rng, self._alpha), space.sample_hyperparameters(rng))
-            if not taken or space.feature_distances(space.encode(p)[None], taken_x).min() >= NEAR_IDENTICAL:
+            if (
+                not len(taken_x)
+                or space.feature_distances(space.encode(p)[None], taken_x).min() >= NEAR_IDENTICAL
+            ):
                 return p
         logger.warning(
             "no draw distinct from the %d pending/told proposals after %d tries: the search space is "
             "nearly exhausted; proposing a near-duplicate",
-            len(taken),
+            len(taken_x),
             MAX_REDRAWS,
         )
         return p
@@ -610,8 +615,7 @@ class MixtureOptimizer:
     def _maximise_ucb(self, fitted: _Fitted, index: int) -> Proposal | None:
         space = self._space
         rng = np.random.default_rng(self._seed("acq", index))
-        taken = self._taken()
-        taken_x = np.array([space.encode(p) for p in taken]) if taken else np.zeros((0, space.dim))
+        taken_x = self._taken_features()
         failed = [self._asked[i][0] for i, v in self._history if v is None]
         hallucinated = [self._asked[i][0] for i in self._pending] + failed
         with _seeded(self._seed("acq", index)), _jitter(fitted.jitter), warnings.catch_warnings():

@@ -142,6 +142,13 @@ def test_user_seeds_then_dirichlet_seeds_then_bo() -> None:
     assert [opt.origin(p) for p in first + rest] == ["seed"] * 4 + ["bo"] * 3
 
 
+def test_per_task_dirichlet_alpha_shapes_the_seeds() -> None:
+    # Closed form: under Dirichlet(5, 1, 1, 1), E[w_0] = 5 / 8 and E[w_k] = 1 / 8 for the others.
+    opt = MixtureOptimizer(TASKS, n_seeds=400, dirichlet_alpha={"retrieval_0": 5.0}, random_state=0)
+    w = np.array([weights(p, TASKS) for p in opt.ask(400)])
+    np.testing.assert_allclose(w.mean(0), [5 / 8, 1 / 8, 1 / 8, 1 / 8], atol=0.02)
+
+
 def test_more_user_seeds_than_n_seeds_are_all_proposed() -> None:
     seeds = [{"retrieval_0": 1.0}, {"sts_1": 1.0}, {"classification_2": 1.0}]
     opt = MixtureOptimizer(TASKS, n_seeds=1, seed_mixtures=seeds)
