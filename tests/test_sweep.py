@@ -216,22 +216,27 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "mixopt.cli", "sweep", str(path)]
+    # Create the store's tables before two processes (driver, this test's polling) open it:
+    # concurrent first-time schema migrations of one sqlite file would race.
+    MlflowClient(uri).search_experiments()
     driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Wait until some trials are done (and others running), then kill the driver outright.
     deadline = time.time() + 240
     finished_before: dict[str, int] = {}
+    last_error: Exception | None = None
     while time.time() < deadline:
         time.sleep(1)
         try:
             _, _, children = trial_runs(uri)
-        except Exception:
+        except Exception as e:  # the experiment does not exist yet
+            last_error = e
             continue
         done = [c for c in children if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED")]
         if len(done) >= 3:
             finished_before = {c.data.tags["mixopt.trial_id"]: c.info.end_time for c in done}
             break
         assert driver.poll() is None, "the sweep ended before it could be killed"
-    assert finished_before, "no trial finished in time"
+    assert finished_before, f"no trial finished in time (last polling error: {last_error!r})"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     _, parents, children = trial_runs(uri)
