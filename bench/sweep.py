@@ -28,21 +28,34 @@ def run(trial_seconds: float, trials: int, slots: int, root: Path) -> dict[str, 
     if not data.exists():
         synthesize(data, n_tasks=4, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
     steps = 20
-    exp = experiment_from_dict({
-        "name": f"bench_sweep_{int(trial_seconds)}s",
-        "tasks": [{"name": n, "kind": n.rsplit("_", 1)[0], "path": str(data / n)}
-                  for n in ("retrieval_0", "sts_1", "classification_2", "retrieval_3")],
-        "optimizer": {"n_seeds": slots, "max_trials": trials, "max_concurrent": slots},
-        "trainer": {"target": "trainers.analytic:train", "steps": steps, "seconds_per_step": trial_seconds / steps},
-        "tracking": {"uri": f"sqlite:///{root}/mlflow.db"},
-        "resources": {"cpus": 2 / slots},
-        "storage": str(root / "runs"),
-    })
+    exp = experiment_from_dict(
+        {
+            "name": f"bench_sweep_{int(trial_seconds)}s",
+            "tasks": [
+                {"name": n, "kind": n.rsplit("_", 1)[0], "path": str(data / n)}
+                for n in ("retrieval_0", "sts_1", "classification_2", "retrieval_3")
+            ],
+            "optimizer": {"n_seeds": slots, "max_trials": trials, "max_concurrent": slots},
+            "trainer": {
+                "target": "trainers.analytic:train",
+                "steps": steps,
+                "seconds_per_step": trial_seconds / steps,
+            },
+            "tracking": {"uri": f"sqlite:///{root}/mlflow.db"},
+            "resources": {"cpus": 2 / slots},
+            "storage": str(root / "runs"),
+        }
+    )
     t0 = time.monotonic()
     summary = run_sweep(exp, verbose=False)
-    return {"trial_seconds": trial_seconds, "trials": trials, "slots": slots,
-            "idle_fraction": summary.idle_fraction or 0.0, "wall": time.monotonic() - t0,
-            "ideal_wall": trial_seconds * trials / slots}
+    return {
+        "trial_seconds": trial_seconds,
+        "trials": trials,
+        "slots": slots,
+        "idle_fraction": summary.idle_fraction or 0.0,
+        "wall": time.monotonic() - t0,
+        "ideal_wall": trial_seconds * trials / slots,
+    }
 
 
 def main() -> None:
@@ -60,10 +73,14 @@ def main() -> None:
         for s in args.trial_seconds:
             rows.append(run(s, args.trials, args.slots, Path(tmp)))
     ray.shutdown()
-    print(f"\n{'trial s':>8} {'trials':>6} {'slots':>5} {'idle %':>7} {'wall s':>7} {'ideal s':>8} {'wall/ideal':>10}")
+    print(
+        f"\n{'trial s':>8} {'trials':>6} {'slots':>5} {'idle %':>7} {'wall s':>7} {'ideal s':>8} {'wall/ideal':>10}"
+    )
     for r in rows:
-        print(f"{r['trial_seconds']:>8.1f} {r['trials']:>6} {r['slots']:>5} {100 * r['idle_fraction']:>7.2f} "
-              f"{r['wall']:>7.1f} {r['ideal_wall']:>8.1f} {r['wall'] / r['ideal_wall']:>10.2f}")
+        print(
+            f"{r['trial_seconds']:>8.1f} {r['trials']:>6} {r['slots']:>5} {100 * r['idle_fraction']:>7.2f} "
+            f"{r['wall']:>7.1f} {r['ideal_wall']:>8.1f} {r['wall'] / r['ideal_wall']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

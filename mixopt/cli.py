@@ -56,7 +56,9 @@ def validate(
 @app.command()
 def synth(
     out: Path = typer.Option(Path("data/synthetic"), "--out", help="Output folder (replaced if it exists)."),
-    tasks: int = typer.Option(3, "--tasks", min=1, help="Number of tasks (kinds rotate retrieval, sts, classification)."),
+    tasks: int = typer.Option(
+        3, "--tasks", min=1, help="Number of tasks (kinds rotate retrieval, sts, classification)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes identical bytes."),
 ) -> None:
     """Write synthetic tasks in the real format, plus a tiny Gemma3 encoder and tokenizer (OUT/model)."""
@@ -64,8 +66,10 @@ def synth(
 
     meta = synthesize(out, n_tasks=tasks, seed=seed)
     for t in meta["tasks"]:
-        typer.echo(f"{out / t['name']}: {t['kind']}, {t['private_words_per_concept']} private words/concept, "
-                   f"{t['noise_words_per_text']} noise words/text")
+        typer.echo(
+            f"{out / t['name']}: {t['kind']}, {t['private_words_per_concept']} private words/concept, "
+            f"{t['noise_words_per_text']} noise words/text"
+        )
     typer.echo(f"{out / 'model'}: tiny bidirectional Gemma3 encoder + tokenizer")
 
 
@@ -73,11 +77,20 @@ def synth(
 def sweep(
     experiment: Path = typer.Argument(..., help="Experiment YAML."),
     address: Optional[str] = typer.Option(
-        None, "--address", help="Ray cluster to join ('auto', or ray://host:10001). Default: $RAY_ADDRESS, "
-        "else a local Ray started in this process."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the experiment's unfinished sweep (after a "
-                                "killed driver): recorded trials are not run again."),
-    max_trials: Optional[int] = typer.Option(None, "--max-trials", min=1, help="Override optimizer.max_trials."),
+        None,
+        "--address",
+        help="Ray cluster to join ('auto', or ray://host:10001). Default: $RAY_ADDRESS, "
+        "else a local Ray started in this process.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the experiment's unfinished sweep (after a "
+        "killed driver): recorded trials are not run again.",
+    ),
+    max_trials: Optional[int] = typer.Option(
+        None, "--max-trials", min=1, help="Override optimizer.max_trials."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
@@ -93,22 +106,38 @@ def sweep(
 @app.command()
 def soup(
     experiment_file: Optional[Path] = typer.Argument(
-        None, metavar="[EXPERIMENT.yaml]", help="The sweep's experiment YAML (its tasks and trainer evaluate the "
-        "soup). Default: the config recorded by the newest sweep in the tracking store."),
+        None,
+        metavar="[EXPERIMENT.yaml]",
+        help="The sweep's experiment YAML (its tasks and trainer evaluate the "
+        "soup). Default: the config recorded by the newest sweep in the tracking store.",
+    ),
     experiment: Optional[str] = typer.Option(
-        None, "--experiment", help="MLflow experiment name of the sweep (default: the YAML's, else the newest "
-        "sweep's)."),
-    runs: str = typer.Option("top5", "--runs", help="Trials to soup: topK (e.g. top5), all, or RUN_ID,RUN_ID,..."),
-    method: str = typer.Option("uniform", "--method", help="uniform (mean of all) or greedy (Wortsman et al. 2022)."),
-    metric: str = typer.Option("objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output sentence-transformers directory "
-                                       "(default: soups/<experiment name>)."),
+        None,
+        "--experiment",
+        help="MLflow experiment name of the sweep (default: the YAML's, else the newest sweep's).",
+    ),
+    runs: str = typer.Option(
+        "top5", "--runs", help="Trials to soup: topK (e.g. top5), all, or RUN_ID,RUN_ID,..."
+    ),
+    method: str = typer.Option(
+        "uniform", "--method", help="uniform (mean of all) or greedy (Wortsman et al. 2022)."
+    ),
+    metric: str = typer.Option(
+        "objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output sentence-transformers directory (default: soups/<experiment name>)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
-    register: Optional[str] = typer.Option(None, "--register", help="Also register the soup in the MLflow model "
-                                           "registry under this name."),
+    register: Optional[str] = typer.Option(
+        None, "--register", help="Also register the soup in the MLflow model registry under this name."
+    ),
     tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: the YAML's, else $MLFLOW_TRACKING_URI, "
-        "else sqlite:///mlflow.db)."),
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the YAML's, else $MLFLOW_TRACKING_URI, "
+        "else sqlite:///mlflow.db).",
+    ),
 ) -> None:
     """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
     if method not in ("uniform", "greedy"):
@@ -135,16 +164,26 @@ def soup(
         tracking_uri = uri
     try:
         _, result = soup_from_sweep(
-            exp, runs=runs, method=method, metric=metric, out=out, force=force, register=register,
-            experiment_name=experiment, tracking_uri=tracking_uri, echo=typer.echo,
+            exp,
+            runs=runs,
+            method=method,
+            metric=metric,
+            out=out,
+            force=force,
+            register=register,
+            experiment_name=experiment,
+            tracking_uri=tracking_uri,
+            echo=typer.echo,
         )
     except (SoupError, CheckpointError) as e:
         _fail(str(e), code=1)
     kept = [i.run_id for i in result.ingredients] if result.greedy is not None else None
     typer.echo(format_table(result.candidates, result.evaluation, metric, exp.tasks if exp else (), kept))
     size = result.stats.n_bytes / 2**20 if result.stats else 0.0
-    typer.echo(f"wrote {result.out}: {result.method} soup of {len(result.ingredients)} checkpoint(s), "
-               f"{size:.3g} MiB of weights; MLflow run {result.run_id}")
+    typer.echo(
+        f"wrote {result.out}: {result.method} soup of {len(result.ingredients)} checkpoint(s), "
+        f"{size:.3g} MiB of weights; MLflow run {result.run_id}"
+    )
     if result.registered:
         typer.echo(f"registered as MLflow model {result.registered[0]!r} version {result.registered[1]}")
 

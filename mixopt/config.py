@@ -321,7 +321,9 @@ class ConfigError(ValueError):
             where = self.source or "<config>"
             if p.line is not None:
                 where = f"{where}:{p.line}"
-            out.append(f"{where}: {p.path or '(top level)'}: {p.message}" if p.path else f"{where}: {p.message}")
+            out.append(
+                f"{where}: {p.path or '(top level)'}: {p.message}" if p.path else f"{where}: {p.message}"
+            )
         return out
 
 
@@ -347,7 +349,11 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            key = (
+                yaml.safe_load(yaml.serialize(key_node))
+                if key_node.tag != "tag:yaml.org,2002:str"
+                else key_node.value
+            )
             if key in out:
                 problems.append(
                     Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
@@ -359,7 +365,11 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
-    value = yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag != "tag:yaml.org,2002:str" else node.value
+    value = (
+        yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+        if node.tag != "tag:yaml.org,2002:str"
+        else node.value
+    )
     if isinstance(value, str) and "${" in value:
         try:
             value = _expand_env(value)
@@ -368,8 +378,12 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
                 value = yaml.safe_load(value) if value.strip() else value
         except KeyError as e:
             problems.append(
-                Problem(_fmt_path(path), f"environment variable {e.args[0]} is not set "
-                        f"(use ${{{e.args[0]}:-default}} for a default)", node.start_mark.line + 1)
+                Problem(
+                    _fmt_path(path),
+                    f"environment variable {e.args[0]} is not set "
+                    f"(use ${{{e.args[0]}:-default}} for a default)",
+                    node.start_mark.line + 1,
+                )
             )
     return value
 
@@ -398,7 +412,9 @@ _UNION_TAGS = {"float", "log_float", "int", "categorical", "str", "bool", "dict[
 
 
 def _clean_loc(loc: tuple) -> tuple:
-    return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith("function-"))))
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith("function-")))
+    )
 
 
 def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
@@ -448,14 +464,20 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
             out.append((loc, f"seed mixture weights must be finite and >= 0, got {neg}"))
         total = sum(mix.values())
         if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
-            out.append((loc, f"seed mixture weights must sum to 1 (within {SUM_TOLERANCE:g}), "
-                        f"got {total!r} from {mix}"))
+            out.append(
+                (
+                    loc,
+                    f"seed mixture weights must sum to 1 (within {SUM_TOLERANCE:g}), "
+                    f"got {total!r} from {mix}",
+                )
+            )
         for t in names:
             b = exp.search.bounds.get(t)
             w = mix.get(t, 0.0)
             if b is not None and not (b.min - SUM_TOLERANCE <= w <= b.max + SUM_TOLERANCE):
-                out.append((loc + (t,), f"weight {w:g} for {t!r} is outside its bounds "
-                            f"[{b.min:g}, {b.max:g}]"))
+                out.append(
+                    (loc + (t,), f"weight {w:g} for {t!r} is outside its bounds [{b.min:g}, {b.max:g}]")
+                )
     if isinstance(exp.optimizer.dirichlet_alpha, dict):
         for t in exp.optimizer.dirichlet_alpha:
             if t not in known:
@@ -481,10 +503,13 @@ def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     if options_model is None:
         return []
     unknown_hps = [
-        (("search", "hyperparameters", name),
-         f"the trainer {exp.trainer.target!r} has no option {name!r} for this hyperparameter to set; "
-         f"its options are {sorted(options_model.model_fields)}")
-        for name in exp.search.hyperparameters if name not in options_model.model_fields
+        (
+            ("search", "hyperparameters", name),
+            f"the trainer {exp.trainer.target!r} has no option {name!r} for this hyperparameter to set; "
+            f"its options are {sorted(options_model.model_fields)}",
+        )
+        for name in exp.search.hyperparameters
+        if name not in options_model.model_fields
     ]
     if unknown_hps:
         return unknown_hps
@@ -492,17 +517,24 @@ def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
         options_model.model_validate(exp.trainer.options)
     except ValidationError as err:
         return [
-            (("trainer",) + _clean_loc(tuple(e["loc"])),
-             f"unknown trainer option {e['loc'][-1]!r}" if e["type"] == "extra_forbidden"
-             else e["msg"].removeprefix("Value error, "))
+            (
+                ("trainer",) + _clean_loc(tuple(e["loc"])),
+                f"unknown trainer option {e['loc'][-1]!r}"
+                if e["type"] == "extra_forbidden"
+                else e["msg"].removeprefix("Value error, "),
+            )
             for e in err.errors(include_url=False)
         ]
     return []
 
 
 def experiment_from_dict(
-    data: Any, *, source: str | None = None, lines: dict[tuple, int] | None = None,
-    check_trainer: bool = True, base_dir: Path | None = None,
+    data: Any,
+    *,
+    source: str | None = None,
+    lines: dict[tuple, int] | None = None,
+    check_trainer: bool = True,
+    base_dir: Path | None = None,
 ) -> Experiment:
     """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
 
@@ -523,8 +555,13 @@ def experiment_from_dict(
         raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
     base = (base_dir or Path.cwd()).resolve()
     tasks = [
-        t.model_copy(update={k: (base / v if v is not None and not Path(v).is_absolute() else v)
-                             for k in ("path", "train", "dev") if (v := getattr(t, k)) is not None})
+        t.model_copy(
+            update={
+                k: (base / v if v is not None and not Path(v).is_absolute() else v)
+                for k in ("path", "train", "dev")
+                if (v := getattr(t, k)) is not None
+            }
+        )
         for t in exp.tasks
     ]
     return exp.model_copy(update={"tasks": tasks})
@@ -539,7 +576,11 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(
-            [Problem("", f"invalid YAML: {getattr(e, 'problem', None) or e}", mark.line + 1 if mark else None)],
+            [
+                Problem(
+                    "", f"invalid YAML: {getattr(e, 'problem', None) or e}", mark.line + 1 if mark else None
+                )
+            ],
             source,
         ) from None
     if node is None:

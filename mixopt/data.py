@@ -104,7 +104,9 @@ def parse_row(obj: Any, kind: Any) -> Row:
     fields = _FIELDS[kind]
     unknown = sorted(set(obj) - set(fields) - {"teacher"})
     if unknown:
-        raise ValueError(f"unknown field(s) {unknown} for a {kind} row; expected {sorted(fields)} (+ 'teacher')")
+        raise ValueError(
+            f"unknown field(s) {unknown} for a {kind} row; expected {sorted(fields)} (+ 'teacher')"
+        )
     missing = [f for f in _REQUIRED[kind] if f not in obj or obj[f] is None]
     if missing:
         raise ValueError(f"missing field(s) {missing} for a {kind} row")
@@ -122,8 +124,9 @@ def parse_row(obj: Any, kind: Any) -> Row:
                     raise ValueError(f"teacher[{f!r}] must be a list of embeddings")
                 teacher[f] = tuple(_vector(e, f"teacher[{f!r}][{i}]") for i, e in enumerate(v))
                 if len(teacher[f]) != len(obj.get(f) or []):
-                    raise ValueError(f"teacher[{f!r}] has {len(teacher[f])} embeddings for "
-                                     f"{len(obj.get(f) or [])} texts")
+                    raise ValueError(
+                        f"teacher[{f!r}] has {len(teacher[f])} embeddings for {len(obj.get(f) or [])} texts"
+                    )
             else:
                 teacher[f] = _vector(v, f"teacher[{f!r}]")
         dims = {len(v) for f, v in teacher.items() if fields[f] == "text"}
@@ -147,7 +150,11 @@ def parse_row(obj: Any, kind: Any) -> Row:
             raise ValueError(f"field 'score' must be a finite number, got {score!r}")
         return STSRow(_text(obj["text1"], "text1"), _text(obj["text2"], "text2"), float(score), teacher)
     label = obj["label"]
-    if isinstance(label, bool) or not isinstance(label, (str, int)) or (isinstance(label, str) and not label.strip()):
+    if (
+        isinstance(label, bool)
+        or not isinstance(label, (str, int))
+        or (isinstance(label, str) and not label.strip())
+    ):
         raise ValueError(f"field 'label' must be a non-empty string or an integer, got {label!r}")
     return ClassificationRow(_text(obj["text"], "text"), str(label), teacher)
 
@@ -200,7 +207,9 @@ def iter_rows(path: str | Path, kind: Any) -> Iterator[Row]:
             if teacher_dim is None:
                 teacher_dim = dim
             elif dim != teacher_dim:
-                raise DataError(f"{where}: teacher embeddings have length {dim}, earlier rows had {teacher_dim}")
+                raise DataError(
+                    f"{where}: teacher embeddings have length {dim}, earlier rows had {teacher_dim}"
+                )
         yield row
 
 

@@ -20,7 +20,9 @@ def _plt():
 def best_so_far(trials: Sequence[Mapping[str, Any]]):
     """Objective of each trial (in trial order) and the best so far."""
     plt = _plt()
-    values = [t["objective"] if t["status"] == "FINISHED" and t["objective"] is not None else np.nan for t in trials]
+    values = [
+        t["objective"] if t["status"] == "FINISHED" and t["objective"] is not None else np.nan for t in trials
+    ]
     best = np.fmax.accumulate(np.array(values, dtype=float))
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(1, len(values) + 1)
@@ -28,8 +30,13 @@ def best_so_far(trials: Sequence[Mapping[str, Any]]):
     ax.step(x, best, where="post", label="best so far")
     failed = [i + 1 for i, t in enumerate(trials) if t["status"] == "FAILED"]
     if failed:
-        ax.plot(failed, [np.nanmin(best) if np.isfinite(best).any() else 0] * len(failed), "x", color="red",
-                label="failed")
+        ax.plot(
+            failed,
+            [np.nanmin(best) if np.isfinite(best).any() else 0] * len(failed),
+            "x",
+            color="red",
+            label="failed",
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("objective")
     ax.legend()
@@ -40,8 +47,10 @@ def best_so_far(trials: Sequence[Mapping[str, Any]]):
 def top_mixtures(trials: Sequence[Mapping[str, Any]], tasks: Sequence[str], k: int = 10):
     """Task weights of the k best trials as stacked bars."""
     plt = _plt()
-    done = sorted((t for t in trials if t["status"] == "FINISHED" and t["objective"] is not None),
-                  key=lambda t: -t["objective"])[:k]
+    done = sorted(
+        (t for t in trials if t["status"] == "FINISHED" and t["objective"] is not None),
+        key=lambda t: -t["objective"],
+    )[:k]
     fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.8), 4))
     bottom = np.zeros(len(done))
     for task in tasks:
@@ -86,14 +95,16 @@ def gp_slices(optimizer: Any, tasks: Sequence[str], n: int = 41):
         ax.axvline(centre[task], color="grey", linestyle=":")
         ax.set_title(task, fontsize="small")
         ax.set_xlabel("weight")
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.suptitle("GP posterior mean ± sd along each task's weight (others rescaled)")
     fig.tight_layout()
     return fig
 
 
-def sweep_figures(trials: Sequence[Mapping[str, Any]], tasks: Sequence[str], optimizer: Any) -> dict[str, Any]:
+def sweep_figures(
+    trials: Sequence[Mapping[str, Any]], tasks: Sequence[str], optimizer: Any
+) -> dict[str, Any]:
     figs = {"best_so_far.png": best_so_far(trials), "top_mixtures.png": top_mixtures(trials, tasks)}
     try:
         figs["gp_posterior.png"] = gp_slices(optimizer, tasks)

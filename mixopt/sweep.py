@@ -105,7 +105,9 @@ def _top_weights(proposal: Mapping[str, Any], tasks: list[str], n: int = 3) -> s
 # --------------------------------------------------------------------------- the trial (worker)
 
 
-def run_trial(config: dict[str, Any], experiment_json: str, options: dict[str, Any], storage_dir: str) -> None:
+def run_trial(
+    config: dict[str, Any], experiment_json: str, options: dict[str, Any], storage_dir: str
+) -> None:
     """Ray Tune function trainable: one trial of the experiment's trainer.
 
     Runs on a worker. Reports every trainer report to Tune; the final report carries the
@@ -133,8 +135,11 @@ def run_trial(config: dict[str, Any], experiment_json: str, options: dict[str, A
     )
 
     def report(step: int, metrics: Mapping[str, float]) -> None:
-        out: dict[str, Any] = {"mixopt_step": int(step), "mixopt_node": node_id,
-                               "mixopt": {k: float(v) for k, v in metrics.items()}}
+        out: dict[str, Any] = {
+            "mixopt_step": int(step),
+            "mixopt_node": node_id,
+            "mixopt": {k: float(v) for k, v in metrics.items()},
+        }
         if "objective" in metrics:
             out["objective"] = float(metrics["objective"])
         tune.report(out)
@@ -143,13 +148,22 @@ def run_trial(config: dict[str, Any], experiment_json: str, options: dict[str, A
     result = train(trial, report)
     if not (isinstance(result.objective, (int, float)) and math.isfinite(result.objective)):
         raise TrialFailed(f"the trainer returned a non-finite objective ({result.objective})")
-    final = {"objective": float(result.objective), **result.task_metrics, **result.extra,
-             **{f"score.{t}": float(v) for t, v in result.task_scores.items()}}
-    tune.report({
-        "objective": float(result.objective), "mixopt_step": trial.steps, "mixopt_node": node_id,
-        "mixopt_final": 1, "mixopt": final,
-        "mixopt_checkpoint": str(result.checkpoint) if result.checkpoint else "",
-    })
+    final = {
+        "objective": float(result.objective),
+        **result.task_metrics,
+        **result.extra,
+        **{f"score.{t}": float(v) for t, v in result.task_scores.items()},
+    }
+    tune.report(
+        {
+            "objective": float(result.objective),
+            "mixopt_step": trial.steps,
+            "mixopt_node": node_id,
+            "mixopt_final": 1,
+            "mixopt": final,
+            "mixopt_checkpoint": str(result.checkpoint) if result.checkpoint else "",
+        }
+    )
 
 
 # --------------------------------------------------------------------------- driver side
@@ -165,8 +179,15 @@ class _State:
         _atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
 
 
-def _make_searcher(state: _State, tracker: SweepTracker, exp: Experiment, n_to_run: int,
-                   reruns: list[tuple[str, str, dict]], next_index: int, printer: _Printer):
+def _make_searcher(
+    state: _State,
+    tracker: SweepTracker,
+    exp: Experiment,
+    n_to_run: int,
+    reruns: list[tuple[str, str, dict]],
+    next_index: int,
+    printer: _Printer,
+):
     from ray.tune.search import Searcher
 
     class MixtureSearcher(Searcher):
@@ -202,7 +223,9 @@ def _make_searcher(state: _State, tracker: SweepTracker, exp: Experiment, n_to_r
             printer.started(trial_id, origin, proposal)
             return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id}
 
-        def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        def on_trial_complete(
+            self, tune_trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
             trial_id, run_id, proposal = self.live.pop(tune_trial_id)
             value = None
             if not error and result is not None:
@@ -228,20 +251,28 @@ class _Printer:
             print(text, flush=True)
 
     def started(self, trial_id: str, origin: str, proposal: Mapping[str, Any]) -> None:
-        self.rows[trial_id] = {"origin": origin, "weights": _top_weights(proposal, self.tasks),
-                               "status": "RUNNING", "objective": None}
+        self.rows[trial_id] = {
+            "origin": origin,
+            "weights": _top_weights(proposal, self.tasks),
+            "status": "RUNNING",
+            "objective": None,
+        }
         self._out(f"[mixopt] {trial_id} started ({origin}): {_top_weights(proposal, self.tasks)}")
 
     def ended(self, trial_id: str, status: str, objective: float | None, reason: str | None = None) -> None:
-        row = self.rows.setdefault(trial_id, {"origin": "?", "weights": "", "status": status, "objective": None})
+        row = self.rows.setdefault(
+            trial_id, {"origin": "?", "weights": "", "status": status, "objective": None}
+        )
         row.update(status=status, objective=objective)
         if objective is not None and (self.best is None or objective > self.best):
             self.best = objective
         row["best"] = self.best
         done = sum(r["status"] in ("FINISHED", "FAILED") for r in self.rows.values())
         what = f"objective={objective:.4f}" if objective is not None else f"reason: {reason}"
-        self._out(f"[mixopt] {trial_id} {status} {what}  (best so far {self.best if self.best is None else round(self.best, 4)}; "
-                  f"{done}/{self.total} done)")
+        self._out(
+            f"[mixopt] {trial_id} {status} {what}  (best so far {self.best if self.best is None else round(self.best, 4)}; "
+            f"{done}/{self.total} done)"
+        )
         self._out(self.table())
 
     def table(self) -> str:
@@ -294,8 +325,14 @@ def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment, st
             node = result.get("mixopt_node")
             if node and run_id not in self.node_logged:
                 self.node_logged.add(run_id)
-                tracker.set_tags(run_id, {"ray.node_id": node, "ray.trial_id": trial.trial_id,
-                                          "ray.node_ip": str(result.get("node_ip", ""))})
+                tracker.set_tags(
+                    run_id,
+                    {
+                        "ray.node_id": node,
+                        "ray.trial_id": trial.trial_id,
+                        "ray.node_ip": str(result.get("node_ip", "")),
+                    },
+                )
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self._busy_end(trial)
@@ -322,8 +359,13 @@ def _make_callback(tracker: SweepTracker, printer: _Printer, exp: Experiment, st
             self._busy_end(trial)
             run_id = trial.config["run_id"]
             self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
-            tracker.set_tags(run_id, {f"mixopt.attempt_{self.attempts[run_id]}_failure": _error_reason(trial)[:4000],
-                                      "mixopt.retries": str(self.attempts[run_id])})
+            tracker.set_tags(
+                run_id,
+                {
+                    f"mixopt.attempt_{self.attempts[run_id]}_failure": _error_reason(trial)[:4000],
+                    "mixopt.retries": str(self.attempts[run_id]),
+                },
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self._busy_end(trial)
@@ -365,8 +407,9 @@ def _storage_dir(exp: Experiment, parent_id: str) -> Path:
     return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()
 
 
-def _reconcile(opt: Any, tracker: SweepTracker, parent_id: str, steps: int,
-               storage: Path) -> tuple[int, list[tuple[str, str, dict]], int]:
+def _reconcile(
+    opt: Any, tracker: SweepTracker, parent_id: str, steps: int, storage: Path
+) -> tuple[int, list[tuple[str, str, dict]], int]:
     """Bring a restored optimizer in line with MLflow; return (done, reruns, next_index).
 
     - finished or failed in MLflow, pending in the state: the driver died before saving the tell;
@@ -439,8 +482,13 @@ def _ray_init(address: str | None, exp: Experiment) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
-                 configure_logging=True, logging_level=logging.WARNING)
+        ray.init(
+            include_dashboard=False,
+            runtime_env={"env_vars": env},
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
 
 
 def _max_concurrent(exp: Experiment) -> int:
@@ -454,8 +502,14 @@ def _max_concurrent(exp: Experiment) -> int:
     return max(1, int(resources.get("CPU", 1) // exp.resources.cpus))
 
 
-def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = False,
-              max_trials: int | None = None, verbose: bool = True) -> SweepSummary:
+def run_sweep(
+    exp: Experiment,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    max_trials: int | None = None,
+    verbose: bool = True,
+) -> SweepSummary:
     """Run (or resume) the sweep of ``exp``; return its summary. See the module docstring."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -473,27 +527,40 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
     if resume:
         parent_id = tracker.find_unfinished_sweep()
         if parent_id is None:
-            raise SweepError(f"nothing to resume: experiment {exp.experiment_name!r} in {uri} has no "
-                             "unfinished sweep; run without --resume to start one")
+            raise SweepError(
+                f"nothing to resume: experiment {exp.experiment_name!r} in {uri} has no "
+                "unfinished sweep; run without --resume to start one"
+            )
         run = tracker.client.get_run(parent_id)
         state_path = Path(run.data.tags[STATE_PATH])
         if not state_path.exists():
-            raise SweepError(f"cannot resume sweep run {parent_id}: its optimizer state {state_path} is missing")
+            raise SweepError(
+                f"cannot resume sweep run {parent_id}: its optimizer state {state_path} is missing"
+            )
         opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
         tracker.reopen_sweep(parent_id)
         storage = state_path.parent
         done, reruns, next_index = _reconcile(opt, tracker, parent_id, exp.trainer.steps, storage)
         if verbose:
-            print(f"[mixopt] resuming sweep {parent_id}: {done} trials recorded, {len(reruns)} interrupted "
-                  f"(run again), {max(total - done, 0)} to run", flush=True)
+            print(
+                f"[mixopt] resuming sweep {parent_id}: {done} trials recorded, {len(reruns)} interrupted "
+                f"(run again), {max(total - done, 0)} to run",
+                flush=True,
+            )
     else:
         opt = MixtureOptimizer.from_experiment(exp)
         seeds = json.dumps(list(exp.search.seed_mixtures), indent=1)
         parent_id = tracker.start_sweep(
             exp.name,
-            params={"max_trials": total, "n_seeds": exp.optimizer.n_seeds, "beta": exp.optimizer.beta,
-                    "dirichlet_alpha": exp.optimizer.dirichlet_alpha, "trainer": exp.trainer.target,
-                    "steps": exp.trainer.steps, "tasks": ",".join(exp.task_names)},
+            params={
+                "max_trials": total,
+                "n_seeds": exp.optimizer.n_seeds,
+                "beta": exp.optimizer.beta,
+                "dirichlet_alpha": exp.optimizer.dirichlet_alpha,
+                "trainer": exp.trainer.target,
+                "steps": exp.trainer.steps,
+                "tasks": ",".join(exp.task_names),
+            },
             artifacts={"config.yaml": dump_experiment(exp), "seed_mixtures.json": seeds},
         )
         storage = _storage_dir(exp, parent_id)
@@ -518,28 +585,49 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
         scheduler = None
         if exp.sweep.early_stopping.enabled:
             es = exp.sweep.early_stopping
-            scheduler = ASHAScheduler(time_attr="mixopt_step", metric="objective", mode="max",
-                                      max_t=exp.trainer.steps, grace_period=es.grace_period,
-                                      reduction_factor=es.reduction_factor,
-                                      # A trial that reaches the budget must still send its final report.
-                                      stop_last_trials=False)
+            scheduler = ASHAScheduler(
+                time_attr="mixopt_step",
+                metric="objective",
+                mode="max",
+                max_t=exp.trainer.steps,
+                grace_period=es.grace_period,
+                reduction_factor=es.reduction_factor,
+                # A trial that reaches the budget must still send its final report.
+                stop_last_trials=False,
+            )
         resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, experiment_json=exp.model_dump_json(),
-                                 options=_absolute_options(exp.trainer.options), storage_dir=str(storage)),
+            tune.with_parameters(
+                run_trial,
+                experiment_json=exp.model_dump_json(),
+                options=_absolute_options(exp.trainer.options),
+                storage_dir=str(storage),
+            ),
             resources,
         )
         if verbose:
-            print(f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
-                  f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}", flush=True)
+            print(
+                f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
+                f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
+                flush=True,
+            )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n_to_run,
-                                        max_concurrent_trials=concurrent, reuse_actors=True,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=n_to_run,
+                max_concurrent_trials=concurrent,
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
             run_config=tune.RunConfig(
-                name=f"tune-{int(time.time())}", storage_path=str(storage / "tune"), verbose=0,
-                callbacks=[callback], failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
+                name=f"tune-{int(time.time())}",
+                storage_path=str(storage / "tune"),
+                verbose=0,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
                 progress_reporter=None,
             ),
         )
@@ -548,8 +636,16 @@ def run_sweep(exp: Experiment, *, address: str | None = None, resume: bool = Fal
     return _finish(exp, tracker, state, storage, wall, callback, concurrent if n_to_run else 1, verbose)
 
 
-def _finish(exp: Experiment, tracker: SweepTracker, state: _State, storage: Path, wall: float,
-            callback: Any, slots: int, verbose: bool) -> SweepSummary:
+def _finish(
+    exp: Experiment,
+    tracker: SweepTracker,
+    state: _State,
+    storage: Path,
+    wall: float,
+    callback: Any,
+    slots: int,
+    verbose: bool,
+) -> SweepSummary:
     from mixopt import plots
 
     parent_id = tracker.parent_id
@@ -560,12 +656,21 @@ def _finish(exp: Experiment, tracker: SweepTracker, state: _State, storage: Path
         status = r.data.tags.get(STATUS)
         summary.finished += status == "FINISHED"
         summary.failed += status == "FAILED"
-        summary.trials.append({"trial_id": r.data.tags.get(TRIAL_ID), "status": status,
-                               "objective": r.data.metrics.get("objective"), "run_id": r.info.run_id,
-                               "proposal": json.loads(r.data.tags[PROPOSAL])})
+        summary.trials.append(
+            {
+                "trial_id": r.data.tags.get(TRIAL_ID),
+                "status": status,
+                "objective": r.data.metrics.get("objective"),
+                "run_id": r.info.run_id,
+                "proposal": json.loads(r.data.tags[PROPOSAL]),
+            }
+        )
     summary.best = state.optimizer.best()
-    metrics: dict[str, float] = {"trials_finished": summary.finished, "trials_failed": summary.failed,
-                                 "wall_seconds": wall}
+    metrics: dict[str, float] = {
+        "trials_finished": summary.finished,
+        "trials_failed": summary.failed,
+        "wall_seconds": wall,
+    }
     if summary.best is not None:
         metrics["best_objective"] = summary.best[1]
     if callback is not None:
@@ -575,8 +680,11 @@ def _finish(exp: Experiment, tracker: SweepTracker, state: _State, storage: Path
     tracker.log_metrics(parent_id, metrics, 0)
     tracker.log_text(parent_id, json.dumps(state.optimizer.state_dict()), "optimizer_state.json")
     if summary.best is not None:
-        tracker.log_text(parent_id, json.dumps({"proposal": summary.best[0], "objective": summary.best[1]},
-                                               indent=1), "best.json")
+        tracker.log_text(
+            parent_id,
+            json.dumps({"proposal": summary.best[0], "objective": summary.best[1]}, indent=1),
+            "best.json",
+        )
     try:
         import matplotlib.pyplot as plt
 
@@ -593,18 +701,28 @@ def _finish(exp: Experiment, tracker: SweepTracker, state: _State, storage: Path
 
 def _print_summary(exp: Experiment, s: SweepSummary) -> None:
     out = sys.stdout
-    print(f"\n[mixopt] sweep done in {s.wall_seconds:.0f}s: {s.finished} finished, {s.failed} failed.", file=out)
+    print(
+        f"\n[mixopt] sweep done in {s.wall_seconds:.0f}s: {s.finished} finished, {s.failed} failed.", file=out
+    )
     if s.best is not None:
         proposal, value = s.best
         weights = ", ".join(f"{t}={proposal[t]:.3f}" for t in exp.task_names)
-        hps = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in proposal.items() if k not in exp.task_names)
+        hps = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in proposal.items()
+            if k not in exp.task_names
+        )
         print(f"[mixopt] best objective {value:.4f}: {weights}" + (f"; {hps}" if hps else ""), file=out)
     if s.idle_fraction is not None:
-        print(f"[mixopt] trial slots idle {100 * s.idle_fraction:.1f}% of the time between the first trial's "
-              "start and the last one's end", file=out)
-    print(f"[mixopt] MLflow: {s.tracking_uri}, experiment {s.experiment_name!r}, sweep run {s.parent_run_id}",
-          file=out)
+        print(
+            f"[mixopt] trial slots idle {100 * s.idle_fraction:.1f}% of the time between the first trial's "
+            "start and the last one's end",
+            file=out,
+        )
+    print(
+        f"[mixopt] MLflow: {s.tracking_uri}, experiment {s.experiment_name!r}, sweep run {s.parent_run_id}",
+        file=out,
+    )
     if s.tracking_uri.startswith("sqlite:"):
         print(f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri})", file=out)
     print("[mixopt] next: mixopt soup <experiment.yaml> --runs top5   (or: make soup)", file=out, flush=True)

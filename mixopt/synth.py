@@ -45,8 +45,21 @@ import numpy as np
 KINDS = ("retrieval", "sts", "classification")
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids: pad 0, eos 1, bos 2, unk 3
 # Words of the tiny experiment's prompts, so prompts tokenise to real ids rather than <unk>.
-PROMPT_WORDS = ["task", "search", "result", "query", "title", "none", "text", "sentence",
-                "similarity", "classification", "retrieval", ":", "|"]
+PROMPT_WORDS = [
+    "task",
+    "search",
+    "result",
+    "query",
+    "title",
+    "none",
+    "text",
+    "sentence",
+    "similarity",
+    "classification",
+    "retrieval",
+    ":",
+    "|",
+]
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
@@ -83,22 +96,33 @@ def _task_plan(n_tasks: int, spec: SynthSpec, rng: np.random.Generator) -> list[
         # Difficulty knobs, drawn per task so tasks differ: how many private words per concept the
         # task's view holds (more = more to learn), and how many noise words each text carries.
         n_private = int(rng.integers(1, private + 1))
-        views = [sorted(rng.choice(private, size=n_private, replace=False).tolist()) for _ in range(spec.n_concepts)]
-        plans.append({
-            "name": f"{kind}_{k}",
-            "kind": kind,
-            "private_words_per_concept": n_private,
-            "noise_words_per_text": int(rng.integers(0, 3)),
-            "view": views,  # per concept: indices into that concept's private words
-        })
+        views = [
+            sorted(rng.choice(private, size=n_private, replace=False).tolist())
+            for _ in range(spec.n_concepts)
+        ]
+        plans.append(
+            {
+                "name": f"{kind}_{k}",
+                "kind": kind,
+                "private_words_per_concept": n_private,
+                "noise_words_per_text": int(rng.integers(0, 3)),
+                "view": views,  # per concept: indices into that concept's private words
+            }
+        )
     return plans
 
 
 class _Writer:
     """Generates texts for one task from its view of the concept pools."""
 
-    def __init__(self, plan: dict[str, Any], pools: list[list[str]], noise: list[str], spec: SynthSpec,
-                 rng: np.random.Generator):
+    def __init__(
+        self,
+        plan: dict[str, Any],
+        pools: list[list[str]],
+        noise: list[str],
+        spec: SynthSpec,
+        rng: np.random.Generator,
+    ):
         self.plan, self.pools, self.noise, self.spec, self.rng = plan, pools, noise, spec, rng
         self.vocab = [
             pools[c][: spec.shared_words] + [pools[c][spec.shared_words + i] for i in plan["view"][c]]
@@ -159,12 +183,18 @@ def build_tokenizer(words: list[str]):
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", pair="<bos> $A <eos> $B <eos>",
+        single="<bos> $A <eos>",
+        pair="<bos> $A <eos> $B <eos>",
         special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>",
-        padding_side="right", model_max_length=256,
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="right",
+        model_max_length=256,
     )
 
 
@@ -173,10 +203,22 @@ def tiny_gemma_config(vocab_size: int, **sizes: Any):
     from transformers import Gemma3TextConfig
 
     kw: dict[str, Any] = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        max_position_embeddings=512, sliding_window=512, layer_types=["sliding_attention", "full_attention"],
-        use_bidirectional_attention=True, use_cache=False, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        max_position_embeddings=512,
+        sliding_window=512,
+        layer_types=["sliding_attention", "full_attention"],
+        use_bidirectional_attention=True,
+        use_cache=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     kw.update(sizes)
     if "num_hidden_layers" in sizes and "layer_types" not in sizes:
@@ -208,8 +250,13 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(r, sort_keys=True) + "\n")
 
 
-def synthesize(out_dir: str | Path, n_tasks: int = 3, seed: int = 0, spec: SynthSpec | None = None,
-               with_model: bool = True) -> dict[str, Any]:
+def synthesize(
+    out_dir: str | Path,
+    n_tasks: int = 3,
+    seed: int = 0,
+    spec: SynthSpec | None = None,
+    with_model: bool = True,
+) -> dict[str, Any]:
     """Write ``n_tasks`` synthetic tasks (and the tiny model) to ``out_dir``; return the metadata.
 
     The directory is written atomically: built in a temporary sibling, then renamed into place,
@@ -229,7 +276,9 @@ def synthesize(out_dir: str | Path, n_tasks: int = 3, seed: int = 0, spec: Synth
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         for plan in plans:
-            writer = _Writer(plan, pools, noise, spec, np.random.default_rng([seed, len(plan["name"]), plans.index(plan)]))
+            writer = _Writer(
+                plan, pools, noise, spec, np.random.default_rng([seed, len(plan["name"]), plans.index(plan)])
+            )
             for split, n in (("train", spec.n_train), ("dev", spec.n_dev)):
                 _write_jsonl(tmp / plan["name"] / f"{split}.jsonl", [writer.row() for _ in range(n)])
         if with_model:

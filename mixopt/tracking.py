@@ -81,7 +81,9 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         exp = retry(lambda: self.client.get_experiment_by_name(experiment_name), "get experiment")
         if exp is None:
-            self.experiment_id = retry(lambda: self.client.create_experiment(experiment_name), "create experiment")
+            self.experiment_id = retry(
+                lambda: self.client.create_experiment(experiment_name), "create experiment"
+            )
         elif exp.lifecycle_stage == "deleted":
             raise RuntimeError(
                 f"MLflow experiment {experiment_name!r} is deleted in {tracking_uri}; restore it "
@@ -96,8 +98,10 @@ class SweepTracker:
     # ------------------------------------------------------------------ parent run
 
     def start_sweep(self, name: str, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
-        run = retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags={ROLE: "sweep"}),
-                    "create sweep run")
+        run = retry(
+            lambda: self.client.create_run(self.experiment_id, run_name=name, tags={ROLE: "sweep"}),
+            "create sweep run",
+        )
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, {k: str(v) for k, v in params.items()})
         for filename, text in artifacts.items():
@@ -106,9 +110,15 @@ class SweepTracker:
 
     def find_unfinished_sweep(self) -> str | None:
         """The newest sweep run that did not end (the driver was killed), for ``--resume``."""
-        runs = retry(lambda: self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
-            order_by=["attributes.start_time DESC"], max_results=20), "search sweeps")
+        runs = retry(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{ROLE}` = 'sweep'",
+                order_by=["attributes.start_time DESC"],
+                max_results=20,
+            ),
+            "search sweeps",
+        )
         for r in runs:
             if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
                 return r.info.run_id
@@ -129,26 +139,39 @@ class SweepTracker:
         runs: list[Any] = []
         token = None
         while True:
-            page = retry(lambda t=token: self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{ROLE}` = 'trial'",
-                max_results=1000, page_token=t), "search trials")
+            page = retry(
+                lambda t=token: self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=f"tags.`{PARENT}` = '{parent_id}' and tags.`{ROLE}` = 'trial'",
+                    max_results=1000,
+                    page_token=t,
+                ),
+                "search trials",
+            )
             runs.extend(page)
             token = page.token
             if not token:
                 return runs
 
-    def start_trial(self, trial_id: str, proposal: Mapping[str, Any], task_names: list[str],
-                    origin: str, seed: int) -> str:
+    def start_trial(
+        self, trial_id: str, proposal: Mapping[str, Any], task_names: list[str], origin: str, seed: int
+    ) -> str:
         assert self.parent_id is not None
-        tags = {ROLE: "trial", PARENT: self.parent_id, TRIAL_ID: trial_id, STATUS: "RUNNING",
-                PROPOSAL: json.dumps(dict(proposal), sort_keys=True)}
+        tags = {
+            ROLE: "trial",
+            PARENT: self.parent_id,
+            TRIAL_ID: trial_id,
+            STATUS: "RUNNING",
+            PROPOSAL: json.dumps(dict(proposal), sort_keys=True),
+        }
 
         def create() -> str:
             # Idempotent: a create whose reply was lost (timeout) may have made the run already.
             existing = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
-                max_results=1)
+                max_results=1,
+            )
             if existing:
                 return existing[0].info.run_id
             return self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
@@ -165,8 +188,11 @@ class SweepTracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        batch = [
+            Metric(metric_key(k), float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
         for chunk in _chunks(batch, 900):  # MLflow caps a batch at 1000 metrics
             retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
 
@@ -176,7 +202,10 @@ class SweepTracker:
             retry(lambda c=chunk: self.client.log_batch(run_id, params=c), "log params")
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]), "set tags")
+        retry(
+            lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]),
+            "set tags",
+        )
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         retry(lambda: self.client.log_text(run_id, text, artifact_file), f"log {artifact_file}")
@@ -191,8 +220,9 @@ class SweepTracker:
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"log {artifact_file}")
 
-    def finish_trial(self, run_id: str, status: str, reason: str | None = None,
-                     tags: Mapping[str, str] | None = None) -> None:
+    def finish_trial(
+        self, run_id: str, status: str, reason: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
         """End a trial run: ``FINISHED`` or ``FAILED`` (with the reason as a tag)."""
         assert status in ("FINISHED", "FAILED", "KILLED")
         all_tags = dict(tags or {}) | {STATUS: status}
@@ -225,9 +255,19 @@ def recorded_experiment(tracking_uri: str, experiment_name: str | None = None):
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in retry(lambda: client.search_experiments(), "list experiments")]
-    runs = retry(lambda: client.search_runs(ids, filter_string=f"tags.`{ROLE}` = 'sweep'",
-                                            order_by=["attributes.start_time DESC"], max_results=1),
-                 "search sweeps") if ids else []
+    runs = (
+        retry(
+            lambda: client.search_runs(
+                ids,
+                filter_string=f"tags.`{ROLE}` = 'sweep'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            ),
+            "search sweeps",
+        )
+        if ids
+        else []
+    )
     if not runs:
         where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
         raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")

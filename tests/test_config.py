@@ -79,7 +79,9 @@ def test_good_config_loads_with_defaults_and_absolute_paths(tmp_path: Path) -> N
 
 def test_env_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("N_TRIALS", "12")
-    text = GOOD.replace("max_trials: 8", "max_trials: ${N_TRIALS}").replace("path: data/a", "path: ${ROOT:-/r}/a")
+    text = GOOD.replace("max_trials: 8", "max_trials: ${N_TRIALS}").replace(
+        "path: data/a", "path: ${ROOT:-/r}/a"
+    )
     exp = load_experiment(write(tmp_path, text))
     assert exp.optimizer.max_trials == 12
     assert str(exp.task("a").path) == "/r/a"
@@ -92,29 +94,143 @@ def _line_of(text: str, needle: str) -> int:
 # Each bad config: (edit of GOOD, the YAML path named, a phrase of the message, the text on the reported line)
 BAD = [
     ("unknown_top", GOOD + "colour: red\n", "colour", "unknown key", "colour: red"),
-    ("unknown_task_key", GOOD.replace("kind: sts", "kind: sts\n    weight: 3"), "tasks[1].weight", "unknown key", "weight: 3"),
+    (
+        "unknown_task_key",
+        GOOD.replace("kind: sts", "kind: sts\n    weight: 3"),
+        "tasks[1].weight",
+        "unknown key",
+        "weight: 3",
+    ),
     ("bad_kind", GOOD.replace("kind: sts", "kind: ranking"), "tasks[1].kind", "retrieval", "kind: ranking"),
     ("missing_name", GOOD.replace("name: t\n", ""), "name", "required", None),
-    ("bad_metric", GOOD.replace("kind: sts\n", "kind: sts\n    metric: ndcg@10\n"), "tasks[1]", "not defined for sts", "- name: b"),
+    (
+        "bad_metric",
+        GOOD.replace("kind: sts\n", "kind: sts\n    metric: ndcg@10\n"),
+        "tasks[1]",
+        "not defined for sts",
+        "- name: b",
+    ),
     ("no_paths", GOOD.replace("    path: data/b\n", ""), "tasks[1]", "either 'path'", "- name: b"),
-    ("seed_unknown_task", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, z: 0.25}"), "search.seed_mixtures[0]", "unknown task(s) ['z']", "{a: 0.5"),
-    ("seed_negative", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.75, b: 0.5, c: -0.25}"), "search.seed_mixtures[0]", "-0.25", "{a: 0.75"),
-    ("seed_sum", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, c: 0.2}"), "search.seed_mixtures[0]", "sum to 1", "{a: 0.5"),
-    ("seed_outside_bounds", GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.05, b: 0.5, c: 0.45}"), "search.seed_mixtures[0].a", "outside its bounds", "{a: 0.05"),
-    ("bounds_unknown_task", GOOD.replace("a: {min: 0.1, max: 0.8}", "q: {min: 0.1}"), "search.bounds.q", "unknown task", "q: {min"),
-    ("bounds_min_gt_max", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.9, max: 0.2}"), "search.bounds.a", "greater than max", "a: {min: 0.9"),
-    ("bounds_infeasible", GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.7}\n    b: {min: 0.6}"), "search.bounds", "sum to 1.3", "bounds:"),
-    ("hp_low_high", GOOD.replace("low: 0.01, high: 0.1", "low: 0.5, high: 0.1"), "search.hyperparameters.temperature", "less than high", "temperature:"),
-    ("hp_log_nonpositive", GOOD.replace("low: 1.0e-5", "low: 0.0"), "search.hyperparameters.learning_rate.low", "greater than 0", "learning_rate:"),
-    ("hp_bad_type", GOOD.replace("type: int", "type: integer"), "search.hyperparameters.batch_size", "type", "batch_size:"),
-    ("alpha_negative", GOOD.replace("{a: 2.0}", "{a: -1.0}"), "optimizer.dirichlet_alpha", "positive", "dirichlet_alpha"),
-    ("alpha_unknown_task", GOOD.replace("{a: 2.0}", "{zz: 2.0}"), "optimizer.dirichlet_alpha.zz", "unknown task", "dirichlet_alpha"),
-    ("max_trials_zero", GOOD.replace("max_trials: 8", "max_trials: 0"), "optimizer.max_trials", "greater than or equal to 1", "max_trials: 0"),
-    ("bad_target", GOOD.replace("trainers.embedding:train", "trainers/embedding.py"), "trainer.target", "package.module:function", "target:"),
-    ("target_missing_module", GOOD.replace("trainers.embedding:train", "no_such_pkg.mod:train"), "trainer.target", "cannot import", "target:"),
+    (
+        "seed_unknown_task",
+        GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, z: 0.25}"),
+        "search.seed_mixtures[0]",
+        "unknown task(s) ['z']",
+        "{a: 0.5",
+    ),
+    (
+        "seed_negative",
+        GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.75, b: 0.5, c: -0.25}"),
+        "search.seed_mixtures[0]",
+        "-0.25",
+        "{a: 0.75",
+    ),
+    (
+        "seed_sum",
+        GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.5, b: 0.25, c: 0.2}"),
+        "search.seed_mixtures[0]",
+        "sum to 1",
+        "{a: 0.5",
+    ),
+    (
+        "seed_outside_bounds",
+        GOOD.replace("{a: 0.5, b: 0.25, c: 0.25}", "{a: 0.05, b: 0.5, c: 0.45}"),
+        "search.seed_mixtures[0].a",
+        "outside its bounds",
+        "{a: 0.05",
+    ),
+    (
+        "bounds_unknown_task",
+        GOOD.replace("a: {min: 0.1, max: 0.8}", "q: {min: 0.1}"),
+        "search.bounds.q",
+        "unknown task",
+        "q: {min",
+    ),
+    (
+        "bounds_min_gt_max",
+        GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.9, max: 0.2}"),
+        "search.bounds.a",
+        "greater than max",
+        "a: {min: 0.9",
+    ),
+    (
+        "bounds_infeasible",
+        GOOD.replace("a: {min: 0.1, max: 0.8}", "a: {min: 0.7}\n    b: {min: 0.6}"),
+        "search.bounds",
+        "sum to 1.3",
+        "bounds:",
+    ),
+    (
+        "hp_low_high",
+        GOOD.replace("low: 0.01, high: 0.1", "low: 0.5, high: 0.1"),
+        "search.hyperparameters.temperature",
+        "less than high",
+        "temperature:",
+    ),
+    (
+        "hp_log_nonpositive",
+        GOOD.replace("low: 1.0e-5", "low: 0.0"),
+        "search.hyperparameters.learning_rate.low",
+        "greater than 0",
+        "learning_rate:",
+    ),
+    (
+        "hp_bad_type",
+        GOOD.replace("type: int", "type: integer"),
+        "search.hyperparameters.batch_size",
+        "type",
+        "batch_size:",
+    ),
+    (
+        "alpha_negative",
+        GOOD.replace("{a: 2.0}", "{a: -1.0}"),
+        "optimizer.dirichlet_alpha",
+        "positive",
+        "dirichlet_alpha",
+    ),
+    (
+        "alpha_unknown_task",
+        GOOD.replace("{a: 2.0}", "{zz: 2.0}"),
+        "optimizer.dirichlet_alpha.zz",
+        "unknown task",
+        "dirichlet_alpha",
+    ),
+    (
+        "max_trials_zero",
+        GOOD.replace("max_trials: 8", "max_trials: 0"),
+        "optimizer.max_trials",
+        "greater than or equal to 1",
+        "max_trials: 0",
+    ),
+    (
+        "bad_target",
+        GOOD.replace("trainers.embedding:train", "trainers/embedding.py"),
+        "trainer.target",
+        "package.module:function",
+        "target:",
+    ),
+    (
+        "target_missing_module",
+        GOOD.replace("trainers.embedding:train", "no_such_pkg.mod:train"),
+        "trainer.target",
+        "cannot import",
+        "target:",
+    ),
     ("duplicate_task", GOOD.replace("name: c", "name: a"), "tasks[2].name", "used twice", "    name: a"),
-    ("duplicate_key", GOOD.replace("n_seeds: 4", "n_seeds: 4\n  n_seeds: 5"), "optimizer.n_seeds", "duplicate key", "n_seeds: 5"),
-    ("hp_not_a_trainer_option", GOOD.replace("batch_size: {type: int", "batch_sise: {type: int"), "search.hyperparameters.batch_sise", "no option 'batch_sise'", "batch_sise:"),
+    (
+        "duplicate_key",
+        GOOD.replace("n_seeds: 4", "n_seeds: 4\n  n_seeds: 5"),
+        "optimizer.n_seeds",
+        "duplicate key",
+        "n_seeds: 5",
+    ),
+    (
+        "hp_not_a_trainer_option",
+        GOOD.replace("batch_size: {type: int", "batch_sise: {type: int"),
+        "search.hyperparameters.batch_sise",
+        "no option 'batch_sise'",
+        "batch_sise:",
+    ),
     ("bad_yaml", GOOD.replace("n_seeds: 4", "n_seeds: [4"), "", "invalid YAML", None),
 ]
 

@@ -16,11 +16,14 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def test_good_rows_of_each_kind(tmp_path: Path) -> None:
-    r = write_lines(tmp_path / "r.jsonl", [
-        json.dumps({"query": "q1", "positive": "p1", "negatives": ["n1", "n2"]}),
-        "",  # blank lines are skipped
-        json.dumps({"query": "q2", "positive": "p2"}),
-    ])
+    r = write_lines(
+        tmp_path / "r.jsonl",
+        [
+            json.dumps({"query": "q1", "positive": "p1", "negatives": ["n1", "n2"]}),
+            "",  # blank lines are skipped
+            json.dumps({"query": "q2", "positive": "p2"}),
+        ],
+    )
     assert read_rows(r, "retrieval") == [RetrievalRow("q1", "p1", ("n1", "n2")), RetrievalRow("q2", "p2", ())]
     s = write_lines(tmp_path / "s.jsonl", [json.dumps({"text1": "a", "text2": "b", "score": 3})])
     assert read_rows(s, "sts") == [STSRow("a", "b", 3.0)]
@@ -29,8 +32,12 @@ def test_good_rows_of_each_kind(tmp_path: Path) -> None:
 
 
 def test_teacher_embeddings_ride_along(tmp_path: Path) -> None:
-    row = {"query": "q", "positive": "p", "negatives": ["n"],
-           "teacher": {"query": [1, 0], "positive": [0.5, 0.5], "negatives": [[0, 1]]}}
+    row = {
+        "query": "q",
+        "positive": "p",
+        "negatives": ["n"],
+        "teacher": {"query": [1, 0], "positive": [0.5, 0.5], "negatives": [[0, 1]]},
+    }
     (got,) = read_rows(write_lines(tmp_path / "r.jsonl", [json.dumps(row)]), "retrieval")
     assert got.teacher == {"query": (1.0, 0.0), "positive": (0.5, 0.5), "negatives": ((0.0, 1.0),)}
 
@@ -46,15 +53,22 @@ BAD_ROWS = [
     ("sts", {"text1": "a", "text2": "b"}, "missing field(s) ['score']"),
     ("classification", {"text": "t", "label": True}, "'label' must be"),
     ("classification", {"text": "t", "label": 1, "teacher": {"label": [1.0]}}, "not a text field"),
-    ("retrieval", {"query": "q", "positive": "p", "teacher": {"query": [1, 2], "positive": [1]}}, "different lengths"),
+    (
+        "retrieval",
+        {"query": "q", "positive": "p", "teacher": {"query": [1, 2], "positive": [1]}},
+        "different lengths",
+    ),
     ("retrieval", {"query": "q", "positive": "p", "teacher": {"query": [1, "x"]}}, "finite numbers"),
 ]
 
 
 @pytest.mark.parametrize("kind,row,message", BAD_ROWS, ids=[m for _, _, m in BAD_ROWS])
 def test_bad_row_names_file_and_line(tmp_path: Path, kind: str, row: dict, message: str) -> None:
-    good = {"retrieval": {"query": "q", "positive": "p"}, "sts": {"text1": "a", "text2": "b", "score": 1},
-            "classification": {"text": "t", "label": "x"}}[kind]
+    good = {
+        "retrieval": {"query": "q", "positive": "p"},
+        "sts": {"text1": "a", "text2": "b", "score": 1},
+        "classification": {"text": "t", "label": "x"},
+    }[kind]
     path = write_lines(tmp_path / "d.jsonl", [json.dumps(good), json.dumps(good), json.dumps(row)])
     with pytest.raises(DataError) as info:
         read_rows(path, kind)

@@ -100,8 +100,13 @@ def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray
     first = min(children, key=lambda c: c.data.tags["mixopt.trial_id"])
     assert float(first.data.params["w.retrieval_0"]) == 0.5
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"config.yaml", "seed_mixtures.json", "optimizer_state.json", "best_so_far.png",
-            "top_mixtures.png"} <= artifacts
+    assert {
+        "config.yaml",
+        "seed_mixtures.json",
+        "optimizer_state.json",
+        "best_so_far.png",
+        "top_mixtures.png",
+    } <= artifacts
     best = max(c.data.metrics["objective"] for c in children)
     assert summary.best is not None and summary.best[1] == pytest.approx(best)
     # The sweep recorded its resolved config: `mixopt soup` without a YAML rebuilds the same experiment.
@@ -124,18 +129,27 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, data_d
         {"retrieval_0": 0.4, "sts_1": 0.3, "classification_2": 0.3},
     ]
     path = write_experiment(
-        tmp_path, data_dir,
+        tmp_path,
+        data_dir,
         search={"seed_mixtures": seeds},
-        trainer={"target": "trainers.analytic:train", "steps": 20, "fail_above": {"retrieval_0": 0.85},
-                 "nan_above": {"sts_1": 0.85}, "exit_above": {"classification_2": 0.85}},
+        trainer={
+            "target": "trainers.analytic:train",
+            "steps": 20,
+            "fail_above": {"retrieval_0": 0.85},
+            "nan_above": {"sts_1": 0.85},
+            "exit_above": {"classification_2": 0.85},
+        },
         optimizer={"n_seeds": 4, "max_trials": 6, "max_concurrent": 2},
     )
     summary = run_sweep(load_experiment(path), verbose=False)
     _, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(children) == 6
     by_id = {c.data.tags["mixopt.trial_id"]: c for c in children}
-    for tid, phrase in [("trial-000", "injected failure"), ("trial-001", "non-finite objective"),
-                        ("trial-002", "")]:
+    for tid, phrase in [
+        ("trial-000", "injected failure"),
+        ("trial-001", "non-finite objective"),
+        ("trial-002", ""),
+    ]:
         run = by_id[tid]
         assert run.info.status == "FAILED" and run.data.tags["mixopt.status"] == "FAILED"
         assert phrase in run.data.tags["mixopt.failure"]
@@ -152,15 +166,20 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, data_d
 
 def test_bad_config_starts_nothing_and_writes_nothing(tmp_path: Path, data_dir: Path) -> None:
     path = write_experiment(tmp_path, data_dir, optimizer={"max_trials": 0})
-    proc = subprocess.run([sys.executable, "-m", "mixopt.cli", "sweep", str(path)], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixopt.cli", "sweep", str(path)], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode != 0 and "optimizer.max_trials" in proc.stderr
     # Missing data: also refused before anything is written.
     tasks = [{"name": t, "kind": t.rsplit("_", 1)[0], "path": str(data_dir / t)} for t in TASKS]
     tasks[1]["path"] = str(tmp_path / "nope")
     broken = write_experiment(tmp_path, data_dir, tasks=tasks)
-    proc = subprocess.run([sys.executable, "-m", "mixopt.cli", "sweep", str(broken)], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixopt.cli", "sweep", str(broken)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "no such file" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
@@ -177,10 +196,25 @@ def test_sweep_against_an_mlflow_tracking_server(tmp_path: Path, data_dir: Path,
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         uri = f"http://127.0.0.1:{port}"
@@ -194,8 +228,12 @@ def test_sweep_against_an_mlflow_tracking_server(tmp_path: Path, data_dir: Path,
                     raise RuntimeError("mlflow server did not start") from None
                 time.sleep(0.5)
         time.sleep(2)
-        path = write_experiment(tmp_path, data_dir, tracking={"uri": uri},
-                                optimizer={"n_seeds": 2, "max_trials": 4, "max_concurrent": 2})
+        path = write_experiment(
+            tmp_path,
+            data_dir,
+            tracking={"uri": uri},
+            optimizer={"n_seeds": 2, "max_trials": 4, "max_concurrent": 2},
+        )
         summary = run_sweep(load_experiment(path), verbose=False)
         _, parents, children = trial_runs(uri)
         assert len(parents) == 1 and len(children) == 4 and summary.finished == 4
@@ -208,7 +246,8 @@ def test_sweep_against_an_mlflow_tracking_server(tmp_path: Path, data_dir: Path,
 @pytest.mark.slow
 def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> None:
     path = write_experiment(
-        tmp_path, data_dir,
+        tmp_path,
+        data_dir,
         trainer={"target": "trainers.analytic:train", "steps": 20, "seconds_per_step": 0.15},
         optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 2},
     )
@@ -219,7 +258,9 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
     # Create the store's tables before two processes (driver, this test's polling) open it:
     # concurrent first-time schema migrations of one sqlite file would race.
     MlflowClient(uri).search_experiments()
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     # Wait until some trials are done (and others running), then kill the driver outright.
     deadline = time.time() + 240
     finished_before: dict[str, int] = {}
@@ -243,7 +284,9 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
     assert parents[0].info.status == "RUNNING"  # the killed driver could not close it
     assert len(children) < 8
 
-    resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     client, parents, children = trial_runs(uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -256,17 +299,24 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
     # Proposals are distinct: the optimizer continued, it did not start over.
     proposals = [json.loads(c.data.tags["mixopt.proposal"]) for c in children]
     assert len({json.dumps(p, sort_keys=True) for p in proposals}) == 8
-    assert all(math.isfinite(c.data.metrics.get("objective", math.nan)) for c in children
-               if c.data.tags["mixopt.status"] == "FINISHED")
+    assert all(
+        math.isfinite(c.data.metrics.get("objective", math.nan))
+        for c in children
+        if c.data.tags["mixopt.status"] == "FINISHED"
+    )
 
 
 @pytest.mark.slow
 def test_four_concurrent_trials_on_sqlite_lose_nothing(tmp_path: Path, data_dir: Path, ray_local) -> None:
     from mixopt.sweep import run_sweep
 
-    path = write_experiment(tmp_path, data_dir, resources={"cpus": 0.5},
-                            trainer={"target": "trainers.analytic:train", "steps": 40, "report_every": 1},
-                            optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 4})
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        resources={"cpus": 0.5},
+        trainer={"target": "trainers.analytic:train", "steps": 40, "report_every": 1},
+        optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 4},
+    )
     summary = run_sweep(load_experiment(path), verbose=False)
     client, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert summary.finished == 8 and len(children) == 8
@@ -281,8 +331,14 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
     from mixopt.sweep import run_sweep
 
     path = write_experiment(
-        tmp_path, data_dir,
-        trainer={"target": "trainers.analytic:train", "steps": 40, "report_every": 5, "seconds_per_step": 0.05},
+        tmp_path,
+        data_dir,
+        trainer={
+            "target": "trainers.analytic:train",
+            "steps": 40,
+            "report_every": 5,
+            "seconds_per_step": 0.05,
+        },
         optimizer={"n_seeds": 6, "max_trials": 6, "max_concurrent": 2},
         sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
     )
@@ -329,7 +385,12 @@ def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Pat
     assert done == 3 and next_index == 4
     assert reruns == [("trial-002", runs[2], p[2])]
     assert restored.pending == [p[2]]  # p[4] was cancelled, p[1] told
-    assert dict((json.dumps(q, sort_keys=True), v) for q, v in restored.history)[json.dumps(p[1], sort_keys=True)] == 0.7
+    assert (
+        dict((json.dumps(q, sort_keys=True), v) for q, v in restored.history)[
+            json.dumps(p[1], sort_keys=True)
+        ]
+        == 0.7
+    )
     closed = tracker.client.get_run(runs[3])
     assert closed.info.status == "FINISHED" and closed.data.metrics["objective"] == 0.9
     assert closed.data.tags["mixopt.checkpoint"] == str(tmp_path / "trial-003" / "model")

@@ -13,8 +13,11 @@ SMALL = SynthSpec(n_train=64, n_dev=16)
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,9 @@ def test_same_seed_same_bytes_different_seed_differs(synth_dir: Path, tmp_path: 
     assert digest(again) == digest(synth_dir)
     other = tmp_path / "other"
     synthesize(other, n_tasks=4, seed=4, spec=SMALL, with_model=False)
-    assert (other / "retrieval_0" / "train.jsonl").read_bytes() != (synth_dir / "retrieval_0" / "train.jsonl").read_bytes()
+    assert (other / "retrieval_0" / "train.jsonl").read_bytes() != (
+        synth_dir / "retrieval_0" / "train.jsonl"
+    ).read_bytes()
 
 
 def test_every_file_reads_back_with_mixed_kinds(synth_dir: Path) -> None:
@@ -66,7 +71,9 @@ def test_tasks_differ_in_difficulty_and_share_vocabulary_partly(synth_dir: Path)
     def vocab(task: str) -> set[str]:
         words: set[str] = set()
         for row in read_rows(synth_dir / task / "train.jsonl", task.rsplit("_", 1)[0]):
-            for text in (getattr(row, f) for f in ("query", "positive", "text1", "text2", "text") if hasattr(row, f)):
+            for text in (
+                getattr(row, f) for f in ("query", "positive", "text1", "text2", "text") if hasattr(row, f)
+            ):
                 words.update(text.split())
         return words
 

@@ -71,7 +71,9 @@ def _vocabulary(path: str, kind: str, max_rows: int) -> frozenset[str]:
     return frozenset(words)
 
 
-def scores(mixture: dict[str, float], tasks: Sequence[TaskConfig], steps: int, options: Options) -> np.ndarray:
+def scores(
+    mixture: dict[str, float], tasks: Sequence[TaskConfig], steps: int, options: Options
+) -> np.ndarray:
     """Per-task scores ``s_k(steps)`` of the closed form in the module docstring."""
     vocab = [_vocabulary(str(t.train_file), t.kind.value, options.max_rows) for t in tasks]
     words = sorted(set().union(*vocab))
@@ -116,9 +118,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
     if _exceeds(mixture, opts.nan_above) is not None:
         objective = math.nan
     metric_name = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10"}
-    task_metrics = {
-        f"{t.name}/{metric_name.get(t.metric, t.metric)}/d0": float(v) for t, v in zip(tasks, s)
-    }
+    task_metrics = {f"{t.name}/{metric_name.get(t.metric, t.metric)}/d0": float(v) for t, v in zip(tasks, s)}
     Path(trial.output_dir).mkdir(parents=True, exist_ok=True)
     return TrialResult(
         objective=objective,

@@ -20,9 +20,13 @@ def make_tasks(tmp_path: Path):
         d = tmp_path / name
         d.mkdir()
         for split in ("train", "dev"):
-            (d / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "label": "l"}) + "\n" for t in rows))
+            (d / f"{split}.jsonl").write_text(
+                "".join(json.dumps({"text": t, "label": "l"}) + "\n" for t in rows)
+            )
         specs.append({"name": name, "kind": "classification", "path": str(d)})
-    exp = experiment_from_dict({"name": "t", "tasks": specs, "trainer": {"target": "trainers.analytic:train"}})
+    exp = experiment_from_dict(
+        {"name": "t", "tasks": specs, "trainer": {"target": "trainers.analytic:train"}}
+    )
     return exp.tasks
 
 
@@ -58,14 +62,20 @@ def test_best_mixture_is_interior(tmp_path: Path) -> None:
 def test_train_reports_and_injects_failures(tmp_path: Path) -> None:
     tasks = make_tasks(tmp_path)
     seen = []
-    trial = Trial({"a": 0.2, "b": 0.3, "c": 0.5}, {}, 0, 10, tmp_path / "out", tuple(tasks), {"report_every": 5})
+    trial = Trial(
+        {"a": 0.2, "b": 0.3, "c": 0.5}, {}, 0, 10, tmp_path / "out", tuple(tasks), {"report_every": 5}
+    )
     result = train(trial, lambda step, m: seen.append((step, dict(m))))
     assert [s for s, _ in seen] == [5, 10]
     assert result.objective == pytest.approx(np.mean(list(result.task_scores.values())))
     assert set(result.task_metrics) == {"a/accuracy/d0", "b/accuracy/d0", "c/accuracy/d0"}
 
-    failing = Trial({"a": 0.9, "b": 0.1, "c": 0.0}, {}, 0, 10, tmp_path / "f", tuple(tasks), {"fail_above": {"a": 0.5}})
+    failing = Trial(
+        {"a": 0.9, "b": 0.1, "c": 0.0}, {}, 0, 10, tmp_path / "f", tuple(tasks), {"fail_above": {"a": 0.5}}
+    )
     with pytest.raises(TrialFailed, match="weight of a"):
         train(failing, lambda *_: None)
-    nan = Trial({"a": 0.9, "b": 0.1, "c": 0.0}, {}, 0, 10, tmp_path / "n", tuple(tasks), {"nan_above": {"a": 0.5}})
+    nan = Trial(
+        {"a": 0.9, "b": 0.1, "c": 0.0}, {}, 0, 10, tmp_path / "n", tuple(tasks), {"nan_above": {"a": 0.5}}
+    )
     assert math.isnan(train(nan, lambda *_: None).objective)
