@@ -56,6 +56,7 @@ bench: $(STAMP) ## Benchmarks (trainer, optimizer, soup) side by side with their
 	$(BIN)/python bench/optimizer.py --quick
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/soup.py
+	$(BIN)/python bench/sweep.py
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check mixopt trainers tests bench

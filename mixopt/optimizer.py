@@ -357,7 +357,10 @@ class MixtureOptimizer:
         with _one_thread():
             for _ in range(int(n)):
                 index = len(self._asked)
-                if index < max(self.n_seeds, len(self._user_seeds)):
+                retry_seed = self._cancelled_user_seed()
+                if retry_seed is not None:
+                    proposal, origin = retry_seed, "seed"
+                elif index < max(self.n_seeds, len(self._user_seeds)):
                     proposal, origin = self._seed_proposal(index), "seed"
                 else:
                     proposal, origin = self._bo_proposal(index)
@@ -365,6 +368,14 @@ class MixtureOptimizer:
                 self._pending.append(index)
                 out.append(dict(proposal))
         return out
+
+    def _cancelled_user_seed(self) -> Proposal | None:
+        """A user seed mixture that was asked, then cancelled (never told): it is offered again first."""
+        live = [self._asked[i][0] for i in self._pending] + [self._asked[i][0] for i, _ in self._history]
+        for k, seed in enumerate(self._user_seeds[: len(self._asked)]):
+            if seed not in live:
+                return seed
+        return None
 
     def tell(self, proposal: Mapping[str, Any], value: float | None) -> None:
         """Record a trial's result: a finite float to maximise, or None for a failed trial.

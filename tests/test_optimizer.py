@@ -489,3 +489,14 @@ def test_beats_random_search_on_a_smooth_objective() -> None:
     results = [_beats_random(s) for s in range(5)]
     wins = sum(-ours <= 0.5 * -theirs for ours, theirs in results)
     assert wins >= 4, results
+
+
+def test_a_cancelled_user_seed_is_proposed_again_first() -> None:
+    seed = {"a": 0.5, "b": 0.3, "c": 0.2}
+    opt = MixtureOptimizer(["a", "b", "c"], n_seeds=3, seed_mixtures=[seed], random_state=0)
+    first, second = opt.ask(2)
+    assert first == seed
+    opt.cancel(first)  # e.g. the sweep's driver died before the trial's run existed
+    (again,) = opt.ask(1)
+    assert again == seed and opt.origin(again) == "seed"
+    assert opt.pending == [second, seed]
