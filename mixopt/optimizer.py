@@ -372,7 +372,7 @@ class MixtureOptimizer:
     def _cancelled_user_seed(self) -> Proposal | None:
         """A user seed mixture that was asked, then cancelled (never told): it is offered again first."""
         live = [self._asked[i][0] for i in self._pending] + [self._asked[i][0] for i, _ in self._history]
-        for k, seed in enumerate(self._user_seeds[: len(self._asked)]):
+        for seed in self._user_seeds[: len(self._asked)]:
             if seed not in live:
                 return seed
         return None
