@@ -158,10 +158,18 @@ def soup(
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
         try:
             exp, sweep_run = recorded_experiment(uri, experiment)
-        except (LookupError, ConfigError) as e:
+            typer.echo(
+                f"sweep run {sweep_run} (experiment {exp.experiment_name!r}): using its recorded config"
+            )
+            tracking_uri = uri
+        except ConfigError as e:
             _fail(str(e))
-        typer.echo(f"sweep run {sweep_run} (experiment {exp.experiment_name!r}): using its recorded config")
-        tracking_uri = uri
+        except LookupError as e:
+            if experiment is None:
+                _fail(f"{e}; give the sweep's EXPERIMENT.yaml or --experiment NAME (its MLflow experiment)")
+            exp = None  # averaged and logged, but with no tasks to evaluate on
+    if method == "greedy" and exp is None:
+        _fail("--method greedy evaluates candidate soups with the trainer: give the EXPERIMENT.yaml")
     try:
         _, result = soup_from_sweep(
             exp,

@@ -247,6 +247,8 @@ def recorded_experiment(tracking_uri: str, experiment_name: str | None = None):
 
     from mixopt.config import experiment_from_dict, parse_yaml
 
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).exists():
+        raise LookupError(f"no MLflow store at {tracking_uri}")  # and do not create an empty one
     client = MlflowClient(tracking_uri=tracking_uri)
     if experiment_name is not None:
         exp = retry(lambda: client.get_experiment_by_name(experiment_name), "get experiment")
@@ -272,6 +274,8 @@ def recorded_experiment(tracking_uri: str, experiment_name: str | None = None):
         where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
         raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")
     run_id = runs[0].info.run_id
+    if "config.yaml" not in {a.path for a in retry(lambda: client.list_artifacts(run_id), "list artifacts")}:
+        raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no config.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         path = retry(lambda: client.download_artifacts(run_id, "config.yaml", tmp), "download config.yaml")
         text = Path(path).read_text()
