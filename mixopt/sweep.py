@@ -725,4 +725,4 @@ def _print_summary(exp: Experiment, s: SweepSummary) -> None:
     )
     if s.tracking_uri.startswith("sqlite:"):
         print(f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri})", file=out)
-    print("[mixopt] next: mixopt soup <experiment.yaml> --runs top5   (or: make soup)", file=out, flush=True)
+    print("[mixopt] next: mixopt soup --runs top5   (the final model; or: make soup)", file=out, flush=True)
