@@ -38,6 +38,7 @@ from mixopt.checkpoint_average import (
     atomic_directory,
     average_into,
 )
+from mixopt.tracking import CHECKPOINT, PARENT, ROLE, STATUS, TRIAL_ID
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
@@ -171,12 +172,12 @@ def _local_checkpoint(uri: str) -> Path | None:
 def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str | None]:
     """An :class:`Ingredient` from an MLflow run, or why the run cannot be one."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    status = tags.get("mixopt.status")
+    status = tags.get(STATUS)
     if status != "FINISHED":
         if status is None:
             return None, f"no mixopt.status tag (MLflow status {run.info.status}): still running or killed"
         return None, f"trial status {status}"
-    ckpt = tags.get("mixopt.checkpoint")
+    ckpt = tags.get(CHECKPOINT)
     if not ckpt:
         if tags.get("mixopt.stopped_early") == "true":
             return None, "stopped early by the scheduler, so it wrote no checkpoint"
@@ -195,13 +196,13 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
     scores = {k[len("score.") :]: v for k, v in metrics.items() if k.startswith("score.")}
     return Ingredient(
         run_id=run.info.run_id,
-        trial_id=tags.get("mixopt.trial_id", run.info.run_name or "?"),
+        trial_id=tags.get(TRIAL_ID, run.info.run_name or "?"),
         checkpoint=path,
         value=float(value),
         mixture=mixture,
         task_scores=scores,
         metrics=dict(metrics),
-        parent_run_id=tags.get("mlflow.parentRunId"),
+        parent_run_id=tags.get(PARENT),
     ), None
 
 
@@ -272,7 +273,7 @@ def select_ingredients(
                     f"--runs: run {run_id} belongs to MLflow experiment id {run.info.experiment_id}, "
                     f"not {experiment_name!r} (id {eid})"
                 )
-            role = run.data.tags.get("mixopt.role")
+            role = run.data.tags.get(ROLE)
             if role != "trial":
                 raise SoupError(f"--runs: run {run_id} is not a trial run (mixopt.role={role!r})")
             ing, reason = _ingredient_or_reason(run, metric)
@@ -287,8 +288,8 @@ def select_ingredients(
         if sweep is not None:
             # Trials of earlier sweeps in the same experiment may come from another config; they
             # join only when named by run id.
-            older = [r for r in trial_runs if r.data.tags.get("mlflow.parentRunId") != sweep]
-            trial_runs = [r for r in trial_runs if r.data.tags.get("mlflow.parentRunId") == sweep]
+            older = [r for r in trial_runs if r.data.tags.get(PARENT) != sweep]
+            trial_runs = [r for r in trial_runs if r.data.tags.get(PARENT) == sweep]
             if older:
                 notes.append(
                     f"ignored {len(older)} trial run(s) of earlier sweeps; the latest sweep is run {sweep} "
@@ -297,9 +298,7 @@ def select_ingredients(
         for run in trial_runs:
             ing, reason = _ingredient_or_reason(run, metric)
             if ing is None:
-                skipped.append(
-                    Skipped(run.info.run_id, run.data.tags.get("mixopt.trial_id", "?"), str(reason))
-                )
+                skipped.append(Skipped(run.info.run_id, run.data.tags.get(TRIAL_ID, "?"), str(reason)))
             else:
                 usable.append(ing)
         usable.sort(key=lambda i: -i.value)  # stable: equal values keep start-time order
@@ -760,10 +759,10 @@ def log_soup(
 
     parents = {i.parent_run_id for i in result.candidates}
     tags = {
-        "mixopt.role": "soup",
+        ROLE: "soup",
         "mixopt.method": result.method,
         "mixopt.metric": result.metric,
-        "mixopt.checkpoint": str(result.out.resolve()),
+        CHECKPOINT: str(result.out.resolve()),
         "mlflow.runName": f"soup-{result.method}-{len(result.ingredients)}",
     }
     if len(parents) == 1 and None not in parents:
