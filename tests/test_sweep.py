@@ -355,7 +355,7 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
 def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Path) -> None:
     """Each branch of resume's reconciliation, on a real sqlite store and a real optimizer state."""
     from mixopt.optimizer import MixtureOptimizer
-    from mixopt.sweep import _reconcile
+    from mixopt.sweep.resume import reconcile as _reconcile
     from mixopt.tracking import SweepTracker
 
     tasks = ["a", "b", "c"]

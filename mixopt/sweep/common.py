@@ -1,0 +1,75 @@
+"""Small parts the sweep's modules share: its errors and summary, atomic writes, the state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixopt.config import Experiment
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (bad data, nothing to resume...); nothing has been run."""
+
+
+@dataclass
+class SweepSummary:
+    parent_run_id: str
+    experiment_name: str
+    tracking_uri: str
+    storage_dir: Path
+    finished: int = 0
+    failed: int = 0
+    best: tuple[dict[str, Any], float] | None = None
+    idle_fraction: float | None = None
+    wall_seconds: float = 0.0
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Trainer options that name an existing relative path become absolute: trials run elsewhere."""
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, str) and not os.path.isabs(v) and "://" not in v and Path(v).exists():
+            v = str(Path(v).resolve())
+        out[k] = v
+    return out
+
+
+def top_weights(proposal: Mapping[str, Any], tasks: list[str], n: int = 3) -> str:
+    ws = sorted(((proposal[t], t) for t in tasks), reverse=True)[:n]
+    return " ".join(f"{t}={w:.2f}" for w, t in ws)
+
+
+class State:
+    """The optimizer and its on-disk state file, saved after every change."""
+
+    def __init__(self, optimizer: Any, path: Path):
+        self.optimizer, self.path = optimizer, path
+
+    def save(self) -> None:
+        atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
+
+
+def storage_dir(exp: Experiment, parent_id: str) -> Path:
+    if "://" in exp.storage:
+        raise SweepError(
+            f"storage {exp.storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
+            "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
+        )
+    return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()

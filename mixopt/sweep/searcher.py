@@ -1,0 +1,69 @@
+"""The Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion."""
+
+from __future__ import annotations
+
+import math
+
+from mixopt.config import Experiment
+from mixopt.sweep.common import State
+from mixopt.sweep.progress import Printer
+from mixopt.tracking import SweepTracker
+
+
+def make_searcher(
+    state: State,
+    tracker: SweepTracker,
+    exp: Experiment,
+    n_to_run: int,
+    reruns: list[tuple[str, str, dict]],
+    next_index: int,
+    printer: Printer,
+):
+    from ray.tune.search import Searcher
+
+    class MixtureSearcher(Searcher):
+        """Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion.
+
+        Trials still running are pending in the optimizer, so the next worker to free up gets a
+        proposal away from them at once (asynchronous, no batch barrier).
+        """
+
+        def __init__(self) -> None:
+            super().__init__(metric="objective", mode="max")
+            self.issued = 0
+            self.index = next_index
+            self.live: dict[str, tuple[str, str, dict]] = {}
+
+        def suggest(self, tune_trial_id: str) -> dict | None:
+            if self.issued >= n_to_run:
+                return Searcher.FINISHED
+            opt = state.optimizer
+            if reruns:
+                trial_id, run_id, proposal = reruns.pop(0)
+                tracker.restart_trial(run_id)
+                origin = "rerun"
+            else:
+                proposal = opt.ask(1)[0]
+                state.save()
+                trial_id = f"trial-{self.index:03d}"
+                self.index += 1
+                origin = opt.origin(proposal)
+                run_id = tracker.start_trial(trial_id, proposal, exp.task_names, origin, exp.trainer.seed)
+            self.issued += 1
+            self.live[tune_trial_id] = (trial_id, run_id, proposal)
+            printer.started(trial_id, origin, proposal)
+            return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id}
+
+        def on_trial_complete(
+            self, tune_trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            trial_id, run_id, proposal = self.live.pop(tune_trial_id)
+            value = None
+            if not error and result is not None:
+                v = result.get("objective")
+                value = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+            # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
+            # "told in the saved state" always implies "closed in MLflow".
+            state.optimizer.tell(proposal, value)
+
+    return MixtureSearcher()

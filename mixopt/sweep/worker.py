@@ -1,0 +1,69 @@
+"""The trial function that Ray Tune runs on a worker: one trial of the experiment's trainer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def run_trial(
+    config: dict[str, Any], experiment_json: str, options: dict[str, Any], storage_dir: str
+) -> None:
+    """Ray Tune function trainable: one trial of the experiment's trainer.
+
+    Runs on a worker. Reports every trainer report to Tune; the final report carries the
+    objective, per-task scores and the checkpoint path. A failure raises, so Tune records it.
+    """
+    import ray
+    from ray import tune
+
+    from mixopt.config import Experiment
+    from mixopt.trial import Trial, TrialFailed, load_target
+
+    exp = Experiment.model_validate_json(experiment_json)
+    node_id = ray.get_runtime_context().get_node_id()
+    proposal = config["proposal"]
+    tasks = exp.task_names
+    trial = Trial(
+        mixture={t: float(proposal[t]) for t in tasks},
+        hyperparameters={k: v for k, v in proposal.items() if k not in tasks},
+        seed=exp.trainer.seed,
+        steps=exp.trainer.steps,
+        output_dir=Path(storage_dir) / config["trial_id"],
+        tasks=tuple(exp.tasks),
+        options=options,
+        trial_id=config["trial_id"],
+    )
+
+    def report(step: int, metrics: Mapping[str, float]) -> None:
+        out: dict[str, Any] = {
+            "mixopt_step": int(step),
+            "mixopt_node": node_id,
+            "mixopt": {k: float(v) for k, v in metrics.items()},
+        }
+        if "objective" in metrics:
+            out["objective"] = float(metrics["objective"])
+        tune.report(out)
+
+    train = load_target(exp.trainer.target)
+    result = train(trial, report)
+    if not (isinstance(result.objective, (int, float)) and math.isfinite(result.objective)):
+        raise TrialFailed(f"the trainer returned a non-finite objective ({result.objective})")
+    final = {
+        "objective": float(result.objective),
+        **result.task_metrics,
+        **result.extra,
+        **{f"score.{t}": float(v) for t, v in result.task_scores.items()},
+    }
+    tune.report(
+        {
+            "objective": float(result.objective),
+            "mixopt_step": trial.steps,
+            "mixopt_node": node_id,
+            "mixopt_final": 1,
+            "mixopt": final,
+            "mixopt_checkpoint": str(result.checkpoint) if result.checkpoint else "",
+        }
+    )
