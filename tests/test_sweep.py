@@ -550,3 +550,43 @@ def test_resume_after_sigkill_during_verification(tmp_path: Path, data_dir: Path
     assert json.loads(rec.data.tags["mixopt.proposal"]) == plan["recommendation"]["proposal"]
     _check_verification_record(client, parents[0], search, verify, 4, tmp_path)
     assert "seeds paired" in resumed.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_failed_verification_trials_are_recorded_and_the_line_says_so(
+    tmp_path: Path, data_dir: Path, ray_local
+) -> None:
+    from mixopt.sweep import run_sweep
+
+    # The baseline (retrieval_0 = 0.6, outside the search bounds) fails on every seed; the bounds
+    # keep every search trial and the recommendation below the failure threshold.
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        search={"bounds": {"retrieval_0": {"max": 0.4}}},
+        trainer={"target": "trainers.analytic:train", "steps": 20, "fail_above": {"retrieval_0": 0.45}},
+        optimizer={"n_seeds": 3, "max_trials": 4, "max_concurrent": 2},
+        verify={"seeds": 2, "baseline": {"retrieval_0": 0.6, "sts_1": 0.2, "classification_2": 0.2}},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, parents, _ = trial_runs(uri)
+    _, verify = verify_runs(uri)
+    assert len(verify) == 4
+    status = {c.data.tags["mixopt.trial_id"]: c.data.tags["mixopt.status"] for c in verify}
+    assert status == {
+        "verify-r00": "FINISHED",
+        "verify-b00": "FAILED",
+        "verify-r01": "FINISHED",
+        "verify-b01": "FAILED",
+    }
+    assert all(
+        "injected failure" in c.data.tags["mixopt.failure"]
+        for c in verify
+        if status[c.data.tags["mixopt.trial_id"]] == "FAILED"
+    )
+    line = client.get_run(parents[0].info.run_id).data.tags["mixopt.verify"]
+    assert line.startswith("verification inconclusive: none of the 2 seed pairs finished")
+    m = client.get_run(parents[0].info.run_id).data.metrics
+    assert m["verify.n"] == 0 and m["verify.failed"] == 2 and "verify.diff" not in m
+    assert summary.verification.line == line and parents[0].info.status == "FINISHED"

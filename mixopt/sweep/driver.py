@@ -17,7 +17,6 @@ from mixopt.sweep.progress import Printer, print_summary
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
 from mixopt.sweep.verify import (
-    PLAN_FILE,
     log_recommendation,
     print_recommendation,
     recommendation_record,
@@ -257,10 +256,9 @@ def finish(
         )
     summary.best = state.optimizer.best()
     # The verification plan holds the recommendation it tested; otherwise recommend() now.
-    plan = storage / PLAN_FILE
     summary.recommended = (
-        json.loads(plan.read_text())["recommendation"]
-        if verification is not None and plan.exists()
+        verification.plan["recommendation"]
+        if verification is not None
         else recommendation_record(state.optimizer)
     )
     summary.verification = verification
