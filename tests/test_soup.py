@@ -698,6 +698,7 @@ def test_cli_soup(
         (["--experiment", "cli", "--runs", "best"], "--runs"),
         (["--experiment", "cli", "--method", "greedy"], "give the EXPERIMENT.yaml"),
         (["--experiment", "cli", "--method", "mean"], "uniform or greedy"),
+        (["--experiment", "cli", "--rank", "best"], "--rank 'best': choose one of objective, posterior"),
     ]:
         r = runner.invoke(app, ["soup", *args])
         assert r.exit_code == 2 and message in r.output, (args, r.output)
