@@ -130,7 +130,7 @@ def soup(
         "--rank",
         help="How candidates are ranked: posterior (noise-robust: the mean over a mixture's seeds "
         "where it has several, else the sweep's GP posterior mean at its mixture) or objective "
-        "(each trial's own --metric). Default: posterior with --metric objective, else objective.",
+        "(each trial's own --metric; the default, see bench/RESULTS.md).",
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output sentence-transformers directory (default: soups/<experiment name>)."
