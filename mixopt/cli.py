@@ -125,6 +125,13 @@ def soup(
     metric: str = typer.Option(
         "objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."
     ),
+    rank: Optional[str] = typer.Option(
+        None,
+        "--rank",
+        help="How candidates are ranked: posterior (noise-robust: the mean over a mixture's seeds "
+        "where it has several, else the sweep's GP posterior mean at its mixture) or objective "
+        "(each trial's own --metric; the default, see bench/RESULTS.md).",
+    ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output sentence-transformers directory (default: soups/<experiment name>)."
     ),
@@ -142,7 +149,20 @@ def soup(
     """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
     if method not in ("uniform", "greedy"):
         _fail(f"--method {method!r}: choose uniform or greedy")
-    from mixopt.soup import CheckpointError, SoupError, format_table, parse_runs, soup_from_sweep
+    from mixopt.soup import (
+        DEFAULT_RANK,
+        RANKS,
+        CheckpointError,
+        SoupError,
+        format_table,
+        parse_runs,
+        soup_from_sweep,
+    )
+
+    if rank is None:
+        rank = DEFAULT_RANK if metric == "objective" else "objective"
+    if rank not in RANKS:
+        _fail(f"--rank {rank!r}: choose one of {', '.join(RANKS)}")
 
     try:
         parse_runs(runs)
@@ -176,6 +196,7 @@ def soup(
             runs=runs,
             method=method,
             metric=metric,
+            rank=rank,
             out=out,
             force=force,
             register=register,

@@ -267,6 +267,18 @@ class SweepConfig(_Frozen):
     log_checkpoints: bool = False
 
 
+class VerifyConfig(_Frozen):
+    """The verification stage after the search: the recommended mixture and a baseline, each
+    trained with the same ``seeds`` fresh trainer seeds (paired), compared with a 95% interval.
+
+    ``seeds: 0`` turns it off. ``baseline`` (task -> weight, summing to 1; tasks not named get 0)
+    defaults to the first of ``search.seed_mixtures``, else the uniform mixture.
+    """
+
+    seeds: int = Field(4, ge=0)
+    baseline: dict[str, float] | None = None
+
+
 class Experiment(_Frozen):
     name: str
     tasks: list[TaskConfig] = Field(min_length=1)
@@ -277,6 +289,7 @@ class Experiment(_Frozen):
     resources: ResourcesConfig = ResourcesConfig()
     storage: str = "./runs"
     sweep: SweepConfig = SweepConfig()
+    verify: VerifyConfig = VerifyConfig()
 
     @field_validator("name")
     @classmethod
@@ -478,6 +491,8 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 out.append(
                     (loc + (t,), f"weight {w:g} for {t!r} is outside its bounds [{b.min:g}, {b.max:g}]")
                 )
+    if exp.verify.baseline is not None:
+        out += _mixture_problems(("verify", "baseline"), exp.verify.baseline, names, "baseline")
     if isinstance(exp.optimizer.dirichlet_alpha, dict):
         for t in exp.optimizer.dirichlet_alpha:
             if t not in known:
@@ -487,6 +502,25 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
             out.append((("search", "hyperparameters", p), f"hyperparameter name {p!r} is not a simple name"))
         if p in known:
             out.append((("search", "hyperparameters", p), f"hyperparameter {p!r} has the name of a task"))
+    return out
+
+
+def _mixture_problems(
+    loc: tuple, mix: dict[str, float], names: list[str], what: str
+) -> list[tuple[tuple, str]]:
+    """A mixture's own checks: known tasks, finite weights >= 0, summing to 1."""
+    out: list[tuple[tuple, str]] = []
+    unknown = sorted(set(mix) - set(names))
+    if unknown:
+        out.append((loc, f"{what} names unknown task(s) {unknown}; tasks are {names}"))
+    neg = {k: v for k, v in mix.items() if not (math.isfinite(v) and v >= 0)}
+    if neg:
+        out.append((loc, f"{what} weights must be finite and >= 0, got {neg}"))
+    total = sum(mix.values())
+    if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
+        out.append(
+            (loc, f"{what} weights must sum to 1 (within {SUM_TOLERANCE:g}), got {total!r} from {mix}")
+        )
     return out
 
 

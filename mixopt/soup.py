@@ -6,12 +6,18 @@ weights of models finetuned from one initialisation. EmbeddingGemma's released m
 soup of checkpoints trained on different task mixtures. Two recipes:
 
 - **uniform**: ``theta_soup = (1/K) sum_k theta_k`` over the K selected trials.
-- **greedy** (the paper's Algorithm 1): sort the ingredients by their dev score, start from the
+- **greedy** (the paper's Algorithm 1): sort the ingredients by their rank score, start from the
   best one, and add each next one only if the soup's dev score with it does not drop:
   ``S <- S + {k}  iff  f(mean(S + {k})) >= f(mean(S))``.
 
+**Ranking** (``--rank``). A trial's dev score is one draw of its mixture's seed noise, so ranking
+by it (``objective``) picks the luckiest trials. ``posterior`` ranks by a noise-robust score: the
+mean over a mixture's seeds where it was trained with several (the verification stage), else the
+sweep's GP posterior mean at the trial's mixture (the optimizer rebuilt from the sweep's state),
+which pools the neighbouring trials. See bench/RESULTS.md for which gave the better soup.
+
 The flow: :func:`select_ingredients` reads the sweep's trial runs from MLflow (finished, with a
-checkpoint on disk, ranked by a metric); :func:`make_soup` averages them with
+checkpoint on disk, ranked as above); :func:`make_soup` averages them with
 :mod:`mixopt.checkpoint_average` (streaming, checked), evaluates the soup with the trainer's
 ``evaluate_checkpoint``, writes a model card and renames the directory into place;
 :func:`log_soup` records it as an MLflow run (and optionally registers it);
@@ -20,7 +26,9 @@ checkpoint on disk, ranked by a metric); :func:`make_soup` averages them with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import math
 import os
 import re
@@ -38,7 +46,7 @@ from mixopt.checkpoint_average import (
     atomic_directory,
     average_into,
 )
-from mixopt.tracking import CHECKPOINT, PARENT, ROLE, STATUS, TRIAL_ID
+from mixopt.tracking import CHECKPOINT, PARENT, PROPOSAL, ROLE, STATE_PATH, STATUS, TRIAL_ID
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
@@ -70,6 +78,10 @@ __all__ = [
 ]
 
 METHODS = ("uniform", "greedy")
+RANKS = ("objective", "posterior")
+# Measured on three tiny sweeps (bench/soup_rank.py, bench/RESULTS.md): ranking by the posterior
+# picked the same top 5 in two and a soup 0.009 lower in the third, so the default stays objective.
+DEFAULT_RANK = "objective"
 # MLflow rejects param values longer than this; longer lists go only into ingredient.<i> params.
 _MLFLOW_PARAM_LIMIT = 6000
 
@@ -125,6 +137,8 @@ class Ingredient:
         mixture: task -> weight (params ``w.<task>``).
         task_scores: task -> primary dev score (metrics ``score.<task>``).
         metrics: every metric of the run.
+        score: the rank score (``--rank posterior``: seed mean or GP posterior mean), None when
+            ranked by ``value`` itself.
     """
 
     run_id: str
@@ -135,6 +149,13 @@ class Ingredient:
     task_scores: Mapping[str, float] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     parent_run_id: str | None = None
+    score: float | None = None
+    proposal: Mapping[str, Any] | None = None
+
+    @property
+    def rank_value(self) -> float:
+        """What ingredients are sorted by: the rank score if there is one, else ``value``."""
+        return self.value if self.score is None else self.score
 
     @property
     def label(self) -> str:
@@ -159,6 +180,7 @@ class Selection:
     chosen: tuple[Ingredient, ...]
     skipped: tuple[Skipped, ...]
     notes: tuple[str, ...] = ()
+    rank: str = "objective"
 
 
 def _local_checkpoint(uri: str) -> Path | None:
@@ -194,6 +216,10 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         return None, f"metric {metric!r} is {value}"
     mixture = {k[2:]: float(v) for k, v in params.items() if k.startswith("w.")}
     scores = {k[len("score.") :]: v for k, v in metrics.items() if k.startswith("score.")}
+    try:
+        proposal = json.loads(tags[PROPOSAL]) if PROPOSAL in tags else None
+    except ValueError:
+        proposal = None
     return Ingredient(
         run_id=run.info.run_id,
         trial_id=tags.get(TRIAL_ID, run.info.run_name or "?"),
@@ -203,6 +229,7 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         task_scores=scores,
         metrics=dict(metrics),
         parent_run_id=tags.get(PARENT),
+        proposal=proposal,
     ), None
 
 
@@ -237,8 +264,72 @@ def _latest_sweep(client: MlflowClient, experiment_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _sweep_optimizer(client: MlflowClient, sweep_run_id: str) -> Any:
+    """The sweep's MixtureOptimizer, rebuilt from its state file (tag ``mixopt.state_path``) or,
+    when that is gone, from the ``optimizer_state.json`` artifact the sweep logged at its end."""
+    from mixopt.optimizer import MixtureOptimizer
+
+    run = client.get_run(sweep_run_id)
+    path = run.data.tags.get(STATE_PATH)
+    if path and Path(path).is_file():
+        text = Path(path).read_text()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = Path(client.download_artifacts(sweep_run_id, "optimizer_state.json", tmp)).read_text()
+    return MixtureOptimizer.from_state_dict(json.loads(text))
+
+
+def rank_scores(
+    client: MlflowClient, ingredients: Sequence[Ingredient]
+) -> tuple[list[Ingredient], list[str]]:
+    """``--rank posterior``: each ingredient with its noise-robust score, and notes.
+
+    A mixture (the exact proposal) trained with several seeds scores the mean of its runs'
+    values; a mixture with one run scores the GP posterior mean of its sweep's optimizer there.
+    An ingredient whose sweep state cannot be read, or whose proposal lies outside the
+    optimizer's search space (e.g. a baseline outside the bounds), keeps its own value.
+    """
+    groups: dict[str, list[Ingredient]] = {}
+    for ing in ingredients:
+        key = json.dumps(ing.proposal, sort_keys=True) if ing.proposal is not None else ing.run_id
+        groups.setdefault(key, []).append(ing)
+    optimizers: dict[str, Any] = {}
+    notes: list[str] = []
+    out: list[Ingredient] = []
+    for members in groups.values():
+        if len(members) > 1:
+            mean = math.fsum(m.value for m in members) / len(members)
+            out += [dataclasses.replace(m, score=mean) for m in members]
+            continue
+        ing = members[0]
+        score = ing.value
+        parent = ing.parent_run_id
+        if parent is not None and ing.proposal is not None:
+            if parent not in optimizers:
+                try:
+                    optimizers[parent] = _sweep_optimizer(client, parent)
+                except Exception as e:  # no state, unreadable state: rank this sweep by value
+                    optimizers[parent] = None
+                    notes.append(f"sweep run {parent}: no optimizer state to rank by ({e}); ranked by value")
+            opt = optimizers[parent]
+            if opt is not None:
+                try:
+                    mean, _ = opt.predict([ing.proposal])
+                    score = float(mean[0])
+                except (ValueError, RuntimeError) as e:
+                    notes.append(f"{ing.label}: no posterior mean ({e}); ranked by its value")
+        out.append(dataclasses.replace(ing, score=score))
+    order = {ing.run_id: i for i, ing in enumerate(ingredients)}
+    out.sort(key=lambda i: order[i.run_id])
+    return out, notes
+
+
 def select_ingredients(
-    client: MlflowClient, experiment_name: str, runs: RunsSpec | str, metric: str = "objective"
+    client: MlflowClient,
+    experiment_name: str,
+    runs: RunsSpec | str,
+    metric: str = "objective",
+    rank: str = "objective",
 ) -> Selection:
     """Choose the soup's ingredients among the trial runs of MLflow experiment ``experiment_name``.
 
@@ -248,8 +339,18 @@ def select_ingredients(
     ``metric``, highest first (ties by start time). ``top K`` takes the K best (all of them, with
     a note, if fewer are usable), ``all`` takes every usable one; explicit run ids may come from
     any sweep of the experiment but must all be usable trials.
+
+    ``rank="posterior"`` sorts by :func:`rank_scores` instead of the metric (``objective`` only).
     """
     from mlflow.exceptions import MlflowException
+
+    if rank not in RANKS:
+        raise SoupError(f"--rank {rank!r}: choose one of {list(RANKS)}")
+    if rank == "posterior" and metric != "objective":
+        raise SoupError(
+            f"--rank posterior ranks by the sweep's model of the objective; with --metric {metric} "
+            "use --rank objective"
+        )
 
     spec = parse_runs(runs) if isinstance(runs, str) else runs
     experiment = client.get_experiment_by_name(experiment_name)
@@ -280,7 +381,10 @@ def select_ingredients(
             if ing is None:
                 raise SoupError(f"--runs: run {run_id} cannot be an ingredient: {reason}")
             chosen.append(ing)
-        chosen.sort(key=lambda i: -i.value)
+        if rank == "posterior":
+            chosen, rank_notes = rank_scores(client, chosen)
+            notes += rank_notes
+        chosen.sort(key=lambda i: -i.rank_value)
     else:
         usable: list[Ingredient] = []
         trial_runs = _trial_runs(client, eid)
@@ -301,7 +405,10 @@ def select_ingredients(
                 skipped.append(Skipped(run.info.run_id, run.data.tags.get(TRIAL_ID, "?"), str(reason)))
             else:
                 usable.append(ing)
-        usable.sort(key=lambda i: -i.value)  # stable: equal values keep start-time order
+        if rank == "posterior":
+            usable, rank_notes = rank_scores(client, usable)
+            notes += rank_notes
+        usable.sort(key=lambda i: -i.rank_value)  # stable: equal values keep start-time order
         if not usable:
             why = (
                 "; ".join(f"{s.run_id} (trial {s.trial_id}): {s.reason}" for s in skipped) or "there are none"
@@ -312,10 +419,11 @@ def select_ingredients(
             if len(usable) < spec.k:
                 notes.append(f"only {len(usable)} usable trial runs for top{spec.k}; souping all of them")
             for ing in usable[spec.k :]:
-                skipped.append(Skipped(ing.run_id, ing.trial_id, f"not in the top {spec.k} by {metric}"))
+                by = metric if rank == "objective" else "posterior rank"
+                skipped.append(Skipped(ing.run_id, ing.trial_id, f"not in the top {spec.k} by {by}"))
             usable = usable[: spec.k]
         chosen = usable
-    return Selection(eid, experiment_name, spec, metric, tuple(chosen), tuple(skipped), tuple(notes))
+    return Selection(eid, experiment_name, spec, metric, tuple(chosen), tuple(skipped), tuple(notes), rank)
 
 
 def _redact(uri: str) -> str:
@@ -413,7 +521,7 @@ def greedy_select(
     """
     if not ingredients:
         raise SoupError("greedy soup: no ingredients")
-    order = sorted(ingredients, key=lambda i: -i.value)
+    order = sorted(ingredients, key=lambda i: -i.rank_value)
     workdir = Path(workdir)
 
     def build(members: Sequence[Ingredient], name: str) -> Path:
@@ -512,7 +620,7 @@ def make_soup(
         )
     out = Path(out)
     _check_out(out, ingredients, force)
-    ordered = tuple(sorted(ingredients, key=lambda i: -i.value))
+    ordered = tuple(sorted(ingredients, key=lambda i: -i.rank_value))
     try:
         with atomic_directory(out, force=force) as tmp:
             greedy: GreedyResult | None = None
@@ -632,11 +740,17 @@ def format_selection(selection: Selection) -> str:
     """Which runs were taken and why others were skipped, one per line."""
     lines = [
         f"MLflow experiment {selection.experiment_name!r}: {len(selection.chosen)} ingredient(s), "
-        f"--runs {selection.runs}, ranked by {selection.metric}"
+        f"--runs {selection.runs}, ranked by "
+        + (
+            selection.metric
+            if selection.rank == "objective"
+            else "posterior (seed mean or GP posterior mean)"
+        )
     ]
     for ing in selection.chosen:
+        rank = f", rank score {ing.score:.4f}" if ing.score is not None else ""
         lines.append(
-            f"  took    {ing.label}: {selection.metric} {ing.value:.4f}, checkpoint {ing.checkpoint}"
+            f"  took    {ing.label}: {selection.metric} {ing.value:.4f}{rank}, checkpoint {ing.checkpoint}"
         )
     for s in selection.skipped:
         lines.append(f"  skipped run {s.run_id} (trial {s.trial_id}): {s.reason}")
@@ -762,6 +876,7 @@ def log_soup(
         ROLE: "soup",
         "mixopt.method": result.method,
         "mixopt.metric": result.metric,
+        "mixopt.rank": selection.rank,
         CHECKPOINT: str(result.out.resolve()),
         "mlflow.runName": f"soup-{result.method}-{len(result.ingredients)}",
     }
@@ -827,6 +942,7 @@ def soup_from_sweep(
     runs: str = "top5",
     method: str = "uniform",
     metric: str = "objective",
+    rank: str = DEFAULT_RANK,
     out: Path | None = None,
     force: bool = False,
     register: str | None = None,
@@ -866,7 +982,7 @@ def soup_from_sweep(
     if out.exists() and not force:  # before any work: a soup of a large model takes minutes
         raise SoupError(f"{out} already exists; pass --force to replace it, or choose another --out")
     client = MlflowClient(tracking_uri=uri)
-    selection = select_ingredients(client, name, spec, metric)
+    selection = select_ingredients(client, name, spec, metric, rank)
     if echo:
         echo(format_selection(selection))
     result = make_soup(

@@ -11,8 +11,9 @@ Conventions (the soup and the UI rely on them):
   optimizer state and summary figures at the end.
 - trial run: nested (``mlflow.parentRunId``), tags ``mixopt.role=trial``, ``mixopt.trial_id``,
   ``mixopt.status`` (RUNNING | FINISHED | FAILED), ``mixopt.proposal`` (exact JSON),
-  ``mixopt.checkpoint``, ``ray.trial_id``, ``ray.node_id``, ``mixopt.failure``; params ``w.<task>``,
-  ``hp.<name>``, ``origin``, ``seed``; metrics ``objective``, ``score.<task>``, per-task metrics.
+  ``mixopt.checkpoint``, ``ray.trial_id``, ``ray.node_id``, ``mixopt.failure``, ``mixopt.stage``
+  (``search`` | ``verify``); params ``w.<task>``, ``hp.<name>``, ``origin``, ``seed`` (the trial's
+  own trainer seed); metrics ``objective``, ``score.<task>``, per-task metrics.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ CHECKPOINT = "mixopt.checkpoint"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 STATE_PATH = "mixopt.state_path"
+STAGE = "mixopt.stage"  # "search" (proposed by the optimizer) or "verify" (the verification stage)
 PARENT = "mlflow.parentRunId"
 
 
@@ -154,10 +156,19 @@ class SweepTracker:
                 return runs
 
     def start_trial(
-        self, trial_id: str, proposal: Mapping[str, Any], task_names: list[str], origin: str, seed: int
+        self,
+        trial_id: str,
+        proposal: Mapping[str, Any],
+        task_names: list[str],
+        origin: str,
+        seed: int,
+        stage: str = "search",
+        extra_tags: Mapping[str, str] | None = None,
     ) -> str:
         assert self.parent_id is not None
         tags = {
+            **(extra_tags or {}),
+            STAGE: stage,
             ROLE: "trial",
             PARENT: self.parent_id,
             TRIAL_ID: trial_id,

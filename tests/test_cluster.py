@@ -290,6 +290,7 @@ def _write_experiment(tmp_path: Path, data_dir: Path, storage: Path) -> Path:
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "resources": {"cpus": 1, "gpus": 0},  # one trial fills a node: two at a time need both nodes
         "storage": str(storage),
+        "verify": {"seeds": 0},  # the search alone: its trials are the ones checked below
     }
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(exp))
@@ -353,7 +354,19 @@ def test_sweep_across_two_ray_nodes_then_soup_from_shared_storage(tmp_path: Path
 
     soup_dir = tmp_path / "soup"
     code, out = _run(
-        [sys.executable, "-m", "mixopt.cli", "soup", str(exp_path), "--runs", "top3", "--out", str(soup_dir)],
+        [
+            sys.executable,
+            "-m",
+            "mixopt.cli",
+            "soup",
+            str(exp_path),
+            "--runs",
+            "top3",
+            "--rank",
+            "objective",
+            "--out",
+            str(soup_dir),
+        ],
         {**cluster.env},
         tmp_path,
         tmp_path / "soup.log",

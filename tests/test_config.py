@@ -232,6 +232,28 @@ BAD = [
         "batch_sise:",
     ),
     ("bad_yaml", GOOD.replace("n_seeds: 4", "n_seeds: [4"), "", "invalid YAML", None),
+    (
+        "verify_baseline_unknown_task",
+        GOOD + "verify:\n  baseline: {a: 0.5, z: 0.5}\n",
+        "verify.baseline",
+        "unknown task(s) ['z']",
+        "  baseline:",
+    ),
+    (
+        "verify_baseline_sum",
+        GOOD + "verify:\n  baseline: {a: 0.5, b: 0.4}\n",
+        "verify.baseline",
+        "must sum to 1",
+        "  baseline:",
+    ),
+    (
+        "verify_negative_seeds",
+        GOOD + "verify:\n  seeds: -1\n",
+        "verify.seeds",
+        "greater than or equal to 0",
+        "  seeds: -1",
+    ),
+    ("verify_unknown_key", GOOD + "verify:\n  seed: 4\n", "verify.seed", "unknown key 'seed'", "  seed: 4"),
 ]
 
 
@@ -248,6 +270,13 @@ def test_bad_config_names_path_and_line(tmp_path: Path, case) -> None:
     if line_text is not None:
         expected_line = _line_of(text, line_text)
         assert any(ln.startswith(f"{path}:{expected_line}:") for ln in matching), (expected_line, matching)
+
+
+def test_verify_section_defaults_and_values(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GOOD))
+    assert exp.verify.seeds == 4 and exp.verify.baseline is None
+    exp = load_experiment(write(tmp_path, GOOD + "verify:\n  seeds: 0\n  baseline: {a: 0.6, c: 0.4}\n"))
+    assert exp.verify.seeds == 0 and exp.verify.baseline == {"a": 0.6, "c": 0.4}
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:

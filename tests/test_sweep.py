@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -51,6 +52,8 @@ def write_experiment(tmp_path: Path, data_dir: Path, **over) -> Path:
         "trainer": {"target": "trainers.analytic:train", "steps": 20},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "storage": str(tmp_path / "runs"),
+        # The verification stage has its own tests below; the others check the search alone.
+        "verify": {"seeds": 0},
     }
     for key, value in over.items():
         section, _, field = key.partition("__")
@@ -394,3 +397,196 @@ def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Pat
     closed = tracker.client.get_run(runs[3])
     assert closed.info.status == "FINISHED" and closed.data.metrics["objective"] == 0.9
     assert closed.data.tags["mixopt.checkpoint"] == str(tmp_path / "trial-003" / "model")
+
+
+# ---------------------------------------------------------------------- the verification stage
+
+
+def verify_runs(uri: str, name: str = "sweep_test"):
+    _, _, children = trial_runs(uri, name)
+    search = [c for c in children if c.data.tags.get("mixopt.stage") == "search"]
+    verify = [c for c in children if c.data.tags.get("mixopt.stage") == "verify"]
+    assert len(search) + len(verify) == len(children)
+    return search, verify
+
+
+def _check_verification_record(
+    client: MlflowClient, parent, search, verify, n_seeds: int, tmp_path: Path
+) -> None:
+    """The verification trials and the parent run's summary, against an independent computation."""
+    from scipy import stats
+
+    assert len(verify) == 2 * n_seeds
+    arms = {"recommended": {}, "baseline": {}}
+    for c in verify:
+        assert c.info.status == "FINISHED" and c.data.params["origin"] == "verify"
+        arms[c.data.tags["mixopt.verify_arm"]][int(c.data.params["seed"])] = c.data.metrics["objective"]
+    # Paired: the same seeds for both arms, none used by a search trial; one mixture per arm.
+    assert set(arms["recommended"]) == set(arms["baseline"]) and len(arms["recommended"]) == n_seeds
+    search_seeds = {int(c.data.params["seed"]) for c in search}
+    assert not search_seeds & set(arms["recommended"])
+    for arm in arms:
+        assert (
+            len({c.data.tags["mixopt.proposal"] for c in verify if c.data.tags["mixopt.verify_arm"] == arm})
+            == 1
+        )
+    seeds = sorted(arms["recommended"])
+    rec = [arms["recommended"][s] for s in seeds]
+    base = [arms["baseline"][s] for s in seeds]
+    ci = stats.ttest_rel(rec, base).confidence_interval(0.95)
+    m = client.get_run(parent.info.run_id).data.metrics
+    assert m["verify.n"] == n_seeds
+    assert m["verify.diff"] == pytest.approx(float(np.mean(np.subtract(rec, base))), abs=1e-12)
+    assert (m["verify.ci_low"], m["verify.ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert {"recommended.mean_pred", "recommended.sd_pred", "gp.noise_sd"} <= set(m)
+    with_artifact = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "recommended.json" in with_artifact
+    doc = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "recommended.json", str(tmp_path))).read_text()
+    )
+    assert [p["seed"] for p in doc["verification"]["pairs"]] == seeds
+    recommended = json.loads(
+        next(c for c in verify if c.data.tags["mixopt.verify_arm"] == "recommended").data.tags[
+            "mixopt.proposal"
+        ]
+    )
+    assert recommended == pytest.approx(doc["proposal"])
+    line = client.get_run(parent.info.run_id).data.tags["mixopt.verify"]
+    assert f"{n_seeds} seeds paired" in line
+    assert ("includes 0" in line) == (ci.low <= 0 <= ci.high)
+
+
+@pytest.mark.slow
+def test_verification_stage_trials_and_summary_are_in_mlflow(
+    tmp_path: Path, data_dir: Path, ray_local
+) -> None:
+    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep import run_sweep
+
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        trainer={"target": "trainers.analytic:train", "steps": 20, "seed": 100, "noise": 0.01},
+        optimizer={"n_seeds": 4, "max_trials": 6, "max_concurrent": 2},
+        verify={"seeds": 3},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, parents, _ = trial_runs(uri)
+    search, verify = verify_runs(uri)
+    # Every search trial trained with its own seed: trainer.seed + its index.
+    assert sorted(int(c.data.params["seed"]) for c in search) == list(range(100, 106))
+    assert summary.finished == 6 and len(search) == 6  # the summary counts the search alone
+    _check_verification_record(client, parents[0], search, verify, 3, tmp_path)
+    # The baseline is the user's first seed mixture (the uniform default is tested below).
+    base = json.loads(
+        next(c for c in verify if c.data.tags["mixopt.verify_arm"] == "baseline").data.tags["mixopt.proposal"]
+    )
+    assert base["retrieval_0"] == 0.5 and base["sts_1"] == 0.25
+    # Verification trials were not told to the optimizer.
+    state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
+    assert len(MixtureOptimizer.from_state_dict(state).history) == 6
+    assert summary.verification is not None and summary.verification.n == 3
+    assert summary.recommended is not None and summary.recommended["source"] == "posterior_mean"
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_during_verification(tmp_path: Path, data_dir: Path) -> None:
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        trainer={"target": "trainers.analytic:train", "steps": 20, "seconds_per_step": 0.1, "noise": 0.01},
+        optimizer={"n_seeds": 3, "max_trials": 4, "max_concurrent": 2},
+        verify={"seeds": 4},
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "mixopt.cli", "sweep", str(path)]
+    MlflowClient(uri).search_experiments()  # create the tables before two processes open the store
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    finished_before: dict[str, int] = {}
+    last_error: Exception | None = None
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            _, verify = verify_runs(uri)
+        except Exception as e:  # the experiment does not exist yet
+            last_error = e
+            continue
+        done = [c for c in verify if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED")]
+        if len(done) >= 3:
+            finished_before = {c.data.tags["mixopt.trial_id"]: c.info.end_time for c in done}
+            break
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+    assert finished_before, f"no verification trial finished in time (last polling error: {last_error!r})"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    _, parents, _ = trial_runs(uri)
+    assert parents[0].info.status == "RUNNING"
+    plan = json.loads(next((tmp_path / "runs").glob("sweep_test/sweep-*/verify_plan.json")).read_text())
+    _, verify = verify_runs(uri)
+    assert len([c for c in verify if c.data.tags["mixopt.status"] == "FINISHED"]) < 8
+
+    resumed = subprocess.run(
+        cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    client, parents, _ = trial_runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    search, verify = verify_runs(uri)
+    assert sorted(c.data.tags["mixopt.trial_id"] for c in search) == [f"trial-{i:03d}" for i in range(4)]
+    assert sorted(c.data.tags["mixopt.trial_id"] for c in verify) == sorted(
+        t["trial_id"] for t in plan["trials"]
+    )
+    for c in verify:  # verification trials that had finished were not run again
+        if c.data.tags["mixopt.trial_id"] in finished_before:
+            assert c.info.end_time == finished_before[c.data.tags["mixopt.trial_id"]]
+    # The resumed stage tested the recommendation the plan recorded before the kill.
+    rec = next(c for c in verify if c.data.tags["mixopt.verify_arm"] == "recommended")
+    assert json.loads(rec.data.tags["mixopt.proposal"]) == plan["recommendation"]["proposal"]
+    _check_verification_record(client, parents[0], search, verify, 4, tmp_path)
+    assert "seeds paired" in resumed.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_failed_verification_trials_are_recorded_and_the_line_says_so(
+    tmp_path: Path, data_dir: Path, ray_local
+) -> None:
+    from mixopt.sweep import run_sweep
+
+    # The baseline (retrieval_0 = 0.6, outside the search bounds) fails on every seed; the bounds
+    # keep every search trial and the recommendation below the failure threshold.
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        search={"bounds": {"retrieval_0": {"max": 0.4}}},
+        trainer={"target": "trainers.analytic:train", "steps": 20, "fail_above": {"retrieval_0": 0.45}},
+        optimizer={"n_seeds": 3, "max_trials": 4, "max_concurrent": 2},
+        verify={"seeds": 2, "baseline": {"retrieval_0": 0.6, "sts_1": 0.2, "classification_2": 0.2}},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, parents, _ = trial_runs(uri)
+    _, verify = verify_runs(uri)
+    assert len(verify) == 4
+    status = {c.data.tags["mixopt.trial_id"]: c.data.tags["mixopt.status"] for c in verify}
+    assert status == {
+        "verify-r00": "FINISHED",
+        "verify-b00": "FAILED",
+        "verify-r01": "FINISHED",
+        "verify-b01": "FAILED",
+    }
+    assert all(
+        "injected failure" in c.data.tags["mixopt.failure"]
+        for c in verify
+        if status[c.data.tags["mixopt.trial_id"]] == "FAILED"
+    )
+    line = client.get_run(parents[0].info.run_id).data.tags["mixopt.verify"]
+    assert line.startswith("verification inconclusive: none of the 2 seed pairs finished")
+    m = client.get_run(parents[0].info.run_id).data.metrics
+    assert m["verify.n"] == 0 and m["verify.failed"] == 2 and "verify.diff" not in m
+    assert summary.verification.line == line and parents[0].info.status == "FINISHED"

@@ -17,6 +17,7 @@ One module per role: :mod:`.driver` (``run_sweep``: start or resume, Ray Tune, t
 :mod:`.worker` (the trial function run on a Ray worker), :mod:`.searcher` (the Tune Searcher over
 the optimizer), :mod:`.callback` (the Tune Callback, the single MLflow writer),
 :mod:`.progress` (the terminal), :mod:`.resume` (reconciling a restored optimizer with MLflow),
+:mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired seeds),
 :mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts).
 """
 

@@ -29,6 +29,9 @@ class SweepSummary:
     idle_fraction: float | None = None
     wall_seconds: float = 0.0
     trials: list[dict[str, Any]] = field(default_factory=list)
+    # recommend() as plain JSON (mixopt.sweep.verify.recommendation_record), and the verification.
+    recommended: dict[str, Any] | None = None
+    verification: Any = None
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -16,8 +16,14 @@ from mixopt.sweep.common import State, SweepError, SweepSummary, absolute_option
 from mixopt.sweep.progress import Printer, print_summary
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
+from mixopt.sweep.verify import (
+    log_recommendation,
+    print_recommendation,
+    recommendation_record,
+    run_verification,
+)
 from mixopt.sweep.worker import run_trial
-from mixopt.tracking import PROPOSAL, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking import PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -154,16 +160,7 @@ def run_sweep(
                 # A trial that reaches the budget must still send its final report.
                 stop_last_trials=False,
             )
-        resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial,
-                experiment_json=exp.model_dump_json(),
-                options=absolute_options(exp.trainer.options),
-                storage_dir=str(storage),
-            ),
-            resources,
-        )
+        trainable = make_trainable(exp, storage)
         if verbose:
             print(
                 f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
@@ -192,7 +189,39 @@ def run_sweep(
         )
         tuner.fit()
     wall = time.monotonic() - t0
-    return finish(exp, tracker, state, storage, wall, callback, concurrent if n_to_run else 1, verbose)
+    verification = None
+    if exp.verify.seeds > 0:
+        ray_init(address, exp)
+        verification = run_verification(
+            exp,
+            tracker,
+            state,
+            storage,
+            make_trainable(exp, storage),
+            max_concurrent(exp),
+            lambda p: make_callback(tracker, p, exp, state),
+            Printer,
+            verbose,
+        )
+    return finish(
+        exp, tracker, state, storage, wall, callback, concurrent if n_to_run else 1, verbose, verification
+    )
+
+
+def make_trainable(exp: Experiment, storage: Path) -> Any:
+    """The Tune trainable of every trial (search and verification): ``run_trial`` with resources."""
+    from ray import tune
+
+    resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            experiment_json=exp.model_dump_json(),
+            options=absolute_options(exp.trainer.options),
+            storage_dir=str(storage),
+        ),
+        resources,
+    )
 
 
 def finish(
@@ -204,12 +233,13 @@ def finish(
     callback: Any,
     slots: int,
     verbose: bool,
+    verification: Any = None,
 ) -> SweepSummary:
     from mixopt import plots
 
     parent_id = tracker.parent_id
     assert parent_id is not None
-    runs = tracker.trial_runs(parent_id)
+    runs = [r for r in tracker.trial_runs(parent_id) if r.data.tags.get(STAGE) != "verify"]
     summary = SweepSummary(parent_id, exp.experiment_name, tracker.uri, storage, wall_seconds=wall)
     for r in sorted(runs, key=lambda r: r.data.tags.get(TRIAL_ID, "")):
         status = r.data.tags.get(STATUS)
@@ -225,6 +255,14 @@ def finish(
             }
         )
     summary.best = state.optimizer.best()
+    # The verification plan holds the recommendation it tested; otherwise recommend() now.
+    summary.recommended = (
+        verification.plan["recommendation"]
+        if verification is not None
+        else recommendation_record(state.optimizer)
+    )
+    summary.verification = verification
+    log_recommendation(tracker, summary.recommended, verification, exp.task_names)
     metrics: dict[str, float] = {
         "trials_finished": summary.finished,
         "trials_failed": summary.failed,
@@ -255,4 +293,5 @@ def finish(
     tracker.end_sweep("FINISHED")
     if verbose:
         print_summary(exp, summary)
+        print_recommendation(summary.recommended, verification, exp.task_names)
     return summary

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixopt.tracking import CHECKPOINT, PROPOSAL, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATUS, TRIAL_ID, SweepTracker
 
 
 def reconcile(
@@ -28,6 +28,8 @@ def reconcile(
     told = [p for p, _ in opt.history]
     for run in sorted(tracker.trial_runs(parent_id), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
         tags = run.data.tags
+        if tags.get(STAGE) == "verify":
+            continue  # the verification stage reconciles its own trials (mixopt.sweep.verify)
         trial_id = tags.get(TRIAL_ID, "")
         try:
             max_index = max(max_index, int(trial_id.rsplit("-", 1)[-1]))

@@ -10,6 +10,12 @@ from mixopt.sweep.progress import Printer
 from mixopt.tracking import SweepTracker
 
 
+def search_seed(base: int, trial_id: str) -> int:
+    """Trial ``trial-NNN`` trains with seed ``base + NNN``: every trial draws its own seed noise,
+    so the GP's noise term absorbs it instead of the optimizer climbing one seed's landscape."""
+    return base + int(trial_id.rsplit("-", 1)[-1])
+
+
 def make_searcher(
     state: State,
     tracker: SweepTracker,
@@ -48,11 +54,14 @@ def make_searcher(
                 trial_id = f"trial-{self.index:03d}"
                 self.index += 1
                 origin = opt.origin(proposal)
-                run_id = tracker.start_trial(trial_id, proposal, exp.task_names, origin, exp.trainer.seed)
+                run_id = tracker.start_trial(
+                    trial_id, proposal, exp.task_names, origin, search_seed(exp.trainer.seed, trial_id)
+                )
             self.issued += 1
             self.live[tune_trial_id] = (trial_id, run_id, proposal)
             printer.started(trial_id, origin, proposal)
-            return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id}
+            seed = search_seed(exp.trainer.seed, trial_id)
+            return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id, "seed": seed}
 
         def on_trial_complete(
             self, tune_trial_id: str, result: dict | None = None, error: bool = False

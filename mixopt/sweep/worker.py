@@ -29,7 +29,7 @@ def run_trial(
     trial = Trial(
         mixture={t: float(proposal[t]) for t in tasks},
         hyperparameters={k: v for k, v in proposal.items() if k not in tasks},
-        seed=exp.trainer.seed,
+        seed=int(config.get("seed", exp.trainer.seed)),
         steps=exp.trainer.steps,
         output_dir=Path(storage_dir) / config["trial_id"],
         tasks=tuple(exp.tasks),

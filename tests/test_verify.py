@@ -1,0 +1,144 @@
+"""The verification stage's parts that need no Ray: the paired interval, the verdict, the plan."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mixopt.config import experiment_from_dict
+from mixopt.optimizer import MixtureOptimizer
+from mixopt.sweep.verify import (
+    load_or_make_plan,
+    make_plan,
+    paired_interval,
+    recommendation_record,
+    summarise,
+)
+
+TASKS = ["a", "b", "c"]
+
+
+def experiment(**over):
+    data = {
+        "name": "v",
+        "tasks": [{"name": t, "kind": "sts", "path": f"/data/{t}"} for t in TASKS],
+        "trainer": {"target": "trainers.analytic:train", "seed": 10},
+    }
+    data.update(over)
+    return experiment_from_dict(data)
+
+
+def fitted_optimizer(exp) -> MixtureOptimizer:
+    opt = MixtureOptimizer.from_experiment(exp)
+    rng = np.random.default_rng(0)
+    for p in opt.ask(max(exp.optimizer.n_seeds, 6)):
+        w = np.array([p[t] for t in TASKS])
+        opt.tell(p, 1.0 - float(((w - [0.6, 0.3, 0.1]) ** 2).sum()) + rng.normal(0, 0.01))
+    return opt
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 9])
+def test_paired_interval_matches_scipy_ttest_rel(n: int) -> None:
+    rng = np.random.default_rng(n)
+    rec, base = rng.normal(0.6, 0.05, n), rng.normal(0.55, 0.05, n)
+    mean, lo, hi = paired_interval(list(rec - base))
+    ci = stats.ttest_rel(rec, base).confidence_interval(0.95)
+    assert mean == pytest.approx(float(np.mean(rec - base)))
+    assert (lo, hi) == (pytest.approx(ci.low), pytest.approx(ci.high))
+
+
+def test_paired_interval_by_hand() -> None:
+    # d = (1, 2, 3): mean 2, s = 1, t_{0.975, 2} = 4.302652729911275 -> 2 +/- 4.3027 / sqrt(3)
+    mean, lo, hi = paired_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert (mean, lo, hi) == (2.0, pytest.approx(2 - half), pytest.approx(2 + half))
+    assert paired_interval([0.5]) == (0.5, None, None)
+
+
+def _plan(seeds=(7, 8, 9, 10), same=False):
+    trials = [
+        {"trial_id": f"verify-{arm[0]}{j:02d}", "arm": arm, "seed": s, "proposal": {}}
+        for j, s in enumerate(seeds)
+        for arm in ("recommended", "baseline")
+    ]
+    return {"seeds": list(seeds), "trials": trials, "same": same, "baseline": {"source": "uniform"}}
+
+
+def test_verdicts_say_plainly_what_the_interval_says() -> None:
+    plan = _plan()
+    better = {f"verify-r{j:02d}": ("FINISHED", 0.60 + 0.01 * j) for j in range(4)}
+    better |= {f"verify-b{j:02d}": ("FINISHED", 0.55 + 0.011 * j) for j in range(4)}
+    r = summarise(plan, better)
+    assert r.n == 4 and not r.failed
+    assert r.line.startswith("recommended beats baseline by +0.048 (95% CI +0.0")
+    assert r.line.endswith(", 4 seeds paired)")
+    noisy = {f"verify-r{j:02d}": ("FINISHED", [0.6, 0.5, 0.62, 0.55][j]) for j in range(4)}
+    noisy |= {f"verify-b{j:02d}": ("FINISHED", [0.55, 0.56, 0.58, 0.57][j]) for j in range(4)}
+    r = summarise(plan, noisy)
+    assert r.ci_low < 0 < r.ci_high
+    assert r.line.startswith("no significant difference: recommended - baseline = +0.003")
+    assert "includes 0, 4 seeds paired)" in r.line
+    worse = {k: (s, -v) for k, (s, v) in better.items()}
+    assert "WORSE than baseline by -0.048" in summarise(plan, worse).line
+
+
+def test_failed_trials_drop_their_pair_and_are_counted() -> None:
+    plan = _plan()
+    out = {f"verify-r{j:02d}": ("FINISHED", 0.6 + 0.01 * j) for j in range(4)}
+    out |= {f"verify-b{j:02d}": ("FINISHED", 0.5 + 0.012 * j) for j in range(4)}
+    out["verify-b01"] = ("FAILED", None)
+    del out["verify-r03"]  # never recorded (e.g. the store lost it)
+    r = summarise(plan, out)
+    assert [s for s, _, _ in r.pairs] == [7, 9]
+    assert sorted(r.failed) == ["verify-b01", "verify-r03"]
+    assert r.line.endswith(
+        "(95% CI "
+        + f"{r.ci_low:+.3f}..{r.ci_high:+.3f}, 2 seeds paired, 2 of 4 pairs incomplete: failed trials)"
+    )
+    one = summarise(plan, {"verify-r00": ("FINISHED", 0.6), "verify-b00": ("FINISHED", 0.5)})
+    assert (
+        one.line
+        == "recommended - baseline = +0.100 (one seed pair: no interval; 1 seed paired, 3 of 4 pairs incomplete: failed trials)"
+    )
+    assert summarise(plan, {}).line.startswith("verification inconclusive: none of the 4 seed pairs finished")
+
+
+def test_plan_pairs_fresh_seeds_and_defaults_the_baseline(tmp_path: Path) -> None:
+    # No seed mixture: the baseline is uniform, projected onto the bounds (a >= 0.5 excludes it).
+    exp = experiment(search={"bounds": {"a": {"min": 0.5}}}, verify={"seeds": 3})
+    opt = fitted_optimizer(exp)
+    record = recommendation_record(opt)
+    plan = make_plan(exp, opt, record, used_seeds=[10, 11, 12, 13, 14, 15])
+    assert plan["seeds"] == [16, 17, 18]
+    assert plan["baseline"]["source"] == "uniform (projected onto the search bounds)"
+    assert plan["baseline"]["proposal"] == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
+    assert [(t["arm"], t["seed"]) for t in plan["trials"][:2]] == [("recommended", 16), ("baseline", 16)]
+    assert all(t["proposal"] == record["proposal"] for t in plan["trials"] if t["arm"] == "recommended")
+    # Persisted atomically, and a second call (a resumed sweep) reads it back unchanged.
+    path = tmp_path / "verify_plan.json"
+    first = load_or_make_plan(path, exp, opt, record, [10])
+    assert json.loads(path.read_text()) == first
+    opt.tell(opt.ask(1)[0], 5.0)  # whatever happened since, the plan stays the one recorded
+    assert load_or_make_plan(path, exp, opt, recommendation_record(opt), [10, 11]) == first
+
+
+def test_plan_baseline_from_config_or_first_seed_and_the_same_mixture() -> None:
+    seeds = [{"a": 0.2, "b": 0.3, "c": 0.5}]
+    exp = experiment(search={"seed_mixtures": seeds}, verify={"seeds": 2})
+    opt = fitted_optimizer(exp)
+    plan = make_plan(exp, opt, recommendation_record(opt), [])
+    assert plan["baseline"] == {"proposal": seeds[0], "source": "search.seed_mixtures[0]"}
+    assert plan["seeds"] == [10, 11]
+    exp = experiment(search={"seed_mixtures": seeds}, verify={"baseline": {"a": 0.7, "c": 0.3}})
+    plan = make_plan(exp, opt, recommendation_record(opt), [])
+    assert plan["baseline"]["proposal"] == {"a": 0.7, "b": 0.0, "c": 0.3}
+    # A recommendation equal to the baseline: nothing to run, and the verdict says why.
+    record = dict(recommendation_record(opt), proposal={"a": 0.7, "b": 0.0, "c": 0.3})
+    plan = make_plan(exp, opt, record, [])
+    assert plan["same"] and plan["trials"] == []
+    assert summarise(plan, {}).line.startswith("recommended mixture equals the baseline (verify.baseline)")
