@@ -38,6 +38,7 @@ def _load(path: Path, check_data: bool = False):
                     check_file(f, t.kind)
                 except DataError as e:
                     problems.append(f"task {t.name}: {e}")
+                    break  # a dataset's train and dev parts usually fail alike: one line per task
         if problems:
             _fail("\n".join(problems))
     return exp
@@ -51,6 +52,23 @@ def validate(
     """Validate an experiment YAML: print the resolved config, or every problem with file:line."""
     exp = _load(experiment, check_data=data)
     typer.echo(dump_experiment(exp), nl=False)
+
+
+@app.command()
+def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> None:
+    """List each task: its data source, row counts where known, and two example rows with the prompts applied."""
+    from mixopt.data import DataError
+    from mixopt.datasets import describe_task
+
+    exp = _load(experiment)
+    problems = []
+    for t in exp.tasks:
+        try:
+            typer.echo("\n".join(describe_task(t)))
+        except DataError as e:
+            problems.append(f"task {t.name}: {e}")
+    if problems:
+        _fail("\n".join(problems))
 
 
 @app.command()
