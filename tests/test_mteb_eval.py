@@ -1,0 +1,176 @@
+"""`mixopt eval`: the real ``mteb.evaluate`` on custom MTEB tasks with local data, on a tiny checkpoint.
+
+The STS score is checked against an independent computation (the SentenceTransformer's own
+``encode`` with the prompt, cosine, scipy's Spearman); the logged metrics against mteb's results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mteb = pytest.importorskip("mteb")
+
+from datasets import Dataset, DatasetDict  # noqa: E402
+from mteb.abstasks.classification import AbsTaskClassification  # noqa: E402
+from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
+from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+
+from mixopt.config import TaskConfig  # noqa: E402
+from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts  # noqa: E402
+from mixopt.synth import build_tokenizer, write_tiny_model  # noqa: E402
+
+WORDS = ["red", "blue", "green", "cat", "dog", "bird", "runs", "sleeps", "sings", "task", ":", "|", "query"]
+META = {
+    "description": "mixopt test task on local data",
+    "reference": "https://example.org",
+    "dataset": {"path": "local/none", "revision": "none"},
+    "category": "t2t",
+    "eval_splits": ["test"],
+    "eval_langs": ["eng-Latn"],
+    "date": ("2026-01-01", "2026-01-02"),
+    "dialect": [],
+    "domains": [],
+    "task_subtypes": [],
+    "license": "cc-by-4.0",
+    "annotations_creators": "derived",
+    "modalities": ["text"],
+    "sample_creation": "found",
+    "bibtex_citation": "",
+}
+rng = np.random.default_rng(0)
+S1 = [f"{rng.choice(WORDS[:3])} {rng.choice(WORDS[3:6])} {rng.choice(WORDS[6:9])}" for _ in range(24)]
+S2 = [f"{rng.choice(WORDS[:3])} {rng.choice(WORDS[3:6])} {rng.choice(WORDS[6:9])}" for _ in range(24)]
+GOLD = [float(sum(a == b for a, b in zip(x.split(), y.split()))) for x, y in zip(S1, S2)]
+
+
+class LocalSTS(AbsTaskSTS):
+    metadata = TaskMetadata(name="MixoptLocalSTS", type="STS", main_score="cosine_spearman", **META)
+    min_score = 0
+    max_score = 3
+
+    def load_data(self, num_proc: int | None = None, **kwargs) -> None:
+        self.dataset = DatasetDict(
+            {"test": Dataset.from_dict({"sentence1": S1, "sentence2": S2, "score": GOLD})}
+        )
+        self.data_loaded = True
+
+
+class LocalClassification(AbsTaskClassification):
+    metadata = TaskMetadata(
+        name="MixoptLocalClassification", type="Classification", main_score="accuracy", **META
+    )
+
+    def load_data(self, num_proc: int | None = None, **kwargs) -> None:
+        texts = [f"{c} {a} {v}" for c in WORDS[:3] for a in WORDS[3:6] for v in WORDS[6:9]]
+        labels = [t.split()[0] for t in texts]
+        rows = Dataset.from_dict({"text": texts * 2, "label": labels * 2})
+        self.dataset = DatasetDict({"train": rows, "test": rows.select(range(27))})
+        self.data_loaded = True
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from trainers.model import load_encoder, save_sentence_transformer
+
+    root = tmp_path_factory.mktemp("mteb")
+    base = write_tiny_model(
+        root / "base",
+        build_tokenizer(WORDS),
+        seed=1,
+        hidden_size=32,
+        intermediate_size=64,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+    )
+    loaded = load_encoder(base, seed=0)
+    prompts = {"sts/query": "task: sentence similarity | query: "}
+    return save_sentence_transformer(
+        loaded.encoder, loaded.tokenizer, root / "ckpt", prompts=prompts, max_seq_length=16
+    )
+
+
+@pytest.mark.slow
+def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp_path):
+    from mlflow import MlflowClient
+    from scipy.stats import spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    from mixopt.tracking import CHECKPOINT
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("soups"), tags={CHECKPOINT: str(checkpoint.resolve())})
+    (checkpoint / "README.md").write_text("# Model soup\n\n## Ingredients\n\n(the soup's own card)\n")
+    sts_prompt = "task: sentence similarity | query: "
+    prompts = mteb_prompts(
+        [
+            TaskConfig(
+                name="s", kind="sts", path=tmp_path, prompt={"query": sts_prompt, "document": sts_prompt}
+            )
+        ]
+    )
+    assert prompts == {"STS": sts_prompt}
+
+    model_dir, run_id, scores = evaluate_model(
+        str(checkpoint),
+        tasks=[LocalSTS(), LocalClassification()],
+        prompts=prompts,
+        tracking_uri=uri,
+        batch_size=8,
+    )
+    assert model_dir == checkpoint and run_id == run.info.run_id
+    by_task = {s.task: s.score for s in scores}
+
+    # Independent reference for STS: encode with the prompt, cosine, Spearman.
+    st = SentenceTransformer(str(checkpoint), device="cpu")
+    e1 = st.encode([sts_prompt + s for s in S1], normalize_embeddings=True)
+    e2 = st.encode([sts_prompt + s for s in S2], normalize_embeddings=True)
+    expected = spearmanr((e1 * e2).sum(-1), GOLD).statistic
+    assert by_task["MixoptLocalSTS"] == pytest.approx(expected, abs=1e-4)
+
+    # The logged metrics are mteb's own main scores, read back from its results JSON.
+    results = json.loads((checkpoint / "mteb_results.json").read_text())["results"]
+    main = {r["task_name"]: r["scores"]["test"][0]["main_score"] for r in results}
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert {k: v for k, v in metrics.items() if k.startswith("mteb.")} == pytest.approx(
+        {f"mteb.{t}": v for t, v in main.items()}
+    )
+    assert set(main) == {"MixoptLocalSTS", "MixoptLocalClassification"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "mteb")
+    }
+    assert {"README.md", "mteb/mteb_results.json"} <= artifacts
+
+    card = (checkpoint / "README.md").read_text()
+    assert "(the soup's own card)" in card and card.count("## MTEB") == 1
+    for task, value in main.items():
+        assert f"| {task} |" in card and f"{value:.4f}" in card
+
+    # A second evaluation replaces the section, never duplicates it.
+    evaluate_model(str(checkpoint), tasks=[LocalSTS()], prompts=prompts, tracking_uri=uri, batch_size=8)
+    assert (checkpoint / "README.md").read_text().count("## MTEB") == 1
+
+
+def test_eval_errors_are_one_line(checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from mixopt.cli import app
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cases = [
+        (["eval", str(checkpoint), "--mteb-tasks", "NoSuchTask", "--tracking-uri", uri], "NoSuchTask"),
+        (["eval", str(checkpoint), "--mteb", "MTEB(nope)", "--tracking-uri", uri], "MTEB(nope)"),
+        (["eval", "0123abcd", "--mteb-tasks", "STSBenchmark", "--tracking-uri", uri], "no MLflow store"),
+        (["eval", str(checkpoint), "--tracking-uri", uri], "exactly one of --mteb"),
+    ]
+    for args, phrase in cases:
+        r = CliRunner().invoke(app, args)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code != 0 and len(lines) == 1 and phrase in lines[0], (args, r.stderr)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written
+    with pytest.raises(EvalError, match="not a sentence-transformers directory"):
+        evaluate_model(str(tmp_path), task_names=["STSBenchmark"], tracking_uri=uri)
