@@ -453,3 +453,122 @@ def test_mixopt_tasks_prints_sources_counts_and_prompted_examples(tmp_path):
     n_dev = exp_obj.task("r").dev_file.num_rows()
     assert f"— {N - n_dev} rows" in out and f"— {n_dev} rows" in out
     assert describe_task(exp_obj.task("s"))[0].startswith("s (sts, metric spearman)")
+
+
+# ---------------------------------------------------------------------- a real sweep on dataset tasks
+
+
+def _as_datasets(folder: Path, kind: str, out: Path) -> dict:
+    """Write a synthetic JSONL task folder as a Hugging Face dataset in sentence-transformers' columns."""
+    split_rows = {
+        s: [json.loads(x) for x in (folder / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "dev")
+    }
+    if kind == "retrieval":  # a DatasetDict saved to disk: anchor / positive / negative_1
+        dd = datasets.DatasetDict(
+            {
+                s: datasets.Dataset.from_dict(
+                    {
+                        "anchor": [r["query"] for r in rows],
+                        "positive": [r["positive"] for r in rows],
+                        "negative_1": [r["negatives"][0] for r in rows],
+                    }
+                )
+                for s, rows in split_rows.items()
+            }
+        )
+        assert all(len(r["negatives"]) == 1 for rows in split_rows.values() for r in rows)
+        dd.save_to_disk(str(out))
+        return {"dataset": str(out), "dev_split": "dev"}
+    if kind == "sts":  # parquet files in a folder, scores on STS-B's 0–5 scale
+        out.mkdir(parents=True)
+        for s, rows in split_rows.items():
+            datasets.Dataset.from_dict(
+                {
+                    "sentence1": [r["text1"] for r in rows],
+                    "sentence2": [r["text2"] for r in rows],
+                    "score": [r["score"] * 5 for r in rows],
+                }
+            ).to_parquet(str(out / f"{'validation' if s == 'dev' else s}-00000.parquet"))
+        return {"dataset": str(out), "dev_split": "validation", "score_scale": 5}
+    names = sorted({r["label"] for rows in split_rows.values() for r in rows})
+    dd = datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_dict(
+                {"text": [r["text"] for r in rows], "label": [names.index(r["label"]) for r in rows]}
+            ).cast_column("label", datasets.ClassLabel(names=names))
+            for s, rows in split_rows.items()
+        }
+    )
+    dd.save_to_disk(str(out))
+    return {"dataset": str(out), "dev_split": "dev"}
+
+
+@pytest.mark.slow
+def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_path, monkeypatch):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from mixopt.sweep import run_sweep
+    from mixopt.synth import SynthSpec, synthesize
+    from mixopt.trial import Trial
+    from trainers.embedding import train
+
+    data = tmp_path / "data"
+    synthesize(data, n_tasks=3, seed=0, spec=SynthSpec(n_train=48, n_dev=16))
+    kinds = {"retrieval_0": "retrieval", "sts_1": "sts", "classification_2": "classification"}
+    options = {
+        "model": str(data / "model"),
+        "matryoshka_dims": [64, 32],
+        "batch_size": 8,
+        "max_seq_length": 24,
+        "learning_rate": 3e-3,
+        "eval_batch_size": 64,
+        "classifier_train_rows": 48,
+        "cpu_threads": 1,
+    }
+    exp = {
+        "name": "dataset_sweep",
+        "tasks": [
+            {"name": n, "kind": k, **_as_datasets(data / n, k, tmp_path / "hf" / n)} for n, k in kinds.items()
+        ],
+        "search": {"seed_mixtures": [{"retrieval_0": 0.5, "sts_1": 0.25, "classification_2": 0.25}]},
+        "optimizer": {"n_seeds": 2, "max_trials": 2, "max_concurrent": 1, "random_state": 0},
+        "trainer": {"target": "trainers.embedding:train", "steps": 3, "seed": 0, **options},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "storage": str(tmp_path / "runs"),
+    }
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    experiment = load_experiment(tmp_path / "exp.yaml")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        summary = run_sweep(experiment, verbose=False)
+    finally:
+        ray.shutdown()
+    assert summary.finished == 2 and summary.failed == 0
+    client = MlflowClient(experiment.tracking.resolved_uri())
+    runs = client.search_runs([client.get_experiment_by_name("dataset_sweep").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+
+    # The same trial on the JSONL folders (the reference) gives the same objective: same rows, same order.
+    first = min(trials, key=lambda r: r.data.tags["mixopt.trial_id"])
+    mixture = {n: float(first.data.params[f"w.{n}"]) for n in kinds}
+    folder_tasks = tuple(
+        TaskConfig(name=n, kind=k, path=data / n, prompt=experiment.task(n).prompt) for n, k in kinds.items()
+    )
+    reference = train(
+        Trial(
+            mixture=mixture,
+            hyperparameters={},
+            seed=int(first.data.params.get("seed", 0)),
+            steps=3,
+            output_dir=tmp_path / "reference",
+            tasks=folder_tasks,
+            options=experiment.trainer.options,
+            trial_id="ref",
+        ),
+        lambda step, m: None,
+    )
+    assert first.data.metrics["objective"] == pytest.approx(reference.objective, abs=1e-6)
+    for n in kinds:
+        assert first.data.metrics[f"score.{n}"] == pytest.approx(reference.task_scores[n], abs=1e-6)
