@@ -7,11 +7,15 @@ The STS score is checked against an independent computation (the SentenceTransfo
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+# mteb creates its result cache folder at import: keep it out of the home directory.
+os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="mteb_cache_"))
 mteb = pytest.importorskip("mteb")
 
 from datasets import Dataset, DatasetDict  # noqa: E402

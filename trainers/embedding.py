@@ -78,7 +78,7 @@ class Options(BaseModel):
     eval_every: int = Field(0, ge=0, description="evaluate on dev every N steps; 0: only at the end")
     eval_batch_size: int = Field(128, ge=1)
     classifier_train_rows: int = Field(
-        2000, ge=2, description="train rows the classification probe is fitted on"
+        2000, ge=2, description="size of the stratified train sample the classification probe is fitted on"
     )
     objective: Literal["mean_task", "mean_kind"] = "mean_task"
     device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
