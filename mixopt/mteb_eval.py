@@ -124,7 +124,10 @@ def resolve_model(target: str, tracking_uri: str) -> tuple[Path, str | None]:
 
 
 def load_tasks(benchmark: str | None, names: Sequence[str] | None) -> list[Any]:
-    """MTEB task objects of a benchmark (``"MTEB(eng, v2)"``) or of task names."""
+    """MTEB task objects of a benchmark (``"MTEB(eng, v2)"``) or of task names.
+
+    A name ``package.module:TaskClass`` imports a custom task (offline data, private sets).
+    """
     try:
         import mteb
     except ImportError:
@@ -134,9 +137,27 @@ def load_tasks(benchmark: str | None, names: Sequence[str] | None) -> list[Any]:
     try:
         if benchmark is not None:
             return list(mteb.get_benchmark(benchmark).tasks)
-        return list(mteb.get_tasks(tasks=list(names or ())))
+        custom = [_custom_task(n) for n in names or () if ":" in n]
+        known = [n for n in names or () if ":" not in n]
+        return (list(mteb.get_tasks(tasks=known)) if known else []) + custom
     except (KeyError, ValueError) as e:
         raise EvalError(f"mteb: {str(e).splitlines()[0]}") from None
+
+
+def _custom_task(path: str) -> Any:
+    """``package.module:TaskClass``: a user's own mteb task (an ``AbsTask`` subclass, e.g. overriding ``load_data``)."""
+    import importlib
+
+    from mteb.abstasks import AbsTask
+
+    module_name, _, cls_name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise EvalError(f"mteb task {path!r}: cannot import it: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, AbsTask)):
+        raise EvalError(f"mteb task {path!r} is not an mteb AbsTask subclass")
+    return cls()
 
 
 def run_mteb(
@@ -152,6 +173,8 @@ def run_mteb(
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(model_dir), device=device)
+    # mixopt's checkpoints keep each task's prompts as "<task>/query": not keys mteb can match.
+    st.prompts = {k: v for k, v in (st.prompts or {}).items() if "/" not in k}
     model = SentenceTransformerEncoderWrapper(st, model_prompts=prompts or None)
     try:
         result = mteb.evaluate(

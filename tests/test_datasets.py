@@ -572,3 +572,37 @@ def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_p
     assert first.data.metrics["objective"] == pytest.approx(reference.objective, abs=1e-6)
     for n in kinds:
         assert first.data.metrics[f"score.{n}"] == pytest.approx(reference.task_scores[n], abs=1e-6)
+
+    # `mixopt soup --mteb-tasks` on the soup of both trials: mteb's score on the soup's run and card.
+    pytest.importorskip("mteb")
+    from typer.testing import CliRunner
+
+    from mixopt.cli import app
+
+    monkeypatch.setenv("MTEB_CACHE", str(tmp_path / "mteb_cache"))
+    out = tmp_path / "soup"
+    r = CliRunner().invoke(
+        app,
+        [
+            "soup",
+            str(tmp_path / "exp.yaml"),
+            "--runs",
+            "top2",
+            "--out",
+            str(out),
+            "--mteb-tasks",
+            "mteb_local_tasks:LocalSTS",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "mteb_results.json").read_text())["results"]
+    score = results[0]["scores"]["test"][0]["main_score"]
+    soup_run = next(
+        x
+        for x in client.search_runs([client.get_experiment_by_name("dataset_sweep").experiment_id])
+        if x.data.tags.get("mixopt.role") == "soup"
+    )
+    # (The soup's synthetic vocabulary does not cover the task's words: the score may be NaN, as mteb gives it.)
+    assert soup_run.data.metrics["mteb.MixoptLocalSTS"] == pytest.approx(score, nan_ok=True)
+    card = (out / "README.md").read_text()
+    assert "## Ingredients" in card and "## MTEB" in card and f"{score:.4f}" in card

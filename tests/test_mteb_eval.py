@@ -11,69 +11,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # mteb creates its result cache folder at import: keep it out of the home directory.
 os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="mteb_cache_"))
 mteb = pytest.importorskip("mteb")
 
-from datasets import Dataset, DatasetDict  # noqa: E402
-from mteb.abstasks.classification import AbsTaskClassification  # noqa: E402
-from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
-from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+
+from mteb_local_tasks import GOLD, S1, S2, WORDS, LocalClassification, LocalSTS  # noqa: E402
 
 from mixopt.config import TaskConfig  # noqa: E402
 from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts  # noqa: E402
 from mixopt.synth import build_tokenizer, write_tiny_model  # noqa: E402
-
-WORDS = ["red", "blue", "green", "cat", "dog", "bird", "runs", "sleeps", "sings", "task", ":", "|", "query"]
-META = {
-    "description": "mixopt test task on local data",
-    "reference": "https://example.org",
-    "dataset": {"path": "local/none", "revision": "none"},
-    "category": "t2t",
-    "eval_splits": ["test"],
-    "eval_langs": ["eng-Latn"],
-    "date": ("2026-01-01", "2026-01-02"),
-    "dialect": [],
-    "domains": [],
-    "task_subtypes": [],
-    "license": "cc-by-4.0",
-    "annotations_creators": "derived",
-    "modalities": ["text"],
-    "sample_creation": "found",
-    "bibtex_citation": "",
-}
-rng = np.random.default_rng(0)
-S1 = [f"{rng.choice(WORDS[:3])} {rng.choice(WORDS[3:6])} {rng.choice(WORDS[6:9])}" for _ in range(24)]
-S2 = [f"{rng.choice(WORDS[:3])} {rng.choice(WORDS[3:6])} {rng.choice(WORDS[6:9])}" for _ in range(24)]
-GOLD = [float(sum(a == b for a, b in zip(x.split(), y.split()))) for x, y in zip(S1, S2)]
-
-
-class LocalSTS(AbsTaskSTS):
-    metadata = TaskMetadata(name="MixoptLocalSTS", type="STS", main_score="cosine_spearman", **META)
-    min_score = 0
-    max_score = 3
-
-    def load_data(self, num_proc: int | None = None, **kwargs) -> None:
-        self.dataset = DatasetDict(
-            {"test": Dataset.from_dict({"sentence1": S1, "sentence2": S2, "score": GOLD})}
-        )
-        self.data_loaded = True
-
-
-class LocalClassification(AbsTaskClassification):
-    metadata = TaskMetadata(
-        name="MixoptLocalClassification", type="Classification", main_score="accuracy", **META
-    )
-
-    def load_data(self, num_proc: int | None = None, **kwargs) -> None:
-        texts = [f"{c} {a} {v}" for c in WORDS[:3] for a in WORDS[3:6] for v in WORDS[6:9]]
-        labels = [t.split()[0] for t in texts]
-        rows = Dataset.from_dict({"text": texts * 2, "label": labels * 2})
-        self.dataset = DatasetDict({"train": rows, "test": rows.select(range(27))})
-        self.data_loaded = True
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +127,24 @@ def test_eval_errors_are_one_line(checkpoint, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing written
     with pytest.raises(EvalError, match="not a sentence-transformers directory"):
         evaluate_model(str(tmp_path), task_names=["STSBenchmark"], tracking_uri=uri)
+
+
+@pytest.mark.slow
+def test_mixopt_eval_cli_runs_a_custom_task_named_by_import_path(checkpoint, tmp_path):
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from mixopt.cli import app
+    from mixopt.tracking import CHECKPOINT
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("trials"), tags={CHECKPOINT: str(checkpoint.resolve())})
+    r = CliRunner().invoke(
+        app, ["eval", run.info.run_id, "--mteb-tasks", "mteb_local_tasks:LocalSTS", "--tracking-uri", uri]
+    )
+    assert r.exit_code == 0, r.output
+    results = json.loads((checkpoint / "mteb_results.json").read_text())["results"]
+    score = results[0]["scores"]["test"][0]["main_score"]
+    assert f"| MixoptLocalSTS | STS | cosine_spearman | {score:.4f} |" in r.stdout
+    assert client.get_run(run.info.run_id).data.metrics["mteb.MixoptLocalSTS"] == pytest.approx(score)
