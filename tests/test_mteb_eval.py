@@ -13,20 +13,26 @@ from pathlib import Path
 
 import pytest
 
-# mteb creates its result cache folder at import: keep it out of the home directory.
-os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="mteb_cache_"))
-mteb = pytest.importorskip("mteb")
+from mixopt.config import TaskConfig
+from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts
+from mixopt.synth import build_tokenizer, write_tiny_model
+
+# mteb's import alone takes tens of seconds on the dev box: every test here is slow, and mteb is
+# imported inside the tests so that collecting this file in the default run costs nothing.
+pytestmark = pytest.mark.slow
 
 
-from mteb_local_tasks import GOLD, S1, S2, WORDS, LocalClassification, LocalSTS  # noqa: E402
-
-from mixopt.config import TaskConfig  # noqa: E402
-from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts  # noqa: E402
-from mixopt.synth import build_tokenizer, write_tiny_model  # noqa: E402
+@pytest.fixture(scope="module", autouse=True)
+def _mteb():
+    # mteb creates its result cache folder at import: keep it out of the home directory.
+    os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="mteb_cache_"))
+    pytest.importorskip("mteb")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
+    from mteb_local_tasks import WORDS
+
     from trainers.model import load_encoder, save_sentence_transformer
 
     root = tmp_path_factory.mktemp("mteb")
@@ -46,9 +52,9 @@ def checkpoint(tmp_path_factory) -> Path:
     )
 
 
-@pytest.mark.slow
 def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp_path):
     from mlflow import MlflowClient
+    from mteb_local_tasks import GOLD, S1, S2, LocalClassification, LocalSTS
     from scipy.stats import spearmanr
     from sentence_transformers import SentenceTransformer
 
@@ -108,11 +114,15 @@ def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp
     assert (checkpoint / "README.md").read_text().count("## MTEB") == 1
 
 
-def test_eval_errors_are_one_line(checkpoint, tmp_path):
+def test_eval_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
     from mixopt.cli import app
 
+    # The errors come before any model is loaded: a directory with modules.json is enough.
+    checkpoint = tmp_path / "model"
+    checkpoint.mkdir()
+    (checkpoint / "modules.json").write_text("[]")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cases = [
         (["eval", str(checkpoint), "--mteb-tasks", "NoSuchTask", "--tracking-uri", uri], "NoSuchTask"),
@@ -125,11 +135,11 @@ def test_eval_errors_are_one_line(checkpoint, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.exit_code != 0 and len(lines) == 1 and phrase in lines[0], (args, r.stderr)
     assert not (tmp_path / "mlflow.db").exists()  # nothing written
+    (tmp_path / "not_a_model").mkdir()
     with pytest.raises(EvalError, match="not a sentence-transformers directory"):
-        evaluate_model(str(tmp_path), task_names=["STSBenchmark"], tracking_uri=uri)
+        evaluate_model(str(tmp_path / "not_a_model"), task_names=["STSBenchmark"], tracking_uri=uri)
 
 
-@pytest.mark.slow
 def test_mixopt_eval_cli_runs_a_custom_task_named_by_import_path(checkpoint, tmp_path):
     from mlflow import MlflowClient
     from typer.testing import CliRunner
