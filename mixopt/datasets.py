@@ -401,14 +401,17 @@ def _open(dataset: str, subset: str | None, split: str, streaming: bool) -> Any:
     import datasets
 
     datasets.disable_progress_bars()
-    # datasets logs a failed load before raising it; the raised error becomes our one line.
-    log = logging.getLogger("datasets")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    # datasets logs a failed load, huggingface_hub each retry, before raising: the raised error
+    # becomes our one line.
+    logs = [logging.getLogger(name) for name in ("datasets", "huggingface_hub")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
     try:
         return _load(dataset, subset, split, streaming)
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def _load(dataset: str, subset: str | None, split: str, streaming: bool) -> Any:
