@@ -19,13 +19,13 @@ IMAGE ?= mixopt:latest
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv: torch first (CPU build here), then mixopt with its dev extras
+setup: $(STAMP) ## Create .venv: torch first (CPU build here), then mixopt with its dev, bench and mteb extras
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,mteb]'
 	@touch $@
 
 $(SYNTH_DIR)/synth.json: | $(STAMP)

@@ -38,6 +38,7 @@ def _load(path: Path, check_data: bool = False):
                     check_file(f, t.kind)
                 except DataError as e:
                     problems.append(f"task {t.name}: {e}")
+                    break  # a dataset's train and dev parts usually fail alike: one line per task
         if problems:
             _fail("\n".join(problems))
     return exp
@@ -51,6 +52,23 @@ def validate(
     """Validate an experiment YAML: print the resolved config, or every problem with file:line."""
     exp = _load(experiment, check_data=data)
     typer.echo(dump_experiment(exp), nl=False)
+
+
+@app.command()
+def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> None:
+    """List each task: its data source, row counts where known, and two example rows with the prompts applied."""
+    from mixopt.data import DataError
+    from mixopt.datasets import describe_task
+
+    exp = _load(experiment)
+    problems = []
+    for t in exp.tasks:
+        try:
+            typer.echo("\n".join(describe_task(t)))
+        except DataError as e:
+            problems.append(f"task {t.name}: {e}")
+    if problems:
+        _fail("\n".join(problems))
 
 
 @app.command()
@@ -145,8 +163,25 @@ def soup(
         help="MLflow tracking URI (default: the YAML's, else $MLFLOW_TRACKING_URI, "
         "else sqlite:///mlflow.db).",
     ),
+    mteb: Optional[str] = typer.Option(
+        None,
+        "--mteb",
+        help='Then evaluate the soup on an MTEB benchmark, e.g. "MTEB(eng, v2)" (mixopt eval).',
+    ),
+    mteb_tasks: Optional[str] = typer.Option(
+        None, "--mteb-tasks", help="Then evaluate the soup on these MTEB tasks (comma-separated)."
+    ),
 ) -> None:
     """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
+    if mteb is not None and mteb_tasks is not None:
+        _fail("give at most one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
+    if mteb is not None or mteb_tasks is not None:
+        from mixopt.mteb_eval import EvalError, load_tasks
+
+        try:  # before the soup is made: a misspelt task should not cost a soup
+            load_tasks(mteb, [n for n in (mteb_tasks or "").split(",") if n.strip()] or None)
+        except EvalError as e:
+            _fail(str(e))
     if method not in ("uniform", "greedy"):
         _fail(f"--method {method!r}: choose uniform or greedy")
     from mixopt.soup import (
@@ -215,6 +250,100 @@ def soup(
     )
     if result.registered:
         typer.echo(f"registered as MLflow model {result.registered[0]!r} version {result.registered[1]}")
+    if mteb is not None or mteb_tasks is not None:
+        uri = tracking_uri or (exp.tracking.resolved_uri() if exp is not None else None)
+        _mteb_eval(str(result.out), mteb, mteb_tasks, exp, uri, 32, None, run_id=result.run_id)
+
+
+def _mteb_eval(
+    target: str,
+    benchmark: Optional[str],
+    task_list: Optional[str],
+    exp,
+    tracking_uri: Optional[str],
+    batch_size: int,
+    device: Optional[str],
+    run_id: Optional[str] = None,
+) -> None:
+    """Run MTEB on a model, print the table; shared by ``eval`` and ``soup --mteb``."""
+    from mixopt.mteb_eval import EvalError, evaluate_model, format_mteb_table, mteb_prompts
+
+    names = [n.strip() for n in task_list.split(",") if n.strip()] if task_list else None
+    try:
+        model_dir, run_id, scores = evaluate_model(
+            target,
+            benchmark=benchmark,
+            task_names=names,
+            prompts=mteb_prompts(exp.tasks) if exp is not None else None,
+            tracking_uri=tracking_uri,
+            batch_size=batch_size,
+            device=device,
+            run_id=run_id,
+        )
+    except EvalError as e:
+        _fail(str(e), code=1)
+    typer.echo(format_mteb_table(scores))
+    where = f"MLflow run {run_id}" if run_id else "no MLflow run (none records this directory)"
+    typer.echo(
+        f"mteb scores of {model_dir}: {model_dir / 'mteb_results.json'}, model card README.md; {where}"
+    )
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(
+        ..., help="A sentence-transformers directory (soup, checkpoint) or an MLflow run id."
+    ),
+    mteb: Optional[str] = typer.Option(None, "--mteb", help='An MTEB benchmark, e.g. "MTEB(eng, v2)".'),
+    mteb_tasks: Optional[str] = typer.Option(
+        None,
+        "--mteb-tasks",
+        help="MTEB task names, comma-separated (e.g. Banking77Classification,STSBenchmark).",
+    ),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        help="Experiment YAML whose task prompts the model is evaluated with "
+        "(default: the config recorded by the model's sweep, if any).",
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Encoding batch size."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="cpu, cuda, ... (default: sentence-transformers' choice)."
+    ),
+) -> None:
+    """Evaluate a model on MTEB tasks; log mteb.<task> scores to its MLflow run and add them to its model card."""
+    if (mteb is None) == (mteb_tasks is None):
+        _fail("give exactly one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
+    exp = _load(config) if config is not None else _recorded_config(model, tracking_uri)
+    _mteb_eval(model, mteb, mteb_tasks, exp, tracking_uri, batch_size, device)
+
+
+def _recorded_config(model: str, tracking_uri: Optional[str]):
+    """The experiment recorded by the sweep of the model's run, for its prompts; None if there is none."""
+    from mixopt.config import ConfigError
+    from mixopt.mteb_eval import EvalError, resolve_model
+    from mixopt.tracking import recorded_experiment
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    try:
+        _, run_id = resolve_model(model, uri)
+    except EvalError as e:
+        _fail(str(e), code=1)
+    if run_id is None:
+        return None
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    name = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    try:
+        return recorded_experiment(uri, name)[0]
+    except (LookupError, ConfigError):
+        return None
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ class TaskKind(str, Enum):
     retrieval = "retrieval"
     sts = "sts"
     classification = "classification"
+    clustering = "clustering"
+    pair_classification = "pair_classification"
 
 
 # The metric each kind supports; the first is the default.
@@ -45,6 +47,8 @@ METRICS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.retrieval: ("ndcg@10", "mrr@10"),
     TaskKind.sts: ("spearman",),
     TaskKind.classification: ("accuracy",),
+    TaskKind.clustering: ("v_measure",),
+    TaskKind.pair_classification: ("ap",),
 }
 
 
@@ -56,13 +60,32 @@ class Prompt(_Frozen):
 
 
 class TaskConfig(_Frozen):
-    """One task: a folder with ``train.jsonl``/``dev.jsonl`` (or ``.parquet``), or explicit files."""
+    """One task's data, given one of three ways:
+
+    - ``path``: a folder with ``train.jsonl``/``dev.jsonl`` (or ``.parquet``) in mixopt's row format;
+    - ``train`` and ``dev``: two such files;
+    - ``dataset``: a Hugging Face dataset (a hub id, a ``save_to_disk`` directory, or data files
+      — a path or a glob) in sentence-transformers' column conventions (:mod:`mixopt.datasets`),
+      with ``subset`` (the dataset's config name), ``split`` (default ``train``), and the dev rows
+      as another split (``dev_split``) or a seeded hold-out of the train split (``dev_fraction``).
+
+    Validation never touches the hub or reads data; ``mixopt validate --data`` does.
+    """
 
     name: str
     kind: TaskKind
     path: Path | None = None
     train: Path | None = None
     dev: Path | None = None
+    dataset: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    dev_split: str | None = None
+    dev_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    dev_max_rows: int | None = Field(None, ge=2)
+    columns: dict[str, Union[str, list[str]]] = {}
+    score_scale: float | None = Field(None, gt=0.0)
+    streaming: bool = True
     prompt: Prompt = Prompt()
     metric: str | None = None
 
@@ -78,8 +101,44 @@ class TaskConfig(_Frozen):
 
     @model_validator(mode="after")
     def _files_and_metric(self) -> TaskConfig:
-        if self.path is None and (self.train is None or self.dev is None):
-            raise ValueError("give either 'path' (a task folder) or both 'train' and 'dev' files")
+        from mixopt.datasets import FIELDS
+
+        ways = sum(
+            (self.path is not None, self.train is not None or self.dev is not None, bool(self.dataset))
+        )
+        if ways != 1:
+            raise ValueError(
+                "give either 'path' (a task folder), or both 'train' and 'dev' files, "
+                "or 'dataset' (a Hugging Face dataset): exactly one of the three"
+            )
+        if self.path is None and not self.dataset and (self.train is None or self.dev is None):
+            raise ValueError("give both 'train' and 'dev' files (or 'path', or 'dataset')")
+        dataset_keys = ("subset", "dev_split", "dev_fraction", "dev_max_rows", "score_scale")
+        if not self.dataset:
+            given = [k for k in dataset_keys if getattr(self, k) is not None]
+            given += ["split"] * (self.split != "train") + ["columns"] * bool(self.columns)
+            if given:
+                raise ValueError(f"{given} apply only to a task with 'dataset'")
+        else:
+            if (self.dev_split is None) == (self.dev_fraction is None):
+                raise ValueError(
+                    "a dataset task needs its dev rows as exactly one of 'dev_split' (another split) "
+                    "or 'dev_fraction' (a seeded hold-out of the train split, e.g. 0.01)"
+                )
+            if self.dev_split is not None and self.dev_split == self.split:
+                raise ValueError(
+                    f"dev_split {self.dev_split!r} is the train split; use dev_fraction to hold out rows"
+                )
+            fields = FIELDS[self.kind.value]
+            for field, cols in self.columns.items():
+                if field not in fields:
+                    raise ValueError(
+                        f"columns: {field!r} is not a field of a {self.kind.value} row; fields are {list(fields)}"
+                    )
+                if isinstance(cols, list) and field != "negatives":
+                    raise ValueError(f"columns: {field!r} takes one column name, got a list")
+            if self.score_scale is not None and self.kind != TaskKind.sts:
+                raise ValueError("score_scale applies only to sts tasks")
         allowed = METRICS[self.kind]
         if self.metric is None:
             object.__setattr__(self, "metric", allowed[0])
@@ -101,13 +160,55 @@ class TaskConfig(_Frozen):
                 return candidate
         return self.path / f"{split}.jsonl"
 
-    @property
-    def train_file(self) -> Path:
-        return self._find("train")
+    def _dataset_split(self, role: str) -> Any:
+        from mixopt.datasets import DatasetSplit
+
+        assert self.dataset is not None
+        columns = tuple(
+            sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items())
+        )
+        common = dict(
+            dataset=self.dataset,
+            kind=self.kind.value,
+            subset=self.subset,
+            columns=columns,
+            score_scale=self.score_scale,
+            streaming=self.streaming,
+        )
+        if role == "train":
+            if self.dev_fraction is not None:
+                return DatasetSplit(split=self.split, part="train", dev_fraction=self.dev_fraction, **common)
+            return DatasetSplit(split=self.split, **common)
+        if self.dev_fraction is not None:
+            return DatasetSplit(
+                split=self.split,
+                part="dev",
+                dev_fraction=self.dev_fraction,
+                max_rows=self.dev_max_rows,
+                **common,
+            )
+        assert self.dev_split is not None
+        return DatasetSplit(split=self.dev_split, max_rows=self.dev_max_rows, **common)
 
     @property
-    def dev_file(self) -> Path:
-        return self._find("dev")
+    def train_file(self) -> Any:
+        """Where the train rows come from: a file path, or a :class:`mixopt.datasets.DatasetSplit`.
+
+        Either one goes to :func:`mixopt.data.iter_rows`.
+        """
+        return self._dataset_split("train") if self.dataset else self._find("train")
+
+    @property
+    def dev_file(self) -> Any:
+        """Where the dev rows come from (see :attr:`train_file`)."""
+        return self._dataset_split("dev") if self.dataset else self._find("dev")
+
+    @property
+    def source(self) -> str:
+        """The task's data in words (for listings)."""
+        if self.dataset:
+            return f"dataset {self.dataset}" + (f" (subset {self.subset})" if self.subset else "")
+        return str(self.path) if self.path is not None else f"{self.train}, {self.dev}"
 
 
 class WeightBounds(_Frozen):
@@ -595,10 +696,22 @@ def experiment_from_dict(
                 for k in ("path", "train", "dev")
                 if (v := getattr(t, k)) is not None
             }
+            | _resolved_dataset(t, base)
         )
         for t in exp.tasks
     ]
     return exp.model_copy(update={"tasks": tasks})
+
+
+def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
+    """A relative local ``dataset`` path made absolute against ``base``; hub ids are left as they are."""
+    from mixopt.datasets import is_local_reference
+
+    d = task.dataset
+    if not d or not is_local_reference(d) and not (base / d).exists():
+        return {}
+    p = Path(d).expanduser()
+    return {"dataset": str(p if p.is_absolute() else base / p)}
 
 
 def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:

@@ -4,7 +4,16 @@ Row kinds (one JSON object per line):
 
 - retrieval / pairs: ``{"query": str, "positive": str, "negatives": [str, ...]}`` (negatives optional)
 - STS: ``{"text1": str, "text2": str, "score": number}``
-- classification: ``{"text": str, "label": str | int}``
+- classification and clustering: ``{"text": str, "label": str | int}``
+- pair classification: ``{"text1": str, "text2": str, "label": 0 | 1}`` (1: the texts match)
+
+A task may instead read a Hugging Face dataset (:mod:`mixopt.datasets`); :func:`iter_rows` takes
+either a file path or such a *row source* (any object with an ``iter_rows(kind)`` method) and
+yields the same typed rows.
+
+Training rows: clustering rows train as classification rows (same-label texts are pairs), and
+pair-classification rows with label 1 train as retrieval pairs ``(text1, text2)`` (label-0 rows are
+not used for training): :class:`TrainingRows` applies that view, :data:`TRAINING_KIND` names it.
 
 Any row may carry teacher embeddings for distillation under ``"teacher"``: a mapping from a text
 field of the row to its embedding (``{"query": [...], "positive": [...], "negatives": [[...], ...]}``
@@ -55,18 +64,39 @@ class ClassificationRow:
     teacher: Mapping[str, Any] | None = None
 
 
-Row = Union[RetrievalRow, STSRow, ClassificationRow]
+@dataclass(frozen=True)
+class PairClassificationRow:
+    text1: str
+    text2: str
+    label: int  # 1: the texts are a matching pair (duplicate, paraphrase), 0: they are not
+    teacher: Mapping[str, Any] | None = None
+
+
+Row = Union[RetrievalRow, STSRow, ClassificationRow, PairClassificationRow]
+
+# Kind of the rows the trainer sees for a task of each kind (see the module docstring).
+TRAINING_KIND = {
+    "retrieval": "retrieval",
+    "sts": "sts",
+    "classification": "classification",
+    "clustering": "classification",
+    "pair_classification": "retrieval",
+}
 
 _FIELDS: dict[str, dict[str, str]] = {
-    # field -> "text" | "texts" | "number" | "label"
+    # field -> "text" | "texts" | "number" | "label" | "binary"
     "retrieval": {"query": "text", "positive": "text", "negatives": "texts"},
     "sts": {"text1": "text", "text2": "text", "score": "number"},
     "classification": {"text": "text", "label": "label"},
+    "clustering": {"text": "text", "label": "label"},
+    "pair_classification": {"text1": "text", "text2": "text", "label": "binary"},
 }
 _REQUIRED = {
     "retrieval": ("query", "positive"),
     "sts": ("text1", "text2", "score"),
     "classification": ("text", "label"),
+    "clustering": ("text", "label"),
+    "pair_classification": ("text1", "text2", "label"),
 }
 
 
@@ -149,6 +179,13 @@ def parse_row(obj: Any, kind: Any) -> Row:
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise ValueError(f"field 'score' must be a finite number, got {score!r}")
         return STSRow(_text(obj["text1"], "text1"), _text(obj["text2"], "text2"), float(score), teacher)
+    if kind == "pair_classification":
+        label = obj["label"]
+        if not (isinstance(label, bool) or (isinstance(label, int) and label in (0, 1))):
+            raise ValueError(f"field 'label' must be 0 or 1 (or a bool), got {label!r}")
+        return PairClassificationRow(
+            _text(obj["text1"], "text1"), _text(obj["text2"], "text2"), int(label), teacher
+        )
     label = obj["label"]
     if (
         isinstance(label, bool)
@@ -185,8 +222,15 @@ def _iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, Any
             yield f"{path}:row {row}", {k: v for k, v in obj.items() if v is not None}
 
 
-def iter_rows(path: str | Path, kind: Any) -> Iterator[Row]:
-    """Stream validated rows of a ``.jsonl`` or ``.parquet`` file of a task of ``kind``."""
+def iter_rows(path: Any, kind: Any) -> Iterator[Row]:
+    """Stream validated rows of a ``.jsonl`` or ``.parquet`` file, or of a row source, of a task of ``kind``.
+
+    A row source (a :class:`mixopt.datasets.DatasetSplit`, a :class:`TrainingRows`) is anything
+    with an ``iter_rows(kind)`` method; it validates its own rows.
+    """
+    if hasattr(path, "iter_rows"):
+        yield from path.iter_rows(kind)
+        return
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -222,6 +266,38 @@ def _teacher_dim(teacher: Mapping[str, Any]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """The training view of a task's train rows: rows of ``TRAINING_KIND[kind]`` (module docstring).
+
+    ``source`` is a file path or a row source; ``kind`` the task's kind.
+    """
+
+    source: Any
+    kind: str
+
+    def __str__(self) -> str:
+        return str(self.source)
+
+    def iter_rows(self, kind: Any = None) -> Iterator[Row]:
+        for row in iter_rows(self.source, self.kind):
+            if isinstance(row, PairClassificationRow):
+                if row.label != 1:
+                    continue
+                teacher = row.teacher
+                if teacher:
+                    teacher = {{"text1": "query", "text2": "positive"}[k]: v for k, v in teacher.items()}
+                yield RetrievalRow(row.text1, row.text2, (), teacher)
+            else:
+                yield row
+
+
+def training_rows(source: Any, kind: Any) -> Any:
+    """The source the trainer streams for a task of ``kind``: ``source`` itself or a :class:`TrainingRows` view."""
+    kind = _kind_name(kind)
+    return source if TRAINING_KIND[kind] == kind else TrainingRows(source, kind)
+
+
 def read_rows(path: str | Path, kind: Any) -> list[Row]:
     """All validated rows of a file (for small files: dev sets, tests)."""
     return list(iter_rows(path, kind))
@@ -233,5 +309,5 @@ def check_file(path: str | Path, kind: Any) -> int:
     for _ in iter_rows(path, kind):
         n += 1
     if n == 0:
-        raise DataError(f"{path}: the file has no rows")
+        raise DataError(f"{path}: {'the file has' if isinstance(path, (str, Path)) else 'has'} no rows")
     return n

@@ -26,12 +26,13 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mixopt.config import TaskConfig
-from mixopt.data import ClassificationRow, RetrievalRow, STSRow, iter_rows
+from mixopt.data import ClassificationRow, PairClassificationRow, RetrievalRow, STSRow, iter_rows
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 
@@ -54,14 +55,14 @@ class Options(BaseModel):
 def _texts(row) -> list[str]:
     if isinstance(row, RetrievalRow):
         return [row.query, row.positive, *row.negatives]
-    if isinstance(row, STSRow):
+    if isinstance(row, (STSRow, PairClassificationRow)):
         return [row.text1, row.text2]
     assert isinstance(row, ClassificationRow)
     return [row.text]
 
 
 @lru_cache(maxsize=64)
-def _vocabulary(path: str, kind: str, max_rows: int) -> frozenset[str]:
+def _vocabulary(path: Any, kind: str, max_rows: int) -> frozenset[str]:
     words: set[str] = set()
     for i, row in enumerate(iter_rows(path, kind)):
         if i >= max_rows:
@@ -75,7 +76,7 @@ def scores(
     mixture: dict[str, float], tasks: Sequence[TaskConfig], steps: int, options: Options
 ) -> np.ndarray:
     """Per-task scores ``s_k(steps)`` of the closed form in the module docstring."""
-    vocab = [_vocabulary(str(t.train_file), t.kind.value, options.max_rows) for t in tasks]
+    vocab = [_vocabulary(t.train_file, t.kind.value, options.max_rows) for t in tasks]
     words = sorted(set().union(*vocab))
     index = {u: i for i, u in enumerate(words)}
     exposure = np.zeros(len(words))

@@ -246,7 +246,9 @@ class TaskStream:
         shuffle_buffer: int = 10_000,
         pair_window: int = 1024,
     ):
-        self.name, self.kind, self.path = name, str(getattr(kind, "value", kind)), Path(path)
+        # ``path`` may also be a row source (a dataset split): anything mixopt.data.iter_rows reads.
+        self.path = path if hasattr(path, "iter_rows") else Path(path)
+        self.name, self.kind = name, str(getattr(kind, "value", kind))
         if self.kind not in ("retrieval", "sts", "classification"):
             raise ValueError(f"task {name!r}: unknown kind {kind!r}")
         self.rng = np.random.default_rng(seed)

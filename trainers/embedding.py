@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mixopt.config import TaskConfig
-from mixopt.data import DataError
+from mixopt.data import TRAINING_KIND, DataError, training_rows
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from . import losses
@@ -78,7 +78,7 @@ class Options(BaseModel):
     eval_every: int = Field(0, ge=0, description="evaluate on dev every N steps; 0: only at the end")
     eval_batch_size: int = Field(128, ge=1)
     classifier_train_rows: int = Field(
-        2000, ge=2, description="train rows the classification probe is fitted on"
+        2000, ge=2, description="size of the stratified train sample the classification probe is fitted on"
     )
     objective: Literal["mean_task", "mean_kind"] = "mean_task"
     device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
@@ -252,7 +252,11 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
     try:
         streams = {
             t.name: TaskStream(
-                t.name, t.kind.value, t.train_file, seed=[trial.seed, i], shuffle_buffer=opts.shuffle_buffer
+                t.name,
+                TRAINING_KIND[t.kind.value],
+                training_rows(t.train_file, t.kind),
+                seed=[trial.seed, i],
+                shuffle_buffer=opts.shuffle_buffer,
             )
             for i, t in enumerate(trial.tasks)
             if trial.mixture.get(t.name, 0.0) > 0

@@ -8,12 +8,24 @@
 - **STS**: Spearman rank correlation between the cosine of ``(text1, text2)`` and the gold score
   (average ranks for ties; a constant prediction scores 0).
 - **Classification**: accuracy on dev of a **logistic regression** (scikit-learn, L2, C = 1, lbfgs, as
-  MTEB) fitted on the embeddings of the first ``classifier_train_rows`` rows of the train split.
+  MTEB) fitted on the embeddings of a **stratified sample** of ``classifier_train_rows`` rows of the
+  train split (:func:`stratified_sample`: each label in proportion to its share of the split, rows
+  drawn by a fixed hash of their index, so every trial's probe sees the same rows and a file sorted
+  by label still gives a probe that has seen every class).
+- **Clustering** (as MTEB's ``ClusteringEvaluator``): mini-batch k-means (scikit-learn
+  ``MiniBatchKMeans``, k = the number of dev labels, batch 500, ``n_init="auto"``, seed 42) on the dev
+  embeddings, scored by the **V-measure** against the dev labels: the harmonic mean of homogeneity
+  ``h = 1 - H(C|K)/H(C)`` and completeness ``c = 1 - H(K|C)/H(K)`` (Rosenberg & Hirschberg 2007).
+- **Pair classification** (as MTEB's ``PairClassificationEvaluator``, its ``ap`` score): the
+  **average precision** of the cosine of ``(text1, text2)`` as a score for label 1:
+  ``AP = Σ_n (R_n - R_{n-1}) P_n`` over descending score thresholds (scikit-learn).
 
 Prompts: the query side uses the task's ``prompt.query`` and the document side ``prompt.document``
 (retrieval queries / corpus; STS ``text1`` / ``text2``); classification texts take the query prompt,
 as the query side of its training pairs does. Metric keys are ``<task>/<metric>/d<dim>`` with
-metric in ``ndcg_at_10``, ``mrr_at_10``, ``spearman``, ``accuracy`` (MLflow-safe names).
+metric in ``ndcg_at_10``, ``mrr_at_10``, ``spearman``, ``accuracy``, ``v_measure``, ``ap``
+(MLflow-safe names). Clustering texts take the query prompt; pair-classification ``text1`` the query
+prompt and ``text2`` the document prompt, as STS.
 
 Non-finite inputs are refused, never scored: an embedding with a NaN or infinite coordinate raises
 ValueError naming the task (the trial turns it into :class:`mixopt.trial.TrialFailed`), and the
@@ -27,8 +39,10 @@ The objective is the mean over tasks of each task's configured metric at the ful
 from __future__ import annotations
 
 import collections
+import functools
+import heapq
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +50,25 @@ import torch
 from torch import Tensor
 
 from mixopt.config import TaskConfig, TaskKind
-from mixopt.data import iter_rows
+from mixopt.data import ClassificationRow, iter_rows
+from mixopt.datasets import splitmix64
 
 from .losses import matryoshka_prefix
 
 # The config's metric names (with '@', which MLflow rejects) -> metric key names.
-METRIC_KEYS = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "spearman": "spearman", "accuracy": "accuracy"}
+METRIC_KEYS = {
+    "ndcg@10": "ndcg_at_10",
+    "mrr@10": "mrr_at_10",
+    "spearman": "spearman",
+    "accuracy": "accuracy",
+    "v_measure": "v_measure",
+    "ap": "ap",
+}
+# The seed of MTEB's evaluators; fixed so the score of a checkpoint does not depend on the trial seed.
+CLUSTERING_SEED = 42
+CLUSTERING_BATCH = 500
+# Seeds the hash that orders rows for the probe's stratified sample.
+PROBE_SEED = 0x70726F6265
 
 EmbedFn = Callable[[Sequence[str]], Tensor]
 
@@ -130,6 +157,89 @@ def classification_accuracy(
     return float((clf.predict(dev_x) == np.asarray(list(dev_y))).mean())
 
 
+def v_measure(embeddings: np.ndarray, labels: Sequence[str], seed: int = CLUSTERING_SEED) -> float:
+    """V-measure of mini-batch k-means clusters (k = number of distinct labels) of ``embeddings`` ``[N, d]``."""
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.metrics import v_measure_score
+
+    if not np.isfinite(embeddings).all():
+        raise ValueError("clustering: embeddings hold NaN or infinite values")
+    k = len(set(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's memory-leak notes on small inputs
+        model = MiniBatchKMeans(n_clusters=k, batch_size=CLUSTERING_BATCH, n_init="auto", random_state=seed)
+        assignment = model.fit(embeddings).labels_
+    return float(v_measure_score(list(labels), assignment))
+
+
+def pair_average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Average precision of ``scores`` as a ranking of the pairs with label 1 (scikit-learn's AP)."""
+    from sklearn.metrics import average_precision_score
+
+    x = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(
+            f"pair classification: {int((~np.isfinite(x)).sum())} of {len(x)} scores are not finite"
+        )
+    return float(average_precision_score(np.asarray(labels), x))
+
+
+def stratified_sample(
+    rows: Iterable[ClassificationRow], n: int, seed: int = PROBE_SEED
+) -> list[ClassificationRow]:
+    """A stratified sample of at most ``n`` rows, streamed: each label gets ``round(n · share)`` rows (≥ 1).
+
+    Row ``i`` (in file order) gets the key ``u(i)`` = a fixed hash of ``i`` (splitmix64, as the
+    dataset hold-out); each label keeps its rows with the smallest keys (a bottom-k sample, i.e. a
+    uniform sample without replacement, in one pass with ``n`` rows held per label). Deterministic:
+    the same rows for every trial. Shares are the labels' counts over the whole split; rounding
+    may give a few rows more or fewer than ``n``.
+    """
+    heaps: dict[str, list[tuple[int, int, ClassificationRow]]] = collections.defaultdict(list)
+    counts: collections.Counter[str] = collections.Counter()
+    index = 0
+    batch: list[ClassificationRow] = []
+
+    def flush() -> None:
+        nonlocal index
+        keys = holdout_keys(np.arange(index, index + len(batch)), seed)
+        for j, row in enumerate(batch):
+            counts[row.label] += 1
+            item = (-int(keys[j]), index + j, row)  # max-heap on the key: pop the largest
+            h = heaps[row.label]
+            if len(h) < n:
+                heapq.heappush(h, item)
+            elif item > h[0]:
+                heapq.heapreplace(h, item)
+        index += len(batch)
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= 4096:
+            flush()
+    flush()
+    total = sum(counts.values())
+    out: list[tuple[int, ClassificationRow]] = []
+    for label, h in heaps.items():
+        take = max(1, round(n * counts[label] / total))
+        smallest = sorted(h, reverse=True)[:take]  # largest -key first = smallest key first
+        out.extend((i, r) for _, i, r in smallest)
+    out.sort(key=lambda t: t[0])
+    return [r for _, r in out]
+
+
+def holdout_keys(indices: np.ndarray, seed: int) -> np.ndarray:
+    """The uint64 hash keys of row indices (splitmix64 of ``i ^ seed``), as :func:`mixopt.datasets.holdout_mask`."""
+    return splitmix64(np.asarray(indices, dtype=np.uint64) ^ np.uint64(seed))
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_rows(source: object, n: int) -> tuple[ClassificationRow, ...]:
+    # Cached per process: a trial evaluates several times, and the sample does not change.
+    return tuple(stratified_sample(iter_rows(source, "classification"), n))
+
+
 def _embed_checked(embed: EmbedFn, texts: Sequence[str], task: TaskConfig, what: str) -> Tensor:
     """``embed(texts)`` ``[N, d]``; raises ValueError naming the task if any coordinate is NaN or ±inf."""
     x = embed(texts)
@@ -191,16 +301,12 @@ def evaluate_sts(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[
 def evaluate_classification(
     task: TaskConfig, embed: EmbedFn, dims: Sequence[int], classifier_train_rows: int
 ) -> dict[str, float]:
-    train_rows = []
-    for row in iter_rows(task.train_file, "classification"):
-        train_rows.append(row)
-        if len(train_rows) >= classifier_train_rows:
-            break
+    train_rows = list(_probe_rows(task.train_file, classifier_train_rows))
     dev_rows = list(iter_rows(task.dev_file, "classification"))
     if len({r.label for r in train_rows}) < 2:
         raise ValueError(
-            f"task {task.name!r}: the first {classifier_train_rows} train rows hold fewer than 2 labels; "
-            "the classifier needs at least 2 (raise classifier_train_rows or shuffle the file)"
+            f"task {task.name!r}: the train split {task.train_file} holds fewer than 2 labels; "
+            "the classifier needs at least 2"
         )
     if not dev_rows:
         raise ValueError(f"task {task.name!r}: the dev file {task.dev_file} has no rows")
@@ -215,6 +321,37 @@ def evaluate_classification(
         metric_key(task.name, "accuracy", m): classification_accuracy(
             train_x[m].numpy(), train_y, dev_x[m].numpy(), dev_y
         )
+        for m in dims
+    }
+
+
+def evaluate_clustering(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
+    rows = list(iter_rows(task.dev_file, "clustering"))
+    labels = [r.label for r in rows]
+    if len(set(labels)) < 2:
+        raise ValueError(
+            f"task {task.name!r}: the dev split {task.dev_file} holds {len(set(labels))} label(s); "
+            "clustering needs at least 2"
+        )
+    x = _prefixes(_embed_checked(embed, [task.prompt.query + r.text for r in rows], task, "dev texts"), dims)
+    return {metric_key(task.name, "v_measure", m): v_measure(x[m].numpy(), labels) for m in dims}
+
+
+def evaluate_pair_classification(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
+    rows = list(iter_rows(task.dev_file, "pair_classification"))
+    labels = [r.label for r in rows]
+    if len(set(labels)) < 2:
+        raise ValueError(
+            f"task {task.name!r}: the dev split {task.dev_file} needs pairs of both labels (0 and 1) "
+            "for average precision"
+        )
+    e1 = _prefixes(_embed_checked(embed, [task.prompt.query + r.text1 for r in rows], task, "text1s"), dims)
+    e2 = _prefixes(
+        _embed_checked(embed, [task.prompt.document + r.text2 for r in rows], task, "text2s"), dims
+    )
+    # The prefixes are re-normalised (matryoshka_prefix), so the dot product is the cosine.
+    return {
+        metric_key(task.name, "ap", m): pair_average_precision((e1[m] * e2[m]).sum(-1).numpy(), labels)
         for m in dims
     }
 
@@ -234,7 +371,7 @@ def evaluate_tasks(
         embed: prompted texts -> unit-norm embeddings ``[N, d]`` (d = ``dims[0]``).
         dims: Matryoshka dims, the first the full dimension.
         objective: ``"mean_task"`` or ``"mean_kind"``.
-        classifier_train_rows: train rows the classification probe is fitted on.
+        classifier_train_rows: size of the stratified train sample the classification probe is fitted on.
     """
     if objective not in ("mean_task", "mean_kind"):
         raise ValueError(f"objective must be 'mean_task' or 'mean_kind', got {objective!r}")
@@ -245,6 +382,10 @@ def evaluate_tasks(
             m = evaluate_retrieval(task, embed, dims)
         elif task.kind == TaskKind.sts:
             m = evaluate_sts(task, embed, dims)
+        elif task.kind == TaskKind.clustering:
+            m = evaluate_clustering(task, embed, dims)
+        elif task.kind == TaskKind.pair_classification:
+            m = evaluate_pair_classification(task, embed, dims)
         else:
             m = evaluate_classification(task, embed, dims, classifier_train_rows)
         metrics.update(m)

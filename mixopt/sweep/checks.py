@@ -20,8 +20,9 @@ def check_data(exp: Experiment, rows: int = 50) -> None:
                         break
             except DataError as e:
                 problems.append(f"task {t.name}: {e}")
-                continue
+                break  # a dataset's train and dev parts usually fail alike: one line per task
             if n == 0:
-                problems.append(f"task {t.name}: {f}: the file has no rows")
+                problems.append(f"task {t.name}: {f}: has no rows")
+                break
     if problems:
         raise SweepError("\n".join(problems))

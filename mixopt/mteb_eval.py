@@ -1,0 +1,289 @@
+"""Evaluate a sentence-transformers directory (a soup, a trial checkpoint) on MTEB with the ``mteb`` package.
+
+``mixopt eval MODEL_DIR_OR_RUN_ID --mteb "MTEB(eng, v2)"`` (a benchmark) or ``--mteb-tasks A,B``
+(task names): the model is loaded with ``SentenceTransformer(dir)``, wrapped in mteb's
+``SentenceTransformerEncoderWrapper`` with the experiment's prompts (:func:`mteb_prompts`) and run
+by ``mteb.evaluate`` (no result cache: every score is computed now). Each task's main score
+(``TaskResult.get_score()``: the mean over its evaluation splits and subsets) becomes the MLflow
+metric ``mteb.<task>`` on the model's run; the full results (every split, subset and score) are
+written as ``mteb_results.json`` next to the model and logged as an artifact; a ``## MTEB`` table is
+added to the model card (``README.md``).
+
+Needs the optional extra ``mixopt[mteb]`` (``mteb>=2.2``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixopt.tracking import CHECKPOINT
+
+# mixopt task kind -> MTEB task type (mteb's prompt keys are "<type>" or "<type>-query"/"-document").
+MTEB_TYPE = {
+    "retrieval": "Retrieval",
+    "sts": "STS",
+    "classification": "Classification",
+    "clustering": "Clustering",
+    "pair_classification": "PairClassification",
+}
+CARD_HEADING = "## MTEB"
+RESULTS_FILE = "mteb_results.json"
+
+
+class EvalError(RuntimeError):
+    """A model, run, task or benchmark that cannot be evaluated; the message is one line."""
+
+
+@dataclass(frozen=True)
+class MtebScore:
+    task: str
+    task_type: str
+    main_metric: str
+    score: float
+
+
+def mteb_prompts(tasks: Sequence[Any]) -> dict[str, str]:
+    """mteb prompt keys -> prompt text, from the experiment's tasks (the first task of each kind wins).
+
+    Retrieval tasks give ``Retrieval-query`` / ``Retrieval-document`` (and the same for
+    ``Reranking``); the others give ``<type>`` -> the task's query prompt (MTEB encodes both sides of
+    STS / pair classification alike, as EmbeddingGemma's prompts do).
+    """
+    out: dict[str, str] = {}
+    for t in tasks:
+        kind = t.kind.value
+        if kind == "retrieval":
+            for mteb_type in ("Retrieval", "Reranking"):
+                if f"{mteb_type}-query" not in out:
+                    out[f"{mteb_type}-query"] = t.prompt.query
+                    out[f"{mteb_type}-document"] = t.prompt.document
+        elif MTEB_TYPE[kind] not in out:
+            out[MTEB_TYPE[kind]] = t.prompt.query
+    return {k: v for k, v in out.items() if v}
+
+
+def _store_exists(uri: str) -> bool:
+    return not (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists())
+
+
+def resolve_model(target: str, tracking_uri: str) -> tuple[Path, str | None]:
+    """``(model directory, MLflow run id or None)`` for a directory or a run id.
+
+    A run id resolves to its checkpoint through the ``mixopt.checkpoint`` tag (trials and soups
+    both carry it); a directory finds its run by the same tag, if the store has one.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    path = Path(target)
+    if path.is_dir():
+        if not (path / "modules.json").exists():
+            raise EvalError(f"{path}: not a sentence-transformers directory (no modules.json)")
+        if not _store_exists(tracking_uri):
+            return path, None
+        client = MlflowClient(tracking_uri=tracking_uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        for p in {str(path.resolve()), str(path)}:
+            runs = (
+                client.search_runs(
+                    ids,
+                    filter_string=f"tags.`{CHECKPOINT}` = '{p}'",
+                    order_by=["attributes.start_time DESC"],
+                    max_results=1,
+                )
+                if ids
+                else []
+            )
+            if runs:
+                return path, runs[0].info.run_id
+        return path, None
+    if not _store_exists(tracking_uri):
+        raise EvalError(
+            f"{target}: no such directory, and no MLflow store at {tracking_uri} to look it up as a run id"
+        )
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(target)
+    except MlflowException:
+        raise EvalError(f"{target}: neither a directory nor a run id in {tracking_uri}") from None
+    ckpt = run.data.tags.get(CHECKPOINT)
+    if not ckpt:
+        raise EvalError(f"run {target} has no {CHECKPOINT} tag: it recorded no checkpoint")
+    ckpt_path = Path(ckpt[len("file://") :] if ckpt.startswith("file://") else ckpt)
+    if not (ckpt_path / "modules.json").exists():
+        raise EvalError(
+            f"run {target}: its checkpoint {ckpt} is not on this machine (or not a model directory)"
+        )
+    return ckpt_path, target
+
+
+def load_tasks(benchmark: str | None, names: Sequence[str] | None) -> list[Any]:
+    """MTEB task objects of a benchmark (``"MTEB(eng, v2)"``) or of task names.
+
+    A name ``package.module:TaskClass`` imports a custom task (offline data, private sets).
+    """
+    try:
+        import mteb
+    except ImportError:
+        raise EvalError("MTEB evaluation needs the mteb package: pip install 'mixopt[mteb]'") from None
+    if (benchmark is None) == (not names):
+        raise EvalError("give exactly one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
+    try:
+        if benchmark is not None:
+            return list(mteb.get_benchmark(benchmark).tasks)
+        custom = [_custom_task(n) for n in names or () if ":" in n]
+        known = [n for n in names or () if ":" not in n]
+        return (list(mteb.get_tasks(tasks=known)) if known else []) + custom
+    except (KeyError, ValueError) as e:
+        raise EvalError(f"mteb: {str(e).splitlines()[0]}") from None
+
+
+def _custom_task(path: str) -> Any:
+    """``package.module:TaskClass``: a user's own mteb task (an ``AbsTask`` subclass, e.g. overriding ``load_data``)."""
+    import importlib
+
+    from mteb.abstasks import AbsTask
+
+    module_name, _, cls_name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise EvalError(f"mteb task {path!r}: cannot import it: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, AbsTask)):
+        raise EvalError(f"mteb task {path!r} is not an mteb AbsTask subclass")
+    return cls()
+
+
+def run_mteb(
+    model_dir: Path,
+    tasks: Sequence[Any],
+    prompts: dict[str, str] | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> tuple[list[MtebScore], list[dict[str, Any]]]:
+    """Run ``mteb.evaluate`` on the model; return each task's main score and the full results (JSON-able)."""
+    import mteb
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device=device)
+    # mixopt's checkpoints keep each task's prompts as "<task>/query": not keys mteb can match.
+    st.prompts = {k: v for k, v in (st.prompts or {}).items() if "/" not in k}
+    model = SentenceTransformerEncoderWrapper(st, model_prompts=prompts or None)
+    try:
+        result = mteb.evaluate(
+            model,
+            list(tasks),
+            cache=None,  # no ~/.cache/mteb: every score is computed from this model now
+            encode_kwargs={"batch_size": batch_size},
+            show_progress_bar=False,
+        )
+    except Exception as e:  # mteb wraps data and model errors in many types
+        raise EvalError(
+            f"mteb.evaluate failed on {model_dir}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+    by_name = {t.metadata.name: t for t in tasks}
+    scores = [
+        MtebScore(
+            r.task_name,
+            str(by_name[r.task_name].metadata.type) if r.task_name in by_name else "",
+            by_name[r.task_name].metadata.main_score if r.task_name in by_name else "main_score",
+            float(r.get_score()),
+        )
+        for r in result.task_results
+    ]
+    return scores, [r.to_dict() for r in result.task_results]
+
+
+def format_mteb_table(scores: Sequence[MtebScore]) -> str:
+    """A Markdown table: task, type, main metric, score (and the mean)."""
+    lines = ["| task | type | metric | score |", "|---|---|---|---|"]
+    lines += [f"| {s.task} | {s.task_type} | {s.main_metric} | {s.score:.4f} |" for s in scores]
+    if len(scores) > 1:
+        mean = sum(s.score for s in scores) / len(scores)
+        lines.append(f"| mean ({len(scores)} tasks) | | | {mean:.4f} |")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def add_to_card(model_dir: Path, scores: Sequence[MtebScore], label: str) -> Path:
+    """Add (or replace) the ``## MTEB`` section of the model card ``README.md``."""
+    card = model_dir / "README.md"
+    text = card.read_text(encoding="utf-8") if card.exists() else f"# {model_dir.name}\n"
+    if CARD_HEADING in text:
+        head, _, rest = text.partition(CARD_HEADING)
+        nxt = rest.find("\n## ")
+        text = head.rstrip("\n") + ("\n" + rest[nxt + 1 :] if nxt >= 0 else "\n")
+    section = (
+        f"\n{CARD_HEADING}\n\nEvaluated by `mixopt eval` with mteb ({label}); each score is the task's main "
+        "metric, averaged over its evaluation splits (full results: `mteb_results.json`).\n\n"
+        + format_mteb_table(scores)
+        + "\n"
+    )
+    _atomic_write(card, text.rstrip("\n") + "\n" + section)
+    return card
+
+
+def log_to_run(
+    tracking_uri: str, run_id: str, scores: Sequence[MtebScore], results_file: Path, card: Path
+) -> None:
+    """``mteb.<task>`` metrics, the results JSON (artifact ``mteb/``) and the updated card, on ``run_id``."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from mixopt.tracking import metric_key
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(metric_key(f"mteb.{s.task}"), s.score, now, 0) for s in scores])
+    client.log_artifact(run_id, str(results_file), "mteb")
+    client.log_artifact(run_id, str(card))
+
+
+def evaluate_model(
+    target: str,
+    *,
+    benchmark: str | None = None,
+    task_names: Sequence[str] | None = None,
+    tasks: Sequence[Any] | None = None,
+    prompts: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    run_id: str | None = None,
+) -> tuple[Path, str | None, list[MtebScore]]:
+    """``mixopt eval``: resolve the model, run MTEB, write results + card, log to the model's MLflow run.
+
+    ``tasks`` (mteb task objects) overrides ``benchmark`` / ``task_names`` (custom tasks);
+    ``run_id`` names the model's run when the caller knows it (``mixopt soup --mteb``).
+    Returns ``(model directory, run id or None, scores)``.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if run_id is not None:
+        model_dir = Path(target)
+    else:
+        model_dir, run_id = resolve_model(target, uri)
+    if tasks is None:
+        tasks = load_tasks(benchmark, task_names)
+    label = benchmark or ", ".join(t.metadata.name for t in tasks)
+    scores, results = run_mteb(model_dir, tasks, prompts, batch_size, device)
+    results_file = model_dir / RESULTS_FILE
+    _atomic_write(results_file, json.dumps({"label": label, "results": results}, indent=2, default=str))
+    card = add_to_card(model_dir, scores, label)
+    if run_id is not None:
+        log_to_run(uri, run_id, scores, results_file, card)
+    return model_dir, run_id, scores
