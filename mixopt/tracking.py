@@ -39,6 +39,22 @@ TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 STATE_PATH = "mixopt.state_path"
 PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Overview / Traces" page; with it, on
+# the runs table (the trials with their w.* params and objective).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a sqlite store go next to its database file (``<db dir>/mlruns``).
+
+    MLflow's default is ``./mlruns`` under the working directory of whichever process creates the
+    experiment; for ``sqlite:///mlflow.db`` that is the same folder, and a store elsewhere keeps its
+    artifacts with it instead of scattering them into the caller's working directory.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server chooses (its --artifacts-destination)
+    return (Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = 8, base_delay: float = 0.2) -> T:
@@ -82,7 +98,10 @@ class SweepTracker:
         exp = retry(lambda: self.client.get_experiment_by_name(experiment_name), "get experiment")
         if exp is None:
             self.experiment_id = retry(
-                lambda: self.client.create_experiment(experiment_name), "create experiment"
+                lambda: self.client.create_experiment(
+                    experiment_name, artifact_location=artifact_location(tracking_uri), tags=EXPERIMENT_TAGS
+                ),
+                "create experiment",
             )
         elif exp.lifecycle_stage == "deleted":
             raise RuntimeError(
@@ -92,6 +111,13 @@ class SweepTracker:
             )
         else:
             self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND) != EXPERIMENT_TAGS[EXPERIMENT_KIND]:
+                # An experiment made before this tag existed (or by hand): open it on the runs too.
+                for k, v in EXPERIMENT_TAGS.items():
+                    retry(
+                        lambda k=k, v=v: self.client.set_experiment_tag(self.experiment_id, k, v),
+                        "tag experiment",
+                    )
         self.experiment_name = experiment_name
         self.parent_id: str | None = None
 
