@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixopt.config import Experiment
+from mixopt.config import STORAGE_URI_MESSAGE, Experiment
 
 
 class SweepError(RuntimeError):
@@ -67,9 +67,6 @@ class State:
 
 
 def storage_dir(exp: Experiment, parent_id: str) -> Path:
-    if "://" in exp.storage:
-        raise SweepError(
-            f"storage {exp.storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
-            "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
-        )
+    if "://" in exp.storage:  # refused by the config already; an Experiment built by hand too
+        raise SweepError(STORAGE_URI_MESSAGE.format(storage=exp.storage))
     return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()

@@ -11,13 +11,13 @@ from typing import Any
 
 from mixopt.config import Experiment, dump_experiment
 from mixopt.sweep.callback import make_callback, trial_name
-from mixopt.sweep.checks import check_data
+from mixopt.sweep.checks import check_data, concurrency_warning, trial_slots
 from mixopt.sweep.common import State, SweepError, SweepSummary, absolute_options, storage_dir
-from mixopt.sweep.progress import Printer, print_summary
+from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
 from mixopt.sweep.worker import run_trial
-from mixopt.tracking import PROPOSAL, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking import FAILURE, PROPOSAL, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -31,6 +31,7 @@ def ray_init(address: str | None, exp: Experiment) -> None:
     # Trainers report loss between evaluations without an objective; Tune's strict check (read by
     # the driver's controller) would otherwise end the whole sweep at the first such report.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    _quiet_tune_failures()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -50,15 +51,35 @@ def ray_init(address: str | None, exp: Experiment) -> None:
         )
 
 
+class _DropTrialTracebacks(logging.Filter):
+    """Tune logs each failed trial's whole Ray traceback (~50 lines); the sweep already prints the
+    trainer's one-line reason and keeps the traceback in the trial's MLflow run (failure.txt)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (
+            msg.startswith("Trial task failed for trial") or msg.startswith("Trials did not complete")
+        )
+
+
+def _quiet_tune_failures() -> None:
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTrialTracebacks) for f in logger.filters):
+            logger.addFilter(_DropTrialTracebacks())
+
+
 def max_concurrent(exp: Experiment) -> int:
+    """The one concurrency limit (Tune's ``max_concurrent_trials``): the config's, else what fits."""
     import ray
 
-    if exp.optimizer.max_concurrent:
-        return exp.optimizer.max_concurrent
     resources = ray.cluster_resources()
-    if exp.resources.gpus > 0:
-        return max(1, int(resources.get("GPU", 0) // exp.resources.gpus))
-    return max(1, int(resources.get("CPU", 1) // exp.resources.cpus))
+    if exp.optimizer.max_concurrent:
+        w = concurrency_warning(exp, resources, "the Ray cluster")
+        if w:
+            warn(w)
+        return exp.optimizer.max_concurrent
+    return max(1, trial_slots(exp, resources))
 
 
 def run_sweep(
@@ -68,17 +89,21 @@ def run_sweep(
     resume: bool = False,
     max_trials: int | None = None,
     verbose: bool = True,
+    data_check: str = "full",
 ) -> SweepSummary:
     """Run (or resume) the sweep of ``exp``; return its summary. See the module docstring."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from mixopt.optimizer import MixtureOptimizer
 
-    check_data(exp)
     if "://" in exp.storage:
         storage_dir(exp, "x")  # raises the explanation before anything is written
+    report = check_data(exp, mode=data_check)
+    for w in report.warnings:
+        warn(w)
+    if verbose:
+        print(f"[mixopt] {report.dev_rows_line()}", flush=True)
     total = max_trials or exp.optimizer.max_trials
     uri = exp.tracking.resolved_uri()
     tracker = SweepTracker(uri, exp.experiment_name)
@@ -129,17 +154,16 @@ def run_sweep(
     state = State(opt, state_path)
     state.save()
 
-    printer = Printer(exp.task_names, total, enabled=verbose)
+    printer = Printer(exp.task_names, total, enabled=verbose, already_done=done)
     n_to_run = max(total - done, 0)
     t0 = time.monotonic()
     callback = None
     if n_to_run:
         ray_init(address, exp)
         concurrent = max_concurrent(exp)
-        searcher = ConcurrencyLimiter(
-            make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer),
-            max_concurrent=concurrent,
-        )
+        # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
+        # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
+        searcher = make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer)
         callback = make_callback(tracker, printer, exp, state)
         scheduler = None
         if exp.sweep.early_stopping.enabled:
@@ -222,6 +246,8 @@ def finish(
                 "objective": r.data.metrics.get("objective"),
                 "run_id": r.info.run_id,
                 "proposal": json.loads(r.data.tags[PROPOSAL]),
+                "origin": r.data.params.get("origin"),
+                "failure": r.data.tags.get(FAILURE) or None,
             }
         )
     summary.best = state.optimizer.best()
