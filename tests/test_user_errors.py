@@ -268,7 +268,9 @@ def test_invalid_utf8_in_a_task_file_is_file_line(tmp_path: Path, data_dir: Path
 def test_max_trials_true_is_an_error(tmp_path: Path, data_dir: Path) -> None:
     path = write_experiment(tmp_path, data_dir, optimizer={"max_trials": True})
     code, _, err = cli("validate", str(path))
-    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip().startswith("max_trials:"))
+    line = next(
+        i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip().startswith("max_trials:")
+    )
     assert code == 2
     assert (
         err.strip() == f"{path}:{line}: optimizer.max_trials: must be an integer, got true (a YAML boolean)"
