@@ -21,8 +21,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def working_tree_entries(root: Path = REPO) -> set[str] | None:
-    """``git status --porcelain --ignored`` of the checkout (tracked changes, untracked and ignored
-    files), less the caches Python and pytest write; None when the tests run outside a git checkout."""
+    """New files in the checkout (``git status --porcelain --ignored``: untracked and ignored), less
+    the caches Python and pytest write; None when the tests run outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
@@ -35,10 +35,11 @@ def working_tree_entries(root: Path = REPO) -> set[str] | None:
         return None
     if out.returncode != 0:
         return None
+    # New files only ("??" untracked, "!!" ignored): edits to tracked files are the developer's.
     return {
         line
         for line in out.stdout.splitlines()
-        if not any(f"{d}/" in line or line.endswith(d) for d in _TOOL_DIRS)
+        if line[:2] in ("??", "!!") and not any(f"{d}/" in line or line.endswith(d) for d in _TOOL_DIRS)
     }
 
 
