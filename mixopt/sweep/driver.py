@@ -273,11 +273,13 @@ def finish(
     try:
         import matplotlib.pyplot as plt
 
-        for name, fig in plots.sweep_figures(summary.trials, exp.task_names, state.optimizer).items():
+        bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
+        figs = plots.sweep_figures(summary.trials, exp.task_names, state.optimizer, bounds, warn=warn)
+        for name, fig in figs.items():
             tracker.log_figure(parent_id, fig, name)
             plt.close(fig)
     except Exception as e:  # a figure must never cost the sweep its record
-        log.warning("could not draw the summary figures: %s", e)
+        warn(f"could not log the summary figures: {type(e).__name__}: {e}")
     tracker.end_sweep("FINISHED")
     if verbose:
         print_summary(exp, summary)
