@@ -107,6 +107,12 @@ def sweep(
         None, "--max-trials", min=1, help="Override optimizer.max_trials."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (warnings still show)."),
+    connect_timeout: float = typer.Option(
+        30.0,
+        "--connect-timeout",
+        min=0.0,
+        help="Seconds to wait for the Ray cluster at --address to answer before giving up.",
+    ),
     data_check: str = typer.Option(
         "full",
         "--data-check",
@@ -116,6 +122,7 @@ def sweep(
 ) -> None:
     """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
     from mixopt.sweep import SweepError, run_sweep
+    from mixopt.sweep.common import SweepInterrupted
 
     if data_check not in ("full", "head"):
         _fail(f"--data-check {data_check!r}: choose full or head")
@@ -128,7 +135,10 @@ def sweep(
             max_trials=max_trials,
             verbose=not quiet,
             data_check=data_check,
+            connect_timeout=connect_timeout,
         )
+    except SweepInterrupted as e:
+        _fail(f"{experiment}: {e}", code=130)
     except SweepError as e:
         _fail(f"{experiment}: {e}")
     if summary.failed and not summary.finished:

@@ -107,7 +107,9 @@ def test_full_check_is_cached_by_size_and_mtime(tmp_path: Path, data_dir: Path) 
     from mixopt.sweep.common import SweepError
 
     exp = load_experiment(write_experiment(tmp_path, data_dir))
-    check_data(exp)
+    report = check_data(exp)
+    assert not cache_path(exp).exists()  # written only once the sweep goes ahead
+    report.save_cache()
     assert cache_path(exp).parent == (tmp_path / "runs").resolve()
     # Same size and same mtime: the cached verdict stands and the file is not read again.
     train = data_dir / "sts_1" / "train.jsonl"
@@ -411,3 +413,24 @@ def test_every_trial_failed_exits_non_zero_with_the_distinct_reasons(tmp_path: P
         text = Path(client.download_artifacts(r.info.run_id, "failure.txt", str(tmp_path))).read_text()
         # Ray's record of the failure: the worker's frames down to the trainer's raise.
         assert 'trainers/analytic.py", line' in text and "raise TrialFailed" in text and "\x1b" not in text
+
+
+# --------------------------------------------------------------------------- Ray address, Ctrl-C
+
+
+def test_an_address_with_nothing_there_is_a_bounded_wait_then_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    import time
+
+    path = write_experiment(tmp_path, data_dir)
+    t0 = time.monotonic()
+    code, _, err = cli("sweep", str(path), "--address", "127.0.0.1:1", "--connect-timeout", "2")
+    waited = time.monotonic() - t0
+    assert_refused(
+        tmp_path,
+        code,
+        err,
+        r"no Ray cluster answers at 127\.0\.0\.1:1 \(waited 2s: Connection refused\); start one \(ray start --head\)",
+    )
+    assert 2 <= waited < 30

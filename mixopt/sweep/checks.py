@@ -55,6 +55,17 @@ class DataReport:
 
     dev_rows: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    cache_file: Path | None = None
+    cache: dict[str, Any] | None = None  # to write once the sweep starts (see save_cache)
+
+    def save_cache(self) -> None:
+        """Remember the files that passed (written only when the sweep goes ahead: bad input writes nothing)."""
+        if self.cache_file is None or self.cache is None:
+            return
+        try:
+            atomic_write(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
+        except OSError:
+            pass  # a read-only storage only costs the next sweep a re-read
 
     def dev_rows_line(self) -> str:
         return "dev score rests on " + ", ".join(f"{t} {n} rows" for t, n in self.dev_rows.items())
@@ -111,7 +122,7 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     """Check every task file of ``exp`` before any trial; raise SweepError listing every problem.
 
     ``mode``: ``full`` streams every row, ``head`` the first :data:`HEAD_ROWS`. Files that pass are
-    cached by (path, size, mtime); the cache is written only when every check passed.
+    cached by (path, size, mtime); :meth:`DataReport.save_cache` writes the cache.
     """
     from mixopt.data import DataError
 
@@ -141,11 +152,7 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     if problems:
         raise SweepError("\n".join(problems))
     if use_cache and not new_cache.items() <= cache.items():
-        merged = {**cache, **new_cache}
-        try:
-            atomic_write(cache_file, json.dumps({"version": CACHE_VERSION, "files": merged}))
-        except OSError:
-            pass  # a read-only storage only costs the next sweep a re-read
+        report.cache_file, report.cache = cache_file, {**cache, **new_cache}
     return report
 
 

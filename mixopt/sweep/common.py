@@ -17,6 +17,10 @@ class SweepError(RuntimeError):
     """A sweep that cannot start (bad data, nothing to resume...); nothing has been run."""
 
 
+class SweepInterrupted(SweepError):
+    """Ctrl-C: the sweep's MLflow run is marked KILLED and ``--resume`` continues it."""
+
+
 @dataclass
 class SweepSummary:
     parent_run_id: str

@@ -12,7 +12,14 @@ from typing import Any
 from mixopt.config import Experiment, dump_experiment
 from mixopt.sweep.callback import make_callback, trial_name
 from mixopt.sweep.checks import check_data, concurrency_warning, trial_slots
-from mixopt.sweep.common import State, SweepError, SweepSummary, absolute_options, storage_dir
+from mixopt.sweep.common import (
+    State,
+    SweepError,
+    SweepInterrupted,
+    SweepSummary,
+    absolute_options,
+    storage_dir,
+)
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
@@ -20,6 +27,41 @@ from mixopt.sweep.worker import run_trial
 from mixopt.tracking import FAILURE, PROPOSAL, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 
 log = logging.getLogger("mixopt.sweep")
+
+
+# How long `mixopt sweep --address HOST:PORT` waits for a Ray cluster to answer (seconds).
+CONNECT_TIMEOUT = 30.0
+
+
+def wait_for_ray(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Wait (at most ``timeout`` s) until something accepts connections at a Ray address; else SweepError.
+
+    ``ray.init(address=...)`` retries an unreachable cluster for a long time; a TCP probe of the
+    cluster's port first turns a wrong address into one line. ``auto`` and no address are left to
+    Ray (it answers at once when there is no local cluster).
+    """
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: let Ray interpret it
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(2.0, max(timeout, 0.1))):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise SweepError(
+                    f"no Ray cluster answers at {address} (waited {timeout:.0f}s: {e.strerror or e}); "
+                    "start one (ray start --head), check the address, or leave out --address to run "
+                    "on a local Ray"
+                ) from None
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def ray_init(address: str | None, exp: Experiment) -> None:
@@ -40,7 +82,10 @@ def ray_init(address: str | None, exp: Experiment) -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        except ConnectionError as e:
+            raise SweepError(f"cannot join the Ray cluster at {address}: {e}") from None
     else:
         ray.init(
             include_dashboard=False,
@@ -90,10 +135,9 @@ def run_sweep(
     max_trials: int | None = None,
     verbose: bool = True,
     data_check: str = "full",
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> SweepSummary:
     """Run (or resume) the sweep of ``exp``; return its summary. See the module docstring."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from mixopt.optimizer import MixtureOptimizer
 
@@ -104,6 +148,8 @@ def run_sweep(
         warn(w)
     if verbose:
         print(f"[mixopt] {report.dev_rows_line()}", flush=True)
+    wait_for_ray(address, connect_timeout)  # before anything is recorded
+    report.save_cache()
     total = max_trials or exp.optimizer.max_trials
     uri = exp.tracking.resolved_uri()
     tracker = SweepTracker(uri, exp.experiment_name)
@@ -158,65 +204,131 @@ def run_sweep(
     n_to_run = max(total - done, 0)
     t0 = time.monotonic()
     callback = None
-    if n_to_run:
-        ray_init(address, exp)
-        concurrent = max_concurrent(exp)
-        # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
-        # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
-        searcher = make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer)
-        callback = make_callback(tracker, printer, exp, state)
-        scheduler = None
-        if exp.sweep.early_stopping.enabled:
-            es = exp.sweep.early_stopping
-            scheduler = ASHAScheduler(
-                time_attr="mixopt_step",
-                metric="objective",
-                mode="max",
-                max_t=exp.trainer.steps,
-                grace_period=es.grace_period,
-                reduction_factor=es.reduction_factor,
-                # A trial that reaches the budget must still send its final report.
-                stop_last_trials=False,
+    box: dict[str, Any] = {}  # the searcher, once made: its live trials are marked KILLED on Ctrl-C
+    # Ctrl-C ends the sweep at once: KeyboardInterrupt reaches this thread instead of Tune's own
+    # graceful stop (which would finish the sweep as if complete and point at Tuner.restore).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    try:
+        if n_to_run:
+            _, callback, concurrent = _tune(
+                exp,
+                address,
+                state,
+                tracker,
+                storage,
+                n_to_run,
+                reruns,
+                next_index,
+                printer,
+                verbose,
+                uri,
+                box,
             )
-        resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial,
-                experiment_json=exp.model_dump_json(),
-                options=absolute_options(exp.trainer.options),
-                storage_dir=str(storage),
-            ),
-            resources,
-        )
-        if verbose:
-            print(
-                f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
-                f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
-                flush=True,
-            )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=n_to_run,
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"tune-{int(time.time())}",
-                storage_path=str(storage / "tune"),
-                verbose=0,
-                callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
-                progress_reporter=None,
-            ),
-        )
-        tuner.fit()
+    except KeyboardInterrupt:
+        _interrupted(tracker, state, box.get("searcher"))
+        raise SweepInterrupted(
+            f"interrupted: sweep run {tracker.parent_id} marked KILLED; continue it with "
+            "`mixopt sweep EXPERIMENT.yaml --resume`"
+        ) from None
     wall = time.monotonic() - t0
     return finish(exp, tracker, state, storage, wall, callback, concurrent if n_to_run else 1, verbose)
+
+
+def _interrupted(tracker: SweepTracker, state: State, searcher: Any) -> None:
+    """After Ctrl-C: save the optimizer, mark the parent and the running trials KILLED, stop Ray.
+
+    Running trials keep ``mixopt.status=RUNNING``, so ``--resume`` runs them again in their runs.
+    """
+    import ray
+
+    state.save()
+    for _trial_id, run_id, _ in list(getattr(searcher, "live", {}).values()):
+        try:
+            tracker.client.set_terminated(run_id, status="KILLED")
+        except Exception as e:  # the store may be what was interrupted; --resume reconciles it
+            log.warning("could not mark trial run %s KILLED: %s", run_id, e)
+    tracker.end_sweep("KILLED")
+    if ray.is_initialized():
+        ray.shutdown()  # a local Ray (and this driver's trial actors) go with the driver
+
+
+def _tune(
+    exp: Experiment,
+    address: str | None,
+    state: State,
+    tracker: SweepTracker,
+    storage: Path,
+    n_to_run: int,
+    reruns: list,
+    next_index: int,
+    printer: Printer,
+    verbose: bool,
+    uri: str,
+    box: dict[str, Any],
+) -> tuple[Any, Any, int]:
+    """Run the trials with Ray Tune; return the searcher, the callback and the concurrency limit."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    parent_id = tracker.parent_id
+    ray_init(address, exp)
+    concurrent = max_concurrent(exp)
+    # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
+    # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
+    searcher = make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer)
+    callback = make_callback(tracker, printer, exp, state)
+    scheduler = None
+    if exp.sweep.early_stopping.enabled:
+        es = exp.sweep.early_stopping
+        scheduler = ASHAScheduler(
+            time_attr="mixopt_step",
+            metric="objective",
+            mode="max",
+            max_t=exp.trainer.steps,
+            grace_period=es.grace_period,
+            reduction_factor=es.reduction_factor,
+            # A trial that reaches the budget must still send its final report.
+            stop_last_trials=False,
+        )
+    resources = {"cpu": exp.resources.cpus, "gpu": exp.resources.gpus, **exp.resources.custom}
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            experiment_json=exp.model_dump_json(),
+            options=absolute_options(exp.trainer.options),
+            storage_dir=str(storage),
+        ),
+        resources,
+    )
+    if verbose:
+        print(
+            f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
+            f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
+            flush=True,
+        )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=n_to_run,
+            max_concurrent_trials=concurrent,
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{int(time.time())}",
+            storage_path=str(storage / "tune"),
+            verbose=0,
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
+            progress_reporter=None,
+        ),
+    )
+    box["searcher"] = searcher
+    tuner.fit()
+    return searcher, callback, concurrent
 
 
 def finish(
