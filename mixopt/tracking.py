@@ -43,6 +43,15 @@ PARENT = "mlflow.parentRunId"
 # the runs table (the trials with their w.* params and objective).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+# A view of the runs table that MLflow's UI loads from an experiment tag when the page URL carries
+# ``viewStateShareKey=mixopt``: the trials expanded under their sweep, with w.* and objective shown.
+VIEW_KEY = "mixopt"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI page of a sweep's experiment, opened on the runs table with mixopt's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -149,6 +158,28 @@ class SweepTracker:
             if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
                 return r.info.run_id
         return None
+
+    def show_in_ui(self, parent_id: str, task_names: list[str], hyperparameters: list[str]) -> None:
+        """Store the runs-table view (:data:`VIEW_TAG`): this sweep's trials, best first, with their
+        weights ``w.<task>``, hyperparameters ``hp.<name>``, origin and objective as columns."""
+        columns = (
+            ["metrics.`objective`"]
+            + [f"params.`w.{t}`" for t in task_names]
+            + [f"params.`hp.{h}`" for h in hyperparameters]
+            + ["params.`origin`", f"tags.`{STATUS}`", "attributes.`Duration`"]
+        )
+        # MLflow leaves runsExpanded out of a shared view, and a nested trial is hidden under its
+        # collapsed sweep row: the view filters to this sweep's trials instead, best first.
+        view = {
+            "selectedColumns": columns,
+            "searchFilter": f"tags.`{PARENT}` = '{parent_id}'",
+            "orderByKey": "metrics.`objective`",
+            "orderByAsc": False,
+        }
+        retry(
+            lambda: self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, json.dumps(view)),
+            "set the UI view",
+        )
 
     def reopen_sweep(self, run_id: str) -> None:
         self.parent_id = run_id

@@ -33,6 +33,7 @@ class SweepSummary:
     idle_fraction: float | None = None
     wall_seconds: float = 0.0
     trials: list[dict[str, Any]] = field(default_factory=list)
+    experiment_id: str = ""
 
 
 def atomic_write(path: Path, text: str) -> None:

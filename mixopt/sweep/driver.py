@@ -197,6 +197,7 @@ def run_sweep(
         state_path = storage / "optimizer_state.json"
         tracker.set_tags(parent_id, {STATE_PATH: str(state_path)})
         done, reruns, next_index = 0, [], 0
+    tracker.show_in_ui(parent_id, exp.task_names, list(exp.search.hyperparameters))
     state = State(opt, state_path)
     state.save()
 
@@ -346,7 +347,14 @@ def finish(
     parent_id = tracker.parent_id
     assert parent_id is not None
     runs = tracker.trial_runs(parent_id)
-    summary = SweepSummary(parent_id, exp.experiment_name, tracker.uri, storage, wall_seconds=wall)
+    summary = SweepSummary(
+        parent_id,
+        exp.experiment_name,
+        tracker.uri,
+        storage,
+        wall_seconds=wall,
+        experiment_id=tracker.experiment_id,
+    )
     for r in sorted(runs, key=lambda r: r.data.tags.get(TRIAL_ID, "")):
         status = r.data.tags.get(STATUS)
         summary.finished += status == "FINISHED"

@@ -17,6 +17,7 @@ from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import SweepSummary, top_weights
+from mixopt.tracking import ui_url
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -150,7 +151,13 @@ def print_summary(exp: Experiment, s: SweepSummary) -> None:
         file=out,
     )
     if s.tracking_uri.startswith("sqlite:"):
-        print(f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri})", file=out)
+        print(
+            f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri}), then open "
+            f"{ui_url('http://127.0.0.1:5000', s.experiment_id)}",
+            file=out,
+        )
+    elif s.tracking_uri.startswith("http"):
+        print(f"[mixopt] inspect: {ui_url(s.tracking_uri, s.experiment_id)}", file=out)
     failures = failure_counts(s.trials)
     if failures:
         print(f"[mixopt] {len(failures)} distinct failure reason(s):", file=out)
