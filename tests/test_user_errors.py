@@ -434,3 +434,66 @@ def test_an_address_with_nothing_there_is_a_bounded_wait_then_one_line(
         r"no Ray cluster answers at 127\.0\.0\.1:1 \(waited 2s: Connection refused\); start one \(ray start --head\)",
     )
     assert 2 <= waited < 30
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_sweep_parent_killed_and_resume_finishes_it(tmp_path: Path, data_dir: Path) -> None:
+    """A real driver process, a real SIGINT while trials run: exit 130 with one line, the parent run
+    KILLED (not RUNNING, not FINISHED), and ``--resume`` runs exactly the missing trials."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        trainer={"target": "trainers.analytic:train", "steps": 20, "seconds_per_step": 0.2},
+        optimizer={"n_seeds": 3, "max_trials": 4, "max_concurrent": 2},
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # create the tables before two processes open the store
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "mixopt.cli", "sweep", str(path)]
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # Interrupt once a trial has started (Ray up, trials running).
+    deadline = time.monotonic() + 240
+    seen = ""
+    while time.monotonic() < deadline and driver.poll() is None:
+        line = driver.stdout.readline()
+        seen += line
+        if " started (" in line:
+            break
+    assert " started (" in seen, seen
+    t0 = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, (seen + out)[-3000:] + err[-3000:]
+    assert time.monotonic() - t0 < 120
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("errors")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("mixopt.role") == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert err.strip().splitlines()[-1] == (
+        f"{path}: interrupted: sweep run {parent.info.run_id} marked KILLED; continue it with "
+        "`mixopt sweep EXPERIMENT.yaml --resume`"
+    )
+    before = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
+    assert len(before) < 4 and all(r.info.status != "RUNNING" for r in before)
+
+    resumed = subprocess.run(
+        cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("mixopt.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["mixopt.trial_id"] for r in trials) == [f"trial-{i:03d}" for i in range(4)]
+    assert all(r.data.tags["mixopt.status"] == "FINISHED" for r in trials)
