@@ -497,3 +497,43 @@ def test_ctrl_c_ends_the_sweep_parent_killed_and_resume_finishes_it(tmp_path: Pa
     assert parent.info.status == "FINISHED"
     assert sorted(r.data.tags["mixopt.trial_id"] for r in trials) == [f"trial-{i:03d}" for i in range(4)]
     assert all(r.data.tags["mixopt.status"] == "FINISHED" for r in trials)
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+def test_progress_line_counts_done_best_elapsed_and_time_left() -> None:
+    from mixopt.sweep.progress import Printer
+
+    p = Printer(TASKS, total=48, enabled=False, already_done=0)
+    p.t0 = 0.0
+    for i in range(12):
+        p.started(f"trial-{i:03d}", "seed", {"retrieval_0": 0.5, "sts_1": 0.3, "classification_2": 0.2})
+        p.ended(f"trial-{i:03d}", "FINISHED" if i != 3 else "FAILED", 0.5 + i / 100 if i != 3 else None, "x")
+    # 12 done in 14 minutes: 70 s each, 36 left -> 42 minutes.
+    assert p.progress(now=14 * 60) == "12/48 done, best 0.610, elapsed 14m, ~42m left"
+    resumed = Printer(TASKS, total=48, enabled=False, already_done=40)
+    resumed.t0 = 0.0
+    assert resumed.progress(now=5) == "40/48 done, best -, elapsed 5s"
+
+
+def test_the_searcher_saves_and_restores_the_optimizer_state(tmp_path: Path) -> None:
+    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep.common import State
+    from mixopt.sweep.progress import Printer
+    from mixopt.sweep.searcher import make_searcher
+    from mixopt.tracking import SweepTracker
+
+    exp = load_experiment(write_experiment(tmp_path, tmp_path / "data"), check_trainer=False)
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    for p in opt.ask(2):
+        opt.tell(p, p["sts_1"])
+    state = State(opt, tmp_path / "state.json")
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "searcher")
+    searcher = make_searcher(state, tracker, exp, 4, [], 0, Printer(TASKS, 4, enabled=False))
+    searcher.save(str(tmp_path / "ckpt" / "searcher.json"))
+    saved = opt.state_dict()
+    state.optimizer = MixtureOptimizer(TASKS, n_seeds=3, random_state=1)
+    searcher.restore(str(tmp_path / "ckpt" / "searcher.json"))
+    assert state.optimizer.state_dict() == saved
+    assert [v for _, v in state.optimizer.history] == [p["sts_1"] for p, _ in opt.history]
