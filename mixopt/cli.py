@@ -139,6 +139,8 @@ def sweep(
         )
     except SweepInterrupted as e:
         _fail(f"{experiment}: {e}", code=130)
+    except KeyboardInterrupt:  # before the sweep's MLflow run existed: nothing to resume
+        _fail(f"{experiment}: interrupted before the sweep started; nothing was recorded", code=130)
     except SweepError as e:
         _fail(f"{experiment}: {e}")
     if summary.failed and not summary.finished:
