@@ -33,6 +33,7 @@ runs on a bare GPU image.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -258,10 +259,24 @@ def check_compatible(
             raise CheckpointError(f"{label}: checkpoint directory {c} does not exist")
         refuse_pickles(c, label)
 
-    ref, ref_label = checkpoints[0], labels[0]
-    ref_files = weight_files(ref)
-    if not ref_files:
-        raise CheckpointError(f"{ref_label}: no *.safetensors weight files in {ref}")
+    # The layout most ingredients share (ties: the one with more files) is the reference, so a
+    # deleted weight file is blamed on the checkpoint that lacks it, whichever position it has.
+    layouts = [tuple(weight_files(c)) for c in checkpoints]
+    counts = collections.Counter(layouts)
+    expected = max(counts, key=lambda lay: (counts[lay], len(lay)))
+    if not expected:
+        raise CheckpointError(f"{labels[0]}: no *.safetensors weight files in {checkpoints[0]}")
+    for c, label, files in zip(checkpoints, labels, layouts, strict=True):
+        missing = sorted(set(expected) - set(files))
+        if missing:
+            others = "the other ingredients have it" if counts[expected] > 1 else "another ingredient has it"
+            raise CheckpointError(
+                f"{label}: checkpoint {c} is missing {', '.join(missing)} ({others}); "
+                "all ingredients must have the same weight files"
+            )
+    first = layouts.index(expected)
+    ref, ref_label = checkpoints[first], labels[first]
+    ref_files = list(expected)
     ref_arch = _architecture_files(ref)
     if "modules.json" not in ref_arch:
         raise CheckpointError(
@@ -270,7 +285,7 @@ def check_compatible(
     ref_tok = {f: _sha256(ref / f) for f in _tokenizer_files(ref)}
     headers = {f: read_header(ref / f) for f in ref_files}
 
-    for c, label in zip(checkpoints[1:], labels[1:], strict=True):
+    for c, label in ((c, lab) for i, (c, lab) in enumerate(zip(checkpoints, labels)) if i != first):
         files = weight_files(c)
         if files != ref_files:
             only_ref = sorted(set(ref_files) - set(files))

@@ -29,19 +29,32 @@ def _load(path: Path, check_data: bool = False):
     except ConfigError as e:
         _fail(str(e))
     if check_data:
-        from mixopt.data import DataError, check_file
+        from mixopt.sweep.checks import check_data as check_all_data
+        from mixopt.sweep.common import SweepError
+        from mixopt.sweep.progress import warn
 
-        problems = []
-        for t in exp.tasks:
-            for f in (t.train_file, t.dev_file):
-                try:
-                    check_file(f, t.kind)
-                except DataError as e:
-                    problems.append(f"task {t.name}: {e}")
-                    break  # a dataset's train and dev parts usually fail alike: one line per task
-        if problems:
-            _fail("\n".join(problems))
+        try:
+            report = check_all_data(exp, mode="full", use_cache=False)
+        except SweepError as e:
+            _fail(str(e))
+        for w in report.warnings:
+            warn(w)
+        typer.echo(f"[mixopt] {report.dev_rows_line()}", err=True)
     return exp
+
+
+def _preflight_warnings(exp) -> None:
+    """What validate can tell without starting Ray: a missing model path, too many concurrent trials."""
+    from mixopt.sweep.checks import concurrency_warning, local_resources, model_problems
+    from mixopt.sweep.progress import warn
+
+    problems = model_problems(exp)
+    if problems:
+        _fail("\n".join(problems))
+    if not os.environ.get("RAY_ADDRESS"):
+        w = concurrency_warning(exp, local_resources(exp), "this machine (a local Ray)")
+        if w:
+            warn(w)
 
 
 @app.command()
@@ -51,6 +64,7 @@ def validate(
 ) -> None:
     """Validate an experiment YAML: print the resolved config, or every problem with file:line."""
     exp = _load(experiment, check_data=data)
+    _preflight_warnings(exp)
     typer.echo(dump_experiment(exp), nl=False)
 
 
@@ -109,16 +123,48 @@ def sweep(
     max_trials: Optional[int] = typer.Option(
         None, "--max-trials", min=1, help="Override optimizer.max_trials."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (warnings still show)."),
+    connect_timeout: float = typer.Option(
+        30.0,
+        "--connect-timeout",
+        min=0.0,
+        help="Seconds to wait for the Ray cluster at --address to answer before giving up.",
+    ),
+    data_check: str = typer.Option(
+        "full",
+        "--data-check",
+        help="Before any trial: 'full' validates every row of every task file (cached by file size and "
+        "mtime), 'head' only the first 50 rows of each.",
+    ),
 ) -> None:
     """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
     from mixopt.sweep import SweepError, run_sweep
+    from mixopt.sweep.common import SweepInterrupted
 
+    if data_check not in ("full", "head"):
+        _fail(f"--data-check {data_check!r}: choose full or head")
     exp = _load(experiment)
     try:
-        run_sweep(exp, address=address, resume=resume, max_trials=max_trials, verbose=not quiet)
+        summary = run_sweep(
+            exp,
+            address=address,
+            resume=resume,
+            max_trials=max_trials,
+            verbose=not quiet,
+            data_check=data_check,
+            connect_timeout=connect_timeout,
+        )
+    except SweepInterrupted as e:
+        _fail(f"{experiment}: {e}", code=130)
+    except KeyboardInterrupt:  # before the sweep's MLflow run existed: nothing to resume
+        _fail(f"{experiment}: interrupted before the sweep started; nothing was recorded", code=130)
     except SweepError as e:
         _fail(f"{experiment}: {e}")
+    if summary.failed and not summary.finished:
+        from mixopt.sweep.progress import failure_counts
+
+        reasons = "; ".join(f"{n}x {r}" for r, n in failure_counts(summary.trials))
+        _fail(f"{experiment}: every trial failed ({summary.failed}): {reasons}", code=1)
 
 
 @app.command()

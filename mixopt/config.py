@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
 SUM_TOLERANCE = 1e-6
@@ -248,9 +256,9 @@ class LogFloatParam(_Frozen):
 
 class IntParam(_Frozen):
     type: Literal["int"]
-    low: int
-    high: int
-    default: int | None = None
+    low: StrictInt
+    high: StrictInt
+    default: StrictInt | None = None
 
     @model_validator(mode="after")
     def _range(self) -> IntParam:
@@ -295,13 +303,14 @@ class SearchConfig(_Frozen):
 
 
 class OptimizerConfig(_Frozen):
-    n_seeds: int = Field(10, ge=0)
+    # Strict ints: YAML's `max_trials: true` is a mistake, not 1.
+    n_seeds: StrictInt = Field(10, ge=0)
     dirichlet_alpha: Union[float, dict[str, float]] = 1.0
     beta: float = Field(2.0, ge=0.0)
-    max_trials: int = Field(30, ge=1)
+    max_trials: StrictInt = Field(30, ge=1)
     # None: as many as the cluster has GPUs (CPU slots when it has none).
-    max_concurrent: int | None = Field(None, ge=1)
-    random_state: int = 0
+    max_concurrent: StrictInt | None = Field(None, ge=1)
+    random_state: StrictInt = 0
 
     @field_validator("dirichlet_alpha")
     @classmethod
@@ -323,8 +332,8 @@ class TrainerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     target: str
-    steps: int = Field(100, ge=1)
-    seed: int = 0
+    steps: StrictInt = Field(100, ge=1)
+    seed: StrictInt = 0
 
     @field_validator("target")
     @classmethod
@@ -357,12 +366,12 @@ class EarlyStopping(_Frozen):
     """Tune's ASHA scheduler on the dev objective reported at intermediate steps."""
 
     enabled: bool = False
-    grace_period: int = Field(1, ge=1)
+    grace_period: StrictInt = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1.0)
 
 
 class SweepConfig(_Frozen):
-    retries: int = Field(0, ge=0)
+    retries: StrictInt = Field(0, ge=0)
     early_stopping: EarlyStopping = EarlyStopping()
     # Log each checkpoint into MLflow's artifact store as well as keeping it in storage.
     log_checkpoints: bool = False
@@ -378,6 +387,12 @@ class VerifyConfig(_Frozen):
 
     seeds: int = Field(4, ge=0)
     baseline: dict[str, float] | None = None
+
+
+STORAGE_URI_MESSAGE = (
+    "storage {storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
+    "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
+)
 
 
 class Experiment(_Frozen):
@@ -397,6 +412,15 @@ class Experiment(_Frozen):
     def _name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
             raise ValueError(f"name {v!r} may contain only letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("storage is empty: give the folder for trial checkpoints (default ./runs)")
+        if "://" in v:
+            raise ValueError(STORAGE_URI_MESSAGE.format(storage=v))
         return v
 
     @property
@@ -463,11 +487,7 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = (
-                yaml.safe_load(yaml.serialize(key_node))
-                if key_node.tag != "tag:yaml.org,2002:str"
-                else key_node.value
-            )
+            key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
             if key in out:
                 problems.append(
                     Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
@@ -479,11 +499,7 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
-    value = (
-        yaml.SafeLoader(yaml.serialize(node)).get_single_data()
-        if node.tag != "tag:yaml.org,2002:str"
-        else node.value
-    )
+    value = _scalar(node) if node.tag != "tag:yaml.org,2002:str" else node.value
     if isinstance(value, str) and "${" in value:
         try:
             value = _expand_env(value)
@@ -500,6 +516,11 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
                 )
             )
     return value
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """The Python value of a resolved scalar node (a blank value is None, as in YAML)."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _fmt_path(loc: tuple) -> str:
@@ -543,6 +564,10 @@ def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Pr
             msg = f"unknown key {loc[-1]!r}"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "int_type" and isinstance(e.get("input"), bool):
+            msg = f"must be an integer, got {str(e['input']).lower()} (a YAML boolean)"
+        elif e.get("input", ...) is None and loc and _line_for(loc, lines) is not None:
+            msg = f"the key has no value (left blank?): {msg[0].lower()}{msg[1:]}"
         key = (loc, msg)
         if key in seen:
             continue
@@ -722,14 +747,14 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise ConfigError(
-            [
-                Problem(
-                    "", f"invalid YAML: {getattr(e, 'problem', None) or e}", mark.line + 1 if mark else None
-                )
-            ],
-            source,
-        ) from None
+        line = mark.line + 1 if mark else None
+        if isinstance(e, yaml.reader.ReaderError):  # a control character: likely a binary file
+            line = text[: e.position].count("\n") + 1
+            code = ord(e.character) if isinstance(e.character, str) else e.character
+            reason = f"not a text file (character 0x{code:02x}); is this the experiment YAML?"
+        else:
+            reason = f"invalid YAML: {getattr(e, 'problem', None) or e}"
+        raise ConfigError([Problem("", reason, line)], source) from None
     if node is None:
         raise ConfigError([Problem("", "the file is empty", 1)], source)
     data = _construct(node, (), lines, problems)
@@ -743,7 +768,18 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
     path = Path(path)
     if not path.exists():
         raise ConfigError([Problem("", "no such file")], str(path))
-    data, lines = parse_yaml(path.read_text(), str(path))
+    if path.is_dir():
+        raise ConfigError([Problem("", "is a directory; give the experiment YAML file")], str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            [Problem("", f"not UTF-8 (byte 0x{raw[e.start]:02x}); is this the experiment YAML?", line)],
+            str(path),
+        ) from None
+    data, lines = parse_yaml(text, str(path))
     return experiment_from_dict(data, source=str(path), lines=lines, check_trainer=check_trainer)
 
 

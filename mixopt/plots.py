@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,10 +65,46 @@ def top_mixtures(trials: Sequence[Mapping[str, Any]], tasks: Sequence[str], k: i
     return fig
 
 
-def gp_slices(optimizer: Any, tasks: Sequence[str], n: int = 41):
+def slice_range(
+    centre: Mapping[str, float],
+    task: str,
+    tasks: Sequence[str],
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> tuple[float, float, dict[str, float]]:
+    """The weights task ``t`` can take on its slice through ``centre``, and how the others move.
+
+    On the slice, ``w_t = x`` and every other weight is ``w_o = d_o (1 - x)`` with
+    ``d_o = c_o / (1 - c_t)`` (the centre's proportions; ``1 / (n - 1)`` each when ``c_t = 1``), so
+    the mixture sums to 1. Bounds ``lo_o <= d_o (1 - x) <= hi_o`` give
+    ``1 - hi_o / d_o <= x <= 1 - lo_o / d_o``; intersected with ``[lo_t, hi_t]`` they give
+    ``[a, b]``, which holds ``c_t`` when the centre is inside the bounds.
+    Returns ``(a, b, d)``.
+    """
+    bounds = bounds or {}
+    rest = 1.0 - centre[task]
+    others = [o for o in tasks if o != task]
+    d = {o: (centre[o] / rest if rest > 0 else 1.0 / len(others)) for o in others}
+    a, b = bounds.get(task, (0.0, 1.0))
+    a, b = max(a, 0.0), min(b, 1.0)
+    for o in others:
+        lo, hi = bounds.get(o, (0.0, 1.0))
+        if d[o] > 0:
+            a, b = max(a, 1.0 - hi / d[o]), min(b, 1.0 - lo / d[o])
+    # Stay a hair inside: a weight 1e-12 below its bound is refused by predict().
+    a, b = min(a + 1e-9, centre[task]), max(b - 1e-9, centre[task])
+    return a, b, d
+
+
+def gp_slices(
+    optimizer: Any,
+    tasks: Sequence[str],
+    n: int = 41,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+):
     """GP posterior mean ± sd along each task's weight, through the best mixture.
 
-    Moving task t's weight to x rescales the other weights so the mixture still sums to 1.
+    Moving task t's weight to x rescales the other weights so the mixture still sums to 1; x spans
+    only the weights that keep every task inside its ``bounds`` (see :func:`slice_range`).
     """
     plt = _plt()
     best = optimizer.best()
@@ -78,15 +114,14 @@ def gp_slices(optimizer: Any, tasks: Sequence[str], n: int = 41):
     cols = min(len(tasks), 4)
     rows = int(np.ceil(len(tasks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    xs = np.linspace(0, 1, n)
     for ax, task in zip(axes.flat, tasks):
-        rest = 1.0 - centre[task]
+        a, b, d = slice_range(centre, task, tasks, bounds)
+        xs = np.linspace(a, b, n)
         points = []
         for x in xs:
             p = dict(centre)
-            for other in tasks:
-                if other != task:
-                    p[other] = (centre[other] / rest * (1 - x)) if rest > 0 else (1 - x) / (len(tasks) - 1)
+            for other, share in d.items():
+                p[other] = share * (1 - x)
             p[task] = float(x)
             points.append(p)
         mean, sd = optimizer.predict(points)
@@ -103,11 +138,24 @@ def gp_slices(optimizer: Any, tasks: Sequence[str], n: int = 41):
 
 
 def sweep_figures(
-    trials: Sequence[Mapping[str, Any]], tasks: Sequence[str], optimizer: Any
+    trials: Sequence[Mapping[str, Any]],
+    tasks: Sequence[str],
+    optimizer: Any,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    figs = {"best_so_far.png": best_so_far(trials), "top_mixtures.png": top_mixtures(trials, tasks)}
-    try:
-        figs["gp_posterior.png"] = gp_slices(optimizer, tasks)
-    except Exception:
-        pass  # too few points for a GP yet: the other figures still tell the story
+    """The parent run's figures by file name. A figure that cannot be drawn is left out and
+    reported through ``warn`` (with why); the others are still returned."""
+    makers = {
+        "best_so_far.png": lambda: best_so_far(trials),
+        "top_mixtures.png": lambda: top_mixtures(trials, tasks),
+        "gp_posterior.png": lambda: gp_slices(optimizer, tasks, bounds=bounds),
+    }
+    figs = {}
+    for name, make in makers.items():
+        try:
+            figs[name] = make()
+        except Exception as e:  # a figure must never cost the sweep its record
+            if warn is not None:
+                warn(f"figure {name} not drawn: {type(e).__name__}: {e}")
     return figs

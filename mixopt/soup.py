@@ -253,6 +253,37 @@ def _trial_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
             return runs
 
 
+def resolve_run_id(client: MlflowClient, experiment_id: str, given: str, experiment_name: str) -> str:
+    """A full MLflow run id from a unique prefix of one (as git resolves commits), in the experiment.
+
+    A full 32-character id is returned as is. Raises SoupError when no run, or more than one,
+    of the experiment starts with ``given``.
+    """
+    if len(given) >= 32:
+        return given
+    given = given.lower()
+    matches: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        matches += [r for r in page if r.info.run_id.startswith(given)]
+        token = page.token
+        if not token:
+            break
+    if not matches:
+        raise SoupError(
+            f"--runs: no MLflow run id starting with {given} in experiment {experiment_name!r} "
+            f"at {_redact(client.tracking_uri)}"
+        )
+    if len(matches) > 1:
+        listed = ", ".join(
+            f"{r.info.run_id} ({r.data.tags.get(TRIAL_ID) or r.data.tags.get(ROLE) or 'run'})"
+            for r in sorted(matches, key=lambda r: r.info.run_id)
+        )
+        raise SoupError(f"--runs: run id prefix {given} is ambiguous: {listed}; give more characters")
+    return matches[0].info.run_id
+
+
 def _latest_sweep(client: MlflowClient, experiment_id: str) -> str | None:
     """The run id of the most recently started sweep (``mixopt.role=sweep``) run, if any."""
     runs = client.search_runs(
@@ -364,7 +395,8 @@ def select_ingredients(
     skipped: list[Skipped] = []
     notes: list[str] = []
     if spec.kind == "ids":
-        for run_id in spec.ids:
+        for given in spec.ids:
+            run_id = resolve_run_id(client, eid, given, experiment_name)
             try:
                 run = client.get_run(run_id)
             except MlflowException:

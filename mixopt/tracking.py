@@ -41,6 +41,31 @@ FAILURE = "mixopt.failure"
 STATE_PATH = "mixopt.state_path"
 STAGE = "mixopt.stage"  # "search" (proposed by the optimizer) or "verify" (the verification stage)
 PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Overview / Traces" page; with it, on
+# the runs table (the trials with their w.* params and objective).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+# A view of the runs table that MLflow's UI loads from an experiment tag when the page URL carries
+# ``viewStateShareKey=mixopt``: the trials expanded under their sweep, with w.* and objective shown.
+VIEW_KEY = "mixopt"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI page of a sweep's experiment, opened on the runs table with mixopt's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a sqlite store go next to its database file (``<db dir>/mlruns``).
+
+    MLflow's default is ``./mlruns`` under the working directory of whichever process creates the
+    experiment; for ``sqlite:///mlflow.db`` that is the same folder, and a store elsewhere keeps its
+    artifacts with it instead of scattering them into the caller's working directory.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server chooses (its --artifacts-destination)
+    return (Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = 8, base_delay: float = 0.2) -> T:
@@ -84,7 +109,10 @@ class SweepTracker:
         exp = retry(lambda: self.client.get_experiment_by_name(experiment_name), "get experiment")
         if exp is None:
             self.experiment_id = retry(
-                lambda: self.client.create_experiment(experiment_name), "create experiment"
+                lambda: self.client.create_experiment(
+                    experiment_name, artifact_location=artifact_location(tracking_uri), tags=EXPERIMENT_TAGS
+                ),
+                "create experiment",
             )
         elif exp.lifecycle_stage == "deleted":
             raise RuntimeError(
@@ -94,6 +122,13 @@ class SweepTracker:
             )
         else:
             self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND) != EXPERIMENT_TAGS[EXPERIMENT_KIND]:
+                # An experiment made before this tag existed (or by hand): open it on the runs too.
+                for k, v in EXPERIMENT_TAGS.items():
+                    retry(
+                        lambda k=k, v=v: self.client.set_experiment_tag(self.experiment_id, k, v),
+                        "tag experiment",
+                    )
         self.experiment_name = experiment_name
         self.parent_id: str | None = None
 
@@ -125,6 +160,28 @@ class SweepTracker:
             if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
                 return r.info.run_id
         return None
+
+    def show_in_ui(self, parent_id: str, task_names: list[str], hyperparameters: list[str]) -> None:
+        """Store the runs-table view (:data:`VIEW_TAG`): this sweep's trials, best first, with their
+        weights ``w.<task>``, hyperparameters ``hp.<name>``, origin and objective as columns."""
+        columns = (
+            ["metrics.`objective`"]
+            + [f"params.`w.{t}`" for t in task_names]
+            + [f"params.`hp.{h}`" for h in hyperparameters]
+            + ["params.`origin`", f"tags.`{STATUS}`", "attributes.`Duration`"]
+        )
+        # MLflow leaves runsExpanded out of a shared view, and a nested trial is hidden under its
+        # collapsed sweep row: the view filters to this sweep's trials instead, best first.
+        view = {
+            "selectedColumns": columns,
+            "searchFilter": f"tags.`{PARENT}` = '{parent_id}'",
+            "orderByKey": "metrics.`objective`",
+            "orderByAsc": False,
+        }
+        retry(
+            lambda: self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, json.dumps(view)),
+            "set the UI view",
+        )
 
     def reopen_sweep(self, run_id: str) -> None:
         self.parent_id = run_id

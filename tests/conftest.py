@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# Written by Python and pytest themselves, not by the code under test.
+_TOOL_DIRS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -11,3 +18,38 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def working_tree_entries(root: Path = REPO) -> set[str] | None:
+    """New files in the checkout (``git status --porcelain --ignored``: untracked and ignored), less
+    the caches Python and pytest write; None when the tests run outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    # New files only ("??" untracked, "!!" ignored): edits to tracked files are the developer's.
+    return {
+        line
+        for line in out.stdout.splitlines()
+        if line[:2] in ("??", "!!") and not any(f"{d}/" in line or line.endswith(d) for d in _TOOL_DIRS)
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_tree_stays_clean():
+    """Tests write only under their temporary directories: fail the session if the checkout gains files."""
+    before = working_tree_entries()
+    yield
+    after = working_tree_entries()
+    if before is None or after is None:
+        return
+    gained = sorted(after - before)
+    assert not gained, "the tests wrote into the working tree: " + ", ".join(gained[:20])

@@ -966,3 +966,71 @@ def test_posterior_rank_uses_the_sweep_gp_and_seed_means(
     fallback = select_ingredients(client, "rank", "top3", rank="posterior")
     assert any("no optimizer state" in n for n in fallback.notes)
     assert fallback.chosen[0].trial_id == f"p{lucky:02d}"
+
+
+# --------------------------------------------------------------------------- run ids as users type them
+
+
+def test_cli_soup_accepts_the_8_character_run_id_prefix_the_table_shows(
+    checkpoints: list[Path], tracking_uri: str, tmp_path: Path
+) -> None:
+    from mixopt.cli import app
+
+    ids = log_sweep(tracking_uri, "prefix", standard_trials(checkpoints, tmp_path))
+    out = tmp_path / "soup"
+    res = CliRunner().invoke(
+        app,
+        ["soup", "--experiment", "prefix", "--tracking-uri", tracking_uri, "--out", str(out)]
+        + ["--runs", f"{ids['t1'][:8]},{ids['t0'][:8]}"],
+    )
+    assert res.exit_code == 0, res.output
+    assert f"took    run {ids['t1']}" in res.output and f"took    run {ids['t0']}" in res.output
+    missing = CliRunner().invoke(
+        app, ["soup", "--experiment", "prefix", "--tracking-uri", tracking_uri, "--runs", "deadbeef"]
+    )
+    assert missing.exit_code == 1
+    assert (
+        missing.output.strip()
+        .splitlines()[-1]
+        .startswith("--runs: no MLflow run id starting with deadbeef in experiment 'prefix'")
+    )
+
+
+def test_an_ambiguous_run_id_prefix_lists_the_candidates(tracking_uri: str) -> None:
+    from mixopt.soup import resolve_run_id
+
+    client = MlflowClient(tracking_uri)
+    eid = client.create_experiment("ambiguous", artifact_location=f"{tracking_uri[10:]}-ambiguous-art")
+    by_char: dict[str, list[str]] = {}
+    while not any(len(v) > 1 for v in by_char.values()):  # 17 runs at most (16 hex digits)
+        rid = client.create_run(eid).info.run_id
+        by_char.setdefault(rid[0], []).append(rid)
+    char, both = next((c, sorted(v)) for c, v in by_char.items() if len(v) > 1)
+    with pytest.raises(SoupError) as err:
+        resolve_run_id(client, eid, char, "ambiguous")
+    assert str(err.value) == (
+        f"--runs: run id prefix {char} is ambiguous: {both[0]} (run), {both[1]} (run); give more characters"
+    )
+    assert resolve_run_id(client, eid, both[0][:31], "ambiguous") == both[0]
+
+
+def test_a_deleted_weight_file_names_the_checkpoint_that_lacks_it(
+    checkpoints: list[Path], tracking_uri: str, tmp_path: Path
+) -> None:
+    """The best trial (ranked first, the reference) lost model.safetensors: blame it, not a healthy one."""
+    from mixopt.cli import app
+
+    broken = copy_ckpt(checkpoints[1], tmp_path / "broken")
+    (broken / "model.safetensors").unlink()
+    trials = standard_trials(checkpoints, tmp_path)
+    trials[1]["checkpoint"] = broken  # t1 has the highest objective
+    ids = log_sweep(tracking_uri, "deleted", trials)
+    res = CliRunner().invoke(
+        app,
+        ["soup", "--experiment", "deleted", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "s")]
+        + ["--runs", "top2"],
+    )
+    assert res.exit_code == 1
+    last = res.output.strip().splitlines()[-1]
+    assert ids["t1"] in last and ids["t0"] not in last
+    assert f"checkpoint {broken} is missing model.safetensors (another ingredient has it)" in last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -91,7 +92,7 @@ def make_callback(tracker: SweepTracker, printer: Printer, exp: Experiment, stat
             tracker.set_tags(
                 run_id,
                 {
-                    f"mixopt.attempt_{self.attempts[run_id]}_failure": error_reason(trial)[:4000],
+                    f"mixopt.attempt_{self.attempts[run_id]}_failure": error_reason(trial),
                     "mixopt.retries": str(self.attempts[run_id]),
                 },
             )
@@ -99,28 +100,74 @@ def make_callback(tracker: SweepTracker, printer: Printer, exp: Experiment, stat
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self._busy_end(trial)
             run_id, trial_id = trial.config["run_id"], trial.config["trial_id"]
-            reason = error_reason(trial)
+            reason, details = error_reason(trial), error_details(trial)
+            if details:
+                tracker.log_text(run_id, details, "failure.txt")
             tracker.finish_trial(run_id, "FAILED", reason=reason, tags={"ray.trial_id": trial.trial_id})
             state.save()
-            printer.ended(trial_id, "FAILED", None, reason=reason.splitlines()[-1] if reason else "unknown")
+            printer.ended(trial_id, "FAILED", None, reason=reason)
 
     return SweepCallback()
 
 
-def error_reason(trial: Any) -> str:
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# The last line of a traceback: "pkg.module.SomeError: message" (or a bare "SomeError").
+_EXC_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Failed|Interrupt|Exit))(?::\s*(.*))?$"
+)
+DIED = "the trial's worker died without an error message (killed or out of memory)"
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _trial_error(trial: Any) -> BaseException | None:
     try:
-        err = trial.get_error()
+        return trial.get_error()
     except Exception:
-        err = None
+        return None
+
+
+def error_details(trial: Any) -> str:
+    """The full error of a failed trial (Ray's traceback, colour codes removed), for ``failure.txt``."""
+    err = _trial_error(trial)
     if err is not None:
-        cause = getattr(err, "cause", None) or err
-        text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
-        # Ray wraps worker exceptions; the last line is the trainer's own message.
-        return text.splitlines()[-1] if "Traceback" in text else text
+        return strip_ansi("".join(traceback.format_exception(type(err), err, err.__traceback__))).strip()
     path = getattr(trial, "error_file", None)
     if path and os.path.exists(path):
-        return Path(path).read_text()[-2000:].strip()
-    return "the trial's worker died without an error message (killed or out of memory)"
+        return strip_ansi(Path(path).read_text(errors="replace")).strip()
+    return ""
+
+
+def one_line_reason(text: str) -> str:
+    """The trainer's own message from a traceback text: its last ``SomeError: message`` line.
+
+    Ray wraps a worker's exception (``ray::ImplicitFunc.train() (pid=…)``, the traceback, colour codes);
+    the user needs the original exception's line, e.g. ``ValueError: task 'sts_1': ...``.
+    """
+    lines = [ln.strip() for ln in strip_ansi(text).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        m = _EXC_LINE.match(ln)
+        if m:
+            return f"{m.group(1)}: {m.group(2)}" if m.group(2) else m.group(1)
+    return lines[-1] if lines else DIED
+
+
+def error_reason(trial: Any) -> str:
+    """One line: the exception the trainer raised, ``Type: message`` (for the tag and the terminal)."""
+    err = _trial_error(trial)
+    if err is not None:
+        cause = getattr(err, "cause", None)
+        while getattr(cause, "cause", None) is not None and cause is not cause.cause:
+            cause = cause.cause  # nested Ray wrappers
+        if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray."):
+            message = strip_ansi(str(cause)).strip().splitlines()
+            first = message[0] if message else ""
+            return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+        return one_line_reason("".join(traceback.format_exception_only(type(err), err)))
+    details = error_details(trial)
+    return one_line_reason(details) if details else DIED
 
 
 def trial_name(trial: Any) -> str:

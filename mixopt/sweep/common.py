@@ -10,11 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixopt.config import Experiment
+from mixopt.config import STORAGE_URI_MESSAGE, Experiment
 
 
 class SweepError(RuntimeError):
     """A sweep that cannot start (bad data, nothing to resume...); nothing has been run."""
+
+
+class SweepInterrupted(SweepError):
+    """Ctrl-C: the sweep's MLflow run is marked KILLED and ``--resume`` continues it."""
 
 
 @dataclass
@@ -32,6 +36,8 @@ class SweepSummary:
     # recommend() as plain JSON (mixopt.sweep.verify.recommendation_record), and the verification.
     recommended: dict[str, Any] | None = None
     verification: Any = None
+
+    experiment_id: str = ""
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -70,9 +76,6 @@ class State:
 
 
 def storage_dir(exp: Experiment, parent_id: str) -> Path:
-    if "://" in exp.storage:
-        raise SweepError(
-            f"storage {exp.storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
-            "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
-        )
+    if "://" in exp.storage:  # refused by the config already; an Experiment built by hand too
+        raise SweepError(STORAGE_URI_MESSAGE.format(storage=exp.storage))
     return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()

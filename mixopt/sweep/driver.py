@@ -11,9 +11,16 @@ from typing import Any
 
 from mixopt.config import Experiment, dump_experiment
 from mixopt.sweep.callback import make_callback, trial_name
-from mixopt.sweep.checks import check_data
-from mixopt.sweep.common import State, SweepError, SweepSummary, absolute_options, storage_dir
-from mixopt.sweep.progress import Printer, print_summary
+from mixopt.sweep.checks import check_data, concurrency_warning, trial_slots
+from mixopt.sweep.common import (
+    State,
+    SweepError,
+    SweepInterrupted,
+    SweepSummary,
+    absolute_options,
+    storage_dir,
+)
+from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
 from mixopt.sweep.verify import (
@@ -23,9 +30,44 @@ from mixopt.sweep.verify import (
     run_verification,
 )
 from mixopt.sweep.worker import run_trial
-from mixopt.tracking import PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking import FAILURE, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 
 log = logging.getLogger("mixopt.sweep")
+
+
+# How long `mixopt sweep --address HOST:PORT` waits for a Ray cluster to answer (seconds).
+CONNECT_TIMEOUT = 30.0
+
+
+def wait_for_ray(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Wait (at most ``timeout`` s) until something accepts connections at a Ray address; else SweepError.
+
+    ``ray.init(address=...)`` retries an unreachable cluster for a long time; a TCP probe of the
+    cluster's port first turns a wrong address into one line. ``auto`` and no address are left to
+    Ray (it answers at once when there is no local cluster).
+    """
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: let Ray interpret it
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(2.0, max(timeout, 0.1))):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise SweepError(
+                    f"no Ray cluster answers at {address} (waited {timeout:.0f}s: {e.strerror or e}); "
+                    "start one (ray start --head), check the address, or leave out --address to run "
+                    "on a local Ray"
+                ) from None
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def ray_init(address: str | None, exp: Experiment) -> None:
@@ -37,6 +79,7 @@ def ray_init(address: str | None, exp: Experiment) -> None:
     # Trainers report loss between evaluations without an objective; Tune's strict check (read by
     # the driver's controller) would otherwise end the whole sweep at the first such report.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    _quiet_tune_failures()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -45,7 +88,10 @@ def ray_init(address: str | None, exp: Experiment) -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        except ConnectionError as e:
+            raise SweepError(f"cannot join the Ray cluster at {address}: {e}") from None
     else:
         ray.init(
             include_dashboard=False,
@@ -56,15 +102,35 @@ def ray_init(address: str | None, exp: Experiment) -> None:
         )
 
 
+class _DropTrialTracebacks(logging.Filter):
+    """Tune logs each failed trial's whole Ray traceback (~50 lines); the sweep already prints the
+    trainer's one-line reason and keeps the traceback in the trial's MLflow run (failure.txt)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (
+            msg.startswith("Trial task failed for trial") or msg.startswith("Trials did not complete")
+        )
+
+
+def _quiet_tune_failures() -> None:
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTrialTracebacks) for f in logger.filters):
+            logger.addFilter(_DropTrialTracebacks())
+
+
 def max_concurrent(exp: Experiment) -> int:
+    """The one concurrency limit (Tune's ``max_concurrent_trials``): the config's, else what fits."""
     import ray
 
-    if exp.optimizer.max_concurrent:
-        return exp.optimizer.max_concurrent
     resources = ray.cluster_resources()
-    if exp.resources.gpus > 0:
-        return max(1, int(resources.get("GPU", 0) // exp.resources.gpus))
-    return max(1, int(resources.get("CPU", 1) // exp.resources.cpus))
+    if exp.optimizer.max_concurrent:
+        w = concurrency_warning(exp, resources, "the Ray cluster")
+        if w:
+            warn(w)
+        return exp.optimizer.max_concurrent
+    return max(1, trial_slots(exp, resources))
 
 
 def run_sweep(
@@ -74,17 +140,22 @@ def run_sweep(
     resume: bool = False,
     max_trials: int | None = None,
     verbose: bool = True,
+    data_check: str = "full",
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> SweepSummary:
     """Run (or resume) the sweep of ``exp``; return its summary. See the module docstring."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from mixopt.optimizer import MixtureOptimizer
 
-    check_data(exp)
     if "://" in exp.storage:
         storage_dir(exp, "x")  # raises the explanation before anything is written
+    report = check_data(exp, mode=data_check)
+    for w in report.warnings:
+        warn(w)
+    if verbose:
+        print(f"[mixopt] {report.dev_rows_line()}", flush=True)
+    wait_for_ray(address, connect_timeout)  # before anything is recorded
+    report.save_cache()
     total = max_trials or exp.optimizer.max_trials
     uri = exp.tracking.resolved_uri()
     tracker = SweepTracker(uri, exp.experiment_name)
@@ -132,77 +203,55 @@ def run_sweep(
         state_path = storage / "optimizer_state.json"
         tracker.set_tags(parent_id, {STATE_PATH: str(state_path)})
         done, reruns, next_index = 0, [], 0
+    tracker.show_in_ui(parent_id, exp.task_names, list(exp.search.hyperparameters))
     state = State(opt, state_path)
     state.save()
 
-    printer = Printer(exp.task_names, total, enabled=verbose)
+    printer = Printer(exp.task_names, total, enabled=verbose, already_done=done)
     n_to_run = max(total - done, 0)
     t0 = time.monotonic()
     callback = None
-    if n_to_run:
-        ray_init(address, exp)
-        concurrent = max_concurrent(exp)
-        searcher = ConcurrencyLimiter(
-            make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer),
-            max_concurrent=concurrent,
-        )
-        callback = make_callback(tracker, printer, exp, state)
-        scheduler = None
-        if exp.sweep.early_stopping.enabled:
-            es = exp.sweep.early_stopping
-            scheduler = ASHAScheduler(
-                time_attr="mixopt_step",
-                metric="objective",
-                mode="max",
-                max_t=exp.trainer.steps,
-                grace_period=es.grace_period,
-                reduction_factor=es.reduction_factor,
-                # A trial that reaches the budget must still send its final report.
-                stop_last_trials=False,
+    box: dict[str, Any] = {}  # the searcher, once made: its live trials are marked KILLED on Ctrl-C
+    # Ctrl-C ends the sweep at once: KeyboardInterrupt reaches this thread instead of Tune's own
+    # graceful stop (which would finish the sweep as if complete and point at Tuner.restore).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    try:
+        if n_to_run:
+            _, callback, concurrent = _tune(
+                exp,
+                address,
+                state,
+                tracker,
+                storage,
+                n_to_run,
+                reruns,
+                next_index,
+                printer,
+                verbose,
+                uri,
+                box,
             )
-        trainable = make_trainable(exp, storage)
-        if verbose:
-            print(
-                f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
-                f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
-                flush=True,
+        verification = None
+        if exp.verify.seeds > 0:
+            ray_init(address, exp)
+            verification = run_verification(
+                exp,
+                tracker,
+                state,
+                storage,
+                make_trainable(exp, storage),
+                max_concurrent(exp),
+                lambda p: make_callback(tracker, p, exp, state),
+                Printer,
+                verbose,
             )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=n_to_run,
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"tune-{int(time.time())}",
-                storage_path=str(storage / "tune"),
-                verbose=0,
-                callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
-                progress_reporter=None,
-            ),
-        )
-        tuner.fit()
+    except KeyboardInterrupt:
+        _interrupted(tracker, state, box.get("searcher"))
+        raise SweepInterrupted(
+            f"interrupted: sweep run {tracker.parent_id} marked KILLED; continue it with "
+            "`mixopt sweep EXPERIMENT.yaml --resume`"
+        ) from None
     wall = time.monotonic() - t0
-    verification = None
-    if exp.verify.seeds > 0:
-        ray_init(address, exp)
-        verification = run_verification(
-            exp,
-            tracker,
-            state,
-            storage,
-            make_trainable(exp, storage),
-            max_concurrent(exp),
-            lambda p: make_callback(tracker, p, exp, state),
-            Printer,
-            verbose,
-        )
     return finish(
         exp, tracker, state, storage, wall, callback, concurrent if n_to_run else 1, verbose, verification
     )
@@ -224,6 +273,94 @@ def make_trainable(exp: Experiment, storage: Path) -> Any:
     )
 
 
+def _interrupted(tracker: SweepTracker, state: State, searcher: Any) -> None:
+    """After Ctrl-C: save the optimizer, mark the parent and the running trials KILLED, stop Ray.
+
+    Running trials keep ``mixopt.status=RUNNING``, so ``--resume`` runs them again in their runs.
+    """
+    import ray
+
+    state.save()
+    for _trial_id, run_id, _ in list(getattr(searcher, "live", {}).values()):
+        try:
+            tracker.client.set_terminated(run_id, status="KILLED")
+        except Exception as e:  # the store may be what was interrupted; --resume reconciles it
+            log.warning("could not mark trial run %s KILLED: %s", run_id, e)
+    tracker.end_sweep("KILLED")
+    if ray.is_initialized():
+        ray.shutdown()  # a local Ray (and this driver's trial actors) go with the driver
+
+
+def _tune(
+    exp: Experiment,
+    address: str | None,
+    state: State,
+    tracker: SweepTracker,
+    storage: Path,
+    n_to_run: int,
+    reruns: list,
+    next_index: int,
+    printer: Printer,
+    verbose: bool,
+    uri: str,
+    box: dict[str, Any],
+) -> tuple[Any, Any, int]:
+    """Run the trials with Ray Tune; return the searcher, the callback and the concurrency limit."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    parent_id = tracker.parent_id
+    ray_init(address, exp)
+    concurrent = max_concurrent(exp)
+    # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
+    # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
+    searcher = make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer)
+    callback = make_callback(tracker, printer, exp, state)
+    scheduler = None
+    if exp.sweep.early_stopping.enabled:
+        es = exp.sweep.early_stopping
+        scheduler = ASHAScheduler(
+            time_attr="mixopt_step",
+            metric="objective",
+            mode="max",
+            max_t=exp.trainer.steps,
+            grace_period=es.grace_period,
+            reduction_factor=es.reduction_factor,
+            # A trial that reaches the budget must still send its final report.
+            stop_last_trials=False,
+        )
+    trainable = make_trainable(exp, storage)
+    if verbose:
+        print(
+            f"[mixopt] sweep {exp.name}: {n_to_run} trials, {concurrent} at a time; MLflow {uri} "
+            f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
+            flush=True,
+        )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=n_to_run,
+            max_concurrent_trials=concurrent,
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{int(time.time())}",
+            storage_path=str(storage / "tune"),
+            verbose=0,
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
+            progress_reporter=None,
+        ),
+    )
+    box["searcher"] = searcher
+    tuner.fit()
+    return searcher, callback, concurrent
+
+
 def finish(
     exp: Experiment,
     tracker: SweepTracker,
@@ -240,7 +377,14 @@ def finish(
     parent_id = tracker.parent_id
     assert parent_id is not None
     runs = [r for r in tracker.trial_runs(parent_id) if r.data.tags.get(STAGE) != "verify"]
-    summary = SweepSummary(parent_id, exp.experiment_name, tracker.uri, storage, wall_seconds=wall)
+    summary = SweepSummary(
+        parent_id,
+        exp.experiment_name,
+        tracker.uri,
+        storage,
+        wall_seconds=wall,
+        experiment_id=tracker.experiment_id,
+    )
     for r in sorted(runs, key=lambda r: r.data.tags.get(TRIAL_ID, "")):
         status = r.data.tags.get(STATUS)
         summary.finished += status == "FINISHED"
@@ -252,6 +396,8 @@ def finish(
                 "objective": r.data.metrics.get("objective"),
                 "run_id": r.info.run_id,
                 "proposal": json.loads(r.data.tags[PROPOSAL]),
+                "origin": r.data.params.get("origin"),
+                "failure": r.data.tags.get(FAILURE) or None,
             }
         )
     summary.best = state.optimizer.best()
@@ -285,11 +431,13 @@ def finish(
     try:
         import matplotlib.pyplot as plt
 
-        for name, fig in plots.sweep_figures(summary.trials, exp.task_names, state.optimizer).items():
+        bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
+        figs = plots.sweep_figures(summary.trials, exp.task_names, state.optimizer, bounds, warn=warn)
+        for name, fig in figs.items():
             tracker.log_figure(parent_id, fig, name)
             plt.close(fig)
     except Exception as e:  # a figure must never cost the sweep its record
-        log.warning("could not draw the summary figures: %s", e)
+        warn(f"could not log the summary figures: {type(e).__name__}: {e}")
     tracker.end_sweep("FINISHED")
     if verbose:
         print_summary(exp, summary)

@@ -1,22 +1,51 @@
-"""Progress on the terminal: a line per trial event, a table, and the closing summary."""
+"""Progress on the terminal: one line per trial event, the table once at the end, the summary.
+
+A trial's end prints ``[mixopt] trial-011 FINISHED objective=0.6340 | 12/48 done, best 0.634,
+elapsed 14m, ~40m left``; the estimate is the mean time per finished trial so far times the trials
+left (trials run concurrently, so it already accounts for the slots).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
+import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import SweepSummary, top_weights
+from mixopt.tracking import ui_url
+
+log = logging.getLogger("mixopt.sweep")
+
+
+def warn(message: str) -> None:
+    """A warning the user must see (even with --quiet): on stderr, and to the log."""
+    log.debug("warning: %s", message)
+    print(f"[mixopt] warning: {message}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``14m``, ``2h05m``."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 class Printer:
-    """Progress on the terminal: a line per event and a table of the trials so far."""
+    """Progress on the terminal: a line per event; :meth:`table` of the trials for the end."""
 
-    def __init__(self, tasks: list[str], total: int, enabled: bool = True):
+    def __init__(self, tasks: list[str], total: int, enabled: bool = True, already_done: int = 0):
         self.tasks, self.total, self.enabled = tasks, total, enabled
         self.rows: dict[str, dict[str, Any]] = {}
         self.best: float | None = None
+        self.already_done = already_done  # recorded before a --resume
+        self.t0 = time.monotonic()
 
     def _out(self, text: str) -> None:
         if self.enabled:
@@ -39,26 +68,66 @@ class Printer:
         if objective is not None and (self.best is None or objective > self.best):
             self.best = objective
         row["best"] = self.best
-        done = sum(r["status"] in ("FINISHED", "FAILED") for r in self.rows.values())
-        what = f"objective={objective:.4f}" if objective is not None else f"reason: {reason}"
-        self._out(
-            f"[mixopt] {trial_id} {status} {what}  (best so far {self.best if self.best is None else round(self.best, 4)}; "
-            f"{done}/{self.total} done)"
-        )
-        self._out(self.table())
+        self._out(f"[mixopt] {trial_id} {status} {self._what(objective, reason)} | {self.progress()}")
 
-    def table(self) -> str:
-        head = f"{'trial':<10} {'origin':<7} {'status':<9} {'objective':>9} {'best':>8}  top weights"
-        lines = [head, "-" * len(head)]
-        for tid, r in sorted(self.rows.items()):
-            obj = "" if r["objective"] is None else f"{r['objective']:.4f}"
-            best = "" if r.get("best") is None else f"{r['best']:.4f}"
-            lines.append(f"{tid:<10} {r['origin']:<7} {r['status']:<9} {obj:>9} {best:>8}  {r['weights']}")
-        return "\n".join(lines)
+    @staticmethod
+    def _what(objective: float | None, reason: str | None) -> str:
+        return f"objective={objective:.4f}" if objective is not None else f"reason: {reason}"
+
+    def progress(self, now: float | None = None) -> str:
+        """``12/48 done, best 0.634, elapsed 14m, ~40m left``."""
+        ended = sum(r["status"] in ("FINISHED", "FAILED") for r in self.rows.values())
+        done = self.already_done + ended
+        elapsed = (now if now is not None else time.monotonic()) - self.t0
+        best = "-" if self.best is None else f"{self.best:.3f}"
+        out = f"{done}/{self.total} done, best {best}, elapsed {duration(elapsed)}"
+        left = self.total - done
+        if ended and left > 0:
+            out += f", ~{duration(elapsed / ended * left)} left"
+        return out
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def failure_counts(trials: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Distinct failure reasons of the failed trials, most frequent first.
+
+    Reasons that differ only in their numbers (a weight, a step, a memory size) are one reason,
+    shown by its first example.
+    """
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for t in trials:
+        if t.get("status") == "FAILED":
+            reason = t.get("failure") or "unknown"
+            key = _NUMBER.sub("#", reason)
+            counts[key] += 1
+            example.setdefault(key, reason)
+    return [(example[k], n) for k, n in counts.most_common()]
+
+
+def trials_table(exp: Experiment, trials: list[dict[str, Any]]) -> str:
+    """Every trial of the sweep: status, objective, best so far, top weights (printed once, at the end)."""
+    head = f"{'trial':<10} {'origin':<7} {'status':<9} {'objective':>9} {'best':>8}  top weights"
+    lines = [head, "-" * len(head)]
+    best: float | None = None
+    for t in trials:
+        obj = t.get("objective") if t.get("status") == "FINISHED" else None
+        if obj is not None and (best is None or obj > best):
+            best = obj
+        lines.append(
+            f"{t['trial_id'] or '?':<10} {t.get('origin') or '':<7} {t['status'] or '?':<9} "
+            f"{'' if obj is None else f'{obj:.4f}':>9} {'' if best is None else f'{best:.4f}':>8}  "
+            f"{top_weights(t['proposal'], exp.task_names)}"
+        )
+    return "\n".join(lines)
 
 
 def print_summary(exp: Experiment, s: SweepSummary) -> None:
     out = sys.stdout
+    if s.trials:
+        print("\n" + trials_table(exp, s.trials), file=out)
     print(
         f"\n[mixopt] sweep done in {s.wall_seconds:.0f}s: {s.finished} finished, {s.failed} failed.", file=out
     )
@@ -82,5 +151,23 @@ def print_summary(exp: Experiment, s: SweepSummary) -> None:
         file=out,
     )
     if s.tracking_uri.startswith("sqlite:"):
-        print(f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri})", file=out)
-    print("[mixopt] next: mixopt soup --runs top5   (the final model; or: make soup)", file=out, flush=True)
+        print(
+            f"[mixopt] inspect: make ui   (or: mlflow ui --backend-store-uri {s.tracking_uri}), then open "
+            f"{ui_url('http://127.0.0.1:5000', s.experiment_id)}",
+            file=out,
+        )
+    elif s.tracking_uri.startswith("http"):
+        print(f"[mixopt] inspect: {ui_url(s.tracking_uri, s.experiment_id)}", file=out)
+    failures = failure_counts(s.trials)
+    if failures:
+        print(f"[mixopt] {len(failures)} distinct failure reason(s):", file=out)
+        for reason, n in failures:
+            print(f"  {n}x {reason}", file=out)
+    if s.finished:
+        print(
+            "[mixopt] next: mixopt soup --runs top5   (the final model; or: make soup)", file=out, flush=True
+        )
+    else:
+        print(
+            "[mixopt] no trial finished: fix the failure above and run the sweep again", file=out, flush=True
+        )

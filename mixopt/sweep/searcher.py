@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from mixopt.config import Experiment
-from mixopt.sweep.common import State
+from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
 from mixopt.tracking import SweepTracker
 
@@ -74,5 +76,16 @@ def make_searcher(
             # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
             # "told in the saved state" always implies "closed in MLflow".
             state.optimizer.tell(proposal, value)
+
+        # Tune checkpoints its search algorithm with the experiment. The optimizer state is the
+        # searcher's whole memory (the driver also saves it after every ask and tell, which is what
+        # --resume reads), so save/restore write and read that same state.
+        def save(self, checkpoint_path: str) -> None:
+            atomic_write(Path(checkpoint_path), json.dumps(state.optimizer.state_dict()))
+
+        def restore(self, checkpoint_path: str) -> None:
+            from mixopt.optimizer import MixtureOptimizer
+
+            state.optimizer = MixtureOptimizer.from_state_dict(json.loads(Path(checkpoint_path).read_text()))
 
     return MixtureSearcher()
