@@ -89,6 +89,15 @@ class Options(BaseModel):
     shuffle_buffer: int = Field(10_000, ge=1, description="rows in each task's streaming shuffle buffer")
     progress: bool | None = Field(None, description="progress bar; None: only when stderr is a terminal")
     compile: bool = Field(False, description="torch.compile the transformer (pays off in long GPU trials)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each transformer layer in backward: less memory, ~+33% compute"
+    )
+    mini_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="GradCache: embed the batch in chunks of this many texts; memory of one chunk, "
+        "same loss and gradients as the full batch, one more forward; None: the whole batch at once",
+    )
     cpu_threads: int | None = Field(
         None,
         ge=1,
@@ -277,6 +286,8 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         max_seq_length=opts.max_seq_length,
         device=device,
         amp=amp,
+        mini_batch_size=opts.mini_batch_size,
+        gradient_checkpointing=opts.gradient_checkpointing,
     )
 
     def embed_fn(texts: Sequence[str]) -> torch.Tensor:
