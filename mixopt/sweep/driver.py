@@ -61,6 +61,23 @@ def max_concurrent(exp: Experiment) -> int:
     return max(1, int(resources.get("CPU", 1) // exp.resources.cpus))
 
 
+def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> None:
+    """``sweep.preflight``: one worst-case trial on a trial's resources before anything is recorded."""
+    from mixopt.preflight import PreflightError, run_preflight
+
+    ray_init(address, exp)
+    try:
+        result = run_preflight(
+            exp,
+            use_ray=True,
+            echo=(lambda line: print(f"[mixopt] {line}", flush=True)) if verbose else (lambda line: None),
+        )
+    except (PreflightError, ValueError) as e:
+        raise SweepError(f"preflight: {e}") from None
+    if not result.fits:
+        raise SweepError(f"preflight: the worst-case trial does not fit: {result.fix}")
+
+
 def run_sweep(
     exp: Experiment,
     *,
@@ -79,6 +96,8 @@ def run_sweep(
     check_data(exp)
     if "://" in exp.storage:
         storage_dir(exp, "x")  # raises the explanation before anything is written
+    if exp.sweep.preflight and not resume:
+        run_sweep_preflight(exp, address, verbose)
     total = max_trials or exp.optimizer.max_trials
     uri = exp.tracking.resolved_uri()
     tracker = SweepTracker(uri, exp.experiment_name)
