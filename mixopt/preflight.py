@@ -52,9 +52,10 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A10G", 70.0),
     ("A10", 125.0),
 )
-# bench/memory.py at EmbeddingGemma-300m's shape (24 layers, d 768), float32, CPU, seq 32: bytes of
-# saved activations per token of a training step (bench/RESULTS.md, "Trainer memory").
-FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.20 * 2**20, "checkpointing": 0.14 * 2**20}
+# bench/memory.py at EmbeddingGemma-300m's shape (24 layers, d 768), float32, CPU, seq 32: activation
+# bytes per token of a training step, rounded up from the measured 1.16-1.28 MiB (no option) and
+# 0.64-0.69 MiB (checkpointing); the runs are small and RSS-noisy (bench/RESULTS.md, "Trainer memory").
+FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.3 * 2**20, "checkpointing": 0.7 * 2**20}
 REFERENCE_LAYERS_X_HIDDEN = 24 * 768
 # bf16 autocast stores matmul outputs in bf16 but Gemma's RMSNorms and the softmax inputs in float32:
 # half of float32 would be the floor; 0.75 is a conservative guess until a GPU run measures it.
@@ -222,10 +223,15 @@ class _PeakRSS(threading.Thread):
         return max(self.peak, _rss())
 
 
-def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[str, Any]:
+def measure(
+    options: Mapping[str, Any], steps: int = 3, seed: int = 0, memory_limit: float | None = None
+) -> dict[str, Any]:
     """Run ``1 + steps`` trainer steps on full-length random batches here; return the figures (a dict).
 
     This is what runs on the trial's device (a Ray task with the trial's resources, or in-process).
+    On CUDA an out-of-memory error is caught and reported. A CPU has no such error (the kernel kills
+    the process), so there the steps run only if :func:`estimate_memory` projects the step within
+    ``memory_limit`` bytes (default: the machine's memory); otherwise the projection is the figure.
     """
     import torch
 
@@ -234,10 +240,8 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
     from trainers.model import check_bidirectional, load_encoder
     from trainers.training import (
         Stepper,
-        Tokenized,
         autocast_dtype,
         compile_encoder,
-        prepare_inputs,
         resolve_device,
     )
 
@@ -289,28 +293,29 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
             gradient_checkpointing=opts.gradient_checkpointing,
         )
         b, seq = opts.batch_size, opts.max_seq_length
-        generator = torch.Generator().manual_seed(seed)
-        pad = int(loaded.tokenizer.pad_token_id)
-        sides = []
-        for _ in range(3):  # queries, positives, hard negatives: all present, all full length
-            ids = torch.randint(0, int(config.vocab_size), (b, seq), generator=generator)
-            ids[ids == pad] = (pad + 1) % int(config.vocab_size)
-            sides.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-        texts = [str(i) for i in range(b)]
-        inputs = prepare_inputs(
-            None,
-            texts,
-            texts,
-            texts,
-            max_seq_length=seq,
-            tokens=Tokenized(sides, 3 * b * seq, joint=False),
-            false_negatives=torch.zeros(b, b, dtype=torch.bool),
-            pin=cuda,
+        projected = estimate_memory(
+            shape,
+            batch_size=b,
+            seq=seq,
+            mini_batch_size=opts.mini_batch_size,
+            gradient_checkpointing=opts.gradient_checkpointing,
+            bf16=amp is not None,
+        )
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        projected_oom = not cuda and projected > (memory_limit or machine)
+        inputs = (
+            None
+            if projected_oom
+            else _full_length_inputs(
+                int(loaded.tokenizer.pad_token_id), int(config.vocab_size), b, seq, seed, cuda
+            )
         )
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         oom, seconds, loss = False, float("nan"), float("nan")
         try:
+            if inputs is None:
+                raise _Skip
             t0 = time.perf_counter()
             for i in range(steps + 1):
                 if i == 1:
@@ -322,6 +327,8 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
             seconds = (time.perf_counter() - t0) / max(steps, 1)
         except torch.cuda.OutOfMemoryError:
             oom = True
+        except _Skip:
+            oom = True
         if cuda:
             peak = int(torch.cuda.max_memory_allocated(device))
             total = int(torch.cuda.get_device_properties(device).total_memory)
@@ -329,7 +336,7 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
         else:
             assert sampler is not None
             peak = sampler.stop() - baseline
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            total = machine
             name = f"CPU ({torch.get_num_threads()} threads)"
     return {
         "device": device.type,
@@ -340,6 +347,8 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
         if cuda
         else "peak RSS above the process's before loading",
         "oom": oom,
+        "projected_oom": projected_oom,
+        "projected_memory": projected,
         "step_seconds": seconds,
         "tokens_per_step": 3 * b * seq,
         "loss": loss,
@@ -351,6 +360,35 @@ def measure(options: Mapping[str, Any], steps: int = 3, seed: int = 0) -> dict[s
         "gradient_checkpointing": opts.gradient_checkpointing,
         "steps": steps,
     }
+
+
+def _full_length_inputs(pad: int, vocab: int, b: int, seq: int, seed: int, pin: bool) -> Any:
+    """Queries, positives and hard negatives, all present, every text ``seq`` random non-pad ids."""
+    import torch
+
+    from trainers.training import Tokenized, prepare_inputs
+
+    generator = torch.Generator().manual_seed(seed)
+    sides = []
+    for _ in range(3):
+        ids = torch.randint(0, vocab, (b, seq), generator=generator)
+        ids[ids == pad] = (pad + 1) % vocab
+        sides.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    texts = [str(i) for i in range(b)]
+    return prepare_inputs(
+        None,
+        texts,
+        texts,
+        texts,
+        max_seq_length=seq,
+        tokens=Tokenized(sides, 3 * b * seq, joint=False),
+        false_negatives=torch.zeros(b, b, dtype=torch.bool),
+        pin=pin,
+    )
+
+
+class _Skip(Exception):
+    """The CPU step is projected not to fit: not run."""
 
 
 def _verification_trials(exp: Experiment) -> int:
@@ -405,6 +443,7 @@ def run_preflight(
     if steps < 1:
         raise PreflightError(f"--steps must be >= 1, got {steps}")
     options, notes = worst_case_options(exp)
+    limit = memory_limit_gb * 2**30 if memory_limit_gb else None
     if address or use_ray:
         import ray
 
@@ -416,9 +455,9 @@ def run_preflight(
             resources=dict(exp.resources.custom) or None,
             max_retries=0,
         )
-        figures = ray.get(task.remote(options, steps, exp.trainer.seed))
+        figures = ray.get(task.remote(options, steps, exp.trainer.seed, limit))
     else:
-        figures = measure(options, steps, exp.trainer.seed)
+        figures = measure(options, steps, exp.trainer.seed, limit)
     return report(exp, figures, notes, memory_limit_gb=memory_limit_gb, echo=echo)
 
 
@@ -447,7 +486,13 @@ def report(
         shape, batch_size=b, seq=seq, mini_batch_size=mb, gradient_checkpointing=ckpt, bf16=bf16
     )
     fix = None
-    if figures["oom"]:
+    if figures["projected_oom"]:
+        lines.append(
+            f"  peak memory      projected {estimate / gib:.1f} GiB by the memory model, over the "
+            f"{limit / gib:.1f} GiB limit: the steps were not run"
+        )
+        fits = False
+    elif figures["oom"]:
         lines.append(
             f"  peak memory      out of memory ({figures['memory_kind']}; model estimate {estimate / gib:.1f} GiB)"
         )

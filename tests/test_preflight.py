@@ -168,7 +168,29 @@ def test_preflight_on_the_tiny_experiment_fits_and_prints_its_figures(synth_root
 def test_preflight_refuses_another_trainer(synth_root, tmp_path):
     raw = tiny_experiment(synth_root)
     raw["trainer"] = {"target": "trainers.analytic:train"}
+    raw["search"]["hyperparameters"] = {}
     config = tmp_path / "analytic.yaml"
     config.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(app, ["preflight", str(config)])
     assert result.exit_code == 2 and "preflight measures the embedding trainer" in result.output
+
+
+@pytest.mark.slow
+def test_sweep_preflight_runs_on_a_trial_worker_through_ray(synth_root, capsys):
+    import ray
+
+    from mixopt.sweep.common import SweepError
+    from mixopt.sweep.driver import run_sweep_preflight
+
+    exp = experiment_from_dict(tiny_experiment(synth_root, cpu_threads=1) | {"sweep": {"preflight": True}})
+    try:
+        run_sweep_preflight(exp, None, verbose=True)
+        out = capsys.readouterr().out
+        assert "[mixopt] preflight tiny_synthetic" in out and "[mixopt] fits:" in out
+        bad = experiment_from_dict(tiny_experiment(synth_root, max_seq_length=512, batch_size=200_000))
+        with pytest.raises(
+            SweepError, match="preflight: the worst-case trial does not fit: set trainer.mini_batch_size"
+        ):
+            run_sweep_preflight(bad, None, verbose=False)
+    finally:
+        ray.shutdown()
