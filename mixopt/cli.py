@@ -116,6 +116,9 @@ def preflight(
     memory_limit_gb: Optional[float] = typer.Option(
         None, "--memory-limit-gb", min=0, help="Memory the trial may use (default: the device's)."
     ),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Use this model directory or hub id instead of trainer.model."
+    ),
 ) -> None:
     """A few steps of one worst-case trial on the sweep's device: peak memory, tokens/s, MFU and the
     sweep's projected GPU-hours. Exits 1, naming the fix, if the trial does not fit."""
@@ -124,7 +127,12 @@ def preflight(
     exp = _load(experiment)
     try:
         result = run_preflight(
-            exp, address=address, steps=steps, memory_limit_gb=memory_limit_gb, echo=typer.echo
+            exp,
+            address=address,
+            steps=steps,
+            memory_limit_gb=memory_limit_gb,
+            model=model,
+            echo=typer.echo,
         )
     except (PreflightError, ValueError) as e:
         _fail(f"{experiment}: {e}")

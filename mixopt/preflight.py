@@ -53,9 +53,10 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A10", 125.0),
 )
 # bench/memory.py at EmbeddingGemma-300m's shape (24 layers, d 768), float32, CPU, seq 32: activation
-# bytes per token of a training step, rounded up from the measured 1.16-1.28 MiB (no option) and
-# 0.64-0.69 MiB (checkpointing); the runs are small and RSS-noisy (bench/RESULTS.md, "Trainer memory").
-FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.3 * 2**20, "checkpointing": 0.7 * 2**20}
+# bytes per token of a training step, the largest of the measured estimates (no option: 1.16-1.49 MiB;
+# checkpointing: 0.32-0.69 MiB), rounded up; the runs are small and RSS-noisy (bench/RESULTS.md,
+# "Trainer memory"). The preflight on a GPU measures instead of estimating.
+FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.5 * 2**20, "checkpointing": 0.7 * 2**20}
 REFERENCE_LAYERS_X_HIDDEN = 24 * 768
 # bf16 autocast stores matmul outputs in bf16 but Gemma's RMSNorms and the softmax inputs in float32:
 # half of float32 would be the floor; 0.75 is a conservative guess until a GPU run measures it.
@@ -427,9 +428,10 @@ def run_preflight(
     use_ray: bool = False,
     steps: int = 3,
     memory_limit_gb: float | None = None,
+    model: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> PreflightReport:
-    """Measure one worst-case trial and report (:func:`report`).
+    """Measure one worst-case trial and report (:func:`report`); ``model`` overrides ``trainer.model``.
 
     With ``address`` (a Ray cluster to join) or ``use_ray`` (Ray already initialised, as in the
     sweep), the measurement runs as a Ray task with the trial's resources, so on the kind of node and
@@ -443,6 +445,8 @@ def run_preflight(
     if steps < 1:
         raise PreflightError(f"--steps must be >= 1, got {steps}")
     options, notes = worst_case_options(exp)
+    if model:
+        options["model"] = os.path.abspath(model) if os.path.exists(model) else model
     limit = memory_limit_gb * 2**30 if memory_limit_gb else None
     if address or use_ray:
         import ray
