@@ -26,6 +26,7 @@ Usage::
     python bench/trainer.py --cpu-small           # reduced shapes (the default when there is no CUDA)
     python bench/trainer.py --batch 64 --steps 20 --repeats 3
     python bench/trainer.py --compile             # our trainer with the option compile: true
+    python bench/trainer.py --batch 128 --seq 512 --mini-batch-size 32   # GradCache, both sides
 
 Imports only torch, transformers, sentence-transformers (+ datasets/accelerate for its trainer) and
 this repository's pydantic-free ``trainers.model`` / ``trainers.losses`` / ``trainers.training``.
@@ -196,6 +197,8 @@ def run_ours(model_dir: Path, rows: dict, args, device: torch.device) -> dict:
         max_seq_length=args.seq,
         device=device,
         amp=autocast_dtype(device, "auto"),
+        mini_batch_size=args.mini_batch_size or None,
+        gradient_checkpointing=args.checkpointing,
     )
     b = args.batch
     tokens, loss = 0, None
@@ -220,13 +223,25 @@ def run_st(model_dir: Path, rows: dict, args, device: torch.device) -> dict:
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
     from transformers import TrainerCallback
 
     model = SentenceTransformer(str(model_dir), device=str(device))
-    loss = MultipleNegativesRankingLoss(
-        model, scale=1 / TEMPERATURE, hardness_mode="hard_negatives", hardness_strength=HARDNESS_ALPHA
-    )
+    if args.mini_batch_size:  # GradCache on both sides: ST's cached loss with the same chunk size
+        loss = CachedMultipleNegativesRankingLoss(
+            model,
+            scale=1 / TEMPERATURE,
+            mini_batch_size=args.mini_batch_size,
+            hardness_mode="hard_negatives",
+            hardness_strength=HARDNESS_ALPHA,
+        )
+    else:
+        loss = MultipleNegativesRankingLoss(
+            model, scale=1 / TEMPERATURE, hardness_mode="hard_negatives", hardness_strength=HARDNESS_ALPHA
+        )
     total = args.warmup + args.steps
     timing: dict[str, float] = {}
 
@@ -255,6 +270,8 @@ def run_st(model_dir: Path, rows: dict, args, device: torch.device) -> dict:
             disable_tqdm=True,
             use_cpu=device.type != "cuda",
             torch_compile=args.compile_st,
+            gradient_checkpointing=args.checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if args.checkpointing else None,
         )
         trainer = SentenceTransformerTrainer(
             model=model, args=targs, train_dataset=Dataset.from_dict(rows), loss=loss, callbacks=[Timer()]
@@ -325,6 +342,13 @@ def main() -> None:
     parser.add_argument(
         "--compile-st", action="store_true", help="also compile ST's model (torch_compile=True)"
     )
+    parser.add_argument(
+        "--mini-batch-size",
+        type=int,
+        default=0,
+        help="GradCache chunks of this many texts (ours: mini_batch_size; ST: CachedMultipleNegativesRankingLoss)",
+    )
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on both sides")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU, in TFLOP/s")
     parser.add_argument("--side", choices=["ours", "st"], help=argparse.SUPPRESS)
@@ -373,6 +397,8 @@ def main() -> None:
                     str(args.warmup),
                     "--threads",
                     str(args.threads),
+                    "--mini-batch-size",
+                    str(args.mini_batch_size),
                 ]
                 cmd += [
                     flag
@@ -380,6 +406,7 @@ def main() -> None:
                         ("--cpu", args.cpu),
                         ("--compile", args.compile),
                         ("--compile-st", args.compile_st),
+                        ("--checkpointing", args.checkpointing),
                     )
                     if on
                 ]
@@ -398,7 +425,8 @@ def main() -> None:
     print(
         f"device: {best['ours']['device']}; batch {args.batch} triplets x seq {args.seq}; "
         f"{args.warmup} warm-up + {args.steps} timed steps; best of {args.repeats}; "
-        f"compiled: ours {args.compile}, ST {args.compile_st}"
+        f"compiled: ours {args.compile}, ST {args.compile_st}; mini_batch_size {args.mini_batch_size or None}, "
+        f"checkpointing {args.checkpointing}"
     )
     print(f"MFU peak: {peak / 1e12:.3f} TFLOP/s ({peak_source})" if peak else f"MFU peak: {peak_source}")
     print(f"{'side':<24}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak mem GiB':>14}{'final loss':>12}")

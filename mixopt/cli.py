@@ -168,6 +168,43 @@ def sweep(
 
 
 @app.command()
+def preflight(
+    experiment: Path = typer.Argument(..., help="Experiment YAML."),
+    address: Optional[str] = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster to run on, with the trial's resources ('auto', ray://host:10001). "
+        "Default: this process, on its device.",
+    ),
+    steps: int = typer.Option(3, "--steps", min=1, help="Timed steps (after one warm-up step)."),
+    memory_limit_gb: Optional[float] = typer.Option(
+        None, "--memory-limit-gb", min=0, help="Memory the trial may use (default: the device's)."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Use this model directory or hub id instead of trainer.model."
+    ),
+) -> None:
+    """A few steps of one worst-case trial on the sweep's device: peak memory, tokens/s, MFU and the
+    sweep's projected GPU-hours. Exits 1, naming the fix, if the trial does not fit."""
+    from mixopt.preflight import PreflightError, run_preflight
+
+    exp = _load(experiment)
+    try:
+        result = run_preflight(
+            exp,
+            address=address,
+            steps=steps,
+            memory_limit_gb=memory_limit_gb,
+            model=model,
+            echo=typer.echo,
+        )
+    except (PreflightError, ValueError) as e:
+        _fail(f"{experiment}: {e}")
+    if not result.fits:
+        raise typer.Exit(1)
+
+
+@app.command()
 def soup(
     experiment_file: Optional[Path] = typer.Argument(
         None,

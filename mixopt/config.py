@@ -375,6 +375,9 @@ class SweepConfig(_Frozen):
     early_stopping: EarlyStopping = EarlyStopping()
     # Log each checkpoint into MLflow's artifact store as well as keeping it in storage.
     log_checkpoints: bool = False
+    # Run `mixopt preflight` (one worst-case trial, a few steps, on a trial's resources) before the
+    # first trial; a trial that does not fit stops the sweep with the fix.
+    preflight: bool = False
 
 
 class VerifyConfig(_Frozen):

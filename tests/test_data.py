@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -39,7 +40,10 @@ def test_teacher_embeddings_ride_along(tmp_path: Path) -> None:
         "teacher": {"query": [1, 0], "positive": [0.5, 0.5], "negatives": [[0, 1]]},
     }
     (got,) = read_rows(write_lines(tmp_path / "r.jsonl", [json.dumps(row)]), "retrieval")
-    assert got.teacher == {"query": (1.0, 0.0), "positive": (0.5, 0.5), "negatives": ((0.0, 1.0),)}
+    assert set(got.teacher) == {"query", "positive", "negatives"}
+    for field, want in (("query", [1.0, 0.0]), ("positive", [0.5, 0.5])):
+        assert got.teacher[field].dtype == np.float32 and got.teacher[field].tolist() == want
+    assert [v.tolist() for v in got.teacher["negatives"]] == [[0.0, 1.0]]
 
 
 BAD_ROWS = [
@@ -59,6 +63,8 @@ BAD_ROWS = [
         "different lengths",
     ),
     ("retrieval", {"query": "q", "positive": "p", "teacher": {"query": [1, "x"]}}, "finite numbers"),
+    ("retrieval", {"query": "q", "positive": "p", "teacher": {"query": [1, 1e39]}}, "finite (float32)"),
+    ("retrieval", {"query": "q", "positive": "p", "teacher": {"query": [[1], [2]]}}, "finite numbers"),
 ]
 
 

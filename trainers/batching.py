@@ -46,6 +46,7 @@ from mixopt.data import ClassificationRow, RetrievalRow, Row, STSRow, iter_rows
 
 from .losses import TeacherTargets
 
+# A teacher embedding: a float32 array from mixopt.data (or any sequence of numbers).
 Vector = Sequence[float]
 STS_THRESHOLD_ROWS = 10_000
 
@@ -368,7 +369,11 @@ class MixtureSampler:
 
 
 def teacher_targets(batch: Batch) -> TeacherTargets | None:
-    """The batch's teacher embeddings per side (zeros and ``present=False`` where a text has none)."""
+    """The batch's teacher embeddings per side (zeros and ``present=False`` where a text has none).
+
+    Vectors (float32 arrays from :mod:`mixopt.data`, or any sequences of numbers) are stacked in
+    one call per side and checked vectorised: one length, finite.
+    """
     sides = {
         "query": [e.teacher_query for e in batch.examples],
         "positive": [e.teacher_positive for e in batch.examples],
@@ -384,12 +389,15 @@ def teacher_targets(batch: Batch) -> TeacherTargets | None:
     dim = dims.pop()
     out = {}
     for side, vectors in sides.items():
-        present = torch.tensor([v is not None for v in vectors])
-        if not present.any():
+        rows = [i for i, v in enumerate(vectors) if v is not None]
+        if not rows:
             continue
-        matrix = torch.zeros(len(vectors), dim, dtype=torch.float32)
-        for i, v in enumerate(vectors):
-            if v is not None:
-                matrix[i] = torch.tensor(v, dtype=torch.float32)
-        out[side] = (matrix, present)
+        stacked = np.asarray([vectors[i] for i in rows], dtype=np.float32)  # [n, D]
+        if not np.isfinite(stacked).all():
+            raise BatchError(f"task {batch.task!r}: a {side} teacher embedding is not finite")
+        matrix = np.zeros((len(vectors), dim), dtype=np.float32)
+        matrix[rows] = stacked
+        present = np.zeros(len(vectors), dtype=bool)
+        present[rows] = True
+        out[side] = (torch.from_numpy(matrix), torch.from_numpy(present))
     return TeacherTargets(out)

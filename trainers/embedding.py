@@ -27,6 +27,7 @@ Run alone (a quick CPU trial on the synthetic tasks)::
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -46,7 +47,15 @@ from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
 from .evaluation import evaluate_tasks
 from .model import DEFAULT_MODEL, Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
-from .training import Stepper, autocast_dtype, compile_encoder, resolve_device, tokenize_sides
+from .training import (
+    BatchLoader,
+    StepInputs,
+    Stepper,
+    autocast_dtype,
+    compile_encoder,
+    prepare_inputs,
+    resolve_device,
+)
 
 
 class Options(BaseModel):
@@ -89,6 +98,21 @@ class Options(BaseModel):
     shuffle_buffer: int = Field(10_000, ge=1, description="rows in each task's streaming shuffle buffer")
     progress: bool | None = Field(None, description="progress bar; None: only when stderr is a terminal")
     compile: bool = Field(False, description="torch.compile the transformer (pays off in long GPU trials)")
+    prefetch: int = Field(
+        2,
+        ge=0,
+        description="batches read, tokenised and pinned ahead by a background thread; 0: on the "
+        "training thread between steps",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each transformer layer in backward: less memory, ~+33% compute"
+    )
+    mini_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="GradCache: embed the batch in chunks of this many texts; memory of one chunk, "
+        "same loss and gradients as the full batch, one more forward; None: the whole batch at once",
+    )
     cpu_threads: int | None = Field(
         None,
         ge=1,
@@ -281,6 +305,8 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         max_seq_length=opts.max_seq_length,
         device=device,
         amp=amp,
+        mini_batch_size=opts.mini_batch_size,
+        gradient_checkpointing=opts.gradient_checkpointing,
     )
 
     def embed_fn(texts: Sequence[str]) -> torch.Tensor:
@@ -309,33 +335,42 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
 
     from tqdm.auto import tqdm
 
+    # The loader thread tokenises with its own copy: a fast tokenizer's padding/truncation state is
+    # not safe to share with the evaluation's tokenising on this thread.
+    loader_tokenizer = copy.deepcopy(tokenizer) if opts.prefetch else tokenizer
+    pin = device.type == "cuda"
+
+    def next_inputs() -> StepInputs:
+        """Read, pair and tokenise the next batch; build its masks; pin it (on CUDA). Host only."""
+        batch = sampler.next_batch()
+        teacher = teacher_targets(batch)
+        task = tasks[batch.task]
+        return prepare_inputs(
+            loader_tokenizer,
+            [task.prompt.query + q for q in batch.queries],
+            [task.prompt.document + p for p in batch.positives],
+            [None if n is None else task.prompt.document + n for n in batch.negatives],
+            max_seq_length=opts.max_seq_length,
+            false_negatives=losses.false_negative_mask(batch.queries, batch.positives, batch.groups),
+            teacher=teacher,
+            pin=pin,
+            task=batch.task,
+        )
+
     watch = _LossWatch()
     bar = tqdm(total=trial.steps, desc=trial.trial_id, disable=not _show_progress(opts), leave=False)
     total_tokens = 0
     interval_tokens = 0
     t_start = t_interval = time.perf_counter()
     last_loss = float("nan")
+    loader = BatchLoader(next_inputs, depth=opts.prefetch if trial.steps else 0)
     try:
         for step in range(1, trial.steps + 1):
             try:
-                batch = sampler.next_batch()
-                teacher = teacher_targets(batch)
+                inputs = next(loader)
             except (DataError, BatchError) as e:
                 raise TrialFailed(f"trial {trial.trial_id}: step {step}: {e}") from None
-            task = tasks[batch.task]
-            queries = [task.prompt.query + q for q in batch.queries]
-            positives = [task.prompt.document + p for p in batch.positives]
-            negatives = [None if n is None else task.prompt.document + n for n in batch.negatives]
-            present = [n for n in negatives if n is not None]
-            tokens = tokenize_sides(tokenizer, [queries, positives, present], opts.max_seq_length)
-            out = stepper.step(
-                queries,
-                positives,
-                negatives,
-                tokens=tokens,
-                teacher=teacher,
-                false_negatives=losses.false_negative_mask(batch.queries, batch.positives, batch.groups),
-            )
+            out = stepper.run(inputs)
             watch.add(step, out.loss, out.parts, out.grad_norm)
             total_tokens += out.n_tokens
             interval_tokens += out.n_tokens
@@ -351,6 +386,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             if opts.eval_every and step % opts.eval_every == 0 and step != trial.steps:
                 evaluate(step)
     finally:
+        loader.close()
         bar.close()
     train_seconds = time.perf_counter() - t_start
 

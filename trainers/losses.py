@@ -234,6 +234,22 @@ def embedding_loss(
     total = zero
     parts = {"nce": zero, "spread_out": zero, "distill": zero}
     students = {"query": q, "positive": p, "negative": n}
+    # Masks and teacher vectors move to the device once per batch, not once per Matryoshka dim (a
+    # no-op when the caller already placed them there, as the trainer does).
+    if false_negatives is not None:
+        false_negatives = false_negatives.to(device=q.device, dtype=torch.bool, non_blocking=True)
+    if has_negative is not None:
+        has_negative = has_negative.to(device=q.device, dtype=torch.bool, non_blocking=True)
+    if teacher is not None:
+        teacher = TeacherTargets(
+            {
+                side: (
+                    vectors.to(q.device, q.dtype, non_blocking=True),
+                    present.to(q.device, non_blocking=True),
+                )
+                for side, (vectors, present) in teacher.sides.items()
+            }
+        )
     for m in weights.dims:
         if m > q.shape[-1]:
             raise ValueError(f"Matryoshka dim {m} exceeds the embedding dimension {q.shape[-1]}")
@@ -257,7 +273,7 @@ def embedding_loss(
                     continue
                 l_d = l_d + distillation_loss(
                     matryoshka_prefix(student, m),
-                    matryoshka_prefix(vectors.to(student.device, student.dtype), m),
+                    matryoshka_prefix(vectors, m),
                     present,
                 )
         total = total + l_c + weights.spread_out * l_s + weights.distill * l_d

@@ -307,11 +307,45 @@ def check_bidirectional(encoder: Encoder, *, vocab_size: int | None = None) -> f
     return change
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_seq_length: int) -> dict[str, Tensor]:
-    """Token ids and attention mask ``[N, L]`` (right-padded to the longest text, truncated)."""
+def set_gradient_checkpointing(encoder: Encoder, enabled: bool) -> None:
+    """Switch the transformer's own activation checkpointing on or off.
+
+    On: each decoder layer keeps only its input for backward and is recomputed there (one more
+    forward of the transformer per step). Non-reentrant checkpointing (``use_reentrant=False``) works
+    with inputs that do not require grad (token ids), with ``torch.no_grad`` passes and with
+    ``torch.compile``, and replays the RNG state so dropout matches.
+    """
+    transformer = encoder.transformer
+    # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_* (same function).
+    if hasattr(transformer, "activation_checkpointing_enable"):
+        if enabled:
+            transformer.activation_checkpointing_enable({"use_reentrant": False})
+        elif transformer.is_activation_checkpointing:
+            transformer.activation_checkpointing_disable()
+    elif enabled:
+        transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        transformer.gradient_checkpointing_disable()
+
+
+def tokenize(
+    tokenizer: Any, texts: Sequence[str], max_seq_length: int, pad_to_multiple_of: int | None = None
+) -> dict[str, Tensor]:
+    """Token ids and attention mask ``[N, L]`` (right-padded to the longest text, truncated).
+
+    ``pad_to_multiple_of`` rounds ``L`` up (e.g. 8 for tensor-core tiles); ``L`` may then exceed
+    ``max_seq_length`` by padding only.
+    """
     enc = tokenizer(
         list(texts), padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt"
     )
+    if pad_to_multiple_of and enc["input_ids"].shape[1] % pad_to_multiple_of:
+        # Padded here, not by the tokenizer: it refuses a max_length that is not a multiple.
+        extra = pad_to_multiple_of - enc["input_ids"].shape[1] % pad_to_multiple_of
+        return {
+            "input_ids": F.pad(enc["input_ids"], (0, extra), value=int(tokenizer.pad_token_id)),
+            "attention_mask": F.pad(enc["attention_mask"], (0, extra), value=0),
+        }
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 

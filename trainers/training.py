@@ -12,16 +12,21 @@ runs on a bare GPU image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import get_device_states, set_device_states
 
 from .losses import LossWeights, TeacherTargets, embedding_loss
-from .model import Encoder, tokenize
+from .model import Encoder, set_gradient_checkpointing, tokenize
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,6 +99,11 @@ def _pad_to(batch: dict[str, Tensor], length: int, pad_id: int) -> dict[str, Ten
     }
 
 
+# Tensor cores work on tiles of 8 (bf16); a padded length that is a multiple of 8 avoids ragged tiles
+# and lets the compiled graph reuse shapes. The cost is at most 7 pad tokens per text.
+PAD_TO_MULTIPLE_OF = 8
+
+
 @dataclass
 class Tokenized:
     """The token tensors of the sides of one batch (queries, positives, negatives...)."""
@@ -102,15 +112,28 @@ class Tokenized:
     n_tokens: int  # non-padding tokens
     joint: bool  # one forward over all sides (same padded length) instead of one per side
 
+    def pin_memory(self) -> Tokenized:
+        """Page-locked copies, so the host-to-device copies can be asynchronous (``non_blocking``)."""
+        return Tokenized(
+            [{k: v.pin_memory() for k, v in s.items()} for s in self.sides], self.n_tokens, self.joint
+        )
 
-def tokenize_sides(tokenizer: Any, sides: Sequence[Sequence[str]], max_seq_length: int) -> Tokenized:
-    """Tokenize each side; run them as one forward when that wastes no more padding than separate ones.
 
-    One forward over ``N`` texts padded to the longest side costs ``N·max_s L_s`` token slots, one
-    forward per side ``Σ_s n_s L_s``; equal lengths (e.g. fixed-length benchmark batches) favour the
-    single, larger forward, which keeps the GPU busier.
+def tokenize_sides(
+    tokenizer: Any,
+    sides: Sequence[Sequence[str]],
+    max_seq_length: int,
+    pad_to_multiple_of: int | None = PAD_TO_MULTIPLE_OF,
+) -> Tokenized:
+    """Tokenize each side, each padded to its own longest text (rounded up to ``pad_to_multiple_of``).
+
+    Queries are not padded to document length: each side is its own tensor. They run as one forward
+    when that wastes no more padding than separate ones: one forward over ``N`` texts padded to the
+    longest side costs ``N·max_s L_s`` token slots, one forward per side ``Σ_s n_s L_s``; equal
+    lengths (e.g. fixed-length benchmark batches) favour the single, larger forward, which keeps the
+    GPU busier.
     """
-    encoded = [tokenize(tokenizer, side, max_seq_length) for side in sides if len(side)]
+    encoded = [tokenize(tokenizer, side, max_seq_length, pad_to_multiple_of) for side in sides if len(side)]
     n_tokens = int(sum(int(e["attention_mask"].sum()) for e in encoded))
     lengths = [e["input_ids"].shape[1] for e in encoded]
     counts = [e["input_ids"].shape[0] for e in encoded]
@@ -140,6 +163,178 @@ def forward_sides(
         ]
 
 
+class RandContext:
+    """Captures the RNG state (CPU and the CUDA devices of ``tensors``) now; ``with`` replays it.
+
+    GradCache runs each chunk twice (without, then with a graph); dropout must draw the same masks
+    both times or the recomputed chunk is not the one the loss saw. As sentence-transformers'
+    ``CachedMultipleNegativesRankingLoss`` does; the surrounding RNG state is restored on exit.
+    """
+
+    def __init__(self, *tensors: Tensor):
+        self.cpu_state = torch.get_rng_state()
+        self.devices, self.states = get_device_states(*tensors)
+
+    def __enter__(self) -> None:
+        self._fork = torch.random.fork_rng(devices=self.devices, enabled=True)
+        self._fork.__enter__()
+        torch.set_rng_state(self.cpu_state)
+        set_device_states(self.devices, self.states)
+
+    def __exit__(self, *exc: object) -> None:
+        self._fork.__exit__(*exc)
+        del self._fork
+
+
+@dataclass
+class StepInputs:
+    """Everything a step needs, built on the host once per batch (by the loader thread, ahead of time).
+
+    Attributes:
+        tokens: the sides (queries, positives, present hard negatives), pinned when CUDA is used.
+        batch_size: ``B``.
+        neg_index: ``[n⁻]`` int64, the rows that have a hard negative, or None when all or none do.
+        has_negative: ``[B]`` bool (None when all or none rows have one).
+        false_negatives: ``[B, B]`` bool (:func:`trainers.losses.false_negative_mask`) or None.
+        teacher: teacher targets or None.
+    """
+
+    tokens: Tokenized
+    batch_size: int
+    neg_index: Tensor | None = None
+    has_negative: Tensor | None = None
+    false_negatives: Tensor | None = None
+    teacher: TeacherTargets | None = None
+    task: str | None = None
+
+    @property
+    def n_negatives(self) -> int:
+        return self.tokens.sides[2]["input_ids"].shape[0] if len(self.tokens.sides) > 2 else 0
+
+    def pin_memory(self) -> StepInputs:
+        teacher = None
+        if self.teacher is not None:
+            teacher = TeacherTargets(
+                {k: (v.pin_memory(), m.pin_memory()) for k, (v, m) in self.teacher.sides.items()}
+            )
+        return StepInputs(
+            self.tokens.pin_memory(),
+            self.batch_size,
+            None if self.neg_index is None else self.neg_index.pin_memory(),
+            None if self.has_negative is None else self.has_negative.pin_memory(),
+            None if self.false_negatives is None else self.false_negatives.pin_memory(),
+            teacher,
+            self.task,
+        )
+
+
+def prepare_inputs(
+    tokenizer: Any,
+    queries: Sequence[str],
+    positives: Sequence[str],
+    negatives: Sequence[str | None] | None = None,
+    *,
+    max_seq_length: int,
+    false_negatives: Tensor | None = None,
+    teacher: TeacherTargets | None = None,
+    tokens: Tokenized | None = None,
+    pin: bool = False,
+    task: str | None = None,
+) -> StepInputs:
+    """Tokenize a batch and build its masks and indices on the host (``pin``: page-locked, for CUDA)."""
+    b = len(queries)
+    neg_rows = [i for i, n in enumerate(negatives or []) if n is not None]
+    if tokens is None:
+        neg_texts = [negatives[i] for i in neg_rows] if negatives else []
+        tokens = tokenize_sides(tokenizer, [queries, positives, neg_texts], max_seq_length)
+    neg_index = has_negative = None
+    if neg_rows and len(neg_rows) < b:
+        neg_index = torch.tensor(neg_rows, dtype=torch.long)
+        has_negative = torch.zeros(b, dtype=torch.bool)
+        has_negative[neg_index] = True
+    inputs = StepInputs(tokens, b, neg_index, has_negative, false_negatives, teacher, task)
+    return inputs.pin_memory() if pin else inputs
+
+
+class _Raised:
+    """An exception of the producer thread, delivered in order to the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class BatchLoader(Generic[T]):
+    """Calls ``produce()`` in a background thread, up to ``depth`` results ahead; ``next()`` returns
+    them in the order produced.
+
+    The trainer's ``produce`` reads, pairs, tokenises and pins the next batch (:func:`prepare_inputs`)
+    while the device runs the current step; the tokenizer and the data readers release the GIL in
+    their native code. One producer thread and a FIFO queue keep the sequence exactly that of calling
+    ``produce()`` in a loop (``depth=0`` does that, on the caller's thread). An exception raised by
+    ``produce`` is re-raised by the ``next()`` that would have returned its result. Call
+    :meth:`close` (or use ``with``) to stop the thread.
+    """
+
+    def __init__(self, produce: Callable[[], T], depth: int = 2):
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        self.produce, self.depth = produce, depth
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if depth > 0:
+            self._queue: queue.Queue[T | _Raised] = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, name="mixopt-batch-loader", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: T | _Raised = self.produce()
+            except BaseException as e:  # delivered to the consumer, which decides
+                item = _Raised(e)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, _Raised):
+                return
+
+    def __iter__(self) -> BatchLoader[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._thread is None:
+            if self._stop.is_set():
+                raise StopIteration
+            return self.produce()
+        if self._stop.is_set():
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, _Raised):
+            self.close()
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        """Stop the producer (it finishes the batch in hand) and drop what it prepared."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.05)
+
+    def __enter__(self) -> BatchLoader[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class StepOutput:
     loss: Tensor  # detached scalar (on the device: reading it synchronises)
@@ -154,6 +349,19 @@ class StepOutput:
 class Stepper:
     """Runs optimisation steps of ``encoder`` on (query, positive, optional negative) batches.
 
+    Memory. Without options, a step keeps the activations of every token of the batch for the
+    backward pass, so memory grows with ``batch_size × length``. Two options bound it:
+
+    - ``gradient_checkpointing``: the transformer keeps only each layer's input and recomputes the
+      layer in backward (one more forward, ≈ +33 % compute);
+    - ``mini_batch_size``: GradCache (Gao et al. 2021, arXiv 2101.06983): embed the batch in chunks
+      of ``mini_batch_size`` texts without a graph, compute the full-batch loss on the cached
+      embeddings ``E`` (leaves with ``requires_grad``) and backward it to get ``∂L/∂E``; then re-run
+      each chunk with a graph and backpropagate ``∂L/∂E_chunk`` through it. The loss and the
+      parameter gradients are those of the full batch (up to float rounding); activation memory is
+      that of one chunk, so the batch size, which sets the number of in-batch negatives, is no
+      longer bounded by memory. Cost: one more forward per step.
+
     Args:
         encoder: the model (already on ``device``, in train mode).
         tokenizer: its tokenizer.
@@ -162,6 +370,8 @@ class Stepper:
         grad_clip: max global gradient norm (0 disables clipping).
         max_seq_length: truncation length.
         device, amp: device and autocast dtype (None: float32).
+        mini_batch_size: texts per chunk of the cached loss; None: the whole batch at once.
+        gradient_checkpointing: the transformer's own activation checkpointing (non-reentrant).
     """
 
     def __init__(
@@ -179,10 +389,16 @@ class Stepper:
         max_seq_length: int = 256,
         device: torch.device,
         amp: torch.dtype | None,
+        mini_batch_size: int | None = None,
+        gradient_checkpointing: bool = False,
     ):
+        if mini_batch_size is not None and mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
         self.encoder, self.tokenizer, self.weights = encoder, tokenizer, weights
         self.device, self.amp = device, amp
         self.grad_clip, self.max_seq_length = grad_clip, max_seq_length
+        self.mini_batch_size = mini_batch_size
+        set_gradient_checkpointing(encoder, gradient_checkpointing)
         self.pad_id = int(tokenizer.pad_token_id)
         self.optimizer = build_optimizer(encoder, lr, weight_decay, device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -208,31 +424,136 @@ class Stepper:
 
         ``tokens`` may be passed pre-tokenized (``tokenize_sides(queries, positives, present negatives)``).
         """
-        b = len(queries)
-        neg_rows = [i for i, n in enumerate(negatives or []) if n is not None]
-        neg_texts = [negatives[i] for i in neg_rows] if negatives else []
-        if tokens is None:
-            tokens = tokenize_sides(self.tokenizer, [queries, positives, neg_texts], self.max_seq_length)
-        self.encoder.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        embeddings = forward_sides(self.encoder, tokens, self.device, self.amp, self.pad_id)
-        q, p = embeddings[0], embeddings[1]
-        n = has_negative = None
-        if neg_rows:
-            if len(neg_rows) == b:
-                n = embeddings[2]
-            else:  # placeholders for rows without a hard negative; the loss masks them out
-                n = q.new_zeros(q.shape).index_copy(0, torch.tensor(neg_rows, device=q.device), embeddings[2])
-                has_negative = torch.zeros(b, dtype=torch.bool, device=q.device)
-                has_negative[neg_rows] = True
-        loss, parts = embedding_loss(
-            q, p, n, self.weights, false_negatives=false_negatives, has_negative=has_negative, teacher=teacher
+        inputs = prepare_inputs(
+            self.tokenizer,
+            queries,
+            positives,
+            negatives,
+            max_seq_length=self.max_seq_length,
+            false_negatives=false_negatives,
+            teacher=teacher,
+            tokens=tokens,
         )
-        loss.backward()
+        return self.run(inputs)
+
+    def run(self, inputs: StepInputs) -> StepOutput:
+        """One optimisation step on host-prepared inputs (see :func:`prepare_inputs`).
+
+        Nothing here reads a device value on the host: loss and gradient norm stay on the device
+        until the caller reads them (at log steps), so CUDA runs ahead of Python.
+        """
+        loss, parts = self.backward(inputs)
         if self.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         else:  # no clipping, but the norm is still watched
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         self.optimizer.step()
         self.scheduler.step()
-        return StepOutput(loss.detach(), parts, tokens.n_tokens, grad_norm.detach())
+        return StepOutput(loss.detach(), parts, inputs.tokens.n_tokens, grad_norm.detach())
+
+    def backward(self, inputs: StepInputs) -> tuple[Tensor, dict[str, Tensor]]:
+        """Zero the gradients, compute the loss and leave ``∂L/∂θ`` in the parameters' ``.grad``.
+
+        Returns ``(loss, parts)`` as :func:`trainers.losses.embedding_loss` (the loss with its graph
+        freed). The optimiser does not step.
+        """
+        self.encoder.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        masks = self._masks_on_device(inputs)
+        if self.mini_batch_size is None:
+            embeddings = forward_sides(self.encoder, inputs.tokens, self.device, self.amp, self.pad_id)
+            loss, parts = self._loss(embeddings, inputs, masks)
+            loss.backward()
+            return loss, parts
+        return self._cached_backward(inputs, masks)
+
+    def _masks_on_device(self, inputs: StepInputs) -> dict[str, Any]:
+        """One (asynchronous, from pinned memory) copy per batch of each host-built mask and index."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(self.device, non_blocking=True)
+
+        teacher = None
+        if inputs.teacher is not None:
+            teacher = TeacherTargets(
+                {k: (move(v), move(m)) for k, (v, m) in inputs.teacher.sides.items()}  # type: ignore[misc]
+            )
+        return {
+            "neg_index": move(inputs.neg_index),
+            "has_negative": move(inputs.has_negative),
+            "false_negatives": move(inputs.false_negatives),
+            "teacher": teacher,
+        }
+
+    def _loss(
+        self, embeddings: Sequence[Tensor], inputs: StepInputs, masks: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The full-batch objective on side embeddings ``[q, p, (present negatives)]``, in float32."""
+        q, p = embeddings[0].float(), embeddings[1].float()
+        n = None
+        if inputs.n_negatives:
+            n = embeddings[2].float()
+            if masks["neg_index"] is not None:  # placeholders for rows without one; the loss masks them
+                n = q.new_zeros(q.shape).index_copy(0, masks["neg_index"], n)
+        return embedding_loss(
+            q,
+            p,
+            n,
+            self.weights,
+            false_negatives=masks["false_negatives"],
+            has_negative=masks["has_negative"],
+            teacher=masks["teacher"],
+        )
+
+    def _chunks(self, tokens: Tokenized) -> list[list[tuple[Tensor, Tensor]]]:
+        """Per side, chunks of ``mini_batch_size`` texts on the device, each trimmed to its own longest
+        text (rounded up to a multiple of 8). Lengths are read from the host tensors: no device sync."""
+        mb = self.mini_batch_size
+        assert mb is not None
+        out = []
+        for side in tokens.sides:
+            ids, mask = side["input_ids"], side["attention_mask"]
+            lengths = mask.sum(dim=1)
+            chunks = []
+            for start in range(0, ids.shape[0], mb):
+                longest = int(lengths[start : start + mb].max())
+                length = min(-(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF, ids.shape[1])
+                chunks.append(
+                    (
+                        ids[start : start + mb, :length].to(self.device, non_blocking=True),
+                        mask[start : start + mb, :length].to(self.device, non_blocking=True),
+                    )
+                )
+            out.append(chunks)
+        return out
+
+    def _cached_backward(self, inputs: StepInputs, masks: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """GradCache (arXiv 2101.06983): the full-batch loss, gradients accumulated chunk by chunk.
+
+        1. ``E_c = f(x_c)`` for every chunk ``c``, without a graph (RNG state saved per chunk);
+        2. ``L(E)`` on the cached ``E`` (leaf tensors), ``L.backward()`` gives ``G = ∂L/∂E``;
+        3. per chunk, with the RNG state replayed: ``f(x_c).backward(G_c)``, which accumulates
+           ``Σ_c (∂E_c/∂θ)ᵀ G_c = ∂L/∂θ`` into the parameters' ``.grad``.
+        """
+        chunks = self._chunks(inputs.tokens)
+        autocast = torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+        states: list[list[RandContext]] = []
+        cached: list[Tensor] = []
+        with torch.no_grad():
+            for side in chunks:
+                side_states, side_embeddings = [], []
+                for ids, mask in side:
+                    side_states.append(RandContext(ids))
+                    with autocast:
+                        side_embeddings.append(self.encoder(ids, mask))
+                states.append(side_states)
+                cached.append(torch.cat(side_embeddings).float().requires_grad_())
+        loss, parts = self._loss(cached, inputs, masks)
+        loss.backward()
+        for side, side_states, leaf in zip(chunks, states, cached):
+            grads = leaf.grad.split([ids.shape[0] for ids, _ in side])
+            for (ids, mask), state, grad in zip(side, side_states, grads):
+                with state, autocast:
+                    embedding = self.encoder(ids, mask)
+                embedding.float().backward(grad)
+        return loss, parts

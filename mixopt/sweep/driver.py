@@ -133,6 +133,23 @@ def max_concurrent(exp: Experiment) -> int:
     return max(1, trial_slots(exp, resources))
 
 
+def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> None:
+    """``sweep.preflight``: one worst-case trial on a trial's resources before anything is recorded."""
+    from mixopt.preflight import PreflightError, run_preflight
+
+    ray_init(address, exp)
+    try:
+        result = run_preflight(
+            exp,
+            use_ray=True,
+            echo=(lambda line: print(f"[mixopt] {line}", flush=True)) if verbose else (lambda line: None),
+        )
+    except (PreflightError, ValueError) as e:
+        raise SweepError(f"preflight: {e}") from None
+    if not result.fits:
+        raise SweepError(f"preflight: the worst-case trial does not fit: {result.fix}")
+
+
 def run_sweep(
     exp: Experiment,
     *,
@@ -155,6 +172,8 @@ def run_sweep(
     if verbose:
         print(f"[mixopt] {report.dev_rows_line()}", flush=True)
     wait_for_ray(address, connect_timeout)  # before anything is recorded
+    if exp.sweep.preflight and not resume:
+        run_sweep_preflight(exp, address, verbose)
     report.save_cache()
     total = max_trials or exp.optimizer.max_trials
     uri = exp.tracking.resolved_uri()

@@ -101,5 +101,13 @@ def test_tokenize_sides_keeps_each_sides_prompt_and_truncates():
     # The query prompt "task: search result | query: " is 7 tokens, the document one 6: each side has its own.
     assert out.sides[0]["input_ids"][0, 1:8].tolist() == ids(prompt["query"], 99)[1:-1]
     assert out.sides[1]["input_ids"][0, 1:7].tolist() == ids(prompt["document"], 99)[1:-1]
-    assert out.sides[1]["input_ids"].shape[1] == max_len  # the long positive was truncated
+    # The long positive was truncated to 12 tokens, then padded to a multiple of 8; the queries
+    # (at most 11 tokens) are padded to their own length, not to the documents'.
+    assert out.sides[1]["input_ids"].shape[1] == 16 and out.sides[0]["input_ids"].shape[1] == 16
+    assert int(out.sides[1]["attention_mask"].sum(dim=1).max()) == max_len
+    unpadded = tokenize_sides(tok, [queries, positives, []], max_len, pad_to_multiple_of=None)
+    assert [s["input_ids"].shape[1] for s in unpadded.sides] == [
+        max(len(ids(q, max_len)) for q in queries),
+        max_len,
+    ]
     assert out.n_tokens == sum(len(ids(t, max_len)) for t in queries + positives)

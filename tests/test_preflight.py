@@ -1,0 +1,196 @@
+"""Preflight: the worst case of the search space, the memory model's arithmetic, the fix it names, and
+the real command on the tiny experiment (fits: exit 0 with the figures; a tiny memory limit: exit 1)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mixopt.cli import app
+from mixopt.config import experiment_from_dict
+from mixopt.preflight import (
+    BF16_ACTIVATION_FACTOR,
+    FP32_ACTIVATION_BYTES_PER_TOKEN,
+    MARGIN,
+    OVERHEAD_FACTOR,
+    Shape,
+    _verification_trials,
+    estimate_memory,
+    peak_bf16_flops,
+    suggest_fix,
+    worst_case_options,
+)
+from mixopt.synth import SynthSpec, synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+# google/embeddinggemma-300m: 307.6M parameters of which 262144 x 768 token embeddings.
+GEMMA = Shape(n_params=307_581_696, n_embedding=262_144 * 768, layers=24, hidden=768)
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("preflight") / "data"
+    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16))
+    return out
+
+
+def tiny_experiment(synth_root: Path, **trainer) -> dict:
+    raw = yaml.safe_load((REPO / "experiments" / "tiny_synthetic.yaml").read_text())
+    for t in raw["tasks"]:
+        t["path"] = str(synth_root / Path(t["path"]).name)
+    raw["trainer"].update(model=str(synth_root / "model"), **trainer)
+    return raw
+
+
+def test_the_worst_case_takes_the_largest_batch_and_length_of_the_search_space(synth_root):
+    raw = tiny_experiment(synth_root)
+    raw["search"]["hyperparameters"].update(
+        batch_size={"type": "int", "low": 4, "high": 24},
+        max_seq_length={"type": "categorical", "choices": [16, 48, 32]},
+        gradient_checkpointing={"type": "categorical", "choices": [True, False]},
+        temperature={"type": "float", "low": 0.02, "high": 0.1, "default": 0.07},
+    )
+    options, notes = worst_case_options(experiment_from_dict(raw))
+    assert options["batch_size"] == 24 and options["max_seq_length"] == 48
+    assert options["gradient_checkpointing"] is False and options["temperature"] == 0.07
+    assert Path(options["model"]).is_absolute()
+    assert any("batch_size 24" in n for n in notes)
+
+
+def test_the_memory_model_is_its_formula():
+    """16 N + 4 N_E (+ 2 N in bf16) + bytes/token x tokens in the graph, x the overhead factor."""
+    fixed_fp32 = 16 * GEMMA.n_params + 4 * GEMMA.n_embedding
+    full = estimate_memory(
+        GEMMA, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False
+    )
+    assert full == pytest.approx(
+        OVERHEAD_FACTOR * (fixed_fp32 + FP32_ACTIVATION_BYTES_PER_TOKEN["none"] * 3 * 8 * 64)
+    )
+    chunk = estimate_memory(
+        GEMMA, batch_size=64, seq=64, mini_batch_size=8, gradient_checkpointing=True, bf16=True
+    )
+    per_token = FP32_ACTIVATION_BYTES_PER_TOKEN["checkpointing"] * BF16_ACTIVATION_FACTOR
+    assert chunk == pytest.approx(OVERHEAD_FACTOR * (fixed_fp32 + 2 * GEMMA.n_params + per_token * 8 * 64))
+    # Mini-batches: the batch size no longer changes the estimate.
+    assert chunk == estimate_memory(
+        GEMMA, batch_size=512, seq=64, mini_batch_size=8, gradient_checkpointing=True, bf16=True
+    )
+    # Half the layers, half the activations.
+    half = Shape(GEMMA.n_params, GEMMA.n_embedding, 12, 768)
+    act = full - estimate_memory(
+        GEMMA, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False, sides=0
+    )
+    act_half = estimate_memory(
+        half, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False
+    ) - (full - act)
+    assert act_half == pytest.approx(act / 2)
+
+
+def test_the_fix_is_the_largest_mini_batch_that_fits():
+    limit = 80 * GIB
+    args = dict(batch_size=128, seq=512, gradient_checkpointing=False, bf16=True)
+    assert estimate_memory(GEMMA, mini_batch_size=None, **args) > limit  # the shipped recipe, before
+    fix = suggest_fix(GEMMA, mini_batch_size=None, limit=limit, **args)
+    m = int(re.search(r"trainer.mini_batch_size: (\d+)", fix).group(1))
+    assert "gradient_checkpointing" not in fix
+    assert estimate_memory(GEMMA, mini_batch_size=m, **args) <= MARGIN * limit
+    assert estimate_memory(GEMMA, mini_batch_size=2 * m, **args) > MARGIN * limit
+    # Unexplained measured memory is added to every candidate: a smaller mini-batch is named.
+    measured = estimate_memory(GEMMA, mini_batch_size=None, **args) + 30 * GIB
+    smaller = int(
+        re.search(
+            r"mini_batch_size: (\d+)",
+            suggest_fix(GEMMA, mini_batch_size=None, limit=limit, measured=measured, **args),
+        ).group(1)
+    )
+    assert smaller < m
+    # A small device needs checkpointing too; a tiny one cannot be helped by either.
+    one_text = estimate_memory(GEMMA, mini_batch_size=1, **{**args, "gradient_checkpointing": True})
+    small = suggest_fix(GEMMA, mini_batch_size=None, limit=1.001 * one_text / MARGIN, **args)
+    assert small.startswith("set trainer.mini_batch_size: 1 and trainer.gradient_checkpointing: true")
+    assert "lower trainer.max_seq_length" in suggest_fix(GEMMA, mini_batch_size=None, limit=1 * GIB, **args)
+
+
+def test_the_shipped_gpu_experiment_fits_an_80gb_h100_with_margin():
+    raw = yaml.safe_load((REPO / "experiments" / "embeddinggemma.yaml").read_text())
+    t = raw["trainer"]
+    need = estimate_memory(
+        GEMMA,
+        batch_size=t["batch_size"],
+        seq=t["max_seq_length"],
+        mini_batch_size=t.get("mini_batch_size"),
+        gradient_checkpointing=t.get("gradient_checkpointing", False),
+        bf16=True,
+    )
+    assert need <= MARGIN * 80e9
+
+
+def test_peak_table_and_verification_trials():
+    assert peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_bf16_flops("NVIDIA L40S") == 362e12 and peak_bf16_flops("NVIDIA L4") == 121e12
+    assert peak_bf16_flops("NVIDIA GeForce GTX 1080") is None
+
+    class Verify:
+        seeds = [1, 2, 3]
+
+    class Exp:
+        verify = Verify()
+
+    assert _verification_trials(Exp()) == 6
+    assert _verification_trials(object()) == 0
+
+
+def test_preflight_on_the_tiny_experiment_fits_and_prints_its_figures(synth_root, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_experiment(synth_root, cpu_threads=1)))
+    result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for figure in ("peak memory", "step time", "tokens/s", "MFU", "trial time", "CPU-hours", "fits:"):
+        assert figure in out, figure
+    assert "batch_size 16 x 3 sides" in out and "x 32 tokens" in out
+    # 8 trials of 40 steps, each step's time as printed.
+    step = float(re.search(r"step time\s+([\d.]+) s", out).group(1))
+    hours = float(re.search(r"= ([\d.]+) CPU-hours", out).group(1))
+    assert hours == pytest.approx(8 * 40 * step / 3600, abs=0.051)
+
+    result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1", "--memory-limit-gb", "0.001"])
+    assert result.exit_code == 1
+    assert "does not fit" in result.output and "trainer.max_seq_length" in result.output
+
+
+def test_preflight_refuses_another_trainer(synth_root, tmp_path):
+    raw = tiny_experiment(synth_root)
+    raw["trainer"] = {"target": "trainers.analytic:train"}
+    raw["search"]["hyperparameters"] = {}
+    config = tmp_path / "analytic.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["preflight", str(config)])
+    assert result.exit_code == 2 and "preflight measures the embedding trainer" in result.output
+
+
+@pytest.mark.slow
+def test_sweep_preflight_runs_on_a_trial_worker_through_ray(synth_root, capsys):
+    import ray
+
+    from mixopt.sweep.common import SweepError
+    from mixopt.sweep.driver import run_sweep_preflight
+
+    exp = experiment_from_dict(tiny_experiment(synth_root, cpu_threads=1) | {"sweep": {"preflight": True}})
+    try:
+        run_sweep_preflight(exp, None, verbose=True)
+        out = capsys.readouterr().out
+        assert "[mixopt] preflight tiny_synthetic" in out and "[mixopt] fits:" in out
+        bad = experiment_from_dict(tiny_experiment(synth_root, max_seq_length=512, batch_size=200_000))
+        with pytest.raises(
+            SweepError, match="preflight: the worst-case trial does not fit: set trainer.mini_batch_size"
+        ):
+            run_sweep_preflight(bad, None, verbose=False)
+    finally:
+        ray.shutdown()
