@@ -57,6 +57,7 @@ bench: $(STAMP) ## Benchmarks (trainer, optimizer, soup) side by side with their
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/soup.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/landscape.py
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check mixopt trainers tests bench

@@ -7,25 +7,39 @@ hub checkpoint) and ``out/synth.json`` (what was generated and why).
 
 The mechanism
 -------------
-There are ``C`` latent *concepts*. Each concept owns a pool of ``P`` pseudo-words. A text "about"
-a concept is a short bag of words drawn from that concept's pool, plus task-specific noise words.
-Every task sees the concepts through its own **view**: the first ``P_shared`` words of each pool
-are common to all tasks, and each task additionally owns a random subset of the remaining words
-(its private dialect; views of two tasks overlap partly, by chance). An encoder trained from
-random initialisation can only learn that two words mean the same concept from batches that
-contain them, so:
+There are ``C`` latent *concepts*, in ``G`` groups (concept ``c`` is in group ``c mod G``). Each
+concept owns ``shared_words`` pseudo-words that every task uses, and each task owns, per concept,
+its own **private** words that no other task uses. A text "about" a concept is a bag of words drawn
+from that task's words for the concept (shared + private), plus a few task noise words. An encoder
+trained from random initialisation learns which words go together only from batches that contain
+them, so:
 
-- training on task *k* teaches the words of *k*'s view — it helps *k* most;
-- it also teaches the shared words and whatever private words *k* shares with task *j* — it helps
-  *j* partly, in proportion to the overlap of the two views;
-- tasks differ in difficulty: a larger private vocabulary needs more steps, more noise words per
-  text lower the attainable score, and the kinds differ (retrieval with hard negatives from
-  another concept; STS graded by concept overlap; classification of concept groups).
+- training on task *k* teaches *k*'s private words, which no other task can teach, and the
+  shared words, which every task teaches: every task needs some of the budget, none needs it all;
+- the tasks differ in how much they need, by kind (``SynthSpec.private_words``):
 
-With a fixed step budget, the best mixture for the mean dev score therefore spends more steps on
-the tasks with large, little-shared vocabularies and fewer on tasks that others already cover: it
-is neither uniform nor a single task. The analytic trainer (``trainers.analytic``) turns the same
-vocabulary overlaps into a closed-form score, for fast orchestration tests.
+  ============== ============= ======================================================================
+  kind           private words what a row asks
+  ============== ============= ======================================================================
+  retrieval      6 per concept a 2-word query about ``c``, a 4-word positive about ``c``, a hard
+                               negative about another concept **of c's group** with one word of
+                               ``c``: the largest vocabulary, it keeps gaining from more steps
+  sts            2             two 2-concept texts graded by their concept overlap (0, 1.67 or 5)
+  classification 1             a 4-word text about ``c``, labelled with ``c``'s group: few words,
+                               it saturates on a small share of the steps
+  ============== ============= ======================================================================
+
+- the tasks conflict: classification pulls the concepts of a group together, retrieval's hard
+  negatives push them apart, so a mixture heavy in classification costs retrieval.
+
+With the tiny experiment's step budget the best mixture for the mean dev score is therefore far
+from uniform (about half the steps to retrieval, a fifth to classification) yet interior; the
+landscape and its seed noise are measured by ``bench/landscape.py`` (bench/RESULTS.md). Evaluation
+noise is kept low: ``n_dev`` rows per task, and each retrieval dev query is its concept's one
+canonical query, so every dev positive about the concept is relevant to it (the evaluation pools
+the positives of equal queries) and nDCG@10 has no ties of chance among same-concept documents.
+The analytic trainer (``trainers.analytic``) turns the same vocabularies into a closed-form score,
+for fast orchestration tests.
 
 Everything is a deterministic function of ``seed``: the same seed gives byte-identical files.
 """
@@ -36,7 +50,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +78,27 @@ PROMPT_WORDS = [
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
 
+def _default_private() -> dict[str, int]:
+    return {"retrieval": 6, "sts": 2, "classification": 1}
+
+
+def _default_noise() -> dict[str, int]:
+    return {"retrieval": 1, "sts": 0, "classification": 1}
+
+
 @dataclass(frozen=True)
 class SynthSpec:
-    """Sizes of the synthetic world. Defaults keep a 2-core CPU trial under a minute."""
+    """Sizes of the synthetic world. Defaults keep a 1-thread CPU trial of the tiny experiment short."""
 
     n_concepts: int = 24
-    pool_size: int = 8  # words per concept
-    shared_words: int = 2  # words of every pool that all tasks see
+    n_groups: int = 4  # classification labels (concept c is in group c mod n_groups)
+    shared_words: int = 2  # words per concept that every task uses
+    # Private words per concept, by task kind: how much a task has to learn that no other task teaches.
+    private_words: dict[str, int] = field(default_factory=_default_private)
+    noise_words: dict[str, int] = field(default_factory=_default_noise)  # noise words per text, by kind
     n_noise_words: int = 48
-    n_train: int = 384
-    n_dev: int = 96
-    n_groups: int = 4  # classification labels (groups of concepts)
+    n_train: int = 512
+    n_dev: int = 256
 
 
 def _pseudo_words(n: int, rng: np.random.Generator) -> list[str]:
@@ -88,85 +112,103 @@ def _pseudo_words(n: int, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _task_plan(n_tasks: int, spec: SynthSpec, rng: np.random.Generator) -> list[dict[str, Any]]:
-    private = spec.pool_size - spec.shared_words
+def _task_plan(n_tasks: int, spec: SynthSpec) -> list[dict[str, Any]]:
     plans = []
     for k in range(n_tasks):
         kind = KINDS[k % len(KINDS)]
-        # Difficulty knobs, drawn per task so tasks differ: how many private words per concept the
-        # task's view holds (more = more to learn), and how many noise words each text carries.
-        n_private = int(rng.integers(1, private + 1))
-        views = [
-            sorted(rng.choice(private, size=n_private, replace=False).tolist())
-            for _ in range(spec.n_concepts)
-        ]
         plans.append(
             {
                 "name": f"{kind}_{k}",
                 "kind": kind,
-                "private_words_per_concept": n_private,
-                "noise_words_per_text": int(rng.integers(0, 3)),
-                "view": views,  # per concept: indices into that concept's private words
+                "private_words_per_concept": spec.private_words[kind],
+                "noise_words_per_text": spec.noise_words[kind],
             }
         )
     return plans
 
 
 class _Writer:
-    """Generates texts for one task from its view of the concept pools."""
+    """Generates texts for one task from its words for each concept."""
 
     def __init__(
         self,
         plan: dict[str, Any],
-        pools: list[list[str]],
+        vocab: list[list[str]],
         noise: list[str],
         spec: SynthSpec,
         rng: np.random.Generator,
     ):
-        self.plan, self.pools, self.noise, self.spec, self.rng = plan, pools, noise, spec, rng
-        self.vocab = [
-            pools[c][: spec.shared_words] + [pools[c][spec.shared_words + i] for i in plan["view"][c]]
-            for c in range(spec.n_concepts)
-        ]
+        self.plan, self.vocab, self.spec, self.rng = plan, vocab, spec, rng
         self.task_noise = [noise[i] for i in rng.choice(len(noise), size=8, replace=False)]
+        self.dev_queries: dict[int, str] = {}
 
-    def text(self, concepts: list[int], words_per_concept: int = 3) -> str:
-        words: list[str] = []
-        for c in concepts:
-            words += list(self.rng.choice(self.vocab[c], size=words_per_concept))
-        words += list(self.rng.choice(self.task_noise, size=self.plan["noise_words_per_text"]))
+    def words(self, c: int, n: int) -> list[str]:
+        """``n`` words about concept ``c`` (drawn with replacement from the task's words for ``c``)."""
+        return [str(w) for w in self.rng.choice(self.vocab[c], size=n)]
+
+    def text(self, parts: list[list[str]]) -> str:
+        words = [w for part in parts for w in part]
+        words += [str(w) for w in self.rng.choice(self.task_noise, size=self.plan["noise_words_per_text"])]
         self.rng.shuffle(words)
         return " ".join(words)
 
     def concept(self) -> int:
         return int(self.rng.integers(self.spec.n_concepts))
 
-    def other(self, c: int) -> int:
-        o = int(self.rng.integers(self.spec.n_concepts - 1))
-        return o + (o >= c)
+    def other(self, *cs: int) -> int:
+        while True:
+            o = self.concept()
+            if o not in cs:
+                return o
 
-    def row(self) -> dict[str, Any]:
+    def same_group(self, c: int, *avoid: int) -> int:
+        """Another concept of ``c``'s group (any other concept if the group has no other)."""
+        members = [o for o in range(c % self.spec.n_groups, self.spec.n_concepts, self.spec.n_groups)]
+        members = [o for o in members if o not in (c, *avoid)]
+        return int(self.rng.choice(members)) if members else self.other(c, *avoid)
+
+    def pair(self) -> tuple[int, int]:
+        """Two different concepts."""
+        a = self.concept()
+        return a, self.other(a)
+
+    def row(self, split: str) -> dict[str, Any]:
         kind = self.plan["kind"]
         if kind == "retrieval":
             c = self.concept()
-            q = self.text([c], 2)
-            p = self.text([c], 4)
+            # A dev query is its concept's one canonical query: every dev positive about the concept
+            # is relevant to it (the evaluation pools the positives of equal queries), so nDCG@10
+            # measures "the top 10 are about the query's concept" without ties of chance.
+            if split == "dev":
+                q = self.dev_queries.setdefault(c, self.text([self.words(c, 2)]))
+            else:
+                q = self.text([self.words(c, 2)])
+            p = self.text([self.words(c, 4)])
             while p == q:
-                p = self.text([c], 4)
-            # The hard negative shares the query's noise words and one of its concept's words.
-            neg = self.text([self.other(c)], 3) + " " + str(self.rng.choice(self.vocab[c]))
+                p = self.text([self.words(c, 4)])
+            # The hard negative is about another concept of c's group, with one word of c's.
+            neg = self.text([self.words(self.same_group(c), 3), self.words(c, 1)])
             return {"query": q, "positive": p, "negatives": [neg]}
         if kind == "sts":
-            a, b = self.concept(), self.other(self.concept())
+            a, b = self.pair()
             shared = int(self.rng.integers(0, 3))  # concepts the two texts share: 0, 1 or 2
-            x, y = self.other(a), self.other(b)
-            c1 = [a, b]
-            c2 = [a, b] if shared == 2 else [a, x if x != b else y] if shared == 1 else [x, y]
-            overlap = len(set(c1) & set(c2)) / len(set(c1) | set(c2))
+            x, y = self.other(a, b), self.other(a, b)
+            c2 = (
+                [a, b]
+                if shared == 2
+                else [a, x]
+                if shared == 1
+                else [x, y if y != x else self.other(a, b, x)]
+            )
+            overlap = len({a, b} & set(c2)) / len({a, b} | set(c2))
             score = round(5.0 * overlap, 3)
-            return {"text1": self.text(c1, 2), "text2": self.text(c2, 2), "score": score}
+            return {
+                "text1": self.text([self.words(a, 2), self.words(b, 2)]),
+                "text2": self.text([self.words(c, 2) for c in c2]),
+                "score": score,
+            }
         c = self.concept()
-        return {"text": self.text([c], 3), "label": f"group{c % self.spec.n_groups}"}
+        return {"text": self.text([self.words(c, 4)]), "label": f"group{c % self.spec.n_groups}"}
 
 
 def build_tokenizer(words: list[str]):
@@ -267,27 +309,35 @@ def synthesize(
     spec = spec or SynthSpec()
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    all_words = _pseudo_words(spec.n_concepts * spec.pool_size + spec.n_noise_words, rng)
-    pools = [all_words[c * spec.pool_size : (c + 1) * spec.pool_size] for c in range(spec.n_concepts)]
-    noise = all_words[spec.n_concepts * spec.pool_size :]
-    plans = _task_plan(n_tasks, spec, rng)
+    plans = _task_plan(n_tasks, spec)
+    per_concept = spec.shared_words + sum(p["private_words_per_concept"] for p in plans)
+    all_words = _pseudo_words(spec.n_concepts * per_concept + spec.n_noise_words, rng)
+    noise = all_words[spec.n_concepts * per_concept :]
+    # Per concept: its shared words, then each task's private block, in task order.
+    vocabs: list[list[list[str]]] = [[] for _ in plans]
+    for c in range(spec.n_concepts):
+        pool = all_words[c * per_concept : (c + 1) * per_concept]
+        start = spec.shared_words
+        for k, plan in enumerate(plans):
+            end = start + plan["private_words_per_concept"]
+            vocabs[k].append(pool[: spec.shared_words] + pool[start:end])
+            start = end
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for plan in plans:
-            writer = _Writer(
-                plan, pools, noise, spec, np.random.default_rng([seed, len(plan["name"]), plans.index(plan)])
-            )
+        for k, plan in enumerate(plans):
+            writer = _Writer(plan, vocabs[k], noise, spec, np.random.default_rng([seed, 1, k]))
             for split, n in (("train", spec.n_train), ("dev", spec.n_dev)):
-                _write_jsonl(tmp / plan["name"] / f"{split}.jsonl", [writer.row() for _ in range(n)])
+                _write_jsonl(tmp / plan["name"] / f"{split}.jsonl", [writer.row(split) for _ in range(n)])
         if with_model:
             write_tiny_model(tmp / "model", build_tokenizer(PROMPT_WORDS + all_words), seed=seed)
         meta = {
             "seed": seed,
-            "spec": spec.__dict__,
-            "tasks": [{k: v for k, v in p.items() if k != "view"} for p in plans],
-            "mechanism": "see mixopt.synth docstring: tasks view shared concept vocabularies with partial overlap",
+            "spec": {k: v for k, v in spec.__dict__.items()},
+            "tasks": plans,
+            "mechanism": "see mixopt.synth docstring: shared and task-private concept words, "
+            "tasks that differ in how much training they need, classification against retrieval",
         }
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if out_dir.exists():

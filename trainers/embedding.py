@@ -89,6 +89,11 @@ class Options(BaseModel):
     classifier_train_rows: int = Field(
         2000, ge=2, description="size of the stratified train sample the classification probe is fitted on"
     )
+    task_sampling: Literal["random", "stratified"] = Field(
+        "random",
+        description="'random': each step's task drawn with its weight; 'stratified': every task's count "
+        "of steps so far within 2 of its weight x steps (less seed noise in short trials)",
+    )
     objective: Literal["mean_task", "mean_kind"] = "mean_task"
     device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
@@ -285,7 +290,9 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             for i, t in enumerate(trial.tasks)
             if trial.mixture.get(t.name, 0.0) > 0
         }
-        sampler = MixtureSampler(streams, trial.mixture, opts.batch_size, seed=trial.seed)
+        sampler = MixtureSampler(
+            streams, trial.mixture, opts.batch_size, seed=trial.seed, schedule=opts.task_sampling
+        )
     except (DataError, BatchError) as e:
         raise TrialFailed(f"trial {trial.trial_id}: {e}") from None
 

@@ -79,3 +79,54 @@ def test_train_reports_and_injects_failures(tmp_path: Path) -> None:
         {"a": 0.9, "b": 0.1, "c": 0.0}, {}, 0, 10, tmp_path / "n", tuple(tasks), {"nan_above": {"a": 0.5}}
     )
     assert math.isnan(train(nan, lambda *_: None).objective)
+
+
+def test_on_the_synthetic_tasks_the_optimum_is_interior_and_clearly_beats_uniform(tmp_path: Path) -> None:
+    """The stand-in's landscape matches the real one's shape (bench/landscape.py, bench/RESULTS.md):
+    retrieval gets the most steps, then STS, then classification, every weight well inside the
+    simplex, and the optimum is clearly above uniform and above every corner-ish mixture."""
+    from scipy.optimize import minimize
+
+    from mixopt.synth import synthesize
+
+    synthesize(tmp_path / "data", n_tasks=3, seed=0, with_model=False)
+    names = ["retrieval_0", "sts_1", "classification_2"]
+    exp = experiment_from_dict(
+        {
+            "name": "t",
+            "tasks": [
+                {"name": n, "kind": n.rsplit("_", 1)[0], "path": str(tmp_path / "data" / n)} for n in names
+            ],
+            "trainer": {"target": "trainers.analytic:train"},
+        }
+    )
+    opts, steps = Options(), 80  # the analytic defaults at the tiny experiment's step budget
+
+    def objective(w) -> float:
+        w = np.clip(w, 0.0, None)
+        return float(scores(dict(zip(names, w / w.sum())), exp.tasks, steps, opts).mean())
+
+    # SLSQP on the simplex from several starts (the objective is concave: they must agree).
+    optima = []
+    for start in ([1 / 3] * 3, [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]):
+        res = minimize(
+            lambda w: -objective(w),
+            np.array(start),
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * 3,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+        )
+        assert res.success
+        optima.append((res.x, -res.fun))
+    best_w, best = max(optima, key=lambda o: o[1])
+    for w, _ in optima:
+        np.testing.assert_allclose(w, best_w, atol=0.02)
+    assert min(best_w) >= 0.15  # interior, far from every edge
+    assert best_w[0] > best_w[1] > best_w[2]  # retrieval > STS > classification, as measured
+    uniform = objective(np.full(3, 1 / 3))
+    assert best - uniform >= 0.01
+    for corner in ([0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]):
+        assert best - objective(np.array(corner)) >= 0.05
+    # A dense grid (step 0.025) finds no better mixture: SLSQP found the maximum, not a saddle.
+    grid = [np.array([i, j, 40 - i - j]) / 40 for i in range(41) for j in range(41 - i)]
+    assert max(objective(w) for w in grid) <= best + 1e-6

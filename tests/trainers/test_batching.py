@@ -178,3 +178,50 @@ def test_teacher_targets_follow_the_texts():
     assert present.tolist() == [True, False] and vectors[0].tolist() == [0.0, 2.0]
     assert "positive" not in targets.sides
     assert teacher_targets(Batch("t", (Example("a", "b"),))) is None
+
+
+def test_stratified_schedule_trains_each_task_its_share_in_every_prefix():
+    mixture = {"a": 0.5, "b": 0.3, "c": 0.2, "d": 0.0}
+    orders = []
+    for seed in (0, 1):
+        sampler = MixtureSampler(
+            {t: _stream(t, 50) for t in mixture}, mixture, batch_size=4, seed=seed, schedule="stratified"
+        )
+        counts = collections.Counter()
+        order = []
+        for step in range(1, 81):
+            task = sampler.next_batch().task
+            counts[task] += 1
+            order.append(task)
+            for t, w in mixture.items():
+                assert abs(counts[t] - step * w) < 2.0, (seed, step, t, counts[t])
+        assert abs(counts["a"] - 40) <= 1 and abs(counts["b"] - 24) <= 1 and counts["d"] == 0
+        orders.append(order)
+    assert orders[0] != orders[1]  # the seed sets the phase
+    # The bound holds for any mixture and seed (a naive count after every step, 2 to 11 tasks).
+    rng = np.random.default_rng(0)
+    for seed in range(300):
+        w = rng.dirichlet(np.full(int(rng.integers(2, 12)), 0.7))
+        names = [f"t{i}" for i in range(len(w))]
+        sampler = MixtureSampler(
+            {t: iter(()) for t in names}, dict(zip(names, w)), 2, seed=seed, schedule="stratified"
+        )
+        n = np.zeros(len(w))
+        for step in range(1, 121):
+            n[names.index(sampler.next_task())] += 1
+            assert np.abs(n - step * sampler.probabilities).max() < 2.0
+
+
+def test_random_schedule_spreads_like_a_binomial_and_unknown_schedules_are_refused():
+    # 40 steps at w = 1/3: the random schedule's counts over seeds spread as Binomial(40, 1/3)
+    # (sd 2.98); the stratified one gives 13 or 14 every time.
+    mixture = {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    random_counts, stratified_counts = [], []
+    for seed in range(200):
+        for schedule, out in (("random", random_counts), ("stratified", stratified_counts)):
+            s = MixtureSampler({t: _stream(t, 50) for t in mixture}, mixture, 2, seed=seed, schedule=schedule)
+            out.append(sum(s.next_task() == "a" for _ in range(40)))
+    assert 2.4 < float(np.std(random_counts)) < 3.6
+    assert set(stratified_counts) <= {13, 14}
+    with pytest.raises(ValueError, match="schedule must be"):
+        MixtureSampler({"a": _stream("a", 5)}, {"a": 1.0}, 2, seed=0, schedule="round-robin")
