@@ -1,7 +1,9 @@
-"""Benchmark the mixture optimizer against random Dirichlet search and Optuna, in one run.
+"""Benchmark the mixture optimizer against random Dirichlet search, Optuna and plain BoTorch, in one run.
 
     .venv/bin/python bench/optimizer.py            # full: K in {4, 8, 17}, 10 seeds, budgets 16/32/64
     .venv/bin/python bench/optimizer.py --quick    # a smoke run: K in {4, 17}, 3 seeds, budgets 16/32
+    .venv/bin/python bench/optimizer.py --suite boundary --cache /tmp/peers   # sparse/capped optima, K=17
+    .venv/bin/python bench/optimizer.py --warm --objectives lawA,lawB --seeds 3  # warm vs cold start
 
 Objectives live on the probability simplex of K task weights; all are maximised.
 
@@ -14,6 +16,21 @@ Objectives live on the probability simplex of K task weights; all are maximised.
 - ``noisy``: ``interior`` observed with Gaussian noise of sd 10% of f's spread over random
   mixtures; regret is measured on the noiseless f.
 
+The ``boundary`` suite (K = 17, budgets 16/32) has its optima on the boundary of the polytope:
+
+- ``sparse1`` / ``sparse2``: the bowl with centre ``0.9 e_a + 0.1 e_b`` / ``0.5 e_a + 0.4 e_b +
+  0.1 e_c`` and every other task at -0.05 (mildly harmful): one or two dominant tasks, most
+  weights exactly 0 at the optimum.
+- ``capped``: a concentrated bowl (centre ~ Dirichlet(0.5)) under per-task caps drawn in
+  [0.05, 0.6], the three largest centre weights capped below themselves: weights at their maximum.
+- ``lawA`` / ``lawB``: data-mixing laws (Ye et al., arXiv:2403.16952), per-domain losses
+  ``L_i(w) = c_i + k_i exp(sum_j t_ij w_j)``; target A maximises ``-L_0`` (caps in [0.05, 0.6],
+  0.9 for domain 0: the optimum is a vertex of the capped polytope, domain 0 at 0.9), target B
+  ``-mean_i L_i`` under caps in [0.05, 0.6].
+
+Every method is given the bounds: mixopt and plain BoTorch search the capped polytope directly;
+Optuna's samplers reach it through :func:`mixopt.space.share_capped` (the map mixopt's own seeds use).
+
 Simple regret after n trials: ``f* - f(w_rec)`` with ``w_rec`` the trial with the best *observed*
 value (the same rule for every method), ``f*`` found by SLSQP on the (convex) problem.
 
@@ -24,7 +41,12 @@ Methods, each given the same trial budget, sequentially (ask one, tell one):
 - ``random``: uniform Dirichlet(1) mixtures.
 - ``tpe`` / ``optuna-gp``: Optuna's TPESampler / GPSampler (defaults, 10 startup trials) on
   ``u_k in (0, 1)``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``
-  (uniform ``u`` gives a uniform Dirichlet(1) mixture).
+  (uniform ``u`` gives a uniform Dirichlet(1) mixture), then onto the caps by ``share_capped``.
+- ``botorch-ucb``: plain BoTorch, ``SingleTaskGP`` defaults + ``UpperConfidenceBound`` maximised
+  by ``optimize_acqf`` on the bounded simplex (see :func:`run_botorch_ucb`).
+
+``--cache DIR`` keeps the peers' traces (one JSON per method), so a rerun after a change to
+mixopt only reruns mixopt on the same seeds.
 
 It also measures suggestion latency (GP fit + acquisition for one ``ask``) at 100 observations
 and 17 tasks, the issue's target being a median <= 1.5 s on the 2-core dev box.
@@ -283,6 +305,58 @@ RUNNERS: dict[str, Callable[[Problem, int, int], list[tuple[float, float]]]] = {
 }
 
 
+def _mixopt_run(
+    problem: Problem, tasks: list[str], budget: int, random_state: int, warm: dict | None = None
+) -> MixtureOptimizer:
+    """A mixopt run over ``tasks`` (a subset of the problem's, the others held at weight 0)."""
+    bounds = {
+        t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
+    }
+    opt = MixtureOptimizer(tasks, random_state=random_state, bounds=bounds or None)
+    if warm is not None:
+        opt.warm_start(warm, name="source")
+    for _ in range(budget):
+        (p,) = opt.ask(1)
+        w = np.array([p.get(f"task_{i}", 0.0) for i in range(problem.k)])
+        opt.tell(p, problem.observe(w))
+    return opt
+
+
+def _regret_of(problem: Problem, opt: MixtureOptimizer) -> float:
+    """Regret of the best observed trial of ``opt`` (reused ones included)."""
+    p, _ = opt.best()  # type: ignore[misc]
+    return max(problem.f_star - problem.f(np.array([p.get(f"task_{i}", 0.0) for i in range(problem.k)])), 0.0)
+
+
+def warm_bench(kinds: tuple[str, ...], seeds: range, source_trials: int = 32, new_trials: int = 8) -> None:
+    """Warm start vs cold start: regret after ``new_trials`` trials warm-started from an independent
+    ``source_trials``-trial run, vs a cold run of ``source_trials`` trials (K = 17).
+
+    ``same``: the source ran on the same 17 tasks. ``added``: the source ran before the last task
+    existed (16 tasks, so every reused point has that task at weight 0)."""
+    print(
+        f"\nwarm start: {source_trials}-trial source, {new_trials} new trials vs cold {source_trials}; K=17"
+    )
+    print(
+        f"{'objective':9} {'case':6} {'cold':>10} {'warm':>10} {'warm/cold':>9}  (medians over {len(seeds)} seeds)"
+    )
+    for kind in kinds:
+        rows: dict[str, list[tuple[float, float]]] = {"same": [], "added": []}
+        for seed in seeds:
+            problem = Problem(kind, 17, seed)
+            tasks = [f"task_{i}" for i in range(17)]
+            cold = _regret_of(problem, _mixopt_run(problem, tasks, source_trials, seed))
+            for case, src_tasks in (("same", tasks), ("added", tasks[:16])):
+                src = _mixopt_run(problem, src_tasks, source_trials, seed + 1000)
+                warm = _mixopt_run(problem, tasks, new_trials, seed, warm=src.state_dict())
+                rows[case].append((cold, _regret_of(problem, warm)))
+            print(f"  done warm {kind} seed {seed}", file=sys.stderr, flush=True)
+        for case, pairs in rows.items():
+            c = statistics.median(r for r, _ in pairs)
+            w = statistics.median(r for _, r in pairs)
+            print(f"{kind:9} {case:6} {c:>10.2e} {w:>10.2e} {w / c if c > 0 else math.nan:>9.2f}")
+
+
 def simple_regret(problem: Problem, trace: list[tuple[float, float]], n: int) -> float:
     """``f* - f(w)`` at the first n trials' best observed value."""
     observed, true = zip(*trace[:n])
@@ -349,9 +423,18 @@ def main() -> None:
         default=None,
         help="folder of peer traces (one JSON per method but mixopt) reused across runs of the same seeds",
     )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="only the warm-start comparison (8 new trials from a 32-trial source vs cold 32)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # the dev box has 2 shared cores; every method gets the same one
+    if args.warm:
+        kinds = tuple(o.strip() for o in (args.objectives or "interior,lawA").split(",") if o.strip())
+        warm_bench(kinds, range(args.first_seed, args.first_seed + (args.seeds or 5)))
+        return
 
     if args.suite == "boundary":
         kinds: tuple[str, ...] = BOUNDARY
