@@ -57,6 +57,12 @@ falls back to Dirichlet draws (origin ``"random"``) with a logged warning until 
 observation. A failed acquisition optimisation falls back to the best sampled start. All
 observed values equal is fine (Standardize keeps a unit scale; UCB then explores).
 
+**Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
+winner's curse). ``recommend()`` returns the maximiser of the GP posterior mean over the same
+space (the acquisition machinery above with botorch's ``PosteriorMean``, real observations only),
+with its predicted mean and sd; ``noise_sd()`` is the fitted observation-noise sd in objective
+units (the seed-to-seed spread, when every trial has its own trainer seed).
+
 **Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
 and the GP fit depends only on the observations, so the same calls give the same proposals, and
 ``from_state_dict(json.loads(json.dumps(opt.state_dict())))`` continues exactly as the original.
@@ -75,7 +81,7 @@ from typing import Any
 import gpytorch
 import numpy as np
 import torch
-from botorch.acquisition import UpperConfidenceBound
+from botorch.acquisition import PosteriorMean, UpperConfidenceBound
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -125,7 +131,7 @@ SLSQP_BATCH_DIMS = 120
 # How many bounded-Dirichlet redraws to try before accepting a near-duplicate (tiny spaces only).
 MAX_REDRAWS = 200
 
-_TAGS = {"user-seed": 1, "seed": 2, "random": 3, "fit": 4, "acq": 5}
+_TAGS = {"user-seed": 1, "seed": 2, "random": 3, "fit": 4, "acq": 5, "recommend": 6}
 
 
 def _fit_mll(mll: ExactMarginalLogLikelihood) -> None:
@@ -169,6 +175,26 @@ def _jitter(value: float | None) -> Iterator[None]:
     else:
         with gpytorch.settings.cholesky_jitter(float_value=value, double_value=value):
             yield
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The optimizer's answer to "which mixture should I use": see :meth:`MixtureOptimizer.recommend`.
+
+    Attributes:
+        proposal: task weights (+ hyperparameters), exactly on the bounded simplex.
+        mean: predicted objective at ``proposal`` (GP posterior mean, objective units); for the
+            ``"best_observed"`` fallback, the observed value.
+        sd: posterior sd of the *latent* objective there (no observation noise); None for the
+            fallback (a single observation has no model behind it).
+        source: ``"posterior_mean"`` (the GP's maximiser) or ``"best_observed"`` (fewer than
+            2 successful observations, or the GP could not be fitted: ``best()`` instead).
+    """
+
+    proposal: dict[str, Any]
+    mean: float
+    sd: float | None
+    source: str
 
 
 @dataclass
@@ -415,6 +441,76 @@ class MixtureOptimizer:
             reused += 1
         self.warm_source = {"name": str(name), "reused": reused, "dropped": dropped}
         return reused, dropped
+
+    def recommend(self) -> Recommendation | None:
+        """The mixture to use: the maximiser of the GP posterior mean, not the luckiest trial.
+
+        ``best()`` is the best *observed* value, and with seed-to-seed noise that is biased upward
+        (the winner's curse: the maximum of noisy scores favours lucky draws). The posterior mean
+
+            mu(x) = E[f(x) | observations]
+
+        pools every observation, so its maximiser over the bounded simplex (and the
+        hyperparameters) is the noise-aware answer. It is found as a UCB proposal is (sampled
+        starts including every observed point, SLSQP on the polytope, exact projection, ints
+        rounded, categoricals held per start), with botorch's ``PosteriorMean`` as the objective;
+        the GP is fitted on the real observations only (no hallucinated pending points) and
+        recommending may return an already-observed mixture. Deterministic: the same history
+        gives the same recommendation, also after a ``state_dict`` round trip.
+
+        Returns:
+            A :class:`Recommendation` (``mean`` and ``sd`` in objective units), or None when no
+            trial has succeeded. With fewer than 2 successful observations, or when the GP
+            cannot be fitted, it falls back to :meth:`best` (``source="best_observed"``) and
+            logs why.
+        """
+        best = self.best()
+        if best is None:
+            return None
+        n_ok = sum(v is not None for _, v in self._history)
+        fallback = Recommendation(best[0], best[1], None, "best_observed")
+        if n_ok < MIN_OBSERVATIONS:
+            logger.info(
+                "recommend(): %d successful observation(s), the GP needs %d; returning the best observed",
+                n_ok,
+                MIN_OBSERVATIONS,
+            )
+            return fallback
+        with _one_thread():
+            fitted = self._fitted()
+            if fitted is None:
+                logger.warning("recommend(): the GP could not be fitted; returning the best observed")
+                return fallback
+            try:
+                proposal = self._maximise_mean(fitted)
+                mean, sd = self._predict([proposal])
+            except Exception as err:  # numerical trouble must not cost the caller its answer
+                logger.warning(
+                    "recommend(): maximising the posterior mean failed (%s: %s); returning the best observed",
+                    type(err).__name__,
+                    err,
+                )
+                return fallback
+        return Recommendation(dict(proposal), float(mean[0]), float(sd[0]), "posterior_mean")
+
+    def noise_sd(self) -> float | None:
+        """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
+
+        The likelihood's noise variance is in standardised units (``Standardize``), so
+        ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
+        seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
+        """
+        n_ok = sum(v is not None for _, v in self._history)
+        if n_ok < MIN_OBSERVATIONS:
+            return None
+        with _one_thread():
+            fitted = self._fitted()
+        if fitted is None:
+            return None
+        model = fitted.model
+        noise_var = float(model.likelihood.noise.detach().reshape(-1)[0])
+        scale = float(model.outcome_transform.stdvs.detach().reshape(-1)[0])
+        return math.sqrt(max(noise_var, 0.0)) * scale
 
     # ------------------------------------------------------------------ ask / tell
 
@@ -770,6 +866,35 @@ class MixtureOptimizer:
         best = max((i for i in range(len(snapped)) if ok[i]), key=lambda i: (scores[i], -i))
         return proposals[best]
 
+    def _maximise_mean(self, fitted: _Fitted) -> Proposal:
+        """Arg-max of the posterior mean over the search space (see :meth:`recommend`)."""
+        space = self._space
+        index = len(self._history)
+        rng = np.random.default_rng(self._seed("recommend", index))
+        observed = [self._asked[i][0] for i, v in self._history if v is not None]
+        with _seeded(self._seed("recommend", index)), _jitter(fitted.jitter), warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputDataWarning)
+            acq = PosteriorMean(fitted.model)
+            starts = np.concatenate([self._start_points(rng), [space.encode(p) for p in observed]], axis=0)
+            with torch.no_grad():
+                values = acq(torch.tensor(starts, dtype=torch.float64).unsqueeze(1)).numpy()
+            order = np.argsort(-values, kind="stable")[:NUM_RESTARTS]
+            candidates = [starts[i] for i in order]
+            try:
+                candidates += list(_optimise(acq, space, starts[order]))
+            except Exception as err:  # SLSQP/linear-algebra failures: keep the sampled starts
+                logger.warning(
+                    "recommend(): SLSQP failed (%s: %s); using the best sampled start",
+                    type(err).__name__,
+                    err,
+                )
+            proposals = [space.decode(x) for x in candidates]
+            snapped = np.array([space.encode(p) for p in proposals])
+            with torch.no_grad():
+                scores = acq(torch.tensor(snapped, dtype=torch.float64).unsqueeze(1)).numpy()
+        best = max(range(len(snapped)), key=lambda i: (scores[i], -i))
+        return proposals[best]
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
@@ -886,7 +1011,9 @@ def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: in
         )
 
 
-def _optimise(acq: UpperConfidenceBound, space: SearchSpace, starts: np.ndarray) -> np.ndarray:
+def _optimise(
+    acq: UpperConfidenceBound | PosteriorMean, space: SearchSpace, starts: np.ndarray
+) -> np.ndarray:
     """Run SLSQP from each start over the polytope; categoricals stay at each start's values.
 
     ``starts``: (r, d) features. Returns (r', d) optimised features (r' <= r when a group is empty).

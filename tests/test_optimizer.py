@@ -581,3 +581,92 @@ def test_warm_start_from_pairs_and_bad_sources() -> None:
         opt.warm_start([], max_removed=1.0)
     assert opt.warm_start([({"a": 0.3, "b": 0.7}, 0.5)]) == (1, 0)
     assert opt.best() == ({"a": 0.3, "b": 0.7}, 0.5)
+
+
+# ---------------------------------------------------------------------- recommend()
+
+REC_TASKS = ["a", "b", "c", "d"]
+# A narrow box around the optimum keeps the bowl's range small, which a stationary GP models well.
+REC_BOUNDS = {"a": (0.25, 0.5), "b": (0.15, 0.4), "c": (0.1, 0.35), "d": (0.15, 0.3)}
+REC_CENTRE = np.array([0.4, 0.3, 0.25, 0.05])
+# Closed form: the isotropic bowl's maximiser on {sum w = 1, w_d >= 0.15} is the Euclidean
+# projection of the centre (which lies on the simplex): w_d = 0.15 and the 0.1 moved onto d is
+# taken equally from the three others (they stay inside their bounds).
+REC_ARGMAX = np.array([0.4 - 0.1 / 3, 0.3 - 0.1 / 3, 0.25 - 0.1 / 3, 0.15])
+
+
+def _noisy_bowl_optimizer(n: int, noise: float, random_state: int) -> MixtureOptimizer:
+    opt = MixtureOptimizer(REC_TASKS, n_seeds=n, random_state=random_state, bounds=REC_BOUNDS)
+    rng = np.random.default_rng(random_state)
+    for p in opt.ask(n):
+        d = weights(p, REC_TASKS) - REC_CENTRE
+        opt.tell(p, 1.0 - 20.0 * float(d @ d) + rng.normal(0.0, noise))
+    return opt
+
+
+def test_recommend_finds_the_known_maximiser_where_best_does_not() -> None:
+    opt = _noisy_bowl_optimizer(n=150, noise=0.001, random_state=2)
+    rec = opt.recommend()
+    assert rec is not None and rec.source == "posterior_mean"
+    w = weights(rec.proposal, REC_TASKS)
+    assert abs(w.sum() - 1.0) < 1e-9
+    assert all(REC_BOUNDS[t][0] <= rec.proposal[t] <= REC_BOUNDS[t][1] for t in REC_TASKS)
+    assert np.abs(w - REC_ARGMAX).max() < 1e-3
+    assert rec.proposal["d"] == pytest.approx(0.15, abs=1e-9)  # the active bound, exactly
+    best, _ = opt.best()
+    assert np.abs(weights(best, REC_TASKS) - REC_ARGMAX).max() > 1e-2  # the luckiest trial is elsewhere
+    # Predicted mean and sd agree with the true value 1 - 20 * 0.01333 at the maximiser.
+    true_max = 1.0 - 20.0 * float((REC_ARGMAX - REC_CENTRE) @ (REC_ARGMAX - REC_CENTRE))
+    assert rec.sd is not None and 0 < rec.sd < 0.05
+    assert abs(rec.mean - true_max) < 3 * rec.sd
+    mean, sd = opt.predict([rec.proposal])
+    assert (rec.mean, rec.sd) == (pytest.approx(mean[0]), pytest.approx(sd[0]))
+
+
+def test_noise_sd_estimates_the_observation_noise() -> None:
+    for noise in (0.01, 0.02):
+        opt = _noisy_bowl_optimizer(n=150, noise=noise, random_state=0)
+        estimate = opt.noise_sd()
+        assert estimate is not None and 0.7 * noise < estimate < 1.3 * noise, (noise, estimate)
+
+
+def test_recommend_survives_the_state_round_trip() -> None:
+    opt = _noisy_bowl_optimizer(n=40, noise=0.01, random_state=1)
+    opt.ask(2)  # pending proposals are not observations: they must not change the answer
+    rec = opt.recommend()
+    restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    again = restored.recommend()
+    assert again == rec
+    assert restored.noise_sd() == opt.noise_sd()
+    # Asking afterwards is unaffected by having recommended (same proposals as the original).
+    assert restored.ask(1) == opt.ask(1)
+
+
+def test_recommend_falls_back_to_best_observed() -> None:
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    assert opt.recommend() is None and opt.noise_sd() is None
+    p = opt.ask(3)
+    opt.tell(p[0], None)
+    opt.tell(p[1], 0.4)
+    rec = opt.recommend()
+    assert rec is not None and rec.source == "best_observed"
+    assert (rec.proposal, rec.mean, rec.sd) == (p[1], 0.4, None)
+    assert opt.noise_sd() is None
+
+
+def test_recommend_picks_the_better_categorical_and_a_rounded_int() -> None:
+    hps = {
+        "pool": {"type": "categorical", "choices": ["mean", "cls"]},
+        "layers": {"type": "int", "low": 1, "high": 9},
+    }
+    opt = MixtureOptimizer(["a", "b", "c"], n_seeds=60, random_state=0, hyperparameters=hps)
+    rng = np.random.default_rng(0)
+    centre = np.array([0.5, 0.3, 0.2])
+    for p in opt.ask(60):
+        d = weights(p, ["a", "b", "c"]) - centre
+        value = 1.0 - 2.0 * float(d @ d) - 0.02 * (p["layers"] - 6) ** 2 + 0.3 * (p["pool"] == "cls")
+        opt.tell(p, value + rng.normal(0.0, 0.01))
+    rec = opt.recommend()
+    assert rec is not None
+    assert rec.proposal["pool"] == "cls" and rec.proposal["layers"] == 6
+    assert np.abs(weights(rec.proposal, ["a", "b", "c"]) - centre).max() < 0.05
