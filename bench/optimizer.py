@@ -421,7 +421,7 @@ def main() -> None:
         "--cache",
         type=Path,
         default=None,
-        help="folder of peer traces (one JSON per method but mixopt) reused across runs of the same seeds",
+        help="folder of traces (one JSON per method), the peers' reused across runs of the same seeds",
     )
     parser.add_argument(
         "--warm",
@@ -485,9 +485,9 @@ def main() -> None:
                         t0 = time.perf_counter()
                         trace = RUNNERS[m](problem, max(budgets), seed)
                         seconds[m] += time.perf_counter() - t0
-                        if m != "mixopt":
-                            cache[key] = [list(ab) for ab in trace]
-                            _save_cache(args.cache, m, cache)
+                        # mixopt's traces are written too (for inspection) but never reused.
+                        cache[key] = [list(ab) for ab in trace]
+                        _save_cache(args.cache, m, cache)
                     for b in budgets:
                         regrets.setdefault((kind, k, m, b), []).append(simple_regret(problem, trace, b))
                 print(f"  done seed {seed} {kind} K={k}", file=sys.stderr, flush=True)

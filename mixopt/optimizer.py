@@ -811,7 +811,7 @@ class MixtureOptimizer:
                     s * polytope_vertex(rng.permutation(k), space.lower, space.upper)
                     for _ in range(N_EDGE_PER_CENTRE)
                 ]
-            )
+            ).reshape(N_EDGE_PER_CENTRE, k)
             x[:, :k] = (1 - e) * c[None, :k] + e * v
             out.append(x)
         return out
