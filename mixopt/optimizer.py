@@ -29,7 +29,9 @@ with mu, sigma the GP posterior mean and sd of the latent objective. botorch's
 ``beta_botorch = beta ** 2`` (beta=2 -> beta_botorch=4). It is maximised over the polytope
 ``{sum_k w_k = 1, lo_k <= w_k <= hi_k}`` by SLSQP (botorch ``optimize_acqf`` with the equality
 constraint and box bounds) from the best of a few hundred sampled starts (bounded-Dirichlet draws
-and perturbations of the best observations), with categoricals held fixed per start. The result is
+and perturbations of the best observations, plus starts on the polytope's boundary, where sparse
+and capped optima lie: sparse Dirichlet(0.1) draws, vertices, and edges from the best observations
+towards vertices), with categoricals held fixed per start. The result is
 projected exactly onto the polytope (:func:`mixopt.space.project_capped_simplex`): weights >= 0,
 within bounds, summing to 1 within 1e-9; ints are rounded.
 
