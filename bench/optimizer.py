@@ -1,7 +1,9 @@
-"""Benchmark the mixture optimizer against random Dirichlet search and Optuna, in one run.
+"""Benchmark the mixture optimizer against random Dirichlet search, Optuna and plain BoTorch, in one run.
 
     .venv/bin/python bench/optimizer.py            # full: K in {4, 8, 17}, 10 seeds, budgets 16/32/64
     .venv/bin/python bench/optimizer.py --quick    # a smoke run: K in {4, 17}, 3 seeds, budgets 16/32
+    .venv/bin/python bench/optimizer.py --suite boundary --cache /tmp/peers   # sparse/capped optima, K=17
+    .venv/bin/python bench/optimizer.py --warm --objectives lawA,lawB --seeds 3  # warm vs cold start
 
 Objectives live on the probability simplex of K task weights; all are maximised.
 
@@ -14,6 +16,21 @@ Objectives live on the probability simplex of K task weights; all are maximised.
 - ``noisy``: ``interior`` observed with Gaussian noise of sd 10% of f's spread over random
   mixtures; regret is measured on the noiseless f.
 
+The ``boundary`` suite (K = 17, budgets 16/32) has its optima on the boundary of the polytope:
+
+- ``sparse1`` / ``sparse2``: the bowl with centre ``0.9 e_a + 0.1 e_b`` / ``0.5 e_a + 0.4 e_b +
+  0.1 e_c`` and every other task at -0.05 (mildly harmful): one or two dominant tasks, most
+  weights exactly 0 at the optimum.
+- ``capped``: a concentrated bowl (centre ~ Dirichlet(0.5)) under per-task caps drawn in
+  [0.05, 0.6], the three largest centre weights capped below themselves: weights at their maximum.
+- ``lawA`` / ``lawB``: data-mixing laws (Ye et al., arXiv:2403.16952), per-domain losses
+  ``L_i(w) = c_i + k_i exp(sum_j t_ij w_j)``; target A maximises ``-L_0`` (caps in [0.05, 0.6],
+  0.9 for domain 0: the optimum is a vertex of the capped polytope, domain 0 at 0.9), target B
+  ``-mean_i L_i`` under caps in [0.05, 0.6].
+
+Every method is given the bounds: mixopt and plain BoTorch search the capped polytope directly;
+Optuna's samplers reach it through :func:`mixopt.space.share_capped` (the map mixopt's own seeds use).
+
 Simple regret after n trials: ``f* - f(w_rec)`` with ``w_rec`` the trial with the best *observed*
 value (the same rule for every method), ``f*`` found by SLSQP on the (convex) problem.
 
@@ -24,7 +41,12 @@ Methods, each given the same trial budget, sequentially (ask one, tell one):
 - ``random``: uniform Dirichlet(1) mixtures.
 - ``tpe`` / ``optuna-gp``: Optuna's TPESampler / GPSampler (defaults, 10 startup trials) on
   ``u_k in (0, 1)``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``
-  (uniform ``u`` gives a uniform Dirichlet(1) mixture).
+  (uniform ``u`` gives a uniform Dirichlet(1) mixture), then onto the caps by ``share_capped``.
+- ``botorch-ucb``: plain BoTorch, ``SingleTaskGP`` defaults + ``UpperConfidenceBound`` maximised
+  by ``optimize_acqf`` on the bounded simplex (see :func:`run_botorch_ucb`).
+
+``--cache DIR`` keeps the peers' traces (one JSON per method), so a rerun after a change to
+mixopt only reruns mixopt on the same seeds.
 
 It also measures suggestion latency (GP fit + acquisition for one ``ask``) at 100 observations
 and 17 tasks, the issue's target being a median <= 1.5 s on the 2-core dev box.
@@ -33,33 +55,55 @@ and 17 tasks, the issue's target being a median <= 1.5 s on the 2-core dev box.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import optuna
 import torch
+from botorch.acquisition import UpperConfidenceBound
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.optim import optimize_acqf
+from gpytorch.mlls import ExactMarginalLogLikelihood
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixopt.optimizer import MixtureOptimizer  # noqa: E402
+from mixopt.space import bounded_dirichlet, project_capped_simplex, share_capped  # noqa: E402
 
 OBJECTIVES = ("interior", "face", "noisy")
-METHODS = ("mixopt", "random", "tpe", "optuna-gp")
+# Optima on the boundary of the (capped) simplex, K = 17 only (see the module docstring).
+BOUNDARY = ("sparse1", "sparse2", "capped", "lawA", "lawB")
+ALL_OBJECTIVES = OBJECTIVES + BOUNDARY
+METHODS = ("mixopt", "random", "tpe", "optuna-gp", "botorch-ucb")
 NOISE_FRACTION = 0.10
+# Per-task caps of the capped objectives: between 5 % and 60 % of the data, as the issue asks.
+CAP_RANGE = (0.05, 0.6)
+# Plain BoTorch UCB's acquisition search: random starts, SLSQP restarts from the best of them.
+RAW_SAMPLES = 512
+NUM_RESTARTS = 5
 
 
 class Problem:
-    """One synthetic objective on the K-simplex, with its optimum."""
+    """One synthetic objective on the (capped) K-simplex, with its optimum.
+
+    ``lower``/``upper``: the weight bounds every method is given (0 and 1 unless capped).
+    """
 
     def __init__(self, kind: str, k: int, seed: int) -> None:
-        rng = np.random.default_rng([k, seed, OBJECTIVES.index(kind)])
+        rng = np.random.default_rng([k, seed, ALL_OBJECTIVES.index(kind)])
         self.kind, self.k = kind, k
+        self.lower, self.upper = np.zeros(k), np.ones(k)
+        self.law: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         q, _ = np.linalg.qr(rng.normal(size=(k, k)))
         lam = np.exp(rng.uniform(0.0, math.log(10.0), size=k))
         self.a = (q * lam) @ q.T
@@ -67,42 +111,96 @@ class Problem:
         if kind == "face":
             harmful = rng.choice(k, size=max(1, k // 4), replace=False)
             self.c[harmful] = -0.1
+        elif kind in ("sparse1", "sparse2"):
+            # Every other task is mildly harmful, so the optimum has most weights exactly 0.
+            top = rng.choice(k, size=3, replace=False)
+            self.c = np.full(k, -0.05)
+            self.c[top] = (0.9, 0.1, -0.05) if kind == "sparse1" else (0.5, 0.4, 0.1)
+        elif kind == "capped":
+            # A concentrated centre whose three largest weights exceed their caps, so the optimum
+            # has weights at their upper bounds.
+            self.c = rng.dirichlet(np.full(k, 0.5))
+            self.upper = rng.uniform(*CAP_RANGE, size=k)
+            top = np.argsort(-self.c)[:3]
+            self.upper[top] = np.maximum(CAP_RANGE[0], 0.6 * self.c[top])
+        elif kind in ("lawA", "lawB"):
+            self.law = self._mixing_law(rng, k)
+            self.upper = rng.uniform(*CAP_RANGE, size=k)
+            if kind == "lawA":
+                # The target domain may take most of the data (as in the issue's target A).
+                self.upper[0] = 0.9
         self.f_star = self._optimum()
         spread = np.std([self.f(w) for w in rng.dirichlet(np.ones(k), 256)])
         self.noise_sd = NOISE_FRACTION * float(spread) if kind == "noisy" else 0.0
         self.noise_rng = np.random.default_rng([k, seed, 99])
 
+    @staticmethod
+    def _mixing_law(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-domain losses ``L_i(w) = c_i + k_i exp(sum_j t_ij w_j)`` (Ye et al., arXiv:2403.16952).
+
+        A domain's own data helps most (``t_ii`` in [-3, -1]); a fifth of the other pairs help
+        (``t_ij`` in [-1.5, -0.3]), the rest barely interact (``t_ij`` in [-0.2, 0.2]).
+        """
+        c = rng.uniform(1.0, 3.0, size=k)
+        scale = rng.uniform(0.5, 1.5, size=k)
+        t = rng.uniform(-0.2, 0.2, size=(k, k))
+        helps = rng.random((k, k)) < 0.2
+        t[helps] = rng.uniform(-1.5, -0.3, size=int(helps.sum()))
+        t[np.arange(k), np.arange(k)] = rng.uniform(-3.0, -1.0, size=k)
+        return c, scale, t
+
+    def losses(self, w: np.ndarray) -> np.ndarray:
+        c, scale, t = self.law  # type: ignore[misc]
+        return c + scale * np.exp(t @ w)
+
     def f(self, w: np.ndarray) -> float:
-        d = np.asarray(w) - self.c
+        w = np.asarray(w)
+        if self.law is not None:
+            # Target A: minus the first domain's loss; target B: minus the mean loss.
+            return -float(self.losses(w)[0] if self.kind == "lawA" else self.losses(w).mean())
+        d = w - self.c
         return -float(d @ self.a @ d)
+
+    def grad(self, w: np.ndarray) -> np.ndarray:
+        if self.law is not None:
+            _, scale, t = self.law
+            e = scale * np.exp(t @ w)
+            return -(e[0] * t[0] if self.kind == "lawA" else (e[:, None] * t).mean(0))
+        return -2.0 * self.a @ (np.asarray(w) - self.c)
 
     def observe(self, w: np.ndarray) -> float:
         return self.f(w) + (self.noise_rng.normal(0.0, self.noise_sd) if self.noise_sd else 0.0)
 
     def _optimum(self) -> float:
+        """Max of f on the bounded simplex by SLSQP (every objective here is concave)."""
         best = -math.inf
+        lo, hi = self.lower, self.upper
         cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
-        starts = [np.full(self.k, 1.0 / self.k)] + list(
-            np.random.default_rng(0).dirichlet(np.ones(self.k), 4)
-        )
+        rng = np.random.default_rng(0)
+        starts = [project_capped_simplex(np.full(self.k, 1.0 / self.k), lo, hi)] + [
+            bounded_dirichlet(rng, np.ones(self.k), lo, hi) for _ in range(4)
+        ]
         for w0 in starts:
             r = minimize(
                 lambda w: -self.f(w),
                 w0,
-                jac=lambda w: 2.0 * self.a @ (w - self.c),
-                bounds=[(0.0, 1.0)] * self.k,
+                jac=lambda w: -self.grad(w),
+                bounds=list(zip(lo, hi)),
                 constraints=cons,
                 method="SLSQP",
                 options={"ftol": 1e-15, "maxiter": 1000},
             )
-            w = np.clip(r.x, 0.0, None)
-            best = max(best, self.f(w / w.sum()))
+            best = max(best, self.f(project_capped_simplex(r.x, lo, hi)))
         return best
+
+    def bounds(self, tasks: list[str]) -> dict[str, tuple[float, float]] | None:
+        capped = {t: (float(a), float(b)) for t, a, b in zip(tasks, self.lower, self.upper) if b < 1.0}
+        return capped or None
 
 
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
-    opt = MixtureOptimizer(tasks, random_state=seed)
+    opt = MixtureOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks))
     out = []
     for _ in range(budget):
         (p,) = opt.ask(1)
@@ -117,7 +215,7 @@ def run_random(problem: Problem, budget: int, seed: int) -> list[tuple[float, fl
     rng = np.random.default_rng([seed, 12345])
     out = []
     for _ in range(budget):
-        w = rng.dirichlet(np.ones(problem.k))
+        w = bounded_dirichlet(rng, np.ones(problem.k), problem.lower, problem.upper)
         out.append((problem.observe(w), problem.f(w)))
     return out
 
@@ -131,7 +229,9 @@ def _run_optuna(
         trial = study.ask()
         # u stays below 1 so that the exponentials never all vanish (all u = 1 would give 0/0).
         e = np.array([-math.log(trial.suggest_float(f"u{i}", 1e-12, 1.0 - 1e-12)) for i in range(problem.k)])
-        w = e / e.sum()
+        # Onto the capped polytope by the map mixopt's own seeds use (uniform u -> the same
+        # bounded-Dirichlet(1) law), so both search the same space with the same prior.
+        w = share_capped(e / e.sum(), problem.lower, problem.upper)
         y = problem.observe(w)
         study.tell(trial, y)
         out.append((y, problem.f(w)))
@@ -146,12 +246,115 @@ def run_optuna_gp(problem: Problem, budget: int, seed: int) -> list[tuple[float,
     return _run_optuna(optuna.samplers.GPSampler(seed=seed), problem, budget)
 
 
+def run_botorch_ucb(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
+    """Plain BoTorch: ``SingleTaskGP`` with its defaults on the raw weights, ``UpperConfidenceBound``
+    with the same effective beta as mixopt (botorch beta = 2**2), ``optimize_acqf`` over the
+    bounded simplex (box bounds + the equality ``sum w = 1``; 5 SLSQP restarts from the best of 512
+    bounded-Dirichlet(1) samples), after 10 bounded-Dirichlet(1) seeds."""
+    rng = np.random.default_rng([seed, 777])
+    k, lo, hi = problem.k, problem.lower, problem.upper
+    bounds = torch.tensor(np.stack([lo, hi]), dtype=torch.float64)
+    equality = [(torch.arange(k), torch.ones(k, dtype=torch.float64), 1.0)]
+    xs: list[np.ndarray] = []
+    out: list[tuple[float, float]] = []
+    for n in range(budget):
+        if n < 10:
+            w = bounded_dirichlet(rng, np.ones(k), lo, hi)
+        else:
+            x = torch.tensor(np.array(xs), dtype=torch.float64)
+            y = torch.tensor([[v] for v, _ in out], dtype=torch.float64)
+            with botorch_quiet(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1000 + n)
+                gp = SingleTaskGP(x, y)
+                fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+                acq = UpperConfidenceBound(gp, beta=4.0)
+                # Raw samples from the bounded-Dirichlet(1) law (botorch's own hit-and-run
+                # polytope sampler took ~13 s per ask here), the best few start SLSQP.
+                raw = torch.tensor(
+                    np.array([bounded_dirichlet(rng, np.ones(k), lo, hi) for _ in range(RAW_SAMPLES)])
+                ).unsqueeze(1)
+                with torch.no_grad():
+                    top = acq(raw).argsort(descending=True)[:NUM_RESTARTS]
+                cand, _ = optimize_acqf(
+                    acq,
+                    bounds=bounds,
+                    q=1,
+                    num_restarts=NUM_RESTARTS,
+                    batch_initial_conditions=raw[top],
+                    equality_constraints=equality,
+                )
+            w = project_capped_simplex(cand[0].detach().numpy(), lo, hi)
+        xs.append(w)
+        out.append((problem.observe(w), problem.f(w)))
+    return out
+
+
+@contextlib.contextmanager
+def botorch_quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 RUNNERS: dict[str, Callable[[Problem, int, int], list[tuple[float, float]]]] = {
     "mixopt": run_mixopt,
     "random": run_random,
     "tpe": run_tpe,
     "optuna-gp": run_optuna_gp,
+    "botorch-ucb": run_botorch_ucb,
 }
+
+
+def _mixopt_run(
+    problem: Problem, tasks: list[str], budget: int, random_state: int, warm: dict | None = None
+) -> MixtureOptimizer:
+    """A mixopt run over ``tasks`` (a subset of the problem's, the others held at weight 0)."""
+    bounds = {
+        t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
+    }
+    opt = MixtureOptimizer(tasks, random_state=random_state, bounds=bounds or None)
+    if warm is not None:
+        opt.warm_start(warm, name="source")
+    for _ in range(budget):
+        (p,) = opt.ask(1)
+        w = np.array([p.get(f"task_{i}", 0.0) for i in range(problem.k)])
+        opt.tell(p, problem.observe(w))
+    return opt
+
+
+def _regret_of(problem: Problem, opt: MixtureOptimizer) -> float:
+    """Regret of the best observed trial of ``opt`` (reused ones included)."""
+    p, _ = opt.best()  # type: ignore[misc]
+    return max(problem.f_star - problem.f(np.array([p.get(f"task_{i}", 0.0) for i in range(problem.k)])), 0.0)
+
+
+def warm_bench(kinds: tuple[str, ...], seeds: range, source_trials: int = 32, new_trials: int = 8) -> None:
+    """Warm start vs cold start: regret after ``new_trials`` trials warm-started from an independent
+    ``source_trials``-trial run, vs a cold run of ``source_trials`` trials (K = 17).
+
+    ``same``: the source ran on the same 17 tasks. ``added``: the source ran before the last task
+    existed (16 tasks, so every reused point has that task at weight 0)."""
+    print(
+        f"\nwarm start: {source_trials}-trial source, {new_trials} new trials vs cold {source_trials}; K=17"
+    )
+    print(
+        f"{'objective':9} {'case':6} {'cold':>10} {'warm':>10} {'warm/cold':>9}  (medians over {len(seeds)} seeds)"
+    )
+    for kind in kinds:
+        rows: dict[str, list[tuple[float, float]]] = {"same": [], "added": []}
+        for seed in seeds:
+            problem = Problem(kind, 17, seed)
+            tasks = [f"task_{i}" for i in range(17)]
+            cold = _regret_of(problem, _mixopt_run(problem, tasks, source_trials, seed))
+            for case, src_tasks in (("same", tasks), ("added", tasks[:16])):
+                src = _mixopt_run(problem, src_tasks, source_trials, seed + 1000)
+                warm = _mixopt_run(problem, tasks, new_trials, seed, warm=src.state_dict())
+                rows[case].append((cold, _regret_of(problem, warm)))
+            print(f"  done warm {kind} seed {seed}", file=sys.stderr, flush=True)
+        for case, pairs in rows.items():
+            c = statistics.median(r for r, _ in pairs)
+            w = statistics.median(r for _, r in pairs)
+            print(f"{kind:9} {case:6} {c:>10.2e} {w:>10.2e} {w / c if c > 0 else math.nan:>9.2f}")
 
 
 def simple_regret(problem: Problem, trace: list[tuple[float, float]], n: int) -> float:
@@ -179,25 +382,86 @@ def latency(n_obs: int = 100, k: int = 17, repeats: int = 11) -> list[float]:
     return times
 
 
+def _load_cache(folder: Path | None, methods: list[str]) -> dict[str, list[list[float]]]:
+    """Peer traces from earlier runs: one JSON file per method in ``folder``."""
+    out: dict[str, list[list[float]]] = {}
+    for m in methods:
+        if folder is not None and (folder / f"{m}.json").exists():
+            out.update(json.loads((folder / f"{m}.json").read_text()))
+    return out
+
+
+def _save_cache(folder: Path | None, method: str, cache: dict[str, list[list[float]]]) -> None:
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    own = {key: v for key, v in cache.items() if key.split("|")[2] == method}
+    tmp = folder / f"{method}.json.tmp"
+    tmp.write_text(json.dumps(own))
+    tmp.replace(folder / f"{method}.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="K in {4, 17}, 3 seeds, budgets 16/32")
+    parser.add_argument(
+        "--suite",
+        choices=("classic", "boundary"),
+        default="classic",
+        help="classic: interior/face/noisy at K in {4, 8, 17}; boundary: sparse and capped optima at K=17",
+    )
+    parser.add_argument("--objectives", default=None, help="comma-separated subset of the suite's objectives")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 10, quick 3)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1"
+    )
+    parser.add_argument("--methods", default=None, help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder of traces (one JSON per method), the peers' reused across runs of the same seeds",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="only the warm-start comparison (8 new trials from a 32-trial source vs cold 32)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # the dev box has 2 shared cores; every method gets the same one
+    if args.warm:
+        kinds = tuple(o.strip() for o in (args.objectives or "interior,lawA").split(",") if o.strip())
+        warm_bench(kinds, range(args.first_seed, args.first_seed + (args.seeds or 5)))
+        return
 
-    ks = (4, 17) if args.quick else (4, 8, 17)
-    budgets = (16, 32) if args.quick else (16, 32, 64)
+    if args.suite == "boundary":
+        kinds: tuple[str, ...] = BOUNDARY
+        ks: tuple[int, ...] = (17,)
+        budgets: tuple[int, ...] = (16, 32)
+        default_methods = ("mixopt", "random", "optuna-gp", "botorch-ucb")
+    else:
+        kinds = OBJECTIVES
+        ks = (4, 17) if args.quick else (4, 8, 17)
+        budgets = (16, 32) if args.quick else (16, 32, 64)
+        default_methods = ("mixopt", "random", "tpe", "optuna-gp")
+    if args.objectives:
+        kinds = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+        bad = set(kinds) - set(ALL_OBJECTIVES)
+        if bad:
+            parser.error(f"unknown objective(s) {sorted(bad)}; choose from {ALL_OBJECTIVES}")
     n_seeds = args.seeds or (3 if args.quick else 10)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or ",".join(default_methods)).split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}")
+    cache = _load_cache(args.cache, methods)
 
-    print(f"# mixture optimizer benchmark: K={ks}, budgets={budgets}, {n_seeds} seeds, torch threads=1")
+    print(
+        f"# mixture optimizer benchmark ({args.suite}): objectives={kinds}, K={ks}, budgets={budgets}, "
+        f"{n_seeds} seeds, torch threads=1"
+    )
     if not args.no_latency:
         t = latency()
         print(
@@ -206,60 +470,82 @@ def main() -> None:
         )
     regrets: dict[tuple[str, int, str, int], list[float]] = {}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
-    for kind in OBJECTIVES:
-        for k in ks:
-            for seed in range(n_seeds):
+    seeds = range(args.first_seed, args.first_seed + n_seeds)
+    # Seed-major, so that an interrupted run has covered every objective equally.
+    for seed in seeds:
+        for kind in kinds:
+            for k in ks:
                 problem = Problem(kind, k, seed)
                 for m in methods:
+                    key = f"{kind}|{k}|{m}|{seed}|{max(budgets)}"
                     problem.noise_rng = np.random.default_rng([k, seed, 99])  # same noise stream per method
-                    t0 = time.perf_counter()
-                    trace = RUNNERS[m](problem, max(budgets), seed)
-                    seconds[m] += time.perf_counter() - t0
+                    if m != "mixopt" and key in cache:
+                        trace = [(a, b) for a, b in cache[key]]
+                    else:
+                        t0 = time.perf_counter()
+                        trace = RUNNERS[m](problem, max(budgets), seed)
+                        seconds[m] += time.perf_counter() - t0
+                        # mixopt's traces are written too (for inspection) but never reused.
+                        cache[key] = [list(ab) for ab in trace]
+                        _save_cache(args.cache, m, cache)
                     for b in budgets:
                         regrets.setdefault((kind, k, m, b), []).append(simple_regret(problem, trace, b))
-            print(f"  done {kind} K={k}", file=sys.stderr, flush=True)
+                print(f"  done seed {seed} {kind} K={k}", file=sys.stderr, flush=True)
 
-    print("\nmedian simple regret (lower is better); ratios: mixopt / random, mixopt / better Optuna")
-    head = f"{'objective':9} {'K':>3} {'n':>3} " + " ".join(f"{m:>10}" for m in methods)
-    has_ratio = "mixopt" in methods and "random" in methods
+    gps = [m for m in ("optuna-gp", "botorch-ucb") if m in methods]
     optunas = [m for m in ("tpe", "optuna-gp") if m in methods]
+    peers = gps if args.suite == "boundary" else optunas
+    peer_name = "/best GP" if args.suite == "boundary" else "/optuna"
+    print(
+        f"\nmedian simple regret (lower is better); ratios: mixopt / random, mixopt / better of {peers}; "
+        "worst: mixopt's worst seed / the better peer's median"
+    )
+    head = f"{'objective':9} {'K':>3} {'n':>3} " + " ".join(f"{m:>11}" for m in methods)
+    has_ratio = "mixopt" in methods and "random" in methods
+    has_peer = "mixopt" in methods and bool(peers)
     if has_ratio:
         head += f" {'/random':>8}"
-    if "mixopt" in methods and optunas:
-        head += f" {'/optuna':>8}"
+    if has_peer:
+        head += f" {peer_name:>8} {'worst':>6}"
     print(head)
-    summary: dict[int, list[tuple[float, float]]] = {}
-    for kind in OBJECTIVES:
+    summary: dict[int, list[tuple[float, float, float]]] = {}
+    for kind in kinds:
         for k in ks:
             for b in budgets:
                 med = {m: statistics.median(regrets[(kind, k, m, b)]) for m in methods}
-                line = f"{kind:9} {k:>3} {b:>3} " + " ".join(f"{med[m]:>10.2e}" for m in methods)
-                r_rand = r_opt = math.nan
+                line = f"{kind:9} {k:>3} {b:>3} " + " ".join(f"{med[m]:>11.2e}" for m in methods)
+                r_rand = r_peer = r_worst = math.nan
                 if has_ratio:
                     r_rand = med["mixopt"] / med["random"] if med["random"] > 0 else math.nan
                     line += f" {r_rand:>8.2f}"
-                if "mixopt" in methods and optunas:
-                    best_opt = min(med[m] for m in optunas)
-                    r_opt = med["mixopt"] / best_opt if best_opt > 0 else math.nan
-                    line += f" {r_opt:>8.2f}"
-                summary.setdefault(b, []).append((r_rand, r_opt))
+                if has_peer:
+                    best_peer = min(med[m] for m in peers)
+                    r_peer = med["mixopt"] / best_peer if best_peer > 0 else math.nan
+                    r_worst = max(regrets[(kind, k, "mixopt", b)]) / best_peer if best_peer > 0 else math.nan
+                    line += f" {r_peer:>8.2f} {r_worst:>6.2f}"
+                summary.setdefault(b, []).append((r_rand, r_peer, r_worst))
                 print(line)
     print()
     for b, rows in summary.items():
-        rr = [r for r, _ in rows if not math.isnan(r)]
-        ro = [o for _, o in rows if not math.isnan(o)]
+        rr = [r for r, _, _ in rows if not math.isnan(r)]
+        ro = [o for _, o, _ in rows if not math.isnan(o)]
+        rw = [w for _, _, w in rows if not math.isnan(w)]
         if rr:
             print(
                 f"budget {b}: mixopt/random median regret ratio: median {statistics.median(rr):.2f}, "
                 f"worst {max(rr):.2f} over {len(rr)} settings"
                 + (
-                    f"; mixopt/better-Optuna: median {statistics.median(ro):.2f}, worst {max(ro):.2f}, "
-                    f"<= 1 in {sum(o <= 1 for o in ro)}/{len(ro)}"
+                    f"; mixopt/{peer_name[1:]}: median {statistics.median(ro):.2f}, worst {max(ro):.2f}, "
+                    f"<= 1 in {sum(o <= 1 for o in ro)}/{len(ro)}, <= 0.5 in {sum(o <= 0.5 for o in ro)}/{len(ro)}; "
+                    f"worst seed / peer median <= 1 in {sum(w <= 1 for w in rw)}/{len(rw)}"
                     if ro
                     else ""
                 )
             )
-    print("wall time per method (s): " + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items()))
+    print(
+        "wall time per method (s, this run; cached peers not counted): "
+        + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items())
+    )
 
 
 if __name__ == "__main__":

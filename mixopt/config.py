@@ -302,6 +302,22 @@ class SearchConfig(_Frozen):
     hyperparameters: dict[str, Hyperparameter] = {}
 
 
+class WarmStartConfig(_Frozen):
+    """Reuse an earlier sweep's observations (``MixtureOptimizer.warm_start``): the newest sweep of
+    MLflow experiment ``experiment`` (same tracking store), or an optimizer ``state`` JSON file.
+    Trials whose removed tasks held more than ``max_removed`` of the data are not reused."""
+
+    experiment: str | None = None
+    state: Path | None = None
+    max_removed: float = Field(0.25, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmStartConfig:
+        if (self.experiment is None) == (self.state is None):
+            raise ValueError("give exactly one of experiment (an MLflow experiment name) or state (a file)")
+        return self
+
+
 class OptimizerConfig(_Frozen):
     # Strict ints: YAML's `max_trials: true` is a mistake, not 1.
     n_seeds: StrictInt = Field(10, ge=0)
@@ -311,6 +327,7 @@ class OptimizerConfig(_Frozen):
     # None: as many as the cluster has GPUs (CPU slots when it has none).
     max_concurrent: StrictInt | None = Field(None, ge=1)
     random_state: StrictInt = 0
+    warm_start: WarmStartConfig | None = None
 
     @field_validator("dirichlet_alpha")
     @classmethod
@@ -728,6 +745,12 @@ def experiment_from_dict(
         )
         for t in exp.tasks
     ]
+    warm = exp.optimizer.warm_start
+    if warm is not None and warm.state is not None and not warm.state.is_absolute():
+        optimizer = exp.optimizer.model_copy(
+            update={"warm_start": warm.model_copy(update={"state": base / warm.state})}
+        )
+        return exp.model_copy(update={"tasks": tasks, "optimizer": optimizer})
     return exp.model_copy(update={"tasks": tasks})
 
 

@@ -29,7 +29,9 @@ with mu, sigma the GP posterior mean and sd of the latent objective. botorch's
 ``beta_botorch = beta ** 2`` (beta=2 -> beta_botorch=4). It is maximised over the polytope
 ``{sum_k w_k = 1, lo_k <= w_k <= hi_k}`` by SLSQP (botorch ``optimize_acqf`` with the equality
 constraint and box bounds) from the best of a few hundred sampled starts (bounded-Dirichlet draws
-and perturbations of the best observations), with categoricals held fixed per start. The result is
+and perturbations of the best observations, plus starts on the polytope's boundary, where sparse
+and capped optima lie: sparse Dirichlet(0.1) draws, vertices, and edges from the best observations
+towards vertices), with categoricals held fixed per start. The result is
 projected exactly onto the polytope (:func:`mixopt.space.project_capped_simplex`): weights >= 0,
 within bounds, summing to 1 within 1e-9; ints are rounded.
 
@@ -95,13 +97,16 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
 
 from mixopt.config import Experiment
-from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace
+from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex
 
 logger = logging.getLogger("mixopt.optimizer")
 
 STATE_FORMAT = "mixopt.MixtureOptimizer"
 STATE_VERSION = 1
-ORIGINS = ("seed", "bo", "random")
+ORIGINS = ("seed", "bo", "random", "warm")
+# Warm start: a reused trial is dropped when more than this share of its data came from tasks
+# the new sweep no longer has (its value says little about the renormalised rest).
+WARM_MAX_REMOVED = 0.25
 
 # A GP needs at least two successful observations to say anything about where to go next.
 MIN_OBSERVATIONS = 2
@@ -114,6 +119,14 @@ FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-
 N_GLOBAL = 384
 N_LOCAL_CENTRES = 4
 N_LOCAL_PER_CENTRE = 32
+# Starts on the boundary of the polytope, where sparse and capped optima lie (most weights 0 or
+# at their maximum; Dirichlet(1) draws almost never come near there at K = 17): sparse
+# bounded-Dirichlet(SPARSE_ALPHA) draws, random vertices (greedy fills of the caps in a random
+# task order), and points on the edges between the best observations and random vertices.
+N_SPARSE = 128
+SPARSE_ALPHA = 0.1
+N_VERTEX = 64
+N_EDGE_PER_CENTRE = 16
 NUM_RESTARTS = 6
 SLSQP_MAXITER = 100
 SLSQP_BATCH_DIMS = 120
@@ -267,6 +280,8 @@ class MixtureOptimizer:
         self._history: list[tuple[int, float | None]] = []
         self._fit_cache: tuple[int, _Fitted | None] | None = None
         self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
+        # Where reused observations came from (warm_start), recorded in the state.
+        self.warm_source: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -353,7 +368,8 @@ class MixtureOptimizer:
         return [(dict(self._asked[i][0]), v) for i, v in self._history]
 
     def origin(self, proposal: Mapping[str, Any]) -> str:
-        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB) or ``"random"`` (fallback draw)."""
+        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"random"`` (fallback
+        draw) or ``"warm"`` (an observation reused from an earlier sweep, see :meth:`warm_start`)."""
         i = self._find(proposal, pending_only=False)
         if i is None:
             raise ValueError(self._unknown_message("origin", proposal))
@@ -368,6 +384,65 @@ class MixtureOptimizer:
         if best is None:
             return None
         return dict(self._asked[best[0]][0]), best[1]
+
+    def warm_start(
+        self,
+        source: Mapping[str, Any] | Sequence[tuple[Mapping[str, Any], float | None]],
+        *,
+        max_removed: float = WARM_MAX_REMOVED,
+        name: str = "",
+    ) -> tuple[int, int]:
+        """Reuse the observations of an earlier sweep before the first ask (Olmix's mixture reuse,
+        arXiv:2602.12237).
+
+        ``source``: a :meth:`state_dict` (its told trials are reused) or ``(proposal, value)``
+        pairs. Each successful observation is carried onto this optimizer's tasks by
+        :meth:`SearchSpace.carry` (removed tasks' weight renormalised away, the point dropped if
+        that weight exceeds ``max_removed``; new tasks at weight 0, so they start unobserved)
+        and recorded as told, with origin ``"warm"``. Reused points count towards the seed phase:
+        with at least ``n_seeds`` of them the first ask is already a GP proposal. User seed
+        mixtures are still proposed first. ``name`` (e.g. the source sweep) is kept in the state.
+        Returns ``(reused, dropped)``; failed source trials are not counted.
+
+        Raises:
+            ValueError: after the first ask, or for a source that is neither.
+        """
+        if self._asked:
+            raise ValueError("warm_start() must be called before the first ask()")
+        if (
+            isinstance(max_removed, bool)
+            or not isinstance(max_removed, (int, float))
+            or not 0 <= max_removed < 1
+        ):
+            raise ValueError(f"warm_start(): max_removed must be in [0, 1), got {max_removed!r}")
+        if isinstance(source, Mapping):
+            if source.get("format") != STATE_FORMAT:
+                raise ValueError(
+                    f"warm_start(): not a MixtureOptimizer state (expected format {STATE_FORMAT!r})"
+                )
+            try:
+                asked = [a["proposal"] for a in source["asked"]]
+                pairs = [(asked[int(i)], v) for i, v in source["history"]]
+            except (KeyError, TypeError, IndexError) as err:
+                raise ValueError(
+                    f"warm_start(): the source state is malformed: {type(err).__name__}: {err}"
+                ) from None
+        else:
+            pairs = list(source)
+        reused = dropped = 0
+        for proposal, value in pairs:
+            if value is None:
+                continue
+            value = self._check_value(value)
+            carried = self._space.carry(proposal, float(max_removed))
+            if carried is None:
+                dropped += 1
+                continue
+            self._asked.append((carried, "warm"))
+            self._history.append((len(self._asked) - 1, value))
+            reused += 1
+        self.warm_source = {"name": str(name), "reused": reused, "dropped": dropped}
+        return reused, dropped
 
     def recommend(self) -> Recommendation | None:
         """The mixture to use: the maximiser of the GP posterior mean, not the luckiest trial.
@@ -717,7 +792,31 @@ class MixtureOptimizer:
             swap = rng.random(N_LOCAL_PER_CENTRE) < 0.2
             x[swap, m:] = d[swap, m:]
             local.append(x)
-        return np.concatenate(glob + local, axis=0)
+        return np.concatenate(glob + local + self._boundary_starts(rng, centres), axis=0)
+
+    def _boundary_starts(self, rng: np.random.Generator, centres: list[np.ndarray]) -> list[np.ndarray]:
+        """Starts on faces and vertices of the polytope (see N_SPARSE): sparse draws, vertices,
+        and ``(1 - e) w_c + e v`` between each incumbent ``w_c`` and a random vertex ``v``.
+        Hyperparameters are drawn from their priors (incumbents keep theirs)."""
+        space = self._space
+        k, s = space.n_tasks, space.weight_scale
+        sparse = space.random_features(rng, np.full(k, SPARSE_ALPHA), N_SPARSE)
+        vert = space.random_features(rng, np.ones(k), N_VERTEX)
+        for row in vert:
+            row[:k] = s * polytope_vertex(rng.permutation(k), space.lower, space.upper)
+        out = [sparse, vert]
+        for c in centres:
+            x = np.repeat(c[None], N_EDGE_PER_CENTRE, axis=0)
+            e = rng.uniform(0.05, 1.0, size=(N_EDGE_PER_CENTRE, 1))
+            v = np.array(
+                [
+                    s * polytope_vertex(rng.permutation(k), space.lower, space.upper)
+                    for _ in range(N_EDGE_PER_CENTRE)
+                ]
+            ).reshape(N_EDGE_PER_CENTRE, k)
+            x[:, :k] = (1 - e) * c[None, :k] + e * v
+            out.append(x)
+        return out
 
     def _maximise_ucb(self, fitted: _Fitted, index: int) -> Proposal | None:
         space = self._space
@@ -823,6 +922,7 @@ class MixtureOptimizer:
                 "hyperparameters": space.hyperparameters_json(),
                 "bounds": space.bounds_json(),
             },
+            "warm_source": self.warm_source,
             "asked": [{"proposal": dict(p), "origin": o} for p, o in self._asked],
             "pending": list(self._pending),
             "history": [[i, v] for i, v in self._history],
@@ -868,6 +968,7 @@ class MixtureOptimizer:
         for i, (p, _) in enumerate(asked):
             opt._space.check_proposal(p, f"state asked[{i}]")
         opt._asked, opt._pending, opt._history = asked, pending, history
+        opt.warm_source = state.get("warm_source")
         return opt
 
 

@@ -162,6 +162,18 @@ def bounded_dirichlet(
     if not np.all(np.isfinite(y)) or y.sum() <= 0:  # tiny alphas can underflow every component
         y = np.zeros(k)
         y[rng.integers(k)] = 1.0
+    return share_capped(y, lower, upper)
+
+
+def share_capped(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """The point of the bounded simplex that shares ``y`` (shares >= 0, sum 1) out as
+    :func:`bounded_dirichlet` does: ``w = lo + (1 - sum lo) * y``, a weight over its maximum pinned
+    there and its excess re-shared among the free weights in proportion to ``y``.
+
+    Deterministic, so a peer sampler that only produces points of the plain simplex (Optuna's,
+    in bench/optimizer.py) reaches the capped polytope through the same map as mixopt's seeds.
+    """
+    k = len(y)
     pinned = np.zeros(k, dtype=bool)
     w = lower.copy()
     for _ in range(k + 1):
@@ -179,6 +191,25 @@ def bounded_dirichlet(
         if pinned.all():
             break
     return project_capped_simplex(np.clip(w, lower, upper), lower, upper)
+
+
+def polytope_vertex(order: Sequence[int], lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """The vertex of the bounded simplex that fills tasks greedily in ``order``.
+
+    Start from ``w = lo`` and hand the free mass ``1 - sum lo`` out in ``order``, each task taking
+    up to ``hi_k - lo_k``. Every vertex of ``{sum w = 1, lo <= w <= hi}`` is of this form (a
+    vertex has at most one weight strictly between its bounds), and without caps it is the
+    simplex vertex ``e_order[0]``. ``order`` may list only some tasks when they absorb the mass.
+    """
+    w = np.asarray(lower, dtype=np.float64).copy()
+    left = 1.0 - math.fsum(w)
+    for k in order:
+        if left <= 0.0:
+            break
+        step = min(float(upper[k] - lower[k]), left)
+        w[k] += step
+        left -= step
+    return project_capped_simplex(w, lower, upper)
 
 
 def _choice_index(p: CategoricalParam, value: Any) -> int | None:
@@ -383,6 +414,46 @@ class SearchSpace:
             raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
         hyper = {n: self.check_hyperparameter(n, proposal[n], where) for n in self.hyperparameters}
         return self.proposal(w, hyper)
+
+    def carry(self, proposal: Mapping[str, Any], max_removed: float) -> Proposal | None:
+        """A proposal of another task set carried onto this one, or None when it cannot be.
+
+        Olmix-style mixture reuse (arXiv:2602.12237): the weight of tasks this space does not
+        have (``r = sum`` of their weights) is renormalised away, ``w'_k = w_k / (1 - r)`` for
+        the kept tasks, and a task new to this space gets weight 0. The point is dropped
+        (None) when ``r > max_removed`` (the trial measured mostly data that is gone), when the
+        carried weights break this space's bounds, or when a hyperparameter of this space is
+        neither in the proposal nor has a default. Hyperparameters the space lacks are ignored.
+        """
+        removed = math.fsum(
+            float(v)
+            for t, v in proposal.items()
+            if t not in self.tasks
+            and t not in self.hyperparameters
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        )
+        if removed > max_removed or removed >= 1.0:
+            return None
+        w = np.array([float(proposal.get(t, 0.0)) for t in self.tasks]) / (1.0 - removed)
+        if (
+            abs(math.fsum(w) - 1.0) > USER_TOLERANCE
+            or np.any(w < self.raw_lower - USER_TOLERANCE)
+            or np.any(w > self.raw_upper + USER_TOLERANCE)
+        ):
+            return None
+        hyper: dict[str, Any] = {}
+        for n, p in self.hyperparameters.items():
+            if n in proposal:
+                try:
+                    hyper[n] = self.check_hyperparameter(n, proposal[n], "carried proposal")
+                except ValueError:
+                    return None
+            elif p.default is not None:
+                hyper[n] = p.default
+            else:
+                return None
+        return self.proposal(project_capped_simplex(w, self.lower, self.upper), hyper)
 
     # ------------------------------------------------------------------ encoding
 

@@ -40,6 +40,7 @@ TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 STATE_PATH = "mixopt.state_path"
 STAGE = "mixopt.stage"  # "search" (proposed by the optimizer) or "verify" (the verification stage)
+WARM_START = "mixopt.warm_start"
 PARENT = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment without this tag on its GenAI "Overview / Traces" page; with it, on
 # the runs table (the trials with their w.* params and objective).
@@ -349,3 +350,47 @@ def recorded_experiment(tracking_uri: str, experiment_name: str | None = None):
         text = Path(path).read_text()
     data, lines = parse_yaml(text, f"config.yaml of sweep run {run_id}")
     return experiment_from_dict(data, source=f"config.yaml of sweep run {run_id}", lines=lines), run_id
+
+
+def recorded_optimizer_state(tracking_uri: str, experiment_name: str) -> tuple[dict, str]:
+    """The optimizer state of the newest sweep of ``experiment_name``, for a warm start.
+
+    Read from the sweep's state file (tag ``mixopt.state_path``) when it is still there, else from
+    the ``optimizer_state.json`` artifact a finished sweep logs. Returns ``(state, run id)``;
+    raises LookupError when there is no such sweep or state.
+    """
+    import json
+    import tempfile
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = retry(lambda: client.get_experiment_by_name(experiment_name), "get experiment")
+    if exp is None:
+        raise LookupError(f"optimizer.warm_start: no MLflow experiment {experiment_name!r} in {tracking_uri}")
+    runs = retry(
+        lambda: client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{ROLE}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        ),
+        "search sweeps",
+    )
+    if not runs:
+        raise LookupError(
+            f"optimizer.warm_start: experiment {experiment_name!r} has no sweep in {tracking_uri}"
+        )
+    run = runs[0]
+    path = run.data.tags.get(STATE_PATH)
+    if path and Path(path).is_file():
+        return json.loads(Path(path).read_text()), run.info.run_id
+    names = {a.path for a in retry(lambda: client.list_artifacts(run.info.run_id), "list artifacts")}
+    if "optimizer_state.json" not in names:
+        raise LookupError(
+            f"optimizer.warm_start: sweep run {run.info.run_id} of {experiment_name!r} has neither its state "
+            f"file ({path}) nor an optimizer_state.json artifact"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = retry(
+            lambda: client.download_artifacts(run.info.run_id, "optimizer_state.json", tmp), "download state"
+        )
+        return json.loads(Path(local).read_text()), run.info.run_id

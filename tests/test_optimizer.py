@@ -502,6 +502,87 @@ def test_a_cancelled_user_seed_is_proposed_again_first() -> None:
     assert opt.pending == [second, seed]
 
 
+def test_boundary_starts_lie_on_the_polytope_and_vertices_are_vertices() -> None:
+    tasks = [f"t{i}" for i in range(6)]
+    caps = {t: (0.0, c) for t, c in zip(tasks, (0.6, 0.3, 0.25, 0.2, 0.15, 0.1))}
+    opt = MixtureOptimizer(tasks, n_seeds=3, bounds=caps, random_state=2)
+    f = bowl(tasks, 3)
+    run(opt, f, 3)
+    space = opt.space
+    s, hi = space.weight_scale, np.array([caps[t][1] for t in tasks])
+    rng = np.random.default_rng(0)
+    centres = [space.encode(p) for p, _ in opt.history]
+    sparse, vert, *edges = opt._boundary_starts(rng, centres)
+    assert len(sparse) == optimizer_module.N_SPARSE and len(vert) == optimizer_module.N_VERTEX
+    for block in (sparse, vert, *edges):
+        w = block[:, :6] / s
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
+        assert (w >= -1e-15).all() and (w <= hi + 1e-12).all()
+    # Vertices of {sum w = 1, 0 <= w <= hi}: at most one weight strictly inside its bounds.
+    w = vert[:, :6] / s
+    inside = (w > 1e-12) & (w < hi - 1e-12)
+    assert (inside.sum(1) <= 1).all()
+
+    # Sparse draws (alpha = 0.1) lie near faces: most weights within 1e-3 of 0 or of their cap,
+    # where Dirichlet(1) draws (the global starts) have most weights inside.
+    def n_inside(x: np.ndarray) -> float:
+        w = x[:, :6] / s
+        return float(np.median(((w > 1e-3) & (w < hi - 1e-3)).sum(1)))
+
+    assert n_inside(sparse) <= 2 < n_inside(space.random_features(rng, np.ones(6), 128))
+
+
+def test_warm_start_carries_observations_onto_a_new_task_set() -> None:
+    old = MixtureOptimizer(["a", "b", "c"], n_seeds=4, random_state=0)
+    told = [
+        ({"a": 0.5, "b": 0.3, "c": 0.2}, 1.0),  # c removed (0.2 <= 0.25): a, b / 0.8
+        ({"a": 0.1, "b": 0.1, "c": 0.8}, 2.0),  # mostly c: dropped
+        ({"a": 0.9, "b": 0.1, "c": 0.0}, None),  # failed: not reused
+        ({"a": 0.2, "b": 0.8, "c": 0.0}, 3.0),  # nothing removed
+    ]
+    for p, _ in told:
+        old.seed_mixtures.append(p)
+    opt_src = MixtureOptimizer(["a", "b", "c"], n_seeds=4, seed_mixtures=[p for p, _ in told])
+    for (p, v), q in zip(told, opt_src.ask(4)):
+        assert q == pytest.approx(p)
+        opt_src.tell(q, v)
+    state = json.loads(json.dumps(opt_src.state_dict()))
+    new = MixtureOptimizer(["a", "b", "d"], n_seeds=2, random_state=0)
+    assert new.warm_start(state, name="exp/run1") == (2, 1)
+    expected = [({"a": 0.625, "b": 0.375, "d": 0.0}, 1.0), ({"a": 0.2, "b": 0.8, "d": 0.0}, 3.0)]
+    assert len(new.history) == 2
+    for (p, v), (q, u) in zip(new.history, expected):
+        assert p == pytest.approx(q, abs=1e-12) and v == u
+        assert new.origin(p) == "warm"
+    # Two reused points fill the two-seed phase: the first ask is already a GP proposal, new.
+    (p,) = new.ask(1)
+    assert new.origin(p) == "bo"
+    assert all(new.space.distance(p, q) >= 0.01 for q, _ in new.history)
+    # The state keeps the reused points, their origin and the source.
+    clone = MixtureOptimizer.from_state_dict(json.loads(json.dumps(new.state_dict())))
+    assert clone.history == new.history and clone.warm_source == {
+        "name": "exp/run1",
+        "reused": 2,
+        "dropped": 1,
+    }
+    assert clone.origin(clone.history[0][0]) == "warm"
+    new.tell(p, 2.5)
+    clone.tell(p, 2.5)
+    assert clone.ask(1) == new.ask(1)
+    with pytest.raises(ValueError, match="before the first ask"):
+        new.warm_start(state)
+
+
+def test_warm_start_from_pairs_and_bad_sources() -> None:
+    opt = MixtureOptimizer(["a", "b"], n_seeds=1)
+    with pytest.raises(ValueError, match="not a MixtureOptimizer state"):
+        opt.warm_start({"tasks": ["a"]})
+    with pytest.raises(ValueError, match="max_removed"):
+        opt.warm_start([], max_removed=1.0)
+    assert opt.warm_start([({"a": 0.3, "b": 0.7}, 0.5)]) == (1, 0)
+    assert opt.best() == ({"a": 0.3, "b": 0.7}, 0.5)
+
+
 # ---------------------------------------------------------------------- recommend()
 
 REC_TASKS = ["a", "b", "c", "d"]

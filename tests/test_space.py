@@ -13,7 +13,9 @@ from mixopt.space import (
     SearchSpace,
     bounded_dirichlet,
     coerce_param,
+    polytope_vertex,
     project_capped_simplex,
+    share_capped,
     tighten_bounds,
 )
 
@@ -179,3 +181,53 @@ def test_space_rejects_bad_bounds_with_a_clear_message() -> None:
         SearchSpace(["a", "b"], hyperparameters={"a": {"type": "float", "low": 0, "high": 1}})
     with pytest.raises(ValueError, match="distinct"):
         SearchSpace(["a", "a"])
+
+
+def test_polytope_vertex_is_the_greedy_fill_and_a_vertex() -> None:
+    lo, hi = np.array([0.0, 0.1, 0.0]), np.array([0.3, 0.5, 0.6])
+    # Hand computation: start at lo = (0, .1, 0), free mass .9; task 2 takes .6, task 0 takes .3.
+    np.testing.assert_allclose(polytope_vertex([2, 0, 1], lo, hi), [0.3, 0.1, 0.6], atol=1e-15)
+    np.testing.assert_allclose(polytope_vertex([1, 2, 0], lo, hi), [0.0, 0.5, 0.5], atol=1e-15)
+    # Uncapped: the simplex vertex of the first task.
+    np.testing.assert_array_equal(polytope_vertex([3, 0, 1, 2], np.zeros(4), np.ones(4)), [0, 0, 0, 1])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        k = int(rng.integers(2, 12))
+        hi = rng.uniform(0.05, 0.6, size=k)
+        hi[0] = max(hi[0], 1.0 - hi[1:].sum() + 1e-3)
+        w = polytope_vertex(rng.permutation(k), np.zeros(k), hi)
+        assert math.fsum(w) == pytest.approx(1.0, abs=1e-12)
+        # A vertex of {sum w = 1, 0 <= w <= hi}: at most one weight strictly between its bounds.
+        assert np.sum((w > 1e-12) & (w < hi - 1e-12)) <= 1
+
+
+def test_share_capped_closed_form() -> None:
+    # y = (.7, .2, .1), w0 capped at .5: w0 pinned, the other .5 shared 2:1 -> (.5, 1/3, 1/6).
+    w = share_capped(np.array([0.7, 0.2, 0.1]), np.zeros(3), np.array([0.5, 1.0, 1.0]))
+    np.testing.assert_allclose(w, [0.5, 1 / 3, 1 / 6], atol=1e-15)
+    # With minimums: w = lo + (1 - sum lo) y when nothing is capped.
+    w = share_capped(np.array([0.5, 0.5]), np.array([0.2, 0.0]), np.ones(2))
+    np.testing.assert_allclose(w, [0.6, 0.4], atol=1e-15)
+
+
+def test_carry_renormalises_removed_tasks_and_zeroes_new_ones() -> None:
+    space = SearchSpace(["a", "b", "d"])
+    # Task c (0.2) is gone: a, b renormalised by 0.8; the new task d starts at 0.
+    carried = space.carry({"a": 0.5, "b": 0.3, "c": 0.2}, max_removed=0.25)
+    assert carried == pytest.approx({"a": 0.625, "b": 0.375, "d": 0.0}, abs=1e-15)
+    # More of the data removed than allowed: dropped.
+    assert space.carry({"a": 0.4, "b": 0.3, "c": 0.3}, max_removed=0.25) is None
+    # Carried weights outside the new bounds: dropped; inside: kept.
+    capped = SearchSpace(["a", "b", "d"], bounds={"a": (0.0, 0.6)})
+    assert capped.carry({"a": 0.5, "b": 0.3, "c": 0.2}, max_removed=0.25) is None
+    assert capped.carry({"a": 0.45, "b": 0.45, "c": 0.1}, max_removed=0.25) == pytest.approx(
+        {"a": 0.5, "b": 0.5, "d": 0.0}, abs=1e-15
+    )
+    # A hyperparameter the old sweep lacked takes its default, or the point is dropped.
+    hp = SearchSpace(
+        ["a", "b"], hyperparameters={"lr": {"type": "float", "low": 0.0, "high": 1.0, "default": 0.3}}
+    )
+    assert hp.carry({"a": 0.5, "b": 0.5}, max_removed=0.0) == {"a": 0.5, "b": 0.5, "lr": 0.3}
+    nodef = SearchSpace(["a", "b"], hyperparameters={"lr": {"type": "float", "low": 0.0, "high": 1.0}})
+    assert nodef.carry({"a": 0.5, "b": 0.5}, max_removed=0.0) is None
+    assert nodef.carry({"a": 0.5, "b": 0.5, "lr": 0.7}, max_removed=0.0) == {"a": 0.5, "b": 0.5, "lr": 0.7}

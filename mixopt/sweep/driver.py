@@ -30,7 +30,17 @@ from mixopt.sweep.verify import (
     run_verification,
 )
 from mixopt.sweep.worker import run_trial
-from mixopt.tracking import FAILURE, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking import (
+    FAILURE,
+    PROPOSAL,
+    STAGE,
+    STATE_PATH,
+    STATUS,
+    TRIAL_ID,
+    WARM_START,
+    SweepTracker,
+    recorded_optimizer_state,
+)
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -204,6 +214,7 @@ def run_sweep(
             )
     else:
         opt = MixtureOptimizer.from_experiment(exp)
+        warm = warm_start(opt, exp, uri)
         seeds = json.dumps(list(exp.search.seed_mixtures), indent=1)
         parent_id = tracker.start_sweep(
             exp.name,
@@ -215,12 +226,15 @@ def run_sweep(
                 "trainer": exp.trainer.target,
                 "steps": exp.trainer.steps,
                 "tasks": ",".join(exp.task_names),
+                **warm,
             },
             artifacts={"config.yaml": dump_experiment(exp), "seed_mixtures.json": seeds},
         )
         storage = storage_dir(exp, parent_id)
         state_path = storage / "optimizer_state.json"
         tracker.set_tags(parent_id, {STATE_PATH: str(state_path)})
+        if warm:
+            tracker.set_tags(parent_id, {WARM_START: warm["warm_start"]})
         done, reruns, next_index = 0, [], 0
     tracker.show_in_ui(parent_id, exp.task_names, list(exp.search.hyperparameters))
     state = State(opt, state_path)
@@ -378,6 +392,24 @@ def _tune(
     box["searcher"] = searcher
     tuner.fit()
     return searcher, callback, concurrent
+
+
+def warm_start(opt: Any, exp: Experiment, uri: str) -> dict[str, Any]:
+    """Apply ``optimizer.warm_start`` to a fresh optimizer; the parent run's params naming the source
+    (``{}`` without a warm start). Reused trials have origin "warm" in the optimizer state."""
+    cfg = exp.optimizer.warm_start
+    if cfg is None:
+        return {}
+    try:
+        if cfg.state is not None:
+            source, state = str(cfg.state), json.loads(Path(cfg.state).read_text())
+        else:
+            state, run_id = recorded_optimizer_state(uri, cfg.experiment)  # type: ignore[arg-type]
+            source = f"{cfg.experiment}/{run_id}"
+        reused, dropped = opt.warm_start(state, max_removed=cfg.max_removed, name=source)
+    except (OSError, LookupError, ValueError) as err:
+        raise SweepError(f"optimizer.warm_start: cannot reuse the earlier sweep: {err}") from None
+    return {"warm_start": source, "warm_start_reused": reused, "warm_start_dropped": dropped}
 
 
 def finish(
