@@ -367,6 +367,14 @@ def _fixed_searcher(todo: list[dict[str, Any]], tracker: SweepTracker, exp: Expe
         ) -> None:
             pass  # not told to the optimizer: the recommendation under test must not move
 
+        # Tune checkpoints its searcher; resume itself reads verify_plan.json and MLflow, so the
+        # checkpoint only has to hold the trials still queued.
+        def save(self, checkpoint_path: str) -> None:
+            atomic_write(Path(checkpoint_path), json.dumps(self.queue))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.queue = json.loads(Path(checkpoint_path).read_text())
+
     return FixedSearcher()
 
 
