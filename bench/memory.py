@@ -41,22 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from trainer import EMBEDDINGGEMMA  # noqa: E402  (bench/trainer.py: google/embeddinggemma-300m's shape)
 
-# google/embeddinggemma-300m's config.json (as bench/trainer.py).
-EMBEDDINGGEMMA = dict(
-    hidden_size=768,
-    num_hidden_layers=24,
-    num_attention_heads=3,
-    num_key_value_heads=1,
-    head_dim=256,
-    intermediate_size=1152,
-    vocab_size=262144,
-    query_pre_attn_scalar=256,
-    sliding_window=512,
-    max_position_embeddings=2048,
-    rope_theta=1_000_000.0,
-    rope_local_base_freq=10_000.0,
-)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
