@@ -41,13 +41,13 @@ soup: $(STAMP) ## Average the best trials of CONFIG's sweep into a model soup (R
 	$(BIN)/mixopt soup $(CONFIG) --runs $(RUNS)
 
 test: $(STAMP) ## Fast tests (no `slow`; `gpu` tests skip without CUDA)
-	$(BIN)/python -m pytest -q
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP) ## Slow tests only: end-to-end sweeps, resume after SIGKILL, multi-node Ray
-	$(BIN)/python -m pytest -q -m slow
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q -m slow
 
 test-all: $(STAMP) ## Every test
-	$(BIN)/python -m pytest -q -m 'slow or not slow'
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q -m 'slow or not slow'
 
 ui: $(STAMP) ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000

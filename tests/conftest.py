@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps an example database and a cache of constants in ./.hypothesis by default: the
+# suite writes nothing into the checkout (see working_tree_stays_clean), so no database (shrunk
+# failures are printed anyway) and its cache goes to a temporary directory removed at exit.
+settings.register_profile("mixopt", database=None)
+settings.load_profile("mixopt")
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="mixopt-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
 
 REPO = Path(__file__).resolve().parents[1]
 # Written by Python and pytest themselves, not by the code under test.
