@@ -244,6 +244,7 @@ def run_sweep(
     n_to_run = max(total - done, 0)
     t0 = time.monotonic()
     callback = None
+    concurrent = 0  # set by the search; the verification stage reuses it (one warning, not two)
     box: dict[str, Any] = {}  # the searcher, once made: its live trials are marked KILLED on Ctrl-C
     # Ctrl-C ends the sweep at once: KeyboardInterrupt reaches this thread instead of Tune's own
     # graceful stop (which would finish the sweep as if complete and point at Tuner.restore).
@@ -273,7 +274,7 @@ def run_sweep(
                 state,
                 storage,
                 make_trainable(exp, storage),
-                max_concurrent(exp),
+                concurrent or max_concurrent(exp),
                 lambda p: make_callback(tracker, p, exp, state),
                 Printer,
                 verbose,
