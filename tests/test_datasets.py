@@ -536,6 +536,7 @@ def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_p
         "trainer": {"target": "trainers.embedding:train", "steps": 3, "seed": 0, **options},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "storage": str(tmp_path / "runs"),
+        "verify": {"seeds": 0},  # the search trials alone are compared with the JSONL folders
     }
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
     experiment = load_experiment(tmp_path / "exp.yaml")

@@ -58,11 +58,14 @@ def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp
     from scipy.stats import spearmanr
     from sentence_transformers import SentenceTransformer
 
-    from mixopt.tracking import CHECKPOINT
+    from mixopt.tracking import CHECKPOINT, artifact_location
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("soups"), tags={CHECKPOINT: str(checkpoint.resolve())})
+    run = client.create_run(
+        client.create_experiment("soups", artifact_location=artifact_location(uri)),
+        tags={CHECKPOINT: str(checkpoint.resolve())},
+    )
     (checkpoint / "README.md").write_text("# Model soup\n\n## Ingredients\n\n(the soup's own card)\n")
     sts_prompt = "task: sentence similarity | query: "
     prompts = mteb_prompts(
@@ -145,11 +148,14 @@ def test_mixopt_eval_cli_runs_a_custom_task_named_by_import_path(checkpoint, tmp
     from typer.testing import CliRunner
 
     from mixopt.cli import app
-    from mixopt.tracking import CHECKPOINT
+    from mixopt.tracking import CHECKPOINT, artifact_location
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("trials"), tags={CHECKPOINT: str(checkpoint.resolve())})
+    run = client.create_run(
+        client.create_experiment("trials", artifact_location=artifact_location(uri)),
+        tags={CHECKPOINT: str(checkpoint.resolve())},
+    )
     r = CliRunner().invoke(
         app, ["eval", run.info.run_id, "--mteb-tasks", "mteb_local_tasks:LocalSTS", "--tracking-uri", uri]
     )

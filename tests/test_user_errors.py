@@ -34,6 +34,7 @@ def write_experiment(tmp_path: Path, data_dir: Path, text: str | None = None, **
         "trainer": {"target": "trainers.analytic:train", "steps": 10},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "storage": str(tmp_path / "runs"),
+        "verify": {"seeds": 0},  # these tests are about the search; tests/test_verify.py covers verification
     }
     for key, value in over.items():
         section, _, field = key.partition("__")
