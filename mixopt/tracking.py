@@ -250,10 +250,19 @@ class SweepTracker:
         self.log_params(run_id, params)
         return run_id
 
-    def restart_trial(self, run_id: str) -> None:
-        """A trial interrupted by a killed driver runs again in its own MLflow run."""
+    def restart_trial(self, run_id: str, params: Mapping[str, Any] | None = None) -> None:
+        """A trial interrupted by a killed driver runs again in its own MLflow run.
+
+        ``params`` are the ones its first start logs: a driver killed between creating the run and
+        logging them left some out, so the missing ones are logged now (MLflow params are write-once).
+        """
         retry(lambda: self.client.update_run(run_id, status="RUNNING"), "restart trial")
         self.set_tags(run_id, {STATUS: "RUNNING", FAILURE: ""})
+        if params:
+            have = retry(lambda: self.client.get_run(run_id), "read trial run").data.params
+            missing = {k: v for k, v in params.items() if k not in have}
+            if missing:
+                self.log_params(run_id, missing)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -399,6 +399,21 @@ def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Pat
     assert closed.data.tags["mixopt.checkpoint"] == str(tmp_path / "trial-003" / "model")
 
 
+def test_restart_fills_in_the_params_a_kill_left_unlogged(tmp_path: Path) -> None:
+    """A driver killed between creating a trial's run and logging its params: the rerun logs them."""
+    from mixopt.tracking import PARENT, ROLE, STATUS, TRIAL_ID, SweepTracker
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "restart")
+    parent = tracker.start_sweep("s", {}, {})
+    tags = {ROLE: "trial", PARENT: parent, TRIAL_ID: "trial-000", STATUS: "RUNNING"}
+    bare = tracker.client.create_run(tracker.experiment_id, run_name="trial-000", tags=tags).info.run_id
+    tracker.client.log_param(bare, "origin", "seed")  # one param made it before the kill
+    tracker.restart_trial(bare, {"origin": "seed", "seed": "7", "w.a": "0.25"})
+    assert tracker.client.get_run(bare).data.params == {"origin": "seed", "seed": "7", "w.a": "0.25"}
+    tracker.restart_trial(bare, {"origin": "seed", "seed": "7", "w.a": "0.25"})  # again: a no-op
+    assert tracker.client.get_run(bare).data.tags[STATUS] == "RUNNING"
+
+
 # ---------------------------------------------------------------------- the verification stage
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.config import Experiment, dump_experiment
-from mixopt.sweep.callback import make_callback, trial_name
+from mixopt.sweep.callback import make_callback
 from mixopt.sweep.checks import check_data, concurrency_warning, trial_slots
 from mixopt.sweep.common import (
     State,
@@ -18,6 +18,7 @@ from mixopt.sweep.common import (
     SweepInterrupted,
     SweepSummary,
     absolute_options,
+    fit_tuner,
     storage_dir,
 )
 from mixopt.sweep.progress import Printer, print_summary, warn
@@ -340,7 +341,6 @@ def _tune(
     box: dict[str, Any],
 ) -> tuple[Any, Any, int]:
     """Run the trials with Ray Tune; return the searcher, the callback and the concurrency limit."""
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     parent_id = tracker.parent_id
@@ -370,28 +370,8 @@ def _tune(
             f"(experiment {exp.experiment_name!r}, run {parent_id}); checkpoints in {storage}",
             flush=True,
         )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=n_to_run,
-            max_concurrent_trials=concurrent,
-            reuse_actors=True,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=f"tune-{int(time.time())}",
-            storage_path=str(storage / "tune"),
-            verbose=0,
-            callbacks=[callback],
-            failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
-            progress_reporter=None,
-        ),
-    )
     box["searcher"] = searcher
-    tuner.fit()
+    fit_tuner(exp, trainable, searcher, n_to_run, concurrent, callback, storage, "tune", scheduler)
     return searcher, callback, concurrent
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from mixopt.config import Experiment
 from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
-from mixopt.tracking import SweepTracker
+from mixopt.tracking import SweepTracker, mixture_params
 
 
 def search_seed(base: int, trial_id: str) -> int:
@@ -48,8 +48,16 @@ def make_searcher(
             opt = state.optimizer
             if reruns:
                 trial_id, run_id, proposal = reruns.pop(0)
-                tracker.restart_trial(run_id)
                 origin = "rerun"
+                try:
+                    first_origin = opt.origin(proposal)
+                except ValueError:  # a run MLflow has and the saved state does not
+                    first_origin = origin
+                tracker.restart_trial(
+                    run_id,
+                    mixture_params(proposal, exp.task_names)
+                    | {"origin": first_origin, "seed": str(search_seed(exp.trainer.seed, trial_id))},
+                )
             else:
                 proposal = opt.ask(1)[0]
                 state.save()

@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mixopt.config import Experiment
-from mixopt.sweep.common import State, atomic_write, top_weights
-from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
+from mixopt.sweep.common import State, atomic_write, fit_tuner, top_weights
+from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker, mixture_params
 
 PLAN_FILE = "verify_plan.json"
 PLAN_FORMAT = "mixopt.verify_plan"
@@ -272,7 +271,6 @@ def run_verification(
     ``make_callback(printer)`` the sweep's MLflow callback. Returns None when there is nothing to
     recommend (no successful search trial).
     """
-    from ray import tune
 
     parent_id = tracker.parent_id
     assert parent_id is not None
@@ -304,26 +302,8 @@ def run_verification(
                 f"{len(todo)} of {len(plan['trials'])} trials to run",
                 flush=True,
             )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=_fixed_searcher(todo, tracker, exp, printer),
-                num_samples=len(todo),
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-                trial_name_creator=lambda t: str(t.config.get("trial_id", t.trial_id)),
-                trial_dirname_creator=lambda t: str(t.config.get("trial_id", t.trial_id)),
-            ),
-            run_config=tune.RunConfig(
-                name=f"verify-{int(time.time())}",
-                storage_path=str(storage / "tune"),
-                verbose=0,
-                callbacks=[make_callback(printer)],
-                failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
-                progress_reporter=None,
-            ),
-        )
-        tuner.fit()
+        searcher = _fixed_searcher(todo, tracker, exp, printer)
+        fit_tuner(exp, trainable, searcher, len(todo), concurrent, make_callback(printer), storage, "verify")
     runs = verify_runs(tracker, parent_id)
     outcomes = {
         tid: (run.data.tags.get(STATUS, "RUNNING"), run.data.metrics.get("objective"))
@@ -346,8 +326,12 @@ def _fixed_searcher(todo: list[dict[str, Any]], tracker: SweepTracker, exp: Expe
                 return Searcher.FINISHED
             t = self.queue.pop(0)
             if t["run_id"] is not None:
-                tracker.restart_trial(t["run_id"])
                 run_id = t["run_id"]
+                tracker.restart_trial(
+                    run_id,
+                    mixture_params(t["proposal"], exp.task_names)
+                    | {"origin": "verify", "seed": str(t["seed"]), "verify.arm": t["arm"]},
+                )
             else:
                 run_id = tracker.start_trial(
                     t["trial_id"],
