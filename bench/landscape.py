@@ -194,6 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     eval_s = sum(r["eval_seconds"] for r in results) / len(results)
     cpu = [r["cpu_seconds"] for r in results]
     print(f"\npooled seed sd    {pooled:.4f}")
+    by_task = {
+        n: math.sqrt(
+            sum(
+                _mean_sd([r["scores"][n] for r in results if tuple(r["weights"]) == tuple(w)])[1] ** 2
+                for _, w in mixtures
+            )
+            / len(mixtures)
+        )
+        for n in names
+    }
+    print(
+        "  per task         "
+        + ", ".join(f"{n} {sd:.4f}" for n, sd in by_task.items())
+        + " (pooled sd of each score)"
+    )
     print(f"best              {best[0]} {tuple(round(x, 3) for x in best[1])}  mean {best[2]:.4f}")
     print(f"uniform           mean {uniform[2]:.4f}")
     print(f"effect            {effect:+.4f}")

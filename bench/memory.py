@@ -74,7 +74,7 @@ def child(args: argparse.Namespace) -> None:
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     from trainers.losses import LossWeights
-    from trainers.model import Encoder, _new_dense
+    from trainers.model import Encoder, new_dense
     from trainers.training import Stepper, Tokenized, prepare_inputs
 
     torch.set_num_threads(args.threads)
@@ -83,7 +83,7 @@ def child(args: argparse.Namespace) -> None:
     )
     torch.manual_seed(0)
     transformer = Gemma3TextModel._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
-    encoder = Encoder(transformer, _new_dense(config.hidden_size, 0)).float().train()
+    encoder = Encoder(transformer, new_dense(config.hidden_size, 0)).float().train()
     n_params = sum(p.numel() for p in encoder.parameters())
     stepper = Stepper(
         encoder,

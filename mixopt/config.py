@@ -327,6 +327,9 @@ class OptimizerConfig(_Frozen):
     # None: as many as the cluster has GPUs (CPU slots when it has none).
     max_concurrent: StrictInt | None = Field(None, ge=1)
     random_state: StrictInt = 0
+    # The seed-to-seed sd of a trial's objective, in objective units, when known (the verification
+    # stage prints it): centres the GP's noise prior there (mixopt.optimizer._make_gp).
+    noise_sd: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     warm_start: WarmStartConfig | None = None
 
     @field_validator("dirichlet_alpha")

@@ -239,6 +239,7 @@ class MixtureOptimizer:
         random_state: int = 0,
         hyperparameters: Mapping[str, Any] | None = None,
         bounds: Mapping[str, Any] | None = None,
+        noise_sd: float | None = None,
     ) -> None:
         self._space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         space = self._space
@@ -261,6 +262,14 @@ class MixtureOptimizer:
         if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
             raise ValueError(f"random_state must be an integer, got {random_state!r}")
         self.random_state = int(random_state)
+        if noise_sd is not None and (
+            isinstance(noise_sd, bool)
+            or not isinstance(noise_sd, (int, float))
+            or not math.isfinite(noise_sd)
+            or noise_sd <= 0
+        ):
+            raise ValueError(f"noise_sd must be a positive finite number (objective units), got {noise_sd!r}")
+        self.prior_noise_sd = None if noise_sd is None else float(noise_sd)
         self.dirichlet_alpha: float | dict[str, float] = self._check_alpha(dirichlet_alpha)
         self._alpha = np.array(
             [
@@ -297,6 +306,7 @@ class MixtureOptimizer:
             random_state=exp.optimizer.random_state,
             hyperparameters=exp.search.hyperparameters,
             bounds=exp.search.bounds,
+            noise_sd=exp.optimizer.noise_sd,
         )
 
     def _check_alpha(self, alpha: float | Mapping[str, float]) -> float | dict[str, float]:
@@ -691,7 +701,7 @@ class MixtureOptimizer:
         for attempt, (noise_floor, jitter) in enumerate(FIT_ATTEMPTS):
             try:
                 with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
-                    model = _make_gp(x, y, noise_floor, self._space.n_tasks)
+                    model = _make_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
                     _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
                     model.eval()
                     with torch.no_grad():
@@ -921,6 +931,7 @@ class MixtureOptimizer:
                 "random_state": self.random_state,
                 "hyperparameters": space.hyperparameters_json(),
                 "bounds": space.bounds_json(),
+                "noise_sd": self.prior_noise_sd,
             },
             "warm_source": self.warm_source,
             "asked": [{"proposal": dict(p), "origin": o} for p, o in self._asked],
@@ -952,6 +963,7 @@ class MixtureOptimizer:
                 random_state=c["random_state"],
                 hyperparameters=c["hyperparameters"],
                 bounds={t: tuple(b) for t, b in c["bounds"].items()},
+                noise_sd=c.get("noise_sd"),  # absent from states written before it existed
             )
             asked = [(dict(a["proposal"]), str(a["origin"])) for a in state["asked"]]
             pending = [int(i) for i in state["pending"]]
@@ -972,7 +984,9 @@ class MixtureOptimizer:
         return opt
 
 
-def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int) -> SingleTaskGP:
+def _make_gp(
+    x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int, noise_sd: float | None = None
+) -> SingleTaskGP:
     """SingleTaskGP in float64 with Standardize(1) outcomes and a simplex-aware Matern-5/2 kernel.
 
     ``k(x, x') = k_w(w, w') * k_h(h, h')``: ``k_w`` is Matern-5/2 on the K weight features with
@@ -982,7 +996,15 @@ def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: in
     inflates sigma along those axes and drags UCB onto the simplex's faces (bench/optimizer.py:
     at K=17 the shared lengthscale cut the median regret at 32 trials about 3x). Both blocks get
     the dimension-scaled LogNormal lengthscale prior of Hvarfner et al. (arXiv:2402.02229) for
-    their own dimension; the noise prior is botorch's LogNormal(-4, 1) with a floor.
+    their own dimension.
+
+    Noise: the likelihood's noise variance is in standardised units (``Standardize``). Without
+    ``noise_sd`` its prior is botorch's LogNormal(-4, 1) (median sd 0.14 std(y)), with a floor. On a
+    few noisy trials that prior wins over the data: the tiny experiment's 8 trials fitted a noise sd
+    of 0.002-0.004 where its trainer seeds spread by 0.018 (bench/landscape.py), and the posterior
+    mean then follows the luckiest seed. ``noise_sd`` (objective units, e.g. the verification
+    stage's measured seed sd) centres the prior on ``(noise_sd / std(y))^2`` instead, with a log-sd
+    of 0.5 (a factor 1.3 on the sd), so a few trials cannot talk it down and many can still move it.
 
     Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values.
     """
@@ -998,7 +1020,13 @@ def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: in
         covar = covar * get_covar_module_with_dim_scaled_prior(
             ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
         )
-    noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
+    if noise_sd is None:
+        noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
+    else:
+        y_sd = float(y.std()) if len(y) > 1 else 0.0
+        # All values equal: Standardize leaves them at unit scale; keep the prior finite.
+        var = (noise_sd / y_sd) ** 2 if y_sd > 0 else 1.0
+        noise_prior = LogNormalPrior(loc=math.log(max(var, 2 * noise_floor)), scale=0.5)
     likelihood = GaussianLikelihood(
         noise_prior=noise_prior,
         noise_constraint=GreaterThan(

@@ -2,8 +2,8 @@
 
 ``synthesize(out, n_tasks, seed)`` writes ``out/<task>/{train,dev}.jsonl`` for ``n_tasks`` tasks
 of mixed kinds (retrieval, STS, classification, in turn), ``out/model/`` (a tiny random-init
-bidirectional Gemma3 encoder with its word-level tokenizer, loadable by transformers exactly like a
-hub checkpoint) and ``out/synth.json`` (what was generated and why).
+bidirectional Gemma3 encoder with its word-level tokenizer and Dense projections, in the
+sentence-transformers layout of ``google/embeddinggemma-300m``, loaded by the same loader) and ``out/synth.json`` (what was generated and why).
 
 The mechanism
 -------------
@@ -269,8 +269,16 @@ def tiny_gemma_config(vocab_size: int, **sizes: Any):
     return Gemma3TextConfig(**kw)
 
 
-def write_tiny_model(out_dir: str | Path, tokenizer, seed: int = 0, **sizes: Any) -> Path:
-    """Write a random-init tiny Gemma3 encoder and ``tokenizer`` to ``out_dir`` (safetensors)."""
+def write_tiny_model(
+    out_dir: str | Path, tokenizer, seed: int = 0, *, dense: bool = False, **sizes: Any
+) -> Path:
+    """Write a random-init tiny Gemma3 encoder and ``tokenizer`` to ``out_dir`` (safetensors).
+
+    ``dense=False``: a bare transformers checkpoint (a trial adds new Dense layers from its seed).
+    ``dense=True``: a sentence-transformers directory with EmbeddingGemma's Dense projections
+    (d→4d→d) drawn from ``seed``, the layout ``google/embeddinggemma-300m`` ships in: every trial
+    starts from the same projections, whatever its trainer seed, as on the real model.
+    """
     import torch
     from transformers import Gemma3TextModel
 
@@ -279,6 +287,13 @@ def write_tiny_model(out_dir: str | Path, tokenizer, seed: int = 0, **sizes: Any
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma3TextModel(config)
+    if dense:
+        from trainers.model import Encoder, new_dense, save_sentence_transformer
+
+        encoder = Encoder(model, new_dense(config.hidden_size, seed))
+        return save_sentence_transformer(
+            encoder, tokenizer, out_dir, prompts={}, max_seq_length=config.max_position_embeddings
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -331,7 +346,7 @@ def synthesize(
             for split, n in (("train", spec.n_train), ("dev", spec.n_dev)):
                 _write_jsonl(tmp / plan["name"] / f"{split}.jsonl", [writer.row(split) for _ in range(n)])
         if with_model:
-            write_tiny_model(tmp / "model", build_tokenizer(PROMPT_WORDS + all_words), seed=seed)
+            write_tiny_model(tmp / "model", build_tokenizer(PROMPT_WORDS + all_words), seed=seed, dense=True)
         meta = {
             "seed": seed,
             "spec": {k: v for k, v in spec.__dict__.items()},

@@ -203,6 +203,13 @@ BAD = [
         "max_trials: 0",
     ),
     (
+        "noise_sd_zero",
+        GOOD.replace("max_trials: 8", "max_trials: 8\n  noise_sd: 0"),
+        "optimizer.noise_sd",
+        "greater than 0",
+        "noise_sd: 0",
+    ),
+    (
         "bad_target",
         GOOD.replace("trainers.embedding:train", "trainers/embedding.py"),
         "trainer.target",

@@ -630,6 +630,32 @@ def test_noise_sd_estimates_the_observation_noise() -> None:
         assert estimate is not None and 0.7 * noise < estimate < 1.3 * noise, (noise, estimate)
 
 
+def test_a_known_noise_sd_holds_on_few_trials_and_yields_to_many() -> None:
+    """``noise_sd`` centres the noise prior: 8 noisy trials keep it, 150 trials move it."""
+
+    def run(n: int, true_noise: float, amplitude: float, noise_sd: float, rs: int) -> MixtureOptimizer:
+        opt = MixtureOptimizer(REC_TASKS, n_seeds=n, random_state=rs, bounds=REC_BOUNDS, noise_sd=noise_sd)
+        rng = np.random.default_rng(100 + rs)
+        for p in opt.ask(n):
+            d = weights(p, REC_TASKS) - REC_CENTRE
+            opt.tell(p, 1.0 - amplitude * float(d @ d) + rng.normal(0.0, true_noise))
+        return opt
+
+    for rs in range(3):  # a weak signal under seed-like noise, as in a short trial
+        estimate = run(8, 0.02, 2.0, 0.02, rs).noise_sd()
+        assert estimate is not None and 0.7 * 0.02 < estimate < 1.3 * 0.02, (rs, estimate)
+    # A prior twice too large gives way to 150 observations of noise 0.01.
+    estimate = run(150, 0.01, 20.0, 0.02, 0).noise_sd()
+    assert estimate is not None and 0.7 * 0.01 < estimate < 1.3 * 0.01, estimate
+    restored = MixtureOptimizer.from_state_dict(
+        json.loads(json.dumps(run(8, 0.02, 2.0, 0.02, 0).state_dict()))
+    )
+    assert restored.prior_noise_sd == 0.02
+    for bad in (0, -0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="noise_sd"):
+            MixtureOptimizer(REC_TASKS, noise_sd=bad)
+
+
 def test_recommend_survives_the_state_round_trip() -> None:
     opt = _noisy_bowl_optimizer(n=40, noise=0.01, random_state=1)
     opt.ask(2)  # pending proposals are not observations: they must not change the answer

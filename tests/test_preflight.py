@@ -49,7 +49,7 @@ def tiny_experiment(synth_root: Path, **trainer) -> dict:
 
 def test_the_worst_case_takes_the_largest_batch_and_length_of_the_search_space(synth_root):
     raw = tiny_experiment(synth_root)
-    raw["search"]["hyperparameters"].update(
+    raw["search"].setdefault("hyperparameters", {}).update(
         batch_size={"type": "int", "low": 4, "high": 24},
         max_seq_length={"type": "categorical", "choices": [16, 48, 32]},
         gradient_checkpointing={"type": "categorical", "choices": [True, False]},
@@ -155,10 +155,13 @@ def test_preflight_on_the_tiny_experiment_fits_and_prints_its_figures(synth_root
     for figure in ("peak memory", "step time", "tokens/s", "MFU", "trial time", "CPU-hours", "fits:"):
         assert figure in out, figure
     assert "batch_size 16 x 3 sides" in out and "x 32 tokens" in out
-    # 8 trials of 40 steps, each step's time as printed.
+    # The search's and the verification's trials, each of the YAML's steps at the printed step time.
+    raw = yaml.safe_load(config.read_text())
+    n_trials = raw["optimizer"]["max_trials"] + 2 * raw["verify"]["seeds"]
+    assert f"{raw['optimizer']['max_trials']} + {2 * raw['verify']['seeds']} verification trials" in out
     step = float(re.search(r"step time\s+([\d.]+) s", out).group(1))
     hours = float(re.search(r"= ([\d.]+) CPU-hours", out).group(1))
-    assert hours == pytest.approx(8 * 40 * step / 3600, abs=0.051)
+    assert hours == pytest.approx(n_trials * raw["trainer"]["steps"] * step / 3600, abs=0.051)
 
     result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1", "--memory-limit-gb", "0.001"])
     assert result.exit_code == 1

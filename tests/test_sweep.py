@@ -454,6 +454,8 @@ def _check_verification_record(
     assert m["verify.diff"] == pytest.approx(float(np.mean(np.subtract(rec, base))), abs=1e-12)
     assert (m["verify.ci_low"], m["verify.ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
     assert {"recommended.mean_pred", "recommended.sd_pred", "gp.noise_sd"} <= set(m)
+    pooled = np.sqrt((np.var(rec, ddof=1) + np.var(base, ddof=1)) / 2)
+    assert m["verify.seed_sd"] == pytest.approx(pooled, rel=1e-9)
     with_artifact = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "recommended.json" in with_artifact
     doc = json.loads(

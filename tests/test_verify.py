@@ -87,6 +87,19 @@ def test_verdicts_say_plainly_what_the_interval_says() -> None:
     assert "WORSE than baseline by -0.048" in summarise(plan, worse).line
 
 
+def test_seed_sd_pools_the_two_arms_variances() -> None:
+    import statistics
+
+    plan = _plan()
+    rec, base = [0.6, 0.5, 0.62, 0.55], [0.55, 0.56, 0.58, 0.57]
+    out = {f"verify-r{j:02d}": ("FINISHED", rec[j]) for j in range(4)}
+    out |= {f"verify-b{j:02d}": ("FINISHED", base[j]) for j in range(4)}
+    expected = ((statistics.variance(rec) + statistics.variance(base)) / 2) ** 0.5
+    assert summarise(plan, out).seed_sd == pytest.approx(expected, rel=1e-12)
+    one = summarise(plan, {"verify-r00": ("FINISHED", 0.6), "verify-b00": ("FINISHED", 0.5)})
+    assert one.seed_sd is None
+
+
 def test_failed_trials_drop_their_pair_and_are_counted() -> None:
     plan = _plan()
     out = {f"verify-r{j:02d}": ("FINISHED", 0.6 + 0.01 * j) for j in range(4)}

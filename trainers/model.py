@@ -184,7 +184,7 @@ def _load_tokenizer(directory: Path) -> Any:
     return tokenizer
 
 
-def _new_dense(hidden: int, seed: int) -> list[nn.Linear]:
+def new_dense(hidden: int, seed: int) -> list[nn.Linear]:
     """EmbeddingGemma's randomly initialised projections g: d→4d and f: 4d→d, from ``seed``.
 
     Weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the scale of ``nn.Linear``'s default, drawn from a
@@ -266,7 +266,7 @@ def load_encoder(name_or_path: str | os.PathLike[str], *, seed: int = 0) -> Load
     transformer = _load_transformer(transformer_dir)
     hidden = int(transformer.config.hidden_size)
     if not dense:
-        dense = _new_dense(hidden, seed)
+        dense = new_dense(hidden, seed)
     if dense[0].in_features != hidden:
         raise ModelLoadError(
             f"{directory}: the first Dense layer expects {dense[0].in_features} inputs, the transformer gives {hidden}"

@@ -185,6 +185,18 @@ class VerifyResult:
     line: str = ""
 
     @property
+    def seed_sd(self) -> float | None:
+        """Seed-to-seed sd of the objective at a fixed mixture: the two arms' sample variances over
+        their seeds, pooled (each arm is one mixture trained with each seed). None below 2 pairs."""
+        if self.n < 2:
+            return None
+        variances = []
+        for values in ([r for _, r, _ in self.pairs], [b for _, _, b in self.pairs]):
+            mean = math.fsum(values) / len(values)
+            variances.append(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return math.sqrt(math.fsum(variances) / len(variances))
+
+    @property
     def n(self) -> int:
         return len(self.pairs)
 
@@ -394,6 +406,8 @@ def log_recommendation(
             value = getattr(result, name)
             if value is not None:
                 metrics[f"verify.{name}"] = value
+        if result.seed_sd is not None:
+            metrics["verify.seed_sd"] = result.seed_sd
         if result.pairs:
             metrics["verify.recommended_mean"] = math.fsum(r for _, r, _ in result.pairs) / result.n
             metrics["verify.baseline_mean"] = math.fsum(b for _, _, b in result.pairs) / result.n
@@ -404,6 +418,7 @@ def log_recommendation(
             "failed_trials": result.failed,
             "diff": result.diff,
             "ci95": [result.ci_low, result.ci_high],
+            "seed_sd": result.seed_sd,
             "summary": result.line,
         }
         tracker.set_tags(parent_id, {"mixopt.verify": result.line[:4000]})
@@ -432,4 +447,15 @@ def print_recommendation(
             what = "recommended (the best observed trial)"
         print(f"[mixopt] {what}: {weights}" + (f"; {hps}" if hps else "") + f" ({pred})", flush=True)
     if result is not None:
+        seed_sd = result.seed_sd
+        if seed_sd is not None:
+            note = ""
+            noise = record.get("noise_sd") if record is not None else None
+            if noise is not None and noise < 0.5 * seed_sd:
+                # The GP took the seed noise for signal: its posterior mean follows lucky trials.
+                note = (
+                    f"; the GP fitted {noise:.4f}: set optimizer.noise_sd: {seed_sd:.3g} so the next sweep "
+                    "does not take seed noise for signal"
+                )
+            print(f"[mixopt] seed-to-seed sd of the objective (verification, pooled): {seed_sd:.4f}{note}")
         print(f"[mixopt] {result.line}", flush=True)
