@@ -78,9 +78,41 @@ class Encoder(nn.Module):
         """The output (full Matryoshka) dimension."""
         return self.dense[-1].out_features if len(self.dense) else self.hidden_size
 
+    def attention_masks(self, attention_mask: Tensor) -> Tensor | dict[str, Tensor | None]:
+        """The per-layer-type 4-D masks of a bidirectional Gemma3 under SDPA, from the ``[B, L]`` mask.
+
+        transformers builds them itself on every forward through ``vmap`` over mask functions: on a
+        CPU that is a constant of several ms per mask type per forward, which GradCache pays twice per
+        chunk (bench/RESULTS.md, issue 11). For SDPA they are plain boolean tensors (True = attend):
+
+        - ``full_attention``: key ``j`` is not padding, ``[B, 1, L, L]``; None when nothing is padded
+          (checked only for a CPU tensor, to add no device sync), as transformers does, which lets
+          SDPA take its mask-free kernels;
+        - ``sliding_attention``: that and ``|i - j| < sliding_window`` (Gemma3's bidirectional window).
+
+        Other attention implementations (eager wants additive float masks) get the 2-D mask back,
+        and transformers builds theirs.
+        """
+        cfg = self.transformer.config
+        if getattr(cfg, "_attn_implementation", None) != "sdpa" or not cfg.use_bidirectional_attention:
+            return attention_mask
+        keep = attention_mask.bool()
+        b, length = keep.shape
+        full = keep[:, None, None, :].expand(b, 1, length, length)
+        masks: dict[str, Tensor | None] = {}
+        if "sliding_attention" in cfg.layer_types:
+            i = torch.arange(length, device=keep.device)
+            band = (i[:, None] - i[None, :]).abs() < cfg.sliding_window
+            masks["sliding_attention"] = full & band
+        unpadded = keep.device.type == "cpu" and bool(keep.all())
+        masks["full_attention"] = None if unpadded else full.contiguous()
+        return masks
+
     def token_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Last hidden states ``[B, L, d_M]``."""
-        out = self.transformer(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        out = self.transformer(
+            input_ids=input_ids, attention_mask=self.attention_masks(attention_mask), use_cache=False
+        )
         return out.last_hidden_state
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

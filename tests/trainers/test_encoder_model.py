@@ -270,3 +270,38 @@ def test_bench_facing_modules_import_no_pydantic_and_no_mixopt():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("window", [3, 512])
+def test_precomputed_masks_match_the_ones_transformers_builds(tmp_path, window):
+    """Encoder.token_states passes its own 4-D masks; transformers' mask path is the reference."""
+    model_dir = write_tiny_model(
+        tmp_path / "m",
+        build_tokenizer(WORDS),
+        seed=0,
+        hidden_size=32,
+        intermediate_size=64,
+        head_dim=16,
+        sliding_window=window,
+        num_hidden_layers=4,
+    )
+    enc = load_encoder(model_dir, seed=0).encoder.train()  # dropout is 0 in Gemma3: train == eval
+    torch.manual_seed(0)
+    ids = torch.randint(5, 60, (4, 9))
+    for mask in (
+        torch.ones(4, 9, dtype=torch.long),
+        torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7, [1] * 8 + [0]]),
+    ):
+        masks = enc.attention_masks(mask)
+        assert isinstance(masks, dict) and set(masks) == {"full_attention", "sliding_attention"}
+        ours = enc.token_states(ids, mask)
+        ours.pow(2).sum().backward()
+        grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+        enc.zero_grad()
+        ref = enc.transformer(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        ref.pow(2).sum().backward()
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+        for n, p in enc.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(grads[n], p.grad, rtol=1e-5, atol=1e-6)
+        enc.zero_grad()
