@@ -16,6 +16,7 @@ from mixopt.sweep.verify import (
     load_or_make_plan,
     make_plan,
     paired_interval,
+    print_recommendation,
     recommendation_record,
     summarise,
 )
@@ -98,6 +99,27 @@ def test_seed_sd_pools_the_two_arms_variances() -> None:
     assert summarise(plan, out).seed_sd == pytest.approx(expected, rel=1e-12)
     one = summarise(plan, {"verify-r00": ("FINISHED", 0.6), "verify-b00": ("FINISHED", 0.5)})
     assert one.seed_sd is None
+
+
+def test_the_sweep_suggests_noise_sd_when_the_gp_fitted_far_less(capsys) -> None:
+    plan = _plan()
+    rec, base = [0.70, 0.74, 0.72, 0.76], [0.66, 0.69, 0.70, 0.73]
+    out = {f"verify-r{j:02d}": ("FINISHED", rec[j]) for j in range(4)}
+    out |= {f"verify-b{j:02d}": ("FINISHED", base[j]) for j in range(4)}
+    result = summarise(plan, out)
+    record = {
+        "proposal": {"a": 0.5, "b": 0.3, "c": 0.2},
+        "source": "posterior_mean",
+        "mean_pred": 0.74,
+        "sd_pred": 0.004,
+    }
+    print_recommendation({**record, "noise_sd": 0.002}, result, TASKS)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"[mixopt] {result.line}"  # the verdict stays the last line
+    assert f"seed-to-seed sd of the objective (verification, pooled): {result.seed_sd:.4f}" in lines[-2]
+    assert f"set optimizer.noise_sd: {result.seed_sd:.3g}" in lines[-2]
+    print_recommendation({**record, "noise_sd": 0.9 * result.seed_sd}, result, TASKS)  # a GP that got it
+    assert "set optimizer.noise_sd" not in capsys.readouterr().out
 
 
 def test_failed_trials_drop_their_pair_and_are_counted() -> None:
