@@ -8,7 +8,9 @@ in its own subprocess: build the model, take the resident set size (RSS) as the 
 forward + backward of the trial trainer's step (:meth:`trainers.training.Stepper.backward`: the
 full loss with NCE, spread-out and four Matryoshka dims; no optimiser step, whose AdamW state is
 ``8 N`` bytes whatever the batch), and report the peak RSS above the baseline, sampled every
-millisecond by a thread reading ``/proc/self/statm`` (and checked against ``ru_maxrss``).
+millisecond by a thread reading ``/proc/self/statm`` (and checked against ``ru_maxrss``). The
+children run with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``), so freed
+tensors leave the RSS at once and its peak follows the live tensors (``--glibc-default`` to compare).
 
 That peak is ``gradients (4 N bytes) + activations``. Activation bytes per token are the slope of
 the peak between two token counts (the gradients cancel), for: no option, gradient checkpointing,
@@ -44,6 +46,7 @@ import torch  # noqa: E402
 from trainer import EMBEDDINGGEMMA  # noqa: E402  (bench/trainer.py: google/embeddinggemma-300m's shape)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+FIXED_MMAP = True  # --glibc-default turns it off (see measure())
 
 
 def rss() -> int:
@@ -144,7 +147,16 @@ def measure(batch: int, seq: int, mini_batch: int = 0, checkpointing: bool = Fal
     cmd = [sys.executable, __file__, "--child", "--batch", str(batch), "--seq", str(seq)]
     cmd += ["--mini-batch", str(mini_batch), "--threads", str(threads)]
     cmd += ["--checkpointing"] if checkpointing else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if FIXED_MMAP:
+        # glibc raises its mmap threshold after freeing a large block (up to 32 MiB), so later
+        # tensors come from the heap and freed memory stays in RSS: the peak RSS then counts
+        # memory no tensor holds (1.5 MiB/token for "none" at seq 256 with it, 0.56 without).
+        # A fixed threshold maps every tensor >= 128 KiB on its own and unmaps it when freed, so
+        # the peak RSS follows the live tensors, which is what a GPU's max_memory_allocated counts.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -173,7 +185,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["per-token", "sweep"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's dynamic mmap threshold on (peak RSS then includes freed heap memory)",
+    )
     args = parser.parse_args()
+    global FIXED_MMAP
+    FIXED_MMAP = not args.glibc_default
     if args.child:
         child(args)
         return
