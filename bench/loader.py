@@ -81,9 +81,14 @@ def main() -> None:
         tmp_path = Path(tmp)
         data = tmp_path / "data"
         synthesize(data, n_tasks=3, seed=0)
+        import yaml
+
         config = tmp_path / "tiny.yaml"
-        text = (REPO / "experiments" / "tiny_synthetic.yaml").read_text()
-        config.write_text(text.replace("data/synthetic/", f"{data}/"))
+        raw = yaml.safe_load((REPO / "experiments" / "tiny_synthetic.yaml").read_text())
+        # Only what a trial reads (tasks, trainer): sections added since --base would not load there.
+        raw = {key: raw[key] for key in ("name", "tasks", "trainer")}
+        raw["trainer"].pop("task_sampling", None)  # newer than --base; every side draws tasks at random
+        config.write_text(yaml.safe_dump(raw).replace("data/synthetic/", f"{data}/"))
         sides = [("prefetch 0", str(REPO), 0), ("prefetch 2", str(REPO), 2)]
         if args.base:
             base = tmp_path / "base"
