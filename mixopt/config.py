@@ -328,6 +328,9 @@ class OptimizerConfig(_Frozen):
     max_concurrent: StrictInt | None = Field(None, ge=1)
     random_state: StrictInt = 0
     warm_start: WarmStartConfig | None = None
+    # Model partial results (intermediate reports, trials stopped early by ASHA) with a GP over
+    # (mixture, fraction of the step budget); see mixopt/optimizer.py and bench/multifidelity.py.
+    multi_fidelity: bool = False
 
     @field_validator("dirichlet_alpha")
     @classmethod

@@ -65,6 +65,24 @@ space (the acquisition machinery above with botorch's ``PosteriorMean``, real ob
 with its predicted mean and sd; ``noise_sd()`` is the fitted observation-noise sd in objective
 units (the seed-to-seed spread, when every trial has its own trainer seed).
 
+**Multi-fidelity (opt-in: ``multi_fidelity=True``, config ``optimizer.multi_fidelity``).** Trials
+report the objective at intermediate steps, and a scheduler (ASHA) stops some early. With the
+option on, those partial results count, as in multi-fidelity BO over mixtures (ADMIRE-BayesOpt,
+arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
+value was measured at, with the kernel (see :func:`_make_mf_gp`)
+
+    k((x, s), (x', s')) = k_x(x, x') * k_s(s, s') + c * k_t(s, s'),
+
+``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
+``c * k_t`` a learning-curve trend shared by every mixture. Rows: every full-fidelity value
+(``tell``) at ``s = 1``, and for each trial with no successful full-fidelity value its latest
+partial value (``tell_partial`` while it runs; ``tell(p, value, fraction=f)`` when it was stopped
+early) at its fraction; a trial's final value supersedes its partial ones, which are not counted
+twice. Proposals, pending points' hallucinations, ``recommend()`` and ``predict()`` are at
+``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``). With the option off (the default),
+partial values are recorded in the state but not modelled, and a stopped trial is just taken.
+``bench/multifidelity.py`` measures both.
+
 **Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
 and the GP fit depends only on the observations, so the same calls give the same proposals, and
 ``from_state_dict(json.loads(json.dumps(opt.state_dict())))`` continues exactly as the original.
@@ -84,6 +102,7 @@ import gpytorch
 import numpy as np
 import torch
 from botorch.acquisition import PosteriorMean, UpperConfidenceBound
+from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -91,7 +110,7 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from botorch.optim import optimize_acqf
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel
+from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
@@ -203,6 +222,20 @@ class Recommendation:
 class _Fitted:
     model: SingleTaskGP
     jitter: float | None
+    # True for the multi-fidelity GP: its inputs have one more column, the fraction of the budget.
+    fidelity: bool = False
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., d) search features as model inputs: at full fidelity (s = 1) for the MF GP."""
+        if not self.fidelity:
+            return x
+        return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype)], dim=-1)
+
+    def at_full(self, acq: Any, dim: int) -> Any:
+        """An acquisition over the ``dim`` search features (the MF GP's fidelity column fixed at 1)."""
+        if not self.fidelity:
+            return acq
+        return FixedFeatureAcquisitionFunction(acq, d=dim + 1, columns=[dim], values=[1.0])
 
 
 class MixtureOptimizer:
@@ -224,6 +257,8 @@ class MixtureOptimizer:
             CategoricalParam, or the equivalent plain dicts (``{"type": "log_float", "low": 1e-5,
             "high": 1e-3}``).
         bounds: task -> ``mixopt.config.WeightBounds`` or ``(min, max)``; others get [0, 1].
+        multi_fidelity: model partial results (:meth:`tell_partial`, early-stopped trials) with a
+            GP over (features, fraction of the step budget); see the module docstring.
 
     Raises:
         ValueError: on any invalid argument, saying which and what to do.
@@ -239,6 +274,7 @@ class MixtureOptimizer:
         random_state: int = 0,
         hyperparameters: Mapping[str, Any] | None = None,
         bounds: Mapping[str, Any] | None = None,
+        multi_fidelity: bool = False,
     ) -> None:
         self._space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         space = self._space
@@ -261,6 +297,9 @@ class MixtureOptimizer:
         if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
             raise ValueError(f"random_state must be an integer, got {random_state!r}")
         self.random_state = int(random_state)
+        if not isinstance(multi_fidelity, bool):
+            raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
+        self.multi_fidelity = multi_fidelity
         self.dirichlet_alpha: float | dict[str, float] = self._check_alpha(dirichlet_alpha)
         self._alpha = np.array(
             [
@@ -278,6 +317,10 @@ class MixtureOptimizer:
         self._asked: list[tuple[Proposal, str]] = []
         self._pending: list[int] = []
         self._history: list[tuple[int, float | None]] = []
+        # Partial results (asked index, fraction of the step budget in (0, 1], value), in tell
+        # order, and the trials stopped early (no longer pending, no full-fidelity value).
+        self._partial: list[tuple[int, float, float]] = []
+        self._stopped: list[int] = []
         self._fit_cache: tuple[int, _Fitted | None] | None = None
         self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
         # Where reused observations came from (warm_start), recorded in the state.
@@ -297,6 +340,7 @@ class MixtureOptimizer:
             random_state=exp.optimizer.random_state,
             hyperparameters=exp.search.hyperparameters,
             bounds=exp.search.bounds,
+            multi_fidelity=exp.optimizer.multi_fidelity,
         )
 
     def _check_alpha(self, alpha: float | Mapping[str, float]) -> float | dict[str, float]:
@@ -366,6 +410,17 @@ class MixtureOptimizer:
     def history(self) -> list[tuple[dict[str, Any], float | None]]:
         """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
         return [(dict(self._asked[i][0]), v) for i, v in self._history]
+
+    @property
+    def partial(self) -> list[tuple[dict[str, Any], float, float]]:
+        """Partial results ``(proposal, fraction, value)`` in tell order (:meth:`tell_partial`, and
+        the last value of each trial stopped early)."""
+        return [(dict(self._asked[i][0]), f, v) for i, f, v in self._partial]
+
+    @property
+    def stopped(self) -> list[dict[str, Any]]:
+        """Proposals whose trial was stopped early (``tell(p, value, fraction < 1)``), in tell order."""
+        return [dict(self._asked[i][0]) for i in self._stopped]
 
     def origin(self, proposal: Mapping[str, Any]) -> str:
         """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"random"`` (fallback
@@ -469,7 +524,7 @@ class MixtureOptimizer:
         best = self.best()
         if best is None:
             return None
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         fallback = Recommendation(best[0], best[1], None, "best_observed")
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
@@ -502,7 +557,7 @@ class MixtureOptimizer:
         ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
         seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
         """
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             return None
         with _one_thread():
@@ -542,19 +597,42 @@ class MixtureOptimizer:
 
     def _cancelled_user_seed(self) -> Proposal | None:
         """A user seed mixture that was asked, then cancelled (never told): it is offered again first."""
-        live = [self._asked[i][0] for i in self._pending] + [self._asked[i][0] for i, _ in self._history]
+        live = (
+            [self._asked[i][0] for i in self._pending]
+            + [self._asked[i][0] for i, _ in self._history]
+            + [self._asked[i][0] for i in self._stopped]
+        )
         for seed in self._user_seeds[: len(self._asked)]:
             if seed not in live:
                 return seed
         return None
 
-    def tell(self, proposal: Mapping[str, Any], value: float | None) -> None:
+    def tell(self, proposal: Mapping[str, Any], value: float | None, fraction: float = 1.0) -> None:
         """Record a trial's result: a finite float to maximise, or None for a failed trial.
 
         ``proposal`` must equal (``==``) a dict returned by :meth:`ask`; a JSON round trip keeps
         it equal. Telling an already-told proposal again records a repeat observation.
+
+        ``fraction < 1``: the trial was stopped early (e.g. by ASHA) after that fraction of its
+        step budget, and ``value`` is the last objective it reported (None: it reported none). It
+        is no longer pending and is never proposed again; its value is a *partial* result
+        (:attr:`partial`), modelled at its fraction with ``multi_fidelity``, never a
+        full-fidelity observation (``best()`` ignores it).
         """
         value = self._check_value(value)
+        fraction = self._check_fraction(fraction, "tell")
+        if fraction < 1.0:
+            i = self._find(proposal, pending_only=True)
+            if i is None:
+                raise ValueError(
+                    f"tell(..., fraction={fraction}): {dict(proposal)} is not pending; only a running "
+                    "trial can be stopped early"
+                )
+            self._pending.remove(i)
+            self._stopped.append(i)
+            if value is not None:
+                self._partial.append((i, fraction, value))
+            return
         i = self._find(proposal, pending_only=True)
         if i is not None:
             self._pending.remove(i)
@@ -563,6 +641,37 @@ class MixtureOptimizer:
             if i is None:
                 raise ValueError(self._unknown_message("tell", proposal))
         self._history.append((i, value))
+
+    def tell_partial(self, proposal: Mapping[str, Any], value: float, fraction: float) -> None:
+        """Record an intermediate result of a running trial: its objective ``value`` after
+        ``fraction`` (in (0, 1]) of its step budget. The trial stays pending.
+
+        With ``multi_fidelity`` the GP uses the trial's latest partial value until its final value
+        arrives (which supersedes it); without, partial values are only kept in the state.
+        """
+        value = self._check_value(value)
+        if value is None:
+            raise ValueError("tell_partial(): value must be a finite float (a partial result has one)")
+        fraction = self._check_fraction(fraction, "tell_partial")
+        i = self._find(proposal, pending_only=True)
+        if i is None:
+            raise ValueError(
+                f"tell_partial(): {dict(proposal)} is not pending (never asked, already told or stopped); "
+                "partial results are for running trials"
+            )
+        self._partial.append((i, fraction, value))
+
+    @staticmethod
+    def _check_fraction(fraction: Any, method: str) -> float:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float, np.integer, np.floating))
+            or not 0.0 < float(fraction) <= 1.0
+        ):
+            raise ValueError(
+                f"{method}(): fraction is the share of the step budget done, in (0, 1]; got {fraction!r}"
+            )
+        return float(fraction)
 
     def cancel(self, proposal: Mapping[str, Any]) -> None:
         """Drop a pending proposal without a value (an interrupted trial); it may be proposed again."""
@@ -609,7 +718,7 @@ class MixtureOptimizer:
 
     def _taken_features(self) -> np.ndarray:
         """Features (m, dim) of the points a new proposal must not duplicate: pending and told ones."""
-        idx = list(dict.fromkeys(list(self._pending) + [i for i, _ in self._history]))
+        idx = list(dict.fromkeys(list(self._pending) + [i for i, _ in self._history] + self._stopped))
         for i in range(len(self._features), len(self._asked)):  # encode each asked proposal once
             self._features.append(self._space.encode(self._asked[i][0]))
         return np.array([self._features[i] for i in idx]) if idx else np.zeros((0, self._space.dim))
@@ -641,7 +750,7 @@ class MixtureOptimizer:
         return self._draw("seed", index)
 
     def _bo_proposal(self, index: int) -> tuple[Proposal, str]:
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
                 "proposal %d: %d successful observation(s), the GP needs %d; drawing from the Dirichlet prior",
@@ -674,15 +783,37 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ the GP
 
+    def _partial_rows(self) -> dict[int, tuple[float, float]]:
+        """Trial index -> (fraction, value) of its latest partial result (highest fraction, then
+        last told), for trials without a successful full-fidelity value: that value supersedes."""
+        full = {i for i, v in self._history if v is not None}
+        rows: dict[int, tuple[float, float]] = {}
+        for i, f, v in self._partial:
+            if i not in full and (i not in rows or f >= rows[i][0]):
+                rows[i] = (f, v)
+        return rows
+
+    def _n_rows(self) -> int:
+        """How many observations the GP is fitted on (partial ones only with ``multi_fidelity``)."""
+        n = sum(v is not None for _, v in self._history)
+        return n + len(self._partial_rows()) if self.multi_fidelity else n
+
     def _training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [(self._asked[i][0], v) for i, v in self._history if v is not None]
-        x = torch.tensor(np.array([self._space.encode(p) for p, _ in rows]), dtype=torch.float64)
-        y = torch.tensor([[v] for _, v in rows], dtype=torch.float64)
+        """``x`` (n, d) features (+ a fraction-of-budget column with ``multi_fidelity``), ``y`` (n, 1)."""
+        rows = [(self._asked[i][0], 1.0, v) for i, v in self._history if v is not None]
+        if self.multi_fidelity:
+            rows += [(self._asked[i][0], f, v) for i, (f, v) in self._partial_rows().items()]
+        feats = [self._space.encode(p) for p, _, _ in rows]
+        if self.multi_fidelity:
+            feats = [np.append(x, f) for x, (_, f, _) in zip(feats, rows)]
+        x = torch.tensor(np.array(feats), dtype=torch.float64)
+        y = torch.tensor([[v] for _, _, v in rows], dtype=torch.float64)
         return x, y
 
     def _fitted(self) -> _Fitted | None:
         """The GP fitted on the successful observations (cached until the next tell), or None."""
-        key = len(self._history)
+        # Partial results change the multi-fidelity GP's data; the single-fidelity key is unchanged.
+        key = len(self._history) + (len(self._partial) if self.multi_fidelity else 0)
         if self._fit_cache is not None and self._fit_cache[0] == key:
             return self._fit_cache[1]
         x, y = self._training_data()
@@ -691,14 +822,17 @@ class MixtureOptimizer:
         for attempt, (noise_floor, jitter) in enumerate(FIT_ATTEMPTS):
             try:
                 with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
-                    model = _make_gp(x, y, noise_floor, self._space.n_tasks)
+                    if self.multi_fidelity:
+                        model = _make_mf_gp(x, y, noise_floor, self._space.n_tasks)
+                    else:
+                        model = _make_gp(x, y, noise_floor, self._space.n_tasks)
                     _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
                     model.eval()
                     with torch.no_grad():
                         post = model.posterior(x)
                         if not (torch.isfinite(post.mean).all() and torch.isfinite(post.variance).all()):
                             raise FloatingPointError("the fitted GP predicts non-finite values at the data")
-                fitted = _Fitted(model, jitter)
+                fitted = _Fitted(model, jitter, self.multi_fidelity)
                 break
             except Exception as err:  # botorch/gpytorch/linalg errors alike: try the next setting
                 errors.append(f"{type(err).__name__}: {err}")
@@ -734,7 +868,7 @@ class MixtureOptimizer:
         if isinstance(proposals, Mapping):
             raise ValueError("predict() takes a list of proposals; wrap a single one as [proposal]")
         items = [self._space.check_proposal(p, f"predict(): proposals[{i}]") for i, p in enumerate(proposals)]
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             raise RuntimeError(
                 f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
@@ -753,7 +887,7 @@ class MixtureOptimizer:
             return np.zeros(0), np.zeros(0)
         x = torch.tensor(np.array([self._space.encode(p) for p in items]), dtype=torch.float64)
         with torch.no_grad(), _jitter(fitted.jitter):
-            post = fitted.model.posterior(x)
+            post = fitted.model.posterior(fitted.full(x))
             mean = post.mean.squeeze(-1).numpy().copy()
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
         return mean, sd
@@ -829,10 +963,11 @@ class MixtureOptimizer:
             model = fitted.model
             if hallucinated:
                 xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
+                xh = fitted.full(xh)  # pending trials will end at full fidelity
                 with torch.no_grad():
                     mean_h = model.posterior(xh).mean
                 model = model.condition_on_observations(xh, mean_h)
-            acq = UpperConfidenceBound(model, beta=self.beta**2)
+            acq = fitted.at_full(UpperConfidenceBound(model, beta=self.beta**2), space.dim)
 
             starts = self._start_points(rng)
             with torch.no_grad():
@@ -876,7 +1011,7 @@ class MixtureOptimizer:
         observed = [self._asked[i][0] for i, v in self._history if v is not None]
         with _seeded(self._seed("recommend", index)), _jitter(fitted.jitter), warnings.catch_warnings():
             warnings.simplefilter("ignore", InputDataWarning)
-            acq = PosteriorMean(fitted.model)
+            acq = fitted.at_full(PosteriorMean(fitted.model), space.dim)
             starts = np.concatenate([self._start_points(rng), [space.encode(p) for p in observed]], axis=0)
             with torch.no_grad():
                 values = acq(torch.tensor(starts, dtype=torch.float64).unsqueeze(1)).numpy()
@@ -921,11 +1056,14 @@ class MixtureOptimizer:
                 "random_state": self.random_state,
                 "hyperparameters": space.hyperparameters_json(),
                 "bounds": space.bounds_json(),
+                "multi_fidelity": self.multi_fidelity,
             },
             "warm_source": self.warm_source,
             "asked": [{"proposal": dict(p), "origin": o} for p, o in self._asked],
             "pending": list(self._pending),
             "history": [[i, v] for i, v in self._history],
+            "partial": [[i, f, v] for i, f, v in self._partial],
+            "stopped": list(self._stopped),
         }
 
     @classmethod
@@ -952,22 +1090,27 @@ class MixtureOptimizer:
                 random_state=c["random_state"],
                 hyperparameters=c["hyperparameters"],
                 bounds={t: tuple(b) for t, b in c["bounds"].items()},
+                # States written before multi-fidelity existed have neither key.
+                multi_fidelity=bool(c.get("multi_fidelity", False)),
             )
             asked = [(dict(a["proposal"]), str(a["origin"])) for a in state["asked"]]
             pending = [int(i) for i in state["pending"]]
             history = [(int(i), None if v is None else float(v)) for i, v in state["history"]]
-        except (KeyError, TypeError) as err:
+            partial = [(int(i), float(f), float(v)) for i, f, v in state.get("partial", [])]
+            stopped = [int(i) for i in state.get("stopped", [])]
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
                 f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
             ) from None
         n = len(asked)
         if any(o not in ORIGINS for _, o in asked) or any(
-            not 0 <= i < n for i in pending + [i for i, _ in history]
-        ):
+            not 0 <= i < n for i in pending + [i for i, _ in history] + [i for i, _, _ in partial] + stopped
+        ) or any(not (0.0 < f <= 1.0 and math.isfinite(v)) for _, f, v in partial):
             raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
         for i, (p, _) in enumerate(asked):
             opt._space.check_proposal(p, f"state asked[{i}]")
         opt._asked, opt._pending, opt._history = asked, pending, history
+        opt._partial, opt._stopped = partial, stopped
         opt.warm_source = state.get("warm_source")
         return opt
 
@@ -1013,8 +1156,63 @@ def _make_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: in
         )
 
 
+def _make_mf_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int) -> SingleTaskGP:
+    """The multi-fidelity GP: :func:`_make_gp`'s kernel on the features times a fidelity kernel,
+    plus a learning-curve trend (multi-fidelity BO over mixtures, ADMIRE-BayesOpt arXiv:2508.11551):
+
+        k((x, s), (x', s')) = k_x(x, x') * k_s(s, s') + c * k_t(s, s')
+
+    ``s`` (the last column of ``x``) is the fraction of the step budget a value was measured at.
+    ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
+    on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
+    ``s`` says about one at ``s'`` for the same mixture; ``c * k_t`` (a scaled Matern-5/2 on ``s``)
+    is the part of the learning curve every mixture shares (scores rise with steps), so that a low
+    value early in training is not read as a bad mixture. Both ``s`` lengthscales have a
+    LogNormal(0, 1) prior (median 1: the whole budget). Noise as :func:`_make_gp`'s.
+
+    Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values.
+    """
+    d = x.shape[-1] - 1
+    # k_x: the same construction as _make_gp's covariance (kept separate so that _make_gp and
+    # the single-fidelity path stay exactly as they are).
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
+    covar = MaternKernel(
+        nu=2.5,
+        active_dims=tuple(range(n_weights)),
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
+    )
+    if d > n_weights:
+        covar = covar * get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
+        )
+
+    def fidelity_kernel() -> MaternKernel:
+        s_prior = LogNormalPrior(loc=0.0, scale=1.0)
+        return MaternKernel(
+            nu=2.5,
+            active_dims=(d,),
+            lengthscale_prior=s_prior,
+            lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=1.0),
+        )
+
+    covar = covar * fidelity_kernel() + ScaleKernel(fidelity_kernel())
+    noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
+    likelihood = GaussianLikelihood(
+        noise_prior=noise_prior,
+        noise_constraint=GreaterThan(
+            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputDataWarning)
+        return SingleTaskGP(
+            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
+        )
+
+
 def _optimise(
-    acq: UpperConfidenceBound | PosteriorMean, space: SearchSpace, starts: np.ndarray
+    acq: UpperConfidenceBound | PosteriorMean | FixedFeatureAcquisitionFunction, space: SearchSpace, starts: np.ndarray
 ) -> np.ndarray:
     """Run SLSQP from each start over the polytope; categoricals stay at each start's values.
 
