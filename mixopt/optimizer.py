@@ -75,13 +75,15 @@ value was measured at, with the kernel (see :func:`_make_mf_gp`)
 
 ``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
 ``c * k_t`` a learning-curve trend shared by every mixture. Rows: every full-fidelity value
-(``tell``) at ``s = 1``, and for each trial with no successful full-fidelity value its latest
-partial value (``tell_partial`` while it runs; ``tell(p, value, fraction=f)`` when it was stopped
-early) at its fraction; a trial's final value supersedes its partial ones, which are not counted
-twice. Proposals, pending points' hallucinations, ``recommend()`` and ``predict()`` are at
-``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``). With the option off (the default),
-partial values are recorded in the state but not modelled, and a stopped trial is just taken.
-``bench/multifidelity.py`` measures both.
+(``tell``) at ``s = 1``, and each trial's partial values (``tell_partial`` while it runs;
+``tell(p, value, fraction=f)`` when it was stopped early) at their fractions: the latest value per
+fraction, at most ``MF_CURVE_POINTS`` per trial (thinned, the highest kept), so the GP sees how a
+mixture's early values relate to its final one. A trial's final value supersedes its fraction-1
+report (the same measurement, not counted twice). Proposals, pending points' hallucinations,
+``recommend()`` and ``predict()`` are at ``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``).
+With the option off (the default), partial values are recorded in the state but not modelled,
+and a stopped trial is only taken (never proposed again). ``bench/multifidelity.py`` measures
+both (bench/RESULTS.md).
 
 **Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
 and the GP fit depends only on the observations, so the same calls give the same proposals, and
@@ -127,6 +129,8 @@ ORIGINS = ("seed", "bo", "random", "warm")
 # the new sweep no longer has (its value says little about the renormalised rest).
 WARM_MAX_REMOVED = 0.25
 
+# Multi-fidelity: partial results per trial the GP is fitted on (see _partial_rows).
+MF_CURVE_POINTS = 3
 # A GP needs at least two successful observations to say anything about where to go next.
 MIN_OBSERVATIONS = 2
 # Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
@@ -783,14 +787,27 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ the GP
 
-    def _partial_rows(self) -> dict[int, tuple[float, float]]:
-        """Trial index -> (fraction, value) of its latest partial result (highest fraction, then
-        last told), for trials without a successful full-fidelity value: that value supersedes."""
+    def _partial_rows(self) -> list[tuple[int, float, float]]:
+        """The partial results the multi-fidelity GP is fitted on, ``(index, fraction, value)``.
+
+        Per trial, the latest value at each fraction (a repeated report replaces the earlier one);
+        fraction-1 partial values are dropped once the trial's full-fidelity value is told (it
+        supersedes them: the same measurement, not a second one); at most ``MF_CURVE_POINTS``
+        fractions per trial, evenly thinned, the highest always kept (the GP's cost grows with
+        the cube of its rows; a few points per curve say how low fidelities relate to the full).
+        """
         full = {i for i, v in self._history if v is not None}
-        rows: dict[int, tuple[float, float]] = {}
+        by_trial: dict[int, dict[float, float]] = {}
         for i, f, v in self._partial:
-            if i not in full and (i not in rows or f >= rows[i][0]):
-                rows[i] = (f, v)
+            if f < 1.0 or i not in full:
+                by_trial.setdefault(i, {})[f] = v
+        rows: list[tuple[int, float, float]] = []
+        for i, curve in by_trial.items():
+            fs = sorted(curve)
+            if len(fs) > MF_CURVE_POINTS:
+                keep = np.linspace(len(fs) - 1, 0, MF_CURVE_POINTS).round().astype(int)
+                fs = sorted({fs[j] for j in keep})
+            rows += [(i, f, curve[f]) for f in fs]
         return rows
 
     def _n_rows(self) -> int:
@@ -802,7 +819,7 @@ class MixtureOptimizer:
         """``x`` (n, d) features (+ a fraction-of-budget column with ``multi_fidelity``), ``y`` (n, 1)."""
         rows = [(self._asked[i][0], 1.0, v) for i, v in self._history if v is not None]
         if self.multi_fidelity:
-            rows += [(self._asked[i][0], f, v) for i, (f, v) in self._partial_rows().items()]
+            rows += [(self._asked[i][0], f, v) for i, f, v in self._partial_rows()]
         feats = [self._space.encode(p) for p, _, _ in rows]
         if self.multi_fidelity:
             feats = [np.append(x, f) for x, (_, f, _) in zip(feats, rows)]
@@ -1103,9 +1120,14 @@ class MixtureOptimizer:
                 f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
             ) from None
         n = len(asked)
-        if any(o not in ORIGINS for _, o in asked) or any(
-            not 0 <= i < n for i in pending + [i for i, _ in history] + [i for i, _, _ in partial] + stopped
-        ) or any(not (0.0 < f <= 1.0 and math.isfinite(v)) for _, f, v in partial):
+        if (
+            any(o not in ORIGINS for _, o in asked)
+            or any(
+                not 0 <= i < n
+                for i in pending + [i for i, _ in history] + [i for i, _, _ in partial] + stopped
+            )
+            or any(not (0.0 < f <= 1.0 and math.isfinite(v)) for _, f, v in partial)
+        ):
             raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
         for i, (p, _) in enumerate(asked):
             opt._space.check_proposal(p, f"state asked[{i}]")
@@ -1212,7 +1234,9 @@ def _make_mf_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights:
 
 
 def _optimise(
-    acq: UpperConfidenceBound | PosteriorMean | FixedFeatureAcquisitionFunction, space: SearchSpace, starts: np.ndarray
+    acq: UpperConfidenceBound | PosteriorMean | FixedFeatureAcquisitionFunction,
+    space: SearchSpace,
+    starts: np.ndarray,
 ) -> np.ndarray:
     """Run SLSQP from each start over the polytope; categoricals stay at each start's values.
 
