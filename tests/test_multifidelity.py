@@ -240,6 +240,34 @@ def test_the_config_option_reaches_the_optimizer() -> None:
     assert not MixtureOptimizer.from_experiment(exp()).multi_fidelity
 
 
+def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
+    """A trial ASHA stopped at step 10 of 40 whose tell was lost in a crash: resume's
+    reconciliation (real sqlite MLflow) tells it as a partial result at 10/40 with multi-fidelity,
+    as a full-fidelity value without (the single-fidelity sweep's behaviour)."""
+    from mixopt.sweep.resume import reconcile
+    from mixopt.tracking import SweepTracker
+
+    for mf in (True, False):
+        opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, multi_fidelity=mf)
+        p = opt.ask(2)
+        tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow_{mf}.db", "resume_mf")
+        parent = tracker.start_sweep("s", {}, {})
+        runs = [tracker.start_trial(f"trial-{i:03d}", p[i], TASKS, "seed", 0) for i in range(2)]
+        for step, v in ((5, 0.2), (10, 0.3)):
+            tracker.log_metrics(runs[0], {"objective": v}, step)
+        tracker.finish_trial(runs[0], "FINISHED", tags={"mixopt.stopped_early": "true"})
+        tracker.log_metrics(runs[1], {"objective": 0.6}, 40)
+        tracker.finish_trial(runs[1], "FINISHED")
+        restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+        done, reruns, _ = reconcile(restored, tracker, parent, 40, tmp_path)
+        assert done == 2 and not reruns and not restored.pending
+        if mf:
+            assert restored.stopped == [p[0]] and restored.partial == [(p[0], 0.25, 0.3)]
+            assert restored.history == [(p[1], 0.6)]
+        else:
+            assert not restored.stopped and sorted(v for _, v in restored.history) == [0.3, 0.6]
+
+
 @pytest.mark.slow
 def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) -> None:
     """A real sweep (local Ray, sqlite MLflow, analytic trainer reporting every 5 of 40 steps,
