@@ -115,7 +115,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import LogNormalPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from mixopt.config import Experiment
 from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex
@@ -1218,7 +1218,12 @@ def _make_mf_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights:
             lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=1.0),
         )
 
-    covar = covar * fidelity_kernel() + ScaleKernel(fidelity_kernel())
+    # Both terms have their own output scale: with the trend in the data, the standardised
+    # outcomes' unit variance is mostly the trend's, not the mixtures' (a unit-variance k_x * k_s
+    # would overstate how much the mixture matters, hence sigma, at full fidelity).
+    covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
+        fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
+    )
     noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
     likelihood = GaussianLikelihood(
         noise_prior=noise_prior,
