@@ -71,10 +71,11 @@ option on, those partial results count, as in multi-fidelity BO over mixtures (A
 arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
 value was measured at, with the kernel (see :func:`_make_mf_gp`)
 
-    k((x, s), (x', s')) = k_x(x, x') * k_s(s, s') + c * k_t(s, s'),
+    k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s'),
 
 ``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
-``c * k_t`` a learning-curve trend shared by every mixture. Rows: every full-fidelity value
+``c_2 * k_t`` a learning-curve trend shared by every mixture (output scales ``c_1``, ``c_2``
+fitted). Rows: every full-fidelity value
 (``tell``) at ``s = 1``, and each trial's partial values (``tell_partial`` while it runs;
 ``tell(p, value, fraction=f)`` when it was stopped early) at their fractions: the latest value per
 fraction, at most ``MF_CURVE_POINTS`` per trial (thinned, the highest kept), so the GP sees how a
@@ -1182,15 +1183,17 @@ def _make_mf_gp(x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights:
     """The multi-fidelity GP: :func:`_make_gp`'s kernel on the features times a fidelity kernel,
     plus a learning-curve trend (multi-fidelity BO over mixtures, ADMIRE-BayesOpt arXiv:2508.11551):
 
-        k((x, s), (x', s')) = k_x(x, x') * k_s(s, s') + c * k_t(s, s')
+        k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s')
 
     ``s`` (the last column of ``x``) is the fraction of the step budget a value was measured at.
     ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
     on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
-    ``s`` says about one at ``s'`` for the same mixture; ``c * k_t`` (a scaled Matern-5/2 on ``s``)
-    is the part of the learning curve every mixture shares (scores rise with steps), so that a low
-    value early in training is not read as a bad mixture. Both ``s`` lengthscales have a
-    LogNormal(0, 1) prior (median 1: the whole budget). Noise as :func:`_make_gp`'s.
+    ``s`` says about one at ``s'`` for the same mixture; ``c_2 * k_t`` (Matern-5/2 on ``s``) is the
+    part of the learning curve every mixture shares (scores rise with steps), so that a low value
+    early in training is not read as a bad mixture. Both ``s`` lengthscales have a LogNormal(0, 1)
+    prior (median 1: the whole budget); ``c_1``, ``c_2`` botorch's classic Gamma(2, 0.15) prior
+    (the single-fidelity GP has no output scale: there ``Standardize`` makes the mixtures' variance
+    1, here the trend takes much of it). Noise as :func:`_make_gp`'s.
 
     Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values.
     """
