@@ -331,6 +331,9 @@ class OptimizerConfig(_Frozen):
     # stage prints it): centres the GP's noise prior there (mixopt.optimizer._make_gp).
     noise_sd: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     warm_start: WarmStartConfig | None = None
+    # Model partial results (intermediate reports, trials stopped early by ASHA) with a GP over
+    # (mixture, fraction of the step budget); see mixopt/optimizer.py and bench/multifidelity.py.
+    multi_fidelity: bool = False
 
     @field_validator("dirichlet_alpha")
     @classmethod

@@ -65,6 +65,27 @@ space (the acquisition machinery above with botorch's ``PosteriorMean``, real ob
 with its predicted mean and sd; ``noise_sd()`` is the fitted observation-noise sd in objective
 units (the seed-to-seed spread, when every trial has its own trainer seed).
 
+**Multi-fidelity (opt-in: ``multi_fidelity=True``, config ``optimizer.multi_fidelity``).** Trials
+report the objective at intermediate steps, and a scheduler (ASHA) stops some early. With the
+option on, those partial results count, as in multi-fidelity BO over mixtures (ADMIRE-BayesOpt,
+arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
+value was measured at, with the kernel (see :func:`_make_mf_gp`)
+
+    k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s'),
+
+``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
+``c_2 * k_t`` a learning-curve trend shared by every mixture (output scales ``c_1``, ``c_2``
+fitted). Rows: every full-fidelity value
+(``tell``) at ``s = 1``, and each trial's partial values (``tell_partial`` while it runs;
+``tell(p, value, fraction=f)`` when it was stopped early) at their fractions: the latest value per
+fraction, at most ``MF_CURVE_POINTS`` per trial (thinned, the highest kept), so the GP sees how a
+mixture's early values relate to its final one. A trial's final value supersedes its fraction-1
+report (the same measurement, not counted twice). Proposals, pending points' hallucinations,
+``recommend()`` and ``predict()`` are at ``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``).
+With the option off (the default), partial values are recorded in the state but not modelled,
+and a stopped trial is only taken (never proposed again). ``bench/multifidelity.py`` measures
+both (bench/RESULTS.md).
+
 **Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
 and the GP fit depends only on the observations, so the same calls give the same proposals, and
 ``from_state_dict(json.loads(json.dumps(opt.state_dict())))`` continues exactly as the original.
@@ -84,6 +105,7 @@ import gpytorch
 import numpy as np
 import torch
 from botorch.acquisition import PosteriorMean, UpperConfidenceBound
+from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -91,10 +113,10 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from botorch.optim import optimize_acqf
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel
+from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import LogNormalPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from mixopt.config import Experiment
 from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex
@@ -108,6 +130,8 @@ ORIGINS = ("seed", "bo", "random", "warm")
 # the new sweep no longer has (its value says little about the renormalised rest).
 WARM_MAX_REMOVED = 0.25
 
+# Multi-fidelity: partial results per trial the GP is fitted on (see _partial_rows).
+MF_CURVE_POINTS = 3
 # A GP needs at least two successful observations to say anything about where to go next.
 MIN_OBSERVATIONS = 2
 # Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
@@ -203,6 +227,20 @@ class Recommendation:
 class _Fitted:
     model: SingleTaskGP
     jitter: float | None
+    # True for the multi-fidelity GP: its inputs have one more column, the fraction of the budget.
+    fidelity: bool = False
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., d) search features as model inputs: at full fidelity (s = 1) for the MF GP."""
+        if not self.fidelity:
+            return x
+        return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype)], dim=-1)
+
+    def at_full(self, acq: Any, dim: int) -> Any:
+        """An acquisition over the ``dim`` search features (the MF GP's fidelity column fixed at 1)."""
+        if not self.fidelity:
+            return acq
+        return FixedFeatureAcquisitionFunction(acq, d=dim + 1, columns=[dim], values=[1.0])
 
 
 class MixtureOptimizer:
@@ -224,6 +262,8 @@ class MixtureOptimizer:
             CategoricalParam, or the equivalent plain dicts (``{"type": "log_float", "low": 1e-5,
             "high": 1e-3}``).
         bounds: task -> ``mixopt.config.WeightBounds`` or ``(min, max)``; others get [0, 1].
+        multi_fidelity: model partial results (:meth:`tell_partial`, early-stopped trials) with a
+            GP over (features, fraction of the step budget); see the module docstring.
 
     Raises:
         ValueError: on any invalid argument, saying which and what to do.
@@ -240,6 +280,7 @@ class MixtureOptimizer:
         hyperparameters: Mapping[str, Any] | None = None,
         bounds: Mapping[str, Any] | None = None,
         noise_sd: float | None = None,
+        multi_fidelity: bool = False,
     ) -> None:
         self._space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         space = self._space
@@ -270,6 +311,9 @@ class MixtureOptimizer:
         ):
             raise ValueError(f"noise_sd must be a positive finite number (objective units), got {noise_sd!r}")
         self.prior_noise_sd = None if noise_sd is None else float(noise_sd)
+        if not isinstance(multi_fidelity, bool):
+            raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
+        self.multi_fidelity = multi_fidelity
         self.dirichlet_alpha: float | dict[str, float] = self._check_alpha(dirichlet_alpha)
         self._alpha = np.array(
             [
@@ -287,6 +331,10 @@ class MixtureOptimizer:
         self._asked: list[tuple[Proposal, str]] = []
         self._pending: list[int] = []
         self._history: list[tuple[int, float | None]] = []
+        # Partial results (asked index, fraction of the step budget in (0, 1], value), in tell
+        # order, and the trials stopped early (no longer pending, no full-fidelity value).
+        self._partial: list[tuple[int, float, float]] = []
+        self._stopped: list[int] = []
         self._fit_cache: tuple[int, _Fitted | None] | None = None
         self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
         # Where reused observations came from (warm_start), recorded in the state.
@@ -307,6 +355,7 @@ class MixtureOptimizer:
             hyperparameters=exp.search.hyperparameters,
             bounds=exp.search.bounds,
             noise_sd=exp.optimizer.noise_sd,
+            multi_fidelity=exp.optimizer.multi_fidelity,
         )
 
     def _check_alpha(self, alpha: float | Mapping[str, float]) -> float | dict[str, float]:
@@ -376,6 +425,17 @@ class MixtureOptimizer:
     def history(self) -> list[tuple[dict[str, Any], float | None]]:
         """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
         return [(dict(self._asked[i][0]), v) for i, v in self._history]
+
+    @property
+    def partial(self) -> list[tuple[dict[str, Any], float, float]]:
+        """Partial results ``(proposal, fraction, value)`` in tell order (:meth:`tell_partial`, and
+        the last value of each trial stopped early)."""
+        return [(dict(self._asked[i][0]), f, v) for i, f, v in self._partial]
+
+    @property
+    def stopped(self) -> list[dict[str, Any]]:
+        """Proposals whose trial was stopped early (``tell(p, value, fraction < 1)``), in tell order."""
+        return [dict(self._asked[i][0]) for i in self._stopped]
 
     def origin(self, proposal: Mapping[str, Any]) -> str:
         """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"random"`` (fallback
@@ -479,7 +539,7 @@ class MixtureOptimizer:
         best = self.best()
         if best is None:
             return None
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         fallback = Recommendation(best[0], best[1], None, "best_observed")
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
@@ -512,7 +572,7 @@ class MixtureOptimizer:
         ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
         seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
         """
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             return None
         with _one_thread():
@@ -552,19 +612,42 @@ class MixtureOptimizer:
 
     def _cancelled_user_seed(self) -> Proposal | None:
         """A user seed mixture that was asked, then cancelled (never told): it is offered again first."""
-        live = [self._asked[i][0] for i in self._pending] + [self._asked[i][0] for i, _ in self._history]
+        live = (
+            [self._asked[i][0] for i in self._pending]
+            + [self._asked[i][0] for i, _ in self._history]
+            + [self._asked[i][0] for i in self._stopped]
+        )
         for seed in self._user_seeds[: len(self._asked)]:
             if seed not in live:
                 return seed
         return None
 
-    def tell(self, proposal: Mapping[str, Any], value: float | None) -> None:
+    def tell(self, proposal: Mapping[str, Any], value: float | None, fraction: float = 1.0) -> None:
         """Record a trial's result: a finite float to maximise, or None for a failed trial.
 
         ``proposal`` must equal (``==``) a dict returned by :meth:`ask`; a JSON round trip keeps
         it equal. Telling an already-told proposal again records a repeat observation.
+
+        ``fraction < 1``: the trial was stopped early (e.g. by ASHA) after that fraction of its
+        step budget, and ``value`` is the last objective it reported (None: it reported none). It
+        is no longer pending and is never proposed again; its value is a *partial* result
+        (:attr:`partial`), modelled at its fraction with ``multi_fidelity``, never a
+        full-fidelity observation (``best()`` ignores it).
         """
         value = self._check_value(value)
+        fraction = self._check_fraction(fraction, "tell")
+        if fraction < 1.0:
+            i = self._find(proposal, pending_only=True)
+            if i is None:
+                raise ValueError(
+                    f"tell(..., fraction={fraction}): {dict(proposal)} is not pending; only a running "
+                    "trial can be stopped early"
+                )
+            self._pending.remove(i)
+            self._stopped.append(i)
+            if value is not None:
+                self._partial.append((i, fraction, value))
+            return
         i = self._find(proposal, pending_only=True)
         if i is not None:
             self._pending.remove(i)
@@ -573,6 +656,37 @@ class MixtureOptimizer:
             if i is None:
                 raise ValueError(self._unknown_message("tell", proposal))
         self._history.append((i, value))
+
+    def tell_partial(self, proposal: Mapping[str, Any], value: float, fraction: float) -> None:
+        """Record an intermediate result of a running trial: its objective ``value`` after
+        ``fraction`` (in (0, 1]) of its step budget. The trial stays pending.
+
+        With ``multi_fidelity`` the GP uses the trial's latest partial value until its final value
+        arrives (which supersedes it); without, partial values are only kept in the state.
+        """
+        value = self._check_value(value)
+        if value is None:
+            raise ValueError("tell_partial(): value must be a finite float (a partial result has one)")
+        fraction = self._check_fraction(fraction, "tell_partial")
+        i = self._find(proposal, pending_only=True)
+        if i is None:
+            raise ValueError(
+                f"tell_partial(): {dict(proposal)} is not pending (never asked, already told or stopped); "
+                "partial results are for running trials"
+            )
+        self._partial.append((i, fraction, value))
+
+    @staticmethod
+    def _check_fraction(fraction: Any, method: str) -> float:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float, np.integer, np.floating))
+            or not 0.0 < float(fraction) <= 1.0
+        ):
+            raise ValueError(
+                f"{method}(): fraction is the share of the step budget done, in (0, 1]; got {fraction!r}"
+            )
+        return float(fraction)
 
     def cancel(self, proposal: Mapping[str, Any]) -> None:
         """Drop a pending proposal without a value (an interrupted trial); it may be proposed again."""
@@ -619,7 +733,7 @@ class MixtureOptimizer:
 
     def _taken_features(self) -> np.ndarray:
         """Features (m, dim) of the points a new proposal must not duplicate: pending and told ones."""
-        idx = list(dict.fromkeys(list(self._pending) + [i for i, _ in self._history]))
+        idx = list(dict.fromkeys(list(self._pending) + [i for i, _ in self._history] + self._stopped))
         for i in range(len(self._features), len(self._asked)):  # encode each asked proposal once
             self._features.append(self._space.encode(self._asked[i][0]))
         return np.array([self._features[i] for i in idx]) if idx else np.zeros((0, self._space.dim))
@@ -651,7 +765,7 @@ class MixtureOptimizer:
         return self._draw("seed", index)
 
     def _bo_proposal(self, index: int) -> tuple[Proposal, str]:
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
                 "proposal %d: %d successful observation(s), the GP needs %d; drawing from the Dirichlet prior",
@@ -684,15 +798,50 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ the GP
 
+    def _partial_rows(self) -> list[tuple[int, float, float]]:
+        """The partial results the multi-fidelity GP is fitted on, ``(index, fraction, value)``.
+
+        Per trial, the latest value at each fraction (a repeated report replaces the earlier one);
+        fraction-1 partial values are dropped once the trial's full-fidelity value is told (it
+        supersedes them: the same measurement, not a second one); at most ``MF_CURVE_POINTS``
+        fractions per trial, evenly thinned, the highest always kept (the GP's cost grows with
+        the cube of its rows; a few points per curve say how low fidelities relate to the full).
+        """
+        full = {i for i, v in self._history if v is not None}
+        by_trial: dict[int, dict[float, float]] = {}
+        for i, f, v in self._partial:
+            if f < 1.0 or i not in full:
+                by_trial.setdefault(i, {})[f] = v
+        rows: list[tuple[int, float, float]] = []
+        for i, curve in by_trial.items():
+            fs = sorted(curve)
+            if len(fs) > MF_CURVE_POINTS:
+                keep = np.linspace(len(fs) - 1, 0, MF_CURVE_POINTS).round().astype(int)
+                fs = sorted({fs[j] for j in keep})
+            rows += [(i, f, curve[f]) for f in fs]
+        return rows
+
+    def _n_rows(self) -> int:
+        """How many observations the GP is fitted on (partial ones only with ``multi_fidelity``)."""
+        n = sum(v is not None for _, v in self._history)
+        return n + len(self._partial_rows()) if self.multi_fidelity else n
+
     def _training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [(self._asked[i][0], v) for i, v in self._history if v is not None]
-        x = torch.tensor(np.array([self._space.encode(p) for p, _ in rows]), dtype=torch.float64)
-        y = torch.tensor([[v] for _, v in rows], dtype=torch.float64)
+        """``x`` (n, d) features (+ a fraction-of-budget column with ``multi_fidelity``), ``y`` (n, 1)."""
+        rows = [(self._asked[i][0], 1.0, v) for i, v in self._history if v is not None]
+        if self.multi_fidelity:
+            rows += [(self._asked[i][0], f, v) for i, f, v in self._partial_rows()]
+        feats = [self._space.encode(p) for p, _, _ in rows]
+        if self.multi_fidelity:
+            feats = [np.append(x, f) for x, (_, f, _) in zip(feats, rows)]
+        x = torch.tensor(np.array(feats), dtype=torch.float64)
+        y = torch.tensor([[v] for _, _, v in rows], dtype=torch.float64)
         return x, y
 
     def _fitted(self) -> _Fitted | None:
         """The GP fitted on the successful observations (cached until the next tell), or None."""
-        key = len(self._history)
+        # Partial results change the multi-fidelity GP's data; the single-fidelity key is unchanged.
+        key = len(self._history) + (len(self._partial) if self.multi_fidelity else 0)
         if self._fit_cache is not None and self._fit_cache[0] == key:
             return self._fit_cache[1]
         x, y = self._training_data()
@@ -701,14 +850,17 @@ class MixtureOptimizer:
         for attempt, (noise_floor, jitter) in enumerate(FIT_ATTEMPTS):
             try:
                 with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
-                    model = _make_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
+                    if self.multi_fidelity:
+                        model = _make_mf_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
+                    else:
+                        model = _make_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
                     _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
                     model.eval()
                     with torch.no_grad():
                         post = model.posterior(x)
                         if not (torch.isfinite(post.mean).all() and torch.isfinite(post.variance).all()):
                             raise FloatingPointError("the fitted GP predicts non-finite values at the data")
-                fitted = _Fitted(model, jitter)
+                fitted = _Fitted(model, jitter, self.multi_fidelity)
                 break
             except Exception as err:  # botorch/gpytorch/linalg errors alike: try the next setting
                 errors.append(f"{type(err).__name__}: {err}")
@@ -744,7 +896,7 @@ class MixtureOptimizer:
         if isinstance(proposals, Mapping):
             raise ValueError("predict() takes a list of proposals; wrap a single one as [proposal]")
         items = [self._space.check_proposal(p, f"predict(): proposals[{i}]") for i, p in enumerate(proposals)]
-        n_ok = sum(v is not None for _, v in self._history)
+        n_ok = self._n_rows()
         if n_ok < MIN_OBSERVATIONS:
             raise RuntimeError(
                 f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
@@ -763,7 +915,7 @@ class MixtureOptimizer:
             return np.zeros(0), np.zeros(0)
         x = torch.tensor(np.array([self._space.encode(p) for p in items]), dtype=torch.float64)
         with torch.no_grad(), _jitter(fitted.jitter):
-            post = fitted.model.posterior(x)
+            post = fitted.model.posterior(fitted.full(x))
             mean = post.mean.squeeze(-1).numpy().copy()
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
         return mean, sd
@@ -839,10 +991,11 @@ class MixtureOptimizer:
             model = fitted.model
             if hallucinated:
                 xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
+                xh = fitted.full(xh)  # pending trials will end at full fidelity
                 with torch.no_grad():
                     mean_h = model.posterior(xh).mean
                 model = model.condition_on_observations(xh, mean_h)
-            acq = UpperConfidenceBound(model, beta=self.beta**2)
+            acq = fitted.at_full(UpperConfidenceBound(model, beta=self.beta**2), space.dim)
 
             starts = self._start_points(rng)
             with torch.no_grad():
@@ -886,7 +1039,7 @@ class MixtureOptimizer:
         observed = [self._asked[i][0] for i, v in self._history if v is not None]
         with _seeded(self._seed("recommend", index)), _jitter(fitted.jitter), warnings.catch_warnings():
             warnings.simplefilter("ignore", InputDataWarning)
-            acq = PosteriorMean(fitted.model)
+            acq = fitted.at_full(PosteriorMean(fitted.model), space.dim)
             starts = np.concatenate([self._start_points(rng), [space.encode(p) for p in observed]], axis=0)
             with torch.no_grad():
                 values = acq(torch.tensor(starts, dtype=torch.float64).unsqueeze(1)).numpy()
@@ -932,11 +1085,14 @@ class MixtureOptimizer:
                 "hyperparameters": space.hyperparameters_json(),
                 "bounds": space.bounds_json(),
                 "noise_sd": self.prior_noise_sd,
+                "multi_fidelity": self.multi_fidelity,
             },
             "warm_source": self.warm_source,
             "asked": [{"proposal": dict(p), "origin": o} for p, o in self._asked],
             "pending": list(self._pending),
             "history": [[i, v] for i, v in self._history],
+            "partial": [[i, f, v] for i, f, v in self._partial],
+            "stopped": list(self._stopped),
         }
 
     @classmethod
@@ -964,22 +1120,32 @@ class MixtureOptimizer:
                 hyperparameters=c["hyperparameters"],
                 bounds={t: tuple(b) for t, b in c["bounds"].items()},
                 noise_sd=c.get("noise_sd"),  # absent from states written before it existed
+                # States written before multi-fidelity existed have neither key.
+                multi_fidelity=bool(c.get("multi_fidelity", False)),
             )
             asked = [(dict(a["proposal"]), str(a["origin"])) for a in state["asked"]]
             pending = [int(i) for i in state["pending"]]
             history = [(int(i), None if v is None else float(v)) for i, v in state["history"]]
-        except (KeyError, TypeError) as err:
+            partial = [(int(i), float(f), float(v)) for i, f, v in state.get("partial", [])]
+            stopped = [int(i) for i in state.get("stopped", [])]
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
                 f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
             ) from None
         n = len(asked)
-        if any(o not in ORIGINS for _, o in asked) or any(
-            not 0 <= i < n for i in pending + [i for i, _ in history]
+        if (
+            any(o not in ORIGINS for _, o in asked)
+            or any(
+                not 0 <= i < n
+                for i in pending + [i for i, _ in history] + [i for i, _, _ in partial] + stopped
+            )
+            or any(not (0.0 < f <= 1.0 and math.isfinite(v)) for _, f, v in partial)
         ):
             raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
         for i, (p, _) in enumerate(asked):
             opt._space.check_proposal(p, f"state asked[{i}]")
         opt._asked, opt._pending, opt._history = asked, pending, history
+        opt._partial, opt._stopped = partial, stopped
         opt.warm_source = state.get("warm_source")
         return opt
 
@@ -1020,13 +1186,7 @@ def _make_gp(
         covar = covar * get_covar_module_with_dim_scaled_prior(
             ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
         )
-    if noise_sd is None:
-        noise_prior = LogNormalPrior(loc=-4.0, scale=1.0)
-    else:
-        y_sd = float(y.std()) if len(y) > 1 else 0.0
-        # All values equal: Standardize leaves them at unit scale; keep the prior finite.
-        var = (noise_sd / y_sd) ** 2 if y_sd > 0 else 1.0
-        noise_prior = LogNormalPrior(loc=math.log(max(var, 2 * noise_floor)), scale=0.5)
+    noise_prior = _noise_prior(y, noise_floor, noise_sd)
     likelihood = GaussianLikelihood(
         noise_prior=noise_prior,
         noise_constraint=GreaterThan(
@@ -1041,8 +1201,84 @@ def _make_gp(
         )
 
 
+def _noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) -> LogNormalPrior:
+    """The noise-variance prior in standardised units (see :func:`_make_gp`)."""
+    if noise_sd is None:
+        return LogNormalPrior(loc=-4.0, scale=1.0)
+    y_sd = float(y.std()) if len(y) > 1 else 0.0
+    # All values equal: Standardize leaves them at unit scale; keep the prior finite.
+    var = (noise_sd / y_sd) ** 2 if y_sd > 0 else 1.0
+    return LogNormalPrior(loc=math.log(max(var, 2 * noise_floor)), scale=0.5)
+
+
+def _make_mf_gp(
+    x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int, noise_sd: float | None = None
+) -> SingleTaskGP:
+    """The multi-fidelity GP: :func:`_make_gp`'s kernel on the features times a fidelity kernel,
+    plus a learning-curve trend (multi-fidelity BO over mixtures, ADMIRE-BayesOpt arXiv:2508.11551):
+
+        k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s')
+
+    ``s`` (the last column of ``x``) is the fraction of the step budget a value was measured at.
+    ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
+    on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
+    ``s`` says about one at ``s'`` for the same mixture; ``c_2 * k_t`` (Matern-5/2 on ``s``) is the
+    part of the learning curve every mixture shares (scores rise with steps), so that a low value
+    early in training is not read as a bad mixture. Both ``s`` lengthscales have a LogNormal(0, 1)
+    prior (median 1: the whole budget); ``c_1``, ``c_2`` botorch's classic Gamma(2, 0.15) prior
+    (the single-fidelity GP has no output scale: there ``Standardize`` makes the mixtures' variance
+    1, here the trend takes much of it). Noise as :func:`_make_gp`'s.
+
+    Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values.
+    """
+    d = x.shape[-1] - 1
+    # k_x: the same construction as _make_gp's covariance (kept separate so that _make_gp and
+    # the single-fidelity path stay exactly as they are).
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
+    covar = MaternKernel(
+        nu=2.5,
+        active_dims=tuple(range(n_weights)),
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
+    )
+    if d > n_weights:
+        covar = covar * get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
+        )
+
+    def fidelity_kernel() -> MaternKernel:
+        s_prior = LogNormalPrior(loc=0.0, scale=1.0)
+        return MaternKernel(
+            nu=2.5,
+            active_dims=(d,),
+            lengthscale_prior=s_prior,
+            lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=1.0),
+        )
+
+    # Both terms have their own output scale: with the trend in the data, the standardised
+    # outcomes' unit variance is mostly the trend's, not the mixtures' (a unit-variance k_x * k_s
+    # would overstate how much the mixture matters, hence sigma, at full fidelity).
+    covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
+        fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
+    )
+    noise_prior = _noise_prior(y, noise_floor, noise_sd)  # as in _make_gp
+    likelihood = GaussianLikelihood(
+        noise_prior=noise_prior,
+        noise_constraint=GreaterThan(
+            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputDataWarning)
+        return SingleTaskGP(
+            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
+        )
+
+
 def _optimise(
-    acq: UpperConfidenceBound | PosteriorMean, space: SearchSpace, starts: np.ndarray
+    acq: UpperConfidenceBound | PosteriorMean | FixedFeatureAcquisitionFunction,
+    space: SearchSpace,
+    starts: np.ndarray,
 ) -> np.ndarray:
     """Run SLSQP from each start over the polytope; categoricals stay at each start's values.
 

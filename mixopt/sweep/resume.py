@@ -20,6 +20,9 @@ def reconcile(
     - running in MLflow, told in the state (only if a save raced a crash): close the run from the
       state's value, with the checkpoint if the trial wrote one.
     - pending in the state with no MLflow run: asked just before the crash; dropped.
+
+    A trial ASHA stopped early (tag ``mixopt.stopped_early``) is told as a partial result at the
+    step of its last objective when the optimizer is multi-fidelity, as the searcher would have.
     """
     done = 0
     reruns: list[tuple[str, str, dict]] = []
@@ -45,7 +48,7 @@ def reconcile(
             done += 1
             if pending:
                 value = run.data.metrics.get("objective") if status == "FINISHED" else None
-                opt.tell(proposal, value)
+                opt.tell(proposal, value, fraction=_stopped_fraction(opt, tracker, run, steps, value))
         elif pending:
             reruns.append((trial_id, run.info.run_id, proposal))
         elif proposal in told:
@@ -65,3 +68,12 @@ def reconcile(
         if p not in seen:
             opt.cancel(p)
     return done, reruns, max_index + 1
+
+
+def _stopped_fraction(opt: Any, tracker: SweepTracker, run: Any, steps: int, value: float | None) -> float:
+    """The share of the budget a stopped trial reached (1.0: tell it as a full-fidelity result)."""
+    if value is None or not opt.multi_fidelity or run.data.tags.get("mixopt.stopped_early") != "true":
+        return 1.0
+    history = tracker.client.get_metric_history(run.info.run_id, "objective")
+    last = max((m.step for m in history), default=0)
+    return last / steps if 0 < last < steps else 1.0

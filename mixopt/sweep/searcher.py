@@ -1,4 +1,10 @@
-"""The Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion."""
+"""The Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion.
+
+With ``optimizer.multi_fidelity`` it also tells the optimizer every intermediate objective a trial
+reports (``tell_partial`` at ``step / trainer.steps``), and a trial stopped early by ASHA as a
+partial result at the fraction it reached; without, a stopped trial's last value is told as its
+result (the single-fidelity GP has no other place for it).
+"""
 
 from __future__ import annotations
 
@@ -73,17 +79,33 @@ def make_searcher(
             seed = search_seed(exp.trainer.seed, trial_id)
             return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id, "seed": seed}
 
+        def on_trial_result(self, tune_trial_id: str, result: dict) -> None:
+            if not exp.optimizer.multi_fidelity or result.get("mixopt_final"):
+                return  # the final report is told by on_trial_complete
+            live = self.live.get(tune_trial_id)
+            value, fraction = _value(result), _fraction(result, exp.trainer.steps)
+            if live is None or value is None or fraction is None:
+                return
+            proposal = live[2]
+            if proposal in state.optimizer.pending:
+                state.optimizer.tell_partial(proposal, value, fraction)
+
         def on_trial_complete(
             self, tune_trial_id: str, result: dict | None = None, error: bool = False
         ) -> None:
             trial_id, run_id, proposal = self.live.pop(tune_trial_id)
             value = None
             if not error and result is not None:
-                v = result.get("objective")
-                value = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+                value = _value(result)
             # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
             # "told in the saved state" always implies "closed in MLflow".
-            state.optimizer.tell(proposal, value)
+            stopped = not error and result is not None and not result.get("mixopt_final")
+            fraction = _fraction(result or {}, exp.trainer.steps)
+            if stopped and exp.optimizer.multi_fidelity and fraction is not None and fraction < 1:
+                # ASHA stopped it: its last value is a partial result at the fraction it reached.
+                state.optimizer.tell(proposal, value, fraction=fraction)
+            else:
+                state.optimizer.tell(proposal, value)
 
         # Tune checkpoints its search algorithm with the experiment. The optimizer state is the
         # searcher's whole memory (the driver also saves it after every ask and tell, which is what
@@ -97,3 +119,16 @@ def make_searcher(
             state.optimizer = MixtureOptimizer.from_state_dict(json.loads(Path(checkpoint_path).read_text()))
 
     return MixtureSearcher()
+
+
+def _value(result: dict) -> float | None:
+    v = result.get("objective")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _fraction(result: dict, steps: int) -> float | None:
+    """The share of the step budget a report was made at (``mixopt_step / steps``), or None."""
+    step = result.get("mixopt_step")
+    if not isinstance(step, (int, float)) or step <= 0:
+        return None
+    return min(float(step) / steps, 1.0)

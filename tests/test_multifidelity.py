@@ -1,0 +1,323 @@
+"""Multi-fidelity optimizer: partial results (intermediate reports, trials stopped early) count.
+
+Closed-form objectives ``f(w, s)`` (``s`` the fraction of the step budget) whose maximiser at full
+fidelity is known, so each test checks the optimizer against that, not against its own output.
+The end-to-end sweep with ASHA (real Ray, real MLflow sqlite) is the slow test at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mixopt import MixtureOptimizer
+from mixopt.config import OptimizerConfig
+
+TASKS = ["a", "b", "c"]
+W_STAR = np.array([0.7, 0.2, 0.1])
+
+
+def h(p: dict) -> float:
+    """Full-fidelity objective: a paraboloid on the simplex with its maximum 1 at W_STAR."""
+    w = np.array([p[t] for t in TASKS])
+    return float(1.0 - 4.0 * np.sum((w - W_STAR) ** 2))
+
+
+def curve(s: float) -> float:
+    """The learning curve every mixture shares: low early in training, 1 at the full budget."""
+    return 1.0 - math.exp(-4.0 * s) * (1 - math.exp(-4.0)) - math.exp(-4.0)
+
+
+def ring(radius: float, n: int) -> list[dict]:
+    """``n`` mixtures on a circle of ``radius`` around W_STAR in the simplex's plane."""
+    u = np.array([1.0, -1.0, 0.0]) / math.sqrt(2)
+    v = np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
+    out = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        w = W_STAR + radius * (math.cos(a) * u + math.sin(a) * v)
+        assert w.min() > 0
+        out.append(dict(zip(TASKS, (w / w.sum()).tolist())))
+    return out
+
+
+FULL = [
+    {"a": 0.1, "b": 0.1, "c": 0.8},
+    {"a": 0.2, "b": 0.7, "c": 0.1},
+    {"a": 0.34, "b": 0.33, "c": 0.33},
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from mixopt.synth import SynthSpec, synthesize
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def dist(p: dict) -> float:
+    return float(np.linalg.norm(np.array([p[t] for t in TASKS]) - W_STAR))
+
+
+def told(multi_fidelity: bool, with_partial: bool = True) -> MixtureOptimizer:
+    """Three full-fidelity values far from W_STAR, then eight trials on a ring around it that
+    reported only at 30% of their budget: four stopped early, four still running."""
+    seeds = FULL + ring(0.12, 8)
+    opt = MixtureOptimizer(
+        TASKS, n_seeds=len(seeds), seed_mixtures=seeds, beta=0.0, multi_fidelity=multi_fidelity
+    )
+    asked = opt.ask(len(seeds))
+    for p in asked[:3]:
+        opt.tell(p, h(p))
+    for k, p in enumerate(asked[3:]):
+        if not with_partial:
+            continue
+        value = curve(0.3) * h(p)
+        if k % 2:
+            opt.tell(p, value, fraction=0.3)  # stopped early (ASHA)
+        else:
+            opt.tell_partial(p, value, 0.3)  # still running
+    return opt
+
+
+def test_partial_results_move_the_next_proposal_to_the_optimum() -> None:
+    """With beta = 0 the proposal is the arg-max of the full-fidelity posterior mean. Only the
+    low-fidelity results point at W_STAR (the full-fidelity ones are all far from it): the
+    multi-fidelity GP proposes inside the ring, closer to W_STAR than any trial so far (the ring's
+    radius is 0.12); the single-fidelity GP cannot."""
+    mf = told(multi_fidelity=True).ask(1)[0]
+    sf = told(multi_fidelity=False).ask(1)[0]
+    assert dist(mf) < 0.12, mf
+    assert dist(sf) > 0.2, sf
+    # Off (the default) means off: the partial results change nothing.
+    assert sf == told(multi_fidelity=False, with_partial=False).ask(1)[0]
+    rec = told(multi_fidelity=True).recommend()
+    assert rec is not None and rec.source == "posterior_mean" and dist(rec.proposal) < 0.12
+
+
+def test_proposals_and_recommend_are_at_full_fidelity() -> None:
+    """Learning curves that cross: task ``a`` is learnt fast, ``b`` slowly, so early in training
+    ``a``-heavy mixtures look best and at the full budget ``b``-heavy ones are (f below). Many
+    low-fidelity results favour ``a``; the answers at s = 1 must favour ``b``."""
+
+    def f(p: dict, s: float) -> float:
+        return p["a"] * (1 - math.exp(-20 * s)) * 0.6 + p["b"] * s**2
+
+    seeds = [
+        {"a": 0.8, "b": 0.1, "c": 0.1},
+        {"a": 0.1, "b": 0.8, "c": 0.1},
+        {"a": 0.45, "b": 0.45, "c": 0.1},
+        {"a": 0.1, "b": 0.1, "c": 0.8},
+        {"a": 0.6, "b": 0.3, "c": 0.1},
+        {"a": 0.3, "b": 0.6, "c": 0.1},
+        {"a": 0.9, "b": 0.05, "c": 0.05},
+        {"a": 0.05, "b": 0.9, "c": 0.05},
+    ]
+    opt = MixtureOptimizer(TASKS, n_seeds=len(seeds), seed_mixtures=seeds, beta=0.0, multi_fidelity=True)
+    asked = opt.ask(len(seeds))
+    for p in asked[:4]:
+        opt.tell_partial(p, f(p, 0.2), 0.2)
+        opt.tell(p, f(p, 1.0))
+    for p in asked[4:]:
+        opt.tell(p, f(p, 0.2), fraction=0.2)
+    assert f(seeds[0], 0.2) > f(seeds[1], 0.2) and f(seeds[1], 1.0) > f(seeds[0], 1.0)
+    rec = opt.recommend()
+    assert rec is not None and rec.proposal["b"] > rec.proposal["a"], rec
+    # predict() is at s = 1: a mixture observed at both fidelities is predicted near its final value.
+    mean, _ = opt.predict([seeds[1]])
+    assert abs(mean[0] - f(seeds[1], 1.0)) < 0.1 < abs(mean[0] - f(seeds[1], 0.2))
+    # best() is over full-fidelity values only (the stopped a-heavy trials are not results).
+    best = opt.best()
+    assert best is not None and best[1] == pytest.approx(max(f(p, 1.0) for p in seeds[:4]))
+    nxt = opt.ask(1)[0]
+    assert nxt["b"] > nxt["a"], nxt
+
+
+def test_state_round_trip_keeps_partial_results() -> None:
+    opt = told(multi_fidelity=True)
+    state = json.loads(json.dumps(opt.state_dict()))
+    assert state["config"]["multi_fidelity"] is True
+    back = MixtureOptimizer.from_state_dict(state)
+    assert back.multi_fidelity
+    assert back.partial == opt.partial and len(back.partial) == 8
+    assert back.stopped == opt.stopped and len(back.stopped) == 4
+    assert back.pending == opt.pending and len(back.pending) == 4
+    assert back.ask(2) == opt.ask(2)
+    # A state written before this option existed (no "partial"/"stopped"/"multi_fidelity") loads.
+    old = json.loads(json.dumps(MixtureOptimizer(TASKS, n_seeds=2).state_dict()))
+    for key in ("partial", "stopped"):
+        del old[key]
+    del old["config"]["multi_fidelity"]
+    assert not MixtureOptimizer.from_state_dict(old).multi_fidelity
+
+
+def test_a_final_value_supersedes_the_same_trials_partial_results() -> None:
+    """A trial reports at half its budget (twice: the repeat replaces the first), at its last step
+    (fraction 1), then its final value. The GP must equal one told only the half-budget report and
+    the final value: the fraction-1 report is the same measurement as the final value (not counted
+    twice) and the replaced report is gone."""
+    seeds = ring(0.12, 5)
+    probe = [dict(zip(TASKS, w)) for w in ([0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.8, 0.1, 0.1])]
+
+    def run(extra: bool) -> MixtureOptimizer:
+        opt = MixtureOptimizer(TASKS, n_seeds=5, seed_mixtures=seeds, multi_fidelity=True)
+        asked = opt.ask(5)
+        for p in asked:
+            if extra:
+                opt.tell_partial(p, 0.0, 0.5)
+            opt.tell_partial(p, curve(0.5) * h(p), 0.5)
+            if extra:
+                opt.tell_partial(p, h(p) - 0.3, 1.0)
+            opt.tell(p, h(p))
+        return opt
+
+    with_extra, plain = run(True), run(False)
+    assert len(with_extra.partial) == 15 and len(plain.partial) == 5
+    m1, s1 = with_extra.predict(probe)
+    m2, s2 = plain.predict(probe)
+    np.testing.assert_allclose(m1, m2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-6)
+    # The half-budget reports are modelled: a GP told only the final values differs.
+    finals = MixtureOptimizer(TASKS, n_seeds=5, seed_mixtures=seeds, multi_fidelity=True)
+    for p in finals.ask(5):
+        finals.tell(p, h(p))
+    assert np.abs(finals.predict(probe)[1] - s2).max() > 1e-4
+
+
+def test_partial_tell_errors_and_bookkeeping() -> None:
+    opt = MixtureOptimizer(TASKS, n_seeds=4, multi_fidelity=True)
+    p, q, r, _ = opt.ask(4)
+    for bad in (0.0, 1.5, -0.1, math.nan, True, "0.5"):
+        with pytest.raises(ValueError, match="fraction"):
+            opt.tell_partial(p, 0.5, bad)
+    with pytest.raises(ValueError, match="finite"):
+        opt.tell_partial(p, math.nan, 0.5)
+    with pytest.raises(ValueError, match="finite float"):
+        opt.tell_partial(p, None, 0.5)  # type: ignore[arg-type]
+    opt.tell(p, 0.8)
+    with pytest.raises(ValueError, match="not pending"):
+        opt.tell_partial(p, 0.5, 0.5)
+    with pytest.raises(ValueError, match="not pending"):
+        opt.tell(p, 0.5, fraction=0.5)
+    # A stopped trial is taken (never proposed again), has no full-fidelity value, is not pending.
+    opt.tell(q, 0.3, fraction=0.25)
+    opt.tell(r, None, fraction=0.1)  # stopped before it reported anything
+    assert opt.stopped == [q, r] and q not in opt.pending and opt.best() == (p, 0.8)
+    assert [(x, f, v) for x, f, v in opt.partial] == [(q, 0.25, 0.3)]
+    assert [x for x, _ in opt.history] == [p]
+    with pytest.raises(ValueError, match="multi_fidelity"):
+        MixtureOptimizer(TASKS, multi_fidelity="yes")  # type: ignore[arg-type]
+
+
+def test_the_config_option_reaches_the_optimizer() -> None:
+    from mixopt.config import Experiment, TaskConfig, TrainerConfig
+
+    assert OptimizerConfig().multi_fidelity is False
+
+    def exp(**kw) -> Experiment:
+        return Experiment(
+            name="mf",
+            tasks=[TaskConfig(name=t, kind="retrieval", path=f"/data/{t}") for t in TASKS],
+            optimizer=OptimizerConfig(**kw),
+            trainer=TrainerConfig(target="trainers.analytic:train"),
+        )
+
+    assert MixtureOptimizer.from_experiment(exp(multi_fidelity=True)).multi_fidelity
+    assert not MixtureOptimizer.from_experiment(exp()).multi_fidelity
+
+
+def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
+    """A trial ASHA stopped at step 10 of 40 whose tell was lost in a crash: resume's
+    reconciliation (real sqlite MLflow) tells it as a partial result at 10/40 with multi-fidelity,
+    as a full-fidelity value without (the single-fidelity sweep's behaviour)."""
+    from mixopt.sweep.resume import reconcile
+    from mixopt.tracking import SweepTracker
+
+    for mf in (True, False):
+        opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, multi_fidelity=mf)
+        p = opt.ask(2)
+        tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow_{mf}.db", "resume_mf")
+        parent = tracker.start_sweep("s", {}, {})
+        runs = [tracker.start_trial(f"trial-{i:03d}", p[i], TASKS, "seed", 0) for i in range(2)]
+        for step, v in ((5, 0.2), (10, 0.3)):
+            tracker.log_metrics(runs[0], {"objective": v}, step)
+        tracker.finish_trial(runs[0], "FINISHED", tags={"mixopt.stopped_early": "true"})
+        tracker.log_metrics(runs[1], {"objective": 0.6}, 40)
+        tracker.finish_trial(runs[1], "FINISHED")
+        restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+        done, reruns, _ = reconcile(restored, tracker, parent, 40, tmp_path)
+        assert done == 2 and not reruns and not restored.pending
+        if mf:
+            assert restored.stopped == [p[0]] and restored.partial == [(p[0], 0.25, 0.3)]
+            assert restored.history == [(p[1], 0.6)]
+        else:
+            assert not restored.stopped and sorted(v for _, v in restored.history) == [0.3, 0.6]
+
+
+@pytest.mark.slow
+def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) -> None:
+    """A real sweep (local Ray, sqlite MLflow, analytic trainer reporting every 5 of 40 steps,
+    ASHA): the saved optimizer state holds the running trials' partial results, the trials ASHA
+    stopped are partial results at the step they reached (not full-fidelity values), and the
+    trials that ran to the end are told their final objective."""
+    from test_sweep import trial_runs, write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
+
+    from mixopt.config import load_experiment
+    from mixopt.sweep import run_sweep
+
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        trainer={
+            "target": "trainers.analytic:train",
+            "steps": 40,
+            "report_every": 5,
+            "seconds_per_step": 0.05,
+        },
+        optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 2, "multi_fidelity": True},
+        sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    assert summary.finished == 8
+    client, parents, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
+    opt = MixtureOptimizer.from_state_dict(state)
+    assert opt.multi_fidelity and not opt.pending
+    stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
+    assert stopped and len(stopped) < len(children)  # ASHA cut some trials short, not all
+    n_stopped = 0
+    for c in children:
+        p = json.loads(c.data.tags["mixopt.proposal"])
+        logged = {m.step: m.value for m in client.get_metric_history(c.info.run_id, "objective")}
+        last_step = max(logged)
+        # Every report before the final one is a partial result at step / 40, with the objective
+        # MLflow logged at that step.
+        mine = [(f, v) for q, f, v in opt.partial if q == p]
+        assert mine and all(
+            round(f * 40) in logged and v == pytest.approx(logged[round(f * 40)]) for f, v in mine
+        )
+        assert {round(f * 40) for f, _ in mine} >= {s for s in logged if s < 40}
+        if c.info.run_id in {r.info.run_id for r in stopped} and last_step < 40:
+            # Stopped by ASHA: a partial result at the fraction it reached, not a full-fidelity value.
+            n_stopped += 1
+            assert p in opt.stopped and p not in [q for q, _ in opt.history]
+            assert max(mine) == pytest.approx((last_step / 40, c.data.metrics["objective"]))
+        else:
+            # Ran to the budget (a stop at the last rung, step 40, is the full budget too).
+            assert p not in opt.stopped
+            assert [v for q, v in opt.history if q == p] == [pytest.approx(c.data.metrics["objective"])]
+    assert n_stopped == len(opt.stopped) > 0
