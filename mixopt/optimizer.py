@@ -113,7 +113,7 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from botorch.optim import optimize_acqf
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel, ScaleKernel
+from gpytorch.kernels import Kernel, MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
@@ -1174,18 +1174,7 @@ def _make_gp(
 
     Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values.
     """
-    d = x.shape[-1]
-    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
-    covar = MaternKernel(
-        nu=2.5,
-        active_dims=tuple(range(n_weights)),
-        lengthscale_prior=prior,
-        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
-    )
-    if d > n_weights:
-        covar = covar * get_covar_module_with_dim_scaled_prior(
-            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
-        )
+    covar = _mixture_kernel(x.shape[-1], n_weights)
     noise_prior = _noise_prior(y, noise_floor, noise_sd)
     likelihood = GaussianLikelihood(
         noise_prior=noise_prior,
@@ -1199,6 +1188,22 @@ def _make_gp(
         return SingleTaskGP(
             x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
         )
+
+
+def _mixture_kernel(d: int, n_weights: int) -> Kernel:
+    """``k_w(w, w') * k_h(h, h')`` over ``d`` features, the ``n_weights`` weights first (see :func:`_make_gp`)."""
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
+    covar: Kernel = MaternKernel(
+        nu=2.5,
+        active_dims=tuple(range(n_weights)),
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
+    )
+    if d > n_weights:
+        covar = covar * get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
+        )
+    return covar
 
 
 def _noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) -> LogNormalPrior:
@@ -1232,19 +1237,7 @@ def _make_mf_gp(
     Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values.
     """
     d = x.shape[-1] - 1
-    # k_x: the same construction as _make_gp's covariance (kept separate so that _make_gp and
-    # the single-fidelity path stay exactly as they are).
-    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
-    covar = MaternKernel(
-        nu=2.5,
-        active_dims=tuple(range(n_weights)),
-        lengthscale_prior=prior,
-        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
-    )
-    if d > n_weights:
-        covar = covar * get_covar_module_with_dim_scaled_prior(
-            ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
-        )
+    covar = _mixture_kernel(d, n_weights)  # k_x: _make_gp's covariance over the features
 
     def fidelity_kernel() -> MaternKernel:
         s_prior = LogNormalPrior(loc=0.0, scale=1.0)
