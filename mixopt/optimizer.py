@@ -1174,20 +1174,7 @@ def _make_gp(
 
     Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values.
     """
-    covar = _mixture_kernel(x.shape[-1], n_weights)
-    noise_prior = _noise_prior(y, noise_floor, noise_sd)
-    likelihood = GaussianLikelihood(
-        noise_prior=noise_prior,
-        noise_constraint=GreaterThan(
-            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
-        ),
-    )
-    with warnings.catch_warnings():
-        # Weight features are stretched beyond [0, 1] on purpose (see mixopt.space).
-        warnings.simplefilter("ignore", InputDataWarning)
-        return SingleTaskGP(
-            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
-        )
+    return _gp(x, y, _mixture_kernel(x.shape[-1], n_weights), noise_floor, noise_sd)
 
 
 def _mixture_kernel(d: int, n_weights: int) -> Kernel:
@@ -1204,6 +1191,26 @@ def _mixture_kernel(d: int, n_weights: int) -> Kernel:
             ard_num_dims=d - n_weights, use_rbf_kernel=False, active_dims=tuple(range(n_weights, d))
         )
     return covar
+
+
+def _gp(
+    x: torch.Tensor, y: torch.Tensor, covar: Kernel, noise_floor: float, noise_sd: float | None
+) -> SingleTaskGP:
+    """SingleTaskGP in float64 with ``covar``, Standardize(1) outcomes and the noise prior of
+    :func:`_noise_prior` above ``noise_floor``."""
+    noise_prior = _noise_prior(y, noise_floor, noise_sd)
+    likelihood = GaussianLikelihood(
+        noise_prior=noise_prior,
+        noise_constraint=GreaterThan(
+            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
+        ),
+    )
+    with warnings.catch_warnings():
+        # Weight features are stretched beyond [0, 1] on purpose (see mixopt.space).
+        warnings.simplefilter("ignore", InputDataWarning)
+        return SingleTaskGP(
+            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
+        )
 
 
 def _noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) -> LogNormalPrior:
@@ -1254,18 +1261,7 @@ def _make_mf_gp(
     covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
         fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
     )
-    noise_prior = _noise_prior(y, noise_floor, noise_sd)  # as in _make_gp
-    likelihood = GaussianLikelihood(
-        noise_prior=noise_prior,
-        noise_constraint=GreaterThan(
-            noise_floor, transform=None, initial_value=max(noise_prior.mode, 2 * noise_floor)
-        ),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InputDataWarning)
-        return SingleTaskGP(
-            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
-        )
+    return _gp(x, y, covar, noise_floor, noise_sd)  # noise as in _make_gp
 
 
 def _optimise(
