@@ -309,6 +309,13 @@ class SweepTracker:
         self.set_tags(run_id, all_tags)
         retry(lambda: self.client.set_terminated(run_id, status=status), "end trial")
 
+    def close_recorded(self, run: Any) -> None:
+        """Terminate a trial run whose status tag says it ended while MLflow still shows it running:
+        :meth:`finish_trial` sets the tag, then the end, and a driver killed in between left it open."""
+        status = run.data.tags.get(STATUS)
+        if status in ("FINISHED", "FAILED") and run_status_name(run.info.status) == "RUNNING":
+            retry(lambda: self.client.set_terminated(run.info.run_id, status=status), "end trial")
+
 
 def run_status_name(status: Any) -> str:
     return status if isinstance(status, str) else RunStatus.to_string(status)

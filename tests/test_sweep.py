@@ -381,6 +381,9 @@ def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Pat
     (tmp_path / "trial-003" / "model").mkdir(parents=True)
     (tmp_path / "trial-003" / "model" / "modules.json").write_text("[]")
     # p[4]: asked, the driver died before its MLflow run existed.
+    # trial-001's driver died between the status tag and MLflow's end: the run is still open.
+    tracker.client.update_run(runs[1], status="RUNNING")
+    assert tracker.client.get_run(runs[1]).info.status == "RUNNING"
     restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
 
     done, reruns, next_index = _reconcile(restored, tracker, parent, 10, tmp_path)
@@ -394,6 +397,7 @@ def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Pat
         ]
         == 0.7
     )
+    assert tracker.client.get_run(runs[1]).info.status == "FINISHED"  # closed on resume
     closed = tracker.client.get_run(runs[3])
     assert closed.info.status == "FINISHED" and closed.data.metrics["objective"] == 0.9
     assert closed.data.tags["mixopt.checkpoint"] == str(tmp_path / "trial-003" / "model")
@@ -534,7 +538,12 @@ def test_resume_after_sigkill_during_verification(tmp_path: Path, data_dir: Path
         except Exception as e:  # the experiment does not exist yet
             last_error = e
             continue
-        done = [c for c in verify if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED")]
+        # Closed runs only: the status tag is set a moment before MLflow's end time.
+        done = [
+            c
+            for c in verify
+            if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED") and c.info.end_time is not None
+        ]
         if len(done) >= 3:
             finished_before = {c.data.tags["mixopt.trial_id"]: c.info.end_time for c in done}
             break

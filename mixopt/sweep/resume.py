@@ -46,6 +46,7 @@ def reconcile(
         pending = proposal in opt.pending
         if status in ("FINISHED", "FAILED"):
             done += 1
+            tracker.close_recorded(run)
             if pending:
                 value = run.data.metrics.get("objective") if status == "FINISHED" else None
                 opt.tell(proposal, value, fraction=_stopped_fraction(opt, tracker, run, steps, value))

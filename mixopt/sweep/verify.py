@@ -302,6 +302,7 @@ def run_verification(
     for t in plan["trials"]:
         run = runs.get(t["trial_id"])
         if run is not None and run.data.tags.get(STATUS) in ("FINISHED", "FAILED"):
+            tracker.close_recorded(run)
             continue
         todo.append({**t, "run_id": run.info.run_id if run is not None else None})
     if todo:
