@@ -621,21 +621,7 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
         out.append((("search", "bounds"), f"the maximum weights sum to {hi:g} < 1: no mixture fits"))
     for i, mix in enumerate(exp.search.seed_mixtures):
         loc = ("search", "seed_mixtures", i)
-        unknown = sorted(set(mix) - known)
-        if unknown:
-            out.append((loc, f"seed mixture names unknown task(s) {unknown}; tasks are {names}"))
-        neg = {k: v for k, v in mix.items() if not (math.isfinite(v) and v >= 0)}
-        if neg:
-            out.append((loc, f"seed mixture weights must be finite and >= 0, got {neg}"))
-        total = sum(mix.values())
-        if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
-            out.append(
-                (
-                    loc,
-                    f"seed mixture weights must sum to 1 (within {SUM_TOLERANCE:g}), "
-                    f"got {total!r} from {mix}",
-                )
-            )
+        out += _mixture_problems(loc, mix, names, "seed mixture")
         for t in names:
             b = exp.search.bounds.get(t)
             w = mix.get(t, 0.0)
