@@ -33,6 +33,10 @@ Policies, the same optimizer defaults (10 Dirichlet seeds, GP-UCB beta=2) and se
   stopped trial a partial result at its fraction.
 - ``full-mf``: no early stopping, ``multi_fidelity=True`` (running trials' reports inform the
   next proposals).
+- ``gp-stop``: ``multi_fidelity=True``, and model-based early stopping instead of ASHA: from the
+  grace period on, after each report the trial stops when
+  ``MixtureOptimizer.should_stop`` says its UCB at full fidelity is below the best finished
+  trial's posterior mean (the GP judges a curve by what it predicts at the end, not by its rank).
 
 Regret: ``f* - f(w_rec, T)`` (noiseless), ``w_rec = recommend()`` (the posterior-mean maximiser at
 full fidelity; the sweep's answer), ``f*`` by SLSQP on the polytope (``f`` is concave in ``w``),
@@ -66,7 +70,7 @@ RATE = 10.0
 GRACE = T // 4
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
-POLICIES = ("full", "asha", "asha-mf", "full-mf")
+POLICIES = ("full", "asha", "asha-mf", "full-mf", "gp-stop")
 
 
 class Curves:
@@ -158,8 +162,9 @@ def simulate(
 ) -> Run:
     """One sweep of ``policy`` on two asynchronous workers until ``budget * T`` steps are spent."""
     t0 = time.perf_counter()
-    mf = policy.endswith("-mf")
+    mf = policy.endswith("-mf") or policy == "gp-stop"
     asha = policy.startswith("asha")
+    gp_stop = policy == "gp-stop"
     opt = MixtureOptimizer(names, random_state=seed, multi_fidelity=mf)
     rng = np.random.default_rng([seed, 7])
     total = budget * T
@@ -197,7 +202,11 @@ def simulate(
             else:
                 if mf:
                     opt.tell_partial(wk.proposal, value, wk.step / T)
-                if asha and wk.step in rungs_at():
+                if gp_stop and wk.step >= GRACE and opt.should_stop(wk.proposal):
+                    opt.tell(wk.proposal, value, fraction=wk.step / T)
+                    out.stopped += 1
+                    ended = True
+                elif asha and wk.step in rungs_at():
                     recorded = rungs.setdefault(wk.step, [])
                     cutoff = np.percentile(recorded, (1 - 1 / ETA) * 100) if recorded else None
                     recorded.append(value)
@@ -235,6 +244,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[3])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1"
+    )
     ap.add_argument("--budget", type=int, default=16, help="step budget in full trials (x T steps)")
     ap.add_argument("--grace", type=int, default=GRACE, help="ASHA grace period (steps)")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
@@ -246,7 +258,7 @@ def main() -> None:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None
     for k in args.k:
         runs: dict[str, list[Run]] = {p: [] for p in args.policies}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             names, curves = synth if k == 3 and synth else zipf_curves(k, seed)
             f_star = curves.optimum()
             draws = np.random.default_rng([seed, 3]).dirichlet(np.ones(k), 256)

@@ -676,6 +676,42 @@ class MixtureOptimizer:
             )
         self._partial.append((i, fraction, value))
 
+    def should_stop(self, proposal: Mapping[str, Any]) -> bool:
+        """Multi-fidelity early stopping: whether a running trial, given its partial results, is
+        predicted not to beat the incumbent at full fidelity.
+
+        With the GP over (mixture, fraction) fitted on every result so far (this trial's partial
+        values included), the trial stops when even its upper confidence bound at full fidelity,
+        ``mu(x, 1) + beta * sigma(x, 1)``, is below the best posterior mean at full fidelity
+        among the finished trials: UCB would no longer choose it. This is the model-based
+        counterpart of ASHA (learning-curve prediction, as in Domhan et al., IJCAI 2015, and the
+        freeze-thaw view of multi-fidelity BO): curves that cross (small tasks learnt first) are
+        judged by what they predict at the end, not by their rank at a rung. False until the
+        trial has a partial result and some trial has finished, or when the GP cannot be fitted.
+        A trial that stops is then told with ``tell(proposal, value, fraction=...)``.
+
+        Raises:
+            ValueError: without ``multi_fidelity``, or when ``proposal`` is not pending.
+        """
+        if not self.multi_fidelity:
+            raise ValueError(
+                "should_stop() needs multi_fidelity=True (config optimizer.multi_fidelity): the "
+                "prediction comes from the GP over (mixture, fraction of the step budget)"
+            )
+        i = self._find(proposal, pending_only=True)
+        if i is None:
+            raise ValueError(
+                f"should_stop(): {dict(proposal)} is not pending (never asked, already told or stopped)"
+            )
+        finished = [self._asked[j][0] for j, v in self._history if v is not None]
+        if not finished or all(j != i for j, _, _ in self._partial) or self._n_rows() < MIN_OBSERVATIONS:
+            return False
+        with _one_thread():
+            if self._fitted() is None:
+                return False
+            mean, sd = self._predict([self._asked[i][0]] + finished)
+        return bool(mean[0] + self.beta * sd[0] < mean[1:].max())
+
     @staticmethod
     def _check_fraction(fraction: Any, method: str) -> float:
         if (

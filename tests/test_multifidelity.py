@@ -198,6 +198,37 @@ def test_a_final_value_supersedes_the_same_trials_partial_results() -> None:
     assert np.abs(finals.predict(probe)[1] - s2).max() > 1e-4
 
 
+def test_should_stop_a_trial_whose_curve_predicts_a_bad_final_value() -> None:
+    """Model-based early stopping against the closed form: every trial follows ``curve(s) * h(w)``.
+    Finished trials (their curves at 30 % and 60 %, then their final values) teach the GP how early
+    values relate to final ones. A running trial far from W_STAR (final value h = -3.3 against the
+    best finished 0.94) must stop after its 30 % report; one near W_STAR (final value 0.99, above
+    every finished trial) must not."""
+    finished = FULL + ring(0.12, 6)
+    good, bad = ring(0.05, 1)[0], {"a": 0.05, "b": 0.05, "c": 0.9}
+    seeds = finished + [good, bad]
+    opt = MixtureOptimizer(TASKS, n_seeds=len(seeds), seed_mixtures=seeds, multi_fidelity=True)
+    asked = opt.ask(len(seeds))
+    # Before any trial has finished there is no incumbent to compare with.
+    opt.tell_partial(asked[-1], curve(0.3) * h(asked[-1]), 0.3)
+    assert opt.should_stop(asked[-1]) is False
+    for p in asked[: len(finished)]:
+        opt.tell_partial(p, curve(0.3) * h(p), 0.3)
+        opt.tell_partial(p, curve(0.6) * h(p), 0.6)
+        opt.tell(p, h(p))
+    assert h(bad) < -3 and h(good) > max(h(p) for p in finished)
+    opt.tell_partial(asked[-2], curve(0.3) * h(asked[-2]), 0.3)
+    assert opt.should_stop(asked[-1]) is True
+    assert opt.should_stop(asked[-2]) is False
+    # A trial with no partial result yet is never stopped on the prior alone.
+    fresh = opt.ask(1)[0]
+    assert opt.should_stop(fresh) is False
+    with pytest.raises(ValueError, match="not pending"):
+        opt.should_stop(asked[0])
+    with pytest.raises(ValueError, match="multi_fidelity=True"):
+        MixtureOptimizer(TASKS).should_stop(asked[0])
+
+
 def test_partial_tell_errors_and_bookkeeping() -> None:
     opt = MixtureOptimizer(TASKS, n_seeds=4, multi_fidelity=True)
     p, q, r, _ = opt.ask(4)
