@@ -386,9 +386,17 @@ class ResourcesConfig(_Frozen):
 
 
 class EarlyStopping(_Frozen):
-    """Tune's ASHA scheduler on the dev objective reported at intermediate steps."""
+    """Early stopping on the dev objective reported at intermediate steps.
+
+    ``method: asha`` is Tune's ASHA scheduler (``grace_period`` steps, then rungs thinned by
+    ``reduction_factor``). ``method: gp`` is model-based: from ``grace_period`` steps on, after each
+    report the multi-fidelity GP predicts the trial's final value and stops it when even its upper
+    confidence bound is below the best finished trial's (``MixtureOptimizer.should_stop``); it
+    needs ``optimizer.multi_fidelity: true``.
+    """
 
     enabled: bool = False
+    method: Literal["asha", "gp"] = "asha"
     grace_period: StrictInt = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1.0)
 
@@ -631,6 +639,15 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 )
     if exp.verify.baseline is not None:
         out += _mixture_problems(("verify", "baseline"), exp.verify.baseline, names, "baseline")
+    es = exp.sweep.early_stopping
+    if es.enabled and es.method == "gp" and not exp.optimizer.multi_fidelity:
+        out.append(
+            (
+                ("sweep", "early_stopping", "method"),
+                "method 'gp' predicts a trial's final value with the multi-fidelity GP: set "
+                "optimizer.multi_fidelity: true (or use method 'asha')",
+            )
+        )
     if isinstance(exp.optimizer.dirichlet_alpha, dict):
         for t in exp.optimizer.dirichlet_alpha:
             if t not in known:

@@ -645,7 +645,8 @@ class MixtureOptimizer:
                 )
             self._pending.remove(i)
             self._stopped.append(i)
-            if value is not None:
+            # Usually the trial's last report, already told by tell_partial: kept once.
+            if value is not None and (i, fraction, value) not in self._partial:
                 self._partial.append((i, fraction, value))
             return
         i = self._find(proposal, pending_only=True)

@@ -261,6 +261,20 @@ BAD = [
         "  seeds: -1",
     ),
     ("verify_unknown_key", GOOD + "verify:\n  seed: 4\n", "verify.seed", "unknown key 'seed'", "  seed: 4"),
+    (
+        "gp_stopping_needs_multi_fidelity",
+        GOOD + "sweep:\n  early_stopping: {enabled: true, method: gp}\n",
+        "sweep.early_stopping.method",
+        "optimizer.multi_fidelity: true",
+        "  early_stopping:",
+    ),
+    (
+        "unknown_stopping_method",
+        GOOD + "sweep:\n  early_stopping: {enabled: true, method: hyperband}\n",
+        "sweep.early_stopping.method",
+        "'asha' or 'gp'",
+        "  early_stopping:",
+    ),
 ]
 
 

@@ -250,6 +250,11 @@ def test_partial_tell_errors_and_bookkeeping() -> None:
     assert opt.stopped == [q, r] and q not in opt.pending and opt.best() == (p, 0.8)
     assert [(x, f, v) for x, f, v in opt.partial] == [(q, 0.25, 0.3)]
     assert [x for x, _ in opt.history] == [p]
+    # Stopped right after its last report (the usual order: tell_partial, then the stop): one record.
+    (s,) = opt.ask(1)
+    opt.tell_partial(s, 0.4, 0.5)
+    opt.tell(s, 0.4, fraction=0.5)
+    assert [(f, v) for x, f, v in opt.partial if x == s] == [(0.5, 0.4)]
     with pytest.raises(ValueError, match="multi_fidelity"):
         MixtureOptimizer(TASKS, multi_fidelity="yes")  # type: ignore[arg-type]
 
@@ -352,3 +357,51 @@ def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) ->
             assert p not in opt.stopped
             assert [v for q, v in opt.history if q == p] == [pytest.approx(c.data.metrics["objective"])]
     assert n_stopped == len(opt.stopped) > 0
+
+
+@pytest.mark.slow
+def test_sweep_with_gp_early_stopping(tmp_path, data_dir, ray_local) -> None:
+    """``sweep.early_stopping.method: gp`` in a real sweep (local Ray, sqlite MLflow, analytic
+    trainer reporting every 10 of 40 steps): trials the GP predicts cannot win are stopped, never
+    before the grace period and never before a trial has finished; each report is told once (the
+    scheduler and the searcher both see it); stopped trials are partial results, the others are
+    told their final objective."""
+    from test_sweep import trial_runs, write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
+
+    from mixopt.config import load_experiment
+    from mixopt.sweep import run_sweep
+
+    path = write_experiment(
+        tmp_path,
+        data_dir,
+        trainer={
+            "target": "trainers.analytic:train",
+            "steps": 40,
+            "report_every": 10,
+            "seconds_per_step": 0.05,
+        },
+        optimizer={"n_seeds": 4, "max_trials": 10, "max_concurrent": 2, "multi_fidelity": True},
+        sweep={"early_stopping": {"enabled": True, "method": "gp", "grace_period": 10}},
+    )
+    summary = run_sweep(load_experiment(path), verbose=False)
+    assert summary.finished == 10
+    client, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    opt = MixtureOptimizer.from_state_dict(
+        json.loads((summary.storage_dir / "optimizer_state.json").read_text())
+    )
+    assert not opt.pending
+    stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
+    assert stopped, "no trial was stopped: the analytic tasks' mixtures differ by far more than the noise"
+    first_end = min(c.info.end_time for c in children if c not in stopped)
+    for c in children:
+        p = json.loads(c.data.tags["mixopt.proposal"])
+        steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "objective"))
+        mine = [round(f * 40) for q, f, _ in opt.partial if q == p]
+        assert len(mine) == len(set(mine)), f"a report was told twice: {mine}"
+        if c in stopped:
+            assert p in opt.stopped and p not in [q for q, _ in opt.history]
+            assert 10 <= steps[-1] < 40 and c.info.end_time >= first_end
+        else:
+            assert steps[-1] == 40 and [v for q, v in opt.history if q == p] == [
+                pytest.approx(c.data.metrics["objective"])
+            ]

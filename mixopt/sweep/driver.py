@@ -24,6 +24,7 @@ from mixopt.sweep.common import (
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.resume import reconcile
 from mixopt.sweep.searcher import make_searcher
+from mixopt.sweep.stopping import make_scheduler
 from mixopt.sweep.verify import (
     log_recommendation,
     print_recommendation,
@@ -341,8 +342,6 @@ def _tune(
     box: dict[str, Any],
 ) -> tuple[Any, Any, int]:
     """Run the trials with Ray Tune; return the searcher, the callback and the concurrency limit."""
-    from ray.tune.schedulers import ASHAScheduler
-
     parent_id = tracker.parent_id
     ray_init(address, exp)
     concurrent = max_concurrent(exp)
@@ -350,19 +349,7 @@ def _tune(
     # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
     searcher = make_searcher(state, tracker, exp, n_to_run, reruns, next_index, printer)
     callback = make_callback(tracker, printer, exp, state)
-    scheduler = None
-    if exp.sweep.early_stopping.enabled:
-        es = exp.sweep.early_stopping
-        scheduler = ASHAScheduler(
-            time_attr="mixopt_step",
-            metric="objective",
-            mode="max",
-            max_t=exp.trainer.steps,
-            grace_period=es.grace_period,
-            reduction_factor=es.reduction_factor,
-            # A trial that reaches the budget must still send its final report.
-            stop_last_trials=False,
-        )
+    scheduler = make_scheduler(exp, searcher)
     trainable = make_trainable(exp, storage)
     if verbose:
         print(

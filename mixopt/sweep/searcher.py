@@ -3,7 +3,8 @@
 With ``optimizer.multi_fidelity`` it also tells the optimizer every intermediate objective a trial
 reports (``tell_partial`` at ``step / trainer.steps``), and a trial stopped early by ASHA as a
 partial result at the fraction it reached; without, a stopped trial's last value is told as its
-result (the single-fidelity GP has no other place for it).
+result (the single-fidelity GP has no other place for it). With ``sweep.early_stopping.method: gp``
+the scheduler of :mod:`mixopt.sweep.stopping` asks :meth:`observe` whether to stop a trial.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def make_searcher(
             self.issued = 0
             self.index = next_index
             self.live: dict[str, tuple[str, str, dict]] = {}
+            # The last (fraction, value) told per running trial, so a report is told once.
+            self.reported: dict[str, tuple[float, float]] = {}
 
         def suggest(self, tune_trial_id: str) -> dict | None:
             if self.issued >= n_to_run:
@@ -80,20 +83,38 @@ def make_searcher(
             return {"proposal": proposal, "trial_id": trial_id, "run_id": run_id, "seed": seed}
 
         def on_trial_result(self, tune_trial_id: str, result: dict) -> None:
+            self.observe(tune_trial_id, result)
+
+        def observe(self, tune_trial_id: str, result: dict, decide: bool = False) -> bool:
+            """Tell a running trial's intermediate report to the optimizer (once per report:
+            the ``gp`` early-stopping scheduler calls this before Tune calls on_trial_result);
+            with ``decide``, whether ``sweep.early_stopping.method: gp`` stops the trial now."""
             if not exp.optimizer.multi_fidelity or result.get("mixopt_final"):
-                return  # the final report is told by on_trial_complete
+                return False  # the final report is told by on_trial_complete
             live = self.live.get(tune_trial_id)
             value, fraction = _value(result), _fraction(result, exp.trainer.steps)
             if live is None or value is None or fraction is None:
-                return
+                return False
             proposal = live[2]
-            if proposal in state.optimizer.pending:
-                state.optimizer.tell_partial(proposal, value, fraction)
+            opt = state.optimizer
+            if proposal not in opt.pending:
+                return False
+            report = (fraction, value)
+            if self.reported.get(tune_trial_id) != report:
+                opt.tell_partial(proposal, value, fraction)
+                self.reported[tune_trial_id] = report
+            es = exp.sweep.early_stopping
+            if not (decide and es.enabled and es.method == "gp") or fraction >= 1.0:
+                return False
+            if result["mixopt_step"] < es.grace_period:
+                return False
+            return opt.should_stop(proposal)
 
         def on_trial_complete(
             self, tune_trial_id: str, result: dict | None = None, error: bool = False
         ) -> None:
             trial_id, run_id, proposal = self.live.pop(tune_trial_id)
+            self.reported.pop(tune_trial_id, None)
             value = None
             if not error and result is not None:
                 value = _value(result)

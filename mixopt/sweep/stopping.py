@@ -1,0 +1,54 @@
+"""Early stopping of running trials: Tune's ASHA, or the multi-fidelity GP's prediction.
+
+``sweep.early_stopping.method: asha`` ranks trials at rungs (``grace_period`` steps, then every
+``reduction_factor``-fold); ``gp`` asks the optimizer after every report, from ``grace_period``
+steps on, whether the trial's predicted final value can still beat the best finished trial
+(:meth:`mixopt.optimizer.MixtureOptimizer.should_stop`). Learning curves of mixtures cross (small
+tasks are learnt first), so a rung's rank can stop the mixture that would win at the end; the GP
+judges a curve by what it predicts at the end (bench/RESULTS.md, "Multi-fidelity").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixopt.config import Experiment
+
+
+def make_scheduler(exp: Experiment, searcher: Any) -> Any:
+    """The Tune scheduler for ``exp.sweep.early_stopping`` (None when it is off)."""
+    es = exp.sweep.early_stopping
+    if not es.enabled:
+        return None
+    if es.method == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="mixopt_step",
+            metric="objective",
+            mode="max",
+            max_t=exp.trainer.steps,
+            grace_period=es.grace_period,
+            reduction_factor=es.reduction_factor,
+            # A trial that reaches the budget must still send its final report.
+            stop_last_trials=False,
+        )
+    return _predicted_stop(searcher)
+
+
+def _predicted_stop(searcher: Any) -> Any:
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class PredictedStop(FIFOScheduler):
+        """Stops a trial when the optimizer predicts it cannot beat the best finished one.
+
+        Tune calls the scheduler before the searcher on each result, so the searcher's ``observe``
+        tells the report to the optimizer here (once per report) and then decides.
+        """
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if searcher.observe(trial.trial_id, result, decide=True):
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+    return PredictedStop()
