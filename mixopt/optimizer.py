@@ -83,8 +83,10 @@ mixture's early values relate to its final one. A trial's final value supersedes
 report (the same measurement, not counted twice). Proposals, pending points' hallucinations,
 ``recommend()`` and ``predict()`` are at ``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``).
 With the option off (the default), partial values are recorded in the state but not modelled,
-and a stopped trial is only taken (never proposed again). ``bench/multifidelity.py`` measures
-both (bench/RESULTS.md).
+and a stopped trial is only taken (never proposed again). With it on, :meth:`should_stop` is
+model-based early stopping: a running trial whose UCB at full fidelity, given its partial curve,
+is below the best finished trial's posterior mean (the sweep's ``early_stopping.method: gp``).
+``bench/multifidelity.py`` measures all three (bench/RESULTS.md).
 
 **Reproducible and resumable.** Every random choice is keyed by ``(random_state, what, index)``
 and the GP fit depends only on the observations, so the same calls give the same proposals, and
