@@ -304,13 +304,10 @@ def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
             assert not restored.stopped and sorted(v for _, v in restored.history) == [0.3, 0.6]
 
 
-@pytest.mark.slow
-def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) -> None:
-    """A real sweep (local Ray, sqlite MLflow, analytic trainer reporting every 5 of 40 steps,
-    ASHA): the saved optimizer state holds the running trials' partial results, the trials ASHA
-    stopped are partial results at the step they reached (not full-fidelity values), and the
-    trials that ran to the end are told their final objective."""
-    from test_sweep import trial_runs, write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
+def analytic_mf_sweep(tmp_path, data_dir, report_every: int, max_trials: int, **early_stopping):
+    """A multi-fidelity sweep of the analytic trainer (40 steps, a report every ``report_every``,
+    2 trials at a time, 4 seeds) with ``sweep.early_stopping`` enabled as given; its summary."""
+    from test_sweep import write_experiment
 
     from mixopt.config import load_experiment
     from mixopt.sweep import run_sweep
@@ -321,13 +318,24 @@ def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) ->
         trainer={
             "target": "trainers.analytic:train",
             "steps": 40,
-            "report_every": 5,
+            "report_every": report_every,
             "seconds_per_step": 0.05,
         },
-        optimizer={"n_seeds": 4, "max_trials": 8, "max_concurrent": 2, "multi_fidelity": True},
-        sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
+        optimizer={"n_seeds": 4, "max_trials": max_trials, "max_concurrent": 2, "multi_fidelity": True},
+        sweep={"early_stopping": {"enabled": True, **early_stopping}},
     )
-    summary = run_sweep(load_experiment(path), verbose=False)
+    return run_sweep(load_experiment(path), verbose=False)
+
+
+@pytest.mark.slow
+def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) -> None:
+    """A real sweep (local Ray, sqlite MLflow, analytic trainer reporting every 5 of 40 steps,
+    ASHA): the saved optimizer state holds the running trials' partial results, the trials ASHA
+    stopped are partial results at the step they reached (not full-fidelity values), and the
+    trials that ran to the end are told their final objective."""
+    from test_sweep import trial_runs  # the sweep tests' helpers (tests/ is on sys.path)
+
+    summary = analytic_mf_sweep(tmp_path, data_dir, 5, max_trials=8, grace_period=5, reduction_factor=2)
     assert summary.finished == 8
     client, parents, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
@@ -366,24 +374,9 @@ def test_sweep_with_gp_early_stopping(tmp_path, data_dir, ray_local) -> None:
     before the grace period and never before a trial has finished; each report is told once (the
     scheduler and the searcher both see it); stopped trials are partial results, the others are
     told their final objective."""
-    from test_sweep import trial_runs, write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
+    from test_sweep import trial_runs  # the sweep tests' helpers (tests/ is on sys.path)
 
-    from mixopt.config import load_experiment
-    from mixopt.sweep import run_sweep
-
-    path = write_experiment(
-        tmp_path,
-        data_dir,
-        trainer={
-            "target": "trainers.analytic:train",
-            "steps": 40,
-            "report_every": 10,
-            "seconds_per_step": 0.05,
-        },
-        optimizer={"n_seeds": 4, "max_trials": 10, "max_concurrent": 2, "multi_fidelity": True},
-        sweep={"early_stopping": {"enabled": True, "method": "gp", "grace_period": 10}},
-    )
-    summary = run_sweep(load_experiment(path), verbose=False)
+    summary = analytic_mf_sweep(tmp_path, data_dir, 10, max_trials=10, method="gp", grace_period=10)
     assert summary.finished == 10
     client, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     opt = MixtureOptimizer.from_state_dict(
