@@ -10,6 +10,7 @@ the scheduler of :mod:`mixopt.sweep.stopping` asks :meth:`observe` whether to st
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from mixopt.config import Experiment
 from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
 from mixopt.tracking import SweepTracker, mixture_params
+
+log = logging.getLogger("mixopt.sweep")
 
 
 def search_seed(base: int, trial_id: str) -> int:
@@ -108,7 +111,16 @@ def make_searcher(
                 return False
             if result["mixopt_step"] < es.grace_period:
                 return False
-            return opt.should_stop(proposal)
+            try:
+                return opt.should_stop(proposal)
+            except Exception as err:  # numerical trouble in the forecast must not end the sweep
+                log.warning(
+                    "early stopping: no forecast for %s (%s: %s); it continues",
+                    live[0],
+                    type(err).__name__,
+                    err,
+                )
+                return False
 
         def on_trial_complete(
             self, tune_trial_id: str, result: dict | None = None, error: bool = False
