@@ -67,3 +67,25 @@ def working_tree_stays_clean():
         return
     gained = sorted(after - before)
     assert not gained, "the tests wrote into the working tree: " + ", ".join(gained[:20])
+
+
+# Shared by the sweep tests (test_sweep.py, test_multifidelity.py); a module that needs other data
+# defines its own data_dir (test_user_errors.py), which takes precedence.
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """mixopt synth's three tasks (64 train / 16 dev rows each, no model), once per module."""
+    from mixopt.synth import SynthSpec, synthesize
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with 2 CPUs for the module's sweeps."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()

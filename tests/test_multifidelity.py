@@ -51,24 +51,6 @@ FULL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from mixopt.synth import SynthSpec, synthesize
-
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def dist(p: dict) -> float:
     return float(np.linalg.norm(np.array([p[t] for t in TASKS]) - W_STAR))
 

@@ -18,26 +18,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mixopt.config import load_experiment
-from mixopt.synth import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["retrieval_0", "sts_1", "classification_2"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    synthesize(out, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16), with_model=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def write_experiment(tmp_path: Path, data_dir: Path, **over) -> Path:
