@@ -43,8 +43,10 @@ the optimum tie (ratio 1) instead of dividing rounding errors.
 
 Methods, each given the same trial budget, sequentially (ask one, tell one):
 
-- ``mixopt``: ``MixtureOptimizer(tasks, random_state=seed)`` with its defaults (10 Dirichlet seeds,
-  then GP-UCB with beta=2).
+- ``mixopt``: ``MixtureOptimizer(tasks, random_state=seed, budget=n)`` with its defaults (10
+  Dirichlet seeds, then GP-UCB with beta=2, the last 2 of the ``n`` trials maximising the posterior
+  mean), as a sweep of ``max_trials: n`` runs it: one run per budget ``n`` (the peers, which do
+  not use their budget, are run once, at the largest, and scored on its prefixes).
 - ``random``: uniform Dirichlet(1) mixtures.
 - ``tpe`` / ``optuna-gp``: Optuna's TPESampler / GPSampler (defaults, 10 startup trials) on
   ``u_k in (0, 1)``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``
@@ -209,7 +211,7 @@ class Problem:
 
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
-    opt = MixtureOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks))
+    opt = MixtureOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget)
     out = []
     for _ in range(budget):
         (p,) = opt.ask(1)
@@ -321,7 +323,7 @@ def _mixopt_run(
     bounds = {
         t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
     }
-    opt = MixtureOptimizer(tasks, random_state=random_state, bounds=bounds or None)
+    opt = MixtureOptimizer(tasks, random_state=random_state, bounds=bounds or None, budget=budget)
     if warm is not None:
         opt.warm_start(warm, name="source")
     for _ in range(budget):
@@ -495,19 +497,22 @@ def main() -> None:
             for k in ks:
                 problem = Problem(kind, k, seed)
                 for m in methods:
-                    key = f"{kind}|{k}|{m}|{seed}|{max(budgets)}"
-                    problem.noise_rng = np.random.default_rng([k, seed, 99])  # same noise stream per method
-                    if m != "mixopt" and key in cache:
-                        trace = [(a, b) for a, b in cache[key]]
-                    else:
-                        t0 = time.perf_counter()
-                        trace = RUNNERS[m](problem, max(budgets), seed)
-                        seconds[m] += time.perf_counter() - t0
-                        # mixopt's traces are written too (for inspection) but never reused.
-                        cache[key] = [list(ab) for ab in trace]
-                        _save_cache(args.cache, m, cache)
-                    for b in budgets:
-                        regrets.setdefault((kind, k, m, b), []).append(simple_regret(problem, trace, b))
+                    # mixopt is told its budget (its last proposals exploit), so each budget is a
+                    # run of its own; the peers' regret at a budget is their longest run's prefix.
+                    for run_budget in budgets if m == "mixopt" else [max(budgets)]:
+                        key = f"{kind}|{k}|{m}|{seed}|{run_budget}"
+                        problem.noise_rng = np.random.default_rng([k, seed, 99])  # same noise stream per method
+                        if m != "mixopt" and key in cache:
+                            trace = [(a, b) for a, b in cache[key]]
+                        else:
+                            t0 = time.perf_counter()
+                            trace = RUNNERS[m](problem, run_budget, seed)
+                            seconds[m] += time.perf_counter() - t0
+                            # mixopt's traces are written too (for inspection) but never reused.
+                            cache[key] = [list(ab) for ab in trace]
+                            _save_cache(args.cache, m, cache)
+                        for b in budgets if m != "mixopt" else [run_budget]:
+                            regrets.setdefault((kind, k, m, b), []).append(simple_regret(problem, trace, b))
                 print(f"  done seed {seed} {kind} K={k}", file=sys.stderr, flush=True)
 
     gps = [m for m in ("optuna-gp", "botorch-ucb") if m in methods]

@@ -334,6 +334,9 @@ class OptimizerConfig(_Frozen):
     # Model partial results (intermediate reports, trials stopped early by ASHA) with a GP over
     # (mixture, fraction of the step budget); see mixopt/optimizer.py and bench/multifidelity.py.
     multi_fidelity: bool = False
+    # The last this many of max_trials maximise the GP's posterior mean instead of UCB
+    # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer.py.
+    exploit_last: StrictInt = Field(2, ge=0)
 
     @field_validator("dirichlet_alpha")
     @classmethod

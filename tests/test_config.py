@@ -269,6 +269,13 @@ BAD = [
         "  early_stopping:",
     ),
     (
+        "exploit_last_negative",
+        GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  exploit_last: -1\n"),
+        "optimizer.exploit_last",
+        "greater than or equal to 0",
+        "  exploit_last: -1",
+    ),
+    (
         "unknown_stopping_method",
         GOOD + "sweep:\n  early_stopping: {enabled: true, method: hyperband}\n",
         "sweep.early_stopping.method",

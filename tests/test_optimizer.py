@@ -275,8 +275,9 @@ def test_state_round_trip_continues_exactly() -> None:
     def g(p: dict) -> float:
         return f(p) - 0.1 * (math.log10(p["lr"]) + 4) ** 2 + (0.05 if p["pool"] == "cls" else 0.0)
 
+    # budget=11: the clone's asks below include the two exploitation steps (asks 10 and 11).
     opt = MixtureOptimizer(
-        TASKS, n_seeds=4, random_state=11, hyperparameters=hp, dirichlet_alpha={"sts_1": 0.5}
+        TASKS, n_seeds=4, random_state=11, hyperparameters=hp, dirichlet_alpha={"sts_1": 0.5}, budget=11
     )
     run(opt, g, 6, batch=2)
     a, b = opt.ask(2)
@@ -288,10 +289,12 @@ def test_state_round_trip_continues_exactly() -> None:
     assert clone.origin(b) == opt.origin(b)
     nxt = opt.ask(2)
     assert clone.ask(2) == nxt
+    assert [opt.origin(p) for p in nxt] == ["bo", "exploit"]
     for p in nxt:
         opt.tell(p, g(p))
         clone.tell(json.loads(json.dumps(p)), g(p))
-    assert clone.ask(1) == opt.ask(1)
+    last = opt.ask(1)
+    assert clone.ask(1) == last and opt.origin(last[0]) == clone.origin(last[0]) == "exploit"
 
 
 def test_from_state_dict_rejects_foreign_state() -> None:
@@ -313,6 +316,7 @@ def test_from_experiment_reads_search_and_optimizer() -> None:
     )
     opt = MixtureOptimizer.from_experiment(exp)
     assert (opt.n_seeds, opt.beta, opt.random_state, opt.dirichlet_alpha) == (3, 1.5, 9, 0.7)
+    assert (opt.budget, opt.exploit_last) == (30, 2)  # max_trials and the default
     first, *rest = opt.ask(3)
     assert first == {
         "retrieval_0": 0.5,
@@ -381,6 +385,65 @@ def test_proposal_maximises_mu_plus_beta_sigma() -> None:
         mu, sd = opt.predict([p] + samples)
         ucb = mu + beta * sd
         assert ucb[0] >= ucb[1:].max() - 1e-6 * (abs(ucb).max()), (beta, ucb[0], ucb[1:].max())
+
+
+def test_the_budgets_last_proposals_maximise_the_posterior_mean() -> None:
+    # Exploitation steps: the last exploit_last asks of a budget maximise mu (beta = 0) among the
+    # mixtures not taken; checked against mu from predict() on sampled mixtures, as UCB above.
+    tasks = TASKS[:3]
+    f = bowl(tasks, 7)
+    rng = np.random.default_rng(0)
+    draws = [dict(zip(tasks, map(float, w))) for w in rng.dirichlet(np.ones(3), 400)]
+    means = {}
+    for budget in (10, None):
+        opt = MixtureOptimizer(tasks, n_seeds=6, random_state=1, budget=budget)
+        run(opt, f, 8)
+        (p,) = opt.ask(1)
+        assert opt.origin(p) == ("exploit" if budget else "bo")
+        told = [q for q, _ in opt.history]
+        samples = [s for s in draws if min(tv(s, q, tasks) for q in told) >= 0.01]
+        mu, _ = opt.predict([p] + samples)
+        means[budget] = mu[0]
+        if budget:
+            assert mu[0] >= mu[1:].max() - 1e-6 * abs(mu).max(), (mu[0], mu[1:].max())
+    # UCB (no budget) traded mean for exploration here: the exploitation step is another point.
+    assert means[None] < means[10] - 1e-3 * abs(means[10])
+
+
+def test_exploitation_steps_count_issued_trials_one_at_a_time() -> None:
+    f = bowl(TASKS, 3)
+    # Concurrent workers: of the budget's last two asks, made together, only the first exploits
+    # (a second would land next to the first, whose posterior mean does not move while pending).
+    opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, budget=8)
+    run(opt, f, 6)
+    assert [opt.origin(p) for p in opt.ask(2)] == ["exploit", "bo"]
+    # A cancelled ask is not a trial: the next ask is the exploitation step again.
+    opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, budget=8)
+    run(opt, f, 6)
+    (p,) = opt.ask(1)
+    opt.cancel(p)
+    (q,) = opt.ask(1)
+    assert opt.origin(q) == "exploit"
+    # Reused (warm-start) observations are not trials of this sweep's budget.
+    source = MixtureOptimizer(TASKS, n_seeds=4, random_state=5)
+    run(source, f, 4)
+    opt = MixtureOptimizer(TASKS, n_seeds=2, random_state=0, budget=4)
+    opt.warm_start(source.state_dict())
+    assert [opt.origin(p) for p in run(opt, f, 4)] == ["bo", "bo", "exploit", "exploit"]
+    # Off: no budget (open-ended ask/tell), or exploit_last=0.
+    for kwargs in ({}, {"budget": 8, "exploit_last": 0}):
+        opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, **kwargs)
+        assert {opt.origin(p) for p in run(opt, f, 8)[4:]} == {"bo"}
+    # The budget can be raised (a resumed sweep given more trials): the steps move to the new end.
+    opt = MixtureOptimizer(TASKS, n_seeds=4, random_state=0, budget=6)
+    run(opt, f, 4)
+    opt.budget = 8
+    assert [opt.origin(p) for p in run(opt, f, 4)] == ["bo", "bo", "exploit", "exploit"]
+    for bad in (0, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="budget must be an integer >= 1"):
+            MixtureOptimizer(TASKS, budget=bad)
+    with pytest.raises(ValueError, match="exploit_last must be an integer >= 0"):
+        MixtureOptimizer(TASKS, budget=8, exploit_last=-1)
 
 
 def test_hyperparameters_are_modelled_jointly() -> None:

@@ -68,8 +68,11 @@ def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray
     assert len(children) == 8
     assert summary.finished == 8 and summary.failed == 0
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    origins = sorted(c.data.params["origin"] for c in children)
-    assert origins == ["bo"] * 4 + ["seed"] * 4
+    origins = [c.data.params["origin"] for c in children]
+    # 4 seeds, then GP proposals; of the last 2 of max_trials one or both exploit (one at a time:
+    # the second is UCB when the first is still running).
+    assert origins.count("seed") == 4 and origins.count("exploit") in (1, 2)
+    assert origins.count("bo") == 4 - origins.count("exploit")
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["mixopt.status"] == "FINISHED"
         weights = {t: float(c.data.params[f"w.{t}"]) for t in TASKS}

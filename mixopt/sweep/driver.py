@@ -239,6 +239,9 @@ def run_sweep(
             tracker.set_tags(parent_id, {WARM_START: warm["warm_start"]})
         done, reruns, next_index = 0, [], 0
     tracker.show_in_ui(parent_id, exp.task_names, list(exp.search.hyperparameters))
+    # The sweep's trial count as run now (--max-trials, or a resume given more): its last
+    # optimizer.exploit_last proposals are exploitation steps.
+    opt.budget = total
     state = State(opt, state_path)
     state.save()
 
