@@ -501,7 +501,9 @@ def main() -> None:
                     # run of its own; the peers' regret at a budget is their longest run's prefix.
                     for run_budget in budgets if m == "mixopt" else [max(budgets)]:
                         key = f"{kind}|{k}|{m}|{seed}|{run_budget}"
-                        problem.noise_rng = np.random.default_rng([k, seed, 99])  # same noise stream per method
+                        problem.noise_rng = np.random.default_rng(
+                            [k, seed, 99]
+                        )  # same noise stream per method
                         if m != "mixopt" and key in cache:
                             trace = [(a, b) for a, b in cache[key]]
                         else:

@@ -336,7 +336,11 @@ class MixtureOptimizer:
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
         self.multi_fidelity = multi_fidelity
         self.budget = budget
-        if isinstance(exploit_last, bool) or not isinstance(exploit_last, (int, np.integer)) or exploit_last < 0:
+        if (
+            isinstance(exploit_last, bool)
+            or not isinstance(exploit_last, (int, np.integer))
+            or exploit_last < 0
+        ):
             raise ValueError(f"exploit_last must be an integer >= 0, got {exploit_last!r}")
         self.exploit_last = int(exploit_last)
         self.dirichlet_alpha: float | dict[str, float] = self._check_alpha(dirichlet_alpha)
@@ -373,8 +377,12 @@ class MixtureOptimizer:
 
     @budget.setter
     def budget(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f"budget must be an integer >= 1 (the sweep's number of trials) or None, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise ValueError(
+                f"budget must be an integer >= 1 (the sweep's number of trials) or None, got {value!r}"
+            )
         self._budget = None if value is None else int(value)
 
     # ------------------------------------------------------------------ construction helpers
