@@ -19,6 +19,18 @@ overrides one (a JSON value, e.g. ``--set learning_rate=2e-3``).
     python bench/landscape.py                          # 12 mixtures x 3 seeds, 2 worker processes
     python bench/landscape.py --seeds 4 --steps 60     # more seeds, another step budget
     python bench/landscape.py --quick                  # 4 mixtures x 2 seeds, to check it runs
+    python bench/landscape.py --set eval_every=10      # also the learning curves (see below)
+
+**Learning curves** (whenever the trainer reports the dev objective before the end, i.e.
+``eval_every`` below ``steps``): do early values rank the mixtures as their final values do? That
+is what early stopping bets on (ASHA keeps the top of a rung by one trial's value; the
+multi-fidelity GP models the curves). At each reported step ``t`` it prints the pooled seed sd of
+the objective and two rank correlations (Spearman) with the mixtures' *final mean* over seeds:
+``mean@t`` (the mixtures' means at ``t``; how the landscape changes) and ``trial@t`` (one trial per
+mixture, as a sweep has, averaged over seeds; at the last step this is the noise ceiling: a
+trial's own final value predicts the final mean only that well), and ``rung@t``: how many of the
+final top ``n // 4`` mixtures a rung at ``t`` that stops the lower half (ASHA's reduction factor
+2) would stop, per seed.
 
 The synthetic tasks are written with ``mixopt.synth`` (seed 0, the default spec, as ``make synth``)
 into a temporary directory unless ``--data DIR`` points at existing ones. Each worker runs torch on
@@ -87,9 +99,16 @@ def _job(args: tuple[dict[str, Any], tuple[float, ...], int, str]) -> dict[str, 
         options=exp.trainer.options,
         trial_id=f"s{seed}",
     )
+    curve: list[tuple[int, float]] = []
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        if "objective" in metrics:
+            curve.append((step, float(metrics["objective"])))
+
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train(trial, lambda step, metrics: None)
+    result = train(trial, report)
     return {
+        "curve": curve,
         "weights": weights,
         "seed": seed,
         "objective": result.objective,
@@ -105,6 +124,38 @@ def _mean_sd(xs: list[float]) -> tuple[float, float]:
     m = sum(xs) / len(xs)
     var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
     return m, math.sqrt(var)
+
+
+def _curves(results: list[dict[str, Any]], mixtures: list, seeds: list[int], steps: int) -> None:
+    """The learning-curve table (see the module docstring); nothing without intermediate reports."""
+    from scipy.stats import spearmanr
+
+    value: dict[tuple[tuple[float, ...], int, int], float] = {}
+    for r in results:
+        for step, v in r["curve"]:
+            value[(tuple(r["weights"]), r["seed"], step)] = v
+    ws = [tuple(w) for _, w in mixtures]
+    at = sorted({st for (_, _, st) in value if all((w, s, st) in value for w in ws for s in seeds)})
+    if len(at) < 2 or at[-1] != steps or len(ws) < 4:
+        return
+    final = [_mean_sd([value[(w, s, steps)] for s in seeds])[0] for w in ws]
+    top = {i for i in sorted(range(len(ws)), key=lambda i: -final[i])[: max(1, len(ws) // 4)]}
+    print(f"\nlearning curves: {len(ws)} mixtures x {len(seeds)} seeds; Spearman with the final mean")
+    print(f"{'step':>5} {'pooled sd':>10} {'mean@t':>7} {'trial@t':>8}  rung@t (of the final top {len(top)})")
+    for t in at:
+        means = [_mean_sd([value[(w, s, t)] for s in seeds])[0] for w in ws]
+        pooled = math.sqrt(sum(_mean_sd([value[(w, s, t)] for s in seeds])[1] ** 2 for w in ws) / len(ws))
+        per_seed = [[value[(w, s, t)] for w in ws] for s in seeds]
+        trial = sum(spearmanr(v, final)[0] for v in per_seed) / len(seeds)
+        # A rung at t stops the lower half of the mixtures by one trial's value (per seed).
+        stopped = [
+            len(top & set(sorted(range(len(ws)), key=lambda i: v[i])[: len(ws) // 2])) for v in per_seed
+        ]
+        print(
+            f"{t:5d} {pooled:10.4f} {spearmanr(means, final)[0]:7.2f} {trial:8.2f}  "
+            + " ".join(str(k) for k in stopped)
+            + f" (mean {sum(stopped) / len(stopped):.2f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU mean {sum(cpu) / len(cpu):.1f}, max {max(cpu):.1f} "
         f"(train {train_s:.1f} + eval {eval_s:.1f}; {len(results)} trials, wall {wall:.0f} s on {args.workers} workers)"
     )
+    _curves(results, mixtures, seeds, data["trainer"]["steps"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)  # the trials' checkpoints

@@ -29,6 +29,7 @@ Policies, the same optimizer defaults (10 Dirichlet seeds, GP-UCB beta=2) and se
   stops); a stopped trial's last value is told as its result (the single-fidelity sweep with
   ``sweep.early_stopping``). With grace ``T/8`` the first rung ranks mixtures by curves that
   cross later; in a 1-2 seed look on mixopt synth's tasks both ASHA policies did worse with it.
+  (The sweep's own default grace is now ``T/2``, from the real trainer's curves; ``--grace``.)
 - ``asha-mf``: the same ASHA, ``multi_fidelity=True``: every report is a partial result, a
   stopped trial a partial result at its fraction.
 - ``full-mf``: no early stopping, ``multi_fidelity=True`` (running trials' reports inform the

@@ -400,8 +400,15 @@ class EarlyStopping(_Frozen):
 
     enabled: bool = False
     method: Literal["asha", "gp"] = "asha"
-    grace_period: StrictInt = Field(1, ge=1)
+    # None: half of trainer.steps. Mixtures' learning curves cross: on the tiny experiment's real
+    # trainer the ranking at 1/8-1/4 of the steps is reversed, and reliable from about 5/8 on
+    # (bench/landscape.py, bench/RESULTS.md "Learning curves of the real trainer").
+    grace_period: StrictInt | None = Field(None, ge=1)
     reduction_factor: float = Field(2.0, gt=1.0)
+
+    def grace(self, steps: int) -> int:
+        """The grace period in steps: ``grace_period``, else half the trial's ``steps``."""
+        return self.grace_period if self.grace_period is not None else max(1, steps // 2)
 
 
 class SweepConfig(_Frozen):
@@ -649,6 +656,14 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 ("sweep", "early_stopping", "method"),
                 "method 'gp' predicts a trial's final value with the multi-fidelity GP: set "
                 "optimizer.multi_fidelity: true (or use method 'asha')",
+            )
+        )
+    if es.enabled and es.grace_period is not None and es.grace_period >= exp.trainer.steps:
+        out.append(
+            (
+                ("sweep", "early_stopping", "grace_period"),
+                f"grace_period {es.grace_period} is not below trainer.steps ({exp.trainer.steps}): no "
+                "trial could ever be stopped; lower it (default: half the steps) or turn early stopping off",
             )
         )
     if isinstance(exp.optimizer.dirichlet_alpha, dict):

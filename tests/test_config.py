@@ -276,6 +276,13 @@ BAD = [
         "  exploit_last: -1",
     ),
     (
+        "grace_not_below_steps",
+        GOOD + "sweep:\n  early_stopping: {enabled: true, grace_period: 10}\n",
+        "sweep.early_stopping.grace_period",
+        "not below trainer.steps (10)",
+        "  early_stopping:",
+    ),
+    (
         "unknown_stopping_method",
         GOOD + "sweep:\n  early_stopping: {enabled: true, method: hyperband}\n",
         "sweep.early_stopping.method",
@@ -298,6 +305,21 @@ def test_bad_config_names_path_and_line(tmp_path: Path, case) -> None:
     if line_text is not None:
         expected_line = _line_of(text, line_text)
         assert any(ln.startswith(f"{path}:{expected_line}:") for ln in matching), (expected_line, matching)
+
+
+def test_early_stopping_grace_defaults_to_half_the_steps(tmp_path: Path) -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from mixopt.sweep.stopping import make_scheduler
+
+    exp = load_experiment(write(tmp_path, GOOD + "sweep:\n  early_stopping: {enabled: true}\n"))
+    assert exp.trainer.steps == 10 and exp.sweep.early_stopping.grace(exp.trainer.steps) == 5
+    sched = make_scheduler(exp, None)
+    assert isinstance(sched, ASHAScheduler)
+    # Ray's rungs: the budget, then grace * reduction_factor**i below it (here only the grace).
+    assert sorted(m for m, _ in sched._brackets[0]._rungs) == [5, 10]
+    text = GOOD + "sweep:\n  early_stopping: {enabled: true, grace_period: 2}\n"
+    assert load_experiment(write(tmp_path, text)).sweep.early_stopping.grace(10) == 2
 
 
 def test_verify_section_defaults_and_values(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def make_searcher(
             es = exp.sweep.early_stopping
             if not (decide and es.enabled and es.method == "gp") or fraction >= 1.0:
                 return False
-            if result["mixopt_step"] < es.grace_period:
+            if result["mixopt_step"] < es.grace(exp.trainer.steps):
                 return False
             try:
                 return opt.should_stop(proposal)

@@ -1,8 +1,8 @@
 """Early stopping of running trials: Tune's ASHA, or the multi-fidelity GP's prediction.
 
-``sweep.early_stopping.method: asha`` ranks trials at rungs (``grace_period`` steps, then every
-``reduction_factor``-fold); ``gp`` asks the optimizer after every report, from ``grace_period``
-steps on, whether the trial's predicted final value can still beat the best finished trial
+``sweep.early_stopping.method: asha`` ranks trials at rungs (``grace_period`` steps, by default
+half of ``trainer.steps``, then every ``reduction_factor``-fold); ``gp`` asks the optimizer after
+every report, from ``grace_period`` steps on, whether the trial's predicted final value can still beat the best finished trial
 (:meth:`mixopt.optimizer.MixtureOptimizer.should_stop`). Learning curves of mixtures cross (small
 tasks are learnt first), so a rung's rank can stop the mixture that would win at the end; the GP
 judges a curve by what it predicts at the end (bench/RESULTS.md, "Multi-fidelity").
@@ -28,7 +28,7 @@ def make_scheduler(exp: Experiment, searcher: Any) -> Any:
             metric="objective",
             mode="max",
             max_t=exp.trainer.steps,
-            grace_period=es.grace_period,
+            grace_period=es.grace(exp.trainer.steps),
             reduction_factor=es.reduction_factor,
             # A trial that reaches the budget must still send its final report.
             stop_last_trials=False,
