@@ -2,10 +2,11 @@
 
 ``sweep.early_stopping.method: asha`` ranks trials at rungs (``grace_period`` steps, by default
 half of ``trainer.steps``, then every ``reduction_factor``-fold); ``gp`` asks the optimizer after
-every report, from ``grace_period`` steps on, whether the trial's predicted final value can still beat the best finished trial
-(:meth:`mixopt.optimizer.MixtureOptimizer.should_stop`). Learning curves of mixtures cross (small
-tasks are learnt first), so a rung's rank can stop the mixture that would win at the end; the GP
-judges a curve by what it predicts at the end (bench/RESULTS.md, "Multi-fidelity").
+every report, from ``grace_period`` steps on, whether the trial's predicted final value can still
+beat the best finished trial (:meth:`mixopt.optimizer.MixtureOptimizer.should_stop`). Learning
+curves of mixtures cross (small tasks are learnt first), so a rung's rank can stop the mixture that
+would win at the end; the GP judges a curve by what it predicts at the end (bench/RESULTS.md,
+"Multi-fidelity" and "Learning curves of the real trainer").
 """
 
 from __future__ import annotations
