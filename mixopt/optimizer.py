@@ -130,7 +130,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from mixopt.config import Experiment
-from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex
+from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex, share_capped
 
 logger = logging.getLogger("mixopt.optimizer")
 
@@ -156,6 +156,8 @@ FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-
 N_GLOBAL = 384
 N_LOCAL_CENTRES = 4
 N_LOCAL_PER_CENTRE = 32
+# A weight within this of its lower bound is off the incumbent's support (see _start_points).
+SUPPORT_EPS = 1e-9
 # Starts on the boundary of the polytope, where sparse and capped optima lie (most weights 0 or
 # at their maximum; Dirichlet(1) draws almost never come near there at K = 17): sparse
 # bounded-Dirichlet(SPARSE_ALPHA) draws, random vertices (greedy fills of the caps in a random
@@ -1024,7 +1026,8 @@ class MixtureOptimizer:
     def _start_points(self, rng: np.random.Generator) -> np.ndarray:
         """Candidate features: global bounded-Dirichlet draws (half with the user's alpha, half
         uniform) and convex perturbations ``(1 - e) w_best + e d`` of the best observations
-        (convex combinations of feasible mixtures stay feasible)."""
+        (convex combinations of feasible mixtures stay feasible), half of the directions ``d``
+        drawn on ``w_best``'s support plus one task, so a sparse incumbent has sparse neighbours."""
         space = self._space
         half = N_GLOBAL // 2
         glob = [
@@ -1041,11 +1044,22 @@ class MixtureOptimizer:
             if len(centres) == N_LOCAL_CENTRES:
                 break
         local = []
+        k, s = space.n_tasks, space.weight_scale
         for c in centres:
-            d = space.random_features(rng, np.ones(space.n_tasks), N_LOCAL_PER_CENTRE)
+            d = space.random_features(rng, np.ones(k), N_LOCAL_PER_CENTRE)
+            # Every other direction stays on the centre's support plus one random task: a
+            # Dirichlet(1) direction moves some weight onto every task, and the GP cannot tell 0.5 %
+            # of a task from none, so proposals near a sparse incumbent carried dust on every task
+            # (bench/RESULTS.md, "Support-preserving local starts").
+            support = c[:k] / s > space.lower + SUPPORT_EPS
+            for r in range(0, N_LOCAL_PER_CENTRE, 2):
+                on = support.copy()
+                on[rng.integers(k)] = True
+                share = np.zeros(k)
+                share[on] = rng.dirichlet(np.ones(int(on.sum())))
+                d[r, :k] = s * share_capped(share, space.lower, space.upper)
             e = np.exp(rng.uniform(math.log(0.01), math.log(0.5), size=(N_LOCAL_PER_CENTRE, 1)))
             x = np.repeat(c[None], N_LOCAL_PER_CENTRE, axis=0)
-            k = space.n_tasks
             x[:, :k] = (1 - e) * c[None, :k] + e * d[:, :k]
             m = k + len(space.numeric)
             x[:, k:m] = np.clip(x[:, k:m] + rng.normal(0.0, 0.1, size=(N_LOCAL_PER_CENTRE, m - k)), 0.0, 1.0)

@@ -595,6 +595,36 @@ def test_boundary_starts_lie_on_the_polytope_and_vertices_are_vertices() -> None
     assert n_inside(sparse) <= 2 < n_inside(space.random_features(rng, np.ones(6), 128))
 
 
+def test_local_starts_around_a_sparse_incumbent_keep_its_support() -> None:
+    # The best observation uses 2 of 8 tasks (t0 sits at its minimum 0.05, off the support).
+    # Half of the perturbations around it must stay on those 2 tasks plus at most one more
+    # (exact zeros / minimums elsewhere); a Dirichlet(1) direction puts weight on all 8.
+    tasks = [f"t{i}" for i in range(8)]
+    bounds = {"t0": (0.05, 1.0), "t1": (0.0, 0.7)}
+    best = {"t0": 0.05, "t1": 0.7, "t2": 0.25, **{t: 0.0 for t in tasks[3:]}}
+    others = [dict(zip(tasks, w)) for w in np.random.default_rng(1).dirichlet(np.ones(8), 3)]
+    others = [{t: 0.05 + 0.95 * w if t == "t0" else 0.95 * w for t, w in p.items()} for p in others]
+    opt = MixtureOptimizer(tasks, n_seeds=4, bounds=bounds, seed_mixtures=[best, *others], random_state=0)
+    for p in opt.ask(4):
+        opt.tell(p, 10.0 if p == pytest.approx(best) else 1.0)
+    space = opt.space
+    s = space.weight_scale
+    starts = opt._start_points(np.random.default_rng(0))
+    n = optimizer_module.N_LOCAL_PER_CENTRE
+    w = starts[:, :8] / s
+    lower, upper = space.lower, space.upper
+    np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
+    assert (w >= lower - 1e-12).all() and (w <= upper + 1e-12).all()
+    # The first local block is around the best observation (global starts come first).
+    block = w[optimizer_module.N_GLOBAL : optimizer_module.N_GLOBAL + n]
+    used = (block > lower + 1e-12).sum(1)
+    assert (used <= 3).sum() >= n // 2, used
+    on_support = block[used <= 3]
+    assert ((on_support[:, [1, 2]] > 0).all(1)).all()  # the incumbent's own tasks keep weight
+    # The other half are ordinary Dirichlet(1) directions: weight on every task.
+    assert (used == 8).sum() >= n // 2 - 2, used
+
+
 def test_warm_start_carries_observations_onto_a_new_task_set() -> None:
     old = MixtureOptimizer(["a", "b", "c"], n_seeds=4, random_state=0)
     told = [
