@@ -86,6 +86,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixopt import optimizer as optimizer_module  # noqa: E402
 from mixopt.optimizer import MixtureOptimizer  # noqa: E402
 from mixopt.space import bounded_dirichlet, project_capped_simplex, share_capped  # noqa: E402
 
@@ -100,6 +101,8 @@ CAP_RANGE = (0.05, 0.6)
 # Plain BoTorch UCB's acquisition search: random starts, SLSQP restarts from the best of them.
 RAW_SAMPLES = 512
 NUM_RESTARTS = 5
+# --acq-stream: 0 is mixopt itself; n > 0 draws its acquisition candidates from another stream.
+ACQ_STREAM = 0
 # Regrets below this are rounding (f* by SLSQP at ftol 1e-15, f evaluated in float64): counted as 0.
 TIE = 1e-9
 
@@ -209,9 +212,22 @@ class Problem:
         return capped or None
 
 
+class StreamedOptimizer(MixtureOptimizer):
+    """mixopt with its acquisition candidates (random starts of UCB and of the posterior-mean
+    search) drawn from random stream ``ACQ_STREAM``: the same seeds, GP and tells, other draws.
+    Stream 0 is mixopt itself. How far a 10-seed median moves between streams is the noise floor
+    of any comparison between two versions of the optimizer (see bench/RESULTS.md)."""
+
+    def _seed(self, tag: str, index: int) -> int:
+        if ACQ_STREAM == 0 or tag not in ("acq", "recommend"):
+            return super()._seed(tag, index)
+        entropy = [self.random_state % (2**64), optimizer_module._TAGS[tag], index, ACQ_STREAM]
+        return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
-    opt = MixtureOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget)
+    opt = StreamedOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget)
     out = []
     for _ in range(budget):
         (p,) = opt.ask(1)
@@ -323,7 +339,7 @@ def _mixopt_run(
     bounds = {
         t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
     }
-    opt = MixtureOptimizer(tasks, random_state=random_state, bounds=bounds or None, budget=budget)
+    opt = StreamedOptimizer(tasks, random_state=random_state, bounds=bounds or None, budget=budget)
     if warm is not None:
         opt.warm_start(warm, name="source")
     for _ in range(budget):
@@ -449,7 +465,16 @@ def main() -> None:
         action="store_true",
         help="only the warm-start comparison (8 new trials from a 32-trial source vs cold 32)",
     )
+    parser.add_argument(
+        "--acq-stream",
+        type=int,
+        default=0,
+        help="mixopt's acquisition candidates from random stream N (0: mixopt itself); rerun with a few "
+        "streams to see how far a median moves by chance alone",
+    )
     args = parser.parse_args()
+    global ACQ_STREAM
+    ACQ_STREAM = args.acq_stream
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # the dev box has 2 shared cores; every method gets the same one
     if args.warm:
