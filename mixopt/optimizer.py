@@ -1050,7 +1050,7 @@ class MixtureOptimizer:
             # Every other direction stays on the centre's support plus one random task: a
             # Dirichlet(1) direction moves some weight onto every task, and the GP cannot tell 0.5 %
             # of a task from none, so proposals near a sparse incumbent carried dust on every task
-            # (bench/RESULTS.md, "Support-preserving local starts").
+            # (bench/RESULTS.md, "support-preserving local starts").
             support = c[:k] / s > space.lower + SUPPORT_EPS
             for r in range(0, N_LOCAL_PER_CENTRE, 2):
                 on = support.copy()
