@@ -50,6 +50,7 @@ policy's at the whole budget (the issue's target: <= 0.7 for multi-fidelity).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -251,6 +252,11 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=16, help="step budget in full trials (x T steps)")
     ap.add_argument("--grace", type=int, default=GRACE, help="ASHA grace period (steps)")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="also write every run's regret at every fraction here (to pool runs of other seeds)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     GRACE = args.grace
@@ -268,6 +274,14 @@ def main() -> None:
             for policy in args.policies:
                 r = simulate(policy, names, curves, f_star, sd, args.budget, seed)
                 runs[policy].append(r)
+                if args.json:
+                    rows = json.loads(args.json.read_text()) if args.json.exists() else {}
+                    rows[f"{k}|{args.grace}|{policy}|{seed}|{args.budget}"] = {
+                        "regrets": {str(f): v for f, v in r.regrets.items()},
+                        "trials": r.trials,
+                        "stopped": r.stopped,
+                    }
+                    args.json.write_text(json.dumps(rows, indent=1, sort_keys=True))
                 print(
                     f"K={k} seed={seed} {policy:8s} trials={r.trials:3d} stopped={r.stopped:3d} "
                     f"regret@1.0={r.regrets[1.0]:.5f} ({r.seconds:.0f} s; spread {spread:.4f})",

@@ -74,7 +74,8 @@ exploratory probe: on the K = 17 suite of ``bench/optimizer.py`` (10 seeds) it l
 median regret at 32 trials to 0.56-0.70x on the interior, face, noisy and capped objectives and
 0.37x on lawB, better on 49 of the 80 (objective, seed) pairs and worse on 8 (bench/RESULTS.md).
 
-**Multi-fidelity (opt-in: ``multi_fidelity=True``, config ``optimizer.multi_fidelity``).** Trials
+**Multi-fidelity (``multi_fidelity=True``; config ``optimizer.multi_fidelity``, which a sweep turns
+on by default when early stopping is enabled: ``Experiment.multi_fidelity``).** Trials
 report the objective at intermediate steps, and a scheduler (ASHA) stops some early. With the
 option on, those partial results count, as in multi-fidelity BO over mixtures (ADMIRE-BayesOpt,
 arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
@@ -402,7 +403,7 @@ class MixtureOptimizer:
             hyperparameters=exp.search.hyperparameters,
             bounds=exp.search.bounds,
             noise_sd=exp.optimizer.noise_sd,
-            multi_fidelity=exp.optimizer.multi_fidelity,
+            multi_fidelity=exp.multi_fidelity,
             budget=exp.optimizer.max_trials,
             exploit_last=exp.optimizer.exploit_last,
         )

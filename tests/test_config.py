@@ -263,9 +263,10 @@ BAD = [
     ("verify_unknown_key", GOOD + "verify:\n  seed: 4\n", "verify.seed", "unknown key 'seed'", "  seed: 4"),
     (
         "gp_stopping_needs_multi_fidelity",
-        GOOD + "sweep:\n  early_stopping: {enabled: true, method: gp}\n",
+        GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: false\n")
+        + "sweep:\n  early_stopping: {enabled: true, method: gp}\n",
         "sweep.early_stopping.method",
-        "optimizer.multi_fidelity: true",
+        "optimizer.multi_fidelity: false turns off",
         "  early_stopping:",
     ),
     (

@@ -242,20 +242,32 @@ def test_partial_tell_errors_and_bookkeeping() -> None:
 
 
 def test_the_config_option_reaches_the_optimizer() -> None:
-    from mixopt.config import Experiment, TaskConfig, TrainerConfig
+    from mixopt.config import EarlyStopping, Experiment, SweepConfig, TaskConfig, TrainerConfig
 
-    assert OptimizerConfig().multi_fidelity is False
+    assert OptimizerConfig().multi_fidelity is None  # unset: follows sweep.early_stopping.enabled
 
-    def exp(**kw) -> Experiment:
+    def exp(stopping: bool = False, **kw) -> Experiment:
         return Experiment(
             name="mf",
             tasks=[TaskConfig(name=t, kind="retrieval", path=f"/data/{t}") for t in TASKS],
             optimizer=OptimizerConfig(**kw),
             trainer=TrainerConfig(target="trainers.analytic:train"),
+            sweep=SweepConfig(early_stopping=EarlyStopping(enabled=stopping)),
         )
 
-    assert MixtureOptimizer.from_experiment(exp(multi_fidelity=True)).multi_fidelity
-    assert not MixtureOptimizer.from_experiment(exp()).multi_fidelity
+    # (optimizer.multi_fidelity, early stopping enabled) -> the optimizer's multi_fidelity
+    table = {
+        (None, False): False,
+        (None, True): True,
+        (True, False): True,
+        (True, True): True,
+        (False, False): False,
+        (False, True): False,
+    }
+    for (setting, stopping), expected in table.items():
+        e = exp(stopping, multi_fidelity=setting)
+        assert e.multi_fidelity is expected, (setting, stopping)
+        assert MixtureOptimizer.from_experiment(e).multi_fidelity is expected, (setting, stopping)
 
 
 def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
@@ -288,7 +300,8 @@ def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
 
 def analytic_mf_sweep(tmp_path, data_dir, report_every: int, max_trials: int, **early_stopping):
     """A multi-fidelity sweep of the analytic trainer (40 steps, a report every ``report_every``,
-    2 trials at a time, 4 seeds) with ``sweep.early_stopping`` enabled as given; its summary."""
+    2 trials at a time, 4 seeds) with ``sweep.early_stopping`` enabled as given; its summary.
+    ``optimizer.multi_fidelity`` is left unset: early stopping turns it on."""
     from test_sweep import write_experiment
 
     from mixopt.config import load_experiment
@@ -303,7 +316,7 @@ def analytic_mf_sweep(tmp_path, data_dir, report_every: int, max_trials: int, **
             "report_every": report_every,
             "seconds_per_step": 0.05,
         },
-        optimizer={"n_seeds": 4, "max_trials": max_trials, "max_concurrent": 2, "multi_fidelity": True},
+        optimizer={"n_seeds": 4, "max_trials": max_trials, "max_concurrent": 2},
         sweep={"early_stopping": {"enabled": True, **early_stopping}},
     )
     return run_sweep(load_experiment(path), verbose=False)

@@ -328,7 +328,9 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
             "report_every": 5,
             "seconds_per_step": 0.05,
         },
-        optimizer={"n_seeds": 6, "max_trials": 6, "max_concurrent": 2},
+        # Single-fidelity on purpose (early stopping alone would turn multi-fidelity on): a stopped
+        # trial is told its last value as its result.
+        optimizer={"n_seeds": 6, "max_trials": 6, "max_concurrent": 2, "multi_fidelity": False},
         sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
     )
     summary = run_sweep(load_experiment(path), verbose=False)
@@ -339,6 +341,17 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
     assert stopped and full  # ASHA cut some trials short and let others run to the end
     for c in stopped:  # a stopped trial is recorded with the objective it had reached
         assert "objective" in c.data.metrics and "score.sts_1" not in c.data.metrics
+    # ...and, single-fidelity, told to the optimizer as a finished trial with that objective.
+    from mixopt.optimizer import MixtureOptimizer
+
+    opt = MixtureOptimizer.from_state_dict(
+        json.loads((summary.storage_dir / "optimizer_state.json").read_text())
+    )
+    assert not opt.multi_fidelity and not opt.stopped and not opt.partial and not opt.pending
+    for c in stopped:
+        p = json.loads(c.data.tags["mixopt.proposal"])
+        (value,) = [v for q, v in opt.history if q == p]
+        assert value == pytest.approx(c.data.metrics["objective"])
 
 
 def test_reconcile_brings_a_restored_optimizer_in_line_with_mlflow(tmp_path: Path) -> None:

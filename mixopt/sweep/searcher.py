@@ -1,6 +1,7 @@
 """The Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion.
 
-With ``optimizer.multi_fidelity`` it also tells the optimizer every intermediate objective a trial
+With a multi-fidelity optimizer (``Experiment.multi_fidelity``: ``optimizer.multi_fidelity``, by
+default on exactly when early stopping is; after ``--resume`` the saved state's) it also tells the optimizer every intermediate objective a trial
 reports (``tell_partial`` at ``step / trainer.steps``), and a trial stopped early by ASHA as a
 partial result at the fraction it reached; without, a stopped trial's last value is told as its
 result (the single-fidelity GP has no other place for it). With ``sweep.early_stopping.method: gp``
@@ -92,7 +93,7 @@ def make_searcher(
             """Tell a running trial's intermediate report to the optimizer (once per report:
             the ``gp`` early-stopping scheduler calls this before Tune calls on_trial_result);
             with ``decide``, whether ``sweep.early_stopping.method: gp`` stops the trial now."""
-            if not exp.optimizer.multi_fidelity or result.get("mixopt_final"):
+            if not state.optimizer.multi_fidelity or result.get("mixopt_final"):
                 return False  # the final report is told by on_trial_complete
             live = self.live.get(tune_trial_id)
             value, fraction = _value(result), _fraction(result, exp.trainer.steps)
@@ -134,7 +135,7 @@ def make_searcher(
             # "told in the saved state" always implies "closed in MLflow".
             stopped = not error and result is not None and not result.get("mixopt_final")
             fraction = _fraction(result or {}, exp.trainer.steps)
-            if stopped and exp.optimizer.multi_fidelity and fraction is not None and fraction < 1:
+            if stopped and state.optimizer.multi_fidelity and fraction is not None and fraction < 1:
                 # ASHA stopped it: its last value is a partial result at the fraction it reached.
                 state.optimizer.tell(proposal, value, fraction=fraction)
             else:
