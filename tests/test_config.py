@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixopt.config import ConfigError, load_experiment
+from mixopt.config import ConfigError, dump_experiment, load_experiment
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parents[1].joinpath("experiments").glob("*.yaml"))
 
@@ -321,6 +321,27 @@ def test_early_stopping_grace_defaults_to_half_the_steps(tmp_path: Path) -> None
     assert sorted(m for m, _ in sched._brackets[0]._rungs) == [5, 10]
     text = GOOD + "sweep:\n  early_stopping: {enabled: true, grace_period: 2}\n"
     assert load_experiment(write(tmp_path, text)).sweep.early_stopping.grace(10) == 2
+
+
+def test_multi_fidelity_unset_follows_early_stopping_and_is_dumped_resolved(tmp_path: Path) -> None:
+    stopping = GOOD + "sweep:\n  early_stopping: {enabled: true}\n"
+    cases = [
+        (GOOD, None, False),
+        (stopping, None, True),
+        (stopping.replace("  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: false\n"), False, False),
+        (GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: true\n"), True, True),
+    ]
+    for text, setting, effective in cases:
+        exp = load_experiment(write(tmp_path, text))
+        assert exp.optimizer.multi_fidelity is setting and exp.multi_fidelity is effective
+        # The run's config.yaml artifact states the value the sweep ran with, and loads back to it.
+        dumped = dump_experiment(exp)
+        assert yaml.safe_load(dumped)["optimizer"]["multi_fidelity"] is effective
+        again = load_experiment(write(tmp_path, dumped))
+        assert again.multi_fidelity is effective and again.optimizer.multi_fidelity is effective
+    # method gp needs the multi-fidelity GP, which early stopping turns on when it is unset.
+    gp = load_experiment(write(tmp_path, GOOD + "sweep:\n  early_stopping: {enabled: true, method: gp}\n"))
+    assert gp.multi_fidelity is True
 
 
 def test_verify_section_defaults_and_values(tmp_path: Path) -> None:
