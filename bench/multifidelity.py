@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/multifidelity.py                # K=3 (mixopt synth), 5 seeds, budget 16 (~10 min, shared box)
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24  # K=17, 5 seeds (~30 min, shared box)
+    # the session-6 table of bench/RESULTS.md: 20 seeds at the sweep's default grace (T/2); split
+    # it with --first-seed/--seeds over processes, each with its own --json file, and pool those
+    .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 40 --seeds 20 --json mf.json
 
 The trials' learning curves are the analytic trainer's closed form (trainers/analytic.py),
 
@@ -31,7 +34,7 @@ Policies, the same optimizer defaults (10 Dirichlet seeds, GP-UCB beta=2) and se
   cross later; in a 1-2 seed look on mixopt synth's tasks both ASHA policies did worse with it.
   (The sweep's own default grace is now ``T/2``, from the real trainer's curves; ``--grace``.)
 - ``asha-mf``: the same ASHA, ``multi_fidelity=True``: every report is a partial result, a
-  stopped trial a partial result at its fraction.
+  stopped trial a partial result at its fraction (a sweep's default with early stopping on).
 - ``full-mf``: no early stopping, ``multi_fidelity=True`` (running trials' reports inform the
   next proposals).
 - ``gp-stop``: ``multi_fidelity=True``, and model-based early stopping instead of ASHA: from the

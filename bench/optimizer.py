@@ -378,11 +378,20 @@ def warm_bench(kinds: tuple[str, ...], seeds: range, source_trials: int = 32, ne
                 src = _mixopt_run(problem, src_tasks, source_trials, seed + 1000)
                 warm = _mixopt_run(problem, tasks, new_trials, seed, warm=src.state_dict())
                 rows[case].append((cold, _regret_of(problem, warm)))
-            print(f"  done warm {kind} seed {seed}", file=sys.stderr, flush=True)
+            print(
+                f"  warm {kind} seed {seed}: cold {cold:.2e}, warm "
+                + ", ".join(f"{case} {pairs[-1][1]:.2e}" for case, pairs in rows.items()),
+                file=sys.stderr,
+                flush=True,
+            )
         for case, pairs in rows.items():
             c = statistics.median(r for r, _ in pairs)
             w = statistics.median(r for _, r in pairs)
-            print(f"{kind:9} {case:6} {c:>10.2e} {w:>10.2e} {_ratio(w, c):>9.2f}")
+            lower = sum(w_ <= c_ for c_, w_ in pairs)
+            print(
+                f"{kind:9} {case:6} {c:>10.2e} {w:>10.2e} {_ratio(w, c):>9.2f}  "
+                f"(warm <= cold on {lower} of {len(pairs)} seeds)"
+            )
 
 
 def simple_regret(problem: Problem, trace: list[tuple[float, float]], n: int) -> float:
