@@ -853,5 +853,4 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
 def dump_experiment(exp: Experiment) -> str:
     """The resolved config as YAML (defaults filled in, paths absolute)."""
     data = exp.model_dump(mode="json", exclude_none=True)
-    data["optimizer"]["multi_fidelity"] = exp.multi_fidelity  # unset: what early stopping made it
     return yaml.safe_dump(data, sort_keys=False)

@@ -333,6 +333,7 @@ def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) ->
     summary = analytic_mf_sweep(tmp_path, data_dir, 5, max_trials=8, grace_period=5, reduction_factor=2)
     assert summary.finished == 8
     client, parents, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert parents[0].data.params["multi_fidelity"] == "True"  # unset: early stopping turned it on
     state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
     opt = MixtureOptimizer.from_state_dict(state)
     assert opt.multi_fidelity and not opt.pending

@@ -228,6 +228,8 @@ def run_sweep(
                 "trainer": exp.trainer.target,
                 "steps": exp.trainer.steps,
                 "tasks": ",".join(exp.task_names),
+                # the setting in effect (config.yaml leaves it out when unset: early stopping decides)
+                "multi_fidelity": opt.multi_fidelity,
                 **warm,
             },
             artifacts={"config.yaml": dump_experiment(exp), "seed_mixtures.json": seeds},
