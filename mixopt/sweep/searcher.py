@@ -1,10 +1,11 @@
 """The Tune Searcher over the MixtureOptimizer: ask on suggest, tell on completion.
 
 With a multi-fidelity optimizer (``Experiment.multi_fidelity``: ``optimizer.multi_fidelity``, by
-default on exactly when early stopping is; after ``--resume`` the saved state's) it also tells the optimizer every intermediate objective a trial
-reports (``tell_partial`` at ``step / trainer.steps``), and a trial stopped early by ASHA as a
-partial result at the fraction it reached; without, a stopped trial's last value is told as its
-result (the single-fidelity GP has no other place for it). With ``sweep.early_stopping.method: gp``
+default on exactly when early stopping is; after ``--resume`` the saved state's) it also tells
+the optimizer every intermediate objective a trial reports (``tell_partial`` at ``step /
+trainer.steps``), and a trial stopped early by ASHA as a partial result at the fraction it
+reached; without, a stopped trial's last value is told as its result (the single-fidelity GP has
+no other place for it). With ``sweep.early_stopping.method: gp``
 the scheduler of :mod:`mixopt.sweep.stopping` asks :meth:`observe` whether to stop a trial.
 """
 
