@@ -73,6 +73,8 @@ T = 80
 REPORT = T // 8
 RATE = 10.0
 GRACE = T // 4
+# --n-seeds: the optimizer's seed phase (None: MixtureOptimizer's default).
+N_SEEDS: int | None = None
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
 POLICIES = ("full", "asha", "asha-mf", "full-mf", "gp-stop")
@@ -170,7 +172,9 @@ def simulate(
     mf = policy.endswith("-mf") or policy == "gp-stop"
     asha = policy.startswith("asha")
     gp_stop = policy == "gp-stop"
-    opt = MixtureOptimizer(names, random_state=seed, multi_fidelity=mf)
+    opt = MixtureOptimizer(
+        names, random_state=seed, multi_fidelity=mf, **({} if N_SEEDS is None else {"n_seeds": N_SEEDS})
+    )
     rng = np.random.default_rng([seed, 7])
     total = budget * T
     spent = 0
@@ -245,7 +249,7 @@ def rungs_at() -> tuple[int, ...]:
 
 
 def main() -> None:
-    global GRACE
+    global GRACE, N_SEEDS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[3])
     ap.add_argument("--seeds", type=int, default=5)
@@ -260,9 +264,16 @@ def main() -> None:
         type=Path,
         help="also write every run's regret at every fraction here (to pool runs of other seeds)",
     )
+    ap.add_argument(
+        "--n-seeds",
+        type=int,
+        default=None,
+        help="the optimizer's Dirichlet seed trials (default: MixtureOptimizer's; the tables of "
+        "bench/RESULTS.md before session 7 used 10)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    GRACE = args.grace
+    GRACE, N_SEEDS = args.grace, args.n_seeds
     print(f"T={T} steps, reports every {REPORT}, ASHA rungs {rungs_at()} (eta={ETA}), budget {args.budget}xT")
     with tempfile.TemporaryDirectory() as tmp:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None

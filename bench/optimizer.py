@@ -103,6 +103,8 @@ RAW_SAMPLES = 512
 NUM_RESTARTS = 5
 # --acq-stream: 0 is mixopt itself; n > 0 draws its acquisition candidates from another stream.
 ACQ_STREAM = 0
+# --n-seeds: mixopt's seed phase (None: MixtureOptimizer's default); earlier tables name theirs.
+N_SEEDS: int | None = None
 # Regrets below this are rounding (f* by SLSQP at ftol 1e-15, f evaluated in float64): counted as 0.
 TIE = 1e-9
 
@@ -212,6 +214,10 @@ class Problem:
         return capped or None
 
 
+def _n_seeds() -> dict[str, int]:
+    return {} if N_SEEDS is None else {"n_seeds": N_SEEDS}
+
+
 class StreamedOptimizer(MixtureOptimizer):
     """mixopt with its acquisition candidates (random starts of UCB and of the posterior-mean
     search) drawn from random stream ``ACQ_STREAM``: the same seeds, GP and tells, other draws.
@@ -227,7 +233,9 @@ class StreamedOptimizer(MixtureOptimizer):
 
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
-    opt = StreamedOptimizer(tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget)
+    opt = StreamedOptimizer(
+        tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget, **_n_seeds()
+    )
     out = []
     for _ in range(budget):
         (p,) = opt.ask(1)
@@ -339,7 +347,9 @@ def _mixopt_run(
     bounds = {
         t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
     }
-    opt = StreamedOptimizer(tasks, random_state=random_state, bounds=bounds or None, budget=budget)
+    opt = StreamedOptimizer(
+        tasks, random_state=random_state, bounds=bounds or None, budget=budget, **_n_seeds()
+    )
     if warm is not None:
         opt.warm_start(warm, name="source")
     for _ in range(budget):
@@ -481,9 +491,16 @@ def main() -> None:
         help="mixopt's acquisition candidates from random stream N (0: mixopt itself); rerun with a few "
         "streams to see how far a median moves by chance alone",
     )
+    parser.add_argument(
+        "--n-seeds",
+        type=int,
+        default=None,
+        help="mixopt's Dirichlet seed trials (default: MixtureOptimizer's; the tables of bench/RESULTS.md "
+        "before session 7 used 10)",
+    )
     args = parser.parse_args()
-    global ACQ_STREAM
-    ACQ_STREAM = args.acq_stream
+    global ACQ_STREAM, N_SEEDS
+    ACQ_STREAM, N_SEEDS = args.acq_stream, args.n_seeds
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # the dev box has 2 shared cores; every method gets the same one
     if args.warm:
