@@ -24,7 +24,7 @@ noise of a dev evaluation). Two workers run trials asynchronously (a simulated c
 worker that frees up asks the optimizer for the next mixture until the step budget
 ``B = budget x T`` (all steps of all trials, stopped ones counted up to where they stopped) is spent.
 
-Policies, the same optimizer defaults (10 Dirichlet seeds, GP-UCB beta=2) and seeds:
+Policies, the same optimizer defaults (7 Dirichlet seeds, `--n-seeds`; GP-UCB beta=2) and seeds:
 
 - ``full``: every trial runs its ``T`` steps; single-fidelity GP (the sweep without early stopping).
 - ``asha``: ASHA as the sweep configures Ray's (grace ``T/4``, reduction factor 2, rungs at

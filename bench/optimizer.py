@@ -43,10 +43,11 @@ the optimum tie (ratio 1) instead of dividing rounding errors.
 
 Methods, each given the same trial budget, sequentially (ask one, tell one):
 
-- ``mixopt``: ``MixtureOptimizer(tasks, random_state=seed, budget=n)`` with its defaults (10
-  Dirichlet seeds, then GP-UCB with beta=2, the last 2 of the ``n`` trials maximising the posterior
-  mean), as a sweep of ``max_trials: n`` runs it: one run per budget ``n`` (the peers, which do
-  not use their budget, are run once, at the largest, and scored on its prefixes).
+- ``mixopt``: ``MixtureOptimizer(tasks, random_state=seed, budget=n)`` with its defaults (7
+  Dirichlet seeds, ``--n-seeds``; then GP-UCB with beta=2, the last 2 of the ``n`` trials
+  maximising the posterior mean), as a sweep of ``max_trials: n`` runs it: one run per budget
+  ``n`` (the peers, which do not use their budget, are run once, at the largest, and scored on
+  its prefixes).
 - ``random``: uniform Dirichlet(1) mixtures.
 - ``tpe`` / ``optuna-gp``: Optuna's TPESampler / GPSampler (defaults, 10 startup trials) on
   ``u_k in (0, 1)``, mapped to the simplex by normalised exponentials ``w_k = -log u_k / sum_j -log u_j``

@@ -320,7 +320,7 @@ class WarmStartConfig(_Frozen):
 
 class OptimizerConfig(_Frozen):
     # Strict ints: YAML's `max_trials: true` is a mistake, not 1.
-    n_seeds: StrictInt = Field(10, ge=0)
+    n_seeds: StrictInt = Field(7, ge=0)  # mixopt.optimizer.N_SEEDS
     dirichlet_alpha: Union[float, dict[str, float]] = 1.0
     beta: float = Field(2.0, ge=0.0)
     max_trials: StrictInt = Field(30, ge=1)

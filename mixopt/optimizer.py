@@ -10,7 +10,12 @@ upper-confidence-bound acquisition propose the next ones. Usable alone, with no 
     best_proposal, best_value = opt.best()
 
 **Seed phase.** The user's seed mixtures first, in order, then Dirichlet(alpha) draws until
-``max(n_seeds, len(seed_mixtures))`` proposals are out. Bounds are honoured by construction
+``max(n_seeds, len(seed_mixtures))`` proposals are out (``n_seeds`` defaults to 7: on the K = 17
+suite of ``bench/optimizer.py``, 3 candidate streams x 10 seeds, 7 seeds instead of 10 moved the
+median regret at 32 trials on sparse1 from 0.53x to 0.40x the better GP peer, brought every lawA
+run to the exact optimum and lawB's worst seed under the peers' median, at 1.6x on the face
+objective (still 0.13x the peers); 5 seeds helped sparse1 more and cost more elsewhere; see
+bench/RESULTS.md, "The seed phase"). Bounds are honoured by construction
 (:func:`mixopt.space.bounded_dirichlet`). Seed hyperparameters: a user seed's own value if it gives
 one, else the hyperparameter's ``default``, else a prior draw; Dirichlet seeds draw from the
 priors (uniform, log-uniform, uniform integer, uniform choice) so the seeds spread over them too.
@@ -140,6 +145,8 @@ STATE_VERSION = 1
 ORIGINS = ("seed", "bo", "random", "warm", "exploit")
 # The last proposals of a sweep with a known budget maximise the posterior mean (beta = 0).
 EXPLOIT_LAST = 2
+# Dirichlet seed trials before the GP (see the module docstring, "Seed phase").
+N_SEEDS = 7
 # Warm start: a reused trial is dropped when more than this share of its data came from tasks
 # the new sweep no longer has (its value says little about the renormalised rest).
 WARM_MAX_REMOVED = 0.25
@@ -265,7 +272,8 @@ class MixtureOptimizer:
     Args:
         tasks: task names; every proposal has a weight for each.
         n_seeds: proposals of the seed phase (user seed mixtures count towards it; all user seed
-            mixtures are proposed even if there are more than ``n_seeds``).
+            mixtures are proposed even if there are more than ``n_seeds``). With hyperparameters
+            searched jointly, more seeds than the default 7 spread the first trials over them too.
         seed_mixtures: mixtures to try first, in order (task -> weight; missing tasks get 0; may
             also give hyperparameter values). Weights must sum to 1 within 1e-6 and respect bounds.
         dirichlet_alpha: concentration of the seed draws: one float for every task, or
@@ -294,7 +302,7 @@ class MixtureOptimizer:
     def __init__(
         self,
         tasks: Sequence[str],
-        n_seeds: int = 10,
+        n_seeds: int = N_SEEDS,
         seed_mixtures: Sequence[Mapping[str, Any]] | None = None,
         dirichlet_alpha: float | Mapping[str, float] = 1.0,
         beta: float = 2.0,

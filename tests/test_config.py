@@ -308,6 +308,23 @@ def test_bad_config_names_path_and_line(tmp_path: Path, case) -> None:
         assert any(ln.startswith(f"{path}:{expected_line}:") for ln in matching), (expected_line, matching)
 
 
+def test_optimizer_section_defaults_match_the_optimizer(tmp_path: Path) -> None:
+    """A config that leaves the optimizer's settings unset builds the same optimizer as Python's
+    defaults (the two are written in two places: config.py cannot import the optimizer)."""
+    import inspect
+
+    from mixopt.optimizer import MixtureOptimizer
+
+    text = GOOD.replace("  n_seeds: 4\n", "")
+    assert "n_seeds" not in text
+    exp = load_experiment(write(tmp_path, text))
+    defaults = inspect.signature(MixtureOptimizer.__init__).parameters
+    assert exp.optimizer.n_seeds == defaults["n_seeds"].default
+    assert exp.optimizer.beta == defaults["beta"].default
+    assert exp.optimizer.exploit_last == defaults["exploit_last"].default
+    assert MixtureOptimizer.from_experiment(exp).n_seeds == defaults["n_seeds"].default
+
+
 def test_early_stopping_grace_defaults_to_half_the_steps(tmp_path: Path) -> None:
     from ray.tune.schedulers import ASHAScheduler
 
