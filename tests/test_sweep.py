@@ -262,7 +262,13 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path, data_dir: Path) -> N
         except Exception as e:  # the experiment does not exist yet
             last_error = e
             continue
-        done = [c for c in children if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED")]
+        # A trial is done once its run is closed: the status tag is set just before the end time,
+        # and a poll between the two would record no end time to compare with.
+        done = [
+            c
+            for c in children
+            if c.data.tags.get("mixopt.status") in ("FINISHED", "FAILED") and c.info.end_time is not None
+        ]
         if len(done) >= 3:
             finished_before = {c.data.tags["mixopt.trial_id"]: c.info.end_time for c in done}
             break
