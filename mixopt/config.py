@@ -478,8 +478,8 @@ class Experiment(_Frozen):
         """Whether the optimizer models partial results: ``optimizer.multi_fidelity`` when set,
         else whether ``sweep.early_stopping`` is enabled. A trial stopped early is then a partial
         result at the fraction it reached rather than a finished trial with its last value (on
-        the analytic trainer's curves, K = 17, 20 seeds, that is 0.70x the median regret of ASHA
-        telling last values, lower on 15 of 20 seeds: bench/RESULTS.md, "Multi-fidelity")."""
+        the analytic trainer's curves, K = 17, 20 seeds, that is 0.72x the median regret of ASHA
+        telling last values, lower on 19 of 20 seeds: bench/RESULTS.md, "Multi-fidelity")."""
         if self.optimizer.multi_fidelity is not None:
             return self.optimizer.multi_fidelity
         return self.sweep.early_stopping.enabled
