@@ -86,9 +86,11 @@ option on, those partial results count, as in multi-fidelity BO over mixtures (A
 arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
 value was measured at, with the kernel (see :func:`_make_mf_gp`)
 
-    k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s'),
+    k((x, s), (x', s')) = c_1 * k_x(x, x') * s^p s'^p * k_s(s, s') + c_2 * k_t(s, s'),
 
-``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
+``k_x`` the single-fidelity kernel above, ``s^p s'^p`` a fitted scale (the gaps between mixtures
+grow with training, so an early gap is a shrunken copy of the final one), ``k_s`` a Matern-5/2
+fidelity correlation and
 ``c_2 * k_t`` a learning-curve trend shared by every mixture (output scales ``c_1``, ``c_2``
 fitted). Rows: every full-fidelity value
 (``tell``) at ``s = 1``, and each trial's partial values (``tell_partial`` while it runs;
@@ -1350,15 +1352,57 @@ def _noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) ->
     return LogNormalPrior(loc=math.log(max(var, 2 * noise_floor)), scale=0.5)
 
 
+class FidelityScale(Kernel):
+    """``k(s, s') = s^p s'^p`` on one input column (the fraction of the step budget), ``p >= 0.01``
+    fitted with a LogNormal(log 0.5, 0.5) prior (median 0.5, at most about 1.4 at two sd).
+
+    Times a stationary kernel it is a rank-one scale: the mixture effect's variance grows with the
+    fraction, ``s^{2p}``. Every mixture starts from the same model, so early gaps between mixtures
+    are smaller than final ones; with ``p -> 0`` an early value would count as a noisy copy of the
+    final one at full size. The prior is tight because partial values at a single fraction (a young
+    sweep's first ASHA rung) cannot identify ``p``: a loose one let the fit send ``p`` to 3.8,
+    "early values say nothing" (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(active_dims=(dim,))
+        self.register_parameter("raw_power", torch.nn.Parameter(torch.full((1,), 0.5)))
+        self.register_constraint("raw_power", GreaterThan(1e-2, transform=None, initial_value=0.5))
+        self.register_prior(
+            "power_prior",
+            LogNormalPrior(loc=math.log(0.5), scale=0.5),
+            lambda m: m.power,
+            lambda m, v: m._set_power(v),
+        )
+
+    @property
+    def power(self) -> torch.Tensor:
+        return self.raw_power_constraint.transform(self.raw_power)
+
+    def _set_power(self, value: Any) -> None:
+        value = torch.as_tensor(value, dtype=self.raw_power.dtype).expand_as(self.raw_power)
+        self.initialize(raw_power=self.raw_power_constraint.inverse_transform(value))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: Any) -> torch.Tensor:
+        # s = 0 never occurs (a report is after at least one step); the clamp keeps gradients finite.
+        a1 = x1[..., 0].clamp_min(1e-6) ** self.power
+        a2 = x2[..., 0].clamp_min(1e-6) ** self.power
+        return a1 * a2 if diag else a1.unsqueeze(-1) * a2.unsqueeze(-2)
+
+
 def _make_mf_gp(
     x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int, noise_sd: float | None = None
 ) -> SingleTaskGP:
     """The multi-fidelity GP: :func:`_make_gp`'s kernel on the features times a fidelity kernel,
     plus a learning-curve trend (multi-fidelity BO over mixtures, ADMIRE-BayesOpt arXiv:2508.11551):
 
-        k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s')
+        k((x, s), (x', s')) = c_1 * k_x(x, x') * s^p s'^p * k_s(s, s') + c_2 * k_t(s, s')
 
     ``s`` (the last column of ``x``) is the fraction of the step budget a value was measured at.
+    ``s^p s'^p`` (:class:`FidelityScale`, ``p`` fitted) lets the mixture effect grow with training:
+    an early gap between two mixtures is a shrunken copy of their final gap, not the gap itself.
     ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
     on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
     ``s`` says about one at ``s'`` for the same mixture; ``c_2 * k_t`` (Matern-5/2 on ``s``) is the
@@ -1385,7 +1429,9 @@ def _make_mf_gp(
     # Both terms have their own output scale: with the trend in the data, the standardised
     # outcomes' unit variance is mostly the trend's, not the mixtures' (a unit-variance k_x * k_s
     # would overstate how much the mixture matters, hence sigma, at full fidelity).
-    covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
+    covar = ScaleKernel(
+        covar * FidelityScale(d) * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
+    ) + ScaleKernel(
         fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
     )
     return _gp(x, y, covar, noise_floor, noise_sd)  # noise as in _make_gp
