@@ -170,9 +170,9 @@ def test_the_fitted_scale_follows_how_the_mixture_effect_grows(q: float) -> None
     mixtures' curves at four fractions, the kernel's power p lands nearer q than the other case's
     exponent (0.3 against 1.2), within a factor 1.25 of q, despite the prior's median of 0.5."""
     import torch
+    from gpytorch.mlls import ExactMarginalLogLikelihood
 
     from mixopt.optimizer import FidelityScale, _fit_mll, _make_mf_gp
-    from gpytorch.mlls import ExactMarginalLogLikelihood
 
     rng = np.random.default_rng(1)
     w = rng.dirichlet(np.ones(3), size=16)
