@@ -1431,9 +1431,7 @@ def _make_mf_gp(
     # would overstate how much the mixture matters, hence sigma, at full fidelity).
     covar = ScaleKernel(
         covar * FidelityScale(d) * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
-    ) + ScaleKernel(
-        fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
-    )
+    ) + ScaleKernel(fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15))
     return _gp(x, y, covar, noise_floor, noise_sd)  # noise as in _make_gp
 
 
