@@ -8,6 +8,9 @@
     # the same final scores on curves that do not cross (session 9)
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 20 --curves separable --seeds 10 \
         --policies full asha-mf gp-stop
+    # the multi-fidelity policies with optimizer.fidelity_scale (session 11), on both kinds of curves
+    .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 20 --curves separable --seeds 10 \
+        --policies full asha-mf gp-stop --fidelity-scale
 
 The trials' learning curves are the analytic trainer's closed form (trainers/analytic.py),
 
@@ -83,6 +86,8 @@ RATE = 10.0
 GRACE = T // 4
 # --n-seeds: the optimizer's seed phase (None: MixtureOptimizer's default).
 N_SEEDS: int | None = None
+# --fidelity-scale: the multi-fidelity policies' GP with optimizer.fidelity_scale.
+FIDELITY_SCALE = False
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
 POLICIES = ("full", "asha", "asha-mf", "full-mf", "gp-stop")
@@ -191,7 +196,11 @@ def simulate(
     asha = policy.startswith("asha")
     gp_stop = policy == "gp-stop"
     opt = MixtureOptimizer(
-        names, random_state=seed, multi_fidelity=mf, **({} if N_SEEDS is None else {"n_seeds": N_SEEDS})
+        names,
+        random_state=seed,
+        multi_fidelity=mf,
+        fidelity_scale=mf and FIDELITY_SCALE,
+        **({} if N_SEEDS is None else {"n_seeds": N_SEEDS}),
     )
     rng = np.random.default_rng([seed, 7])
     total = budget * T
@@ -267,7 +276,7 @@ def rungs_at() -> tuple[int, ...]:
 
 
 def main() -> None:
-    global GRACE, N_SEEDS
+    global GRACE, N_SEEDS, FIDELITY_SCALE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[3])
     ap.add_argument("--seeds", type=int, default=5)
@@ -296,9 +305,15 @@ def main() -> None:
         help="the optimizer's Dirichlet seed trials (default: MixtureOptimizer's; the tables of "
         "bench/RESULTS.md before session 7 used 10)",
     )
+    ap.add_argument(
+        "--fidelity-scale",
+        action="store_true",
+        help="the multi-fidelity policies (asha-mf, full-mf, gp-stop) with optimizer.fidelity_scale; "
+        "their --json keys end in |scale",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    GRACE, N_SEEDS = args.grace, args.n_seeds
+    GRACE, N_SEEDS, FIDELITY_SCALE = args.grace, args.n_seeds, args.fidelity_scale
     print(f"T={T} steps, reports every {REPORT}, ASHA rungs {rungs_at()} (eta={ETA}), budget {args.budget}xT")
     with tempfile.TemporaryDirectory() as tmp:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None
@@ -318,7 +333,10 @@ def main() -> None:
                 if args.json:
                     rows = json.loads(args.json.read_text()) if args.json.exists() else {}
                     key = f"{k}|{args.grace}|{policy}|{seed}|{args.budget}"
-                    rows[key + ("|separable" if args.curves == "separable" else "")] = {
+                    key += "|separable" if args.curves == "separable" else ""
+                    if args.fidelity_scale and (policy.endswith("-mf") or policy == "gp-stop"):
+                        key += "|scale"
+                    rows[key] = {
                         "regrets": {str(f): v for f, v in r.regrets.items()},
                         "trials": r.trials,
                         "stopped": r.stopped,

@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     field_validator,
@@ -335,6 +336,10 @@ class OptimizerConfig(_Frozen):
     # (mixture, fraction of the step budget); see mixopt/optimizer.py and bench/multifidelity.py.
     # None (the default): on exactly when sweep.early_stopping is enabled (Experiment.multi_fidelity).
     multi_fidelity: bool | None = None
+    # With multi_fidelity: scale the GP's mixture effect by a fitted s^p (mixopt.optimizer.FidelityScale),
+    # for learning curves that rank mixtures early as they do at the end; off: on curves that cross
+    # it lost (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
+    fidelity_scale: StrictBool = False
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer.py.
     exploit_last: StrictInt = Field(2, ge=0)
@@ -670,6 +675,15 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 "method 'gp' predicts a trial's final value with the multi-fidelity GP, which "
                 "optimizer.multi_fidelity: false turns off: drop that line (with early stopping "
                 "it is on by default) or use method 'asha'",
+            )
+        )
+    if exp.optimizer.fidelity_scale and not exp.multi_fidelity:
+        out.append(
+            (
+                ("optimizer", "fidelity_scale"),
+                "fidelity_scale scales the multi-fidelity GP's mixture term, and the multi-fidelity "
+                "GP is off here: set optimizer.multi_fidelity: true (or enable sweep.early_stopping, "
+                "which turns it on by default) or drop fidelity_scale",
             )
         )
     if es.enabled and es.grace_period is not None and es.grace_period >= exp.trainer.steps:

@@ -86,11 +86,9 @@ option on, those partial results count, as in multi-fidelity BO over mixtures (A
 arXiv:2508.11551): the GP is fitted over ``(x, s)``, ``s`` the fraction of the step budget a
 value was measured at, with the kernel (see :func:`_make_mf_gp`)
 
-    k((x, s), (x', s')) = c_1 * k_x(x, x') * s^p s'^p * k_s(s, s') + c_2 * k_t(s, s'),
+    k((x, s), (x', s')) = c_1 * k_x(x, x') * k_s(s, s') + c_2 * k_t(s, s'),
 
-``k_x`` the single-fidelity kernel above, ``s^p s'^p`` a fitted scale (the gaps between mixtures
-grow with training, so an early gap is a shrunken copy of the final one), ``k_s`` a Matern-5/2
-fidelity correlation and
+``k_x`` the single-fidelity kernel above, ``k_s`` a Matern-5/2 fidelity correlation and
 ``c_2 * k_t`` a learning-curve trend shared by every mixture (output scales ``c_1``, ``c_2``
 fitted). Rows: every full-fidelity value
 (``tell``) at ``s = 1``, and each trial's partial values (``tell_partial`` while it runs;
@@ -290,6 +288,9 @@ class MixtureOptimizer:
         bounds: task -> ``mixopt.config.WeightBounds`` or ``(min, max)``; others get [0, 1].
         multi_fidelity: model partial results (:meth:`tell_partial`, early-stopped trials) with a
             GP over (features, fraction of the step budget); see the module docstring.
+        fidelity_scale: with ``multi_fidelity``, the mixture term of the GP's kernel gets the
+            fitted scale ``s^p s'^p`` (:class:`FidelityScale`): for learning curves that rank
+            mixtures early as they do at the end. Off by default: on curves that cross it lost.
         budget: the sweep's total number of trials, when known (None: open-ended). Reused
             (warm-start) observations do not count; every asked proposal that is not cancelled does.
         exploit_last: with a ``budget``, the last this many proposals are *exploitation* steps
@@ -313,6 +314,7 @@ class MixtureOptimizer:
         bounds: Mapping[str, Any] | None = None,
         noise_sd: float | None = None,
         multi_fidelity: bool = False,
+        fidelity_scale: bool = False,
         budget: int | None = None,
         exploit_last: int = EXPLOIT_LAST,
     ) -> None:
@@ -348,6 +350,14 @@ class MixtureOptimizer:
         if not isinstance(multi_fidelity, bool):
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
         self.multi_fidelity = multi_fidelity
+        if not isinstance(fidelity_scale, bool):
+            raise ValueError(f"fidelity_scale must be true or false, got {fidelity_scale!r}")
+        if fidelity_scale and not multi_fidelity:
+            raise ValueError(
+                "fidelity_scale=True needs multi_fidelity=True (config optimizer.multi_fidelity): "
+                "it scales the multi-fidelity GP's mixture term"
+            )
+        self.fidelity_scale = fidelity_scale
         self.budget = budget
         if (
             isinstance(exploit_last, bool)
@@ -414,6 +424,7 @@ class MixtureOptimizer:
             bounds=exp.search.bounds,
             noise_sd=exp.optimizer.noise_sd,
             multi_fidelity=exp.multi_fidelity,
+            fidelity_scale=exp.optimizer.fidelity_scale,
             budget=exp.optimizer.max_trials,
             exploit_last=exp.optimizer.exploit_last,
         )
@@ -963,7 +974,9 @@ class MixtureOptimizer:
             try:
                 with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
                     if self.multi_fidelity:
-                        model = _make_mf_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
+                        model = _make_mf_gp(
+                            x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd, self.fidelity_scale
+                        )
                     else:
                         model = _make_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
                     _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
@@ -1210,6 +1223,7 @@ class MixtureOptimizer:
                 "bounds": space.bounds_json(),
                 "noise_sd": self.prior_noise_sd,
                 "multi_fidelity": self.multi_fidelity,
+                "fidelity_scale": self.fidelity_scale,
                 "budget": self._budget,
                 "exploit_last": self.exploit_last,
             },
@@ -1248,6 +1262,7 @@ class MixtureOptimizer:
                 noise_sd=c.get("noise_sd"),  # absent from states written before it existed
                 # States written before multi-fidelity existed have neither key.
                 multi_fidelity=bool(c.get("multi_fidelity", False)),
+                fidelity_scale=bool(c.get("fidelity_scale", False)),  # absent before session 11
                 # States written before exploitation steps existed: no budget, the default count.
                 budget=c.get("budget"),
                 exploit_last=c.get("exploit_last", EXPLOIT_LAST),
@@ -1393,16 +1408,23 @@ class FidelityScale(Kernel):
 
 
 def _make_mf_gp(
-    x: torch.Tensor, y: torch.Tensor, noise_floor: float, n_weights: int, noise_sd: float | None = None
+    x: torch.Tensor,
+    y: torch.Tensor,
+    noise_floor: float,
+    n_weights: int,
+    noise_sd: float | None = None,
+    fidelity_scale: bool = False,
 ) -> SingleTaskGP:
     """The multi-fidelity GP: :func:`_make_gp`'s kernel on the features times a fidelity kernel,
     plus a learning-curve trend (multi-fidelity BO over mixtures, ADMIRE-BayesOpt arXiv:2508.11551):
 
-        k((x, s), (x', s')) = c_1 * k_x(x, x') * s^p s'^p * k_s(s, s') + c_2 * k_t(s, s')
+        k((x, s), (x', s')) = c_1 * k_x(x, x') * [s^p s'^p] * k_s(s, s') + c_2 * k_t(s, s')
 
     ``s`` (the last column of ``x``) is the fraction of the step budget a value was measured at.
-    ``s^p s'^p`` (:class:`FidelityScale`, ``p`` fitted) lets the mixture effect grow with training:
-    an early gap between two mixtures is a shrunken copy of their final gap, not the gap itself.
+    ``[s^p s'^p]`` only with ``fidelity_scale`` (:class:`FidelityScale`, ``p`` fitted): the mixture
+    effect grows with training, an early gap between two mixtures a shrunken copy of their final
+    gap. On curves that rank mixtures early as at the end it cut the regret; on curves that cross
+    it raised it (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
     ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
     on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
     ``s`` says about one at ``s'`` for the same mixture; ``c_2 * k_t`` (Matern-5/2 on ``s``) is the
@@ -1429,9 +1451,11 @@ def _make_mf_gp(
     # Both terms have their own output scale: with the trend in the data, the standardised
     # outcomes' unit variance is mostly the trend's, not the mixtures' (a unit-variance k_x * k_s
     # would overstate how much the mixture matters, hence sigma, at full fidelity).
-    covar = ScaleKernel(
-        covar * FidelityScale(d) * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
-    ) + ScaleKernel(fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15))
+    if fidelity_scale:
+        covar = covar * FidelityScale(d)
+    covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
+        fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
+    )
     return _gp(x, y, covar, noise_floor, noise_sd)  # noise as in _make_gp
 
 

@@ -270,6 +270,20 @@ BAD = [
         "  early_stopping:",
     ),
     (
+        "fidelity_scale_needs_multi_fidelity",
+        GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  fidelity_scale: true\n"),
+        "optimizer.fidelity_scale",
+        "the multi-fidelity GP is off here",
+        "  fidelity_scale: true",
+    ),
+    (
+        "fidelity_scale_not_a_bool",
+        GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  fidelity_scale: 1\n"),
+        "optimizer.fidelity_scale",
+        "valid boolean",
+        "  fidelity_scale: 1",
+    ),
+    (
         "exploit_last_negative",
         GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  exploit_last: -1\n"),
         "optimizer.exploit_last",

@@ -55,12 +55,17 @@ def dist(p: dict) -> float:
     return float(np.linalg.norm(np.array([p[t] for t in TASKS]) - W_STAR))
 
 
-def told(multi_fidelity: bool, with_partial: bool = True) -> MixtureOptimizer:
+def told(multi_fidelity: bool, with_partial: bool = True, fidelity_scale: bool = False) -> MixtureOptimizer:
     """Three full-fidelity values far from W_STAR, then eight trials on a ring around it that
     reported only at 30% of their budget: four stopped early, four still running."""
     seeds = FULL + ring(0.12, 8)
     opt = MixtureOptimizer(
-        TASKS, n_seeds=len(seeds), seed_mixtures=seeds, beta=0.0, multi_fidelity=multi_fidelity
+        TASKS,
+        n_seeds=len(seeds),
+        seed_mixtures=seeds,
+        beta=0.0,
+        multi_fidelity=multi_fidelity,
+        fidelity_scale=fidelity_scale,
     )
     asked = opt.ask(len(seeds))
     for p in asked[:3]:
@@ -76,18 +81,20 @@ def told(multi_fidelity: bool, with_partial: bool = True) -> MixtureOptimizer:
     return opt
 
 
-def test_partial_results_move_the_next_proposal_to_the_optimum() -> None:
+@pytest.mark.parametrize("scale", [False, True], ids=["kernel", "fidelity_scale"])
+def test_partial_results_move_the_next_proposal_to_the_optimum(scale: bool) -> None:
     """With beta = 0 the proposal is the arg-max of the full-fidelity posterior mean. Only the
     low-fidelity results point at W_STAR (the full-fidelity ones are all far from it): the
     multi-fidelity GP proposes inside the ring, closer to W_STAR than any trial so far (the ring's
-    radius is 0.12); the single-fidelity GP cannot."""
-    mf = told(multi_fidelity=True).ask(1)[0]
+    radius is 0.12); the single-fidelity GP cannot. With the fidelity scale too: partial values at
+    one fraction cannot identify its exponent, and its prior must keep them informative."""
+    mf = told(multi_fidelity=True, fidelity_scale=scale).ask(1)[0]
     sf = told(multi_fidelity=False).ask(1)[0]
     assert dist(mf) < 0.12, mf
     assert dist(sf) > 0.2, sf
     # Off (the default) means off: the partial results change nothing.
     assert sf == told(multi_fidelity=False, with_partial=False).ask(1)[0]
-    rec = told(multi_fidelity=True).recommend()
+    rec = told(multi_fidelity=True, fidelity_scale=scale).recommend()
     assert rec is not None and rec.source == "posterior_mean" and dist(rec.proposal) < 0.12
 
 
@@ -135,11 +142,14 @@ def _matern52(a: np.ndarray, b: np.ndarray, lengthscale: float) -> np.ndarray:
     return (1 + math.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-math.sqrt(5) * r)
 
 
-def test_fidelity_scale_kernel_is_the_closed_form() -> None:
+@pytest.mark.parametrize("scale", [False, True], ids=["kernel", "fidelity_scale"])
+def test_the_multi_fidelity_kernel_is_the_closed_form(scale: bool) -> None:
     """The multi-fidelity GP's prior covariance is, entry by entry, the formula its docstring gives:
-    ``c1 * k_x(w, w') * s^p s'^p * k_s(s, s') + c2 * k_t(s, s')`` with Matern-5/2 factors, evaluated
-    here with numpy from the fitted hyperparameters (p, lengthscales, output scales)."""
+    ``c1 * k_x(w, w') * [s^p s'^p] * k_s(s, s') + c2 * k_t(s, s')`` with Matern-5/2 factors (the
+    bracket only with ``fidelity_scale``), evaluated here with numpy from the model's
+    hyperparameters (p set to 0.8, the others at their initial values)."""
     import torch
+    from gpytorch.kernels import MaternKernel
 
     from mixopt.optimizer import FidelityScale, _make_mf_gp
 
@@ -148,18 +158,21 @@ def test_fidelity_scale_kernel_is_the_closed_form() -> None:
     s = rng.choice([0.2, 0.5, 1.0], size=7)
     x = torch.tensor(np.column_stack([w, s]), dtype=torch.float64)
     y = torch.tensor([[curve(si) * float(1 - 4 * np.sum((wi - W_STAR) ** 2))] for wi, si in zip(w, s)])
-    model = _make_mf_gp(x, y.double(), 1e-6, 3)
-    scale = next(m for m in model.modules() if isinstance(m, FidelityScale))
-    scale._set_power(0.8)
+    model = _make_mf_gp(x, y.double(), 1e-6, 3, fidelity_scale=scale)
+    scales = [m for m in model.modules() if isinstance(m, FidelityScale)]
+    assert len(scales) == int(scale)
+    for m in scales:
+        m._set_power(0.8)
+    p = 0.8 if scale else 0.0
     mixture, trend = model.covar_module.kernels
-    product = mixture.base_kernel.kernels
-    k_x = next(k for k in product if getattr(k, "active_dims", None) is not None and len(k.active_dims) == 3)
-    k_s = next(k for k in product if k is not scale and k is not k_x)
+    materns = [m for m in mixture.base_kernel.modules() if isinstance(m, MaternKernel)]
+    k_x = next(k for k in materns if len(k.active_dims) == 3)
+    k_s = next(k for k in materns if k.active_dims.tolist() == [3])
     with torch.no_grad():
         c1, c2 = float(mixture.outputscale), float(trend.outputscale)
         l_x, l_s, l_t = (float(k.lengthscale) for k in (k_x, k_s, trend.base_kernel))
         got = model.covar_module(x).to_dense().numpy()
-    ref = c1 * _matern52(w, w, l_x) * np.outer(s**0.8, s**0.8) * _matern52(s[:, None], s[:, None], l_s)
+    ref = c1 * _matern52(w, w, l_x) * np.outer(s**p, s**p) * _matern52(s[:, None], s[:, None], l_s)
     ref = ref + c2 * _matern52(s[:, None], s[:, None], l_t)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
 
@@ -182,7 +195,7 @@ def test_the_fitted_scale_follows_how_the_mixture_effect_grows(q: float) -> None
         [[curve(si) + si**q * float(1 - 4 * np.sum((wi - W_STAR) ** 2))] for wi, si in rows],
         dtype=torch.float64,
     )
-    model = _make_mf_gp(x, y, 1e-6, 3)
+    model = _make_mf_gp(x, y, 1e-6, 3, fidelity_scale=True)
     _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     p = float(next(m for m in model.modules() if isinstance(m, FidelityScale)).power.detach())
     other = 1.2 if q == 0.3 else 0.3
@@ -200,12 +213,19 @@ def test_state_round_trip_keeps_partial_results() -> None:
     assert back.stopped == opt.stopped and len(back.stopped) == 4
     assert back.pending == opt.pending and len(back.pending) == 4
     assert back.ask(2) == opt.ask(2)
+    scaled = told(multi_fidelity=True, fidelity_scale=True)
+    state = json.loads(json.dumps(scaled.state_dict()))
+    assert state["config"]["fidelity_scale"] is True
+    assert MixtureOptimizer.from_state_dict(state).fidelity_scale
+    assert MixtureOptimizer.from_state_dict(state).ask(2) == scaled.ask(2)
     # A state written before this option existed (no "partial"/"stopped"/"multi_fidelity") loads.
     old = json.loads(json.dumps(MixtureOptimizer(TASKS, n_seeds=2).state_dict()))
     for key in ("partial", "stopped"):
         del old[key]
     del old["config"]["multi_fidelity"]
+    del old["config"]["fidelity_scale"]
     assert not MixtureOptimizer.from_state_dict(old).multi_fidelity
+    assert not MixtureOptimizer.from_state_dict(old).fidelity_scale
 
 
 def test_a_final_value_supersedes_the_same_trials_partial_results() -> None:
@@ -329,6 +349,10 @@ def test_the_config_option_reaches_the_optimizer() -> None:
         e = exp(stopping, multi_fidelity=setting)
         assert e.multi_fidelity is expected, (setting, stopping)
         assert MixtureOptimizer.from_experiment(e).multi_fidelity is expected, (setting, stopping)
+    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale=True)).fidelity_scale
+    assert not MixtureOptimizer.from_experiment(exp(True)).fidelity_scale
+    with pytest.raises(ValueError, match="needs multi_fidelity=True"):
+        MixtureOptimizer(TASKS, fidelity_scale=True)
 
 
 def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
