@@ -87,7 +87,7 @@ GRACE = T // 4
 # --n-seeds: the optimizer's seed phase (None: MixtureOptimizer's default).
 N_SEEDS: int | None = None
 # --fidelity-scale: the multi-fidelity policies' GP with optimizer.fidelity_scale.
-FIDELITY_SCALE = False
+FIDELITY_SCALE: bool | str | None = None
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
 POLICIES = ("full", "asha", "asha-mf", "full-mf", "gp-stop")
@@ -185,6 +185,10 @@ class Run:
     trials: int = 0
     stopped: int = 0
     seconds: float = 0.0
+    # With --fidelity-scale auto: the fraction of the budget at which the scale first came on
+    # (None: never), and the early-report rank correlation at the end.
+    scale_on_at: float | None = None
+    rho: float | None = None
 
 
 def simulate(
@@ -199,7 +203,7 @@ def simulate(
         names,
         random_state=seed,
         multi_fidelity=mf,
-        fidelity_scale=mf and FIDELITY_SCALE,
+        fidelity_scale=False if not mf or FIDELITY_SCALE is None else FIDELITY_SCALE,
         **({} if N_SEEDS is None else {"n_seeds": N_SEEDS}),
     )
     rng = np.random.default_rng([seed, 7])
@@ -253,6 +257,8 @@ def simulate(
                             opt.tell(wk.proposal, value)
                         out.stopped += 1
                         ended = True
+            if mf and out.scale_on_at is None and opt.fidelity_scale_in_use():
+                out.scale_on_at = spent / total
             while marks and spent >= marks[0]:
                 out.regrets[marks.pop(0) / total] = regret()
             if ended:
@@ -263,6 +269,8 @@ def simulate(
         if not marks and spent >= total:
             break
     out.seconds = time.perf_counter() - t0
+    found = opt.early_rank_correlation() if mf else None
+    out.rho = None if found is None else found[0]
     return out
 
 
@@ -307,13 +315,16 @@ def main() -> None:
     )
     ap.add_argument(
         "--fidelity-scale",
-        action="store_true",
-        help="the multi-fidelity policies (asha-mf, full-mf, gp-stop) with optimizer.fidelity_scale; "
-        "their --json keys end in |scale",
+        nargs="?",
+        const="on",
+        choices=("on", "auto"),
+        help="the multi-fidelity policies (asha-mf, full-mf, gp-stop) with optimizer.fidelity_scale "
+        "true ('on', the default) or 'auto'; their --json keys end in |scale or |auto",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    GRACE, N_SEEDS, FIDELITY_SCALE = args.grace, args.n_seeds, args.fidelity_scale
+    GRACE, N_SEEDS = args.grace, args.n_seeds
+    FIDELITY_SCALE = {None: None, "on": True, "auto": "auto"}[args.fidelity_scale]
     print(f"T={T} steps, reports every {REPORT}, ASHA rungs {rungs_at()} (eta={ETA}), budget {args.budget}xT")
     with tempfile.TemporaryDirectory() as tmp:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None
@@ -335,16 +346,20 @@ def main() -> None:
                     key = f"{k}|{args.grace}|{policy}|{seed}|{args.budget}"
                     key += "|separable" if args.curves == "separable" else ""
                     if args.fidelity_scale and (policy.endswith("-mf") or policy == "gp-stop"):
-                        key += "|scale"
+                        key += "|scale" if args.fidelity_scale == "on" else "|auto"
                     rows[key] = {
                         "regrets": {str(f): v for f, v in r.regrets.items()},
                         "trials": r.trials,
                         "stopped": r.stopped,
+                        "scale_on_at": r.scale_on_at,
+                        "rho": r.rho,
                     }
                     args.json.write_text(json.dumps(rows, indent=1, sort_keys=True))
                 print(
                     f"K={k} seed={seed} {policy:8s} trials={r.trials:3d} stopped={r.stopped:3d} "
-                    f"regret@1.0={r.regrets[1.0]:.5f} ({r.seconds:.0f} s; spread {spread:.4f})",
+                    f"regret@1.0={r.regrets[1.0]:.5f} ({r.seconds:.0f} s; spread {spread:.4f})"
+                    + ("" if r.rho is None else f" early-rank rho {r.rho:.2f}")
+                    + (f" scale on at {r.scale_on_at:.2f}" if r.scale_on_at is not None else ""),
                     flush=True,
                 )
         print(f"\nK={k}: median simple regret of recommend() (f* - f) at a fraction of {args.budget}xT steps")

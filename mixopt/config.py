@@ -31,6 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+# optimizer.fidelity_scale when unset and the multi-fidelity GP is on (Experiment.fidelity_scale).
+DEFAULT_FIDELITY_SCALE: bool | str = False
+
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
 SUM_TOLERANCE = 1e-6
 
@@ -337,9 +340,10 @@ class OptimizerConfig(_Frozen):
     # None (the default): on exactly when sweep.early_stopping is enabled (Experiment.multi_fidelity).
     multi_fidelity: bool | None = None
     # With multi_fidelity: scale the GP's mixture effect by a fitted s^p (mixopt.optimizer.FidelityScale),
-    # for learning curves that rank mixtures early as they do at the end; off: on curves that cross
-    # it lost (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
-    fidelity_scale: StrictBool = False
+    # for learning curves that rank mixtures early as they do at the end (on curves that cross it
+    # lost); "auto": on once finished trials show their curves do (bench/RESULTS.md, "A fidelity
+    # scale in the multi-fidelity kernel"). None (the default): Experiment.fidelity_scale.
+    fidelity_scale: StrictBool | Literal["auto"] | None = None
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer.py.
     exploit_last: StrictInt = Field(2, ge=0)
@@ -488,6 +492,14 @@ class Experiment(_Frozen):
         if self.optimizer.multi_fidelity is not None:
             return self.optimizer.multi_fidelity
         return self.sweep.early_stopping.enabled
+
+    @property
+    def fidelity_scale(self) -> bool | str:
+        """The optimizer's ``fidelity_scale``: ``optimizer.fidelity_scale`` when set, else
+        ``DEFAULT_FIDELITY_SCALE`` with the multi-fidelity GP and False without it."""
+        if self.optimizer.fidelity_scale is not None:
+            return self.optimizer.fidelity_scale
+        return DEFAULT_FIDELITY_SCALE if self.multi_fidelity else False
 
     @property
     def experiment_name(self) -> str:
@@ -677,7 +689,7 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 "it is on by default) or use method 'asha'",
             )
         )
-    if exp.optimizer.fidelity_scale and not exp.multi_fidelity:
+    if exp.optimizer.fidelity_scale not in (None, False) and not exp.multi_fidelity:
         out.append(
             (
                 ("optimizer", "fidelity_scale"),

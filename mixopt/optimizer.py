@@ -120,6 +120,7 @@ from typing import Any
 
 import gpytorch
 import numpy as np
+import scipy.stats
 import torch
 from botorch.acquisition import PosteriorMean, UpperConfidenceBound
 from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
@@ -153,6 +154,12 @@ WARM_MAX_REMOVED = 0.25
 
 # Multi-fidelity: partial results per trial the GP is fitted on (see _partial_rows).
 MF_CURVE_POINTS = 3
+# fidelity_scale "auto": the scale is on once this many finished trials have an early report and
+# their Spearman rho (earliest common report vs final value) is at least AUTO_SCALE_RHO. On the
+# multi-fidelity bench's curves: 0.99 on separable ones, at most 0.82 on the analytic ones, which
+# cross (30 Dirichlet mixtures, 20 or 40 of 80 steps, report noise; bench/RESULTS.md).
+AUTO_SCALE_MIN_TRIALS = 6
+AUTO_SCALE_RHO = 0.9
 # A GP needs at least two successful observations to say anything about where to go next.
 MIN_OBSERVATIONS = 2
 # Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
@@ -290,7 +297,9 @@ class MixtureOptimizer:
             GP over (features, fraction of the step budget); see the module docstring.
         fidelity_scale: with ``multi_fidelity``, the mixture term of the GP's kernel gets the
             fitted scale ``s^p s'^p`` (:class:`FidelityScale`): for learning curves that rank
-            mixtures early as they do at the end. Off by default: on curves that cross it lost.
+            mixtures early as they do at the end; on curves that cross it lost. ``"auto"``: on
+            once the finished trials' earliest reports rank them as their final values do
+            (:meth:`fidelity_scale_in_use`). False (the default): never.
         budget: the sweep's total number of trials, when known (None: open-ended). Reused
             (warm-start) observations do not count; every asked proposal that is not cancelled does.
         exploit_last: with a ``budget``, the last this many proposals are *exploitation* steps
@@ -350,14 +359,15 @@ class MixtureOptimizer:
         if not isinstance(multi_fidelity, bool):
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
         self.multi_fidelity = multi_fidelity
-        if not isinstance(fidelity_scale, bool):
-            raise ValueError(f"fidelity_scale must be true or false, got {fidelity_scale!r}")
-        if fidelity_scale and not multi_fidelity:
+        if not (isinstance(fidelity_scale, bool) or fidelity_scale == "auto"):
+            raise ValueError(f"fidelity_scale must be true, false or 'auto', got {fidelity_scale!r}")
+        if fidelity_scale is not False and not multi_fidelity:
             raise ValueError(
-                "fidelity_scale=True needs multi_fidelity=True (config optimizer.multi_fidelity): "
+                f"fidelity_scale={fidelity_scale!r} needs multi_fidelity=True (config optimizer.multi_fidelity): "
                 "it scales the multi-fidelity GP's mixture term"
             )
         self.fidelity_scale = fidelity_scale
+        self._scale_logged = False  # the last fit's choice, for the "auto" log line
         self.budget = budget
         if (
             isinstance(exploit_last, bool)
@@ -424,7 +434,7 @@ class MixtureOptimizer:
             bounds=exp.search.bounds,
             noise_sd=exp.optimizer.noise_sd,
             multi_fidelity=exp.multi_fidelity,
-            fidelity_scale=exp.optimizer.fidelity_scale,
+            fidelity_scale=exp.fidelity_scale,
             budget=exp.optimizer.max_trials,
             exploit_last=exp.optimizer.exploit_last,
         )
@@ -921,6 +931,42 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ the GP
 
+    def early_rank_correlation(self) -> tuple[float, int, float] | None:
+        """How well early reports rank the finished trials: Spearman's rho between each finished
+        trial's value at the earliest fraction reported by at least ``AUTO_SCALE_MIN_TRIALS`` of
+        them and its final value. Returns ``(rho, trials, fraction)``, or None with too few."""
+        final = {i: v for i, v in self._history if v is not None}
+        at: dict[float, dict[int, float]] = {}
+        for i, f, v in self._partial:
+            if i in final and f < 1.0:
+                at.setdefault(f, {})[i] = v  # the latest report at f
+        for f in sorted(at):
+            early = at[f]
+            if len(early) >= AUTO_SCALE_MIN_TRIALS:
+                idx = sorted(early)
+                a = np.array([early[i] for i in idx])
+                b = np.array([final[i] for i in idx])
+                if np.ptp(a) == 0 or np.ptp(b) == 0:
+                    return None
+                rho = float(scipy.stats.spearmanr(a, b)[0])
+                return rho, len(idx), f
+        return None
+
+    def fidelity_scale_in_use(self) -> bool:
+        """Whether the multi-fidelity GP's next fit has the :class:`FidelityScale` term.
+
+        ``fidelity_scale`` True/False: that. ``"auto"``: when :meth:`early_rank_correlation` is at
+        least ``AUTO_SCALE_RHO`` (the finished trials' earliest reports rank them as their final
+        values do, so early gaps are shrunken copies of final ones); off while fewer than
+        ``AUTO_SCALE_MIN_TRIALS`` finished trials have an early report, and on curves that cross.
+        """
+        if not self.multi_fidelity or self.fidelity_scale is False:
+            return False
+        if self.fidelity_scale is True:
+            return True
+        found = self.early_rank_correlation()
+        return found is not None and found[0] >= AUTO_SCALE_RHO
+
     def _partial_rows(self) -> list[tuple[int, float, float]]:
         """The partial results the multi-fidelity GP is fitted on, ``(index, fraction, value)``.
 
@@ -968,6 +1014,19 @@ class MixtureOptimizer:
         if self._fit_cache is not None and self._fit_cache[0] == key:
             return self._fit_cache[1]
         x, y = self._training_data()
+        scale = self.fidelity_scale_in_use()
+        if scale != self._scale_logged and self.fidelity_scale == "auto":
+            found = self.early_rank_correlation()
+            logger.info(
+                "fidelity_scale auto: %s (Spearman %s between %s finished trials' reports at %s of "
+                "the budget and their final values; on at >= %g)",
+                "on" if scale else "off",
+                "n/a" if found is None else f"{found[0]:.2f}",
+                "too few" if found is None else found[1],
+                "-" if found is None else f"{found[2]:g}",
+                AUTO_SCALE_RHO,
+            )
+        self._scale_logged = scale
         errors: list[str] = []
         fitted: _Fitted | None = None
         for attempt, (noise_floor, jitter) in enumerate(FIT_ATTEMPTS):
@@ -975,7 +1034,7 @@ class MixtureOptimizer:
                 with _seeded(self._seed("fit", key * len(FIT_ATTEMPTS) + attempt)), _jitter(jitter):
                     if self.multi_fidelity:
                         model = _make_mf_gp(
-                            x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd, self.fidelity_scale
+                            x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd, scale
                         )
                     else:
                         model = _make_gp(x, y, noise_floor, self._space.n_tasks, self.prior_noise_sd)
@@ -1262,7 +1321,7 @@ class MixtureOptimizer:
                 noise_sd=c.get("noise_sd"),  # absent from states written before it existed
                 # States written before multi-fidelity existed have neither key.
                 multi_fidelity=bool(c.get("multi_fidelity", False)),
-                fidelity_scale=bool(c.get("fidelity_scale", False)),  # absent before session 11
+                fidelity_scale=c.get("fidelity_scale", False),  # absent before session 11
                 # States written before exploitation steps existed: no budget, the default count.
                 budget=c.get("budget"),
                 exploit_last=c.get("exploit_last", EXPLOIT_LAST),

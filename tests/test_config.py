@@ -284,6 +284,15 @@ BAD = [
         "  fidelity_scale: 1",
     ),
     (
+        "fidelity_scale_unknown_word",
+        GOOD.replace(
+            "  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: true\n  fidelity_scale: maybe\n"
+        ),
+        "optimizer.fidelity_scale",
+        "'auto'",
+        "  fidelity_scale: maybe",
+    ),
+    (
         "exploit_last_negative",
         GOOD.replace("  max_trials: 8\n", "  max_trials: 8\n  exploit_last: -1\n"),
         "optimizer.exploit_last",

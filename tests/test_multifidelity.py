@@ -203,6 +203,43 @@ def test_the_fitted_scale_follows_how_the_mixture_effect_grows(q: float) -> None
     assert q / 1.25 < p < q * 1.25, p
 
 
+@pytest.mark.parametrize("crossing", [False, True], ids=["separable", "crossing"])
+def test_auto_fidelity_scale_follows_how_early_reports_rank(crossing: bool) -> None:
+    """``fidelity_scale="auto"`` turns the scale on once six finished trials' earliest reports rank
+    them as their final values do, and never on curves that cross (early reports the reverse of
+    the final ranking, as the real trainer's steps 10-20 were: bench/RESULTS.md)."""
+    from mixopt.optimizer import AUTO_SCALE_MIN_TRIALS, FidelityScale
+
+    draws = np.random.default_rng(2).dirichlet(np.ones(3), size=6)
+    seeds = FULL + [dict(zip(TASKS, w.tolist())) for w in draws]  # distinct h: no ties in the ranks
+    opt = MixtureOptimizer(
+        TASKS, n_seeds=len(seeds), seed_mixtures=seeds, multi_fidelity=True, fidelity_scale="auto"
+    )
+    asked = opt.ask(len(seeds))
+    for n, p in enumerate(asked, start=1):
+        early = -h(p) if crossing else 0.3 * h(p)
+        opt.tell_partial(p, curve(0.25) + early, 0.25)
+        opt.tell_partial(p, curve(0.5) + (0.1 * early if crossing else 0.6 * h(p)), 0.5)
+        opt.tell(p, h(p))
+        rho = opt.early_rank_correlation()
+        if n < AUTO_SCALE_MIN_TRIALS:
+            assert rho is None and not opt.fidelity_scale_in_use()
+            continue
+        # the earliest fraction (0.25) against the final values: +1 or -1 by construction
+        assert rho is not None and rho[1:] == (n, 0.25)
+        assert rho[0] == pytest.approx(-1.0 if crossing else 1.0)
+        assert opt.fidelity_scale_in_use() is (not crossing)
+    fitted = opt._fitted()
+    assert fitted is not None
+    assert any(isinstance(m, FidelityScale) for m in fitted.model.modules()) is (not crossing)
+    # an explicit setting is that setting, whatever the curves say
+    on = MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale=True)
+    off = MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale=False)
+    assert on.fidelity_scale_in_use() and not off.fidelity_scale_in_use()
+    with pytest.raises(ValueError, match="true, false or 'auto'"):
+        MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="yes")
+
+
 def test_state_round_trip_keeps_partial_results() -> None:
     opt = told(multi_fidelity=True)
     state = json.loads(json.dumps(opt.state_dict()))
@@ -323,7 +360,14 @@ def test_partial_tell_errors_and_bookkeeping() -> None:
 
 
 def test_the_config_option_reaches_the_optimizer() -> None:
-    from mixopt.config import EarlyStopping, Experiment, SweepConfig, TaskConfig, TrainerConfig
+    from mixopt.config import (
+        DEFAULT_FIDELITY_SCALE,
+        EarlyStopping,
+        Experiment,
+        SweepConfig,
+        TaskConfig,
+        TrainerConfig,
+    )
 
     assert OptimizerConfig().multi_fidelity is None  # unset: follows sweep.early_stopping.enabled
 
@@ -349,10 +393,14 @@ def test_the_config_option_reaches_the_optimizer() -> None:
         e = exp(stopping, multi_fidelity=setting)
         assert e.multi_fidelity is expected, (setting, stopping)
         assert MixtureOptimizer.from_experiment(e).multi_fidelity is expected, (setting, stopping)
-    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale=True)).fidelity_scale
-    assert not MixtureOptimizer.from_experiment(exp(True)).fidelity_scale
-    with pytest.raises(ValueError, match="needs multi_fidelity=True"):
-        MixtureOptimizer(TASKS, fidelity_scale=True)
+    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale=True)).fidelity_scale is True
+    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale="auto")).fidelity_scale == "auto"
+    # unset: the default with the multi-fidelity GP, never on without it
+    assert MixtureOptimizer.from_experiment(exp(True)).fidelity_scale == DEFAULT_FIDELITY_SCALE
+    assert MixtureOptimizer.from_experiment(exp(False)).fidelity_scale is False
+    for value in (True, "auto"):
+        with pytest.raises(ValueError, match="needs multi_fidelity=True"):
+            MixtureOptimizer(TASKS, fidelity_scale=value)
 
 
 def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
