@@ -10,7 +10,7 @@
         --policies full asha-mf gp-stop
     # the multi-fidelity policies with optimizer.fidelity_scale (session 11), on both kinds of curves
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 20 --curves separable --seeds 10 \
-        --policies full asha-mf gp-stop --fidelity-scale
+        --policies full asha-mf gp-stop --fidelity-scale on
 
 The trials' learning curves are the analytic trainer's closed form (trainers/analytic.py),
 
@@ -86,7 +86,7 @@ RATE = 10.0
 GRACE = T // 4
 # --n-seeds: the optimizer's seed phase (None: MixtureOptimizer's default).
 N_SEEDS: int | None = None
-# --fidelity-scale: the multi-fidelity policies' GP with optimizer.fidelity_scale.
+# --fidelity-scale: the multi-fidelity policies' optimizer.fidelity_scale (None: the default).
 FIDELITY_SCALE: bool | str | None = None
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
@@ -203,7 +203,7 @@ def simulate(
         names,
         random_state=seed,
         multi_fidelity=mf,
-        fidelity_scale=False if not mf or FIDELITY_SCALE is None else FIDELITY_SCALE,
+        **({} if not mf or FIDELITY_SCALE is None else {"fidelity_scale": FIDELITY_SCALE}),
         **({} if N_SEEDS is None else {"n_seeds": N_SEEDS}),
     )
     rng = np.random.default_rng([seed, 7])
@@ -315,16 +315,15 @@ def main() -> None:
     )
     ap.add_argument(
         "--fidelity-scale",
-        nargs="?",
-        const="on",
-        choices=("on", "auto"),
+        choices=("off", "on", "auto"),
         help="the multi-fidelity policies (asha-mf, full-mf, gp-stop) with optimizer.fidelity_scale "
-        "true ('on', the default) or 'auto'; their --json keys end in |scale or |auto",
+        "false ('off'), true ('on') or 'auto' (default: MixtureOptimizer's, 'auto'); with the option "
+        "their --json keys end in |off, |scale or |auto",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
     GRACE, N_SEEDS = args.grace, args.n_seeds
-    FIDELITY_SCALE = {None: None, "on": True, "auto": "auto"}[args.fidelity_scale]
+    FIDELITY_SCALE = {None: None, "off": False, "on": True, "auto": "auto"}[args.fidelity_scale]
     print(f"T={T} steps, reports every {REPORT}, ASHA rungs {rungs_at()} (eta={ETA}), budget {args.budget}xT")
     with tempfile.TemporaryDirectory() as tmp:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None
@@ -346,7 +345,7 @@ def main() -> None:
                     key = f"{k}|{args.grace}|{policy}|{seed}|{args.budget}"
                     key += "|separable" if args.curves == "separable" else ""
                     if args.fidelity_scale and (policy.endswith("-mf") or policy == "gp-stop"):
-                        key += "|scale" if args.fidelity_scale == "on" else "|auto"
+                        key += {"off": "|off", "on": "|scale", "auto": "|auto"}[args.fidelity_scale]
                     rows[key] = {
                         "regrets": {str(f): v for f, v in r.regrets.items()},
                         "trials": r.trials,

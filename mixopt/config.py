@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 # optimizer.fidelity_scale when unset and the multi-fidelity GP is on (Experiment.fidelity_scale).
-DEFAULT_FIDELITY_SCALE: bool | str = False
+DEFAULT_FIDELITY_SCALE: bool | str = "auto"
 
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
 SUM_TOLERANCE = 1e-6

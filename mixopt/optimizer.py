@@ -97,6 +97,12 @@ fraction, at most ``MF_CURVE_POINTS`` per trial (thinned, the highest kept), so 
 mixture's early values relate to its final one. A trial's final value supersedes its fraction-1
 report (the same measurement, not counted twice). Proposals, pending points' hallucinations,
 ``recommend()`` and ``predict()`` are at ``s = 1`` (botorch ``FixedFeatureAcquisitionFunction``).
+``fidelity_scale`` (config ``optimizer.fidelity_scale``) adds a fitted scale to the mixture
+term, ``c_1 * k_x * s^p s'^p * k_s`` (:class:`FidelityScale`): the gaps between mixtures grow with
+training, so an early gap is a shrunken copy of the final one. It helps on learning curves that
+rank mixtures early as they do at the end and hurts on curves that cross, so its default,
+``"auto"``, turns it on only once six finished trials' earliest reports rank them as their final
+values do (Spearman >= ``AUTO_SCALE_RHO``; :meth:`fidelity_scale_in_use`).
 With the option off (the default), partial values are recorded in the state but not modelled,
 and a stopped trial is only taken (never proposed again). With it on, :meth:`should_stop` is
 model-based early stopping: a running trial whose UCB at full fidelity, given its partial curve,
@@ -299,7 +305,8 @@ class MixtureOptimizer:
             fitted scale ``s^p s'^p`` (:class:`FidelityScale`): for learning curves that rank
             mixtures early as they do at the end; on curves that cross it lost. ``"auto"``: on
             once the finished trials' earliest reports rank them as their final values do
-            (:meth:`fidelity_scale_in_use`). False (the default): never.
+            (:meth:`fidelity_scale_in_use`). None (the default): ``"auto"`` with
+            ``multi_fidelity``, else False.
         budget: the sweep's total number of trials, when known (None: open-ended). Reused
             (warm-start) observations do not count; every asked proposal that is not cancelled does.
         exploit_last: with a ``budget``, the last this many proposals are *exploitation* steps
@@ -323,7 +330,7 @@ class MixtureOptimizer:
         bounds: Mapping[str, Any] | None = None,
         noise_sd: float | None = None,
         multi_fidelity: bool = False,
-        fidelity_scale: bool = False,
+        fidelity_scale: bool | str | None = None,
         budget: int | None = None,
         exploit_last: int = EXPLOIT_LAST,
     ) -> None:
@@ -359,6 +366,8 @@ class MixtureOptimizer:
         if not isinstance(multi_fidelity, bool):
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
         self.multi_fidelity = multi_fidelity
+        if fidelity_scale is None:
+            fidelity_scale = "auto" if multi_fidelity else False
         if not (isinstance(fidelity_scale, bool) or fidelity_scale == "auto"):
             raise ValueError(f"fidelity_scale must be true, false or 'auto', got {fidelity_scale!r}")
         if fidelity_scale is not False and not multi_fidelity:
@@ -1321,7 +1330,8 @@ class MixtureOptimizer:
                 noise_sd=c.get("noise_sd"),  # absent from states written before it existed
                 # States written before multi-fidelity existed have neither key.
                 multi_fidelity=bool(c.get("multi_fidelity", False)),
-                fidelity_scale=c.get("fidelity_scale", False),  # absent before session 11
+                # Absent before session 11: the scale did not exist, so off.
+                fidelity_scale=c.get("fidelity_scale", False),
                 # States written before exploitation steps existed: no budget, the default count.
                 budget=c.get("budget"),
                 exploit_last=c.get("exploit_last", EXPLOIT_LAST),
