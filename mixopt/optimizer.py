@@ -1445,7 +1445,7 @@ class FidelityScale(Kernel):
     are smaller than final ones; with ``p -> 0`` an early value would count as a noisy copy of the
     final one at full size. The prior is tight because partial values at a single fraction (a young
     sweep's first ASHA rung) cannot identify ``p``: a loose one let the fit send ``p`` to 3.8,
-    "early values say nothing" (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
+    "early values say nothing" (bench/RESULTS.md, "The fidelity scale as an option").
     """
 
     has_lengthscale = False
@@ -1493,7 +1493,7 @@ def _make_mf_gp(
     ``[s^p s'^p]`` only with ``fidelity_scale`` (:class:`FidelityScale`, ``p`` fitted): the mixture
     effect grows with training, an early gap between two mixtures a shrunken copy of their final
     gap. On curves that rank mixtures early as at the end it cut the regret; on curves that cross
-    it raised it (bench/RESULTS.md, "A fidelity scale in the multi-fidelity kernel").
+    it raised it (bench/RESULTS.md, "The fidelity scale as an option").
     ``k_x`` is :func:`_make_gp`'s kernel (shared-lengthscale Matern-5/2 on the weights, ARD Matern
     on the hyperparameters, the same priors); ``k_s`` Matern-5/2 on ``s``: how much a value at
     ``s`` says about one at ``s'`` for the same mixture; ``c_2 * k_t`` (Matern-5/2 on ``s``) is the
