@@ -341,8 +341,8 @@ class OptimizerConfig(_Frozen):
     multi_fidelity: bool | None = None
     # With multi_fidelity: scale the GP's mixture effect by a fitted s^p (mixopt.optimizer.FidelityScale),
     # for learning curves that rank mixtures early as they do at the end (on curves that cross it
-    # lost); "auto": on once finished trials show their curves do (bench/RESULTS.md, "A fidelity
-    # scale in the multi-fidelity kernel"). None (the default): Experiment.fidelity_scale.
+    # lost); "auto": on once finished trials show their curves do (bench/RESULTS.md, "The fidelity
+    # scale as an option"). None (the default): Experiment.fidelity_scale.
     fidelity_scale: StrictBool | Literal["auto"] | None = None
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer.py.

@@ -467,9 +467,11 @@ def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) ->
     assert summary.finished == 8
     client, parents, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert parents[0].data.params["multi_fidelity"] == "True"  # unset: early stopping turned it on
+    assert parents[0].data.params["fidelity_scale"] == "auto"  # unset: the default with the MF GP
     state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
     opt = MixtureOptimizer.from_state_dict(state)
     assert opt.multi_fidelity and not opt.pending
+    assert state["config"]["fidelity_scale"] == "auto" and opt.fidelity_scale == "auto"
     stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
     assert stopped and len(stopped) < len(children)  # ASHA cut some trials short, not all
     n_stopped = 0

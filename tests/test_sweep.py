@@ -66,6 +66,7 @@ def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray
     client, parents, children = trial_runs(exp.tracking.resolved_uri())
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.params["multi_fidelity"] == "False"  # no early stopping: single-fidelity
+    assert parents[0].data.params["fidelity_scale"] == "False"
     assert len(children) == 8
     assert summary.finished == 8 and summary.failed == 0
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
