@@ -147,7 +147,7 @@ def test_the_multi_fidelity_kernel_is_the_closed_form(scale: bool) -> None:
     """The multi-fidelity GP's prior covariance is, entry by entry, the formula its docstring gives:
     ``c1 * k_x(w, w') * [s^p s'^p] * k_s(s, s') + c2 * k_t(s, s')`` with Matern-5/2 factors (the
     bracket only with ``fidelity_scale``), evaluated here with numpy from the model's
-    hyperparameters (p set to 0.8, the others at their initial values)."""
+    hyperparameters (set to distinct values: p 0.8, lengthscales 1.9, 0.7, 0.3, scales 0.6, 1.7)."""
     import torch
     from gpytorch.kernels import MaternKernel
 
@@ -168,6 +168,9 @@ def test_the_multi_fidelity_kernel_is_the_closed_form(scale: bool) -> None:
     materns = [m for m in mixture.base_kernel.modules() if isinstance(m, MaternKernel)]
     k_x = next(k for k in materns if len(k.active_dims) == 3)
     k_s = next(k for k in materns if k.active_dims.tolist() == [3])
+    # distinct values, so that a swapped factor or output scale cannot match by accident
+    k_x.lengthscale, k_s.lengthscale, trend.base_kernel.lengthscale = 1.9, 0.7, 0.3
+    mixture.outputscale, trend.outputscale = 0.6, 1.7
     with torch.no_grad():
         c1, c2 = float(mixture.outputscale), float(trend.outputscale)
         l_x, l_s, l_t = (float(k.lengthscale) for k in (k_x, k_s, trend.base_kernel))
