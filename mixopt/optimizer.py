@@ -976,6 +976,24 @@ class MixtureOptimizer:
         found = self.early_rank_correlation()
         return found is not None and found[0] >= AUTO_SCALE_RHO
 
+    def describe_fidelity_scale(self) -> str:
+        """One line on the fidelity scale's state and why (for the log and the sweep's progress)."""
+        on = self.fidelity_scale_in_use()
+        if self.fidelity_scale != "auto":
+            return (
+                f"fidelity scale {'on' if on else 'off'} (fidelity_scale: {str(self.fidelity_scale).lower()})"
+            )
+        found = self.early_rank_correlation()
+        if found is None:
+            why = f"fewer than {AUTO_SCALE_MIN_TRIALS} finished trials with an early report"
+        else:
+            rho, n, f = found
+            why = (
+                f"Spearman {rho:.2f} between {n} finished trials' reports at {f:.2g} of the steps and "
+                f"their final values; on at >= {AUTO_SCALE_RHO:g}"
+            )
+        return f"fidelity scale {'on' if on else 'off'} (auto: {why})"
+
     def _partial_rows(self) -> list[tuple[int, float, float]]:
         """The partial results the multi-fidelity GP is fitted on, ``(index, fraction, value)``.
 
@@ -1025,16 +1043,7 @@ class MixtureOptimizer:
         x, y = self._training_data()
         scale = self.fidelity_scale_in_use()
         if scale != self._scale_logged and self.fidelity_scale == "auto":
-            found = self.early_rank_correlation()
-            logger.info(
-                "fidelity_scale auto: %s (Spearman %s between %s finished trials' reports at %s of "
-                "the budget and their final values; on at >= %g)",
-                "on" if scale else "off",
-                "n/a" if found is None else f"{found[0]:.2f}",
-                "too few" if found is None else found[1],
-                "-" if found is None else f"{found[2]:g}",
-                AUTO_SCALE_RHO,
-            )
+            logger.info("%s", self.describe_fidelity_scale())
         self._scale_logged = scale
         errors: list[str] = []
         fitted: _Fitted | None = None

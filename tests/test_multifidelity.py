@@ -532,3 +532,46 @@ def test_sweep_with_gp_early_stopping(tmp_path, data_dir, ray_local) -> None:
             assert steps[-1] == 40 and [v for q, v in opt.history if q == p] == [
                 pytest.approx(c.data.metrics["objective"])
             ]
+
+
+def test_the_sweep_prints_when_auto_turns_the_fidelity_scale_on(tmp_path, capsys) -> None:
+    """The sweep's searcher (real Tune Searcher, real MLflow sqlite; no trials run) prints one line
+    when ``fidelity_scale: auto`` switches: at the sixth finished trial whose early report (at 5 of
+    20 steps) ranks the trials as their final values do, and not before."""
+    from test_sweep import write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
+
+    from mixopt.config import load_experiment
+    from mixopt.sweep.common import State
+    from mixopt.sweep.progress import Printer
+    from mixopt.sweep.searcher import make_searcher
+    from mixopt.tracking import SweepTracker
+
+    path = write_experiment(
+        tmp_path,
+        tmp_path / "data",
+        optimizer__n_seeds=8,
+        optimizer__max_trials=8,
+        optimizer__multi_fidelity=True,
+    )
+    exp = load_experiment(path, check_trainer=False)
+    assert exp.fidelity_scale == "auto"
+    state = State(MixtureOptimizer.from_experiment(exp), tmp_path / "state.json")
+    tracker = SweepTracker(exp.tracking.resolved_uri(), exp.name)
+    tracker.start_sweep(exp.name, {}, {})
+    searcher = make_searcher(state, tracker, exp, 8, [], 0, Printer(exp.task_names, 8))
+
+    def final(p: dict) -> float:
+        return 1.0 - (p["retrieval_0"] - 0.6) ** 2 - 2 * (p["sts_1"] - 0.3) ** 2
+
+    printed_at = []
+    for n in range(1, 9):
+        config = searcher.suggest(f"tune-{n}")
+        value = final(config["proposal"])
+        searcher.observe(f"tune-{n}", {"objective": 0.3 * value, "mixopt_step": 5})
+        searcher.on_trial_complete(f"tune-{n}", {"objective": value, "mixopt_step": 20, "mixopt_final": True})
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if "fidelity scale" in ln]
+        printed_at += [n] * len(lines)
+        if lines:
+            assert lines[0].startswith("[mixopt] fidelity scale on (auto: Spearman 1.00 between 6 finished")
+            assert "at 0.25 of the steps" in lines[0]
+    assert printed_at == [6]

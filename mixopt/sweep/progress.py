@@ -70,6 +70,10 @@ class Printer:
         row["best"] = self.best
         self._out(f"[mixopt] {trial_id} {status} {self._what(objective, reason)} | {self.progress()}")
 
+    def note(self, text: str) -> None:
+        """A line about the sweep as a whole (not one trial), e.g. the optimizer changing its model."""
+        self._out(f"[mixopt] {text}")
+
     @staticmethod
     def _what(objective: float | None, reason: str | None) -> str:
         return f"objective={objective:.4f}" if objective is not None else f"reason: {reason}"
