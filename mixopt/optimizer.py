@@ -142,7 +142,7 @@ from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
-from mixopt.config import Experiment
+from mixopt.config import DEFAULT_FIDELITY_SCALE, Experiment
 from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex, share_capped
 
 logger = logging.getLogger("mixopt.optimizer")
@@ -305,8 +305,8 @@ class MixtureOptimizer:
             fitted scale ``s^p s'^p`` (:class:`FidelityScale`): for learning curves that rank
             mixtures early as they do at the end; on curves that cross it lost. ``"auto"``: on
             once the finished trials' earliest reports rank them as their final values do
-            (:meth:`fidelity_scale_in_use`). None (the default): ``"auto"`` with
-            ``multi_fidelity``, else False.
+            (:meth:`fidelity_scale_in_use`). None (the default): ``DEFAULT_FIDELITY_SCALE``
+            (``"auto"``) with ``multi_fidelity``, else False.
         budget: the sweep's total number of trials, when known (None: open-ended). Reused
             (warm-start) observations do not count; every asked proposal that is not cancelled does.
         exploit_last: with a ``budget``, the last this many proposals are *exploitation* steps
@@ -366,8 +366,8 @@ class MixtureOptimizer:
         if not isinstance(multi_fidelity, bool):
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
         self.multi_fidelity = multi_fidelity
-        if fidelity_scale is None:
-            fidelity_scale = "auto" if multi_fidelity else False
+        if fidelity_scale is None:  # one default for the config and Python (mixopt.config)
+            fidelity_scale = DEFAULT_FIDELITY_SCALE if multi_fidelity else False
         if not (isinstance(fidelity_scale, bool) or fidelity_scale == "auto"):
             raise ValueError(f"fidelity_scale must be true, false or 'auto', got {fidelity_scale!r}")
         if fidelity_scale is not False and not multi_fidelity:
