@@ -5,6 +5,12 @@
     .venv/bin/python bench/optimizer.py --suite boundary --cache /tmp/peers   # sparse/capped optima, K=17
     .venv/bin/python bench/optimizer.py --suite k17 --cache /tmp/peers        # every objective at K=17, GP peers
     .venv/bin/python bench/optimizer.py --warm --objectives lawA,lawB --seeds 3  # warm vs cold start
+    # two versions of the optimizer paired seed by seed on the same peer traces: each run with its
+    # own --label (the second from a checkout of the variant; bench/ imports its own checkout's mixopt)
+    .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --no-latency --cache /tmp/peers --label base
+    (cd ../variant && .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --no-latency \
+        --cache /tmp/peers --label variant --methods mixopt)
+    .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --cache /tmp/peers --compare base,variant
 
 Objectives live on the probability simplex of K task weights; all are maximised.
 
@@ -56,7 +62,10 @@ Methods, each given the same trial budget, sequentially (ask one, tell one):
   by ``optimize_acqf`` on the bounded simplex (see :func:`run_botorch_ucb`).
 
 ``--cache DIR`` keeps the peers' traces (one JSON per method), so a rerun after a change to
-mixopt only reruns mixopt on the same seeds.
+mixopt only reruns mixopt on the same seeds. mixopt's traces go to ``DIR/LABEL.json``
+(``--label``, default ``mixopt``); ``--compare BASE,NEW`` pairs two labels seed by seed without
+running anything (the way every "tried and not kept" verdict in bench/RESULTS.md is judged: a
+change must win on paired seeds, and a 10-seed median moves by chance, see ``--acq-stream``).
 
 It also measures suggestion latency (GP fit + acquisition for one ``ask``) at 100 observations
 and 17 tasks, the issue's target being a median <= 1.5 s on the 2-core dev box.
@@ -68,6 +77,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -463,10 +473,101 @@ def _save_cache(folder: Path | None, method: str, cache: dict[str, list[list[flo
     if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    own = {key: v for key, v in cache.items() if key.split("|")[2] == method}
-    tmp = folder / f"{method}.json.tmp"
+    path = folder / f"{method}.json"
+    # Merge with what is on disk, so that two runs split by --objectives or --first-seed can share
+    # a folder (each rewrite keeps the other's traces; the window for a lost write is one file write).
+    own = json.loads(path.read_text()) if path.exists() else {}
+    own.update({key: v for key, v in cache.items() if key.split("|")[2] == method})
+    tmp = folder / f"{method}.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(own))
-    tmp.replace(folder / f"{method}.json")
+    tmp.replace(path)
+
+
+def _cell(values: list[float], peer: float | None) -> str:
+    """A label's median and worst seed: ratios to ``peer`` (the better GP peer's median), or regrets."""
+    med, worst = statistics.median(values), max(values)
+    if peer is None:
+        return f"{med:>8.2e} {worst:>8.2e}"
+    return f"{_ratio(med, peer):>8.2f} {_ratio(worst, peer):>8.2f}"
+
+
+def compare(
+    folder: Path,
+    labels: list[str],
+    kinds: tuple[str, ...],
+    ks: tuple[int, ...],
+    budgets: tuple[int, ...],
+    seeds: range,
+) -> None:
+    """Pair the mixopt traces of ``labels`` (``--label`` runs in ``folder``) seed by seed.
+
+    Per objective and budget: each label's median regret and worst seed, as ratios to the better GP
+    peer's median when ``folder`` has both peers' traces for every seed (else in objective units),
+    and for every label after the first how many seeds it is better / worse than the first on.
+    Only the seeds every label has are used; a label with none is an error.
+    """
+    traces = _load_cache(folder, labels + ["optuna-gp", "botorch-ucb"])
+    missing = [lab for lab in labels if not (folder / f"{lab}.json").exists()]
+    if missing:
+        raise SystemExit(
+            f"--compare: no traces for {missing} in {folder} (expected {folder / (missing[0] + '.json')}, "
+            "written by a run with --cache and --label)"
+        )
+    # The peers are run once, at their run's largest budget, and scored on prefixes.
+    longest: dict[tuple[str, ...], list[list[float]]] = {}
+    for key, trace in traces.items():
+        kind_, k_, m_, s_, _ = key.split("|")
+        if m_ in ("optuna-gp", "botorch-ucb") and len(trace) > len(longest.get((kind_, k_, m_, s_), [])):
+            longest[(kind_, k_, m_, s_)] = trace
+    print(f"# paired: {', '.join(labels)} (base {labels[0]}), traces in {folder}")
+    head = f"{'objective':9} {'K':>3} {'n':>3} {'seeds':>5} {'peer':>9}"
+    for i, label in enumerate(labels):
+        head += f" | {label[:22]:>22}" if i == 0 else f" | {label[:29]:>29}"
+    print(head)
+    print(
+        f"{'':31}"
+        + " | "
+        + f"{'median  worst':>22}"
+        + "".join(f" | {'median  worst  better/worse':>29}" for _ in labels[1:])
+    )
+    for kind in kinds:
+        for k in ks:
+            for b in budgets:
+                have = [s for s in seeds if all(f"{kind}|{k}|{lab}|{s}|{b}" in traces for lab in labels)]
+                if not have:
+                    continue
+                problems = {s: Problem(kind, k, s) for s in have}
+                reg = {
+                    lab: [simple_regret(problems[s], traces[f"{kind}|{k}|{lab}|{s}|{b}"], b) for s in have]
+                    for lab in labels
+                }
+                peer = None
+                peers = [
+                    [longest.get((kind, str(k), m, str(s)), []) for s in have]
+                    for m in ("optuna-gp", "botorch-ucb")
+                ]
+                if all(len(trace) >= b for runs in peers for trace in runs):
+                    peer = min(
+                        statistics.median(
+                            simple_regret(problems[s], trace, b) for s, trace in zip(have, runs)
+                        )
+                        for runs in peers
+                    )
+
+                line = f"{kind:9} {k:>3} {b:>3} {len(have):>5} " + (
+                    f"{peer:>9.2e}" if peer is not None else f"{'-':>9}"
+                )
+                for i, lab in enumerate(labels):
+                    if i == 0:
+                        line += f" | {_cell(reg[lab], peer):>22}"
+                        continue
+                    better = sum(a < c for a, c in zip(reg[lab], reg[labels[0]]))
+                    worse = sum(a > c for a, c in zip(reg[lab], reg[labels[0]]))
+                    line += f" | {_cell(reg[lab], peer):>17} {better:>5}/{worse:<5}"
+                print(line)
+    print(
+        "(median, worst: ratios to the better GP peer's median, or regrets where the peers' traces are missing)"
+    )
 
 
 def main() -> None:
@@ -517,6 +618,26 @@ def main() -> None:
         help="mixopt's Dirichlet seed trials (default: MixtureOptimizer's; the tables of bench/RESULTS.md "
         "before session 7 used 10)",
     )
+    parser.add_argument(
+        "--budgets",
+        default=None,
+        help="comma-separated subset of the suite's budgets (e.g. 32: mixopt runs once per budget, so "
+        "this halves its time on the k17 suite)",
+    )
+    parser.add_argument(
+        "--label",
+        default="mixopt",
+        help="with --cache: the file name (LABEL.json) mixopt's traces are written to, so that runs of "
+        "two versions or streams can share one folder of peer traces and be paired by --compare",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="BASE,NEW[,NEW...]",
+        help="with --cache: no runs; pair mixopt traces written earlier with --label, seed by seed "
+        "(BASE's median and worst seed, each NEW's, and how many seeds NEW is better / worse on), as "
+        "ratios to the better GP peer's median where the folder has the peers' traces",
+    )
     args = parser.parse_args()
     global ACQ_STREAM, N_SEEDS
     ACQ_STREAM, N_SEEDS = args.acq_stream, args.n_seeds
@@ -537,12 +658,26 @@ def main() -> None:
         ks = (4, 17) if args.quick else (4, 8, 17)
         budgets = (16, 32) if args.quick else (16, 32, 64)
         default_methods = ("mixopt", "random", "tpe", "optuna-gp")
+    if args.budgets:
+        wanted = tuple(int(b) for b in args.budgets.split(",") if b.strip())
+        if not wanted or set(wanted) - set(budgets):
+            parser.error(f"--budgets {args.budgets!r}: choose from the suite's budgets {budgets}")
+        budgets = wanted
     if args.objectives:
         kinds = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
         bad = set(kinds) - set(ALL_OBJECTIVES)
         if bad:
             parser.error(f"unknown objective(s) {sorted(bad)}; choose from {ALL_OBJECTIVES}")
     n_seeds = args.seeds or (3 if args.quick else 10)
+    seeds = range(args.first_seed, args.first_seed + n_seeds)
+    if args.compare:
+        if args.cache is None:
+            parser.error("--compare reads the traces in a --cache folder")
+        labels = [x.strip() for x in args.compare.split(",") if x.strip()]
+        if len(labels) < 2:
+            parser.error("--compare needs a base label and at least one other, e.g. --compare mixopt,variant")
+        compare(args.cache, labels, kinds, ks, budgets, seeds)
+        return
     methods = [m.strip() for m in (args.methods or ",".join(default_methods)).split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -561,7 +696,6 @@ def main() -> None:
         )
     regrets: dict[tuple[str, int, str, int], list[float]] = {}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
-    seeds = range(args.first_seed, args.first_seed + n_seeds)
     # Seed-major, so that an interrupted run has covered every objective equally.
     for seed in seeds:
         for kind in kinds:
@@ -571,7 +705,8 @@ def main() -> None:
                     # mixopt is told its budget (its last proposals exploit), so each budget is a
                     # run of its own; the peers' regret at a budget is their longest run's prefix.
                     for run_budget in budgets if m == "mixopt" else [max(budgets)]:
-                        key = f"{kind}|{k}|{m}|{seed}|{run_budget}"
+                        name = args.label if m == "mixopt" else m
+                        key = f"{kind}|{k}|{name}|{seed}|{run_budget}"
                         problem.noise_rng = np.random.default_rng(
                             [k, seed, 99]
                         )  # same noise stream per method
@@ -583,7 +718,7 @@ def main() -> None:
                             seconds[m] += time.perf_counter() - t0
                             # mixopt's traces are written too (for inspection) but never reused.
                             cache[key] = [list(ab) for ab in trace]
-                            _save_cache(args.cache, m, cache)
+                            _save_cache(args.cache, name, cache)
                         for b in budgets if m != "mixopt" else [run_budget]:
                             regrets.setdefault((kind, k, m, b), []).append(simple_regret(problem, trace, b))
                 print(f"  done seed {seed} {kind} K={k}", file=sys.stderr, flush=True)
