@@ -78,6 +78,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -658,8 +659,15 @@ def main() -> None:
         ks = (4, 17) if args.quick else (4, 8, 17)
         budgets = (16, 32) if args.quick else (16, 32, 64)
         default_methods = ("mixopt", "random", "tpe", "optuna-gp")
+    if args.label != "mixopt" and (args.label in METHODS or not re.fullmatch(r"[A-Za-z0-9_-]+", args.label)):
+        parser.error(
+            f"--label {args.label!r}: letters, digits, _ and - only, and not a peer's name {METHODS}"
+        )
     if args.budgets:
-        wanted = tuple(int(b) for b in args.budgets.split(",") if b.strip())
+        try:
+            wanted = tuple(int(b) for b in args.budgets.split(",") if b.strip())
+        except ValueError:
+            wanted = ()
         if not wanted or set(wanted) - set(budgets):
             parser.error(f"--budgets {args.budgets!r}: choose from the suite's budgets {budgets}")
         budgets = wanted
