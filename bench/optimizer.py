@@ -11,6 +11,8 @@
     (cd ../variant && .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --no-latency \
         --cache /tmp/peers --label variant --methods mixopt)
     .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --cache /tmp/peers --compare base,variant
+    # ... and every seed's regret, '*' above the better peer's median (the worst-seed target)
+    .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --cache /tmp/peers --compare base,variant --per-seed
 
 Objectives live on the probability simplex of K task weights; all are maximised.
 
@@ -499,13 +501,16 @@ def compare(
     ks: tuple[int, ...],
     budgets: tuple[int, ...],
     seeds: range,
+    per_seed: bool = False,
 ) -> None:
     """Pair the mixopt traces of ``labels`` (``--label`` runs in ``folder``) seed by seed.
 
     Per objective and budget: each label's median regret and worst seed, as ratios to the better GP
     peer's median when ``folder`` has both peers' traces for every seed (else in objective units),
     and for every label after the first how many seeds it is better / worse than the first on.
-    Only the seeds every label has are used; a label with none is an error.
+    Only the seeds every label has are used; a label with none is an error. ``per_seed``: under each
+    objective's line, every label's (and each peer's) regret per seed, ``*`` marking a regret above
+    the better peer's median (the worst-seed target).
     """
     traces = _load_cache(folder, labels + ["optuna-gp", "botorch-ucb"])
     missing = [lab for lab in labels if not (folder / f"{lab}.json").exists()]
@@ -566,6 +571,15 @@ def compare(
                     worse = sum(a > c for a, c in zip(reg[lab], reg[labels[0]]))
                     line += f" | {_cell(reg[lab], peer):>17} {better:>5}/{worse:<5}"
                 print(line)
+                if per_seed:
+                    rows = dict(reg)
+                    for m, runs in zip(("optuna-gp", "botorch-ucb"), peers):
+                        if all(len(trace) >= b for trace in runs):
+                            rows[m] = [simple_regret(problems[s], trace, b) for s, trace in zip(have, runs)]
+                    print(f"{'':4}{'seed':>22}  " + " ".join(f"{s:>8}" for s in have))
+                    for lab, values in rows.items():
+                        cells = [f"{v:.1e}" + ("*" if peer is not None and v > peer else " ") for v in values]
+                        print(f"{'':4}{lab[:22]:>22}  " + " ".join(cells))
     print(
         "(median, worst: ratios to the better GP peer's median, or regrets where the peers' traces are missing)"
     )
@@ -639,6 +653,12 @@ def main() -> None:
         "(BASE's median and worst seed, each NEW's, and how many seeds NEW is better / worse on), as "
         "ratios to the better GP peer's median where the folder has the peers' traces",
     )
+    parser.add_argument(
+        "--per-seed",
+        action="store_true",
+        help="with --compare: also print every label's and peer's regret per seed, '*' marking one above "
+        "the better peer's median",
+    )
     args = parser.parse_args()
     global ACQ_STREAM, N_SEEDS
     ACQ_STREAM, N_SEEDS = args.acq_stream, args.n_seeds
@@ -678,13 +698,15 @@ def main() -> None:
             parser.error(f"unknown objective(s) {sorted(bad)}; choose from {ALL_OBJECTIVES}")
     n_seeds = args.seeds or (3 if args.quick else 10)
     seeds = range(args.first_seed, args.first_seed + n_seeds)
+    if args.per_seed and not args.compare:
+        parser.error("--per-seed goes with --compare")
     if args.compare:
         if args.cache is None:
             parser.error("--compare reads the traces in a --cache folder")
         labels = [x.strip() for x in args.compare.split(",") if x.strip()]
         if len(labels) < 2:
             parser.error("--compare needs a base label and at least one other, e.g. --compare mixopt,variant")
-        compare(args.cache, labels, kinds, ks, budgets, seeds)
+        compare(args.cache, labels, kinds, ks, budgets, seeds, per_seed=args.per_seed)
         return
     methods = [m.strip() for m in (args.methods or ",".join(default_methods)).split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
