@@ -547,18 +547,14 @@ def compare(
                     lab: [simple_regret(problems[s], traces[f"{kind}|{k}|{lab}|{s}|{b}"], b) for s in have]
                     for lab in labels
                 }
-                peer = None
-                peers = [
-                    [longest.get((kind, str(k), m, str(s)), []) for s in have]
+                # The peers' per-seed regrets at b, where both have a trace of that length for every seed.
+                peer_reg = {
+                    m: [simple_regret(problems[s], trace, b) for s, trace in zip(have, runs)]
                     for m in ("optuna-gp", "botorch-ucb")
-                ]
-                if all(len(trace) >= b for runs in peers for trace in runs):
-                    peer = min(
-                        statistics.median(
-                            simple_regret(problems[s], trace, b) for s, trace in zip(have, runs)
-                        )
-                        for runs in peers
-                    )
+                    for runs in [[longest.get((kind, str(k), m, str(s)), []) for s in have]]
+                    if all(len(trace) >= b for trace in runs)
+                }
+                peer = min(statistics.median(r) for r in peer_reg.values()) if len(peer_reg) == 2 else None
 
                 line = f"{kind:9} {k:>3} {b:>3} {len(have):>5} " + (
                     f"{peer:>9.2e}" if peer is not None else f"{'-':>9}"
@@ -572,10 +568,7 @@ def compare(
                     line += f" | {_cell(reg[lab], peer):>17} {better:>5}/{worse:<5}"
                 print(line)
                 if per_seed:
-                    rows = dict(reg)
-                    for m, runs in zip(("optuna-gp", "botorch-ucb"), peers):
-                        if all(len(trace) >= b for trace in runs):
-                            rows[m] = [simple_regret(problems[s], trace, b) for s, trace in zip(have, runs)]
+                    rows = {**reg, **peer_reg}
                     print(f"{'':4}{'seed':>22}  " + " ".join(f"{s:>8}" for s in have))
                     for lab, values in rows.items():
                         cells = [f"{v:.1e}" + ("*" if peer is not None and v > peer else " ") for v in values]
