@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/multifidelity.py                # K=3 (mixopt synth), 5 seeds, budget 16 (~10 min, shared box)
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24  # K=17, 5 seeds (~30 min, shared box)
-    # the session-6 table of bench/RESULTS.md: 20 seeds at the sweep's default grace (T/2); split
-    # it with --first-seed/--seeds over processes, each with its own --json file, and pool those
+    # 20 seeds at the sweep's default grace (T/2); split it with --first-seed/--seeds over
+    # processes, each with its own --json file, and pool those
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 40 --seeds 20 --json mf.json
-    # the same final scores on curves that do not cross (session 9)
+    # the same final scores on curves that do not cross
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 20 --curves separable --seeds 10 \
         --policies full asha-mf gp-stop
-    # the multi-fidelity policies with optimizer.fidelity_scale (session 11), on both kinds of curves
+    # the multi-fidelity policies with optimizer.fidelity_scale: true, on both kinds of curves
     .venv/bin/python bench/multifidelity.py --k 17 --budget 24 --grace 20 --curves separable --seeds 10 \
         --policies full asha-mf gp-stop --fidelity-scale on
 
@@ -87,7 +87,7 @@ GRACE = T // 4
 # --n-seeds: the optimizer's seed phase (None: MixtureOptimizer's default).
 N_SEEDS: int | None = None
 # --fidelity-scale: the multi-fidelity policies' optimizer.fidelity_scale (None: the default).
-FIDELITY_SCALE: bool | str | None = None
+FIDELITY_SCALE: bool | None = None
 ETA = 2
 FRACTIONS = (0.4, 0.55, 0.7, 0.85, 1.0)
 POLICIES = ("full", "asha", "asha-mf", "full-mf", "gp-stop")
@@ -185,10 +185,6 @@ class Run:
     trials: int = 0
     stopped: int = 0
     seconds: float = 0.0
-    # With --fidelity-scale auto: the fraction of the budget at which the scale first came on
-    # (None: never), and the early-report rank correlation at the end.
-    scale_on_at: float | None = None
-    rho: float | None = None
 
 
 def simulate(
@@ -257,8 +253,6 @@ def simulate(
                             opt.tell(wk.proposal, value)
                         out.stopped += 1
                         ended = True
-            if mf and out.scale_on_at is None and opt.fidelity_scale_in_use():
-                out.scale_on_at = spent / total
             while marks and spent >= marks[0]:
                 out.regrets[marks.pop(0) / total] = regret()
             if ended:
@@ -269,8 +263,6 @@ def simulate(
         if not marks and spent >= total:
             break
     out.seconds = time.perf_counter() - t0
-    found = opt.early_rank_correlation() if mf else None
-    out.rho = None if found is None else found[0]
     return out
 
 
@@ -311,19 +303,19 @@ def main() -> None:
         type=int,
         default=None,
         help="the optimizer's Dirichlet seed trials (default: MixtureOptimizer's; the tables of "
-        "bench/RESULTS.md before session 7 used 10)",
+        "some tables of bench/RESULTS.md name theirs)",
     )
     ap.add_argument(
         "--fidelity-scale",
-        choices=("off", "on", "auto"),
+        choices=("off", "on"),
         help="the multi-fidelity policies (asha-mf, full-mf, gp-stop) with optimizer.fidelity_scale "
-        "false ('off'), true ('on') or 'auto' (default: MixtureOptimizer's, 'auto'); with the option "
-        "their --json keys end in |off, |scale or |auto",
+        "false ('off') or true ('on') (default: MixtureOptimizer's, false); with the option "
+        "their --json keys end in |off or |scale",
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
     GRACE, N_SEEDS = args.grace, args.n_seeds
-    FIDELITY_SCALE = {None: None, "off": False, "on": True, "auto": "auto"}[args.fidelity_scale]
+    FIDELITY_SCALE = {None: None, "off": False, "on": True}[args.fidelity_scale]
     print(f"T={T} steps, reports every {REPORT}, ASHA rungs {rungs_at()} (eta={ETA}), budget {args.budget}xT")
     with tempfile.TemporaryDirectory() as tmp:
         synth = synth_curves(Path(tmp)) if 3 in args.k else None
@@ -345,20 +337,16 @@ def main() -> None:
                     key = f"{k}|{args.grace}|{policy}|{seed}|{args.budget}"
                     key += "|separable" if args.curves == "separable" else ""
                     if args.fidelity_scale and (policy.endswith("-mf") or policy == "gp-stop"):
-                        key += {"off": "|off", "on": "|scale", "auto": "|auto"}[args.fidelity_scale]
+                        key += {"off": "|off", "on": "|scale"}[args.fidelity_scale]
                     rows[key] = {
                         "regrets": {str(f): v for f, v in r.regrets.items()},
                         "trials": r.trials,
                         "stopped": r.stopped,
-                        "scale_on_at": r.scale_on_at,
-                        "rho": r.rho,
                     }
                     args.json.write_text(json.dumps(rows, indent=1, sort_keys=True))
                 print(
                     f"K={k} seed={seed} {policy:8s} trials={r.trials:3d} stopped={r.stopped:3d} "
-                    f"regret@1.0={r.regrets[1.0]:.5f} ({r.seconds:.0f} s; spread {spread:.4f})"
-                    + ("" if r.rho is None else f" early-rank rho {r.rho:.2f}")
-                    + (f" scale on at {r.scale_on_at:.2f}" if r.scale_on_at is not None else ""),
+                    f"regret@1.0={r.regrets[1.0]:.5f} ({r.seconds:.0f} s; spread {spread:.4f})",
                     flush=True,
                 )
         print(f"\nK={k}: median simple regret of recommend() (f* - f) at a fraction of {args.budget}xT steps")

@@ -100,7 +100,6 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt import optimizer as optimizer_module  # noqa: E402
 from mixopt.optimizer import MixtureOptimizer  # noqa: E402
 from mixopt.space import bounded_dirichlet, project_capped_simplex, share_capped  # noqa: E402
 
@@ -228,27 +227,18 @@ class Problem:
         return capped or None
 
 
-def _n_seeds() -> dict[str, int]:
-    return {} if N_SEEDS is None else {"n_seeds": N_SEEDS}
-
-
-class StreamedOptimizer(MixtureOptimizer):
-    """mixopt with its acquisition candidates (random starts of UCB and of the posterior-mean
-    search) drawn from random stream ``ACQ_STREAM``: the same seeds, GP and tells, other draws.
-    Stream 0 is mixopt itself. How far a 10-seed median moves between streams is the noise floor
-    of any comparison between two versions of the optimizer (see bench/RESULTS.md)."""
-
-    def _seed(self, tag: str, index: int) -> int:
-        if ACQ_STREAM == 0 or tag not in ("acq", "recommend"):
-            return super()._seed(tag, index)
-        entropy = [self.random_state % (2**64), optimizer_module._TAGS[tag], index, ACQ_STREAM]
-        return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+def _options() -> dict[str, int]:
+    """mixopt's options beyond its defaults: ``--n-seeds``, and ``--acq-stream`` (its acquisition
+    candidates, the random starts of UCB and of the posterior-mean search, drawn from another
+    stream: the same seeds, GP and tells, other draws; how far a 10-seed median moves between
+    streams is the noise floor of any comparison between two versions of the optimizer)."""
+    return ({} if N_SEEDS is None else {"n_seeds": N_SEEDS}) | {"acquisition_stream": ACQ_STREAM}
 
 
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
-    opt = StreamedOptimizer(
-        tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget, **_n_seeds()
+    opt = MixtureOptimizer(
+        tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget, **_options()
     )
     out = []
     for _ in range(budget):
@@ -361,8 +351,8 @@ def _mixopt_run(
     bounds = {
         t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
     }
-    opt = StreamedOptimizer(
-        tasks, random_state=random_state, bounds=bounds or None, budget=budget, **_n_seeds()
+    opt = MixtureOptimizer(
+        tasks, random_state=random_state, bounds=bounds or None, budget=budget, **_options()
     )
     if warm is not None:
         opt.warm_start(warm, name="source")

@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-# optimizer.fidelity_scale when unset and the multi-fidelity GP is on (Experiment.fidelity_scale).
-DEFAULT_FIDELITY_SCALE: bool | str = "auto"
+from mixopt.optimizer import checks as optimizer_checks
+from mixopt.optimizer import defaults as optimizer_defaults
 
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
 SUM_TOLERANCE = 1e-6
@@ -313,7 +313,7 @@ class WarmStartConfig(_Frozen):
 
     experiment: str | None = None
     state: Path | None = None
-    max_removed: float = Field(0.25, ge=0.0, lt=1.0)
+    max_removed: float = Field(optimizer_defaults.WARM_MAX_REMOVED, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _one_source(self) -> WarmStartConfig:
@@ -323,38 +323,50 @@ class WarmStartConfig(_Frozen):
 
 
 class OptimizerConfig(_Frozen):
+    """``MixtureOptimizer``'s arguments (defaults from ``mixopt.optimizer.defaults``, the same
+    check functions as the optimizer's for ``dirichlet_alpha`` and ``beta``)."""
+
     # Strict ints: YAML's `max_trials: true` is a mistake, not 1.
-    n_seeds: StrictInt = Field(7, ge=0)  # mixopt.optimizer.N_SEEDS
-    dirichlet_alpha: Union[float, dict[str, float]] = 1.0
-    beta: float = Field(2.0, ge=0.0)
+    n_seeds: StrictInt = Field(optimizer_defaults.N_SEEDS, ge=0)
+    dirichlet_alpha: Union[float, dict[str, float]] = optimizer_defaults.DIRICHLET_ALPHA
+    beta: float = optimizer_defaults.BETA
     max_trials: StrictInt = Field(30, ge=1)
     # None: as many as the cluster has GPUs (CPU slots when it has none).
     max_concurrent: StrictInt | None = Field(None, ge=1)
-    random_state: StrictInt = 0
+    random_state: StrictInt = optimizer_defaults.RANDOM_STATE
     # The seed-to-seed sd of a trial's objective, in objective units, when known (the verification
-    # stage prints it): centres the GP's noise prior there (mixopt.optimizer._make_gp).
+    # stage prints it): centres the GP's noise prior there (mixopt.optimizer.model.make_gp).
     noise_sd: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     warm_start: WarmStartConfig | None = None
     # Model partial results (intermediate reports, trials stopped early by ASHA) with a GP over
-    # (mixture, fraction of the step budget); see mixopt/optimizer.py and bench/multifidelity.py.
+    # (mixture, fraction of the step budget); see mixopt/optimizer/ and bench/multifidelity.py.
     # None (the default): on exactly when sweep.early_stopping is enabled (Experiment.multi_fidelity).
     multi_fidelity: bool | None = None
-    # With multi_fidelity: scale the GP's mixture effect by a fitted s^p (mixopt.optimizer.FidelityScale),
-    # for learning curves that rank mixtures early as they do at the end (on curves that cross it
-    # lost); "auto": on once finished trials show their curves do (bench/RESULTS.md, "The fidelity
-    # scale as an option"). None (the default): Experiment.fidelity_scale.
-    fidelity_scale: StrictBool | Literal["auto"] | None = None
+    # With multi_fidelity: scale the GP's mixture effect by a fitted s^p
+    # (mixopt.optimizer.model.FidelityScale), for learning curves that rank mixtures early as they
+    # do at the end; on curves that cross it loses (bench/RESULTS.md, "Multi-fidelity").
+    fidelity_scale: StrictBool = optimizer_defaults.FIDELITY_SCALE
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
-    # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer.py.
-    exploit_last: StrictInt = Field(2, ge=0)
+    # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer/policy.py.
+    exploit_last: StrictInt = Field(optimizer_defaults.EXPLOIT_LAST, ge=0)
 
     @field_validator("dirichlet_alpha")
     @classmethod
     def _alpha(cls, v: float | dict[str, float]) -> float | dict[str, float]:
-        values = v.values() if isinstance(v, dict) else [v]
-        for a in values:
-            if not (math.isfinite(a) and a > 0):
-                raise ValueError(f"Dirichlet concentration must be a positive number, got {a}")
+        optimizer_checks.check_alpha(v)  # unknown tasks: reported per YAML path (_cross_problems)
+        return v
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v: float) -> float:
+        optimizer_checks.check_beta(v)
+        return v
+
+    @field_validator("fidelity_scale", mode="before")
+    @classmethod
+    def _no_auto(cls, v: Any) -> Any:
+        if v == "auto":
+            optimizer_checks.check_fidelity_scale(v, True)  # raises: 'auto' is no longer supported
         return v
 
 
@@ -492,14 +504,6 @@ class Experiment(_Frozen):
         if self.optimizer.multi_fidelity is not None:
             return self.optimizer.multi_fidelity
         return self.sweep.early_stopping.enabled
-
-    @property
-    def fidelity_scale(self) -> bool | str:
-        """The optimizer's ``fidelity_scale``: ``optimizer.fidelity_scale`` when set, else
-        ``DEFAULT_FIDELITY_SCALE`` with the multi-fidelity GP and False without it."""
-        if self.optimizer.fidelity_scale is not None:
-            return self.optimizer.fidelity_scale
-        return DEFAULT_FIDELITY_SCALE if self.multi_fidelity else False
 
     @property
     def experiment_name(self) -> str:
@@ -689,7 +693,7 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
                 "it is on by default) or use method 'asha'",
             )
         )
-    if exp.optimizer.fidelity_scale not in (None, False) and not exp.multi_fidelity:
+    if exp.optimizer.fidelity_scale and not exp.multi_fidelity:
         out.append(
             (
                 ("optimizer", "fidelity_scale"),

@@ -284,13 +284,13 @@ BAD = [
         "  fidelity_scale: 1",
     ),
     (
-        "fidelity_scale_unknown_word",
+        "fidelity_scale_auto_removed",
         GOOD.replace(
-            "  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: true\n  fidelity_scale: maybe\n"
+            "  max_trials: 8\n", "  max_trials: 8\n  multi_fidelity: true\n  fidelity_scale: auto\n"
         ),
         "optimizer.fidelity_scale",
         "'auto'",
-        "  fidelity_scale: maybe",
+        "  fidelity_scale: auto",
     ),
     (
         "exploit_last_negative",

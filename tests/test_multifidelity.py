@@ -151,14 +151,14 @@ def test_the_multi_fidelity_kernel_is_the_closed_form(scale: bool) -> None:
     import torch
     from gpytorch.kernels import MaternKernel
 
-    from mixopt.optimizer import FidelityScale, _make_mf_gp
+    from mixopt.optimizer.model import FidelityScale, make_mf_gp
 
     rng = np.random.default_rng(0)
     w = rng.dirichlet(np.ones(3), size=7)
     s = rng.choice([0.2, 0.5, 1.0], size=7)
     x = torch.tensor(np.column_stack([w, s]), dtype=torch.float64)
     y = torch.tensor([[curve(si) * float(1 - 4 * np.sum((wi - W_STAR) ** 2))] for wi, si in zip(w, s)])
-    model = _make_mf_gp(x, y.double(), 1e-6, 3, fidelity_scale=scale)
+    model = make_mf_gp(x, y.double(), 1e-6, 3, fidelity_scale=scale)
     scales = [m for m in model.modules() if isinstance(m, FidelityScale)]
     assert len(scales) == int(scale)
     for m in scales:
@@ -188,7 +188,7 @@ def test_the_fitted_scale_follows_how_the_mixture_effect_grows(q: float) -> None
     import torch
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    from mixopt.optimizer import FidelityScale, _fit_mll, _make_mf_gp
+    from mixopt.optimizer.model import FidelityScale, fit_mll, make_mf_gp
 
     rng = np.random.default_rng(1)
     w = rng.dirichlet(np.ones(3), size=16)
@@ -198,49 +198,40 @@ def test_the_fitted_scale_follows_how_the_mixture_effect_grows(q: float) -> None
         [[curve(si) + si**q * float(1 - 4 * np.sum((wi - W_STAR) ** 2))] for wi, si in rows],
         dtype=torch.float64,
     )
-    model = _make_mf_gp(x, y, 1e-6, 3, fidelity_scale=True)
-    _fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model = make_mf_gp(x, y, 1e-6, 3, fidelity_scale=True)
+    fit_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     p = float(next(m for m in model.modules() if isinstance(m, FidelityScale)).power.detach())
     other = 1.2 if q == 0.3 else 0.3
     assert abs(math.log(p / q)) < abs(math.log(p / other)), p
     assert q / 1.25 < p < q * 1.25, p
 
 
-@pytest.mark.parametrize("crossing", [False, True], ids=["separable", "crossing"])
-def test_auto_fidelity_scale_follows_how_early_reports_rank(crossing: bool) -> None:
-    """``fidelity_scale="auto"`` turns the scale on once six finished trials' earliest reports rank
-    them as their final values do, and never on curves that cross (early reports the reverse of
-    the final ranking, as the real trainer's steps 10-20 were: bench/RESULTS.md)."""
-    from mixopt.optimizer import AUTO_SCALE_MIN_TRIALS, FidelityScale
+def test_fidelity_scale_is_true_or_false() -> None:
+    """``fidelity_scale`` is a plain bool: the fitted scale is in the GP exactly when it is True,
+    and any other value, the removed ``"auto"`` included, is refused with what to give instead."""
+    from mixopt.optimizer.model import FidelityScale
 
-    draws = np.random.default_rng(2).dirichlet(np.ones(3), size=6)
-    seeds = FULL + [dict(zip(TASKS, w.tolist())) for w in draws]  # distinct h: no ties in the ranks
-    opt = MixtureOptimizer(
-        TASKS, n_seeds=len(seeds), seed_mixtures=seeds, multi_fidelity=True, fidelity_scale="auto"
-    )
-    asked = opt.ask(len(seeds))
-    for n, p in enumerate(asked, start=1):
-        early = -h(p) if crossing else 0.3 * h(p)
-        opt.tell_partial(p, curve(0.25) + early, 0.25)
-        opt.tell_partial(p, curve(0.5) + (0.1 * early if crossing else 0.6 * h(p)), 0.5)
-        opt.tell(p, h(p))
-        rho = opt.early_rank_correlation()
-        if n < AUTO_SCALE_MIN_TRIALS:
-            assert rho is None and not opt.fidelity_scale_in_use()
-            continue
-        # the earliest fraction (0.25) against the final values: +1 or -1 by construction
-        assert rho is not None and rho[1:] == (n, 0.25)
-        assert rho[0] == pytest.approx(-1.0 if crossing else 1.0)
-        assert opt.fidelity_scale_in_use() is (not crossing)
-    fitted = opt._fitted()
-    assert fitted is not None
-    assert any(isinstance(m, FidelityScale) for m in fitted.model.modules()) is (not crossing)
-    # an explicit setting is that setting, whatever the curves say
-    on = MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale=True)
-    off = MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale=False)
-    assert on.fidelity_scale_in_use() and not off.fidelity_scale_in_use()
-    with pytest.raises(ValueError, match="true, false or 'auto'"):
-        MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="yes")
+    for scale in (False, True):
+        fitted = told(multi_fidelity=True, fidelity_scale=scale)._surrogate.fitted()
+        assert fitted is not None
+        assert any(isinstance(m, FidelityScale) for m in fitted.model.modules()) is scale
+    with pytest.raises(ValueError, match="true or false"):
+        MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'auto' is no longer supported"):
+        MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="auto")  # type: ignore[arg-type]
+
+
+def test_a_state_saved_with_auto_loads_with_the_scale_off() -> None:
+    """States written while ``fidelity_scale: "auto"`` existed (the multi-fidelity default) load
+    with the scale off (the migration in mixopt.optimizer.ledger) and continue as a new optimizer
+    with ``fidelity_scale=False`` told the same results."""
+    opt = told(multi_fidelity=True)
+    old = json.loads(json.dumps(opt.state_dict()))
+    old["config"]["fidelity_scale"] = "auto"
+    del old["config"]["acquisition_stream"]  # absent from states of that time
+    back = MixtureOptimizer.from_state_dict(old)
+    assert back.fidelity_scale is False
+    assert back.ask(2) == opt.ask(2)
 
 
 def test_state_round_trip_keeps_partial_results() -> None:
@@ -364,7 +355,6 @@ def test_partial_tell_errors_and_bookkeeping() -> None:
 
 def test_the_config_option_reaches_the_optimizer() -> None:
     from mixopt.config import (
-        DEFAULT_FIDELITY_SCALE,
         EarlyStopping,
         Experiment,
         SweepConfig,
@@ -397,13 +387,11 @@ def test_the_config_option_reaches_the_optimizer() -> None:
         assert e.multi_fidelity is expected, (setting, stopping)
         assert MixtureOptimizer.from_experiment(e).multi_fidelity is expected, (setting, stopping)
     assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale=True)).fidelity_scale is True
-    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale="auto")).fidelity_scale == "auto"
-    # unset: the default with the multi-fidelity GP, never on without it
-    assert MixtureOptimizer.from_experiment(exp(True)).fidelity_scale == DEFAULT_FIDELITY_SCALE
+    # unset: off, with the multi-fidelity GP or without it
+    assert MixtureOptimizer.from_experiment(exp(True)).fidelity_scale is False
     assert MixtureOptimizer.from_experiment(exp(False)).fidelity_scale is False
-    for value in (True, "auto"):
-        with pytest.raises(ValueError, match="needs multi_fidelity=True"):
-            MixtureOptimizer(TASKS, fidelity_scale=value)
+    with pytest.raises(ValueError, match="needs multi_fidelity=True"):
+        MixtureOptimizer(TASKS, fidelity_scale=True)
 
 
 def test_resume_tells_a_stopped_trial_as_a_partial_result(tmp_path) -> None:
@@ -470,11 +458,11 @@ def test_sweep_with_asha_feeds_partial_results(tmp_path, data_dir, ray_local) ->
     assert summary.finished == 8
     client, parents, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert parents[0].data.params["multi_fidelity"] == "True"  # unset: early stopping turned it on
-    assert parents[0].data.params["fidelity_scale"] == "auto"  # unset: the default with the MF GP
+    assert parents[0].data.params["fidelity_scale"] == "False"  # unset: off
     state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
     opt = MixtureOptimizer.from_state_dict(state)
     assert opt.multi_fidelity and not opt.pending
-    assert state["config"]["fidelity_scale"] == "auto" and opt.fidelity_scale == "auto"
+    assert state["config"]["fidelity_scale"] is False and opt.fidelity_scale is False
     stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
     assert stopped and len(stopped) < len(children)  # ASHA cut some trials short, not all
     n_stopped = 0
@@ -532,46 +520,3 @@ def test_sweep_with_gp_early_stopping(tmp_path, data_dir, ray_local) -> None:
             assert steps[-1] == 40 and [v for q, v in opt.history if q == p] == [
                 pytest.approx(c.data.metrics["objective"])
             ]
-
-
-def test_the_sweep_prints_when_auto_turns_the_fidelity_scale_on(tmp_path, capsys) -> None:
-    """The sweep's searcher (real Tune Searcher, real MLflow sqlite; no trials run) prints one line
-    when ``fidelity_scale: auto`` switches: at the sixth finished trial whose early report (at 5 of
-    20 steps) ranks the trials as their final values do, and not before."""
-    from test_sweep import write_experiment  # the sweep tests' helpers (tests/ is on sys.path)
-
-    from mixopt.config import load_experiment
-    from mixopt.sweep.common import State
-    from mixopt.sweep.progress import Printer
-    from mixopt.sweep.searcher import make_searcher
-    from mixopt.tracking import SweepTracker
-
-    path = write_experiment(
-        tmp_path,
-        tmp_path / "data",
-        optimizer__n_seeds=8,
-        optimizer__max_trials=8,
-        optimizer__multi_fidelity=True,
-    )
-    exp = load_experiment(path, check_trainer=False)
-    assert exp.fidelity_scale == "auto"
-    state = State(MixtureOptimizer.from_experiment(exp), tmp_path / "state.json")
-    tracker = SweepTracker(exp.tracking.resolved_uri(), exp.name)
-    tracker.start_sweep(exp.name, {}, {})
-    searcher = make_searcher(state, tracker, exp, 8, [], 0, Printer(exp.task_names, 8))
-
-    def final(p: dict) -> float:
-        return 1.0 - (p["retrieval_0"] - 0.6) ** 2 - 2 * (p["sts_1"] - 0.3) ** 2
-
-    printed_at = []
-    for n in range(1, 9):
-        config = searcher.suggest(f"tune-{n}")
-        value = final(config["proposal"])
-        searcher.observe(f"tune-{n}", {"objective": 0.3 * value, "mixopt_step": 5})
-        searcher.on_trial_complete(f"tune-{n}", {"objective": value, "mixopt_step": 20, "mixopt_final": True})
-        lines = [ln for ln in capsys.readouterr().out.splitlines() if "fidelity scale" in ln]
-        printed_at += [n] * len(lines)
-        if lines:
-            assert lines[0].startswith("[mixopt] fidelity scale on (auto: Spearman 1.00 between 6 finished")
-            assert "at 0.25 of the steps" in lines[0]
-    assert printed_at == [6]

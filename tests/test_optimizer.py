@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mixopt.optimizer as optimizer_module
+import mixopt.optimizer.acquisition as acquisition_module
+import mixopt.optimizer.model as model_module
 from mixopt import MixtureOptimizer
 from mixopt.config import (
     Experiment,
@@ -354,7 +355,7 @@ def test_predict_is_the_gp_posterior_in_objective_units() -> None:
     told = run(opt, lambda p: 100.0 + 10.0 * f(p), 8)
     probe = opt.ask(3)
     mean, sd = opt.predict(probe)
-    gp = opt._fitted().model
+    gp = opt._surrogate.fitted().model
     x = np.array([opt.space.encode(p) for p in told])
     y = np.array([v for _, v in opt.history])
     ref_mean, ref_sd = matern52_posterior(
@@ -467,7 +468,7 @@ def test_hyperparameters_are_modelled_jointly() -> None:
 
 
 def test_fit_failure_retries_with_more_jitter(monkeypatch, caplog) -> None:
-    real = optimizer_module._fit_mll
+    real = model_module.fit_mll
     calls = []
 
     def flaky(mll):
@@ -478,7 +479,7 @@ def test_fit_failure_retries_with_more_jitter(monkeypatch, caplog) -> None:
 
     opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
     run(opt, bowl(TASKS), 3)
-    monkeypatch.setattr(optimizer_module, "_fit_mll", flaky)
+    monkeypatch.setattr(model_module, "fit_mll", flaky)
     with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
         (p,) = opt.ask(1)
     assert opt.origin(p) == "bo"
@@ -492,7 +493,7 @@ def test_fit_failure_everywhere_falls_back_to_dirichlet(monkeypatch, caplog) -> 
 
     opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
     run(opt, bowl(TASKS), 3)
-    monkeypatch.setattr(optimizer_module, "_fit_mll", broken)
+    monkeypatch.setattr(model_module, "fit_mll", broken)
     with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
         ps = opt.ask(3)
     assert [opt.origin(p) for p in ps] == ["random"] * 3
@@ -509,7 +510,7 @@ def test_acquisition_failure_uses_the_best_start(monkeypatch, caplog) -> None:
 
     opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
     run(opt, bowl(TASKS), 3)
-    monkeypatch.setattr(optimizer_module, "_optimise", broken)
+    monkeypatch.setattr(acquisition_module, "optimise", broken)
     with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
         ps = opt.ask(2)
     assert [opt.origin(p) for p in ps] == ["bo", "bo"]
@@ -575,8 +576,8 @@ def test_boundary_starts_lie_on_the_polytope_and_vertices_are_vertices() -> None
     s, hi = space.weight_scale, np.array([caps[t][1] for t in tasks])
     rng = np.random.default_rng(0)
     centres = [space.encode(p) for p, _ in opt.history]
-    sparse, vert, *edges = opt._boundary_starts(rng, centres)
-    assert len(sparse) == optimizer_module.N_SPARSE and len(vert) == optimizer_module.N_VERTEX
+    sparse, vert, *edges = acquisition_module.boundary_starts(space, rng, centres)
+    assert len(sparse) == acquisition_module.N_SPARSE and len(vert) == acquisition_module.N_VERTEX
     for block in (sparse, vert, *edges):
         w = block[:, :6] / s
         np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
@@ -609,14 +610,15 @@ def test_local_starts_around_a_sparse_incumbent_keep_its_support() -> None:
         opt.tell(p, 10.0 if p == pytest.approx(best) else 1.0)
     space = opt.space
     s = space.weight_scale
-    starts = opt._start_points(np.random.default_rng(0))
-    n = optimizer_module.N_LOCAL_PER_CENTRE
+    told = [(p, v) for p, v in opt.history if v is not None]
+    starts = acquisition_module.start_points(space, np.ones(8), told, np.random.default_rng(0))
+    n = acquisition_module.N_LOCAL_PER_CENTRE
     w = starts[:, :8] / s
     lower, upper = space.lower, space.upper
     np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
     assert (w >= lower - 1e-12).all() and (w <= upper + 1e-12).all()
     # The first local block is around the best observation (global starts come first).
-    block = w[optimizer_module.N_GLOBAL : optimizer_module.N_GLOBAL + n]
+    block = w[acquisition_module.N_GLOBAL : acquisition_module.N_GLOBAL + n]
     used = (block > lower + 1e-12).sum(1)
     assert (used <= 3).sum() >= n // 2, used
     on_support = block[used <= 3]

@@ -230,7 +230,7 @@ def run_sweep(
                 "tasks": ",".join(exp.task_names),
                 # the setting in effect (config.yaml leaves it out when unset: early stopping decides)
                 "multi_fidelity": opt.multi_fidelity,
-                "fidelity_scale": opt.fidelity_scale,  # True, False or auto (switched per fit)
+                "fidelity_scale": opt.fidelity_scale,
                 **warm,
             },
             artifacts={"config.yaml": dump_experiment(exp), "seed_mixtures.json": seeds},

@@ -55,8 +55,6 @@ def make_searcher(
             self.live: dict[str, tuple[str, str, dict]] = {}
             # The last (fraction, value) told per running trial, so a report is told once.
             self.reported: dict[str, tuple[float, float]] = {}
-            # fidelity_scale auto: whether the scale was on after the last tell (printed on change).
-            self.scale_on = state.optimizer.fidelity_scale_in_use()
 
         def suggest(self, tune_trial_id: str) -> dict | None:
             if self.issued >= n_to_run:
@@ -143,10 +141,6 @@ def make_searcher(
                 state.optimizer.tell(proposal, value, fraction=fraction)
             else:
                 state.optimizer.tell(proposal, value)
-            opt = state.optimizer
-            if opt.fidelity_scale == "auto" and opt.fidelity_scale_in_use() != self.scale_on:
-                self.scale_on = not self.scale_on
-                printer.note(opt.describe_fidelity_scale())
 
         # Tune checkpoints its search algorithm with the experiment. The optimizer state is the
         # searcher's whole memory (the driver also saves it after every ask and tell, which is what
