@@ -791,3 +791,20 @@ def test_recommend_picks_the_better_categorical_and_a_rounded_int() -> None:
     assert rec is not None
     assert rec.proposal["pool"] == "cls" and rec.proposal["layers"] == 6
     assert np.abs(weights(rec.proposal, ["a", "b", "c"]) - centre).max() < 0.05
+
+
+def test_an_acquisition_stream_redraws_only_the_acquisition_starts() -> None:
+    """``acquisition_stream`` (bench/optimizer.py --acq-stream) keeps the seed phase, and the
+    default stream 0 is the optimizer itself; another stream proposes other GP points from the
+    same observations, and a state round trip keeps the stream."""
+    f = bowl(TASKS, 5)
+    runs = {s: MixtureOptimizer(TASKS, n_seeds=4, random_state=3, acquisition_stream=s) for s in (0, 1)}
+    default = MixtureOptimizer(TASKS, n_seeds=4, random_state=3)
+    seeds = {s: run(opt, f, 4) for s, opt in runs.items()}
+    assert seeds[0] == seeds[1] == run(default, f, 4)
+    first = {s: opt.ask(1)[0] for s, opt in runs.items()}
+    assert first[0] == default.ask(1)[0] and first[0] != first[1]
+    back = MixtureOptimizer.from_state_dict(json.loads(json.dumps(runs[1].state_dict())))
+    assert back.ask(1) == runs[1].ask(1)
+    with pytest.raises(ValueError, match="acquisition_stream"):
+        MixtureOptimizer(TASKS, acquisition_stream=-1)
