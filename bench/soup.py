@@ -14,7 +14,7 @@ pages mapped by safetensors included) is its own:
 
 - ``read``:   read every weight file of the ``n`` checkpoints once (64 MiB ``readinto``), nothing
               else: the I/O floor of any soup.
-- ``stream``: ``mixopt.checkpoint_average.average_checkpoints`` (checks, chunked streaming mean,
+- ``stream``: ``mixopt.soup.average.average_checkpoints`` (checks, chunked streaming mean,
               streamed writer, atomic rename).
 - ``naive``:  ``safetensors.torch.load_file`` of every file of every checkpoint, the float32 mean
               tensor by tensor, ``save_file`` of the result.
@@ -45,7 +45,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt.checkpoint_average import average_checkpoints, weight_files  # noqa: E402
+from mixopt.soup.average import average_checkpoints  # noqa: E402
+from mixopt.soup.checkpoints import weight_files  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -70,20 +70,20 @@ def main() -> None:
             check=True,
         )
 
-    from mlflow import MlflowClient
-
     from mixopt.config import load_experiment
     from mixopt.soup import soup_from_sweep
+    from mixopt.tracking import store
+    from mixopt.tracking.tags import ROLE, ROLE_SWEEP
 
     rows = []
     for state in args.states:
         path = experiment_yaml(out, state, args.verify_seeds)
         exp = load_experiment(path)
-        client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-        known = client.get_experiment_by_name(exp.experiment_name)
+        client = store.connect(f"sqlite:///{out}/mlflow.db")
+        known = store.experiment_by_name(client, exp.experiment_name)
         done = known is not None and any(
             r.info.status == "FINISHED"
-            for r in client.search_runs([known.experiment_id], "tags.`mixopt.role` = 'sweep'")
+            for r in store.search_all(client, [known.experiment_id], f"tags.`{ROLE}` = '{ROLE_SWEEP}'")
         )
         if not done:
             t0 = time.monotonic()

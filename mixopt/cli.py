@@ -291,9 +291,9 @@ def soup(
     else:
         # No YAML: use the config the newest sweep recorded on its MLflow parent run.
         from mixopt.config import ConfigError
-        from mixopt.tracking import recorded_experiment
+        from mixopt.tracking.store import recorded_experiment, resolve_uri
 
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        uri = resolve_uri(tracking_uri)
         try:
             exp, sweep_run = recorded_experiment(uri, experiment)
             typer.echo(
@@ -410,21 +410,18 @@ def _recorded_config(model: str, tracking_uri: Optional[str]):
     """The experiment recorded by the sweep of the model's run, for its prompts; None if there is none."""
     from mixopt.config import ConfigError
     from mixopt.mteb_eval import EvalError, resolve_model
-    from mixopt.tracking import recorded_experiment
+    from mixopt.tracking import store
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = store.resolve_uri(tracking_uri)
     try:
         _, run_id = resolve_model(model, uri)
     except EvalError as e:
         _fail(str(e), code=1)
     if run_id is None:
         return None
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    name = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    name = store.experiment_name_of_run(store.connect(uri), run_id)
     try:
-        return recorded_experiment(uri, name)[0]
+        return store.recorded_experiment(uri, name)[0]
     except (LookupError, ConfigError):
         return None
 

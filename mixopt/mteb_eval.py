@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixopt.tracking import CHECKPOINT
+from mixopt.tracking import store
+from mixopt.tracking.tags import CHECKPOINT, metric_key
 
 # mixopt task kind -> MTEB task type (mteb's prompt keys are "<type>" or "<type>-query"/"-document").
 MTEB_TYPE = {
@@ -68,48 +69,34 @@ def mteb_prompts(tasks: Sequence[Any]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-def _store_exists(uri: str) -> bool:
-    return not (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists())
-
-
 def resolve_model(target: str, tracking_uri: str) -> tuple[Path, str | None]:
     """``(model directory, MLflow run id or None)`` for a directory or a run id.
 
     A run id resolves to its checkpoint through the ``mixopt.checkpoint`` tag (trials and soups
     both carry it); a directory finds its run by the same tag, if the store has one.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     path = Path(target)
     if path.is_dir():
         if not (path / "modules.json").exists():
             raise EvalError(f"{path}: not a sentence-transformers directory (no modules.json)")
-        if not _store_exists(tracking_uri):
+        if not store.store_exists(tracking_uri):
             return path, None
-        client = MlflowClient(tracking_uri=tracking_uri)
-        ids = [e.experiment_id for e in client.search_experiments()]
+        client = store.connect(tracking_uri)
+        ids = store.experiment_ids(client)
         for p in {str(path.resolve()), str(path)}:
-            runs = (
-                client.search_runs(
-                    ids,
-                    filter_string=f"tags.`{CHECKPOINT}` = '{p}'",
-                    order_by=["attributes.start_time DESC"],
-                    max_results=1,
-                )
-                if ids
-                else []
-            )
-            if runs:
-                return path, runs[0].info.run_id
+            run = store.newest_run_tagged(client, ids, CHECKPOINT, p)
+            if run is not None:
+                return path, run.info.run_id
         return path, None
-    if not _store_exists(tracking_uri):
+    if not store.store_exists(tracking_uri):
         raise EvalError(
             f"{target}: no such directory, and no MLflow store at {tracking_uri} to look it up as a run id"
         )
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = store.connect(tracking_uri)
     try:
-        run = client.get_run(target)
+        run = store.get_run(client, target)
     except MlflowException:
         raise EvalError(f"{target}: neither a directory nor a run id in {tracking_uri}") from None
     ckpt = run.data.tags.get(CHECKPOINT)
@@ -242,12 +229,9 @@ def log_to_run(
     """``mteb.<task>`` metrics, the results JSON (artifact ``mteb/``) and the updated card, on ``run_id``."""
     import time
 
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from mixopt.tracking import metric_key
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = store.connect(tracking_uri)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(metric_key(f"mteb.{s.task}"), s.score, now, 0) for s in scores])
     client.log_artifact(run_id, str(results_file), "mteb")
@@ -272,7 +256,7 @@ def evaluate_model(
     ``run_id`` names the model's run when the caller knows it (``mixopt soup --mteb``).
     Returns ``(model directory, run id or None, scores)``.
     """
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = store.resolve_uri(tracking_uri)
     if run_id is not None:
         model_dir = Path(target)
     else:

@@ -24,12 +24,6 @@ from mlflow.entities import Metric, Param
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from mixopt.checkpoint_average import (
-    CheckpointError,
-    average_checkpoints,
-    average_file,
-    read_header,
-)
 from mixopt.soup import (
     Ingredient,
     SoupError,
@@ -40,6 +34,8 @@ from mixopt.soup import (
     select_ingredients,
     soup_from_sweep,
 )
+from mixopt.soup.average import average_checkpoints, average_file
+from mixopt.soup.checkpoints import CheckpointError, read_header
 from mixopt.synth import build_tokenizer, write_tiny_model
 from mixopt.trial import TrialResult
 

@@ -1,0 +1,138 @@
+"""Make the soup: average the ingredients, evaluate, write the model card, rename into place.
+
+The averaging streams (:mod:`mixopt.soup.average`), and the directory appears only once it is
+complete, so ``out`` is either the finished soup or untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mixopt.soup.average import DEFAULT_CHUNK_BYTES, AverageStats, atomic_directory, average_into
+from mixopt.soup.card import model_card
+from mixopt.soup.checkpoints import read_header, weight_files
+from mixopt.soup.evaluate import Evaluate, metric_of
+from mixopt.soup.greedy import GreedyResult, greedy_select
+from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
+from mixopt.trial import TrialResult
+
+if TYPE_CHECKING:
+    from mixopt.config import TaskConfig
+
+
+@dataclass
+class SoupResult:
+    """What :func:`make_soup` wrote (and, once logged, where it went in MLflow)."""
+
+    out: Path
+    method: str
+    metric: str
+    ingredients: tuple[Ingredient, ...]  # the averaged ones
+    candidates: tuple[Ingredient, ...]  # every selected trial (= ingredients for uniform)
+    stats: AverageStats | None
+    evaluation: TrialResult | None
+    greedy: GreedyResult | None = None
+    run_id: str | None = None
+    registered: tuple[str, str] | None = None  # (name, version)
+
+    @property
+    def score(self) -> float | None:
+        return None if self.evaluation is None else metric_of(self.evaluation, self.metric)
+
+
+def _check_out(out: Path, ingredients: Sequence[Ingredient], force: bool) -> None:
+    out_r = out.resolve()
+    for ing in ingredients:
+        ck = ing.checkpoint.resolve()
+        if out_r == ck or out_r in ck.parents or ck in out_r.parents:
+            raise SoupError(
+                f"--out {out} overlaps the checkpoint of {ing.label} ({ck}); choose another --out"
+            )
+    if out.exists() and not force:
+        raise SoupError(f"{out} already exists; pass --force to replace it, or choose another --out")
+
+
+def make_soup(
+    ingredients: Sequence[Ingredient],
+    out: Path,
+    *,
+    method: str = "uniform",
+    evaluate: Evaluate | None = None,
+    metric: str = "objective",
+    force: bool = False,
+    tasks: Sequence[TaskConfig] = (),
+    experiment_name: str = "",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    echo: Callable[[str], None] | None = None,
+) -> SoupResult:
+    """Average ``ingredients`` into a sentence-transformers directory ``out`` and evaluate it.
+
+    ``uniform`` averages all of them; ``greedy`` keeps a subset (:func:`mixopt.soup.greedy.greedy_select`, which
+    needs ``evaluate``). The soup is evaluated with ``evaluate`` (if given), its model card is
+    written as ``README.md``, and only then is the directory renamed into place, so ``out`` is
+    either the complete soup or untouched.
+    """
+    if method not in METHODS:
+        raise SoupError(f"unknown soup method {method!r}; choose one of {list(METHODS)}")
+    if not ingredients:
+        raise SoupError("no ingredients to soup")
+    if method == "greedy" and evaluate is None:
+        raise SoupError(
+            "the greedy soup needs an evaluation: give the experiment YAML (its trainer evaluates)"
+        )
+    out = Path(out)
+    _check_out(out, ingredients, force)
+    ordered = tuple(sorted(ingredients, key=lambda i: -i.rank_value))
+    try:
+        with atomic_directory(out, force=force) as tmp:
+            greedy: GreedyResult | None = None
+            evaluation: TrialResult | None = None
+            if method == "greedy":
+                assert evaluate is not None
+                results: dict[Path, TrialResult] = {}
+
+                def score(path: Path) -> float:
+                    results[path] = evaluate(path)
+                    return metric_of(results[path], metric)
+
+                work = Path(tempfile.mkdtemp(prefix=f".{out.name}.greedy-", dir=out.parent))
+                try:
+                    greedy = greedy_select(ordered, score, work, chunk_bytes, echo)
+                    evaluation = results[greedy.soup_dir]
+                    for child in greedy.soup_dir.iterdir():
+                        os.replace(child, tmp / child.name)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                members = greedy.kept
+                stats = _stats_of(tmp, len(members))
+            else:
+                members = ordered
+                stats = average_into(
+                    [m.checkpoint for m in members], tmp, [m.label for m in members], chunk_bytes
+                )
+                if evaluate is not None:
+                    if echo:
+                        echo(f"evaluating the soup of {len(members)} on the dev tasks")
+                    evaluation = evaluate(tmp)
+            result = SoupResult(out, method, metric, tuple(members), ordered, stats, evaluation, greedy)
+            (tmp / "README.md").write_text(model_card(result, tasks, experiment_name), encoding="utf-8")
+    except FileExistsError as e:  # lost a race with another writer of ``out``
+        raise SoupError(str(e)) from None
+    return result
+
+
+def _stats_of(directory: Path, n: int) -> AverageStats:
+    headers = [read_header(directory / f) for f in weight_files(directory)]
+    return AverageStats(
+        n_ingredients=n,
+        n_files=len(headers),
+        n_tensors=sum(len(h.tensors) for h in headers),
+        n_bytes=sum(t.nbytes for h in headers for t in h.tensors.values()),
+        dtypes=tuple(sorted({t.dtype for h in headers for t in h.tensors.values()})),
+    )

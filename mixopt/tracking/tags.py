@@ -1,0 +1,64 @@
+"""Names in a sweep's MLflow records: tags, their values, param names and metric keys.
+
+The sweep writes them, the soup and the UI read them; each name is written here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+ROLE = "mixopt.role"
+# Values of ROLE: the parent run of a sweep, one nested run per trial, and a soup's run.
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+ROLE_SOUP = "soup"
+STATUS = "mixopt.status"
+PROPOSAL = "mixopt.proposal"
+CHECKPOINT = "mixopt.checkpoint"
+TRIAL_ID = "mixopt.trial_id"
+FAILURE = "mixopt.failure"
+STATE_PATH = "mixopt.state_path"
+STAGE = "mixopt.stage"  # "search" (proposed by the optimizer) or "verify" (the verification stage)
+WARM_START = "mixopt.warm_start"
+STOPPED_EARLY = "mixopt.stopped_early"  # "true" on a trial the scheduler stopped (no checkpoint)
+RETRIES = "mixopt.retries"
+VERIFY = "mixopt.verify"  # the verification's one-line result, on the sweep run
+VERIFY_ARM = "mixopt.verify_arm"
+# A soup's run: how it was made, and the sweep its ingredients came from (when there is one).
+SOUP_METHOD = "mixopt.method"
+SOUP_METRIC = "mixopt.metric"
+SOUP_RANK = "mixopt.rank"
+SOUP_SWEEP_RUN = "mixopt.sweep_run"
+PARENT = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Overview / Traces" page; with it, on
+# the runs table (the trials with their w.* params and objective).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+# A view of the runs table that MLflow's UI loads from an experiment tag when the page URL carries
+# ``viewStateShareKey=mixopt``: the trials expanded under their sweep, with w.* and objective shown.
+VIEW_KEY = "mixopt"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+# Artifacts of the sweep run that later commands read back.
+CONFIG_ARTIFACT = "config.yaml"
+STATE_ARTIFACT = "optimizer_state.json"
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI page of a sweep's experiment, opened on the runs table with mixopt's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def mixture_params(proposal: Mapping[str, Any], task_names: list[str]) -> dict[str, str]:
+    """Flat MLflow params: ``w.<task>`` for every weight, ``hp.<name>`` for each hyperparameter."""
+    out = {f"w.{t}": repr(float(proposal[t])) for t in task_names}
+    for k, v in proposal.items():
+        if k not in task_names:
+            out[f"hp.{k}"] = repr(v) if isinstance(v, float) else str(v)
+    return out
+
+
+def metric_key(name: str) -> str:
+    """MLflow accepts letters, digits, ``_ - . / `` and spaces; map anything else to ``_``."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name.replace("@", "_at_"))
