@@ -27,7 +27,6 @@ checkpoint on disk, ranked as above); :func:`make_soup` averages them with
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -47,7 +46,7 @@ from mixopt.checkpoint_average import (
     average_into,
 )
 from mixopt.tracking import CHECKPOINT, PARENT, PROPOSAL, ROLE, STATE_PATH, STATUS, TRIAL_ID
-from mixopt.trial import TrialResult
+from mixopt.trial import TrainerError, TrialResult, load_trainer
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -475,17 +474,12 @@ def trainer_evaluator(exp: Experiment) -> Evaluate:
     Imported lazily from the module of ``trainer.target``, so the soup evaluates exactly as the
     trials were evaluated.
     """
-    module_name = exp.trainer.target.split(":")[0]
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise SoupError(f"cannot import the trainer module {module_name!r} to evaluate the soup: {e}") from e
-    fn = getattr(module, "evaluate_checkpoint", None)
-    if not callable(fn):
-        raise SoupError(
-            f"trainer module {module_name!r} has no evaluate_checkpoint(checkpoint, tasks, options); "
-            "the soup cannot be evaluated with it (does this trainer write checkpoints?)"
+        fn = load_trainer(exp.trainer.target).require(
+            "evaluate_checkpoint", "the soup cannot be evaluated with it (does this trainer write checkpoints?)"
         )
+    except TrainerError as e:
+        raise SoupError(str(e)) from e
     tasks, options = tuple(exp.tasks), exp.trainer.options
 
     def evaluate(checkpoint: Path) -> TrialResult:
