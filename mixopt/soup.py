@@ -476,7 +476,8 @@ def trainer_evaluator(exp: Experiment) -> Evaluate:
     """
     try:
         fn = load_trainer(exp.trainer.target).require(
-            "evaluate_checkpoint", "the soup cannot be evaluated with it (does this trainer write checkpoints?)"
+            "evaluate_checkpoint",
+            "the soup cannot be evaluated with it (does this trainer write checkpoints?)",
         )
     except TrainerError as e:
         raise SoupError(str(e)) from e
