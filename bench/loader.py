@@ -7,11 +7,11 @@ excluded). Sides, each in its own subprocess, alternated ``--repeats`` times, be
 
 - ``prefetch 0``: this repository, batches prepared on the training thread between steps;
 - ``prefetch 2``: this repository, batches prepared two ahead by the background thread;
-- ``base``: the trainer at git revision ``--base`` (before the loader), when given.
+- ``base``: the trainer at git revision ``--base`` (e.g. one without the background loader), when given.
 
 Usage::
 
-    python bench/loader.py --steps 60 --repeats 3 --base c6b82ca
+    python bench/loader.py --steps 60 --repeats 3 --base REVISION
 
 On a CPU the step and the loader compete for the same cores, so the gain is bounded by the share of
 a step spent preparing batches; on a GPU host the step runs on the device and the loader's work
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the step (cpu_threads)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--base", default=None, help="git revision of the trainer before the loader")
+    parser.add_argument("--base", default=None, help="git revision of the trainer to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)

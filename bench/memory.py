@@ -76,7 +76,6 @@ class PeakSampler(threading.Thread):
 def child(args: argparse.Namespace) -> None:
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
-    from trainers.losses import LossWeights
     from trainers.model import Encoder, new_dense
     from trainers.training import Stepper, Tokenized, prepare_inputs
 
@@ -88,19 +87,29 @@ def child(args: argparse.Namespace) -> None:
     transformer = Gemma3TextModel._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     encoder = Encoder(transformer, new_dense(config.hidden_size, 0)).float().train()
     n_params = sum(p.numel() for p in encoder.parameters())
-    stepper = Stepper(
-        encoder,
-        SimpleNamespace(pad_token_id=0),  # the step reads only the pad id; tokens are given below
-        LossWeights(dims=(768, 512, 256, 128), temperature=0.05, hardness_alpha=5.0),
-        lr=1e-5,
+    # The trainer's option names (trainers.training.StepOptions): the recipe's loss at four dims.
+    options = SimpleNamespace(
+        matryoshka_dims=(768, 512, 256, 128),
+        temperature=0.05,
+        hardness_alpha=5.0,
+        spread_out_weight=1.0,
+        distill_weight=1.0,
+        learning_rate=1e-5,
         weight_decay=0.0,
-        warmup_steps=1,
-        total_steps=2,
+        lr_schedule="linear",
+        grad_clip=1.0,
         max_seq_length=args.seq,
-        device=torch.device("cpu"),
-        amp=None,
         mini_batch_size=args.mini_batch or None,
         gradient_checkpointing=args.checkpointing,
+    )
+    stepper = Stepper.from_options(
+        encoder,
+        SimpleNamespace(pad_token_id=0),  # the step reads only the pad id; tokens are given below
+        options,
+        warmup_steps=1,
+        total_steps=2,
+        device=torch.device("cpu"),
+        amp=None,
     )
     g = torch.Generator().manual_seed(1)
     sides = []

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -169,7 +170,7 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> tuple[flo
 
 
 def run_ours(model_dir: Path, rows: dict, args, device: torch.device) -> dict:
-    from trainers.losses import LossWeights, false_negative_mask
+    from trainers.losses import false_negative_mask
     from trainers.model import check_bidirectional, load_encoder
     from trainers.training import Stepper, autocast_dtype, compile_encoder
 
@@ -179,26 +180,29 @@ def run_ours(model_dir: Path, rows: dict, args, device: torch.device) -> dict:
     if args.compile:
         compile_encoder(encoder)
     total = args.warmup + args.steps
-    stepper = Stepper(
-        encoder,
-        loaded.tokenizer,
-        LossWeights(
-            dims=(encoder.dim,),
-            temperature=TEMPERATURE,
-            hardness_alpha=HARDNESS_ALPHA,
-            spread_out=0.0,
-            distill=0.0,
-        ),
-        lr=LEARNING_RATE,
+    # The trainer's option names (trainers.training.StepOptions), at the values both sides share.
+    options = SimpleNamespace(
+        matryoshka_dims=(encoder.dim,),
+        temperature=TEMPERATURE,
+        hardness_alpha=HARDNESS_ALPHA,
+        spread_out_weight=0.0,
+        distill_weight=0.0,
+        learning_rate=LEARNING_RATE,
         weight_decay=WEIGHT_DECAY,
-        warmup_steps=max(total // 10, 1),
-        total_steps=total,
+        lr_schedule="linear",
         grad_clip=GRAD_CLIP,
         max_seq_length=args.seq,
-        device=device,
-        amp=autocast_dtype(device, "auto"),
         mini_batch_size=args.mini_batch_size or None,
         gradient_checkpointing=args.checkpointing,
+    )
+    stepper = Stepper.from_options(
+        encoder,
+        loaded.tokenizer,
+        options,
+        warmup_steps=max(total // 10, 1),
+        total_steps=total,
+        device=device,
+        amp=autocast_dtype(device, "auto"),
     )
     b = args.batch
     tokens, loss = 0, None

@@ -10,7 +10,6 @@ cluster jobs that pass the data root, storage URI or tracking server by environm
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
@@ -373,8 +372,9 @@ class OptimizerConfig(_Frozen):
 class TrainerConfig(BaseModel):
     """``target`` names the trial function; the remaining keys are the trainer's own options.
 
-    If the target's module defines a pydantic ``Options`` model, the options are validated
-    against it here, so a misspelt trainer option is caught before anything runs.
+    The target's module provides the trainer contract (:mod:`mixopt.trial`), whose pydantic
+    ``Options`` model validates the options here, so a misspelt trainer option is caught before
+    anything runs.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -742,17 +742,13 @@ def _mixture_problems(
 
 
 def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
-    """Validate the trainer's own options against its module's ``Options`` model, if any."""
-    module_name, func_name = exp.trainer.target.split(":")
+    """Validate the trainer's own options against its module's ``Options`` model."""
+    from mixopt.trial import TrainerError, load_trainer  # mixopt.trial imports this module
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        return [(("trainer", "target"), f"cannot import {module_name!r}: {e}")]
-    if not callable(getattr(module, func_name, None)):
-        return [(("trainer", "target"), f"{module_name!r} has no function {func_name!r}")]
-    options_model = getattr(module, "Options", None)
-    if options_model is None:
-        return []
+        options_model = load_trainer(exp.trainer.target).options
+    except TrainerError as e:
+        return [(("trainer", "target"), str(e))]
     unknown_hps = [
         (
             ("search", "hyperparameters", name),

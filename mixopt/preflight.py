@@ -3,11 +3,12 @@
 ``mixopt preflight EXPERIMENT.yaml`` (or ``sweep.preflight: true``) builds the trial the sweep
 would run with the most memory-hungry values the search space allows (the largest ``batch_size``,
 ``max_seq_length`` and ``mini_batch_size`` if they are hyperparameters, checkpointing off if it is
-one), feeds it **full-length** batches (every query, positive and hard negative exactly
-``max_seq_length`` tokens of random ids: real texts are shorter, so real steps use less), runs
-``1 + steps`` optimisation steps of :class:`trainers.training.Stepper` on the device a trial gets
-(through Ray with the trial's resources when a cluster address is given, else in this process), and
-reports:
+one), and asks the trainer to measure ``1 + steps`` optimisation steps of it on full-length batches
+(its ``preflight`` measurement, :class:`mixopt.trial.PreflightMeasure`; the embedding trainer's is
+:func:`trainers.preflight.preflight`) on the device a trial gets (through Ray with the trial's
+resources when a cluster address is given, else in this process). A trainer without one is refused
+with a line saying so. This module keeps the service's side: what to measure, the memory model and
+its projection, the report, and refusing what won't fit. It reports:
 
 - peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident set size
   above the process's before the model was loaded;
@@ -36,11 +37,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from mixopt.config import CategoricalParam, Experiment, IntParam
 
-TARGET = "trainers.embedding:train"
+# The trainer whose measurement the refusal names as the one that has it.
+EMBEDDING_TRAINER = "trainers.embedding:train"
 # Dense bf16 tensor-core peaks (vendor specs, no sparsity), matched in order against the device name.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989.0),
@@ -53,9 +55,9 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A10", 125.0),
 )
 # bench/memory.py at EmbeddingGemma-300m's shape (24 layers, d 768), float32, CPU, seq 32: activation
-# bytes per token of a training step, the largest of the measured estimates (no option: 1.16-1.49 MiB;
-# checkpointing: 0.32-0.69 MiB), rounded up; the runs are small and RSS-noisy (bench/RESULTS.md,
-# "Trainer memory"). The preflight on a GPU measures instead of estimating.
+# bytes per token of a training step, the largest of the measured estimates rounded up, since the
+# runs are small and RSS-noisy (bench/RESULTS.md, "Trainer memory"). The preflight on a GPU
+# measures instead of estimating.
 FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.5 * 2**20, "checkpointing": 0.7 * 2**20}
 REFERENCE_LAYERS_X_HIDDEN = 24 * 768
 # bf16 autocast stores matmul outputs in bf16 but Gemma's RMSNorms and the softmax inputs in float32:
@@ -68,7 +70,7 @@ MARGIN = 0.85
 
 
 class PreflightError(RuntimeError):
-    """The experiment cannot be preflighted (wrong trainer, no device); the message says why."""
+    """The experiment cannot be preflighted (a trainer without a measurement, no device); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -201,195 +203,94 @@ def worst_case_options(exp: Experiment) -> tuple[dict[str, Any], list[str]]:
     return options, notes
 
 
-def _rss() -> int:
+def project(
+    shape: Shape,
+    *,
+    batch_size: int,
+    seq: int,
+    mini_batch_size: int | None,
+    gradient_checkpointing: bool,
+    bf16: bool,
+    cuda: bool,
+    memory_limit: float | None,
+) -> tuple[float, bool]:
+    """The step's projected peak (:func:`estimate_memory`), and whether the steps must not run.
+
+    A CPU has no out-of-memory error (the kernel kills the process), so a CPU step projected beyond
+    ``memory_limit`` bytes (default: the machine's memory) is not run; on CUDA the step always runs
+    and an out-of-memory error is the figure.
+    """
+    projected = estimate_memory(
+        shape,
+        batch_size=batch_size,
+        seq=seq,
+        mini_batch_size=mini_batch_size,
+        gradient_checkpointing=gradient_checkpointing,
+        bf16=bf16,
+    )
+    return projected, not cuda and projected > (memory_limit or machine_memory())
+
+
+def machine_memory() -> int:
+    """This machine's physical memory, in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def rss() -> int:
+    """This process's resident set size, in bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class _PeakRSS(threading.Thread):
+class PeakRSS(threading.Thread):
     """Samples this process's resident set size every millisecond; ``stop()`` returns the peak."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak, self.running = _rss(), True
+        self.peak, self.running = rss(), True
 
     def run(self) -> None:
         while self.running:
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, rss())
             time.sleep(0.001)
 
     def stop(self) -> int:
         self.running = False
         self.join()
-        return max(self.peak, _rss())
+        return max(self.peak, rss())
+
+
+class Figures(TypedDict):
+    """What a trainer's preflight measurement returns (a plain dict, so it crosses Ray as one)."""
+
+    device: str  # torch device type: "cuda" or "cpu"
+    device_name: str
+    total_memory: int  # bytes of the device (CPU: the machine)
+    peak_memory: int  # bytes, as memory_kind says
+    memory_kind: str
+    oom: bool  # out of memory, or not run because projected_oom
+    projected_oom: bool
+    projected_memory: float  # bytes, by estimate_memory
+    step_seconds: float  # mean after one warm-up step; NaN when not run
+    tokens_per_step: int
+    loss: float
+    bf16: bool
+    shape: dict[str, int]  # Shape's fields
+    batch_size: int
+    max_seq_length: int
+    mini_batch_size: int | None
+    gradient_checkpointing: bool
+    steps: int
 
 
 def measure(
-    options: Mapping[str, Any], steps: int = 3, seed: int = 0, memory_limit: float | None = None
-) -> dict[str, Any]:
-    """Run ``1 + steps`` trainer steps on full-length random batches here; return the figures (a dict).
+    target: str, options: Mapping[str, Any], steps: int = 3, seed: int = 0, memory_limit: float | None = None
+) -> Figures:
+    """The trainer's preflight measurement of ``options``, run here (a Ray task or this process)."""
+    from mixopt.trial import load_trainer
 
-    This is what runs on the trial's device (a Ray task with the trial's resources, or in-process).
-    On CUDA an out-of-memory error is caught and reported. A CPU has no such error (the kernel kills
-    the process), so there the steps run only if :func:`estimate_memory` projects the step within
-    ``memory_limit`` bytes (default: the machine's memory); otherwise the projection is the figure.
-    """
-    import torch
-
-    from trainers.embedding import _Threads, resolve_options
-    from trainers.losses import LossWeights
-    from trainers.model import check_bidirectional, load_encoder
-    from trainers.training import (
-        Stepper,
-        autocast_dtype,
-        compile_encoder,
-        resolve_device,
-    )
-
-    opts = resolve_options(options)
-    device = resolve_device(opts.device)
-    amp = autocast_dtype(device, opts.dtype)
-    cuda = device.type == "cuda"
-    with _Threads(opts.cpu_threads):
-        # Import what loading imports before the baseline: on CPU the peak is taken above it.
-        import transformers  # noqa: F401
-        from transformers import AutoTokenizer, Gemma3TextModel  # noqa: F401
-
-        baseline = _rss()
-        sampler = None if cuda else _PeakRSS()
-        if sampler is not None:
-            sampler.start()
-        loaded = load_encoder(opts.model, seed=seed)
-        encoder = loaded.encoder.to(device)
-        check_bidirectional(encoder)
-        if opts.compile:
-            compile_encoder(encoder)
-        config = encoder.transformer.config
-        embedding = encoder.transformer.get_input_embeddings().weight
-        shape = Shape(
-            n_params=sum(p.numel() for p in encoder.parameters() if p.requires_grad),
-            n_embedding=embedding.numel(),
-            layers=int(config.num_hidden_layers),
-            hidden=int(config.hidden_size),
-        )
-        stepper = Stepper(
-            encoder,
-            loaded.tokenizer,
-            LossWeights(
-                tuple(opts.matryoshka_dims),
-                opts.temperature,
-                opts.hardness_alpha,
-                opts.spread_out_weight,
-                opts.distill_weight,
-            ),
-            lr=opts.learning_rate,
-            weight_decay=opts.weight_decay,
-            warmup_steps=1,
-            total_steps=steps + 1,
-            grad_clip=opts.grad_clip,
-            max_seq_length=opts.max_seq_length,
-            device=device,
-            amp=amp,
-            mini_batch_size=opts.mini_batch_size,
-            gradient_checkpointing=opts.gradient_checkpointing,
-        )
-        b, seq = opts.batch_size, opts.max_seq_length
-        projected = estimate_memory(
-            shape,
-            batch_size=b,
-            seq=seq,
-            mini_batch_size=opts.mini_batch_size,
-            gradient_checkpointing=opts.gradient_checkpointing,
-            bf16=amp is not None,
-        )
-        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        projected_oom = not cuda and projected > (memory_limit or machine)
-        inputs = (
-            None
-            if projected_oom
-            else _full_length_inputs(
-                int(loaded.tokenizer.pad_token_id), int(config.vocab_size), b, seq, seed, cuda
-            )
-        )
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        oom, seconds, loss = False, float("nan"), float("nan")
-        try:
-            if inputs is None:
-                raise _Skip
-            t0 = time.perf_counter()
-            for i in range(steps + 1):
-                if i == 1:
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    t0 = time.perf_counter()
-                out = stepper.run(inputs)
-            loss = float(out.loss)  # synchronises
-            seconds = (time.perf_counter() - t0) / max(steps, 1)
-        except torch.cuda.OutOfMemoryError:
-            oom = True
-        except _Skip:
-            oom = True
-        if cuda:
-            peak = int(torch.cuda.max_memory_allocated(device))
-            total = int(torch.cuda.get_device_properties(device).total_memory)
-            name = torch.cuda.get_device_name(device)
-        else:
-            assert sampler is not None
-            peak = sampler.stop() - baseline
-            total = machine
-            name = f"CPU ({torch.get_num_threads()} threads)"
-    return {
-        "device": device.type,
-        "device_name": name,
-        "total_memory": total,
-        "peak_memory": peak,
-        "memory_kind": "torch.cuda.max_memory_allocated"
-        if cuda
-        else "peak RSS above the process's before loading",
-        "oom": oom,
-        "projected_oom": projected_oom,
-        "projected_memory": projected,
-        "step_seconds": seconds,
-        "tokens_per_step": 3 * b * seq,
-        "loss": loss,
-        "bf16": amp is not None,
-        "shape": shape.__dict__,
-        "batch_size": b,
-        "max_seq_length": seq,
-        "mini_batch_size": opts.mini_batch_size,
-        "gradient_checkpointing": opts.gradient_checkpointing,
-        "steps": steps,
-    }
-
-
-def _full_length_inputs(pad: int, vocab: int, b: int, seq: int, seed: int, pin: bool) -> Any:
-    """Queries, positives and hard negatives, all present, every text ``seq`` random non-pad ids."""
-    import torch
-
-    from trainers.training import Tokenized, prepare_inputs
-
-    generator = torch.Generator().manual_seed(seed)
-    sides = []
-    for _ in range(3):
-        ids = torch.randint(0, vocab, (b, seq), generator=generator)
-        ids[ids == pad] = (pad + 1) % vocab
-        sides.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    texts = [str(i) for i in range(b)]
-    return prepare_inputs(
-        None,
-        texts,
-        texts,
-        texts,
-        max_seq_length=seq,
-        tokens=Tokenized(sides, 3 * b * seq, joint=False),
-        false_negatives=torch.zeros(b, b, dtype=torch.bool),
-        pin=pin,
-    )
-
-
-class _Skip(Exception):
-    """The CPU step is projected not to fit: not run."""
+    measurement = load_trainer(target).require("preflight", "preflight cannot measure it")
+    return measurement(options, steps=steps, seed=seed, memory_limit=memory_limit)
 
 
 def _verification_trials(exp: Experiment) -> int:
@@ -437,10 +338,17 @@ def run_preflight(
     sweep), the measurement runs as a Ray task with the trial's resources, so on the kind of node and
     device a trial gets; otherwise in this process.
     """
-    if exp.trainer.target != TARGET:
+    from mixopt.trial import TrainerError, load_trainer
+
+    try:
+        trainer = load_trainer(exp.trainer.target)
+    except TrainerError as e:
+        raise PreflightError(str(e)) from None
+    if trainer.preflight is None:
         raise PreflightError(
-            f"preflight measures the embedding trainer ({TARGET}); this experiment's trainer is "
-            f"{exp.trainer.target!r}"
+            f"this trainer ({exp.trainer.target!r}) has no preflight measurement: preflight measures "
+            f"the embedding trainer ({EMBEDDING_TRAINER}) and any trainer module that provides "
+            "preflight(options, *, steps, seed, memory_limit) (see mixopt.trial)"
         )
     if steps < 1:
         raise PreflightError(f"--steps must be >= 1, got {steps}")
@@ -459,9 +367,9 @@ def run_preflight(
             resources=dict(exp.resources.custom) or None,
             max_retries=0,
         )
-        figures = ray.get(task.remote(options, steps, exp.trainer.seed, limit))
+        figures = ray.get(task.remote(exp.trainer.target, options, steps, exp.trainer.seed, limit))
     else:
-        figures = measure(options, steps, exp.trainer.seed, limit)
+        figures = measure(exp.trainer.target, options, steps, exp.trainer.seed, limit)
     return report(exp, figures, notes, memory_limit_gb=memory_limit_gb, echo=echo)
 
 
@@ -481,7 +389,7 @@ def report(
     mb, ckpt, bf16 = figures["mini_batch_size"], figures["gradient_checkpointing"], figures["bf16"]
     gib = 2**30
     lines = [
-        f"preflight {exp.name}: {TARGET} on {figures['device_name']}, {'bf16' if bf16 else 'float32'}",
+        f"preflight {exp.name}: {exp.trainer.target} on {figures['device_name']}, {'bf16' if bf16 else 'float32'}",
         f"worst case: batch_size {b} x 3 sides (query, positive, hard negative) x {seq} tokens "
         f"(every text at max_seq_length), mini_batch_size {mb}, gradient_checkpointing {str(ckpt).lower()}"
         + (f"; {', '.join(notes)}" if notes else ""),

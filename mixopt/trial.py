@@ -1,19 +1,34 @@
-"""The contract between the sweep and a trainer: one trial in, one result out.
+"""The contract between the service and a trainer: one trial in, one result out.
 
-A trainer is a plain function ``train(trial: Trial, report: Report) -> TrialResult`` named in
-the experiment YAML (``trainer.target: "trainers.embedding:train"``). It knows nothing of Ray,
-MLflow or the optimizer: the sweep builds the :class:`Trial`, passes a ``report`` callback that
-forwards intermediate metrics, and records the :class:`TrialResult`.
+A trainer is a module named in the experiment YAML by its train function
+(``trainer.target: "trainers.embedding:train"``). It provides (:class:`TrainerModule`):
+
+- ``train(trial: Trial, report: Report) -> TrialResult``, the named function: one trial. It knows
+  nothing of Ray, MLflow or the optimizer: the sweep builds the :class:`Trial`, passes a ``report``
+  callback that forwards intermediate metrics, and records the :class:`TrialResult`;
+- ``Options``, a pydantic model of its own options (the YAML's ``trainer:`` keys besides
+  target/steps/seed), against which the config is validated before anything runs;
+- optionally ``evaluate_checkpoint(checkpoint, tasks, options) -> TrialResult``, which scores a
+  saved checkpoint exactly as a trial is scored (the soup needs it; a trainer that writes no
+  checkpoints has none);
+- optionally ``preflight(options, *, steps, seed, memory_limit) -> dict``, one worst-case trial's
+  step measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
+  the figures are).
+
+:func:`load_trainer` imports the module and checks what it provides, once, with one error naming
+the target and everything missing.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from mixopt.config import TaskConfig
 
@@ -79,11 +94,94 @@ class TrialResult:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
-def load_target(target: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"``."""
+class Train(Protocol):
+    """``train(trial, report)``: run one trial, report intermediate metrics, return its result."""
+
+    def __call__(self, trial: Trial, report: Report) -> TrialResult: ...
+
+
+class EvaluateCheckpoint(Protocol):
+    """``evaluate_checkpoint(checkpoint, tasks, options)``: a saved checkpoint scored as a trial is."""
+
+    def __call__(
+        self, checkpoint: Path, tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+    ) -> TrialResult: ...
+
+
+class PreflightMeasure(Protocol):
+    """``preflight(options, *, steps, seed, memory_limit)``: ``1 + steps`` worst-case steps measured here.
+
+    ``options`` are the trainer's options at the search space's worst case; ``memory_limit`` (bytes
+    or None) bounds what a CPU step may use. Returns :class:`mixopt.preflight.Figures`.
+    """
+
+    def __call__(
+        self, options: Mapping[str, Any], *, steps: int, seed: int, memory_limit: float | None
+    ) -> dict[str, Any]: ...
+
+
+# The optional parts, with the signature an error names when one is needed and missing.
+OPTIONAL = {
+    "evaluate_checkpoint": "evaluate_checkpoint(checkpoint, tasks, options)",
+    "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
+}
+
+
+class TrainerError(ImportError):
+    """The trainer named by ``trainer.target`` cannot be imported or lacks a part; the message says which."""
+
+
+@dataclass(frozen=True)
+class TrainerModule:
+    """What a trainer module provides, checked by :func:`load_trainer`.
+
+    Attributes:
+        target: the YAML's ``trainer.target``, ``"package.module:function"``.
+        train: the named train function.
+        options: the module's pydantic ``Options`` model.
+        evaluate_checkpoint: the module's ``evaluate_checkpoint``, or None.
+        preflight: the module's ``preflight`` measurement, or None.
+    """
+
+    target: str
+    train: Train
+    options: type[BaseModel]
+    evaluate_checkpoint: EvaluateCheckpoint | None = None
+    preflight: PreflightMeasure | None = None
+
+    def require(self, part: str, why: str) -> Callable[..., Any]:
+        """The optional ``part`` (``evaluate_checkpoint`` or ``preflight``); TrainerError if absent."""
+        fn = getattr(self, part)
+        if fn is None:
+            raise TrainerError(f"the trainer {self.target!r} has no {OPTIONAL[part]}: {why}")
+        return fn
+
+
+def load_trainer(target: str) -> TrainerModule:
+    """Import the module of ``"package.module:function"`` and check that it provides the contract."""
     module_name, _, func_name = target.partition(":")
-    module = importlib.import_module(module_name)
     try:
-        return getattr(module, func_name)
-    except AttributeError:
-        raise ImportError(f"{module_name!r} has no attribute {func_name!r}") from None
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TrainerError(f"cannot import {module_name!r}: {e}") from e
+    train = getattr(module, func_name, None)
+    options = getattr(module, "Options", None)
+    missing = []
+    if not callable(train):
+        missing.append(f"no function {func_name!r}")
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        missing.append("no pydantic model 'Options' of the trainer's options")
+    if missing:
+        raise TrainerError(
+            f"{module_name!r} has {' and '.join(missing)}; the trainer {target!r} must provide "
+            f"{func_name}(trial, report) and Options (see mixopt.trial)"
+        )
+    evaluate = getattr(module, "evaluate_checkpoint", None)
+    preflight = getattr(module, "preflight", None)
+    return TrainerModule(
+        target=target,
+        train=train,
+        options=options,
+        evaluate_checkpoint=evaluate if callable(evaluate) else None,
+        preflight=preflight if callable(preflight) else None,
+    )

@@ -94,7 +94,7 @@ def test_the_memory_model_is_its_formula():
 def test_the_fix_is_the_largest_mini_batch_that_fits():
     limit = 80 * GIB
     args = dict(batch_size=128, seq=512, gradient_checkpointing=False, bf16=True)
-    assert estimate_memory(GEMMA, mini_batch_size=None, **args) > limit  # the shipped recipe, before
+    assert estimate_memory(GEMMA, mini_batch_size=None, **args) > limit  # full batch
     fix = suggest_fix(GEMMA, mini_batch_size=None, limit=limit, **args)
     m = int(re.search(r"trainer.mini_batch_size: (\d+)", fix).group(1))
     assert "gradient_checkpointing" not in fix

@@ -83,7 +83,7 @@ class Encoder(nn.Module):
 
         transformers builds them itself on every forward through ``vmap`` over mask functions: on a
         CPU that is a constant of several ms per mask type per forward, which GradCache pays twice per
-        chunk (bench/RESULTS.md, issue 11). For SDPA they are plain boolean tensors (True = attend):
+        chunk (bench/RESULTS.md, "Trainer memory"). For SDPA they are plain boolean tensors (True = attend):
 
         - ``full_attention``: key ``j`` is not padding, ``[B, 1, L, L]``; None when nothing is padded
           (checked only for a CPU tensor, to add no device sync), as transformers does, which lets

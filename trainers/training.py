@@ -12,11 +12,9 @@ runs on a bare GPU image.
 from __future__ import annotations
 
 import math
-import queue
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +23,6 @@ from torch.utils.checkpoint import get_device_states, set_device_states
 
 from .losses import LossWeights, TeacherTargets, embedding_loss
 from .model import Encoder, set_gradient_checkpointing, tokenize
-
-T = TypeVar("T")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -256,85 +252,6 @@ def prepare_inputs(
     return inputs.pin_memory() if pin else inputs
 
 
-class _Raised:
-    """An exception of the producer thread, delivered in order to the consumer."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-class BatchLoader(Generic[T]):
-    """Calls ``produce()`` in a background thread, up to ``depth`` results ahead; ``next()`` returns
-    them in the order produced.
-
-    The trainer's ``produce`` reads, pairs, tokenises and pins the next batch (:func:`prepare_inputs`)
-    while the device runs the current step; the tokenizer and the data readers release the GIL in
-    their native code. One producer thread and a FIFO queue keep the sequence exactly that of calling
-    ``produce()`` in a loop (``depth=0`` does that, on the caller's thread). An exception raised by
-    ``produce`` is re-raised by the ``next()`` that would have returned its result. Call
-    :meth:`close` (or use ``with``) to stop the thread.
-    """
-
-    def __init__(self, produce: Callable[[], T], depth: int = 2):
-        if depth < 0:
-            raise ValueError(f"depth must be >= 0, got {depth}")
-        self.produce, self.depth = produce, depth
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if depth > 0:
-            self._queue: queue.Queue[T | _Raised] = queue.Queue(maxsize=depth)
-            self._thread = threading.Thread(target=self._run, name="mixopt-batch-loader", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item: T | _Raised = self.produce()
-            except BaseException as e:  # delivered to the consumer, which decides
-                item = _Raised(e)
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, _Raised):
-                return
-
-    def __iter__(self) -> BatchLoader[T]:
-        return self
-
-    def __next__(self) -> T:
-        if self._thread is None:
-            if self._stop.is_set():
-                raise StopIteration
-            return self.produce()
-        if self._stop.is_set():
-            raise StopIteration
-        item = self._queue.get()
-        if isinstance(item, _Raised):
-            self.close()
-            raise item.error
-        return item
-
-    def close(self) -> None:
-        """Stop the producer (it finishes the batch in hand) and drop what it prepared."""
-        self._stop.set()
-        if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    pass
-                self._thread.join(timeout=0.05)
-
-    def __enter__(self) -> BatchLoader[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @dataclass
 class StepOutput:
     loss: Tensor  # detached scalar (on the device: reading it synchronises)
@@ -344,6 +261,27 @@ class StepOutput:
     # A finite loss can still have an infinite/NaN gradient (overflow in backward); the caller must
     # fail the trial on it, since clipping by a NaN norm writes NaN into every weight.
     grad_norm: Tensor
+
+
+class StepOptions(Protocol):
+    """The options a :class:`Stepper` is built from, by the trainer's option names.
+
+    :class:`trainers.embedding.Options` has them all, validated; a benchmark that must not import
+    pydantic may pass any object with these attributes.
+    """
+
+    matryoshka_dims: Sequence[int]
+    temperature: float
+    hardness_alpha: float
+    spread_out_weight: float
+    distill_weight: float
+    learning_rate: float
+    weight_decay: float
+    lr_schedule: str
+    grad_clip: float
+    max_seq_length: int
+    mini_batch_size: int | None
+    gradient_checkpointing: bool
 
 
 class Stepper:
@@ -405,6 +343,42 @@ class Stepper:
             self.optimizer, lambda s: lr_multiplier(s, total_steps, warmup_steps, schedule)
         )
         self.params = [p for p in encoder.parameters() if p.requires_grad]
+
+    @classmethod
+    def from_options(
+        cls,
+        encoder: Encoder,
+        tokenizer: Any,
+        options: StepOptions,
+        *,
+        warmup_steps: int,
+        total_steps: int,
+        device: torch.device,
+        amp: torch.dtype | None,
+    ) -> Stepper:
+        """The stepper of a trial with these options; the run's length and device are the caller's."""
+        return cls(
+            encoder,
+            tokenizer,
+            LossWeights(
+                tuple(options.matryoshka_dims),
+                options.temperature,
+                options.hardness_alpha,
+                options.spread_out_weight,
+                options.distill_weight,
+            ),
+            lr=options.learning_rate,
+            weight_decay=options.weight_decay,
+            warmup_steps=warmup_steps,
+            total_steps=total_steps,
+            schedule=options.lr_schedule,
+            grad_clip=options.grad_clip,
+            max_seq_length=options.max_seq_length,
+            device=device,
+            amp=amp,
+            mini_batch_size=options.mini_batch_size,
+            gradient_checkpointing=options.gradient_checkpointing,
+        )
 
     @property
     def lr(self) -> float:

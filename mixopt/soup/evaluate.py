@@ -6,13 +6,12 @@ soup scores exactly as the trials were scored.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mixopt.soup.ingredients import SoupError
-from mixopt.trial import TrialResult
+from mixopt.trial import TrainerError, TrialResult, load_trainer
 
 if TYPE_CHECKING:
     from mixopt.config import Experiment
@@ -26,17 +25,13 @@ def trainer_evaluator(exp: Experiment) -> Evaluate:
     Imported lazily from the module of ``trainer.target``, so the soup evaluates exactly as the
     trials were evaluated.
     """
-    module_name = exp.trainer.target.split(":")[0]
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise SoupError(f"cannot import the trainer module {module_name!r} to evaluate the soup: {e}") from e
-    fn = getattr(module, "evaluate_checkpoint", None)
-    if not callable(fn):
-        raise SoupError(
-            f"trainer module {module_name!r} has no evaluate_checkpoint(checkpoint, tasks, options); "
-            "the soup cannot be evaluated with it (does this trainer write checkpoints?)"
+        fn = load_trainer(exp.trainer.target).require(
+            "evaluate_checkpoint",
+            "the soup cannot be evaluated with it (does this trainer write checkpoints?)",
         )
+    except TrainerError as e:
+        raise SoupError(str(e)) from e
     tasks, options = tuple(exp.tasks), exp.trainer.options
 
     def evaluate(checkpoint: Path) -> TrialResult:

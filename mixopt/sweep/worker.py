@@ -20,7 +20,7 @@ def run_trial(
     from ray import tune
 
     from mixopt.config import Experiment
-    from mixopt.trial import Trial, TrialFailed, load_target
+    from mixopt.trial import Trial, TrialFailed, load_trainer
 
     exp = Experiment.model_validate_json(experiment_json)
     node_id = ray.get_runtime_context().get_node_id()
@@ -47,7 +47,7 @@ def run_trial(
             out["objective"] = float(metrics["objective"])
         tune.report(out)
 
-    train = load_target(exp.trainer.target)
+    train = load_trainer(exp.trainer.target).train
     result = train(trial, report)
     if not (isinstance(result.objective, (int, float)) and math.isfinite(result.objective)):
         raise TrialFailed(f"the trainer returned a non-finite objective ({result.objective})")

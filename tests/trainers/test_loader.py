@@ -14,7 +14,8 @@ from trainers.batching import MixtureSampler, TaskStream, teacher_targets
 from trainers.embedding import train
 from trainers.losses import false_negative_mask
 from trainers.model import load_encoder
-from trainers.training import BatchLoader, StepInputs, prepare_inputs
+from trainers.prefetch import BatchLoader
+from trainers.training import StepInputs, prepare_inputs
 
 TINY = {
     "matryoshka_dims": [64, 32],

@@ -27,7 +27,7 @@ def unit(*shape: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
 
 
 def naive_nce(q, p, n, tau, alpha, queries, positives, groups=None, has_neg=None):
-    """The formula of the issue, one example at a time, in Python floats."""
+    """The loss of trainers.losses' docstring, one example at a time, in Python floats."""
     b = q.shape[0]
     total = 0.0
     for i in range(b):

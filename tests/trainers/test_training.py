@@ -111,3 +111,48 @@ def test_tokenize_sides_keeps_each_sides_prompt_and_truncates():
         max_len,
     ]
     assert out.n_tokens == sum(len(ids(t, max_len)) for t in queries + positives)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_stepper_from_options_maps_every_option_as_the_constructor_takes_it(tiny_model_dir, schedule):
+    from trainers.options import Options
+
+    opts = Options(
+        model=str(tiny_model_dir),
+        matryoshka_dims=[32, 8],
+        temperature=0.07,
+        hardness_alpha=3.0,
+        spread_out_weight=0.5,
+        distill_weight=0.25,
+        learning_rate=3e-4,
+        weight_decay=0.02,
+        lr_schedule=schedule,
+        grad_clip=2.0,
+        max_seq_length=24,
+        mini_batch_size=3,
+        gradient_checkpointing=True,
+    )
+    loaded = load_encoder(tiny_model_dir, seed=0)
+    got = Stepper.from_options(
+        loaded.encoder.train(),
+        loaded.tokenizer,
+        opts,
+        warmup_steps=2,
+        total_steps=7,
+        device=torch.device("cpu"),
+        amp=None,
+    )
+    assert got.weights == LossWeights(
+        dims=(32, 8), temperature=0.07, hardness_alpha=3.0, spread_out=0.5, distill=0.25
+    )
+    assert (got.grad_clip, got.max_seq_length, got.mini_batch_size) == (2.0, 24, 3)
+    transformer = loaded.encoder.transformer  # transformers 5 renamed gradient_ to activation_checkpointing
+    assert getattr(transformer, "is_activation_checkpointing", None) or transformer.is_gradient_checkpointing
+    group = got.optimizer.param_groups[0]
+    assert group["initial_lr"] == 3e-4 and group["weight_decay"] == 0.02
+    rates = []
+    for _ in range(7):
+        rates.append(got.lr)
+        got.optimizer.step()
+        got.scheduler.step()
+    assert rates == pytest.approx([3e-4 * closed_form_lr(s, 7, 2, schedule) for s in range(7)], abs=1e-15)
