@@ -543,7 +543,7 @@ def test_the_sweep_prints_when_auto_turns_the_fidelity_scale_on(tmp_path, capsys
     from mixopt.config import load_experiment
     from mixopt.sweep.common import State
     from mixopt.sweep.progress import Printer
-    from mixopt.sweep.searcher import make_searcher
+    from mixopt.sweep.searcher import MixtureSearcher
     from mixopt.tracking import SweepTracker
 
     path = write_experiment(
@@ -558,7 +558,7 @@ def test_the_sweep_prints_when_auto_turns_the_fidelity_scale_on(tmp_path, capsys
     state = State(MixtureOptimizer.from_experiment(exp), tmp_path / "state.json")
     tracker = SweepTracker(exp.tracking.resolved_uri(), exp.name)
     tracker.start_sweep(exp.name, {}, {})
-    searcher = make_searcher(state, tracker, exp, 8, [], 0, Printer(exp.task_names, 8))
+    searcher = MixtureSearcher(state, tracker, exp, 8, [], 0, Printer(exp.task_names, 8))
 
     def final(p: dict) -> float:
         return 1.0 - (p["retrieval_0"] - 0.6) ** 2 - 2 * (p["sts_1"] - 0.3) ** 2
