@@ -179,14 +179,14 @@ class Sweep:
 
     def search(self) -> None:
         """Run the trials still missing with Ray Tune (none when a resumed sweep has them all)."""
+        n_to_run = max(self.total - self.done, 0)
+        if not n_to_run:
+            return
         # Tune is imported when trials run: `mixopt validate` imports this package's checks.
         from mixopt.sweep.callback import SweepCallback
         from mixopt.sweep.searcher import MixtureSearcher
         from mixopt.sweep.stopping import make_scheduler
 
-        n_to_run = max(self.total - self.done, 0)
-        if not n_to_run:
-            return
         exp = self.exp
         ray_init(self.address, exp)
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
@@ -223,12 +223,12 @@ class Sweep:
 
         None without a stage, or when there is nothing to recommend (no search trial succeeded).
         """
-        from mixopt.sweep.callback import SweepCallback
-        from mixopt.sweep.searcher import FixedSearcher
-
         exp, tracker = self.exp, self.tracker
         if exp.verify.seeds <= 0:
             return None
+        from mixopt.sweep.callback import SweepCallback
+        from mixopt.sweep.searcher import FixedSearcher
+
         ray_init(self.address, exp)
         concurrent = self.concurrent or max_concurrent(exp)
         path = self.storage / PLAN_FILE
