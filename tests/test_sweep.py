@@ -633,3 +633,43 @@ def test_failed_verification_trials_are_recorded_and_the_line_says_so(
     m = client.get_run(parents[0].info.run_id).data.metrics
     assert m["verify.n"] == 0 and m["verify.failed"] == 2 and "verify.diff" not in m
     assert summary.verification.line == line and parents[0].info.status == "FINISHED"
+
+
+def test_the_tune_parts_pickle_as_tune_stores_them(tmp_path: Path) -> None:
+    """Tune cloudpickles its search algorithm, scheduler and callbacks into the experiment's
+    ``tuner.pkl``: the sweep's classes are module-level and pickle by reference with their parts."""
+    import pickle
+
+    from ray import cloudpickle
+
+    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep.callback import SweepCallback
+    from mixopt.sweep.common import State
+    from mixopt.sweep.progress import Printer
+    from mixopt.sweep.searcher import FixedSearcher, MixtureSearcher
+    from mixopt.sweep.stopping import PredictedStop
+    from mixopt.sweep.verify import PlannedTrial
+    from mixopt.tracking import SweepTracker
+
+    exp = load_experiment(write_experiment(tmp_path, tmp_path / "data"), check_trainer=False)
+    opt = MixtureOptimizer(TASKS, n_seeds=3, random_state=0)
+    for p in opt.ask(2):
+        opt.tell(p, p["sts_1"])
+    state = State(opt, tmp_path / "state.json")
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "pickled")
+    printer = Printer(TASKS, 4, enabled=False)
+    searcher = MixtureSearcher(state, tracker, exp, 4, [], 2, printer)
+    planned = PlannedTrial("verify-r00", "recommended", 16, {"retrieval_0": 1.0, "sts_1": 0.0})
+    parts = [
+        searcher,
+        FixedSearcher([(planned, None)], tracker, TASKS, printer),
+        SweepCallback(tracker, printer, exp, state),
+        PredictedStop(searcher),
+    ]
+    for part in parts:
+        data = cloudpickle.dumps(part)
+        assert b"_make_skeleton_class" not in data  # every class by reference, none by its code
+        assert type(pickle.loads(data)) is type(part)
+    back = pickle.loads(cloudpickle.dumps(searcher))
+    assert back.state.optimizer.state_dict() == opt.state_dict() and back.index == 2
+    assert pickle.loads(cloudpickle.dumps(parts[1])).queue == [(planned, None)]

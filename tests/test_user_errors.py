@@ -522,7 +522,7 @@ def test_the_searcher_saves_and_restores_the_optimizer_state(tmp_path: Path) -> 
     from mixopt.optimizer import MixtureOptimizer
     from mixopt.sweep.common import State
     from mixopt.sweep.progress import Printer
-    from mixopt.sweep.searcher import make_searcher
+    from mixopt.sweep.searcher import MixtureSearcher
     from mixopt.tracking import SweepTracker
 
     exp = load_experiment(write_experiment(tmp_path, tmp_path / "data"), check_trainer=False)
@@ -531,7 +531,7 @@ def test_the_searcher_saves_and_restores_the_optimizer_state(tmp_path: Path) -> 
         opt.tell(p, p["sts_1"])
     state = State(opt, tmp_path / "state.json")
     tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "searcher")
-    searcher = make_searcher(state, tracker, exp, 4, [], 0, Printer(TASKS, 4, enabled=False))
+    searcher = MixtureSearcher(state, tracker, exp, 4, [], 0, Printer(TASKS, 4, enabled=False))
     searcher.save(str(tmp_path / "ckpt" / "searcher.json"))
     saved = opt.state_dict()
     state.optimizer = MixtureOptimizer(TASKS, n_seeds=3, random_state=1)

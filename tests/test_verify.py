@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,8 @@ from scipy import stats
 from mixopt.config import experiment_from_dict
 from mixopt.optimizer import MixtureOptimizer
 from mixopt.sweep.verify import (
+    PlannedTrial,
+    VerifyPlan,
     load_or_make_plan,
     make_plan,
     paired_interval,
@@ -62,12 +65,12 @@ def test_paired_interval_by_hand() -> None:
 
 
 def _plan(seeds=(7, 8, 9, 10), same=False):
-    trials = [
-        {"trial_id": f"verify-{arm[0]}{j:02d}", "arm": arm, "seed": s, "proposal": {}}
+    trials = tuple(
+        PlannedTrial(f"verify-{arm[0]}{j:02d}", arm, s, {})
         for j, s in enumerate(seeds)
         for arm in ("recommended", "baseline")
-    ]
-    return {"seeds": list(seeds), "trials": trials, "same": same, "baseline": {"source": "uniform"}}
+    )
+    return VerifyPlan({}, {}, "uniform", same, tuple(seeds), trials)
 
 
 def test_verdicts_say_plainly_what_the_interval_says() -> None:
@@ -148,7 +151,7 @@ def test_plan_pairs_fresh_seeds_and_defaults_the_baseline(tmp_path: Path) -> Non
     exp = experiment(search={"bounds": {"a": {"min": 0.5}}}, verify={"seeds": 3})
     opt = fitted_optimizer(exp)
     record = recommendation_record(opt)
-    plan = make_plan(exp, opt, record, used_seeds=[10, 11, 12, 13, 14, 15])
+    plan = make_plan(exp, opt, record, used_seeds=[10, 11, 12, 13, 14, 15]).to_json()
     assert plan["seeds"] == [16, 17, 18]
     assert plan["baseline"]["source"] == "uniform (projected onto the search bounds)"
     assert plan["baseline"]["proposal"] == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
@@ -157,7 +160,7 @@ def test_plan_pairs_fresh_seeds_and_defaults_the_baseline(tmp_path: Path) -> Non
     # Persisted atomically, and a second call (a resumed sweep) reads it back unchanged.
     path = tmp_path / "verify_plan.json"
     first = load_or_make_plan(path, exp, opt, record, [10])
-    assert json.loads(path.read_text()) == first
+    assert json.loads(path.read_text()) == first.to_json()
     opt.tell(opt.ask(1)[0], 5.0)  # whatever happened since, the plan stays the one recorded
     assert load_or_make_plan(path, exp, opt, recommendation_record(opt), [10, 11]) == first
 
@@ -166,14 +169,101 @@ def test_plan_baseline_from_config_or_first_seed_and_the_same_mixture() -> None:
     seeds = [{"a": 0.2, "b": 0.3, "c": 0.5}]
     exp = experiment(search={"seed_mixtures": seeds}, verify={"seeds": 2})
     opt = fitted_optimizer(exp)
-    plan = make_plan(exp, opt, recommendation_record(opt), [])
+    plan = make_plan(exp, opt, recommendation_record(opt), []).to_json()
     assert plan["baseline"] == {"proposal": seeds[0], "source": "search.seed_mixtures[0]"}
     assert plan["seeds"] == [10, 11]
     exp = experiment(search={"seed_mixtures": seeds}, verify={"baseline": {"a": 0.7, "c": 0.3}})
-    plan = make_plan(exp, opt, recommendation_record(opt), [])
+    plan = make_plan(exp, opt, recommendation_record(opt), []).to_json()
     assert plan["baseline"]["proposal"] == {"a": 0.7, "b": 0.0, "c": 0.3}
     # A recommendation equal to the baseline: nothing to run, and the verdict says why.
     record = dict(recommendation_record(opt), proposal={"a": 0.7, "b": 0.0, "c": 0.3})
-    plan = make_plan(exp, opt, record, [])
+    same = make_plan(exp, opt, record, [])
+    plan = same.to_json()
     assert plan["same"] and plan["trials"] == []
-    assert summarise(plan, {}).line.startswith("recommended mixture equals the baseline (verify.baseline)")
+    assert summarise(same, {}).line.startswith("recommended mixture equals the baseline (verify.baseline)")
+
+
+# A verify_plan.json as sweeps record it (json.dumps(plan, indent=1)); resumed sweeps read such files.
+RECORDED_PLAN = """{
+ "format": "mixopt.verify_plan",
+ "version": 1,
+ "recommendation": {
+  "proposal": {
+   "a": 0.6,
+   "b": 0.3,
+   "c": 0.1
+  },
+  "mean_pred": 0.91,
+  "sd_pred": 0.01,
+  "source": "posterior_mean",
+  "noise_sd": 0.02,
+  "best_observed": {
+   "proposal": {
+    "a": 0.5,
+    "b": 0.4,
+    "c": 0.1
+   },
+   "objective": 0.9
+  }
+ },
+ "baseline": {
+  "proposal": {
+   "a": 0.2,
+   "b": 0.3,
+   "c": 0.5
+  },
+  "source": "search.seed_mixtures[0]"
+ },
+ "same": false,
+ "seeds": [
+  16
+ ],
+ "trials": [
+  {
+   "trial_id": "verify-r00",
+   "arm": "recommended",
+   "seed": 16,
+   "proposal": {
+    "a": 0.6,
+    "b": 0.3,
+    "c": 0.1
+   }
+  },
+  {
+   "trial_id": "verify-b00",
+   "arm": "baseline",
+   "seed": 16,
+   "proposal": {
+    "a": 0.2,
+    "b": 0.3,
+    "c": 0.5
+   }
+  }
+ ]
+}"""
+
+
+def test_a_recorded_plan_loads_typed_and_writes_back_the_same_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "verify_plan.json"
+    path.write_text(RECORDED_PLAN)
+    exp = experiment(verify={"seeds": 1})
+    plan = load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])
+    assert plan.seeds == (16,) and plan.baseline_source == "search.seed_mixtures[0]"
+    assert plan.recommendation["proposal"] == {"a": 0.6, "b": 0.3, "c": 0.1}
+    assert [(t.trial_id, t.arm, t.seed) for t in plan.trials] == [
+        ("verify-r00", "recommended", 16),
+        ("verify-b00", "baseline", 16),
+    ]
+    assert plan.trials[1].proposal == {"a": 0.2, "b": 0.3, "c": 0.5}
+    assert json.dumps(plan.to_json(), indent=1) == RECORDED_PLAN
+    assert VerifyPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.same = True  # type: ignore[misc]
+
+
+def test_a_file_that_is_not_a_plan_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "verify_plan.json"
+    path.write_text(json.dumps({"format": "something else", "version": 1}))
+    exp = experiment()
+    with pytest.raises(ValueError, match="verify_plan.json: not a mixopt verification plan"):
+        load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])

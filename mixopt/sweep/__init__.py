@@ -13,17 +13,20 @@ the optimizer from that state, reconciles it with MLflow (a trial that finished 
 was being written is told now; a trial that was running is run again in its own MLflow run), and
 runs only what is missing, so the sweep ends with exactly ``max_trials`` finished-or-failed trials.
 
-One module per role: :mod:`.driver` (``run_sweep``: start or resume, Ray Tune, the summary),
-:mod:`.worker` (the trial function run on a Ray worker), :mod:`.searcher` (the Tune Searcher over
-the optimizer), :mod:`.callback` (the Tune Callback, the single MLflow writer),
-:mod:`.progress` (the terminal), :mod:`.resume` (reconciling a restored optimizer with MLflow),
-:mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired seeds),
-:mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts).
+One module per role: :mod:`.driver` (``run_sweep`` and :class:`~.driver.Sweep`, which holds
+one sweep's parts: ``start`` or resume, ``search``, ``verify``, ``finish``), :mod:`.tuner` (Ray
+and one Tune run of trials), :mod:`.worker` (the trial function run on a Ray worker),
+:mod:`.searcher` (the Tune Searchers: over the optimizer, over the verification plan),
+:mod:`.callback` (the Tune Callback, the single MLflow writer), :mod:`.stopping` (early
+stopping), :mod:`.progress` (the terminal), :mod:`.resume` (reconciling a restored optimizer with
+MLflow), :mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired
+seeds), :mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts,
+importing no other module of the sweep).
 """
 
 from mixopt.sweep.checks import check_data
 from mixopt.sweep.common import SweepError, SweepSummary
-from mixopt.sweep.driver import run_sweep
+from mixopt.sweep.driver import Sweep, run_sweep
 from mixopt.sweep.worker import run_trial
 
-__all__ = ["SweepError", "SweepSummary", "check_data", "run_sweep", "run_trial"]
+__all__ = ["Sweep", "SweepError", "SweepSummary", "check_data", "run_sweep", "run_trial"]

@@ -1,11 +1,13 @@
-"""Small parts the sweep's modules share: its errors and summary, atomic writes, the state file."""
+"""Small parts the sweep's modules share: its errors and summary, atomic writes, the state file.
+
+It imports no other module of the sweep, so that every one of them can import it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,45 +82,3 @@ def storage_dir(exp: Experiment, parent_id: str) -> Path:
     if "://" in exp.storage:  # refused by the config already; an Experiment built by hand too
         raise SweepError(STORAGE_URI_MESSAGE.format(storage=exp.storage))
     return (Path(exp.storage) / exp.name / f"sweep-{parent_id[:8]}").resolve()
-
-
-def fit_tuner(
-    exp: Experiment,
-    trainable: Any,
-    searcher: Any,
-    num_samples: int,
-    concurrent: int,
-    callback: Any,
-    storage: Path,
-    name: str,
-    scheduler: Any = None,
-) -> None:
-    """Run ``num_samples`` trials of ``searcher`` with Ray Tune (the search and the verification).
-
-    One concurrency limit (Tune's ``max_concurrent_trials``), actors reused, trials named by their
-    mixopt trial id, Tune's own output off (the sweep prints its own progress).
-    """
-    from ray import tune
-
-    from mixopt.sweep.callback import trial_name
-
-    tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=num_samples,
-            max_concurrent_trials=concurrent,
-            reuse_actors=True,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=f"{name}-{int(time.time())}",
-            storage_path=str(storage / "tune"),
-            verbose=0,
-            callbacks=[callback],
-            failure_config=tune.FailureConfig(max_failures=exp.sweep.retries),
-            progress_reporter=None,
-        ),
-    ).fit()

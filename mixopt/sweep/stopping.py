@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
 from mixopt.config import Experiment
+from mixopt.sweep.searcher import MixtureSearcher
 
 
-def make_scheduler(exp: Experiment, searcher: Any) -> Any:
+def make_scheduler(exp: Experiment, searcher: MixtureSearcher) -> Any:
     """The Tune scheduler for ``exp.sweep.early_stopping`` (None when it is off)."""
     es = exp.sweep.early_stopping
     if not es.enabled:
@@ -34,22 +37,21 @@ def make_scheduler(exp: Experiment, searcher: Any) -> Any:
             # A trial that reaches the budget must still send its final report.
             stop_last_trials=False,
         )
-    return _predicted_stop(searcher)
+    return PredictedStop(searcher)
 
 
-def _predicted_stop(searcher: Any) -> Any:
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+class PredictedStop(FIFOScheduler):
+    """Stops a trial when the optimizer predicts it cannot beat the best finished one.
 
-    class PredictedStop(FIFOScheduler):
-        """Stops a trial when the optimizer predicts it cannot beat the best finished one.
+    Tune calls the scheduler before the searcher on each result, so the searcher's ``observe``
+    tells the report to the optimizer here (once per report) and then decides.
+    """
 
-        Tune calls the scheduler before the searcher on each result, so the searcher's ``observe``
-        tells the report to the optimizer here (once per report) and then decides.
-        """
+    def __init__(self, searcher: MixtureSearcher) -> None:
+        super().__init__()
+        self._searcher = searcher
 
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            if searcher.observe(trial.trial_id, result, decide=True):
-                return TrialScheduler.STOP
-            return TrialScheduler.CONTINUE
-
-    return PredictedStop()
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self._searcher.observe(trial.trial_id, result, decide=True):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.config import Experiment
-from mixopt.sweep.common import State, atomic_write, fit_tuner, top_weights
-from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker, mixture_params
+from mixopt.sweep.common import atomic_write, top_weights
+from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
 
 PLAN_FILE = "verify_plan.json"
 PLAN_FORMAT = "mixopt.verify_plan"
@@ -103,31 +103,80 @@ def baseline_proposal(
 # --------------------------------------------------------------------------- the plan
 
 
-def make_plan(
-    exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: Sequence[int]
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One verification trial: an arm (``recommended`` or ``baseline``) trained with one seed."""
+
+    trial_id: str
+    arm: str
+    seed: int
+    proposal: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trial_id": self.trial_id, "arm": self.arm, "seed": self.seed, "proposal": self.proposal}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlannedTrial:
+        return cls(str(data["trial_id"]), str(data["arm"]), int(data["seed"]), dict(data["proposal"]))
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """Which trials verify, fixed before the first one starts (``verify_plan.json``).
+
+    ``recommendation``: :func:`recommendation_record` at planning time, the mixture under test;
+    ``baseline``/``baseline_source``: the mixture it is compared with and where that comes from;
+    ``same``: the two are one trial (nothing to run); ``seeds``: the N fresh seeds both arms
+    train with; ``trials``: the 2N trials, interleaved by seed so that pairs finish together.
+    """
+
+    recommendation: dict[str, Any]
+    baseline: dict[str, Any]
+    baseline_source: str
+    same: bool
+    seeds: tuple[int, ...]
+    trials: tuple[PlannedTrial, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the JSON document ``verify_plan.json`` holds (keys in the recorded order)."""
+        return {
+            "format": PLAN_FORMAT,
+            "version": PLAN_VERSION,
+            "recommendation": dict(self.recommendation),
+            "baseline": {"proposal": self.baseline, "source": self.baseline_source},
+            "same": self.same,
+            "seeds": list(self.seeds),
+            "trials": [t.to_json() for t in self.trials],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VerifyPlan:
+        """The plan of a ``verify_plan.json`` document; ValueError if it is not one."""
+        if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
+            raise ValueError(f"not a mixopt verification plan (version {PLAN_VERSION})")
+        return cls(
+            recommendation=dict(data["recommendation"]),
+            baseline=dict(data["baseline"]["proposal"]),
+            baseline_source=str(data["baseline"]["source"]),
+            same=bool(data["same"]),
+            seeds=tuple(int(s) for s in data["seeds"]),
+            trials=tuple(PlannedTrial.from_json(t) for t in data["trials"]),
+        )
+
+
+def make_plan(exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: Sequence[int]) -> VerifyPlan:
     """Which trials verify: the same N seeds for both arms, none used by a search trial."""
     recommended = record["proposal"]
     baseline, source = baseline_proposal(exp, opt, recommended)
     start = max([exp.trainer.seed - 1, *used_seeds]) + 1
-    seeds = [start + j for j in range(exp.verify.seeds)]
+    seeds = tuple(start + j for j in range(exp.verify.seeds))
     same = _same_trial(opt, recommended, baseline)
     trials = []
     if not same:
         for j, seed in enumerate(seeds):  # interleaved, so that pairs finish together
             for arm, proposal in (("recommended", recommended), ("baseline", baseline)):
-                trials.append(
-                    {"trial_id": f"verify-{arm[0]}{j:02d}", "arm": arm, "seed": seed, "proposal": proposal}
-                )
-    return {
-        "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
-        "recommendation": dict(record),
-        "baseline": {"proposal": baseline, "source": source},
-        "same": same,
-        "seeds": seeds,
-        "trials": trials,
-    }
+                trials.append(PlannedTrial(f"verify-{arm[0]}{j:02d}", arm, seed, proposal))
+    return VerifyPlan(dict(record), baseline, source, same, seeds, tuple(trials))
 
 
 def _same_trial(opt: Any, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -141,16 +190,17 @@ def _same_trial(opt: Any, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def load_or_make_plan(
     path: Path, exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: Sequence[int]
-) -> dict[str, Any]:
+) -> VerifyPlan:
     """The persisted plan if there is one (a resumed sweep), else a new one, written atomically
     before any verification trial starts."""
     if path.exists():
-        plan = json.loads(path.read_text())
-        if plan.get("format") != PLAN_FORMAT or plan.get("version") != PLAN_VERSION:
-            raise ValueError(f"{path}: not a mixopt verification plan (version {PLAN_VERSION})")
-        return plan
+        data = json.loads(path.read_text())
+        try:
+            return VerifyPlan.from_json(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     plan = make_plan(exp, opt, record, used_seeds)
-    atomic_write(path, json.dumps(plan, indent=1))
+    atomic_write(path, json.dumps(plan.to_json(), indent=1))
     return plan
 
 
@@ -176,7 +226,7 @@ def paired_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float
 class VerifyResult:
     """What the verification stage found (see :func:`summary_line` for its one-line reading)."""
 
-    plan: dict[str, Any]
+    plan: VerifyPlan
     pairs: list[tuple[int, float, float]] = field(default_factory=list)  # (seed, recommended, baseline)
     failed: list[str] = field(default_factory=list)  # trial ids that failed
     diff: float | None = None
@@ -201,17 +251,17 @@ class VerifyResult:
         return len(self.pairs)
 
 
-def summarise(plan: Mapping[str, Any], outcomes: Mapping[str, tuple[str, float | None]]) -> VerifyResult:
+def summarise(plan: VerifyPlan, outcomes: Mapping[str, tuple[str, float | None]]) -> VerifyResult:
     """Pair the finished trials by seed and compute the interval. ``outcomes``: trial id ->
     (MLflow status, objective)."""
-    result = VerifyResult(dict(plan))
+    result = VerifyResult(plan)
     by_seed: dict[int, dict[str, float]] = {}
-    for t in plan["trials"]:
-        status, value = outcomes.get(t["trial_id"], ("MISSING", None))
+    for t in plan.trials:
+        status, value = outcomes.get(t.trial_id, ("MISSING", None))
         if status == "FINISHED" and value is not None and math.isfinite(value):
-            by_seed.setdefault(int(t["seed"]), {})[t["arm"]] = value
+            by_seed.setdefault(t.seed, {})[t.arm] = value
         else:
-            result.failed.append(t["trial_id"])
+            result.failed.append(t.trial_id)
     result.pairs = [
         (s, v["recommended"], v["baseline"]) for s, v in sorted(by_seed.items()) if len(v) == len(ARMS)
     ]
@@ -221,13 +271,11 @@ def summarise(plan: Mapping[str, Any], outcomes: Mapping[str, tuple[str, float |
     return result
 
 
-def summary_line(plan: Mapping[str, Any], r: VerifyResult) -> str:
+def summary_line(plan: VerifyPlan, r: VerifyResult) -> str:
     """The sweep's last line: the verdict, the difference, its 95% interval and how many pairs."""
-    if plan["same"]:
-        return (
-            "recommended mixture equals the baseline (" + plan["baseline"]["source"] + "): nothing to verify"
-        )
-    planned = len(plan["seeds"])
+    if plan.same:
+        return "recommended mixture equals the baseline (" + plan.baseline_source + "): nothing to verify"
+    planned = len(plan.seeds)
     if r.n == 0:
         return f"verification inconclusive: none of the {planned} seed pairs finished (see the failed trials)"
     seeds = f"{r.n} seed{'s' if r.n != 1 else ''} paired" + (
@@ -266,113 +314,31 @@ def verify_runs(tracker: SweepTracker, parent_id: str) -> dict[str, Any]:
     return out
 
 
-def run_verification(
-    exp: Experiment,
-    tracker: SweepTracker,
-    state: State,
-    storage: Path,
-    trainable: Any,
-    concurrent: int,
-    make_callback: Any,
-    printer_cls: Any,
-    verbose: bool,
-) -> VerifyResult | None:
-    """Plan (or reload the plan), run the verification trials not yet recorded, and summarise.
+def unfinished_trials(plan: VerifyPlan, tracker: SweepTracker) -> list[tuple[PlannedTrial, str | None]]:
+    """The plan's trials still to run, each with its MLflow run id (None: not started yet).
 
-    ``trainable`` is the sweep's Tune trainable (the same worker function as the search),
-    ``make_callback(printer)`` the sweep's MLflow callback. Returns None when there is nothing to
-    recommend (no successful search trial).
+    A trial MLflow recorded as finished or failed is not run again (its run is closed if a
+    killed driver left it open); one that was running runs again in its own run.
     """
-
-    parent_id = tracker.parent_id
-    assert parent_id is not None
-    path = storage / PLAN_FILE
-    if path.exists():
-        plan = load_or_make_plan(path, exp, state.optimizer, {}, [])
-    else:
-        record = recommendation_record(state.optimizer)
-        if record is None:
-            if verbose:
-                print("[mixopt] verification skipped: no search trial succeeded", flush=True)
-            return None
-        plan = load_or_make_plan(path, exp, state.optimizer, record, used_search_seeds(tracker, parent_id))
-
-    runs = verify_runs(tracker, parent_id)
-    todo: list[dict[str, Any]] = []
-    for t in plan["trials"]:
-        run = runs.get(t["trial_id"])
+    assert tracker.parent_id is not None
+    runs = verify_runs(tracker, tracker.parent_id)
+    todo: list[tuple[PlannedTrial, str | None]] = []
+    for t in plan.trials:
+        run = runs.get(t.trial_id)
         if run is not None and run.data.tags.get(STATUS) in ("FINISHED", "FAILED"):
             tracker.close_recorded(run)
             continue
-        todo.append({**t, "run_id": run.info.run_id if run is not None else None})
-    if todo:
-        printer = printer_cls(exp.task_names, len(todo), enabled=verbose)
-        if verbose:
-            print(
-                f"[mixopt] verification: recommended ({top_weights(plan['recommendation']['proposal'], exp.task_names)}) "
-                f"vs baseline {plan['baseline']['source']} "
-                f"({top_weights(plan['baseline']['proposal'], exp.task_names)}), seeds {plan['seeds']}; "
-                f"{len(todo)} of {len(plan['trials'])} trials to run",
-                flush=True,
-            )
-        searcher = _fixed_searcher(todo, tracker, exp, printer)
-        fit_tuner(exp, trainable, searcher, len(todo), concurrent, make_callback(printer), storage, "verify")
-    runs = verify_runs(tracker, parent_id)
-    outcomes = {
+        todo.append((t, run.info.run_id if run is not None else None))
+    return todo
+
+
+def recorded_outcomes(tracker: SweepTracker) -> dict[str, tuple[str, float | None]]:
+    """Each verification trial's MLflow status and objective, by trial id (for :func:`summarise`)."""
+    assert tracker.parent_id is not None
+    return {
         tid: (run.data.tags.get(STATUS, "RUNNING"), run.data.metrics.get("objective"))
-        for tid, run in runs.items()
+        for tid, run in verify_runs(tracker, tracker.parent_id).items()
     }
-    return summarise(plan, outcomes)
-
-
-def _fixed_searcher(todo: list[dict[str, Any]], tracker: SweepTracker, exp: Experiment, printer: Any):
-    """A Tune Searcher over a fixed list of trials (the verification plan's unfinished ones)."""
-    from ray.tune.search import Searcher
-
-    class FixedSearcher(Searcher):
-        def __init__(self) -> None:
-            super().__init__(metric="objective", mode="max")
-            self.queue = list(todo)
-
-        def suggest(self, tune_trial_id: str) -> dict | None:
-            if not self.queue:
-                return Searcher.FINISHED
-            t = self.queue.pop(0)
-            if t["run_id"] is not None:
-                run_id = t["run_id"]
-                tracker.restart_trial(
-                    run_id,
-                    mixture_params(t["proposal"], exp.task_names)
-                    | {"origin": "verify", "seed": str(t["seed"]), "verify.arm": t["arm"]},
-                )
-            else:
-                run_id = tracker.start_trial(
-                    t["trial_id"],
-                    t["proposal"],
-                    exp.task_names,
-                    "verify",
-                    t["seed"],
-                    stage="verify",
-                    extra_tags={"mixopt.verify_arm": t["arm"]},
-                )
-                tracker.log_params(run_id, {"verify.arm": t["arm"]})
-            printer.started(t["trial_id"], t["arm"][:4], t["proposal"])
-            return {"proposal": t["proposal"], "trial_id": t["trial_id"], "run_id": run_id, "seed": t["seed"]}
-
-        def on_trial_complete(
-            self, tune_trial_id: str, result: dict | None = None, error: bool = False
-        ) -> None:
-            pass  # not told to the optimizer: the recommendation under test must not move
-
-        # Tune checkpoints its searcher; resume itself reads verify_plan.json and MLflow, so the
-        # checkpoint only has to hold the trials still queued.
-        def save(self, checkpoint_path: str) -> None:
-            atomic_write(Path(checkpoint_path), json.dumps(self.queue))
-
-        def restore(self, checkpoint_path: str) -> None:
-            self.queue = json.loads(Path(checkpoint_path).read_text())
-
-    return FixedSearcher()
 
 
 # --------------------------------------------------------------------------- recording it
@@ -397,9 +363,9 @@ def log_recommendation(
     if result is not None:
         plan = result.plan
         params |= {
-            "verify.seeds": json.dumps(plan["seeds"]),
-            "verify.baseline": json.dumps(plan["baseline"]["proposal"], sort_keys=True),
-            "verify.baseline_source": plan["baseline"]["source"],
+            "verify.seeds": json.dumps(list(plan.seeds)),
+            "verify.baseline": json.dumps(plan.baseline, sort_keys=True),
+            "verify.baseline_source": plan.baseline_source,
         }
         metrics["verify.n"] = result.n
         metrics["verify.failed"] = len(result.failed)
@@ -413,8 +379,8 @@ def log_recommendation(
             metrics["verify.recommended_mean"] = math.fsum(r for _, r, _ in result.pairs) / result.n
             metrics["verify.baseline_mean"] = math.fsum(b for _, _, b in result.pairs) / result.n
         doc["verification"] = {
-            "baseline": plan["baseline"],
-            "seeds": plan["seeds"],
+            "baseline": {"proposal": plan.baseline, "source": plan.baseline_source},
+            "seeds": list(plan.seeds),
             "pairs": [{"seed": s, "recommended": r, "baseline": b} for s, r, b in result.pairs],
             "failed_trials": result.failed,
             "diff": result.diff,
@@ -426,6 +392,16 @@ def log_recommendation(
     tracker.log_params(parent_id, params)
     tracker.log_metrics(parent_id, metrics, 0)
     tracker.log_text(parent_id, json.dumps(doc, indent=1), "recommended.json")
+
+
+def print_plan(plan: VerifyPlan, n_todo: int, tasks: list[str]) -> None:
+    """The stage's first line: what is compared with what, on which seeds, and what is left to run."""
+    print(
+        f"[mixopt] verification: recommended ({top_weights(plan.recommendation['proposal'], tasks)}) "
+        f"vs baseline {plan.baseline_source} ({top_weights(plan.baseline, tasks)}), "
+        f"seeds {list(plan.seeds)}; {n_todo} of {len(plan.trials)} trials to run",
+        flush=True,
+    )
 
 
 def print_recommendation(

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from mixopt.config import Experiment
+
+
+def train_function(exp: Experiment) -> Callable[..., Any]:
+    """The trainer's train function, named by ``trainer.target`` (``module:function``)."""
+    from mixopt.trial import load_trainer
+
+    return load_trainer(exp.trainer.target).train
 
 
 def run_trial(
@@ -19,8 +28,7 @@ def run_trial(
     import ray
     from ray import tune
 
-    from mixopt.config import Experiment
-    from mixopt.trial import Trial, TrialFailed, load_trainer
+    from mixopt.trial import Trial, TrialFailed
 
     exp = Experiment.model_validate_json(experiment_json)
     node_id = ray.get_runtime_context().get_node_id()
@@ -47,7 +55,7 @@ def run_trial(
             out["objective"] = float(metrics["objective"])
         tune.report(out)
 
-    train = load_trainer(exp.trainer.target).train
+    train = train_function(exp)
     result = train(trial, report)
     if not (isinstance(result.objective, (int, float)) and math.isfinite(result.objective)):
         raise TrialFailed(f"the trainer returned a non-finite objective ({result.objective})")
