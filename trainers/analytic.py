@@ -21,6 +21,9 @@ largest. On ``mixopt synth``'s three tasks the optimum is about (retrieval 0.50,
 classification 0.22), 0.016 above uniform (tests/trainers/test_analytic.py checks it; the real
 landscape is measured by ``bench/landscape.py``). Options can make chosen trials fail (raise,
 return NaN, or kill the worker process) so the sweep's failure handling is tested for real.
+
+Of the trainer contract (:mod:`mixopt.trial`) it provides :func:`train` and :class:`Options`; it
+writes no checkpoint, so it has no ``evaluate_checkpoint`` (no soup), and no ``preflight``.
 """
 
 from __future__ import annotations
