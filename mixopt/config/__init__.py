@@ -1,0 +1,68 @@
+"""Experiment configuration: YAML in, a frozen, validated pydantic model out.
+
+- :mod:`.models`: the typed configuration, one frozen pydantic model per YAML section.
+- :mod:`.loading`: YAML with line numbers, the checks across sections (mixtures, bounds, the
+  trainer's own options), and the one-line-per-problem :class:`ConfigError`.
+"""
+
+from mixopt.config.loading import (
+    ConfigError,
+    Problem,
+    dump_experiment,
+    experiment_from_dict,
+    load_experiment,
+    parse_yaml,
+)
+from mixopt.config.models import (
+    STORAGE_URI_MESSAGE,
+    SUM_TOLERANCE,
+    CategoricalParam,
+    EarlyStopping,
+    Experiment,
+    FloatParam,
+    Hyperparameter,
+    IntParam,
+    LogFloatParam,
+    OptimizerConfig,
+    Prompt,
+    ResourcesConfig,
+    SearchConfig,
+    SweepConfig,
+    TaskConfig,
+    TaskKind,
+    TrackingConfig,
+    TrainerConfig,
+    VerifyConfig,
+    WarmStartConfig,
+    WeightBounds,
+)
+
+__all__ = [
+    "STORAGE_URI_MESSAGE",
+    "SUM_TOLERANCE",
+    "CategoricalParam",
+    "ConfigError",
+    "EarlyStopping",
+    "Experiment",
+    "FloatParam",
+    "Hyperparameter",
+    "IntParam",
+    "LogFloatParam",
+    "OptimizerConfig",
+    "Problem",
+    "Prompt",
+    "ResourcesConfig",
+    "SearchConfig",
+    "SweepConfig",
+    "TaskConfig",
+    "TaskKind",
+    "TrackingConfig",
+    "TrainerConfig",
+    "VerifyConfig",
+    "WarmStartConfig",
+    "WeightBounds",
+    "dump_experiment",
+    "experiment_from_dict",
+    "load_experiment",
+    "parse_yaml",
+]

@@ -1,0 +1,397 @@
+"""Experiment YAML in, a validated :class:`~mixopt.config.models.Experiment` out.
+
+Validation happens once, here, at the edge. Every problem is reported as one line
+``FILE:LINE: yaml.path: what is wrong`` and all problems are reported together, so a user
+fixes a config in one pass. Nothing downstream ever sees a raw dict.
+
+Strings may reference environment variables as ``${VAR}`` or ``${VAR:-default}`` (for
+cluster jobs that pass the data root, storage URI or tracking server by environment).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mixopt.config.models import (
+    NAME_RE,
+    SUM_TOLERANCE,
+    Experiment,
+    TaskConfig,
+)
+
+# ${VAR} or ${VAR:-default} inside a YAML string.
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+
+class ConfigError(ValueError):
+    """All problems in one config, each as ``FILE:LINE: path: message``."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        out = []
+        for p in self.problems:
+            where = self.source or "<config>"
+            if p.line is not None:
+                where = f"{where}:{p.line}"
+            out.append(
+                f"{where}: {p.path or '(top level)'}: {p.message}" if p.path else f"{where}: {p.message}"
+            )
+        return out
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+def _expand_env(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise KeyError(name)
+            return default
+        return value
+
+    return _ENV_RE.sub(sub, text)
+
+
+def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem]) -> Any:
+    """Build Python data from a composed YAML node, recording each value's 1-based line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            if key in out:
+                problems.append(
+                    Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
+                )
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, path + (key,), lines, problems)
+            # The key's line is more useful than a block value's first line.
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
+    value = _scalar(node) if node.tag != "tag:yaml.org,2002:str" else node.value
+    if isinstance(value, str) and "${" in value:
+        try:
+            value = _expand_env(value)
+            # An expanded scalar is re-read as YAML so ${N_TRIALS} can still be a number.
+            if node.style is None:
+                value = yaml.safe_load(value) if value.strip() else value
+        except KeyError as e:
+            problems.append(
+                Problem(
+                    _fmt_path(path),
+                    f"environment variable {e.args[0]} is not set "
+                    f"(use ${{{e.args[0]}:-default}} for a default)",
+                    node.start_mark.line + 1,
+                )
+            )
+    return value
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """The Python value of a resolved scalar node (a blank value is None, as in YAML)."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _fmt_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+# Pydantic puts union members and discriminator tags into error locations; they are not YAML keys.
+_UNION_TAGS = {"float", "log_float", "int", "categorical", "str", "bool", "dict[str,float]", "list[str]"}
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith("function-")))
+    )
+
+
+def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
+    problems = []
+    seen = set()
+    for e in err.errors(include_url=False):
+        loc = _clean_loc(tuple(e["loc"]))
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "int_type" and isinstance(e.get("input"), bool):
+            msg = f"must be an integer, got {str(e['input']).lower()} (a YAML boolean)"
+        elif e.get("input", ...) is None and loc and _line_for(loc, lines) is not None:
+            msg = f"the key has no value (left blank?): {msg[0].lower()}{msg[1:]}"
+        key = (loc, msg)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(Problem(_fmt_path(loc), msg, _line_for(loc, lines)))
+    return problems
+
+
+def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
+    """Checks that involve more than one field; each returns the YAML location it concerns."""
+    out: list[tuple[tuple, str]] = []
+    names = exp.task_names
+    known = set(names)
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            out.append((("tasks", i, "name"), f"task name {n!r} is used twice"))
+    for t in exp.search.bounds:
+        if t not in known:
+            out.append((("search", "bounds", t), f"unknown task {t!r}; tasks are {names}"))
+    lo = sum(exp.search.bounds[t].min for t in names if t in exp.search.bounds)
+    hi = sum(exp.search.bounds[t].max if t in exp.search.bounds else 1.0 for t in names)
+    if lo > 1 + SUM_TOLERANCE:
+        out.append((("search", "bounds"), f"the minimum weights sum to {lo:g} > 1: no mixture fits"))
+    if hi < 1 - SUM_TOLERANCE:
+        out.append((("search", "bounds"), f"the maximum weights sum to {hi:g} < 1: no mixture fits"))
+    for i, mix in enumerate(exp.search.seed_mixtures):
+        loc = ("search", "seed_mixtures", i)
+        out += _mixture_problems(loc, mix, names, "seed mixture")
+        for t in names:
+            b = exp.search.bounds.get(t)
+            w = mix.get(t, 0.0)
+            if b is not None and not (b.min - SUM_TOLERANCE <= w <= b.max + SUM_TOLERANCE):
+                out.append(
+                    (loc + (t,), f"weight {w:g} for {t!r} is outside its bounds [{b.min:g}, {b.max:g}]")
+                )
+    if exp.verify.baseline is not None:
+        out += _mixture_problems(("verify", "baseline"), exp.verify.baseline, names, "baseline")
+    es = exp.sweep.early_stopping
+    if es.enabled and es.method == "gp" and not exp.multi_fidelity:
+        out.append(
+            (
+                ("sweep", "early_stopping", "method"),
+                "method 'gp' predicts a trial's final value with the multi-fidelity GP, which "
+                "optimizer.multi_fidelity: false turns off: drop that line (with early stopping "
+                "it is on by default) or use method 'asha'",
+            )
+        )
+    if exp.optimizer.fidelity_scale and not exp.multi_fidelity:
+        out.append(
+            (
+                ("optimizer", "fidelity_scale"),
+                "fidelity_scale scales the multi-fidelity GP's mixture term, and the multi-fidelity "
+                "GP is off here: set optimizer.multi_fidelity: true (or enable sweep.early_stopping, "
+                "which turns it on by default) or drop fidelity_scale",
+            )
+        )
+    if es.enabled and es.grace_period is not None and es.grace_period >= exp.trainer.steps:
+        out.append(
+            (
+                ("sweep", "early_stopping", "grace_period"),
+                f"grace_period {es.grace_period} is not below trainer.steps ({exp.trainer.steps}): no "
+                "trial could ever be stopped; lower it (default: half the steps) or turn early stopping off",
+            )
+        )
+    if isinstance(exp.optimizer.dirichlet_alpha, dict):
+        for t in exp.optimizer.dirichlet_alpha:
+            if t not in known:
+                out.append((("optimizer", "dirichlet_alpha", t), f"unknown task {t!r}; tasks are {names}"))
+    for p in exp.search.hyperparameters:
+        if not NAME_RE.match(p):
+            out.append((("search", "hyperparameters", p), f"hyperparameter name {p!r} is not a simple name"))
+        if p in known:
+            out.append((("search", "hyperparameters", p), f"hyperparameter {p!r} has the name of a task"))
+    return out
+
+
+def _mixture_problems(
+    loc: tuple, mix: dict[str, float], names: list[str], what: str
+) -> list[tuple[tuple, str]]:
+    """A mixture's own checks: known tasks, finite weights >= 0, summing to 1."""
+    out: list[tuple[tuple, str]] = []
+    unknown = sorted(set(mix) - set(names))
+    if unknown:
+        out.append((loc, f"{what} names unknown task(s) {unknown}; tasks are {names}"))
+    neg = {k: v for k, v in mix.items() if not (math.isfinite(v) and v >= 0)}
+    if neg:
+        out.append((loc, f"{what} weights must be finite and >= 0, got {neg}"))
+    total = sum(mix.values())
+    if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
+        out.append(
+            (loc, f"{what} weights must sum to 1 (within {SUM_TOLERANCE:g}), got {total!r} from {mix}")
+        )
+    return out
+
+
+def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
+    """Validate the trainer's own options against its module's ``Options`` model."""
+    from mixopt.trial import TrainerError, load_trainer  # mixopt.trial imports this module
+
+    try:
+        options_model = load_trainer(exp.trainer.target).options
+    except TrainerError as e:
+        return [(("trainer", "target"), str(e))]
+    unknown_hps = [
+        (
+            ("search", "hyperparameters", name),
+            f"the trainer {exp.trainer.target!r} has no option {name!r} for this hyperparameter to set; "
+            f"its options are {sorted(options_model.model_fields)}",
+        )
+        for name in exp.search.hyperparameters
+        if name not in options_model.model_fields
+    ]
+    if unknown_hps:
+        return unknown_hps
+    try:
+        options_model.model_validate(exp.trainer.options)
+    except ValidationError as err:
+        return [
+            (
+                ("trainer",) + _clean_loc(tuple(e["loc"])),
+                f"unknown trainer option {e['loc'][-1]!r}"
+                if e["type"] == "extra_forbidden"
+                else e["msg"].removeprefix("Value error, "),
+            )
+            for e in err.errors(include_url=False)
+        ]
+    return []
+
+
+def experiment_from_dict(
+    data: Any,
+    *,
+    source: str | None = None,
+    lines: dict[tuple, int] | None = None,
+    check_trainer: bool = True,
+    base_dir: Path | None = None,
+) -> Experiment:
+    """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
+
+    Relative task paths are resolved against ``base_dir`` when given (the working directory
+    otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
+    """
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", "the config must be a mapping of keys to values", 1)], source)
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_pydantic_problems(err, lines), source) from None
+    cross = _cross_problems(exp)
+    if check_trainer:
+        cross += _trainer_option_problems(exp)
+    if cross:
+        raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
+    base = (base_dir or Path.cwd()).resolve()
+    tasks = [
+        t.model_copy(
+            update={
+                k: (base / v if v is not None and not Path(v).is_absolute() else v)
+                for k in ("path", "train", "dev")
+                if (v := getattr(t, k)) is not None
+            }
+            | _resolved_dataset(t, base)
+        )
+        for t in exp.tasks
+    ]
+    warm = exp.optimizer.warm_start
+    if warm is not None and warm.state is not None and not warm.state.is_absolute():
+        optimizer = exp.optimizer.model_copy(
+            update={"warm_start": warm.model_copy(update={"state": base / warm.state})}
+        )
+        return exp.model_copy(update={"tasks": tasks, "optimizer": optimizer})
+    return exp.model_copy(update={"tasks": tasks})
+
+
+def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
+    """A relative local ``dataset`` path made absolute against ``base``; hub ids are left as they are."""
+    from mixopt.datasets import is_local_reference
+
+    d = task.dataset
+    if not d or not is_local_reference(d) and not (base / d).exists():
+        return {}
+    p = Path(d).expanduser()
+    return {"dataset": str(p if p.is_absolute() else base / p)}
+
+
+def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML text into data and a map from key path to line; YAML errors become ConfigError."""
+    problems: list[Problem] = []
+    lines: dict[tuple, int] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        if isinstance(e, yaml.reader.ReaderError):  # a control character: likely a binary file
+            line = text[: e.position].count("\n") + 1
+            code = ord(e.character) if isinstance(e.character, str) else e.character
+            reason = f"not a text file (character 0x{code:02x}); is this the experiment YAML?"
+        else:
+            reason = f"invalid YAML: {getattr(e, 'problem', None) or e}"
+        raise ConfigError([Problem("", reason, line)], source) from None
+    if node is None:
+        raise ConfigError([Problem("", "the file is empty", 1)], source)
+    data = _construct(node, (), lines, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return data, lines
+
+
+def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experiment:
+    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([Problem("", "no such file")], str(path))
+    if path.is_dir():
+        raise ConfigError([Problem("", "is a directory; give the experiment YAML file")], str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            [Problem("", f"not UTF-8 (byte 0x{raw[e.start]:02x}); is this the experiment YAML?", line)],
+            str(path),
+        ) from None
+    data, lines = parse_yaml(text, str(path))
+    return experiment_from_dict(data, source=str(path), lines=lines, check_trainer=check_trainer)
+
+
+def dump_experiment(exp: Experiment) -> str:
+    """The resolved config as YAML (defaults filled in, paths absolute)."""
+    data = exp.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
