@@ -66,7 +66,7 @@ Methods, each given the same trial budget, sequentially (ask one, tell one):
 ``--cache DIR`` keeps the peers' traces (one JSON per method), so a rerun after a change to
 mixopt only reruns mixopt on the same seeds. mixopt's traces go to ``DIR/LABEL.json``
 (``--label``, default ``mixopt``); ``--compare BASE,NEW`` pairs two labels seed by seed without
-running anything (the way every "tried and not kept" verdict in bench/RESULTS.md is judged: a
+running anything (the way an optimizer change is judged before it is kept, bench/JOURNAL.md: a
 change must win on paired seeds, and a 10-seed median moves by chance, see ``--acq-stream``).
 
 It also measures suggestion latency (GP fit + acquisition for one ``ask``) at 100 observations
@@ -613,8 +613,8 @@ def main() -> None:
         "--n-seeds",
         type=int,
         default=None,
-        help="mixopt's Dirichlet seed trials (default: MixtureOptimizer's; the tables of bench/RESULTS.md "
-        "before session 7 used 10)",
+        help="mixopt's Dirichlet seed trials (default: MixtureOptimizer's; bench/JOURNAL.md says which "
+        "older tables used 10)",
     )
     parser.add_argument(
         "--budgets",

@@ -333,7 +333,7 @@ def test_bad_config_names_path_and_line(tmp_path: Path, case) -> None:
 
 def test_optimizer_section_defaults_match_the_optimizer(tmp_path: Path) -> None:
     """A config that leaves the optimizer's settings unset builds the same optimizer as Python's
-    defaults (the two are written in two places: config.py cannot import the optimizer)."""
+    defaults (config.py reads them from mixopt.optimizer.defaults; this guards that wiring)."""
     import inspect
 
     from mixopt.optimizer import MixtureOptimizer
