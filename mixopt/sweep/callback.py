@@ -25,7 +25,7 @@ class SweepCallback(tune.Callback):
         self, tracker: SweepTracker, printer: Printer, exp: Experiment, state: State, searcher: Any = None
     ) -> None:
         self.tracker, self.printer, self.exp, self.state = tracker, printer, exp, state
-        # The search's MixtureSearcher (None for the verification): told each failure with its kind.
+        # The search's MixtureSearcher (None for the verification): stopped by bad data.
         self.searcher = searcher
         # The first trial that failed on bad data: (trial id, one-line reason); the search stops.
         self.data_error: tuple[str, str] | None = None
@@ -113,8 +113,6 @@ class SweepCallback(tune.Callback):
         self.tracker.finish_trial(
             run_id, "FAILED", reason=reason, tags={"ray.trial_id": trial.trial_id, FAILURE_KIND: kind}
         )
-        if self.searcher is not None:
-            self.searcher.failed(trial.trial_id, kind)
         self.state.save()
         self.printer.ended(trial_id, "FAILED", None, reason=reason)
         if kind == DATA and self.data_error is None:
@@ -154,10 +152,24 @@ def strip_ansi(text: str) -> str:
 
 
 def _trial_error(trial: Any) -> BaseException | None:
+    """The exception the trial failed with, as Tune pickled it (RayTaskError wrapping the trainer's,
+    or Ray's own for a dead worker); None when Tune kept only its text."""
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        try:
+            import cloudpickle
+
+            with open(path, "rb") as f:
+                err = cloudpickle.load(f)
+        except Exception:
+            err = None
+        if isinstance(err, BaseException):
+            return err
     try:
-        return trial.get_error()
+        err = trial.get_error()
     except Exception:
         return None
+    return err if isinstance(err, BaseException) else None
 
 
 def error_details(trial: Any) -> str:

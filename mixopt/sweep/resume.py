@@ -21,8 +21,9 @@ def reconcile(
     - running in MLflow, told in the state (only if a save raced a crash): close the run from the
       state's value, with the checkpoint if the trial wrote one.
     - pending in the state with no MLflow run: asked just before the crash; dropped.
-    - failed for the infrastructure (tag ``mixopt.failure_kind``: a full disk, a lost worker),
-      not told in the state and not proposed again since: run again, as if interrupted.
+    - failed for the infrastructure (tag ``mixopt.failure_kind``: a full disk, a lost worker):
+      run again in its run, not counted as done; the state's failure, if told, stays a repeat
+      observation beside the new result (a live sweep tells it: the mixture may be what kills).
 
     A trial ASHA stopped early (tag ``mixopt.stopped_early``) is told as a partial result at the
     step of its last objective when the optimizer is multi-fidelity, as the searcher would have.
@@ -52,7 +53,6 @@ def reconcile(
         if (
             status == "FAILED"
             and tags.get(FAILURE_KIND) == INFRASTRUCTURE
-            and proposal not in told
             and proposals.count(tags[PROPOSAL]) == 1
         ):
             tracker.close_recorded(run)

@@ -27,7 +27,7 @@ from pathlib import Path
 from ray.tune.search import Searcher
 
 from mixopt.config import Experiment
-from mixopt.sweep.common import INFRASTRUCTURE, State, atomic_write
+from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.verify import PlannedTrial
 from mixopt.tracking import SweepTracker, mixture_params
@@ -69,9 +69,6 @@ class MixtureSearcher(Searcher):
         self.live: dict[str, tuple[str, str, dict]] = {}
         # The last (fraction, value) told per running trial, so a report is told once.
         self.reported: dict[str, tuple[float, float]] = {}
-        # Trials that raised, until the callback says why (Tune calls the searcher first): a
-        # failure of the infrastructure is not the mixture's, so it is not told (see failed()).
-        self.failing: dict[str, dict] = {}
         self.stopped = False
 
     def stop(self) -> None:
@@ -150,9 +147,6 @@ class MixtureSearcher(Searcher):
     def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial_id, run_id, proposal = self.live.pop(tune_trial_id)
         self.reported.pop(tune_trial_id, None)
-        if error:
-            self.failing[tune_trial_id] = proposal  # told by failed(), once the kind is known
-            return
         value = None
         if not error and result is not None:
             value = _value(result)
@@ -165,18 +159,6 @@ class MixtureSearcher(Searcher):
             self.state.optimizer.tell(proposal, value, fraction=fraction)
         else:
             self.state.optimizer.tell(proposal, value)
-
-    def failed(self, tune_trial_id: str, kind: str) -> None:
-        """A trial raised: tell the optimizer it failed, unless the infrastructure failed it (a full
-        disk, a lost worker or node), which says nothing of its mixture: that one is cancelled, and
-        ``--resume`` runs it again (:func:`mixopt.sweep.resume.reconcile`)."""
-        proposal = self.failing.pop(tune_trial_id, None)
-        if proposal is None:
-            return
-        if kind == INFRASTRUCTURE:
-            self.state.optimizer.cancel(proposal)
-        else:
-            self.state.optimizer.tell(proposal, None)
 
     # Tune checkpoints its search algorithm with the experiment. The optimizer state is the
     # searcher's whole memory (the driver also saves it after every ask and tell, which is what
