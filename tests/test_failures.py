@@ -203,3 +203,65 @@ def test_bad_row_500_in_a_trial_stops_the_sweep_with_exit_1_and_no_recommendatio
     # Stopped at the first bad-data failure: no trial after it.
     assert [t.data.tags["mixopt.trial_id"] for t in trials] == ["trial-000"]
     assert trials[0].data.tags["mixopt.failure_kind"] == "data"
+
+
+# --------------------------------------------------------------------------- case 5
+
+DISK_TRAINER = '''
+from pathlib import Path
+from trainers.analytic import Options, train as analytic_train
+
+
+def train(trial, report):
+    """The analytic trainer plus a 256 KiB checkpoint file, as a real trainer writes one."""
+    result = analytic_train(trial, report)
+    (Path(trial.output_dir) / "weights.bin").write_bytes(b"w" * 262144)
+    return result
+'''
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_storage_is_one_line_then_resume_reruns_what_it_failed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """``storage`` on a 1 MiB tmpfs (mounted as root; skipped where mounting is not allowed): the disk
+    fills mid-sweep; one line naming the path, the sweep run KILLED, no temporary files; with room
+    again, ``--resume`` ends with every trial FINISHED, the disk's failures run again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (tmp_path / "disk_trainer.py").write_text(DISK_TRAINER)
+        path = write_experiment(
+            tmp_path,
+            data_dir,
+            optimizer={"n_seeds": 2, "max_trials": 5, "max_concurrent": 1},
+            trainer={"target": "disk_trainer:train", "steps": 10},
+            storage=str(disk / "runs"),
+        )
+        env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        out = driver(path, env_extra=env)
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        last = out.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(
+            rf"{re.escape(str(path))}: cannot write {re.escape(str(disk))}/\S+: No space left on device; "
+            "free space there, then continue the sweep with --resume",
+            last,
+        ), last
+        assert "Traceback" not in out.stderr
+        _, parents, before = runs(tmp_path)
+        assert parents[0].info.status == "KILLED"
+        assert not [p for p in disk.rglob(".optimizer_state.json.*")]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = driver(path, "--resume", env_extra=env)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        _, parents, trials = runs(tmp_path)
+        assert parents[0].info.status == "FINISHED"
+        assert [t.data.tags["mixopt.trial_id"] for t in trials] == [f"trial-{i:03d}" for i in range(5)]
+        assert all(t.data.tags["mixopt.status"] == "FINISHED" for t in trials)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
