@@ -139,7 +139,7 @@ def sweep(
 ) -> None:
     """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
     from mixopt.sweep import SweepError, run_sweep
-    from mixopt.sweep.common import SweepInterrupted
+    from mixopt.sweep.common import SweepFailed, SweepInterrupted
 
     if data_check not in ("full", "head"):
         _fail(f"--data-check {data_check!r}: choose full or head")
@@ -156,6 +156,8 @@ def sweep(
         )
     except SweepInterrupted as e:
         _fail(f"{experiment}: {e}", code=130)
+    except SweepFailed as e:  # it ran, and has no answer to give (bad data in a trial)
+        _fail(f"{experiment}: {e}", code=1)
     except KeyboardInterrupt:  # before the sweep's MLflow run existed: nothing to resume
         _fail(f"{experiment}: interrupted before the sweep started; nothing was recorded", code=130)
     except SweepError as e:

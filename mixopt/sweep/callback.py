@@ -12,16 +12,23 @@ from typing import Any
 from ray import tune
 
 from mixopt.config import Experiment
-from mixopt.sweep.common import State
+from mixopt.sweep.common import DATA, INFRASTRUCTURE, TRIAL, State, failure_kind, no_space
 from mixopt.sweep.progress import Printer
 from mixopt.tracking import CHECKPOINT, SweepTracker
+from mixopt.tracking.tags import FAILURE_KIND
 
 
 class SweepCallback(tune.Callback):
     """Driver-side MLflow logging of every trial event (the single writer to the store)."""
 
-    def __init__(self, tracker: SweepTracker, printer: Printer, exp: Experiment, state: State) -> None:
+    def __init__(
+        self, tracker: SweepTracker, printer: Printer, exp: Experiment, state: State, searcher: Any = None
+    ) -> None:
         self.tracker, self.printer, self.exp, self.state = tracker, printer, exp, state
+        # The search's MixtureSearcher (None for the verification): stopped by bad data.
+        self.searcher = searcher
+        # The first trial that failed on bad data: (trial id, one-line reason); the search stops.
+        self.data_error: tuple[str, str] | None = None
         self.node_logged: set[str] = set()
         self.attempts: dict[str, int] = {}
         self.busy_since: dict[str, float] = {}
@@ -100,12 +107,18 @@ class SweepCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._busy_end(trial)
         run_id, trial_id = trial.config["run_id"], trial.config["trial_id"]
-        reason, details = error_reason(trial), error_details(trial)
+        reason, details, kind = error_reason(trial), error_details(trial), error_kind(trial)
         if details:
             self.tracker.log_text(run_id, details, "failure.txt")
-        self.tracker.finish_trial(run_id, "FAILED", reason=reason, tags={"ray.trial_id": trial.trial_id})
+        self.tracker.finish_trial(
+            run_id, "FAILED", reason=reason, tags={"ray.trial_id": trial.trial_id, FAILURE_KIND: kind}
+        )
         self.state.save()
         self.printer.ended(trial_id, "FAILED", None, reason=reason)
+        if kind == DATA and self.data_error is None:
+            self.data_error = (trial_id, reason)
+            if self.searcher is not None:
+                self.searcher.stop()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -114,6 +127,24 @@ _EXC_LINE = re.compile(
     r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Failed|Interrupt|Exit))(?::\s*(.*))?$"
 )
 DIED = "the trial's worker died without an error message (killed or out of memory)"
+# Ray's own account of a dead worker runs to ~600 characters (kept in the run's failure.txt).
+WORKER_DIED = (
+    "the worker process died (killed, out of memory or crashed); Ray's report is in the run's failure.txt"
+)
+
+
+def _lost_worker(err: BaseException | None) -> bool:
+    """Ray's errors for a trial whose process or node is gone (not an exception the trainer raised)."""
+    from ray import exceptions as rex
+
+    lost = (
+        rex.RayActorError,
+        rex.WorkerCrashedError,
+        rex.NodeDiedError,
+        rex.OutOfMemoryError,
+        rex.LocalRayletDiedError,
+    )
+    return isinstance(err, lost)
 
 
 def strip_ansi(text: str) -> str:
@@ -121,10 +152,24 @@ def strip_ansi(text: str) -> str:
 
 
 def _trial_error(trial: Any) -> BaseException | None:
+    """The exception the trial failed with, as Tune pickled it (RayTaskError wrapping the trainer's,
+    or Ray's own for a dead worker); None when Tune kept only its text."""
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        try:
+            import cloudpickle
+
+            with open(path, "rb") as f:
+                err = cloudpickle.load(f)
+        except Exception:
+            err = None
+        if isinstance(err, BaseException):
+            return err
     try:
-        return trial.get_error()
+        err = trial.get_error()
     except Exception:
         return None
+    return err if isinstance(err, BaseException) else None
 
 
 def error_details(trial: Any) -> str:
@@ -152,14 +197,41 @@ def one_line_reason(text: str) -> str:
     return lines[-1] if lines else DIED
 
 
+def _cause(err: BaseException) -> BaseException | None:
+    """The exception the trainer raised, inside Ray's wrappers (None: Ray's own error)."""
+    cause = getattr(err, "cause", None)
+    while getattr(cause, "cause", None) is not None and cause is not cause.cause:
+        cause = cause.cause  # nested Ray wrappers
+    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray."):
+        return cause
+    return None
+
+
+def error_kind(trial: Any) -> str:
+    """``data``, ``infrastructure`` or ``trial`` (see :func:`mixopt.sweep.common.failure_kind`).
+
+    The worker marks the trainer's exception with its kind; a worker or node that died is the
+    infrastructure's failure.
+    """
+    err = _trial_error(trial)
+    if err is None:
+        return TRIAL
+    if _lost_worker(err):
+        return INFRASTRUCTURE
+    cause = _cause(err)
+    if cause is None:
+        return INFRASTRUCTURE if no_space(err) is not None else TRIAL
+    return getattr(cause, "mixopt_failure_kind", None) or failure_kind(cause)
+
+
 def error_reason(trial: Any) -> str:
     """One line: the exception the trainer raised, ``Type: message`` (for the tag and the terminal)."""
     err = _trial_error(trial)
+    if _lost_worker(err):
+        return WORKER_DIED
     if err is not None:
-        cause = getattr(err, "cause", None)
-        while getattr(cause, "cause", None) is not None and cause is not cause.cause:
-            cause = cause.cause  # nested Ray wrappers
-        if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray."):
+        cause = _cause(err)
+        if cause is not None:
             message = strip_ansi(str(cause)).strip().splitlines()
             first = message[0] if message else ""
             return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

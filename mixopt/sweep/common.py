@@ -5,6 +5,7 @@ It imports no other module of the sweep, so that every one of them can import it
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -22,6 +23,65 @@ class SweepError(RuntimeError):
 
 class SweepInterrupted(SweepError):
     """Ctrl-C: the sweep's MLflow run is marked KILLED and ``--resume`` continues it."""
+
+
+class SweepFailed(SweepError):
+    """The sweep ran and cannot give an answer (a trial hit bad data); its MLflow run is FAILED."""
+
+
+class StorageFull(SweepError):
+    """The driver cannot write under ``storage`` (disk full, quota): the sweep run is marked KILLED,
+    and ``--resume`` continues it once there is space."""
+
+
+# OS errors that say the storage, not the trial, is at fault: no space left, or the quota spent.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(err: BaseException) -> OSError | None:
+    """The out-of-space OSError in ``err``'s chain (its causes and contexts), or None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# Kinds of trial failure (the FAILURE_KIND tag of mixopt.tracking.tags).
+DATA, INFRASTRUCTURE, TRIAL = "data", "infrastructure", "trial"
+
+
+def failure_kind(err: BaseException) -> str:
+    """Whether an exception raised in a trial blames the data, the infrastructure, or the trial.
+
+    The chain is walked (a trainer re-raises a DataError as TrialFailed ``from None``, which still
+    keeps it as the context): a :class:`mixopt.data.DataError` anywhere is bad data; an out-of-space
+    OSError is the infrastructure; anything else is the trial's own failure.
+    """
+    from mixopt.data import DataError
+
+    if no_space(err) is not None:
+        return INFRASTRUCTURE
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DataError):
+            return DATA
+        e = e.__cause__ or e.__context__
+    return TRIAL
+
+
+def storage_full(err: OSError, path: Path | str | None = None) -> StorageFull:
+    """The one line for an out-of-space error: what could not be written, and what to do."""
+    where = err.filename or path or "storage"
+    return StorageFull(
+        f"cannot write {where}: {err.strerror or os.strerror(err.errno or 0)}; free space there, then "
+        "continue the sweep with --resume"
+    )
 
 
 @dataclass
@@ -44,13 +104,22 @@ class SweepSummary:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file
+    or the new one, never a part. On any error (a full disk) the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,7 +144,13 @@ class State:
         self.optimizer, self.path = optimizer, path
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
+        """Raises :class:`StorageFull` (one line, naming the file) when the disk has no room."""
+        try:
+            atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise storage_full(e, self.path) from None
+            raise
 
 
 def storage_dir(exp: Experiment, parent_id: str) -> Path:

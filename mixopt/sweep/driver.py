@@ -19,10 +19,14 @@ from mixopt.config import Experiment, dump_experiment
 from mixopt.sweep.checks import check_data
 from mixopt.sweep.common import (
     State,
+    StorageFull,
     SweepError,
+    SweepFailed,
     SweepInterrupted,
     SweepSummary,
+    no_space,
     storage_dir,
+    storage_full,
 )
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.resume import reconcile
@@ -149,6 +153,8 @@ class Sweep:
     searcher: MixtureSearcher | None = None
     callback: SweepCallback | None = None
     concurrent: int = 0
+    # Why the search stopped short with no answer to give (a trial hit bad data): the sweep FAILS.
+    failure: str | None = None
 
     @classmethod
     def start(cls, exp: Experiment, address: str | None, *, resume: bool, total: int, verbose: bool) -> Sweep:
@@ -195,7 +201,7 @@ class Sweep:
         self.searcher = MixtureSearcher(
             self.state, self.tracker, exp, n_to_run, self.reruns, self.next_index, self.printer
         )
-        self.callback = SweepCallback(self.tracker, self.printer, exp, self.state)
+        self.callback = SweepCallback(self.tracker, self.printer, exp, self.state, self.searcher)
         scheduler = make_scheduler(exp, self.searcher)
         trainable = make_trainable(exp, self.storage)
         if self.verbose:
@@ -205,17 +211,46 @@ class Sweep:
                 f"checkpoints in {self.storage}",
                 flush=True,
             )
-        fit_tuner(
-            exp,
-            trainable,
-            self.searcher,
-            n_to_run,
-            self.concurrent,
-            self.callback,
-            self.storage,
-            "tune",
-            scheduler,
-        )
+        try:
+            fit_tuner(
+                exp,
+                trainable,
+                self.searcher,
+                n_to_run,
+                self.concurrent,
+                self.callback,
+                self.storage,
+                "tune",
+                scheduler,
+            )
+        except Exception as e:
+            full = e if isinstance(e, StorageFull) else _storage_full_in(e, self.storage)
+            if full is None:
+                raise
+            self._stop_for_storage()
+            raise full from None
+        if self.callback.data_error is not None:
+            trial_id, reason = self.callback.data_error
+            self.failure = (
+                f"{trial_id} failed on bad data ({reason}); no further trial was proposed and sweep run "
+                f"{self.tracker.parent_id} is marked FAILED: fix the row and start the sweep again"
+            )
+
+    def _stop_for_storage(self) -> None:
+        """The disk under ``storage`` is full: the sweep run and its running trials are marked
+        KILLED (their trials keep ``mixopt.status=RUNNING``, so ``--resume`` runs them again once
+        there is space); the optimizer state on disk is the last one written whole."""
+        import ray
+
+        live = self.searcher.live if self.searcher is not None else {}
+        for _trial_id, run_id, _ in list(live.values()):
+            try:
+                self.tracker.client.set_terminated(run_id, status="KILLED")
+            except Exception as e:  # --resume reconciles what could not be recorded
+                log.warning("could not mark trial run %s KILLED: %s", run_id, e)
+        self.tracker.end_sweep("KILLED")
+        if ray.is_initialized():
+            ray.shutdown()
 
     def verify(self) -> VerifyResult | None:
         """The verification stage (``verify.seeds`` > 0, see :mod:`mixopt.sweep.verify`): plan it, or
@@ -224,7 +259,7 @@ class Sweep:
         None without a stage, or when there is nothing to recommend (no search trial succeeded).
         """
         exp, tracker = self.exp, self.tracker
-        if exp.verify.seeds <= 0:
+        if exp.verify.seeds <= 0 or self.failure is not None:
             return None
         from mixopt.sweep.callback import SweepCallback
         from mixopt.sweep.searcher import FixedSearcher
@@ -304,12 +339,16 @@ class Sweep:
                 }
             )
         summary.best = state.optimizer.best()
-        # The verification plan holds the recommendation it tested; otherwise recommend() now.
-        summary.recommended = (
-            verification.plan.recommendation
-            if verification is not None
-            else recommendation_record(state.optimizer)
-        )
+        # The verification plan holds the recommendation it tested; otherwise recommend() now. A
+        # sweep stopped by bad data recommends nothing: its evidence is a part of what was asked.
+        if self.failure is not None:
+            summary.recommended = None
+        else:
+            summary.recommended = (
+                verification.plan.recommendation
+                if verification is not None
+                else recommendation_record(state.optimizer)
+            )
         summary.verification = verification
         log_recommendation(tracker, summary.recommended, verification, exp.task_names)
         metrics: dict[str, float] = {
@@ -341,11 +380,31 @@ class Sweep:
                 plt.close(fig)
         except Exception as e:  # a figure must never cost the sweep its record
             warn(f"could not log the summary figures: {type(e).__name__}: {e}")
-        tracker.end_sweep("FINISHED")
+        # A sweep with no trial that finished, or stopped by bad data, has no answer: FAILED (not
+        # resumable; the user fixes the cause and starts again).
+        failed = self.failure is not None or (summary.failed > 0 and summary.finished == 0)
+        tracker.end_sweep("FAILED" if failed else "FINISHED")
         if self.verbose:
             print_summary(exp, summary)
-            print_recommendation(summary.recommended, verification, exp.task_names)
+            if self.failure is None:
+                print_recommendation(summary.recommended, verification, exp.task_names)
+        if self.failure is not None:
+            raise SweepFailed(self.failure)
         return summary
+
+
+def _storage_full_in(err: BaseException, storage: Path) -> StorageFull | None:
+    """The one-line error for a full disk anywhere in ``err``'s chain (Tune wraps what its loop
+    raised, a callback's state save or its own experiment files), or None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageFull):
+            return e
+        e = e.__cause__ or e.__context__
+    full = no_space(err)
+    return storage_full(full, storage) if full is not None else None
 
 
 def _reopen(exp: Experiment, tracker: SweepTracker) -> tuple[Any, Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 
 
 def reconcile(
@@ -20,6 +21,9 @@ def reconcile(
     - running in MLflow, told in the state (only if a save raced a crash): close the run from the
       state's value, with the checkpoint if the trial wrote one.
     - pending in the state with no MLflow run: asked just before the crash; dropped.
+    - failed for the infrastructure (tag ``mixopt.failure_kind``: a full disk, a lost worker):
+      run again in its run, not counted as done; the state's failure, if told, stays a repeat
+      observation beside the new result (a live sweep tells it: the mixture may be what kills).
 
     A trial ASHA stopped early (tag ``mixopt.stopped_early``) is told as a partial result at the
     step of its last objective when the optimizer is multi-fidelity, as the searcher would have.
@@ -29,7 +33,9 @@ def reconcile(
     max_index = -1
     seen: list[dict] = []
     told = [p for p, _ in opt.history]
-    for run in sorted(tracker.trial_runs(parent_id), key=lambda r: r.data.tags.get(TRIAL_ID, "")):
+    runs = tracker.trial_runs(parent_id)
+    proposals = [r.data.tags.get(PROPOSAL) for r in runs]
+    for run in sorted(runs, key=lambda r: r.data.tags.get(TRIAL_ID, "")):
         tags = run.data.tags
         if tags.get(STAGE) == "verify":
             continue  # the verification stage reconciles its own trials (mixopt.sweep.verify)
@@ -44,7 +50,14 @@ def reconcile(
         seen.append(proposal)
         status = tags.get(STATUS)
         pending = proposal in opt.pending
-        if status in ("FINISHED", "FAILED"):
+        if (
+            status == "FAILED"
+            and tags.get(FAILURE_KIND) == INFRASTRUCTURE
+            and proposals.count(tags[PROPOSAL]) == 1
+        ):
+            tracker.close_recorded(run)
+            reruns.append((trial_id, run.info.run_id, proposal))
+        elif status in ("FINISHED", "FAILED"):
             done += 1
             tracker.close_recorded(run)
             if pending:

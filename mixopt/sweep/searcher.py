@@ -31,6 +31,7 @@ from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.verify import PlannedTrial
 from mixopt.tracking import SweepTracker, mixture_params
+from mixopt.tracking.tags import FAILURE_KIND
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -68,9 +69,14 @@ class MixtureSearcher(Searcher):
         self.live: dict[str, tuple[str, str, dict]] = {}
         # The last (fraction, value) told per running trial, so a report is told once.
         self.reported: dict[str, tuple[float, float]] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Propose nothing more (a trial hit bad data: every later trial would read it too)."""
+        self.stopped = True
 
     def suggest(self, tune_trial_id: str) -> dict | None:
-        if self.issued >= self.n_to_run:
+        if self.stopped or self.issued >= self.n_to_run:
             return Searcher.FINISHED
         opt = self.state.optimizer
         if self.reruns:
@@ -85,6 +91,7 @@ class MixtureSearcher(Searcher):
                 mixture_params(proposal, self.exp.task_names)
                 | {"origin": first_origin, "seed": str(search_seed(self.exp.trainer.seed, trial_id))},
             )
+            self.tracker.set_tags(run_id, {FAILURE_KIND: ""})  # an earlier attempt's, if any
         else:
             proposal = opt.ask(1)[0]
             self.state.save()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.config import Experiment
+from mixopt.sweep.common import failure_kind
 
 
 def train_function(exp: Experiment) -> Callable[..., Any]:
@@ -56,7 +57,16 @@ def run_trial(
         tune.report(out)
 
     train = train_function(exp)
-    result = train(trial, report)
+    try:
+        result = train(trial, report)
+    except Exception as e:
+        # Ray pickles the exception for the driver without its chain: the kind (bad data, a full
+        # disk, or the trial's own failure) rides along as an attribute the driver reads.
+        try:
+            e.mixopt_failure_kind = failure_kind(e)  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type without attributes: the driver guesses
+            pass
+        raise
     if not (isinstance(result.objective, (int, float)) and math.isfinite(result.objective)):
         raise TrialFailed(f"the trainer returned a non-finite objective ({result.objective})")
     final = {

@@ -18,6 +18,10 @@ PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
+# Why a FAILED trial failed: "trial" (its mixture or hyperparameters), "data" (a bad row: the sweep
+# stops), "infrastructure" (disk full, worker or node lost: --resume runs it again).
+FAILURE_KIND = "mixopt.failure_kind"
+INFRASTRUCTURE = "infrastructure"
 STATE_PATH = "mixopt.state_path"
 STAGE = "mixopt.stage"  # "search" (proposed by the optimizer) or "verify" (the verification stage)
 WARM_START = "mixopt.warm_start"
