@@ -334,9 +334,9 @@ def test_out_is_not_overwritten_without_force_and_replaced_with_it(
     checkpoints: list[Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "soup"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
     ings = [ingredient(checkpoints[0], 0.5), ingredient(checkpoints[1], 0.4)]
+    make_soup(ings[:1], out)  # --force replaces only an earlier soup
+    (out / "keep.txt").write_text("old")
     with pytest.raises(SoupError, match="already exists.*--force"):
         make_soup(ings, out)
     assert (out / "keep.txt").read_text() == "old"
