@@ -70,17 +70,38 @@ def write_checksums(directory: str | os.PathLike[str]) -> Path:
     return directory / CHECKSUMS_FILE
 
 
-def verify_checksums(directory: str | os.PathLike[str], label: str) -> bool:
+def manifest_sha256(directory: str | os.PathLike[str]) -> str | None:
+    """SHA-256 of ``directory``'s ``mixopt_checksums.json`` (recorded with the run), or None if unreadable."""
+    try:
+        return sha256_file(Path(directory) / CHECKSUMS_FILE)
+    except OSError:
+        return None
+
+
+def verify_checksums(
+    directory: str | os.PathLike[str], label: str, manifest_digest: str | None = None
+) -> bool:
     """Check every file of ``directory`` against its ``mixopt_checksums.json``.
 
     Returns False when there is no manifest (a checkpoint written before checksums existed, or by
     a trainer that does not write them); True when every listed file matches and every weight
-    file is listed. Raises :class:`ChecksumError` naming ``label`` and the file otherwise.
+    file is listed. ``manifest_digest`` (from the run's MLflow tag) must then be the manifest's
+    own SHA-256, so that a manifest rewritten together with the files is caught too. Raises
+    :class:`ChecksumError` naming ``label`` and the file otherwise.
     """
     directory = Path(directory)
     path = directory / CHECKSUMS_FILE
     if not path.exists():
+        if manifest_digest:
+            raise ChecksumError(
+                f"{label}: {path} is missing, but its run recorded one; the checkpoint was altered — drop this run"
+            )
         return False
+    if manifest_digest and sha256_file(path) != manifest_digest:
+        raise ChecksumError(
+            f"{label}: {path} is not the one recorded on its MLflow run (tag mixopt.checkpoint_checksums); "
+            "the checkpoint was rewritten after training — drop this run"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         files = manifest["files"]

@@ -833,6 +833,7 @@ def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest
     printed: list[str] = []
     _, soup = soup_from_sweep(exp, runs="top2", echo=printed.append)  # default out, the trainer's evaluation
     assert soup.out == Path("soups") / "soup_e2e"
+    assert not any("checksums" in line for line in printed)  # the trainer's checkpoints were verified
     best = sorted(results, key=lambda r: -results[r].objective)[:2]
     assert [i.run_id for i in soup.ingredients] == best
 

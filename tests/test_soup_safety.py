@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,55 @@ def test_a_checkpoint_without_checksums_is_souped_with_one_warning_line(
         manifest["model.safetensors"]
         == hashlib.sha256((result.out / "model.safetensors").read_bytes()).hexdigest()
     )
+
+
+def test_a_manifest_rewritten_with_the_weights_is_caught_by_the_run_tag(
+    trained: list[Path], tmp_path: Path
+) -> None:
+    """The sweep tags each trial run with its manifest's SHA-256; a checkpoint whose weights and
+    manifest were both rewritten after training passes the file check but not the tag."""
+    from mixopt.soup import soup_from_sweep
+    from mixopt.tracking import CHECKPOINT, SweepTracker
+    from mixopt.tracking.tags import CHECKPOINT_CHECKSUMS
+
+    swapped = tmp_path / "trial-swapped"
+    subprocess.run(["cp", "-r", str(trained[1]), str(swapped)], check=True)
+    tags_of = {}
+    for n, ckpt in enumerate([trained[0], swapped]):
+        tags_of[n] = {
+            CHECKPOINT: str(ckpt),
+            CHECKPOINT_CHECKSUMS: hashlib.sha256((ckpt / CHECKSUMS_FILE).read_bytes()).hexdigest(),
+        }
+    # Rewritten after training: other weights, and a manifest made to match them.
+    shutil.copy2(trained[2] / "model.safetensors", swapped / "model.safetensors")
+    manifest = json.loads((swapped / CHECKSUMS_FILE).read_text())
+    manifest["files"]["model.safetensors"] = hashlib.sha256(
+        (swapped / "model.safetensors").read_bytes()
+    ).hexdigest()
+    (swapped / CHECKSUMS_FILE).write_text(json.dumps(manifest))
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = SweepTracker(uri, "tagged")
+    tracker.start_sweep("sweep", {}, {})
+    run_ids = []
+    for n in range(2):
+        run_id = tracker.start_trial(f"t{n}", {"a": 1.0}, ["a"], "seed", 0)
+        tracker.log_metrics(run_id, {"objective": 1.0 - n / 10}, 1)
+        tracker.finish_trial(run_id, "FINISHED", tags=tags_of[n])
+        run_ids.append(run_id)
+    tracker.end_sweep()
+    out = tmp_path / "soup"
+    with pytest.raises(
+        CheckpointError, match=rf"^run {run_ids[1]} \(trial t1\): .*mixopt.checkpoint_checksums"
+    ):
+        soup_from_sweep(None, experiment_name="tagged", tracking_uri=uri, runs="top2", out=out, echo=None)
+    assert not out.exists()
+    # Both untouched: souped with no warning (every checkpoint verified).
+    shutil.rmtree(swapped)
+    subprocess.run(["cp", "-r", str(trained[1]), str(swapped)], check=True)
+    lines: list[str] = []
+    soup_from_sweep(None, experiment_name="tagged", tracking_uri=uri, runs="top2", out=out, echo=lines.append)
+    assert (out / MARKER).is_file() and not any("checksums" in line for line in lines)
 
 
 # --------------------------------------------------------------------------- case 8: stale temp dirs

@@ -104,19 +104,23 @@ class WeightFile:
 # --------------------------------------------------------------------------- inspection
 
 
-def verify_checksums(checkpoints: Sequence[Path], labels: Sequence[str]) -> list[str]:
+def verify_checksums(
+    checkpoints: Sequence[Path], labels: Sequence[str], manifest_digests: Sequence[str | None] = ()
+) -> list[str]:
     """Verify each checkpoint's recorded SHA-256s; return the labels of those that record none.
 
     A corrupted file raises :class:`CheckpointError` naming the run and the file. A checkpoint
     without ``mixopt_checksums.json`` (written by an older mixopt, or by a trainer that does not
-    record checksums) cannot be verified: the caller says so and goes on.
+    record checksums) cannot be verified: the caller says so and goes on. ``manifest_digests``
+    (per checkpoint, from its run's MLflow tag) also pin each manifest itself.
     """
     unverified = []
-    for c, label in zip(checkpoints, labels, strict=True):
+    digests = list(manifest_digests) or [None] * len(checkpoints)
+    for c, label, digest in zip(checkpoints, labels, digests, strict=True):
         if not Path(c).is_dir():
             raise CheckpointError(f"{label}: checkpoint directory {c} does not exist")
         try:
-            if not _verify_one(c, label):
+            if not _verify_one(c, label, digest):
                 unverified.append(label)
         except ChecksumError as e:
             raise CheckpointError(str(e)) from None

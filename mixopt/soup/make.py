@@ -94,7 +94,9 @@ def make_soup(
     out = Path(out)
     _check_out(out, ingredients, force)
     ordered = tuple(sorted(ingredients, key=lambda i: -i.rank_value))
-    unverified = verify_checksums([i.checkpoint for i in ordered], [i.label for i in ordered])
+    unverified = verify_checksums(
+        [i.checkpoint for i in ordered], [i.label for i in ordered], [i.checksums_sha256 for i in ordered]
+    )
     if unverified:
         (echo or warnings.warn)(unverified_line(unverified))
     info = {
