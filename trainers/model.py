@@ -23,9 +23,9 @@ and :func:`check_bidirectional` proves after loading that attention really is bi
 
 :func:`save_sentence_transformer` writes the checkpoint as a sentence-transformers directory
 (safetensors only, atomically), so ``SentenceTransformer(path).encode(texts)`` reproduces
-:func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`), which the
-soup verifies. This module imports only torch, transformers, safetensors and the stdlib-only
-:mod:`mixopt.checksums` (no pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
+:func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`, stdlib only,
+imported when a checkpoint is saved), which the soup verifies. This module imports only torch,
+transformers and safetensors (no pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-
-from mixopt.checksums import write_checksums
 
 DEFAULT_MODEL = "google/embeddinggemma-300m"
 # EmbeddingGemma's up-projection is 4x the model dimension (768 -> 3072 -> 768).
@@ -477,6 +475,8 @@ def save_sentence_transformer(
     """
     import sentence_transformers
     import transformers
+
+    from mixopt.checksums import write_checksums
 
     target = Path(out_dir)
     with _atomic_dir(target) as tmp:
