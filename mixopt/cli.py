@@ -238,7 +238,9 @@ def soup(
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output sentence-transformers directory (default: soups/<experiment name>)."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace --out if it is an earlier soup (it holds .mixopt-soup.json)."
+    ),
     register: Optional[str] = typer.Option(
         None, "--register", help="Also register the soup in the MLflow model registry under this name."
     ),
@@ -286,6 +288,10 @@ def soup(
 
     try:
         parse_runs(runs)
+        if out is not None:  # before the tracking store is read: a rejected --out writes nothing
+            from mixopt.soup.outdir import check_replaceable
+
+            check_replaceable(out, force)
     except SoupError as e:
         _fail(str(e))
     if experiment_file is not None:

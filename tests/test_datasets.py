@@ -6,6 +6,7 @@ same rows in mixopt's own format (written here by hand, not by the code under te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -550,6 +551,10 @@ def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_p
     runs = client.search_runs([client.get_experiment_by_name("dataset_sweep").experiment_id])
     trials = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:  # the sweep pins each checkpoint's checksum manifest on its run (issue 29, case 6)
+        manifest = Path(r.data.tags["mixopt.checkpoint"]) / "mixopt_checksums.json"
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        assert r.data.tags["mixopt.checkpoint_checksums"] == digest
 
     # The same trial on the JSONL folders (the reference) gives the same objective: same rows, same order.
     first = min(trials, key=lambda r: r.data.tags["mixopt.trial_id"])
@@ -596,6 +601,7 @@ def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_p
         ],
     )
     assert r.exit_code == 0, r.output
+    assert "record no checksums" not in r.output  # every ingredient verified
     results = json.loads((out / "mteb_results.json").read_text())["results"]
     score = results[0]["scores"]["test"][0]["main_score"]
     soup_run = next(

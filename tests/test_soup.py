@@ -334,9 +334,9 @@ def test_out_is_not_overwritten_without_force_and_replaced_with_it(
     checkpoints: list[Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "soup"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
     ings = [ingredient(checkpoints[0], 0.5), ingredient(checkpoints[1], 0.4)]
+    make_soup(ings[:1], out)  # --force replaces only an earlier soup
+    (out / "keep.txt").write_text("old")
     with pytest.raises(SoupError, match="already exists.*--force"):
         make_soup(ings, out)
     assert (out / "keep.txt").read_text() == "old"
@@ -833,6 +833,7 @@ def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest
     printed: list[str] = []
     _, soup = soup_from_sweep(exp, runs="top2", echo=printed.append)  # default out, the trainer's evaluation
     assert soup.out == Path("soups") / "soup_e2e"
+    assert not any("checksums" in line for line in printed)  # the trainer's checkpoints were verified
     best = sorted(results, key=lambda r: -results[r].objective)[:2]
     assert [i.run_id for i in soup.ingredients] == best
 

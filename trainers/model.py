@@ -23,8 +23,9 @@ and :func:`check_bidirectional` proves after loading that attention really is bi
 
 :func:`save_sentence_transformer` writes the checkpoint as a sentence-transformers directory
 (safetensors only, atomically), so ``SentenceTransformer(path).encode(texts)`` reproduces
-:func:`embed`. This module imports only torch, transformers and safetensors (no pydantic), so
-``bench/trainer.py`` can use it on a bare GPU image.
+:func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`, stdlib only,
+imported when a checkpoint is saved), which the soup verifies. This module imports only torch,
+transformers and safetensors (no pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
 """
 
 from __future__ import annotations
@@ -469,10 +470,13 @@ def save_sentence_transformer(
     Layout: root transformer (``config.json``, ``model.safetensors``, tokenizer), ``1_Pooling``
     (mean, prompt included), ``2_Dense``, ``3_Dense`` (``linear.weight`` in safetensors, Identity
     activation), ``4_Normalize``, ``modules.json``, ``sentence_bert_config.json`` and
-    ``config_sentence_transformers.json`` holding ``prompts``. Weights are float32, safetensors only.
+    ``config_sentence_transformers.json`` holding ``prompts``, and last ``mixopt_checksums.json``
+    (SHA-256 of every other file). Weights are float32, safetensors only.
     """
     import sentence_transformers
     import transformers
+
+    from mixopt.checksums import write_checksums
 
     target = Path(out_dir)
     with _atomic_dir(target) as tmp:
@@ -566,4 +570,5 @@ def save_sentence_transformer(
                 "similarity_fn_name": "cosine",
             },
         )
+        write_checksums(tmp)  # last: it covers every file above
     return target

@@ -36,7 +36,7 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from mixopt.checksums import CHECKSUMS_FILE, write_checksums
 from mixopt.soup.checkpoints import (
     DTYPES,
     FLOAT_CODES,
@@ -52,7 +53,9 @@ from mixopt.soup.checkpoints import (
     TensorInfo,
     WeightFile,
     check_compatible,
+    verify_checksums,
 )
+from mixopt.soup.outdir import MARKER, atomic_directory
 
 # Element-wise averaging is memory-bound: one thread already streams faster than a disk reads,
 # and a second OpenMP thread on a busy machine spins waiting for a core (see bench/RESULTS.md,
@@ -333,14 +336,15 @@ def average_into(
     dest: Path,
     labels: Sequence[str] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    skip_files: Sequence[str] = ("README.md",),
+    skip_files: Sequence[str] = ("README.md", CHECKSUMS_FILE, MARKER),
 ) -> AverageStats:
     """Average sentence-transformers ``checkpoints`` into the existing empty directory ``dest``.
 
     Every ``*.safetensors`` file is averaged (:func:`average_file`); every other file is copied
-    from the first checkpoint, except ``skip_files`` (its model card describes that checkpoint,
-    not the soup). Checks run first (:func:`check_compatible`). Not atomic by itself: write into
-    a directory from :func:`atomic_directory`.
+    from the first checkpoint, except ``skip_files`` (its model card, checksums and soup marker
+    describe that checkpoint, not the soup). Checks run first (:func:`check_compatible`); the
+    ingredients' checksums are the caller's to verify, once (:func:`verify_checksums`). Not
+    atomic by itself: write into a directory from :func:`mixopt.soup.outdir.atomic_directory`.
     """
     checkpoints = [Path(c) for c in checkpoints]
     labels = list(labels) if labels is not None else [str(c) for c in checkpoints]
@@ -366,37 +370,6 @@ def average_into(
     )
 
 
-@contextlib.contextmanager
-def atomic_directory(target: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``target``; on success rename it to ``target``.
-
-    On an exception the temporary directory is removed and ``target`` is untouched. An existing
-    ``target`` is an error unless ``force``; with ``force`` it is replaced only after the new
-    directory is complete (moved aside, the new one renamed in, the old one deleted).
-    """
-    target = Path(target)
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; pass --force to replace it, or choose another --out")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    # mkdtemp makes the directory private (0700); the result should have the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
-        yield tmp
-        old: Path | None = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def average_checkpoints(
     checkpoints: Sequence[Path],
     out: Path,
@@ -404,6 +377,25 @@ def average_checkpoints(
     force: bool = False,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> AverageStats:
-    """Uniform soup of ``checkpoints`` written atomically to ``out`` (see :func:`average_into`)."""
+    """Uniform soup of ``checkpoints`` written atomically to ``out`` (see :func:`average_into`).
+
+    Every checkpoint's recorded checksums are verified first; one without them is averaged with
+    a warning. ``force`` replaces only an earlier soup (:func:`mixopt.soup.outdir.check_replaceable`).
+    """
+    checkpoints = [Path(c) for c in checkpoints]
+    labels = list(labels) if labels is not None else [str(c) for c in checkpoints]
+    unverified = verify_checksums(checkpoints, labels)
+    if unverified:
+        warnings.warn(unverified_line(unverified), stacklevel=2)
     with atomic_directory(out, force=force) as tmp:
-        return average_into(checkpoints, tmp, labels, chunk_bytes)
+        stats = average_into(checkpoints, tmp, labels, chunk_bytes)
+        write_checksums(tmp)
+        return stats
+
+
+def unverified_line(labels: Sequence[str]) -> str:
+    """The one warning line for ingredients whose checkpoints record no checksums."""
+    return (
+        f"warning: {len(labels)} checkpoint(s) record no checksums (written by an older mixopt or "
+        f"another trainer), averaged unverified: {', '.join(labels)}"
+    )

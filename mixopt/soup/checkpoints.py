@@ -5,7 +5,8 @@ every checkpoint; the same tensor names, shapes and dtypes in each; the architec
 (``modules.json``, every ``config.json``, ``sentence_bert_config.json``,
 ``config_sentence_transformers.json``) equal as JSON up to version stamps; the tokenizer files
 byte-identical (SHA-256); no pickle weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``), which
-could run code when loaded.
+could run code when loaded. And, before any of it, :func:`verify_checksums`: every file's SHA-256
+against the ``mixopt_checksums.json`` the trainer wrote (:mod:`mixopt.checksums`).
 
 This module imports only torch and safetensors (no pydantic, no MLflow), like
 :mod:`mixopt.soup.average`.
@@ -23,6 +24,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from mixopt.checksums import ChecksumError
+from mixopt.checksums import verify_checksums as _verify_one
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ARCHITECTURE_FILES = (
@@ -98,6 +102,29 @@ class WeightFile:
 
 
 # --------------------------------------------------------------------------- inspection
+
+
+def verify_checksums(
+    checkpoints: Sequence[Path], labels: Sequence[str], manifest_digests: Sequence[str | None] = ()
+) -> list[str]:
+    """Verify each checkpoint's recorded SHA-256s; return the labels of those that record none.
+
+    A corrupted file raises :class:`CheckpointError` naming the run and the file. A checkpoint
+    without ``mixopt_checksums.json`` (written by an older mixopt, or by a trainer that does not
+    record checksums) cannot be verified: the caller says so and goes on. ``manifest_digests``
+    (per checkpoint, from its run's MLflow tag) also pin each manifest itself.
+    """
+    unverified = []
+    digests = list(manifest_digests) or [None] * len(checkpoints)
+    for c, label, digest in zip(checkpoints, labels, digests, strict=True):
+        if not Path(c).is_dir():
+            raise CheckpointError(f"{label}: checkpoint directory {c} does not exist")
+        try:
+            if not _verify_one(c, label, digest):
+                unverified.append(label)
+        except ChecksumError as e:
+            raise CheckpointError(str(e)) from None
+    return unverified
 
 
 def read_header(path: Path) -> WeightFile:

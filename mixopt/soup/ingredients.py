@@ -68,6 +68,8 @@ class Ingredient:
         metrics: every metric of the run.
         score: the rank score (``--rank posterior``: seed mean or GP posterior mean), None when
             ranked by ``value`` itself.
+        checksums_sha256: SHA-256 of the checkpoint's ``mixopt_checksums.json`` from the run's
+            tag ``mixopt.checkpoint_checksums`` (None for runs that have none).
     """
 
     run_id: str
@@ -80,6 +82,7 @@ class Ingredient:
     parent_run_id: str | None = None
     score: float | None = None
     proposal: Mapping[str, Any] | None = None
+    checksums_sha256: str | None = None  # of its mixopt_checksums.json, as the sweep recorded it
 
     @property
     def rank_value(self) -> float:

@@ -1,7 +1,10 @@
-"""Make the soup: average the ingredients, evaluate, write the model card, rename into place.
+"""Make the soup: verify and average the ingredients, evaluate, write the model card, rename into place.
 
-The averaging streams (:mod:`mixopt.soup.average`), and the directory appears only once it is
-complete, so ``out`` is either the finished soup or untouched.
+Every ingredient's recorded checksums are verified before any averaging (a corrupted file is
+refused, naming the run and the file). The averaging streams (:mod:`mixopt.soup.average`), and the
+directory appears only once it is complete (:mod:`mixopt.soup.outdir`), so ``out`` is either the
+finished soup or untouched; the soup records its own checksums and the marker that lets a later
+``--force`` replace it.
 """
 
 from __future__ import annotations
@@ -9,17 +12,20 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mixopt.soup.average import DEFAULT_CHUNK_BYTES, AverageStats, atomic_directory, average_into
+from mixopt.checksums import write_checksums
+from mixopt.soup.average import DEFAULT_CHUNK_BYTES, AverageStats, average_into, unverified_line
 from mixopt.soup.card import model_card
-from mixopt.soup.checkpoints import read_header, weight_files
+from mixopt.soup.checkpoints import read_header, verify_checksums, weight_files
 from mixopt.soup.evaluate import Evaluate, metric_of
 from mixopt.soup.greedy import GreedyResult, greedy_select
 from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
+from mixopt.soup.outdir import atomic_directory, check_replaceable, owned_prefix
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
@@ -54,8 +60,7 @@ def _check_out(out: Path, ingredients: Sequence[Ingredient], force: bool) -> Non
             raise SoupError(
                 f"--out {out} overlaps the checkpoint of {ing.label} ({ck}); choose another --out"
             )
-    if out.exists() and not force:
-        raise SoupError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    check_replaceable(out, force)
 
 
 def make_soup(
@@ -89,8 +94,19 @@ def make_soup(
     out = Path(out)
     _check_out(out, ingredients, force)
     ordered = tuple(sorted(ingredients, key=lambda i: -i.rank_value))
+    unverified = verify_checksums(
+        [i.checkpoint for i in ordered], [i.label for i in ordered], [i.checksums_sha256 for i in ordered]
+    )
+    if unverified:
+        (echo or warnings.warn)(unverified_line(unverified))
+    info = {
+        "experiment": experiment_name,
+        "sweep_runs": sorted({i.parent_run_id for i in ordered if i.parent_run_id}),
+        "ingredient_runs": [i.run_id for i in ordered],
+        "method": method,
+    }
     try:
-        with atomic_directory(out, force=force) as tmp:
+        with atomic_directory(out, force=force, info=info, echo=echo) as tmp:
             greedy: GreedyResult | None = None
             evaluation: TrialResult | None = None
             if method == "greedy":
@@ -101,7 +117,7 @@ def make_soup(
                     results[path] = evaluate(path)
                     return metric_of(results[path], metric)
 
-                work = Path(tempfile.mkdtemp(prefix=f".{out.name}.greedy-", dir=out.parent))
+                work = Path(tempfile.mkdtemp(prefix=owned_prefix(out, "soup-greedy"), dir=out.parent))
                 try:
                     greedy = greedy_select(ordered, score, work, chunk_bytes, echo)
                     evaluation = results[greedy.soup_dir]
@@ -122,6 +138,7 @@ def make_soup(
                     evaluation = evaluate(tmp)
             result = SoupResult(out, method, metric, tuple(members), ordered, stats, evaluation, greedy)
             (tmp / "README.md").write_text(model_card(result, tasks, experiment_name), encoding="utf-8")
+            write_checksums(tmp)  # last: it covers every file above
     except FileExistsError as e:  # lost a race with another writer of ``out``
         raise SoupError(str(e)) from None
     return result

@@ -18,6 +18,7 @@ from mixopt.soup.card import format_selection
 from mixopt.soup.evaluate import Evaluate, trainer_evaluator
 from mixopt.soup.ingredients import DEFAULT_RANK, METHODS, Selection, SoupError, parse_runs
 from mixopt.soup.make import SoupResult, make_soup
+from mixopt.soup.outdir import check_replaceable
 from mixopt.soup.registry import log_soup
 from mixopt.soup.selection import select_ingredients
 from mixopt.tracking import store
@@ -62,8 +63,7 @@ def soup_from_sweep(
             "--method greedy evaluates candidate soups: give the experiment YAML, not only --experiment"
         )
     out = Path(out) if out is not None else Path("soups") / name
-    if out.exists() and not force:  # before any work: a soup of a large model takes minutes
-        raise SoupError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    check_replaceable(out, force)  # before any work: a soup of a large model takes minutes
     client = store.connect(uri)
     selection = select_ingredients(client, name, spec, metric, rank)
     if echo:

@@ -27,6 +27,7 @@ from mixopt.soup.ranking import Predict, rank_scores
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
+    CHECKPOINT_CHECKSUMS,
     PARENT,
     PROPOSAL,
     ROLE,
@@ -88,6 +89,7 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         metrics=dict(metrics),
         parent_run_id=tags.get(PARENT),
         proposal=proposal,
+        checksums_sha256=tags.get(CHECKPOINT_CHECKSUMS),
     ), None
 
 

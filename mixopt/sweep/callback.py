@@ -11,11 +11,12 @@ from typing import Any
 
 from ray import tune
 
+from mixopt.checksums import manifest_sha256
 from mixopt.config import Experiment
 from mixopt.sweep.common import DATA, INFRASTRUCTURE, TRIAL, State, failure_kind, no_space
 from mixopt.sweep.progress import Printer
 from mixopt.tracking import CHECKPOINT, SweepTracker
-from mixopt.tracking.tags import FAILURE_KIND
+from mixopt.tracking.tags import CHECKPOINT_CHECKSUMS, FAILURE_KIND
 
 
 class SweepCallback(tune.Callback):
@@ -81,6 +82,9 @@ class SweepCallback(tune.Callback):
             self.tracker.log_metrics(run_id, last.get("mixopt") or {}, int(last.get("mixopt_step", 0)))
             if last.get("mixopt_checkpoint"):
                 tags[CHECKPOINT] = last["mixopt_checkpoint"]
+                digest = manifest_sha256(last["mixopt_checkpoint"])  # None: no manifest, or not readable here
+                if digest:
+                    tags[CHECKPOINT_CHECKSUMS] = digest
                 if self.exp.sweep.log_checkpoints:
                     self.tracker.log_artifact(run_id, last["mixopt_checkpoint"], "checkpoint")
         else:

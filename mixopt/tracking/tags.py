@@ -16,6 +16,8 @@ ROLE_SOUP = "soup"
 STATUS = "mixopt.status"
 PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"
+# SHA-256 of the checkpoint's mixopt_checksums.json, so the soup can tell a rewritten manifest.
+CHECKPOINT_CHECKSUMS = "mixopt.checkpoint_checksums"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 # Why a FAILED trial failed: "trial" (its mixture or hyperparameters), "data" (a bad row: the sweep

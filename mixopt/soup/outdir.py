@@ -1,0 +1,185 @@
+"""Where a soup is written: what ``--force`` may replace, the atomic write, and what a killed soup left.
+
+``--force`` replaces only an earlier soup, recognised by the marker file ``.mixopt-soup.json``
+that every soup gets as it is renamed into place. Anything else (a directory without the marker,
+a file, a symbolic link, the current directory or one above it, the filesystem root) is refused
+before any work, and is left as it was.
+
+Temporary directories beside the target are named after their owner,
+``.<name>.soup-tmp-<pid>@<host>-<random>`` (also ``soup-old``, ``soup-greedy``), so that the
+next soup into the same folder can tell a leftover of a killed soup (its pid is dead on this
+host) from the work of one still running, and remove only the former.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mixopt.soup.ingredients import SoupError
+
+MARKER = ".mixopt-soup.json"
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+_OWNED = re.compile(
+    r"^\.(?P<name>.+)\.(?P<kind>soup-tmp|soup-old|soup-greedy)-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._]+)-[a-z0-9_]+$"
+)
+
+
+def owned_prefix(target: Path, kind: str) -> str:
+    """The ``mkdtemp`` prefix of a temporary directory of this process for ``target``."""
+    return f".{Path(target).name}.{kind}-{os.getpid()}@{_HOST}-"
+
+
+def is_soup(directory: Path) -> bool:
+    """Whether ``directory`` holds the marker a soup gets when it is renamed into place."""
+    marker = Path(directory) / MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return bool(json.loads(marker.read_text(encoding="utf-8")).get("mixopt_soup"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that exists, unless ``force`` and it is an earlier soup; writes nothing."""
+    out = Path(out)
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise SoupError(
+            f"{out} already exists; pass --force to replace an earlier soup, or choose another --out"
+        )
+    if out.is_symlink():
+        raise SoupError(
+            f"--out {out} is a symbolic link; --force replaces only a soup directory mixopt wrote: "
+            "remove the link or choose another --out"
+        )
+    if not out.is_dir():
+        raise SoupError(
+            f"--out {out} is a file, not an earlier soup; --force replaces only a soup directory "
+            "mixopt wrote: choose another --out"
+        )
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == Path(real.anchor):
+        raise SoupError(f"--out {out} is the filesystem root; choose a new directory for the soup")
+    if real == cwd or real in cwd.parents:
+        raise SoupError(
+            f"--out {out} is the current directory or one above it ({real}); "
+            "choose a new directory for the soup"
+        )
+    if not is_soup(out):
+        raise SoupError(
+            f"--out {out} is not a soup mixopt wrote (no {MARKER} in it); --force replaces only an "
+            "earlier soup: delete the directory yourself, or choose another --out"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clean_stale(parent: Path, echo: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the temporary directories that killed soups of this host left in ``parent``.
+
+    Only names of this module's pattern whose pid is no longer running on this host; a
+    ``soup-old`` directory holding the earlier soup of a target that no longer exists (killed
+    between moving it aside and renaming the new one in) is put back first. Returns what was removed.
+    """
+    removed = []
+    try:
+        entries = sorted(Path(parent).iterdir())
+    except FileNotFoundError:
+        return removed
+    for p in entries:
+        m = _OWNED.match(p.name)
+        if m is None or m["host"] != _HOST or not p.is_dir() or p.is_symlink():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        target = p.parent / m["name"]
+        if m["kind"] == "soup-old" and (p / "d").is_dir() and not os.path.lexists(target):
+            os.replace(p / "d", target)
+            if echo:
+                echo(f"{target}: put back the earlier soup a killed soup (pid {pid}) had moved aside")
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+        if echo:
+            echo(f"removed {p}, left by a soup that was killed (pid {pid} is not running)")
+    return removed
+
+
+def write_marker(directory: Path, info: Mapping[str, Any]) -> None:
+    """Write the soup marker into ``directory`` atomically (temp file, then rename)."""
+    marker = {
+        "mixopt_soup": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": socket.gethostname(),
+        **info,
+    }
+    tmp = Path(directory) / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, Path(directory) / MARKER)
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    target: Path,
+    force: bool = False,
+    info: Mapping[str, Any] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``target``; on success, mark it a soup and rename it.
+
+    ``target`` is checked first (:func:`check_replaceable`), and stale temporary directories of
+    killed soups in its folder are removed (:func:`clean_stale`). On an exception the temporary
+    directory is removed and ``target`` is untouched. With ``force``, an earlier soup is replaced
+    only once the new one is complete (moved aside, the new one renamed in, the old one deleted).
+    ``info`` goes into the marker (which sweep, which runs).
+    """
+    target = Path(target)
+    check_replaceable(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent, echo)
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(target, "soup-tmp"), dir=target.parent))
+    # mkdtemp makes the directory private (0700); the result should have the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        yield tmp
+        write_marker(tmp, info or {})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old: Path | None = None
+    try:
+        if os.path.lexists(target):
+            old = Path(tempfile.mkdtemp(prefix=owned_prefix(target, "soup-old"), dir=target.parent))
+            os.replace(target, old / "d")
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "d").exists() and not os.path.lexists(target):
+            os.replace(old / "d", target)
+        if old is not None and not (old / "d").exists():
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
