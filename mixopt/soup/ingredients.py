@@ -68,6 +68,8 @@ class Ingredient:
         metrics: every metric of the run.
         score: the rank score (``--rank posterior``: seed mean or GP posterior mean), None when
             ranked by ``value`` itself.
+        stage: ``search`` (proposed by the optimizer) or ``verify`` (a verification run of the
+            recommended mixture; the baseline arm's are never ingredients).
     """
 
     run_id: str
@@ -80,6 +82,7 @@ class Ingredient:
     parent_run_id: str | None = None
     score: float | None = None
     proposal: Mapping[str, Any] | None = None
+    stage: str = "search"
 
     @property
     def rank_value(self) -> float:

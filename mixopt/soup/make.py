@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from mixopt.soup.checkpoints import read_header, weight_files
 from mixopt.soup.evaluate import Evaluate, metric_of
 from mixopt.soup.greedy import GreedyResult, greedy_select
 from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
+from mixopt.soup.prompts import set_query_document
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class SoupResult:
     greedy: GreedyResult | None = None
     run_id: str | None = None
     registered: tuple[str, str] | None = None  # (name, version)
+    split: str | None = None  # greedy: which dev rows it selected on and which it reports on
+    prompts: dict[str, str] = field(default_factory=dict)  # every prompt of the soup, by name
+    prompt_task: str | None = None  # the task whose prompts are ``query`` / ``document``
 
     @property
     def score(self) -> float | None:
@@ -70,13 +74,18 @@ def make_soup(
     experiment_name: str = "",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     echo: Callable[[str], None] | None = None,
+    report: Evaluate | None = None,
+    split: str | None = None,
+    prompt_task: str | None = None,
 ) -> SoupResult:
     """Average ``ingredients`` into a sentence-transformers directory ``out`` and evaluate it.
 
     ``uniform`` averages all of them; ``greedy`` keeps a subset (:func:`mixopt.soup.greedy.greedy_select`, which
-    needs ``evaluate``). The soup is evaluated with ``evaluate`` (if given), its model card is
-    written as ``README.md``, and only then is the directory renamed into place, so ``out`` is
-    either the complete soup or untouched.
+    needs ``evaluate``). The soup is evaluated with ``evaluate`` (if given), or, greedy, with
+    ``report`` when given (held-out dev rows; ``split`` says which, for the card). Its ``query`` /
+    ``document`` prompts are set from ``prompt_task`` (:func:`mixopt.soup.prompts.set_query_document`),
+    its model card is written as ``README.md``, and only then is the directory renamed into place,
+    so ``out`` is either the complete soup or untouched.
     """
     if method not in METHODS:
         raise SoupError(f"unknown soup method {method!r}; choose one of {list(METHODS)}")
@@ -109,6 +118,10 @@ def make_soup(
                         os.replace(child, tmp / child.name)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
+                if report is not None:
+                    if echo:
+                        echo("evaluating the greedy soup on the dev rows it was not selected on")
+                    evaluation = report(tmp)
                 members = greedy.kept
                 stats = _stats_of(tmp, len(members))
             else:
@@ -120,7 +133,20 @@ def make_soup(
                     if echo:
                         echo(f"evaluating the soup of {len(members)} on the dev tasks")
                     evaluation = evaluate(tmp)
-            result = SoupResult(out, method, metric, tuple(members), ordered, stats, evaluation, greedy)
+            prompts, prompt_task = set_query_document(tmp, prompt_task)
+            result = SoupResult(
+                out,
+                method,
+                metric,
+                tuple(members),
+                ordered,
+                stats,
+                evaluation,
+                greedy,
+                split=split,
+                prompts=prompts,
+                prompt_task=prompt_task,
+            )
             (tmp / "README.md").write_text(model_card(result, tasks, experiment_name), encoding="utf-8")
     except FileExistsError as e:  # lost a race with another writer of ``out``
         raise SoupError(str(e)) from None
