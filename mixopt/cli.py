@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -258,6 +259,12 @@ def soup(
     mteb_tasks: Optional[str] = typer.Option(
         None, "--mteb-tasks", help="Then evaluate the soup on these MTEB tasks (comma-separated)."
     ),
+    prompt_task: Optional[str] = typer.Option(
+        None,
+        "--prompt-task",
+        help="The task whose prompts become the soup's `query` / `document` prompts (encode_query, "
+        "encode_document; default: the first retrieval task).",
+    ),
 ) -> None:
     """Average the best trials of a sweep into a model soup, evaluate it, and log it to MLflow."""
     if mteb is not None and mteb_tasks is not None:
@@ -316,6 +323,14 @@ def soup(
             exp = None  # averaged and logged, but with no tasks to evaluate on
     if method == "greedy" and exp is None:
         _fail("--method greedy evaluates candidate soups with the trainer: give the EXPERIMENT.yaml")
+    if exp is not None and (mteb is not None or mteb_tasks is not None):
+        from mixopt.mteb_eval import EvalError, mteb_prompts
+        from mixopt.soup.prompts import default_prompt_task
+
+        try:  # before the soup is made: prompts mteb could not choose between
+            mteb_prompts(exp.tasks, [n for n in (prompt_task or default_prompt_task(exp.tasks),) if n])
+        except EvalError as e:
+            _fail(str(e))
     try:
         _, result = soup_from_sweep(
             exp,
@@ -329,6 +344,7 @@ def soup(
             experiment_name=experiment,
             tracking_uri=tracking_uri,
             echo=typer.echo,
+            prompt_task=prompt_task,
         )
     except (SoupError, CheckpointError) as e:
         _fail(str(e), code=1)
@@ -343,7 +359,17 @@ def soup(
         typer.echo(f"registered as MLflow model {result.registered[0]!r} version {result.registered[1]}")
     if mteb is not None or mteb_tasks is not None:
         uri = tracking_uri or (exp.tracking.resolved_uri() if exp is not None else None)
-        _mteb_eval(str(result.out), mteb, mteb_tasks, exp, uri, 32, None, run_id=result.run_id)
+        _mteb_eval(
+            str(result.out),
+            mteb,
+            mteb_tasks,
+            exp,
+            uri,
+            32,
+            None,
+            run_id=result.run_id,
+            prompt_tasks=[result.prompt_task] if result.prompt_task else [],
+        )
 
 
 def _mteb_eval(
@@ -355,6 +381,7 @@ def _mteb_eval(
     batch_size: int,
     device: Optional[str],
     run_id: Optional[str] = None,
+    prompt_tasks: Sequence[str] = (),
 ) -> None:
     """Run MTEB on a model, print the table; shared by ``eval`` and ``soup --mteb``."""
     from mixopt.mteb_eval import EvalError, evaluate_model, format_mteb_table, mteb_prompts
@@ -365,7 +392,7 @@ def _mteb_eval(
             target,
             benchmark=benchmark,
             task_names=names,
-            prompts=mteb_prompts(exp.tasks) if exp is not None else None,
+            prompts=mteb_prompts(exp.tasks, prompt_tasks) if exp is not None else None,
             tracking_uri=tracking_uri,
             batch_size=batch_size,
             device=device,
@@ -406,12 +433,19 @@ def eval_(
     device: Optional[str] = typer.Option(
         None, "--device", help="cpu, cuda, ... (default: sentence-transformers' choice)."
     ),
+    prompt_task: Optional[str] = typer.Option(
+        None,
+        "--prompt-task",
+        help="Where the experiment's tasks of one kind have different prompts: the task whose "
+        "prompts to use (one per kind, comma-separated).",
+    ),
 ) -> None:
     """Evaluate a model on MTEB tasks; log mteb.<task> scores to its MLflow run and add them to its model card."""
     if (mteb is None) == (mteb_tasks is None):
         _fail("give exactly one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
     exp = _load(config) if config is not None else _recorded_config(model, tracking_uri)
-    _mteb_eval(model, mteb, mteb_tasks, exp, tracking_uri, batch_size, device)
+    chosen = [n.strip() for n in prompt_task.split(",") if n.strip()] if prompt_task else []
+    _mteb_eval(model, mteb, mteb_tasks, exp, tracking_uri, batch_size, device, prompt_tasks=chosen)
 
 
 def _recorded_config(model: str, tracking_uri: Optional[str]):

@@ -49,23 +49,50 @@ class MtebScore:
     score: float
 
 
-def mteb_prompts(tasks: Sequence[Any]) -> dict[str, str]:
-    """mteb prompt keys -> prompt text, from the experiment's tasks (the first task of each kind wins).
+def mteb_prompts(tasks: Sequence[Any], prompt_tasks: Sequence[str] = ()) -> dict[str, str]:
+    """mteb prompt keys -> prompt text, from the experiment's tasks.
 
     Retrieval tasks give ``Retrieval-query`` / ``Retrieval-document`` (and the same for
     ``Reranking``); the others give ``<type>`` -> the task's query prompt (MTEB encodes both sides of
-    STS / pair classification alike, as EmbeddingGemma's prompts do).
+    STS / pair classification alike, as EmbeddingGemma's prompts do). mteb takes one prompt per task
+    type, so when tasks of one kind carry different prompts, the one named in ``prompt_tasks``
+    decides; with none named, EvalError lists them (one task's prompts must not silently stand for
+    another's).
     """
-    out: dict[str, str] = {}
+    unknown = [n for n in prompt_tasks if n not in {t.name for t in tasks}]
+    if unknown:
+        raise EvalError(
+            f"--prompt-task {', '.join(unknown)}: not a task of the experiment; "
+            f"choose among {[t.name for t in tasks]}"
+        )
+    by_kind: dict[str, list[Any]] = {}
     for t in tasks:
-        kind = t.kind.value
+        by_kind.setdefault(t.kind.value, []).append(t)
+    out: dict[str, str] = {}
+    for kind, group in by_kind.items():
+        named = [t for t in group if t.name in prompt_tasks]
+        if len(named) > 1:
+            raise EvalError(
+                f"--prompt-task names {len(named)} {kind} tasks ({', '.join(t.name for t in named)}); "
+                f"mteb takes one prompt per task type: name one"
+            )
+        distinct = {(t.prompt.query, t.prompt.document) for t in group}
+        if named:
+            chosen = named[0]
+        elif len(distinct) > 1:
+            raise EvalError(
+                f"the experiment's {kind} tasks {', '.join(t.name for t in group)} have different prompts "
+                f"and mteb takes one prompt per task type: name the task whose prompts to use with "
+                f"--prompt-task (one per kind, comma-separated)"
+            )
+        else:
+            chosen = group[0]
         if kind == "retrieval":
             for mteb_type in ("Retrieval", "Reranking"):
-                if f"{mteb_type}-query" not in out:
-                    out[f"{mteb_type}-query"] = t.prompt.query
-                    out[f"{mteb_type}-document"] = t.prompt.document
-        elif MTEB_TYPE[kind] not in out:
-            out[MTEB_TYPE[kind]] = t.prompt.query
+                out[f"{mteb_type}-query"] = chosen.prompt.query
+                out[f"{mteb_type}-document"] = chosen.prompt.document
+        else:
+            out[MTEB_TYPE[kind]] = chosen.prompt.query
     return {k: v for k, v in out.items() if v}
 
 

@@ -8,9 +8,12 @@ A trainer is a module named in the experiment YAML by its train function
   callback that forwards intermediate metrics, and records the :class:`TrialResult`;
 - ``Options``, a pydantic model of its own options (the YAML's ``trainer:`` keys besides
   target/steps/seed), against which the config is validated before anything runs;
-- optionally ``evaluate_checkpoint(checkpoint, tasks, options) -> TrialResult``, which scores a
-  saved checkpoint exactly as a trial is scored (the soup needs it; a trainer that writes no
-  checkpoints has none);
+- optionally ``evaluate_checkpoint(checkpoint, tasks, options, dev_rows=None) -> TrialResult``,
+  which scores a saved checkpoint exactly as a trial is scored (the soup needs it; a trainer that
+  writes no checkpoints has none). ``dev_rows`` (optional; ``{task: positions}``, 0-based in the
+  order the task's dev rows are read) limits each named task to those dev rows: the greedy soup
+  selects on one half of them and reports on the other. One that takes no ``dev_rows`` still
+  serves the soup, whose greedy score then says it was measured on the rows it selected on;
 - optionally ``preflight(options, *, steps, seed, memory_limit) -> dict``, one worst-case trial's
   step measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
   the figures are).
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,10 +104,15 @@ class Train(Protocol):
 
 
 class EvaluateCheckpoint(Protocol):
-    """``evaluate_checkpoint(checkpoint, tasks, options)``: a saved checkpoint scored as a trial is."""
+    """``evaluate_checkpoint(checkpoint, tasks, options, dev_rows=None)``: a saved checkpoint scored
+    as a trial is; ``dev_rows`` (optional to provide), per task, the positions of the dev rows to use."""
 
     def __call__(
-        self, checkpoint: Path, tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+        self,
+        checkpoint: Path,
+        tasks: Sequence[TaskConfig],
+        options: Mapping[str, Any],
+        dev_rows: Mapping[str, Collection[int]] | None = None,
     ) -> TrialResult: ...
 
 

@@ -46,7 +46,7 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
-from .evaluation import evaluate_tasks
+from .evaluation import DevRows, evaluate_tasks
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
@@ -65,11 +65,20 @@ from .training import (
 
 
 def _prompts(tasks: Sequence[TaskConfig], base: Mapping[str, str]) -> dict[str, str]:
-    """Prompts saved with the checkpoint: the source model's, then ``<task>/query``, ``<task>/document``."""
+    """Prompts saved with the checkpoint: the source model's, ``<task>/query`` and ``<task>/document``
+    for every task, and ``query`` / ``document`` from the first retrieval task (else the first task).
+
+    sentence-transformers' ``encode_query`` / ``encode_document`` use the prompts named ``query`` and
+    ``document``, and fill in empty ones when a model has none: without them a checkpoint would
+    embed queries with no prompt at all, unlike every text it was trained and scored on.
+    """
     out = dict(base)
     for t in tasks:
         out[f"{t.name}/query"] = t.prompt.query
         out[f"{t.name}/document"] = t.prompt.document
+    default = next((t for t in tasks if t.kind.value == "retrieval"), tasks[0] if tasks else None)
+    if default is not None:
+        out["query"], out["document"] = default.prompt.query, default.prompt.document
     return out
 
 
@@ -284,20 +293,26 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+    checkpoint: Path,
+    tasks: Sequence[TaskConfig],
+    options: Mapping[str, Any],
+    dev_rows: DevRows | None = None,
 ) -> TrialResult:
     """Evaluate a saved sentence-transformers checkpoint (a trial's or a soup's) on every task's dev split.
 
     ``options`` are the trainer's YAML options: ``matryoshka_dims``, ``max_seq_length``,
     ``eval_batch_size``, ``classifier_train_rows``, ``objective``, ``device`` and ``dtype`` apply;
-    ``model`` is ignored (the checkpoint is the model).
+    ``model`` is ignored (the checkpoint is the model). ``dev_rows``: per task, the positions of
+    the dev rows to score on (:func:`trainers.evaluation.evaluate_tasks`); all rows by default.
     """
     opts = resolve_options(options)
     with Threads(opts.cpu_threads):
-        return _evaluate_checkpoint(Path(checkpoint), tasks, opts)
+        return _evaluate_checkpoint(Path(checkpoint), tasks, opts, dev_rows)
 
 
-def _evaluate_checkpoint(checkpoint: Path, tasks: Sequence[TaskConfig], opts: Options) -> TrialResult:
+def _evaluate_checkpoint(
+    checkpoint: Path, tasks: Sequence[TaskConfig], opts: Options, dev_rows: DevRows | None = None
+) -> TrialResult:
     device = resolve_device(opts.device)
     amp = autocast_dtype(device, opts.dtype)
     dims = tuple(opts.matryoshka_dims)
@@ -325,6 +340,7 @@ def _evaluate_checkpoint(checkpoint: Path, tasks: Sequence[TaskConfig], opts: Op
         dims,
         objective=opts.objective,
         classifier_train_rows=opts.classifier_train_rows,
+        dev_rows=dev_rows,
     )
     return TrialResult(
         objective=result.objective,

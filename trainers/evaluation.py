@@ -34,6 +34,11 @@ prediction would get Spearman 1, NaN retrieval scores a finite nDCG).
 
 The objective is the mean over tasks of each task's configured metric at the full dimension
 (``mean_task``), or the mean over task kinds of the per-kind means (``mean_kind``).
+
+``dev_rows`` (optional, per task): the 0-based positions, in read order, of the dev rows to score
+on; a task it does not name is scored on all of its dev rows. The soup's greedy selection scores
+candidates on one part of the dev rows and reports the final soup on the other, so that the
+reported score is not the one the selection maximised.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import collections
 import functools
 import heapq
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +76,8 @@ CLUSTERING_BATCH = 500
 PROBE_SEED = 0x70726F6265
 
 EmbedFn = Callable[[Sequence[str]], Tensor]
+# task name -> positions (0-based, in read order) of the dev rows to score on.
+DevRows = Mapping[str, Collection[int]]
 
 
 @dataclass(frozen=True)
@@ -253,14 +260,28 @@ def _embed_checked(embed: EmbedFn, texts: Sequence[str], task: TaskConfig, what:
     return x
 
 
+def dev_rows_of(task: TaskConfig, kind: str, keep: Collection[int] | None = None) -> Iterator:
+    """The task's dev rows, in read order; only those at positions in ``keep`` when it is given."""
+    rows = iter_rows(task.dev_file, kind)
+    if keep is None:
+        yield from rows
+        return
+    keep = frozenset(keep)
+    for i, row in enumerate(rows):
+        if i in keep:
+            yield row
+
+
 def _prefixes(x: Tensor, dims: Sequence[int]) -> dict[int, Tensor]:
     return {m: matryoshka_prefix(x.double(), m) for m in dims}
 
 
-def evaluate_retrieval(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
+def evaluate_retrieval(
+    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+) -> dict[str, float]:
     queries: dict[str, set[str]] = collections.defaultdict(set)
     corpus: dict[str, int] = {}
-    for row in iter_rows(task.dev_file, "retrieval"):
+    for row in dev_rows_of(task, "retrieval", keep):
         queries[row.query].add(row.positive)
         for text in (row.positive, *row.negatives):
             corpus.setdefault(text, len(corpus))
@@ -282,8 +303,10 @@ def evaluate_retrieval(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) ->
     return out
 
 
-def evaluate_sts(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
-    rows = list(iter_rows(task.dev_file, "sts"))
+def evaluate_sts(
+    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+) -> dict[str, float]:
+    rows = list(dev_rows_of(task, "sts", keep))
     if len(rows) < 2:
         raise ValueError(
             f"task {task.name!r}: the dev file {task.dev_file} needs at least 2 rows for Spearman"
@@ -299,10 +322,14 @@ def evaluate_sts(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[
 
 
 def evaluate_classification(
-    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], classifier_train_rows: int
+    task: TaskConfig,
+    embed: EmbedFn,
+    dims: Sequence[int],
+    classifier_train_rows: int,
+    keep: Collection[int] | None = None,
 ) -> dict[str, float]:
     train_rows = list(_probe_rows(task.train_file, classifier_train_rows))
-    dev_rows = list(iter_rows(task.dev_file, "classification"))
+    dev_rows = list(dev_rows_of(task, "classification", keep))
     if len({r.label for r in train_rows}) < 2:
         raise ValueError(
             f"task {task.name!r}: the train split {task.train_file} holds fewer than 2 labels; "
@@ -325,8 +352,10 @@ def evaluate_classification(
     }
 
 
-def evaluate_clustering(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
-    rows = list(iter_rows(task.dev_file, "clustering"))
+def evaluate_clustering(
+    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+) -> dict[str, float]:
+    rows = list(dev_rows_of(task, "clustering", keep))
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         raise ValueError(
@@ -337,8 +366,10 @@ def evaluate_clustering(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -
     return {metric_key(task.name, "v_measure", m): v_measure(x[m].numpy(), labels) for m in dims}
 
 
-def evaluate_pair_classification(task: TaskConfig, embed: EmbedFn, dims: Sequence[int]) -> dict[str, float]:
-    rows = list(iter_rows(task.dev_file, "pair_classification"))
+def evaluate_pair_classification(
+    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+) -> dict[str, float]:
+    rows = list(dev_rows_of(task, "pair_classification", keep))
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         raise ValueError(
@@ -363,6 +394,7 @@ def evaluate_tasks(
     *,
     objective: str = "mean_task",
     classifier_train_rows: int = 2000,
+    dev_rows: DevRows | None = None,
 ) -> Evaluation:
     """Evaluate every task on its dev split at every dim; combine the primary scores into the objective.
 
@@ -372,22 +404,24 @@ def evaluate_tasks(
         dims: Matryoshka dims, the first the full dimension.
         objective: ``"mean_task"`` or ``"mean_kind"``.
         classifier_train_rows: size of the stratified train sample the classification probe is fitted on.
+        dev_rows: per task, the positions of the dev rows to score on (all rows of a task not named).
     """
     if objective not in ("mean_task", "mean_kind"):
         raise ValueError(f"objective must be 'mean_task' or 'mean_kind', got {objective!r}")
     metrics: dict[str, float] = {}
     scores: dict[str, float] = {}
     for task in tasks:
+        keep = None if dev_rows is None else dev_rows.get(task.name)
         if task.kind == TaskKind.retrieval:
-            m = evaluate_retrieval(task, embed, dims)
+            m = evaluate_retrieval(task, embed, dims, keep)
         elif task.kind == TaskKind.sts:
-            m = evaluate_sts(task, embed, dims)
+            m = evaluate_sts(task, embed, dims, keep)
         elif task.kind == TaskKind.clustering:
-            m = evaluate_clustering(task, embed, dims)
+            m = evaluate_clustering(task, embed, dims, keep)
         elif task.kind == TaskKind.pair_classification:
-            m = evaluate_pair_classification(task, embed, dims)
+            m = evaluate_pair_classification(task, embed, dims, keep)
         else:
-            m = evaluate_classification(task, embed, dims, classifier_train_rows)
+            m = evaluate_classification(task, embed, dims, classifier_train_rows, keep)
         metrics.update(m)
         scores[task.name] = m[metric_key(task.name, task.metric or "", dims[0])]
     if objective == "mean_task":

@@ -80,6 +80,9 @@ def format_table(
     return "\n".join(lines)
 
 
+_STAGE_NOTE = {"verify": ", a verification run of the recommended mixture"}
+
+
 def format_selection(selection: Selection) -> str:
     """Which runs were taken and why others were skipped, one per line."""
     lines = [
@@ -91,10 +94,15 @@ def format_selection(selection: Selection) -> str:
             else "posterior (seed mean or GP posterior mean)"
         )
     ]
+    lines.append(
+        "  (candidates: the search trials and the recommended mixture's verification runs; "
+        "the baseline arm's verification runs are never ingredients)"
+    )
     for ing in selection.chosen:
         rank = f", rank score {ing.score:.4f}" if ing.score is not None else ""
         lines.append(
-            f"  took    {ing.label}: {selection.metric} {ing.value:.4f}{rank}, checkpoint {ing.checkpoint}"
+            f"  took    {ing.label}{_STAGE_NOTE.get(ing.stage, '')}: {selection.metric} {ing.value:.4f}{rank}, "
+            f"checkpoint {ing.checkpoint}"
         )
     for s in selection.skipped:
         lines.append(f"  skipped run {s.run_id} (trial {s.trial_id}): {s.reason}")
@@ -128,14 +136,29 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
         lines += [
             "",
             f"Ingredients were chosen greedily: sorted by dev {result.metric}, each candidate kept only if the",
-            f"soup's dev {result.metric} with it did not drop.",
+            f"soup's dev {result.metric} with it did not drop. Dev rows: {result.split or 'all of them'}.",
         ]
-    lines += ["", "## Ingredients", ""]
+    lines += [
+        "",
+        "## Ingredients",
+        "",
+        "The candidates are the sweep's search trials and the verification runs of its recommended",
+        "mixture (stage `verify`); the baseline arm's verification runs, which train the mixture the",
+        "recommendation was tested against, are never ingredients.",
+        "",
+    ]
     mix_names = sorted(
         {t for i in result.candidates for t in i.mixture},
         key=lambda t: (names.index(t) if t in names else len(names), t),
     )
-    head = ["run id", "trial", result.metric, *(f"w.{t}" for t in mix_names), *(f"score.{t}" for t in names)]
+    head = [
+        "run id",
+        "trial",
+        "stage",
+        result.metric,
+        *(f"w.{t}" for t in mix_names),
+        *(f"score.{t}" for t in names),
+    ]
     if result.greedy is not None:
         head.append("in soup")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -144,6 +167,7 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
         row = [
             f"`{ing.run_id}`",
             ing.trial_id,
+            ing.stage,
             f"{ing.value:.4f}",
             *(f"{ing.mixture[t]:.3f}" if t in ing.mixture else "-" for t in mix_names),
             *(_fmt(ing.task_scores.get(t)) for t in names),
@@ -164,6 +188,8 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
                 f"| {n} | `{s.run_id}` | {s.trial_id} | {s.soup_score:.4f} | {'yes' if s.kept else 'no'} |"
             )
     lines += ["", "## Dev scores of the soup", ""]
+    if result.split and result.evaluation is not None:
+        lines += [f"Measured on held-out rows: {result.split}.", ""]
     if result.evaluation is None:
         lines.append("Not evaluated (no experiment YAML was given, so the dev tasks were unknown).")
     else:
@@ -179,6 +205,7 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
         if ev.task_metrics:
             lines += ["", "All dev metrics of the soup:", ""]
             lines += [f"- `{key}`: {val:.4f}" for key, val in sorted(ev.task_metrics.items())]
+    lines += _prompt_lines(result)
     lines += [
         "",
         "## Usage",
@@ -187,7 +214,31 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
         "from sentence_transformers import SentenceTransformer",
         "",
         f'model = SentenceTransformer("{result.out}")',
-        "```",
-        "",
+        'query_embeddings = model.encode_query(["..."])  # the prompt named "query"',
+        'document_embeddings = model.encode_document(["..."])  # the prompt named "document"',
     ]
+    other = next((k for k in result.prompts if "/" in k), None)
+    if other is not None:
+        lines.append(f'embeddings = model.encode(["..."], prompt_name="{other}")  # any prompt, by name')
+    lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _prompt_lines(result: SoupResult) -> list[str]:
+    """The card's ``## Prompts``: every prompt name and its text, and where query/document come from."""
+    if not result.prompts:
+        return []
+    where = f"task `{result.prompt_task}`'s prompts" if result.prompt_task else "the checkpoints' own prompts"
+    lines = [
+        "",
+        "## Prompts",
+        "",
+        f"`encode_query` and `encode_document` prepend the prompts named `query` and `document`: {where}",
+        "(`mixopt soup --prompt-task TASK` chooses the task). Each task's own prompts are kept as",
+        "`<task>/query` and `<task>/document`, for `encode(..., prompt_name=...)`.",
+        "",
+        "| prompt name | text |",
+        "|---|---|",
+    ]
+    lines += [f"| `{k}` | `{v}` |" if v else f"| `{k}` | (none) |" for k, v in result.prompts.items()]
+    return lines

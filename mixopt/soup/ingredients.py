@@ -70,6 +70,8 @@ class Ingredient:
             ranked by ``value`` itself.
         checksums_sha256: SHA-256 of the checkpoint's ``mixopt_checksums.json`` from the run's
             tag ``mixopt.checkpoint_checksums`` (None for runs that have none).
+        stage: ``search`` (proposed by the optimizer) or ``verify`` (a verification run of the
+            recommended mixture; the baseline arm's are never ingredients).
     """
 
     run_id: str
@@ -83,6 +85,7 @@ class Ingredient:
     score: float | None = None
     proposal: Mapping[str, Any] | None = None
     checksums_sha256: str | None = None  # of its mixopt_checksums.json, as the sweep recorded it
+    stage: str = "search"
 
     @property
     def rank_value(self) -> float:

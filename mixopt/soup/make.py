@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from mixopt.soup.evaluate import Evaluate, metric_of
 from mixopt.soup.greedy import GreedyResult, greedy_select
 from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
 from mixopt.soup.outdir import atomic_directory, check_replaceable, owned_prefix
+from mixopt.soup.prompts import set_query_document
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ class SoupResult:
     greedy: GreedyResult | None = None
     run_id: str | None = None
     registered: tuple[str, str] | None = None  # (name, version)
+    split: str | None = None  # greedy: which dev rows it selected on and which it reports on
+    prompts: dict[str, str] = field(default_factory=dict)  # every prompt of the soup, by name
+    prompt_task: str | None = None  # the task whose prompts are ``query`` / ``document``
 
     @property
     def score(self) -> float | None:
@@ -75,13 +79,18 @@ def make_soup(
     experiment_name: str = "",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     echo: Callable[[str], None] | None = None,
+    report: Evaluate | None = None,
+    split: str | None = None,
+    prompt_task: str | None = None,
 ) -> SoupResult:
     """Average ``ingredients`` into a sentence-transformers directory ``out`` and evaluate it.
 
     ``uniform`` averages all of them; ``greedy`` keeps a subset (:func:`mixopt.soup.greedy.greedy_select`, which
-    needs ``evaluate``). The soup is evaluated with ``evaluate`` (if given), its model card is
-    written as ``README.md``, and only then is the directory renamed into place, so ``out`` is
-    either the complete soup or untouched.
+    needs ``evaluate``). The soup is evaluated with ``evaluate`` (if given), or, greedy, with
+    ``report`` when given (held-out dev rows; ``split`` says which, for the card). Its ``query`` /
+    ``document`` prompts are set from ``prompt_task`` (:func:`mixopt.soup.prompts.set_query_document`),
+    its model card is written as ``README.md``, and only then is the directory renamed into place,
+    so ``out`` is either the complete soup or untouched.
     """
     if method not in METHODS:
         raise SoupError(f"unknown soup method {method!r}; choose one of {list(METHODS)}")
@@ -125,6 +134,10 @@ def make_soup(
                         os.replace(child, tmp / child.name)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
+                if report is not None:
+                    if echo:
+                        echo("evaluating the greedy soup on the dev rows it was not selected on")
+                    evaluation = report(tmp)
                 members = greedy.kept
                 stats = _stats_of(tmp, len(members))
             else:
@@ -136,7 +149,20 @@ def make_soup(
                     if echo:
                         echo(f"evaluating the soup of {len(members)} on the dev tasks")
                     evaluation = evaluate(tmp)
-            result = SoupResult(out, method, metric, tuple(members), ordered, stats, evaluation, greedy)
+            prompts, prompt_task = set_query_document(tmp, prompt_task)
+            result = SoupResult(
+                out,
+                method,
+                metric,
+                tuple(members),
+                ordered,
+                stats,
+                evaluation,
+                greedy,
+                split=split,
+                prompts=prompts,
+                prompt_task=prompt_task,
+            )
             (tmp / "README.md").write_text(model_card(result, tasks, experiment_name), encoding="utf-8")
             write_checksums(tmp)  # last: it covers every file above
     except FileExistsError as e:  # lost a race with another writer of ``out``

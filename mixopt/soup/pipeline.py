@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from mixopt.soup.average import DEFAULT_CHUNK_BYTES
 from mixopt.soup.card import format_selection
-from mixopt.soup.evaluate import Evaluate, trainer_evaluator
+from mixopt.soup.evaluate import Evaluate, TrainerEvaluate, split_dev_rows, trainer_evaluator
 from mixopt.soup.ingredients import DEFAULT_RANK, METHODS, Selection, SoupError, parse_runs
 from mixopt.soup.make import SoupResult, make_soup
 from mixopt.soup.outdir import check_replaceable
+from mixopt.soup.prompts import check_prompt_task, default_prompt_task
 from mixopt.soup.registry import log_soup
 from mixopt.soup.selection import select_ingredients
 from mixopt.tracking import store
@@ -42,12 +43,19 @@ def soup_from_sweep(
     evaluate: Evaluate | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     echo: Callable[[str], None] | None = print,
+    prompt_task: str | None = None,
 ) -> tuple[Selection, SoupResult]:
     """``mixopt soup``: select trials from the sweep's MLflow experiment, soup, evaluate, log.
 
     ``exp`` (the experiment YAML) gives the MLflow experiment, the tracking URI, the tasks and the
     trainer whose ``evaluate_checkpoint`` scores the soup. Without it, ``experiment_name`` must be
     given and the soup is not evaluated (uniform only). ``evaluate`` overrides the trainer's.
+
+    The greedy soup selects on one half of each task's dev rows and is scored on the other
+    (:func:`mixopt.soup.evaluate.split_dev_rows`) when the evaluation takes ``dev_rows``; otherwise
+    its reported score is the biased one it selected on, and the output and card say so.
+    ``prompt_task`` names the task whose prompts become the soup's ``query`` / ``document``
+    (default: the experiment's first retrieval task).
     """
     name = experiment_name or (exp.experiment_name if exp is not None else None)
     if not name:
@@ -62,23 +70,46 @@ def soup_from_sweep(
         raise SoupError(
             "--method greedy evaluates candidate soups: give the experiment YAML, not only --experiment"
         )
+    tasks = tuple(exp.tasks) if exp is not None else ()
+    if prompt_task is not None:
+        check_prompt_task(prompt_task, tasks)
+    else:
+        prompt_task = default_prompt_task(tasks)
+    select_eval, report_eval, split = evaluate, None, None
+    if method == "greedy" and exp is not None:
+        if isinstance(evaluate, TrainerEvaluate) and evaluate.takes_dev_rows:
+            halves = split_dev_rows(tasks)  # before any work: too few dev rows is an error
+            select_eval, report_eval = evaluate.on(halves.select), evaluate.on(halves.report)
+            split = (
+                "greedy selected on one half of the dev rows, the score is on the other: " + halves.describe()
+            )
+        else:
+            split = (
+                f"the score is measured on the dev rows the greedy soup was selected on, so it is biased "
+                f"upward: the evaluation of {exp.trainer.target!r} takes no dev_rows to hold rows out"
+            )
     out = Path(out) if out is not None else Path("soups") / name
     check_replaceable(out, force)  # before any work: a soup of a large model takes minutes
     client = store.connect(uri)
     selection = select_ingredients(client, name, spec, metric, rank)
     if echo:
         echo(format_selection(selection))
+        if split:
+            echo(f"note: {split}")
     result = make_soup(
         selection.chosen,
         out,
         method=method,
-        evaluate=evaluate,
+        evaluate=select_eval,
         metric=metric,
         force=force,
-        tasks=tuple(exp.tasks) if exp is not None else (),
+        tasks=tasks,
         experiment_name=name,
         chunk_bytes=chunk_bytes,
         echo=echo,
+        report=report_eval,
+        split=split,
+        prompt_task=prompt_task,
     )
     log_soup(client, selection, result, register, str(spec))
     return selection, result

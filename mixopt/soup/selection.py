@@ -1,7 +1,9 @@
 """Which trial runs go into the soup, read from the sweep's MLflow experiment.
 
-:func:`select_ingredients` reads the sweep's trial runs (finished, with a checkpoint on disk),
-ranks them by their metric or, with ``--rank posterior``, by :func:`mixopt.soup.ranking.rank_scores`
+:func:`select_ingredients` reads the sweep's trial runs (finished, with a checkpoint on disk):
+its search trials and the verification runs of its recommended mixture. The baseline arm's
+verification runs are never ingredients: they train the mixture the recommendation was tested
+against, not a candidate of the search. It ranks them by their metric or, with ``--rank posterior``, by :func:`mixopt.soup.ranking.rank_scores`
 over the sweep's recorded optimizer, and takes the top K, all, or the runs named by id. Every
 read goes through :mod:`mixopt.tracking.store`.
 """
@@ -32,11 +34,15 @@ from mixopt.tracking.tags import (
     PROPOSAL,
     ROLE,
     ROLE_TRIAL,
+    STAGE,
     STATE_PATH,
     STATUS,
     STOPPED_EARLY,
     TRIAL_ID,
+    VERIFY_ARM,
 )
+
+RECOMMENDED_ARM = "recommended"
 
 if TYPE_CHECKING:
     from mixopt.tracking.store import Client
@@ -53,6 +59,13 @@ def _local_checkpoint(uri: str) -> Path | None:
 def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str | None]:
     """An :class:`Ingredient` from an MLflow run, or why the run cannot be one."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    stage = tags.get(STAGE) or "search"
+    arm = (tags.get(VERIFY_ARM) or params.get("verify.arm")) if stage == "verify" else None
+    if stage == "verify" and arm != RECOMMENDED_ARM:
+        return None, (
+            f"a verification run of the {arm or 'unknown'} arm: only the recommended mixture's "
+            "verification runs are ingredients"
+        )
     status = tags.get(STATUS)
     if status != "FINISHED":
         if status is None:
@@ -90,6 +103,7 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         parent_run_id=tags.get(PARENT),
         proposal=proposal,
         checksums_sha256=tags.get(CHECKPOINT_CHECKSUMS),
+        stage=stage,
     ), None
 
 
