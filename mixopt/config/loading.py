@@ -74,24 +74,74 @@ def _expand_env(text: str) -> str:
     return _ENV_RE.sub(sub, text)
 
 
-def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem]) -> Any:
-    """Build Python data from a composed YAML node, recording each value's 1-based line."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
-            if key in out:
-                problems.append(
-                    Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
+# An experiment config holds a few hundred values and nests a few levels deep. Aliases make a YAML
+# a graph: nine nested aliases of nine expand to 9**9 values ("billion laughs") and an alias inside
+# its own anchor (`a: &x [*x]`) to an infinite list. Construction stops at these bounds instead.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
+class _Bounds:
+    """What one construction has built so far: the value count and the nodes on the current path."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.open: set[int] = set()
+
+
+class _TooBig(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+def _construct(
+    node: yaml.Node,
+    path: tuple,
+    lines: dict[tuple, int],
+    problems: list[Problem],
+    bounds: _Bounds | None = None,
+) -> Any:
+    """Build Python data from a composed YAML node, recording each value's 1-based line.
+
+    Raises :class:`_TooBig` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, or on an
+    alias that refers to a node containing it.
+    """
+    bounds = bounds or _Bounds()
+    line = node.start_mark.line + 1
+    bounds.values += 1
+    if bounds.values > MAX_VALUES:
+        raise _TooBig(
+            Problem(
+                _fmt_path(path),
+                f"the YAML expands to more than {MAX_VALUES:,} values (aliases nested in aliases?); "
+                "an experiment config is far smaller: write the values out instead of nesting aliases",
+                line,
+            )
+        )
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(
+            Problem(
+                _fmt_path(path[:3]) + "…",
+                f"nested more than {MAX_DEPTH} levels deep; an experiment config is a few levels deep",
+                line,
+            )
+        )
+    lines[path] = line
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in bounds.open:
+            raise _TooBig(
+                Problem(
+                    _fmt_path(path),
+                    f"a recursive alias: the value anchored at line {line} contains an alias to itself "
+                    "(an infinite value); remove the alias",
+                    line,
                 )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, path + (key,), lines, problems)
-            # The key's line is more useful than a block value's first line.
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
+            )
+        bounds.open.add(id(node))
+        try:
+            return _construct_collection(node, path, lines, problems, bounds)
+        finally:
+            bounds.open.discard(id(node))
     value = _scalar(node) if node.tag != "tag:yaml.org,2002:str" else node.value
     if isinstance(value, str) and "${" in value:
         try:
@@ -109,6 +159,32 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
                 )
             )
     return value
+
+
+def _construct_collection(
+    node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem], bounds: _Bounds
+) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), lines, problems, bounds) for i, v in enumerate(node.value)]
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _TooBig(
+                Problem(
+                    _fmt_path(path), "a key must be a plain value, not a list or mapping", _line_of(key_node)
+                )
+            )
+        key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+        if key in out:
+            problems.append(Problem(_fmt_path(path + (key,)), "duplicate key", _line_of(key_node)))
+        out[key] = _construct(value_node, path + (key,), lines, problems, bounds)
+        # The key's line is more useful than a block value's first line.
+        lines[path + (key,)] = _line_of(key_node)
+    return out
+
+
+def _line_of(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -353,6 +429,11 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
     lines: dict[tuple, int] = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(
+            [Problem("", f"nested too deeply; an experiment config is at most {MAX_DEPTH} levels deep")],
+            source,
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -365,7 +446,10 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
         raise ConfigError([Problem("", reason, line)], source) from None
     if node is None:
         raise ConfigError([Problem("", "the file is empty", 1)], source)
-    data = _construct(node, (), lines, problems)
+    try:
+        data = _construct(node, (), lines, problems)
+    except _TooBig as e:
+        raise ConfigError([e.problem], source) from None
     if problems:
         raise ConfigError(problems, source)
     return data, lines
