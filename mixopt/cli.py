@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -261,6 +262,8 @@ def soup(
     if mteb is not None or mteb_tasks is not None:
         from mixopt.mteb_eval import EvalError, load_tasks
 
+        _cwd_importable()
+
         try:  # before the soup is made: a misspelt task should not cost a soup
             load_tasks(mteb, [n for n in (mteb_tasks or "").split(",") if n.strip()] or None)
         except EvalError as e:
@@ -338,6 +341,17 @@ def soup(
         _mteb_eval(str(result.out), mteb, mteb_tasks, exp, uri, 32, None, run_id=result.run_id)
 
 
+def _cwd_importable() -> None:
+    """Let ``--mteb-tasks my_tasks:Task`` import ``my_tasks.py`` from the working directory.
+
+    ``python -m`` puts the working directory on ``sys.path``; the ``mixopt`` console script does
+    not, and a user's task module sits where they run the command.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def _mteb_eval(
     target: str,
     benchmark: Optional[str],
@@ -402,6 +416,7 @@ def eval_(
     """Evaluate a model on MTEB tasks; log mteb.<task> scores to its MLflow run and add them to its model card."""
     if (mteb is None) == (mteb_tasks is None):
         _fail("give exactly one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
+    _cwd_importable()
     exp = _load(config) if config is not None else _recorded_config(model, tracking_uri)
     _mteb_eval(model, mteb, mteb_tasks, exp, tracking_uri, batch_size, device)
 

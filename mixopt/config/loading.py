@@ -376,8 +376,9 @@ def experiment_from_dict(
 ) -> Experiment:
     """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
 
-    Relative task paths are resolved against ``base_dir`` when given (the working directory
-    otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
+    Relative paths (tasks, ``storage``, ``tracking.uri``'s sqlite file, ``trainer.model``,
+    ``optimizer.warm_start.state``) are resolved against ``base_dir`` when given (the working
+    directory otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
     """
     lines = lines or {}
     if not isinstance(data, dict):
@@ -391,25 +392,66 @@ def experiment_from_dict(
         cross += _trainer_option_problems(exp)
     if cross:
         raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
-    base = (base_dir or Path.cwd()).resolve()
+    return _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+
+
+def _resolve_paths(exp: Experiment, base: Path) -> Experiment:
+    """Every relative path the YAML gives, made absolute against ``base`` (the YAML's folder).
+
+    A sweep's trials may run on other nodes and in other working directories, and a YAML names
+    its data next to itself (``../data/synthetic``) wherever it is run from. Paths the YAML does
+    not give (the default ``storage: ./runs``, the default MLflow store) stay in the working
+    directory, where the user runs the command.
+    """
     tasks = [
         t.model_copy(
-            update={
-                k: (base / v if v is not None and not Path(v).is_absolute() else v)
-                for k in ("path", "train", "dev")
-                if (v := getattr(t, k)) is not None
-            }
+            update={k: _under(base, v) for k in ("path", "train", "dev") if (v := getattr(t, k)) is not None}
             | _resolved_dataset(t, base)
         )
         for t in exp.tasks
     ]
+    update: dict[str, Any] = {"tasks": tasks}
     warm = exp.optimizer.warm_start
     if warm is not None and warm.state is not None and not warm.state.is_absolute():
-        optimizer = exp.optimizer.model_copy(
-            update={"warm_start": warm.model_copy(update={"state": base / warm.state})}
+        update["optimizer"] = exp.optimizer.model_copy(
+            update={"warm_start": warm.model_copy(update={"state": _under(base, warm.state)})}
         )
-        return exp.model_copy(update={"tasks": tasks, "optimizer": optimizer})
-    return exp.model_copy(update={"tasks": tasks})
+    storage_base = base if "storage" in exp.model_fields_set else Path.cwd().resolve()
+    update["storage"] = str(_under(storage_base, exp.storage))
+    if exp.tracking.uri is not None:
+        update["tracking"] = exp.tracking.model_copy(update={"uri": _resolved_uri(exp.tracking.uri, base)})
+    model = exp.trainer.options.get("model")
+    if isinstance(model, str) and _is_local_model(model, base):
+        update["trainer"] = exp.trainer.model_copy(update={"model": str(_under(base, model))})
+    return exp.model_copy(update=update)
+
+
+def _resolved_uri(uri: str, base: Path) -> str:
+    """A sqlite store's relative file (``sqlite:///mlflow.db``) or a bare relative folder, made absolute."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        rest = uri[len(prefix) :]
+        if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+            return prefix + str(_under(base, rest))
+        return uri
+    if "://" in uri or uri.startswith("file:") or Path(uri).expanduser().is_absolute():
+        return uri
+    return str(_under(base, uri))
+
+
+def _under(base: Path, path: str | Path) -> Path:
+    """``path`` made absolute against ``base``; ``..`` folded away so the printed config reads plainly."""
+    return Path(os.path.normpath(base / Path(path).expanduser()))
+
+
+def _is_local_model(model: str, base: Path) -> bool:
+    """Whether ``trainer.model`` is a relative local path (``org/name`` is a hub id unless ``org/`` is here)."""
+    if "://" in model or Path(model).expanduser().is_absolute():
+        return False
+    if model.startswith(("./", "../", "~")):
+        return True
+    parts = model.split("/")
+    return len(parts) > 2 or (base / parts[0]).is_dir() or (base / model).exists()
 
 
 def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
@@ -419,8 +461,7 @@ def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
     d = task.dataset
     if not d or not is_local_reference(d) and not (base / d).exists():
         return {}
-    p = Path(d).expanduser()
-    return {"dataset": str(p if p.is_absolute() else base / p)}
+    return {"dataset": str(_under(base, d))}
 
 
 def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:
@@ -472,7 +513,9 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
             str(path),
         ) from None
     data, lines = parse_yaml(text, str(path))
-    return experiment_from_dict(data, source=str(path), lines=lines, check_trainer=check_trainer)
+    return experiment_from_dict(
+        data, source=str(path), lines=lines, check_trainer=check_trainer, base_dir=path.resolve().parent
+    )
 
 
 def dump_experiment(exp: Experiment) -> str:
