@@ -1,8 +1,9 @@
 """What the sweep checks before any trial runs: the data, the trainer's model path, the concurrency.
 
 A sweep spends GPU-hours; reading every data row once costs seconds to minutes, so by default every
-row of every task file is streamed and validated (``--data-check full``); ``--data-check head``
-reads the first :data:`HEAD_ROWS` rows only. A file that passed is remembered by its size and
+row of every task's data is streamed and validated (``--data-check full``): files, local datasets
+and hub datasets alike (a hub dataset is then streamed whole); ``--data-check head`` reads the first
+:data:`HEAD_ROWS` rows of each, and the row counts it prints say so. A file that passed is remembered by its size and
 modification time (a small JSON cache next to the sweep's checkpoints), so a second sweep over the
 same files does not read them again.
 
@@ -34,7 +35,7 @@ FEW_DEV_ROWS = 10
 # Distinct labels kept per file in the cache; more than this and the label checks are skipped.
 MAX_LABELS = 10_000
 CACHE_FILE = ".mixopt-data-check.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -44,9 +45,15 @@ class FileStats:
     rows: int
     labels: list[str] | None = None  # classification: distinct labels (None: more than MAX_LABELS)
     scores_vary: bool | None = None  # STS: at least two distinct gold scores
+    complete: bool = True  # False: reading stopped at the head, the file may have more rows
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "labels": self.labels, "scores_vary": self.scores_vary}
+        return {
+            "rows": self.rows,
+            "labels": self.labels,
+            "scores_vary": self.scores_vary,
+            "complete": self.complete,
+        }
 
 
 @dataclass
@@ -54,6 +61,7 @@ class DataReport:
     """The result of :func:`check_data`: dev rows per task and the warnings to show."""
 
     dev_rows: dict[str, int] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)  # tasks whose dev rows were read only in part
     warnings: list[str] = field(default_factory=list)
     cache_file: Path | None = None
     cache: dict[str, Any] | None = None  # to write once the sweep starts (see save_cache)
@@ -68,7 +76,12 @@ class DataReport:
             pass  # a read-only storage only costs the next sweep a re-read
 
     def dev_rows_line(self) -> str:
-        return "dev score rests on " + ", ".join(f"{t} {n} rows" for t, n in self.dev_rows.items())
+        line = "dev score rests on " + ", ".join(
+            f"{t} {n}{'+' if t in self.partial else ''} rows" for t, n in self.dev_rows.items()
+        )
+        if self.partial:
+            line += f" (+: --data-check head read only the first {HEAD_ROWS} rows; 'full' counts them all)"
+        return line
 
 
 def file_stats(path: Path, kind: Any, head: int | None = None) -> FileStats:
@@ -90,11 +103,13 @@ def file_stats(path: Path, kind: Any, head: int | None = None) -> FileStats:
             vary = vary or row.score != first_score
         if head is not None and n >= head:
             break
+    complete = head is None or n < head
     kind_name = getattr(kind, "value", kind)
     return FileStats(
         rows=n,
         labels=sorted(labels) if kind_name == "classification" and labels is not None else None,
         scores_vary=vary if kind_name == "sts" else None,
+        complete=complete,
     )
 
 
@@ -141,9 +156,7 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
             if key is not None and key in cache:
                 stats[split] = FileStats(**cache[key])
             else:
-                # A Hugging Face dataset is checked on its first rows (its columns and label type
-                # are checked when it is opened): streaming a hub dataset whole would download it.
-                head = HEAD_ROWS if mode == "head" or not is_file else None
+                head = HEAD_ROWS if mode == "head" else None
                 try:
                     stats[split] = file_stats(f, t.kind, head)
                 except DataError as e:
@@ -183,6 +196,8 @@ def _task_problems(t: Any, stats: Mapping[str, FileStats], report: DataReport) -
     if dev is None:
         return problems
     report.dev_rows[t.name] = dev.rows
+    if not dev.complete:
+        report.partial.add(t.name)
     if dev.rows == 0:
         problems.append(f"task {t.name}: {t.dev_file}: the file has no rows")
     elif dev.rows < MIN_DEV_ROWS:
