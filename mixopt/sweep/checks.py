@@ -238,17 +238,57 @@ def looks_like_path(value: str) -> bool:
 
 
 def model_problems(exp: Experiment) -> list[str]:
-    """``trainer.model`` that looks like a path and is not a directory (every trial would fail)."""
+    """``trainer.model`` that looks like a path and is not a directory, or ``trainer.matryoshka_dims``
+    that does not start at the local model's embedding dimension (every trial would fail)."""
     model = exp.trainer.options.get("model")
     if not isinstance(model, str) or not looks_like_path(model):
         return []
     path = Path(model).expanduser()
     if path.is_dir():
-        return []
+        return _dims_problems(exp.trainer.options.get("matryoshka_dims"), path)
     what = "is a file, not a model directory" if path.exists() else "no such directory"
     return [
         f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
         "a Hugging Face id is 'org/name')"
+    ]
+
+
+def model_dim(path: Path) -> tuple[int, Path] | None:
+    """The embedding dimension of a local model directory and the config file it was read from.
+
+    A sentence-transformers directory embeds in its last Dense layer's ``out_features`` (its
+    transformer's ``hidden_size`` when it has none); a bare transformer in its ``hidden_size`` (the
+    trainer adds EmbeddingGemma's Dense pair, which ends where it starts). None when the JSON does
+    not say: the trainer checks again when it loads the weights.
+    """
+    try:
+        modules_file = path / "modules.json"
+        if modules_file.exists():
+            modules = json.loads(modules_file.read_text())
+            dense = [m for m in modules if str(m.get("type", "")).endswith(".Dense")]
+            if dense:
+                cfg_file = path / dense[-1]["path"] / "config.json"
+                return int(json.loads(cfg_file.read_text())["out_features"]), cfg_file
+            path = path / modules[0].get("path", "")
+        cfg_file = path / "config.json"
+        cfg = json.loads(cfg_file.read_text())
+        hidden = cfg.get("hidden_size") or (cfg.get("text_config") or {}).get("hidden_size")
+        return (int(hidden), cfg_file) if hidden else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _dims_problems(dims: Any, model: Path) -> list[str]:
+    if not isinstance(dims, list) or not dims or not all(isinstance(d, int) for d in dims):
+        return []  # not given (the trainer's default) or malformed (the trainer's options say so)
+    found = model_dim(model)
+    if found is None or dims[0] == found[0]:
+        return []
+    dim, source = found
+    fix = [dim, *(d for d in dims[1:] if d < dim)]
+    return [
+        f"trainer.matryoshka_dims: {dims}: the model {model} embeds in {dim} dimensions ({source}); "
+        f"the first Matryoshka dim must be that full dimension and the rest smaller, e.g. {fix}"
     ]
 
 
