@@ -41,6 +41,8 @@ def _load(path: Path, check_data: bool = False):
         for w in report.warnings:
             warn(w)
         typer.echo(f"[mixopt] {report.dev_rows_line()}", err=True)
+        if report.unknown_line():
+            typer.echo(f"[mixopt] {report.unknown_line()}", err=True)
     return exp
 
 
@@ -74,14 +76,26 @@ def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> No
     """List each task: its data source, row counts where known, and two example rows with the prompts applied."""
     from mixopt.data import DataError
     from mixopt.datasets import describe_task
+    from mixopt.sweep.progress import warn
+    from mixopt.tokens import SAMPLE_ROWS, share_warnings, task_unknown_shares
 
     exp = _load(experiment)
+    shares = task_unknown_shares(exp)
     problems = []
     for t in exp.tasks:
         try:
             typer.echo("\n".join(describe_task(t)))
         except DataError as e:
             problems.append(f"task {t.name}: {e}")
+            continue
+        if t.name in shares:
+            share, n = shares[t.name]
+            typer.echo(
+                f"  unknown tokens: {share:.1%} of {n} tokens in the first {SAMPLE_ROWS} train rows "
+                "(the tokenizer's <unk>)"
+            )
+    for w in share_warnings(shares):
+        warn(w)
     if problems:
         _fail("\n".join(problems))
 

@@ -62,6 +62,8 @@ class DataReport:
 
     dev_rows: dict[str, int] = field(default_factory=dict)
     partial: set[str] = field(default_factory=set)  # tasks whose dev rows were read only in part
+    # task -> (share of <unk> tokens, tokens) in a sample of its train rows (mixopt.tokens)
+    unknown: dict[str, tuple[float, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache_file: Path | None = None
     cache: dict[str, Any] | None = None  # to write once the sweep starts (see save_cache)
@@ -74,6 +76,12 @@ class DataReport:
             atomic_write(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
         except OSError:
             pass  # a read-only storage only costs the next sweep a re-read
+
+    def unknown_line(self) -> str | None:
+        """The unknown-token share per task, or None when the tokenizer is not local or has no <unk>."""
+        from mixopt.tokens import shares_line
+
+        return shares_line(self.unknown) if self.unknown else None
 
     def dev_rows_line(self) -> str:
         line = "dev score rests on " + ", ".join(
@@ -172,6 +180,10 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     problems += model_problems(exp)
     if problems:
         raise SweepError("\n".join(problems))
+    from mixopt.tokens import share_warnings, task_unknown_shares
+
+    report.unknown = task_unknown_shares(exp)
+    report.warnings += share_warnings(report.unknown)
     if use_cache and not new_cache.items() <= cache.items():
         report.cache_file, report.cache = cache_file, {**cache, **new_cache}
     return report
