@@ -253,8 +253,6 @@ class DatasetSplit:
                     batch = next(it)
             except StopIteration:
                 return
-            except DataError:
-                raise
             except Exception as e:
                 raise self._read_error(e) from None
             yield batch
@@ -531,12 +529,6 @@ def _auto_scale(dataset: str, subset: str | None, split: str, streaming: bool, c
         if not hasattr(ds, "__len__") and seen >= SCALE_SCAN_ROWS:
             break
     return 5.0 if top > 1.0 else 1.0
-
-
-def describe(split: DatasetSplit) -> str:
-    """The source in words, with its row count where known (for ``mixopt tasks``)."""
-    n = split.num_rows()
-    return f"{split}: {'unknown number of' if n is None else n} rows"
 
 
 # ---------------------------------------------------------------------- listing (``mixopt tasks``)
