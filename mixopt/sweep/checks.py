@@ -2,17 +2,19 @@
 
 A sweep spends GPU-hours; reading every data row once costs seconds to minutes, so by default every
 row of every task's data is streamed and validated (``--data-check full``): files, local datasets
-and hub datasets alike (a hub dataset is then streamed whole); ``--data-check head`` reads the first
-:data:`HEAD_ROWS` rows of each, and the row counts it prints say so. A file that passed is remembered by its size and
-modification time (a small JSON cache next to the sweep's checkpoints), so a second sweep over the
-same files does not read them again.
+and hub datasets alike (a hub dataset is then streamed whole); ``--data-check head`` reads the
+first :data:`HEAD_ROWS` rows of each, and the row counts it prints say so. A file that passed is
+remembered by its size and modification time (a small JSON cache next to the sweep's
+checkpoints), so a second sweep over the same files does not read them again.
 
 Refused (one line each, nothing written): a malformed row (``file:line: ...``), a file with no rows,
 a train file with one row, a classification task whose train split has one label, a dev split of
 fewer than :data:`MIN_DEV_ROWS` rows (its score is 0 or 1), a ``trainer.model`` that looks like a
-path and does not exist. Warned: dev labels never seen in train (those rows always score wrong),
+path and does not exist, ``trainer.matryoshka_dims`` that do not start at that local model's
+embedding dimension. Warned: dev labels never seen in train (those rows always score wrong),
 constant STS dev scores (Spearman is undefined; the task scores 0), a dev split of fewer than
-:data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run.
+:data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run, a task
+whose text is more than 5 % unknown to the tokenizer (:mod:`mixopt.tokens`).
 """
 
 from __future__ import annotations
