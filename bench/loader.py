@@ -88,7 +88,7 @@ def main() -> None:
         # Only what a trial reads (tasks, trainer): sections added since --base would not load there.
         raw = {key: raw[key] for key in ("name", "tasks", "trainer")}
         raw["trainer"].pop("task_sampling", None)  # newer than --base; every side draws tasks at random
-        config.write_text(yaml.safe_dump(raw).replace("data/synthetic/", f"{data}/"))
+        config.write_text(yaml.safe_dump(raw).replace("../data/synthetic/", f"{data}/"))
         sides = [("prefetch 0", str(REPO), 0), ("prefetch 2", str(REPO), 2)]
         if args.base:
             base = tmp_path / "base"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -41,6 +42,8 @@ def _load(path: Path, check_data: bool = False):
         for w in report.warnings:
             warn(w)
         typer.echo(f"[mixopt] {report.dev_rows_line()}", err=True)
+        if report.unknown_line():
+            typer.echo(f"[mixopt] {report.unknown_line()}", err=True)
     return exp
 
 
@@ -74,14 +77,26 @@ def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> No
     """List each task: its data source, row counts where known, and two example rows with the prompts applied."""
     from mixopt.data import DataError
     from mixopt.datasets import describe_task
+    from mixopt.sweep.progress import warn
+    from mixopt.tokens import SAMPLE_ROWS, share_warnings, task_unknown_shares
 
     exp = _load(experiment)
+    shares = task_unknown_shares(exp)
     problems = []
     for t in exp.tasks:
         try:
             typer.echo("\n".join(describe_task(t)))
         except DataError as e:
             problems.append(f"task {t.name}: {e}")
+            continue
+        if t.name in shares:
+            share, n = shares[t.name]
+            typer.echo(
+                f"  unknown tokens: {share:.1%} of {n} tokens in the first {SAMPLE_ROWS} train rows "
+                "(the tokenizer's <unk>)"
+            )
+    for w in share_warnings(shares):
+        warn(w)
     if problems:
         _fail("\n".join(problems))
 
@@ -272,6 +287,8 @@ def soup(
     if mteb is not None or mteb_tasks is not None:
         from mixopt.mteb_eval import EvalError, load_tasks
 
+        _cwd_importable()
+
         try:  # before the soup is made: a misspelt task should not cost a soup
             load_tasks(mteb, [n for n in (mteb_tasks or "").split(",") if n.strip()] or None)
         except EvalError as e:
@@ -372,6 +389,17 @@ def soup(
         )
 
 
+def _cwd_importable() -> None:
+    """Let ``--mteb-tasks my_tasks:Task`` import ``my_tasks.py`` from the working directory.
+
+    ``python -m`` puts the working directory on ``sys.path``; the ``mixopt`` console script does
+    not, and a user's task module sits where they run the command.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def _mteb_eval(
     target: str,
     benchmark: Optional[str],
@@ -443,6 +471,7 @@ def eval_(
     """Evaluate a model on MTEB tasks; log mteb.<task> scores to its MLflow run and add them to its model card."""
     if (mteb is None) == (mteb_tasks is None):
         _fail("give exactly one of --mteb BENCHMARK or --mteb-tasks TASK,TASK,...")
+    _cwd_importable()
     exp = _load(config) if config is not None else _recorded_config(model, tracking_uri)
     chosen = [n.strip() for n in prompt_task.split(",") if n.strip()] if prompt_task else []
     _mteb_eval(model, mteb, mteb_tasks, exp, tracking_uri, batch_size, device, prompt_tasks=chosen)

@@ -132,17 +132,29 @@ def _vector(value: Any, what: str) -> Vector:
     return array
 
 
-def _text(value: Any, field: str) -> str:
+def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"field {field!r} must be a string, got {type(value).__name__}")
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise ValueError(f"field {field!r} is empty")
+        raise ValueError(f"{what} is empty")
     return value
 
 
-def parse_row(obj: Any, kind: Any) -> Row:
-    """Validate one decoded row of a task of ``kind``; raise ValueError saying what is wrong."""
+def parse_row(obj: Any, kind: Any, columns: Mapping[str, str] | None = None) -> Row:
+    """Validate one decoded row of a task of ``kind``; raise ValueError saying what is wrong.
+
+    ``columns`` maps a row field to the user's column it was read from (a dataset task's
+    ``columns:``), so a message names the column the user can find in their data.
+    """
     kind = _kind_name(kind)
+
+    def called(field: str) -> str:
+        name, _, item = field.partition("[")  # "negatives[2]": the third of the negatives
+        if columns and name in columns:
+            where = f"column {columns[name]!r}" + (f" ({name})" if columns[name] != name else "")
+            return where + (f" item [{item}" if item else "")
+        return f"field {field!r}"
+
     if not isinstance(obj, dict):
         raise ValueError(f"a row must be a JSON object, got {type(obj).__name__}")
     fields = _FIELDS[kind]
@@ -152,6 +164,8 @@ def parse_row(obj: Any, kind: Any) -> Row:
             f"unknown field(s) {unknown} for a {kind} row; expected {sorted(fields)} (+ 'teacher')"
         )
     missing = [f for f in _REQUIRED[kind] if f not in obj or obj[f] is None]
+    if missing and columns:
+        raise ValueError(f"{', '.join(called(f) for f in missing)}: missing or null in a {kind} row")
     if missing:
         raise ValueError(f"missing field(s) {missing} for a {kind} row")
 
@@ -181,24 +195,28 @@ def parse_row(obj: Any, kind: Any) -> Row:
     if kind == "retrieval":
         negatives = obj.get("negatives") or []
         if not isinstance(negatives, list):
-            raise ValueError(f"field 'negatives' must be a list of strings, got {type(negatives).__name__}")
+            raise ValueError(
+                f"{called('negatives')} must be a list of strings, got {type(negatives).__name__}"
+            )
         return RetrievalRow(
-            query=_text(obj["query"], "query"),
-            positive=_text(obj["positive"], "positive"),
-            negatives=tuple(_text(n, f"negatives[{i}]") for i, n in enumerate(negatives)),
+            query=_text(obj["query"], called("query")),
+            positive=_text(obj["positive"], called("positive")),
+            negatives=tuple(_text(n, called(f"negatives[{i}]")) for i, n in enumerate(negatives)),
             teacher=teacher,
         )
     if kind == "sts":
         score = obj["score"]
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise ValueError(f"field 'score' must be a finite number, got {score!r}")
-        return STSRow(_text(obj["text1"], "text1"), _text(obj["text2"], "text2"), float(score), teacher)
+            raise ValueError(f"{called('score')} must be a finite number, got {score!r}")
+        return STSRow(
+            _text(obj["text1"], called("text1")), _text(obj["text2"], called("text2")), float(score), teacher
+        )
     if kind == "pair_classification":
         label = obj["label"]
         if not (isinstance(label, bool) or (isinstance(label, int) and label in (0, 1))):
-            raise ValueError(f"field 'label' must be 0 or 1 (or a bool), got {label!r}")
+            raise ValueError(f"{called('label')} must be 0 or 1 (or a bool), got {label!r}")
         return PairClassificationRow(
-            _text(obj["text1"], "text1"), _text(obj["text2"], "text2"), int(label), teacher
+            _text(obj["text1"], called("text1")), _text(obj["text2"], called("text2")), int(label), teacher
         )
     label = obj["label"]
     if (
@@ -206,8 +224,8 @@ def parse_row(obj: Any, kind: Any) -> Row:
         or not isinstance(label, (str, int))
         or (isinstance(label, str) and not label.strip())
     ):
-        raise ValueError(f"field 'label' must be a non-empty string or an integer, got {label!r}")
-    return ClassificationRow(_text(obj["text"], "text"), str(label), teacher)
+        raise ValueError(f"{called('label')} must be a non-empty string or an integer, got {label!r}")
+    return ClassificationRow(_text(obj["text"], called("text")), str(label), teacher)
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -225,6 +243,11 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+
+
+def scan_jsonl(path: Path) -> int:
+    """Decode every line of a JSON Lines file (no row checks); DataError at the first bad line. Returns the rows."""
+    return sum(1 for _ in _iter_jsonl(path))
 
 
 def _iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, Any]]:

@@ -40,6 +40,7 @@ order of other rows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import math
@@ -204,32 +205,72 @@ class DatasetSplit:
     # ------------------------------------------------------------------ rows
 
     def iter_rows(self, kind: Any = None) -> Iterator[Row]:
-        """Stream the validated rows of this split (in the split's order) as :mod:`mixopt.data` rows."""
-        ds = self.open()
-        cols = self.resolve_columns(ds)
-        names = _label_names(ds, cols.get("label", (None,))[0])
-        _check_label_type(self, ds, cols)
-        scale = self._scale(ds, cols) if self.kind == "sts" else 1.0
+        """Stream the validated rows of this split (in the split's order) as :mod:`mixopt.data` rows.
+
+        A bad row raises :class:`DataError` naming the split, the row (1-based, in the split's
+        order) and the user's column; a file the reader cannot parse names ``file:line`` where it can.
+        """
+        try:
+            with _quiet_logs():
+                ds = self.open()
+                cols = self.resolve_columns(ds)
+                names = _label_names(ds, cols.get("label", (None,))[0])
+                _check_label_type(self, ds, cols)
+                scale = self._scale(ds, cols) if self.kind == "sts" else 1.0
+        except DataError:
+            raise
+        except Exception as e:  # pyarrow / datasets parse errors: one line, not their traceback
+            raise self._read_error(e) from None
+        called = {f: ", ".join(cs) for f, cs in cols.items() if cs}
         wanted = sorted({c for cs in cols.values() for c in cs})
         index = 0
         produced = 0
-        for batch in ds.select_columns(wanted).iter(batch_size=BATCH_ROWS):
+        for batch in self._batches(ds.select_columns(wanted)):
             n = len(batch[wanted[0]])
             keep = np.ones(n, dtype=bool)
             if self.part != "all":
                 inside = holdout_mask(np.arange(index, index + n), self.dev_fraction)
                 keep = inside if self.part == "dev" else ~inside
             for j in np.flatnonzero(keep):
-                obj = self._record(batch, int(j), cols, names, scale)
+                where = f"{self}: row {index + int(j) + 1}"
                 try:
-                    row = parse_row(obj, self.kind)
+                    obj = self._record(batch, int(j), cols, names, scale)
+                    row = parse_row(obj, self.kind, called)
                 except ValueError as e:
-                    raise DataError(f"{self}: row {index + int(j)}: {e}") from None
+                    raise DataError(f"{where}: {e}") from None
                 yield row
                 produced += 1
                 if self.max_rows is not None and produced >= self.max_rows:
                     return
             index += n
+
+    def _batches(self, ds: Any) -> Iterator[Mapping[str, list]]:
+        """The split's batches; a reader's error (a cut-off JSON line, a corrupt file) as one DataError."""
+        it = iter(ds.iter(batch_size=BATCH_ROWS))
+        while True:
+            try:
+                with _quiet_logs():
+                    batch = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise self._read_error(e) from None
+            yield batch
+
+    def _read_error(self, e: BaseException) -> DataError:
+        """One line for a reader's failure: ``file:line`` for a bad line of local JSON Lines files."""
+        from mixopt.data import scan_jsonl
+
+        if self.local:
+            for f in sorted(glob.glob(str(Path(self.dataset).expanduser()))):
+                if Path(f).suffix.lower() == ".jsonl":
+                    try:
+                        scan_jsonl(Path(f))
+                    except DataError as bad:
+                        return DataError(f"{self}: {bad}")
+        return DataError(
+            f"{self}: cannot read it: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        )
 
     def _record(
         self,
@@ -394,24 +435,32 @@ def _saved_empty(path: Path, split: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=32)
-def _open(dataset: str, subset: str | None, split: str, streaming: bool) -> Any:
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """datasets logs a failed load or parse, huggingface_hub each retry, before raising: the raised
+    error becomes our one line, so their logs are silenced meanwhile."""
     import logging
 
-    import datasets
+    import datasets  # noqa: F401  (its import sets its loggers' levels: import it first)
 
-    datasets.disable_progress_bars()
-    # datasets logs a failed load, huggingface_hub each retry, before raising: the raised error
-    # becomes our one line.
     logs = [logging.getLogger(name) for name in ("datasets", "huggingface_hub")]
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL)
     try:
-        return _load(dataset, subset, split, streaming)
+        yield
     finally:
         for log, level in zip(logs, levels):
             log.setLevel(level)
+
+
+@functools.lru_cache(maxsize=32)
+def _open(dataset: str, subset: str | None, split: str, streaming: bool) -> Any:
+    import datasets
+
+    datasets.disable_progress_bars()
+    with _quiet_logs():
+        return _load(dataset, subset, split, streaming)
 
 
 def _load(dataset: str, subset: str | None, split: str, streaming: bool) -> Any:
@@ -480,12 +529,6 @@ def _auto_scale(dataset: str, subset: str | None, split: str, streaming: bool, c
         if not hasattr(ds, "__len__") and seen >= SCALE_SCAN_ROWS:
             break
     return 5.0 if top > 1.0 else 1.0
-
-
-def describe(split: DatasetSplit) -> str:
-    """The source in words, with its row count where known (for ``mixopt tasks``)."""
-    n = split.num_rows()
-    return f"{split}: {'unknown number of' if n is None else n} rows"
 
 
 # ---------------------------------------------------------------------- listing (``mixopt tasks``)

@@ -558,7 +558,8 @@ def test_a_real_two_trial_sweep_on_dataset_tasks_matches_the_jsonl_folders(tmp_p
 
     # The same trial on the JSONL folders (the reference) gives the same objective: same rows, same order.
     first = min(trials, key=lambda r: r.data.tags["mixopt.trial_id"])
-    mixture = {n: float(first.data.params[f"w.{n}"]) for n in kinds}
+    exact = json.loads(first.data.tags["mixopt.proposal"])  # the params are rounded for display
+    mixture = {n: exact[n] for n in kinds}
     folder_tasks = tuple(
         TaskConfig(name=n, kind=k, path=data / n, prompt=experiment.task(n).prompt) for n, k in kinds.items()
     )

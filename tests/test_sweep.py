@@ -77,8 +77,11 @@ def test_sweep_end_to_end_records_everything(tmp_path: Path, data_dir: Path, ray
     assert origins.count("bo") == 4 - origins.count("exploit")
     for c in children:
         assert c.info.status == "FINISHED" and c.data.tags["mixopt.status"] == "FINISHED"
-        weights = {t: float(c.data.params[f"w.{t}"]) for t in TASKS}
+        weights = {t: json.loads(c.data.tags["mixopt.proposal"])[t] for t in TASKS}
         assert abs(sum(weights.values()) - 1) < 1e-9 and min(weights.values()) >= 0
+        # The params are the exact weights rounded for the runs table (issue 29, case 14).
+        for t, w in weights.items():
+            assert c.data.params[f"w.{t}"] == ("0" if w == 0 else f"{w:.4f}")
         assert 0.5 <= float(c.data.params["hp.rate"]) <= 4.0
         assert c.data.tags["ray.node_id"]
         assert set(c.data.metrics) >= {"objective", "loss", *(f"score.{t}" for t in TASKS)}

@@ -74,24 +74,74 @@ def _expand_env(text: str) -> str:
     return _ENV_RE.sub(sub, text)
 
 
-def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem]) -> Any:
-    """Build Python data from a composed YAML node, recording each value's 1-based line."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
-            if key in out:
-                problems.append(
-                    Problem(_fmt_path(path + (key,)), "duplicate key", key_node.start_mark.line + 1)
+# An experiment config holds a few hundred values and nests a few levels deep. Aliases make a YAML
+# a graph: nine nested aliases of nine expand to 9**9 values ("billion laughs") and an alias inside
+# its own anchor (`a: &x [*x]`) to an infinite list. Construction stops at these bounds instead.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
+class _Bounds:
+    """What one construction has built so far: the value count and the nodes on the current path."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.open: set[int] = set()
+
+
+class _TooBig(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+def _construct(
+    node: yaml.Node,
+    path: tuple,
+    lines: dict[tuple, int],
+    problems: list[Problem],
+    bounds: _Bounds | None = None,
+) -> Any:
+    """Build Python data from a composed YAML node, recording each value's 1-based line.
+
+    Raises :class:`_TooBig` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, or on an
+    alias that refers to a node containing it.
+    """
+    bounds = bounds or _Bounds()
+    line = node.start_mark.line + 1
+    bounds.values += 1
+    if bounds.values > MAX_VALUES:
+        raise _TooBig(
+            Problem(
+                _fmt_path(path),
+                f"the YAML expands to more than {MAX_VALUES:,} values (aliases nested in aliases?); "
+                "an experiment config is far smaller: write the values out instead of nesting aliases",
+                line,
+            )
+        )
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(
+            Problem(
+                _fmt_path(path[:3]) + "…",
+                f"nested more than {MAX_DEPTH} levels deep; an experiment config is a few levels deep",
+                line,
+            )
+        )
+    lines[path] = line
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in bounds.open:
+            raise _TooBig(
+                Problem(
+                    _fmt_path(path),
+                    f"a recursive alias: the value anchored at line {line} contains an alias to itself "
+                    "(an infinite value); remove the alias",
+                    line,
                 )
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, path + (key,), lines, problems)
-            # The key's line is more useful than a block value's first line.
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), lines, problems) for i, v in enumerate(node.value)]
+            )
+        bounds.open.add(id(node))
+        try:
+            return _construct_collection(node, path, lines, problems, bounds)
+        finally:
+            bounds.open.discard(id(node))
     value = _scalar(node) if node.tag != "tag:yaml.org,2002:str" else node.value
     if isinstance(value, str) and "${" in value:
         try:
@@ -109,6 +159,32 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: 
                 )
             )
     return value
+
+
+def _construct_collection(
+    node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[Problem], bounds: _Bounds
+) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), lines, problems, bounds) for i, v in enumerate(node.value)]
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _TooBig(
+                Problem(
+                    _fmt_path(path), "a key must be a plain value, not a list or mapping", _line_of(key_node)
+                )
+            )
+        key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+        if key in out:
+            problems.append(Problem(_fmt_path(path + (key,)), "duplicate key", _line_of(key_node)))
+        out[key] = _construct(value_node, path + (key,), lines, problems, bounds)
+        # The key's line is more useful than a block value's first line.
+        lines[path + (key,)] = _line_of(key_node)
+    return out
+
+
+def _line_of(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -300,8 +376,9 @@ def experiment_from_dict(
 ) -> Experiment:
     """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
 
-    Relative task paths are resolved against ``base_dir`` when given (the working directory
-    otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
+    Relative paths (tasks, ``storage``, ``tracking.uri``'s sqlite file, ``trainer.model``,
+    ``optimizer.warm_start.state``) are resolved against ``base_dir`` when given (the working
+    directory otherwise), so a sweep's trials, which may run elsewhere, get absolute paths.
     """
     lines = lines or {}
     if not isinstance(data, dict):
@@ -315,25 +392,66 @@ def experiment_from_dict(
         cross += _trainer_option_problems(exp)
     if cross:
         raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
-    base = (base_dir or Path.cwd()).resolve()
+    return _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+
+
+def _resolve_paths(exp: Experiment, base: Path) -> Experiment:
+    """Every relative path the YAML gives, made absolute against ``base`` (the YAML's folder).
+
+    A sweep's trials may run on other nodes and in other working directories, and a YAML names
+    its data next to itself (``../data/synthetic``) wherever it is run from. Paths the YAML does
+    not give (the default ``storage: ./runs``, the default MLflow store) stay in the working
+    directory, where the user runs the command.
+    """
     tasks = [
         t.model_copy(
-            update={
-                k: (base / v if v is not None and not Path(v).is_absolute() else v)
-                for k in ("path", "train", "dev")
-                if (v := getattr(t, k)) is not None
-            }
+            update={k: _under(base, v) for k in ("path", "train", "dev") if (v := getattr(t, k)) is not None}
             | _resolved_dataset(t, base)
         )
         for t in exp.tasks
     ]
+    update: dict[str, Any] = {"tasks": tasks}
     warm = exp.optimizer.warm_start
     if warm is not None and warm.state is not None and not warm.state.is_absolute():
-        optimizer = exp.optimizer.model_copy(
-            update={"warm_start": warm.model_copy(update={"state": base / warm.state})}
+        update["optimizer"] = exp.optimizer.model_copy(
+            update={"warm_start": warm.model_copy(update={"state": _under(base, warm.state)})}
         )
-        return exp.model_copy(update={"tasks": tasks, "optimizer": optimizer})
-    return exp.model_copy(update={"tasks": tasks})
+    storage_base = base if "storage" in exp.model_fields_set else Path.cwd().resolve()
+    update["storage"] = str(_under(storage_base, exp.storage))
+    if exp.tracking.uri is not None:
+        update["tracking"] = exp.tracking.model_copy(update={"uri": _resolved_uri(exp.tracking.uri, base)})
+    model = exp.trainer.options.get("model")
+    if isinstance(model, str) and _is_local_model(model, base):
+        update["trainer"] = exp.trainer.model_copy(update={"model": str(_under(base, model))})
+    return exp.model_copy(update=update)
+
+
+def _resolved_uri(uri: str, base: Path) -> str:
+    """A sqlite store's relative file (``sqlite:///mlflow.db``) or a bare relative folder, made absolute."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        rest = uri[len(prefix) :]
+        if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+            return prefix + str(_under(base, rest))
+        return uri
+    if "://" in uri or uri.startswith("file:") or Path(uri).expanduser().is_absolute():
+        return uri
+    return str(_under(base, uri))
+
+
+def _under(base: Path, path: str | Path) -> Path:
+    """``path`` made absolute against ``base``; ``..`` folded away so the printed config reads plainly."""
+    return Path(os.path.normpath(base / Path(path).expanduser()))
+
+
+def _is_local_model(model: str, base: Path) -> bool:
+    """Whether ``trainer.model`` is a relative local path (``org/name`` is a hub id unless ``org/`` is here)."""
+    if "://" in model or Path(model).expanduser().is_absolute():
+        return False
+    if model.startswith(("./", "../", "~")):
+        return True
+    parts = model.split("/")
+    return len(parts) > 2 or (base / parts[0]).is_dir() or (base / model).exists()
 
 
 def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
@@ -343,8 +461,7 @@ def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
     d = task.dataset
     if not d or not is_local_reference(d) and not (base / d).exists():
         return {}
-    p = Path(d).expanduser()
-    return {"dataset": str(p if p.is_absolute() else base / p)}
+    return {"dataset": str(_under(base, d))}
 
 
 def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, int]]:
@@ -353,6 +470,11 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
     lines: dict[tuple, int] = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(
+            [Problem("", f"nested too deeply; an experiment config is at most {MAX_DEPTH} levels deep")],
+            source,
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -365,7 +487,10 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
         raise ConfigError([Problem("", reason, line)], source) from None
     if node is None:
         raise ConfigError([Problem("", "the file is empty", 1)], source)
-    data = _construct(node, (), lines, problems)
+    try:
+        data = _construct(node, (), lines, problems)
+    except _TooBig as e:
+        raise ConfigError([e.problem], source) from None
     if problems:
         raise ConfigError(problems, source)
     return data, lines
@@ -388,7 +513,9 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
             str(path),
         ) from None
     data, lines = parse_yaml(text, str(path))
-    return experiment_from_dict(data, source=str(path), lines=lines, check_trainer=check_trainer)
+    return experiment_from_dict(
+        data, source=str(path), lines=lines, check_trainer=check_trainer, base_dir=path.resolve().parent
+    )
 
 
 def dump_experiment(exp: Experiment) -> str:

@@ -31,6 +31,8 @@ SUM_TOLERANCE = 1e-6
 
 # Task, experiment and hyperparameter names: what MLflow params, folder names and YAML keys all accept.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Characters an experiment name may not hold: path separators and quotes.
+_UNSAFE_NAME_CHARS = set("/\\\"'`")
 _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -392,6 +394,22 @@ class TrackingConfig(_Frozen):
     # None: $MLFLOW_TRACKING_URI if set, else a sqlite store in the working directory.
     uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str | None) -> str | None:
+        # The name is an MLflow experiment and the default soup folder (soups/<name>): a '/' would
+        # nest folders, quotes break MLflow's search filters, control characters break both.
+        if v is None:
+            return v
+        bad = sorted({c for c in v if c in _UNSAFE_NAME_CHARS or ord(c) < 32 or ord(c) == 127})
+        if bad or not v.strip() or v != v.strip() or v in (".", ".."):
+            shown = ", ".join(repr(c) for c in bad) if bad else "blank, '.'/'..' or padded with spaces"
+            raise ValueError(
+                f"experiment name {v!r} is not usable as an MLflow experiment and folder name ({shown}); "
+                "use letters, digits, spaces and '_', '.', '-'"
+            )
+        return v
 
     def resolved_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"

@@ -1,17 +1,20 @@
 """What the sweep checks before any trial runs: the data, the trainer's model path, the concurrency.
 
 A sweep spends GPU-hours; reading every data row once costs seconds to minutes, so by default every
-row of every task file is streamed and validated (``--data-check full``); ``--data-check head``
-reads the first :data:`HEAD_ROWS` rows only. A file that passed is remembered by its size and
-modification time (a small JSON cache next to the sweep's checkpoints), so a second sweep over the
-same files does not read them again.
+row of every task's data is streamed and validated (``--data-check full``): files, local datasets
+and hub datasets alike (a hub dataset is then streamed whole); ``--data-check head`` reads the
+first :data:`HEAD_ROWS` rows of each, and the row counts it prints say so. A file that passed is
+remembered by its size and modification time (a small JSON cache next to the sweep's
+checkpoints), so a second sweep over the same files does not read them again.
 
 Refused (one line each, nothing written): a malformed row (``file:line: ...``), a file with no rows,
 a train file with one row, a classification task whose train split has one label, a dev split of
 fewer than :data:`MIN_DEV_ROWS` rows (its score is 0 or 1), a ``trainer.model`` that looks like a
-path and does not exist. Warned: dev labels never seen in train (those rows always score wrong),
+path and does not exist, ``trainer.matryoshka_dims`` that do not start at that local model's
+embedding dimension. Warned: dev labels never seen in train (those rows always score wrong),
 constant STS dev scores (Spearman is undefined; the task scores 0), a dev split of fewer than
-:data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run.
+:data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run, a task
+whose text is more than 5 % unknown to the tokenizer (:mod:`mixopt.tokens`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ FEW_DEV_ROWS = 10
 # Distinct labels kept per file in the cache; more than this and the label checks are skipped.
 MAX_LABELS = 10_000
 CACHE_FILE = ".mixopt-data-check.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -44,9 +47,15 @@ class FileStats:
     rows: int
     labels: list[str] | None = None  # classification: distinct labels (None: more than MAX_LABELS)
     scores_vary: bool | None = None  # STS: at least two distinct gold scores
+    complete: bool = True  # False: reading stopped at the head, the file may have more rows
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "labels": self.labels, "scores_vary": self.scores_vary}
+        return {
+            "rows": self.rows,
+            "labels": self.labels,
+            "scores_vary": self.scores_vary,
+            "complete": self.complete,
+        }
 
 
 @dataclass
@@ -54,6 +63,9 @@ class DataReport:
     """The result of :func:`check_data`: dev rows per task and the warnings to show."""
 
     dev_rows: dict[str, int] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)  # tasks whose dev rows were read only in part
+    # task -> (share of <unk> tokens, tokens) in a sample of its train rows (mixopt.tokens)
+    unknown: dict[str, tuple[float, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache_file: Path | None = None
     cache: dict[str, Any] | None = None  # to write once the sweep starts (see save_cache)
@@ -67,8 +79,19 @@ class DataReport:
         except OSError:
             pass  # a read-only storage only costs the next sweep a re-read
 
+    def unknown_line(self) -> str | None:
+        """The unknown-token share per task, or None when the tokenizer is not local or has no <unk>."""
+        from mixopt.tokens import shares_line
+
+        return shares_line(self.unknown) if self.unknown else None
+
     def dev_rows_line(self) -> str:
-        return "dev score rests on " + ", ".join(f"{t} {n} rows" for t, n in self.dev_rows.items())
+        line = "dev score rests on " + ", ".join(
+            f"{t} {n}{'+' if t in self.partial else ''} rows" for t, n in self.dev_rows.items()
+        )
+        if self.partial:
+            line += f" (+: --data-check head read only the first {HEAD_ROWS} rows; 'full' counts them all)"
+        return line
 
 
 def file_stats(path: Path, kind: Any, head: int | None = None) -> FileStats:
@@ -90,11 +113,13 @@ def file_stats(path: Path, kind: Any, head: int | None = None) -> FileStats:
             vary = vary or row.score != first_score
         if head is not None and n >= head:
             break
+    complete = head is None or n < head
     kind_name = getattr(kind, "value", kind)
     return FileStats(
         rows=n,
         labels=sorted(labels) if kind_name == "classification" and labels is not None else None,
         scores_vary=vary if kind_name == "sts" else None,
+        complete=complete,
     )
 
 
@@ -141,9 +166,7 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
             if key is not None and key in cache:
                 stats[split] = FileStats(**cache[key])
             else:
-                # A Hugging Face dataset is checked on its first rows (its columns and label type
-                # are checked when it is opened): streaming a hub dataset whole would download it.
-                head = HEAD_ROWS if mode == "head" or not is_file else None
+                head = HEAD_ROWS if mode == "head" else None
                 try:
                     stats[split] = file_stats(f, t.kind, head)
                 except DataError as e:
@@ -159,6 +182,10 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     problems += model_problems(exp)
     if problems:
         raise SweepError("\n".join(problems))
+    from mixopt.tokens import share_warnings, task_unknown_shares
+
+    report.unknown = task_unknown_shares(exp)
+    report.warnings += share_warnings(report.unknown)
     if use_cache and not new_cache.items() <= cache.items():
         report.cache_file, report.cache = cache_file, {**cache, **new_cache}
     return report
@@ -183,6 +210,8 @@ def _task_problems(t: Any, stats: Mapping[str, FileStats], report: DataReport) -
     if dev is None:
         return problems
     report.dev_rows[t.name] = dev.rows
+    if not dev.complete:
+        report.partial.add(t.name)
     if dev.rows == 0:
         problems.append(f"task {t.name}: {t.dev_file}: the file has no rows")
     elif dev.rows < MIN_DEV_ROWS:
@@ -223,17 +252,57 @@ def looks_like_path(value: str) -> bool:
 
 
 def model_problems(exp: Experiment) -> list[str]:
-    """``trainer.model`` that looks like a path and is not a directory (every trial would fail)."""
+    """``trainer.model`` that looks like a path and is not a directory, or ``trainer.matryoshka_dims``
+    that does not start at the local model's embedding dimension (every trial would fail)."""
     model = exp.trainer.options.get("model")
     if not isinstance(model, str) or not looks_like_path(model):
         return []
     path = Path(model).expanduser()
     if path.is_dir():
-        return []
+        return _dims_problems(exp.trainer.options.get("matryoshka_dims"), path)
     what = "is a file, not a model directory" if path.exists() else "no such directory"
     return [
         f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
         "a Hugging Face id is 'org/name')"
+    ]
+
+
+def model_dim(path: Path) -> tuple[int, Path] | None:
+    """The embedding dimension of a local model directory and the config file it was read from.
+
+    A sentence-transformers directory embeds in its last Dense layer's ``out_features`` (its
+    transformer's ``hidden_size`` when it has none); a bare transformer in its ``hidden_size`` (the
+    trainer adds EmbeddingGemma's Dense pair, which ends where it starts). None when the JSON does
+    not say: the trainer checks again when it loads the weights.
+    """
+    try:
+        modules_file = path / "modules.json"
+        if modules_file.exists():
+            modules = json.loads(modules_file.read_text())
+            dense = [m for m in modules if str(m.get("type", "")).endswith(".Dense")]
+            if dense:
+                cfg_file = path / dense[-1]["path"] / "config.json"
+                return int(json.loads(cfg_file.read_text())["out_features"]), cfg_file
+            path = path / modules[0].get("path", "")
+        cfg_file = path / "config.json"
+        cfg = json.loads(cfg_file.read_text())
+        hidden = cfg.get("hidden_size") or (cfg.get("text_config") or {}).get("hidden_size")
+        return (int(hidden), cfg_file) if hidden else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _dims_problems(dims: Any, model: Path) -> list[str]:
+    if not isinstance(dims, list) or not dims or not all(isinstance(d, int) for d in dims):
+        return []  # not given (the trainer's default) or malformed (the trainer's options say so)
+    found = model_dim(model)
+    if found is None or dims[0] == found[0]:
+        return []
+    dim, source = found
+    fix = [dim, *(d for d in dims[1:] if d < dim)]
+    return [
+        f"trainer.matryoshka_dims: {dims}: the model {model} embeds in {dim} dimensions ({source}); "
+        f"the first Matryoshka dim must be that full dimension and the rest smaller, e.g. {fix}"
     ]
 
 

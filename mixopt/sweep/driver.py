@@ -120,6 +120,8 @@ def check_before_start(
         warn(w)
     if verbose:
         print(f"[mixopt] {report.dev_rows_line()}", flush=True)
+        if report.unknown_line():
+            print(f"[mixopt] {report.unknown_line()}", flush=True)
     wait_for_ray(address, connect_timeout)  # before anything is recorded
     if exp.sweep.preflight and not resume:
         run_sweep_preflight(exp, address, verbose)

@@ -56,9 +56,22 @@ def ui_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 
 
+# Decimals of a weight in the ``w.<task>`` params. MLflow's runs table cuts a param to about ten
+# characters, so a full-precision ``1.3790403873629585e-18`` read as 1.38; the exact weights stay
+# in the trial's PROPOSAL tag (JSON), which is what the sweep and the soup read back.
+WEIGHT_DECIMALS = 4
+
+
+def weight_param(w: float) -> str:
+    """A weight as shown in the runs table: ``0`` for an exact zero, else 4 decimals (``0.0000``: < 5e-5)."""
+    w = float(w)
+    return "0" if w == 0 else f"{w:.{WEIGHT_DECIMALS}f}"
+
+
 def mixture_params(proposal: Mapping[str, Any], task_names: list[str]) -> dict[str, str]:
-    """Flat MLflow params: ``w.<task>`` for every weight, ``hp.<name>`` for each hyperparameter."""
-    out = {f"w.{t}": repr(float(proposal[t])) for t in task_names}
+    """Flat MLflow params: ``w.<task>`` for every weight (:func:`weight_param`), ``hp.<name>`` for each
+    hyperparameter."""
+    out = {f"w.{t}": weight_param(proposal[t]) for t in task_names}
     for k, v in proposal.items():
         if k not in task_names:
             out[f"hp.{k}"] = repr(v) if isinstance(v, float) else str(v)
