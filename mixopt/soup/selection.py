@@ -86,12 +86,17 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         return None, f"no metric {metric!r}"
     if not math.isfinite(value):
         return None, f"metric {metric!r} is {value}"
-    mixture = {k[2:]: float(v) for k, v in params.items() if k.startswith("w.")}
     scores = {k[len("score.") :]: v for k, v in metrics.items() if k.startswith("score.")}
     try:
         proposal = json.loads(tags[PROPOSAL]) if PROPOSAL in tags else None
     except ValueError:
         proposal = None
+    # The exact weights are in the proposal tag; the w.<task> params are rounded for the runs table.
+    weights = {k[2:] for k in params if k.startswith("w.")}
+    if isinstance(proposal, dict) and weights <= proposal.keys():
+        mixture = {k: float(proposal[k]) for k in weights}
+    else:
+        mixture = {k[2:]: float(v) for k, v in params.items() if k.startswith("w.")}
     return Ingredient(
         run_id=run.info.run_id,
         trial_id=tags.get(TRIAL_ID, run.info.run_name or "?"),
