@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mlflow.tracking import MlflowClient
 
 from mixopt.tracking.tags import (
+    CONFIG,
     CONFIG_ARTIFACT,
     PARENT,
     ROLE,
@@ -230,6 +231,16 @@ def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
         return Path(path).read_text()
 
 
+def recorded_config(client: MlflowClient, run: Run) -> tuple[str, str | None]:
+    """The config in force on sweep run ``run``: (artifact name, its text; None if not logged).
+
+    ``config.yaml`` as the sweep started, or the ``config-N.yaml`` a resume with
+    ``--allow-config-change`` recorded (the run's tag ``mixopt.config`` names it).
+    """
+    name = run.data.tags.get(CONFIG) or CONFIG_ARTIFACT
+    return name, artifact_text(client, run.info.run_id, name)
+
+
 def recorded_state(client: MlflowClient, run: Run) -> dict | None:
     """The optimizer state of sweep run ``run``: its state file (tag ``mixopt.state_path``) while it
     is still there, else the ``optimizer_state.json`` artifact a finished sweep logs; None if neither."""
@@ -266,11 +277,11 @@ def recorded_experiment(
         where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
         raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")
     run_id = run.info.run_id
-    text = artifact_text(client, run_id, CONFIG_ARTIFACT)
+    name, text = recorded_config(client, run)
     if text is None:
-        raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no config.yaml")
-    data, lines = parse_yaml(text, f"config.yaml of sweep run {run_id}")
-    return experiment_from_dict(data, source=f"config.yaml of sweep run {run_id}", lines=lines), run_id
+        raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no {name}")
+    data, lines = parse_yaml(text, f"{name} of sweep run {run_id}")
+    return experiment_from_dict(data, source=f"{name} of sweep run {run_id}", lines=lines), run_id
 
 
 def recorded_optimizer_state(tracking_uri: str, experiment_name: str) -> tuple[dict, str]:
