@@ -369,7 +369,9 @@ def test_sigterm_resume_sigkill_during_resume_and_resume_again_ends_with_max_tri
     first.wait_for(" started (")
     code, out, err = cli("sweep", str(path), "--resume")
     assert code == 2, out + err
-    (line,) = err.strip().splitlines()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
     assert re.fullmatch(
         rf"{re.escape(str(path))}: sweep {parent_id} is already being resumed by pid {first.proc.pid} on "
         rf"{re.escape(socket.gethostname())} \(since [\d-]+ [\d:]+\); wait for it to end, or stop it first "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ if TYPE_CHECKING:  # Tune's classes, imported when trials run (see Sweep.search)
     from mixopt.sweep.searcher import MixtureSearcher
 
 log = logging.getLogger("mixopt.sweep")
+# Set by the SIGTERM handler of trap_sigterm (the interrupt may reach run_sweep re-raised by Ray).
+_SIGTERM = threading.Event()
 
 
 def run_sweep(
@@ -89,15 +92,19 @@ def run_sweep(
     caller's SIGTERM handler is back in place when this returns.
     """
     import signal
-    import threading
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    _SIGTERM.clear()
     trap_sigterm()
     try:
         return _run(
             exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
         )
+    except KeyboardInterrupt as interrupt:
+        if _SIGTERM.is_set() and not isinstance(interrupt, Terminated):
+            raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
+        raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
@@ -153,10 +160,10 @@ def _run(
             verification = sweep.verify()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
             sweep.interrupted()
-            how = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+            term = isinstance(interrupt, Terminated) or _SIGTERM.is_set()
             raise SweepInterrupted(
-                f"interrupted{how}: sweep run {sweep.tracker.parent_id} marked KILLED",
-                exit_code=143 if isinstance(interrupt, Terminated) else 130,
+                f"interrupted{' (SIGTERM)' if term else ''}: sweep run {sweep.tracker.parent_id} marked KILLED",
+                exit_code=143 if term else 130,
             ) from None
         return sweep.finish(time.monotonic() - t0, verification)
     finally:
@@ -169,15 +176,18 @@ def trap_sigterm() -> None:
     Called again after every ``ray.init``: Ray installs its own handler there (``sys.exit`` from
     inside the signal handler, which leaves the sweep and its trials RUNNING). A second SIGTERM
     while the first is being handled is ignored, so the cleanup (runs marked KILLED) completes.
+    Ray's C++ core turns an exception raised by a signal handler during ``ray.get``/``ray.wait``
+    into a plain KeyboardInterrupt, so the handler also sets ``_SIGTERM``, which says which
+    signal it was.
     """
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return  # a sweep run from a thread (a notebook's executor): signals are the caller's
 
     def terminated(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _SIGTERM.set()
         raise Terminated()
 
     signal.signal(signal.SIGTERM, terminated)

@@ -226,9 +226,21 @@ def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
     names = {a.path for a in _read(lambda: client.list_artifacts(run_id), "list artifacts")}
     if name not in names:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
-        return Path(path).read_text()
+    # MLflow draws a progress bar on stderr for every download: noise before a one-line message.
+    key, before = (
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"),
+    )
+    os.environ[key] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
+            return Path(path).read_text()
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def recorded_config(client: MlflowClient, run: Run) -> tuple[str, str | None]:
