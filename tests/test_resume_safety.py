@@ -90,6 +90,18 @@ def test_config_changes_name_the_yaml_paths_that_differ() -> None:
     ]
 
 
+def test_allow_config_change_without_resume_is_refused_writing_nothing(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    path = write_experiment(tmp_path, data_dir)
+    code, out, err = cli("sweep", str(path), "--allow-config-change")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "--allow-config-change applies to --resume only (a new sweep records the YAML as it is)"
+    ]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
 # --------------------------------------------------------------------------- the lock
 
 
