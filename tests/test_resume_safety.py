@@ -201,6 +201,21 @@ def test_a_live_pid_with_a_stale_heartbeat_is_taken_over(tmp_path: Path) -> None
         other.wait()
 
 
+def test_a_lock_file_not_yet_written_is_a_driver_starting_until_it_is_stale(tmp_path: Path) -> None:
+    path = tmp_path / LOCK_FILE
+    path.write_text("")  # created with O_EXCL, its creator not yet past the write
+    with pytest.raises(
+        SweepError, match=r"is being started by another driver \(its lock .* is not written yet\)"
+    ):
+        SweepLock(tmp_path, "abcd1234").acquire(say=lambda line: None)
+    old = time.time() - STALE_S - 60
+    os.utime(path, (old, old))  # its creator died there
+    lock = SweepLock(tmp_path, "abcd1234")
+    lock.acquire(say=lambda line: None)
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
+
+
 # --------------------------------------------------------------------------- real drivers
 
 

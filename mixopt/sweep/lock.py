@@ -37,6 +37,7 @@ class Holder:
     since: str
     age: float
     doing: str = "run"
+    ino: int = 0  # the lock file's inode when read: a takeover moves aside only that file
 
     def alive(self) -> bool:
         if self.age > STALE_S:
@@ -59,20 +60,21 @@ class Holder:
 
 def _read(path: Path) -> Holder | None:
     try:
+        st = path.stat()
         data = json.loads(path.read_text())
-        age = time.time() - path.stat().st_mtime
-        return Holder(
-            int(data["pid"]), str(data["host"]), str(data["since"]), age, str(data.get("doing", "run"))
-        )
+        age = time.time() - st.st_mtime
+        doing = str(data.get("doing", "run"))
+        return Holder(int(data["pid"]), str(data["host"]), str(data["since"]), age, doing, st.st_ino)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         # Half-written by a creator killed between create and write: judge it by its age alone.
         try:
-            age = time.time() - path.stat().st_mtime
+            st = path.stat()
         except FileNotFoundError:
             return None
-        return Holder(-1, "?", "?", age if age > STALE_S else 0.0)
+        age = time.time() - st.st_mtime
+        return Holder(-1, "?", "?", age if age > STALE_S else 0.0, ino=st.st_ino)
 
 
 class SweepLock:
@@ -96,6 +98,11 @@ class SweepLock:
             holder = _read(self.path)
             if holder is None:
                 continue  # released between our create and read: try again
+            if holder.alive() and holder.pid < 0:
+                raise SweepError(
+                    f"sweep {self.sweep_id} is being started by another driver (its lock {self.path} "
+                    "is not written yet); try again in a minute"
+                )
             if holder.alive():
                 raise SweepError(
                     f"sweep {self.sweep_id} is already being {holder.doing} by pid {holder.pid} on "
@@ -104,12 +111,17 @@ class SweepLock:
                 )
             # Move the stale file aside under a name of our own: of two drivers taking it over,
             # one renames it and the other finds it gone, then one of them creates the new lock.
+            # A driver that moved aside a lock other than the one it judged stale (another
+            # takeover's fresh lock, made between its read and its rename) puts it back.
             aside = self.path.with_name(f".{LOCK_FILE}.stale-{os.getpid()}")
             try:
                 os.replace(self.path, aside)
-                aside.unlink()
             except FileNotFoundError:
                 continue
+            if aside.stat().st_ino != holder.ino:
+                os.replace(aside, self.path)
+                continue
+            aside.unlink()
             say(
                 f"[mixopt] sweep {self.sweep_id}: taking over the lock of pid {holder.pid} on "
                 f"{holder.host} ({holder.why_stale()}; since {holder.since})"
