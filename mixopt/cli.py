@@ -152,13 +152,23 @@ def sweep(
         help="Before any trial: 'full' validates every row of every task file (cached by file size and "
         "mtime), 'head' only the first 50 rows of each.",
     ),
+    allow_config_change: bool = typer.Option(
+        False,
+        "--allow-config-change",
+        help="With --resume: run the remaining trials under a YAML that differs from the sweep's "
+        "recorded config (not in its tasks or search space); recorded as config-N.yaml.",
+    ),
 ) -> None:
     """Run the mixture sweep: seed mixtures, then GP-UCB proposals, trials on Ray Tune, all logged to MLflow."""
+    import shlex
+
     from mixopt.sweep import SweepError, run_sweep
-    from mixopt.sweep.common import SweepFailed, SweepInterrupted
+    from mixopt.sweep.common import SweepFailed, SweepInterrupted, Terminated
 
     if data_check not in ("full", "head"):
         _fail(f"--data-check {data_check!r}: choose full or head")
+    if allow_config_change and not resume:
+        _fail("--allow-config-change applies to --resume only (a new sweep records the YAML as it is)")
     exp = _load(experiment)
     try:
         summary = run_sweep(
@@ -169,13 +179,21 @@ def sweep(
             verbose=not quiet,
             data_check=data_check,
             connect_timeout=connect_timeout,
+            allow_config_change=allow_config_change,
         )
     except SweepInterrupted as e:
-        _fail(f"{experiment}: {e}", code=130)
+        _fail(
+            f"{experiment}: {e}; continue it with `mixopt sweep {shlex.quote(str(experiment))} --resume`",
+            e.exit_code,
+        )
     except SweepFailed as e:  # it ran, and has no answer to give (bad data in a trial)
         _fail(f"{experiment}: {e}", code=1)
-    except KeyboardInterrupt:  # before the sweep's MLflow run existed: nothing to resume
-        _fail(f"{experiment}: interrupted before the sweep started; nothing was recorded", code=130)
+    except KeyboardInterrupt as e:  # before the sweep's MLflow run existed: nothing to resume
+        how = " (SIGTERM)" if isinstance(e, Terminated) else ""
+        _fail(
+            f"{experiment}: interrupted{how} before the sweep started; nothing was recorded",
+            code=143 if isinstance(e, Terminated) else 130,
+        )
     except SweepError as e:
         _fail(f"{experiment}: {e}")
     if summary.failed and not summary.finished:

@@ -438,9 +438,14 @@ def test_an_address_with_nothing_there_is_a_bounded_wait_then_one_line(
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_the_sweep_parent_killed_and_resume_finishes_it(tmp_path: Path, data_dir: Path) -> None:
-    """A real driver process, a real SIGINT while trials run: exit 130 with one line, the parent run
-    KILLED (not RUNNING, not FINISHED), and ``--resume`` runs exactly the missing trials."""
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_ends_the_sweep_parent_killed_and_resume_finishes_it(
+    tmp_path: Path, data_dir: Path, signame: str, code: int
+) -> None:
+    """A real driver process, a real SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption) while
+    trials run: exit 128 + the signal's number with one line naming the YAML as given, the parent
+    run and the interrupted trial runs KILLED (not RUNNING, not FINISHED), no C stack dump, and
+    ``--resume`` runs exactly the missing trials."""
     import signal
     import subprocess
     import sys
@@ -472,21 +477,24 @@ def test_ctrl_c_ends_the_sweep_parent_killed_and_resume_finishes_it(tmp_path: Pa
             break
     assert " started (" in seen, seen
     t0 = time.monotonic()
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(getattr(signal, signame))
     out, err = driver.communicate(timeout=120)
-    assert driver.returncode == 130, (seen + out)[-3000:] + err[-3000:]
+    assert driver.returncode == code, (seen + out)[-3000:] + err[-3000:]
+    assert "Fatal Python error" not in err and "Stack (most recent call first)" not in err
     assert time.monotonic() - t0 < 120
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("errors")
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("mixopt.role") == "sweep"]
     assert parent.info.status == "KILLED"
+    how = " (SIGTERM)" if signame == "SIGTERM" else ""
     assert err.strip().splitlines()[-1] == (
-        f"{path}: interrupted: sweep run {parent.info.run_id} marked KILLED; continue it with "
-        "`mixopt sweep EXPERIMENT.yaml --resume`"
+        f"{path}: interrupted{how}: sweep run {parent.info.run_id} marked KILLED; continue it with "
+        f"`mixopt sweep {path} --resume`"
     )
     before = [r for r in runs if r.data.tags.get("mixopt.role") == "trial"]
     assert len(before) < 4 and all(r.info.status != "RUNNING" for r in before)
+    assert any(r.info.status == "KILLED" for r in before)  # the trial that was running
 
     resumed = subprocess.run(
         cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

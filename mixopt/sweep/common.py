@@ -22,7 +22,19 @@ class SweepError(RuntimeError):
 
 
 class SweepInterrupted(SweepError):
-    """Ctrl-C: the sweep's MLflow run is marked KILLED and ``--resume`` continues it."""
+    """Ctrl-C or SIGTERM: the sweep's MLflow run is marked KILLED and ``--resume`` continues it.
+
+    ``exit_code``: the shell's code for the signal (128 + its number: 130 SIGINT, 143 SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster scheduler's pre-emption), raised in the driver's main thread so that it
+    takes the path Ctrl-C takes: trials and the sweep run marked KILLED, ``--resume`` continues."""
 
 
 class SweepFailed(SweepError):

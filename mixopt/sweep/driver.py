@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,14 @@ from mixopt.sweep.common import (
     SweepFailed,
     SweepInterrupted,
     SweepSummary,
+    Terminated,
     no_space,
     storage_dir,
     storage_full,
 )
+from mixopt.sweep.lock import SweepLock
 from mixopt.sweep.progress import Printer, print_summary, warn
-from mixopt.sweep.resume import reconcile
+from mixopt.sweep.resume import Reopening, find_resumable, reconcile
 from mixopt.sweep.tuner import (
     CONNECT_TIMEOUT,
     fit_tuner,
@@ -62,12 +65,15 @@ from mixopt.tracking import (
     SweepTracker,
     recorded_optimizer_state,
 )
+from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT
 
 if TYPE_CHECKING:  # Tune's classes, imported when trials run (see Sweep.search)
     from mixopt.sweep.callback import SweepCallback
     from mixopt.sweep.searcher import MixtureSearcher
 
 log = logging.getLogger("mixopt.sweep")
+# Set by the SIGTERM handler of trap_sigterm (the interrupt may reach run_sweep re-raised by Ray).
+_SIGTERM = threading.Event()
 
 
 def run_sweep(
@@ -79,28 +85,122 @@ def run_sweep(
     verbose: bool = True,
     data_check: str = "full",
     connect_timeout: float = CONNECT_TIMEOUT,
+    allow_config_change: bool = False,
 ) -> SweepSummary:
-    """Run (or resume) the sweep of ``exp``; return its summary. See the package docstring."""
-    check_before_start(
-        exp, address, resume=resume, verbose=verbose, data_check=data_check, connect_timeout=connect_timeout
-    )
-    sweep = Sweep.start(
-        exp, address, resume=resume, total=max_trials or exp.optimizer.max_trials, verbose=verbose
-    )
+    """Run (or resume) the sweep of ``exp``; return its summary. See the package docstring.
+
+    ``--resume`` first finds the unfinished sweep, compares the YAML with the config it recorded
+    (:func:`mixopt.sweep.resume.find_resumable`; ``allow_config_change`` lets trainer options and
+    the like change) and takes the sweep's lock (:mod:`mixopt.sweep.lock`), before anything else
+    is read or written. SIGINT and SIGTERM end the sweep alike: :class:`SweepInterrupted`; the
+    caller's SIGTERM handler is back in place when this returns.
+    """
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    _SIGTERM.clear()
+    trap_sigterm()
+    try:
+        return _run(
+            exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
+        )
+    except KeyboardInterrupt as interrupt:
+        if _SIGTERM.is_set() and not isinstance(interrupt, Terminated):
+            raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run(
+    exp: Experiment,
+    address: str | None,
+    resume: bool,
+    max_trials: int | None,
+    verbose: bool,
+    data_check: str,
+    connect_timeout: float,
+    allow_config_change: bool,
+) -> SweepSummary:
+    """:func:`run_sweep`'s steps, with SIGTERM trapped."""
+    reopening = lock = None
+    if resume:
+        # A new experiment is not created here: SweepTracker creates one only when it is missing,
+        # and then there is nothing to resume (find_resumable says so).
+        tracker = SweepTracker(exp.tracking.resolved_uri(), exp.experiment_name)
+        reopening = find_resumable(exp, tracker, allow_config_change)
+        lock = SweepLock(reopening.state_path.parent, reopening.parent_id, "resumed")
+        lock.acquire(say=lambda line: print(line, flush=True) if verbose else None)
+    try:
+        check_before_start(
+            exp,
+            address,
+            resume=resume,
+            verbose=verbose,
+            data_check=data_check,
+            connect_timeout=connect_timeout,
+        )
+        sweep = Sweep.start(
+            exp, address, reopening=reopening, total=max_trials or exp.optimizer.max_trials, verbose=verbose
+        )
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is None:
+        # A new sweep: its storage folder is its own, but a --resume started while it runs must
+        # find it held.
+        lock = SweepLock(sweep.storage, sweep.tracker.parent_id or "", "run")
+        lock.acquire()
     t0 = time.monotonic()
     # Ctrl-C ends the sweep at once: KeyboardInterrupt reaches this thread instead of Tune's own
     # graceful stop (which would finish the sweep as if complete and point at Tuner.restore).
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
-        sweep.search()
-        verification = sweep.verify()
-    except KeyboardInterrupt:
-        sweep.interrupted()
-        raise SweepInterrupted(
-            f"interrupted: sweep run {sweep.tracker.parent_id} marked KILLED; continue it with "
-            "`mixopt sweep EXPERIMENT.yaml --resume`"
-        ) from None
-    return sweep.finish(time.monotonic() - t0, verification)
+        try:
+            sweep.search()
+            verification = sweep.verify()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+            sweep.interrupted()
+            term = isinstance(interrupt, Terminated) or _SIGTERM.is_set()
+            raise SweepInterrupted(
+                f"interrupted{' (SIGTERM)' if term else ''}: sweep run {sweep.tracker.parent_id} marked KILLED",
+                exit_code=143 if term else 130,
+            ) from None
+        return sweep.finish(time.monotonic() - t0, verification)
+    finally:
+        lock.release()
+
+
+def trap_sigterm() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread, as SIGINT raises KeyboardInterrupt.
+
+    Called again after every ``ray.init``: Ray installs its own handler there (``sys.exit`` from
+    inside the signal handler, which leaves the sweep and its trials RUNNING). A second SIGTERM
+    while the first is being handled is ignored, so the cleanup (runs marked KILLED) completes.
+    Ray's C++ core turns an exception raised by a signal handler during ``ray.get``/``ray.wait``
+    into a plain KeyboardInterrupt, so the handler also sets ``_SIGTERM``, which says which
+    signal it was.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # a sweep run from a thread (a notebook's executor): signals are the caller's
+
+    def terminated(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _SIGTERM.set()
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
+def init_ray(address: str | None, exp: Experiment) -> None:
+    """:func:`mixopt.sweep.tuner.ray_init`, then this driver's SIGTERM handler back in place."""
+    ray_init(address, exp)
+    trap_sigterm()
 
 
 def check_before_start(
@@ -159,11 +259,14 @@ class Sweep:
     failure: str | None = None
 
     @classmethod
-    def start(cls, exp: Experiment, address: str | None, *, resume: bool, total: int, verbose: bool) -> Sweep:
-        """Resume the experiment's unfinished sweep, or record a new one; the state saved either way."""
+    def start(
+        cls, exp: Experiment, address: str | None, *, reopening: Reopening | None, total: int, verbose: bool
+    ) -> Sweep:
+        """Resume the sweep ``reopening`` found (see :func:`mixopt.sweep.resume.find_resumable`), or
+        record a new one; the state saved either way."""
         tracker = SweepTracker(exp.tracking.resolved_uri(), exp.experiment_name)
-        if resume:
-            opt, state_path = _reopen(exp, tracker)
+        if reopening is not None:
+            opt, state_path = _reopen(exp, tracker, reopening, verbose)
             storage = state_path.parent
             done, reruns, next_index = reconcile(opt, tracker, tracker.parent_id, exp.trainer.steps, storage)
             if verbose:
@@ -196,7 +299,7 @@ class Sweep:
         from mixopt.sweep.stopping import make_scheduler
 
         exp = self.exp
-        ray_init(self.address, exp)
+        init_ray(self.address, exp)
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
         # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
         self.concurrent = max_concurrent(exp)
@@ -229,7 +332,7 @@ class Sweep:
             full = e if isinstance(e, StorageFull) else _storage_full_in(e, self.storage)
             if full is None:
                 raise
-            self._stop_for_storage()
+            self.mark_killed()
             raise full from None
         if self.callback.data_error is not None:
             trial_id, reason = self.callback.data_error
@@ -238,17 +341,18 @@ class Sweep:
                 f"{self.tracker.parent_id} is marked FAILED: fix the row and start the sweep again"
             )
 
-    def _stop_for_storage(self) -> None:
-        """The disk under ``storage`` is full: the sweep run and its running trials are marked
-        KILLED (their trials keep ``mixopt.status=RUNNING``, so ``--resume`` runs them again once
-        there is space); the optimizer state on disk is the last one written whole."""
+    def mark_killed(self) -> None:
+        """Mark the sweep run and its running trials KILLED and stop Ray (a local Ray and this
+        driver's trial actors go with the driver). The trials keep ``mixopt.status=RUNNING``, so
+        ``--resume`` runs them again in their runs. After a full disk under ``storage`` the state is
+        not saved again: the one on disk is the last written whole."""
         import ray
 
         live = self.searcher.live if self.searcher is not None else {}
         for _trial_id, run_id, _ in list(live.values()):
             try:
                 self.tracker.client.set_terminated(run_id, status="KILLED")
-            except Exception as e:  # --resume reconciles what could not be recorded
+            except Exception as e:  # the store may be what was interrupted; --resume reconciles it
                 log.warning("could not mark trial run %s KILLED: %s", run_id, e)
         self.tracker.end_sweep("KILLED")
         if ray.is_initialized():
@@ -266,7 +370,7 @@ class Sweep:
         from mixopt.sweep.callback import SweepCallback
         from mixopt.sweep.searcher import FixedSearcher
 
-        ray_init(self.address, exp)
+        init_ray(self.address, exp)
         concurrent = self.concurrent or max_concurrent(exp)
         path = self.storage / PLAN_FILE
         if path.exists():
@@ -291,22 +395,9 @@ class Sweep:
         return summarise(plan, recorded_outcomes(tracker))
 
     def interrupted(self) -> None:
-        """After Ctrl-C: save the optimizer, mark the parent and the running trials KILLED, stop Ray.
-
-        Running trials keep ``mixopt.status=RUNNING``, so ``--resume`` runs them again in their runs.
-        """
-        import ray
-
+        """After Ctrl-C or SIGTERM: save the optimizer, then :meth:`mark_killed`."""
         self.state.save()
-        live = self.searcher.live if self.searcher is not None else {}
-        for _trial_id, run_id, _ in list(live.values()):
-            try:
-                self.tracker.client.set_terminated(run_id, status="KILLED")
-            except Exception as e:  # the store may be what was interrupted; --resume reconciles it
-                log.warning("could not mark trial run %s KILLED: %s", run_id, e)
-        self.tracker.end_sweep("KILLED")
-        if ray.is_initialized():
-            ray.shutdown()  # a local Ray (and this driver's trial actors) go with the driver
+        self.mark_killed()
 
     def finish(self, wall: float, verification: VerifyResult | None) -> SweepSummary:
         """Record the summary on the parent run (metrics, state, best, recommendation, figures),
@@ -409,22 +500,26 @@ def _storage_full_in(err: BaseException, storage: Path) -> StorageFull | None:
     return storage_full(full, storage) if full is not None else None
 
 
-def _reopen(exp: Experiment, tracker: SweepTracker) -> tuple[Any, Path]:
-    """The experiment's unfinished sweep, reopened: its optimizer restored, and its state file."""
+def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbose: bool) -> tuple[Any, Path]:
+    """The sweep ``reopening`` found, reopened: its optimizer restored, and its state file; a config
+    the YAML changed is recorded as ``config-N.yaml``, and every trial run from now on is tagged
+    with the config it runs under (tag ``mixopt.config``)."""
     from mixopt.optimizer import MixtureOptimizer
 
-    parent_id = tracker.find_unfinished_sweep()
-    if parent_id is None:
-        raise SweepError(
-            f"nothing to resume: experiment {exp.experiment_name!r} in {tracker.uri} has no "
-            "unfinished sweep; run without --resume to start one"
-        )
-    run = tracker.client.get_run(parent_id)
-    state_path = Path(run.data.tags[STATE_PATH])
-    if not state_path.exists():
-        raise SweepError(f"cannot resume sweep run {parent_id}: its optimizer state {state_path} is missing")
+    parent_id, state_path = reopening.parent_id, reopening.state_path
     opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
     tracker.reopen_sweep(parent_id)
+    if reopening.changed:
+        tracker.log_text(parent_id, dump_experiment(exp), reopening.config_name)
+        tracker.set_tags(parent_id, {CONFIG: reopening.config_name})
+        if verbose:
+            print(
+                f"[mixopt] resuming sweep {parent_id} under a changed config ({', '.join(reopening.changed)}): "
+                f"recorded as {reopening.config_name}; trials from now on are tagged {CONFIG}="
+                f"{reopening.config_name}",
+                flush=True,
+            )
+    tracker.trial_tags = {CONFIG: reopening.config_name}
     return opt, state_path
 
 
@@ -450,10 +545,11 @@ def _record_new(exp: Experiment, tracker: SweepTracker, total: int) -> tuple[Any
             "fidelity_scale": opt.fidelity_scale,
             **warm,
         },
-        artifacts={"config.yaml": dump_experiment(exp), "seed_mixtures.json": seeds},
+        artifacts={CONFIG_ARTIFACT: dump_experiment(exp), "seed_mixtures.json": seeds},
     )
     state_path = storage_dir(exp, parent_id) / "optimizer_state.json"
-    tracker.set_tags(parent_id, {STATE_PATH: str(state_path)})
+    tracker.set_tags(parent_id, {STATE_PATH: str(state_path), CONFIG: CONFIG_ARTIFACT})
+    tracker.trial_tags = {CONFIG: CONFIG_ARTIFACT}
     if warm:
         tracker.set_tags(parent_id, {WARM_START: warm["warm_start"]})
     return opt, state_path
@@ -481,7 +577,7 @@ def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> 
     """``sweep.preflight``: one worst-case trial on a trial's resources before anything is recorded."""
     from mixopt.preflight import PreflightError, run_preflight
 
-    ray_init(address, exp)
+    init_ray(address, exp)
     try:
         result = run_preflight(
             exp,

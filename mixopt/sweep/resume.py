@@ -1,13 +1,109 @@
-"""Resume: bring an optimizer restored from its state file in line with what MLflow recorded."""
+"""Resume: find the unfinished sweep, check the YAML against the config it recorded, and bring
+an optimizer restored from its state file in line with what MLflow recorded."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATUS, TRIAL_ID, SweepTracker
+import yaml
+
+from mixopt.config import Experiment, dump_experiment
+from mixopt.sweep.common import SweepError
+from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking.store import get_run, recorded_config
 from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
+
+# What the recorded trials and the optimizer state mean: the tasks (a mixture's coordinates) and
+# the search space (the weights' bounds, the hyperparameters). A resume under other values would
+# tell the optimizer results from a space it was not built on: refused, whatever the flag.
+FIXED = ("tasks", "search.bounds", "search.hyperparameters")
+# How many trials and how many at once: they change no trial's result, so a resume may change
+# them freely (as --max-trials does); they are listed and recorded all the same.
+RUN_ONLY = ("optimizer.max_trials", "optimizer.max_concurrent")
+
+
+@dataclass
+class Reopening:
+    """An unfinished sweep found for ``--resume``, its YAML checked, nothing written yet.
+
+    ``config_name``: the config artifact the resumed driver runs under (the recorded one, or the
+    next ``config-N.yaml`` when the YAML changed); ``changed``: the YAML paths that differ.
+    """
+
+    parent_id: str
+    state_path: Path
+    config_name: str
+    changed: list[str]
+
+
+def find_resumable(exp: Experiment, tracker: SweepTracker, allow_config_change: bool) -> Reopening:
+    """The experiment's unfinished sweep and the config to resume it under; SweepError (nothing
+    written) when there is none, its state file is gone, or the YAML changed what it may not."""
+    parent_id = tracker.find_unfinished_sweep()
+    if parent_id is None:
+        raise SweepError(
+            f"nothing to resume: experiment {exp.experiment_name!r} in {tracker.uri} has no "
+            "unfinished sweep; run without --resume to start one"
+        )
+    run = get_run(tracker.client, parent_id)
+    state_path = Path(run.data.tags[STATE_PATH])
+    if not state_path.exists():
+        raise SweepError(f"cannot resume sweep run {parent_id}: its optimizer state {state_path} is missing")
+    name, text = recorded_config(tracker.client, run)
+    if text is None:
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: it recorded no {name} to compare the YAML with"
+        )
+    changed = config_changes(yaml.safe_load(text), yaml.safe_load(dump_experiment(exp)))
+    fixed = [k for k in changed if _under(k, FIXED)]
+    if fixed:
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: the YAML changes its tasks or search space ("
+            f"{', '.join(fixed)}) against its recorded {name}; undo the change to resume it, or start "
+            "a new sweep without --resume"
+        )
+    others = [k for k in changed if not _under(k, RUN_ONLY)]
+    if others and not allow_config_change:
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: the YAML differs from its recorded {name} at "
+            f"{', '.join(others)}; undo the change, or resume with --allow-config-change to run the "
+            "remaining trials under the new values (recorded as a new config)"
+        )
+    return Reopening(parent_id, state_path, next_config_name(name) if changed else name, changed)
+
+
+def next_config_name(name: str) -> str:
+    """``config.yaml`` -> ``config-2.yaml`` -> ``config-3.yaml`` ..."""
+    stem = name.removesuffix(".yaml")
+    n = int(stem.rsplit("-", 1)[1]) if "-" in stem and stem.rsplit("-", 1)[1].isdigit() else 1
+    return f"config-{n + 1}.yaml"
+
+
+def config_changes(recorded: Any, current: Any, path: str = "") -> list[str]:
+    """The YAML paths at which two configs (plain data) differ: ``trainer.learning_rate``,
+    ``tasks[1].path``; a key present in one only counts as a change; a list whose length
+    changed is named as a whole."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in list(recorded) + [k for k in current if k not in recorded]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in recorded or key not in current:
+                out.append(sub)
+            else:
+                out += config_changes(recorded[key], current[key], sub)
+        return out
+    if isinstance(recorded, list) and isinstance(current, list) and len(recorded) == len(current):
+        return [
+            k for i, (a, b) in enumerate(zip(recorded, current)) for k in config_changes(a, b, f"{path}[{i}]")
+        ]
+    return [] if recorded == current else [path]
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith((p + ".", p + "[")) for p in prefixes)
 
 
 def reconcile(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mlflow.tracking import MlflowClient
 
 from mixopt.tracking.tags import (
+    CONFIG,
     CONFIG_ARTIFACT,
     PARENT,
     ROLE,
@@ -225,9 +226,31 @@ def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
     names = {a.path for a in _read(lambda: client.list_artifacts(run_id), "list artifacts")}
     if name not in names:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
-        return Path(path).read_text()
+    # MLflow draws a progress bar on stderr for every download: noise before a one-line message.
+    key, before = (
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"),
+    )
+    os.environ[key] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
+            return Path(path).read_text()
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def recorded_config(client: MlflowClient, run: Run) -> tuple[str, str | None]:
+    """The config in force on sweep run ``run``: (artifact name, its text; None if not logged).
+
+    ``config.yaml`` as the sweep started, or the ``config-N.yaml`` a resume with
+    ``--allow-config-change`` recorded (the run's tag ``mixopt.config`` names it).
+    """
+    name = run.data.tags.get(CONFIG) or CONFIG_ARTIFACT
+    return name, artifact_text(client, run.info.run_id, name)
 
 
 def recorded_state(client: MlflowClient, run: Run) -> dict | None:
@@ -266,11 +289,11 @@ def recorded_experiment(
         where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
         raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")
     run_id = run.info.run_id
-    text = artifact_text(client, run_id, CONFIG_ARTIFACT)
+    name, text = recorded_config(client, run)
     if text is None:
-        raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no config.yaml")
-    data, lines = parse_yaml(text, f"config.yaml of sweep run {run_id}")
-    return experiment_from_dict(data, source=f"config.yaml of sweep run {run_id}", lines=lines), run_id
+        raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no {name}")
+    data, lines = parse_yaml(text, f"{name} of sweep run {run_id}")
+    return experiment_from_dict(data, source=f"{name} of sweep run {run_id}", lines=lines), run_id
 
 
 def recorded_optimizer_state(tracking_uri: str, experiment_name: str) -> tuple[dict, str]:

@@ -48,6 +48,9 @@ VIEW_KEY = "mixopt"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 # Artifacts of the sweep run that later commands read back.
 CONFIG_ARTIFACT = "config.yaml"
+# The config artifact in force (config.yaml, or config-N.yaml after a resume that changed it with
+# --allow-config-change): on the sweep run, and on each trial run, the config it ran under.
+CONFIG = "mixopt.config"
 STATE_ARTIFACT = "optimizer_state.json"
 
 

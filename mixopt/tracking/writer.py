@@ -85,6 +85,8 @@ class SweepTracker:
                     )
         self.experiment_name = experiment_name
         self.parent_id: str | None = None
+        # Tags every trial run gets when it starts or restarts (the config it runs under).
+        self.trial_tags: dict[str, str] = {}
 
     # ------------------------------------------------------------------ parent run
 
@@ -157,6 +159,7 @@ class SweepTracker:
         assert self.parent_id is not None
         tags = {
             **(extra_tags or {}),
+            **self.trial_tags,
             STAGE: stage,
             ROLE: ROLE_TRIAL,
             PARENT: self.parent_id,
@@ -184,7 +187,7 @@ class SweepTracker:
         logging them left some out, so the missing ones are logged now (MLflow params are write-once).
         """
         retry(lambda: self.client.update_run(run_id, status="RUNNING"), "restart trial")
-        self.set_tags(run_id, {STATUS: "RUNNING", FAILURE: ""})
+        self.set_tags(run_id, {**self.trial_tags, STATUS: "RUNNING", FAILURE: ""})
         if params:
             have = store.get_run(self.client, run_id).data.params
             missing = {k: v for k, v in params.items() if k not in have}
