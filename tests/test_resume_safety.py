@@ -3,7 +3,7 @@ a YAML changed between start and resume, SIGTERM as a scheduler's pre-emption; a
 closing sequence: SIGTERM, resume, SIGKILL during the resume, resume again.
 
 Real parts throughout: drivers are real `mixopt sweep` processes on a local Ray, MLflow is a
-sqlite store, trials run the analytic trainer (which writes no checkpoints).
+sqlite store, trials run the analytic trainer, except in the closing sequence, which trains the tiny real\nGemma3 encoder so that its checkpoints' checksums can be verified by the soup.
 """
 
 from __future__ import annotations
@@ -367,16 +367,30 @@ def test_a_changed_yaml_is_refused_on_resume_unless_allowed_and_then_recorded(
 
 
 @pytest.mark.slow
-def test_sigterm_resume_sigkill_during_resume_and_resume_again_ends_with_max_trials(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    """The issue's closing sequence, with case 2 inside it: while a resume runs, a second resume of
-    the same sweep is refused naming the first's pid and host, having written nothing.
+def test_sigterm_resume_sigkill_during_resume_and_resume_again_ends_with_max_trials(tmp_path: Path) -> None:
+    """The issue's closing sequence on the real tiny Gemma3 trainer, with case 2 inside it: while a
+    resume runs, a second resume of the same sweep is refused naming the first's pid and host,
+    having written nothing. At the end every checkpoint's checksum manifest matches hashlib's digest
+    of its files, its run's tag pins that manifest, and the soup of all trials verifies them."""
+    import hashlib
 
-    The analytic trainer writes no checkpoints, so there are no checksums for the soup to verify here.
-    """
+    from mixopt.synth import synthesize
+
+    synth = tmp_path / "synth"
+    synthesize(synth, n_tasks=3, seed=0)
     path = write_experiment(
-        tmp_path, data_dir, optimizer={"n_seeds": 2, "max_trials": 6, "max_concurrent": 2}
+        tmp_path,
+        synth,
+        optimizer={"n_seeds": 2, "max_trials": 6, "max_concurrent": 2, "random_state": 0},
+        trainer={
+            "target": "trainers.embedding:train",
+            "steps": 40,
+            "model": str(synth / "model"),
+            "matryoshka_dims": [64, 32],
+            "batch_size": 16,
+            "max_seq_length": 32,
+            "cpu_threads": 1,
+        },
     )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     storage = tmp_path / "runs"
@@ -429,3 +443,17 @@ def test_sigterm_resume_sigkill_during_resume_and_resume_again_ends_with_max_tri
     proposals = {json.dumps(json.loads(r.data.tags["mixopt.proposal"]), sort_keys=True) for r in trials}
     assert len(proposals) == 6
     assert not list(storage.rglob(LOCK_FILE))  # released at the end
+
+    finished = [r for r in trials if r.data.tags["mixopt.status"] == "FINISHED"]
+    assert finished
+    for r in finished:
+        ckpt = Path(r.data.tags["mixopt.checkpoint"])
+        manifest = json.loads((ckpt / "mixopt_checksums.json").read_text())
+        for name, digest in manifest["files"].items():
+            assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == digest, (ckpt, name)
+        pinned = hashlib.sha256((ckpt / "mixopt_checksums.json").read_bytes()).hexdigest()
+        assert r.data.tags["mixopt.checkpoint_checksums"] == pinned
+    code, out, err = cli("soup", str(path), "--runs", "all", "--out", str(tmp_path / "soup"))
+    assert code == 0, out + err
+    assert "checksums" not in err, err  # no ingredient without (or failing) its checksums
+    assert (tmp_path / "soup" / "mixopt_checksums.json").is_file()
