@@ -146,3 +146,54 @@ def test_resume_uploads_what_a_killed_driver_left_undone(tmp_path: Path) -> None
 def test_waiting_without_uploads_is_a_no_op(tmp_path: Path, drain: bool) -> None:
     _, tracker, _, _ = sweep_with_trials(tmp_path, 0)
     assert tracker.wait_for_uploads(drain=drain) == 0
+
+
+@pytest.mark.slow
+def test_a_sweep_with_log_checkpoints_has_every_checkpoint_in_mlflow_when_it_returns(
+    tmp_path: Path, ray_local
+) -> None:
+    """Real Ray, the tiny Gemma trainer, the sweep's own callback: the uploads happen off the
+    callback, and ``run_sweep`` returns only once they are all in the artifact store."""
+    import yaml
+
+    from mixopt.config import load_experiment
+    from mixopt.sweep import run_sweep
+    from mixopt.synth import SynthSpec, synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, n_tasks=2, seed=0, spec=SynthSpec(n_train=48, n_dev=16))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = {
+        "name": "log_ckpt",
+        "tasks": [
+            {"name": "retrieval_0", "kind": "retrieval", "path": str(data / "retrieval_0")},
+            {"name": "sts_1", "kind": "sts", "path": str(data / "sts_1")},
+        ],
+        "optimizer": {"n_seeds": 2, "max_trials": 2, "max_concurrent": 1, "random_state": 0},
+        "trainer": {
+            "target": "trainers.embedding:train",
+            "steps": 3,
+            "seed": 0,
+            "model": str(data / "model"),
+            "matryoshka_dims": [64, 32],
+            "batch_size": 8,
+            "max_seq_length": 24,
+            "eval_batch_size": 64,
+            "cpu_threads": 1,
+        },
+        "tracking": {"uri": uri},
+        "resources": {"cpus": 1, "gpus": 0},
+        "storage": str(tmp_path / "runs"),
+        "sweep": {"log_checkpoints": True},
+        "verify": {"seeds": 0},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    summary = run_sweep(load_experiment(path), verbose=False)
+    assert summary.finished == 2
+    client = MlflowClient(uri)
+    for trial in summary.trials:
+        run = client.get_run(trial["run_id"])
+        ckpt = Path(run.data.tags[CHECKPOINT])
+        assert run.data.tags[CHECKPOINT_LOGGED] == "true"
+        assert uploaded(uri, trial["run_id"], tmp_path) == files_of(ckpt)
