@@ -29,7 +29,9 @@ runs on a bare GPU image.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -37,7 +39,7 @@ import shutil
 import struct
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,45 @@ class AverageStats:
     dtypes: tuple[str, ...]
 
 
+@dataclass
+class IOCount:
+    """Bytes of tensor data read from and written to safetensors files, by file path, while
+    :func:`count_io` is active (the soup's I/O cost, reported by ``bench/scale.py``)."""
+
+    read: collections.Counter[Path]
+    written: collections.Counter[Path]
+
+    def models_read(self, checkpoint: Path, model_bytes: int) -> float:
+        """How many times ``checkpoint``'s weights were read: its bytes read / ``model_bytes``."""
+        checkpoint = Path(checkpoint)
+        n = sum(v for p, v in self.read.items() if checkpoint in p.parents)
+        return n / model_bytes
+
+    def models_written(self, model_bytes: int) -> float:
+        return sum(self.written.values()) / model_bytes
+
+
+_IO: contextvars.ContextVar[IOCount | None] = contextvars.ContextVar("mixopt_soup_io", default=None)
+
+
+@contextlib.contextmanager
+def count_io() -> Iterator[IOCount]:
+    """Count every tensor byte the soup reads and writes inside the ``with`` block."""
+    count = IOCount(collections.Counter(), collections.Counter())
+    token = _IO.set(count)
+    try:
+        yield count
+    finally:
+        _IO.reset(token)
+
+
+def record_write(path: Path, n: int) -> None:
+    """Add ``n`` bytes written to ``path`` to the active :func:`count_io` (a no-op outside one)."""
+    count = _IO.get()
+    if count is not None:
+        count.written[Path(path)] += n
+
+
 # --------------------------------------------------------------------------- streaming
 
 
@@ -102,9 +143,11 @@ def _row_chunks(info: TensorInfo, chunk_bytes: int) -> Iterator[tuple[int, int] 
 def _read_chunk(path: Path, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
     # Open per chunk, so the mapped pages are released as soon as the rows are used (see module doc).
     with safe_open(str(path), framework="pt") as f:
-        if rows is None:
-            return f.get_tensor(name)
-        return f.get_slice(name)[rows[0] : rows[1]]
+        t = f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0] : rows[1]]
+    count = _IO.get()
+    if count is not None:
+        count.read[Path(path)] += t.numel() * t.element_size()
+    return t
 
 
 def _describe_rows(info: TensorInfo, rows: tuple[int, int] | None) -> str:
@@ -169,6 +212,7 @@ def average_file(
             result = result.reshape(-1)
             out.write(result.view(torch.uint8).numpy().data)
             written += result.numel() * result.element_size()
+    record_write(dest, written)
     return written
 
 
@@ -350,13 +394,7 @@ def average_into(
     labels = list(labels) if labels is not None else [str(c) for c in checkpoints]
     headers = check_compatible(checkpoints, labels)
     dest = Path(dest)
-    first = checkpoints[0]
-    for p in sorted(first.rglob("*")):
-        rel = p.relative_to(first)
-        if p.is_dir() or rel.as_posix() in headers or rel.as_posix() in skip_files:
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest / rel)
+    copy_other_files(checkpoints[0], dest, headers, skip_files)
     n_bytes = 0
     for rel, header in headers.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -368,6 +406,22 @@ def average_into(
         n_bytes=n_bytes,
         dtypes=tuple(sorted({t.dtype for h in headers.values() for t in h.tensors.values()})),
     )
+
+
+def copy_other_files(
+    first: Path,
+    dest: Path,
+    weights: Collection[str],
+    skip_files: Sequence[str] = ("README.md", CHECKSUMS_FILE, MARKER),
+) -> None:
+    """Copy every file of checkpoint ``first`` into ``dest`` except the ``weights`` (relative
+    paths) and ``skip_files`` (a model card, checksums and soup marker describe ``first`` alone)."""
+    for p in sorted(Path(first).rglob("*")):
+        rel = p.relative_to(first)
+        if p.is_dir() or rel.as_posix() in weights or rel.as_posix() in skip_files:
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / rel)
 
 
 def average_checkpoints(

@@ -120,16 +120,16 @@ def make_soup(
             evaluation: TrialResult | None = None
             if method == "greedy":
                 assert evaluate is not None
-                results: dict[Path, TrialResult] = {}
+                results: list[TrialResult] = []  # one per greedy step, in order
 
                 def score(path: Path) -> float:
-                    results[path] = evaluate(path)
-                    return metric_of(results[path], metric)
+                    results.append(evaluate(path))
+                    return metric_of(results[-1], metric)
 
                 work = Path(tempfile.mkdtemp(prefix=owned_prefix(out, "soup-greedy"), dir=out.parent))
                 try:
                     greedy = greedy_select(ordered, score, work, chunk_bytes, echo)
-                    evaluation = results[greedy.soup_dir]
+                    evaluation = results[greedy.final_step]
                     for child in greedy.soup_dir.iterdir():
                         os.replace(child, tmp / child.name)
                 finally:

@@ -86,7 +86,8 @@ class SweepCallback(tune.Callback):
                 if digest:
                     tags[CHECKPOINT_CHECKSUMS] = digest
                 if self.exp.sweep.log_checkpoints:
-                    self.tracker.log_artifact(run_id, last["mixopt_checkpoint"], "checkpoint")
+                    # Copied on the tracker's uploader thread: results and proposals do not wait.
+                    self.tracker.upload_checkpoint(run_id, last["mixopt_checkpoint"])
         else:
             tags["mixopt.stopped_early"] = "true"
             if objective is not None:

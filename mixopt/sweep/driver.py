@@ -269,6 +269,8 @@ class Sweep:
             opt, state_path = _reopen(exp, tracker, reopening, verbose)
             storage = state_path.parent
             done, reruns, next_index = reconcile(opt, tracker, tracker.parent_id, exp.trainer.steps, storage)
+            if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
+                tracker.upload_missing_checkpoints()
             if verbose:
                 print(
                     f"[mixopt] resuming sweep {tracker.parent_id}: {done} trials recorded, {len(reruns)} "
@@ -348,6 +350,7 @@ class Sweep:
         not saved again: the one on disk is the last written whole."""
         import ray
 
+        self.tracker.wait_for_uploads(drain=False, timeout=60)  # the rest: --resume uploads them
         live = self.searcher.live if self.searcher is not None else {}
         for _trial_id, run_id, _ in list(live.values()):
             try:
@@ -476,6 +479,7 @@ class Sweep:
         # A sweep with no trial that finished, or stopped by bad data, has no answer: FAILED (not
         # resumable; the user fixes the cause and starts again).
         failed = self.failure is not None or (summary.failed > 0 and summary.finished == 0)
+        tracker.wait_for_uploads()
         tracker.end_sweep("FAILED" if failed else "FINISHED")
         if self.verbose:
             print_summary(exp, summary)

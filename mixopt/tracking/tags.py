@@ -18,6 +18,10 @@ PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"
 # SHA-256 of the checkpoint's mixopt_checksums.json, so the soup can tell a rewritten manifest.
 CHECKPOINT_CHECKSUMS = "mixopt.checkpoint_checksums"
+# With sweep.log_checkpoints: "true" once the checkpoint is complete in the artifact store (what
+# --resume looks for), or why its upload failed after every retry.
+CHECKPOINT_LOGGED = "mixopt.checkpoint_logged"
+CHECKPOINT_UPLOAD_FAILURE = "mixopt.checkpoint_upload_failure"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 # Why a FAILED trial failed: "trial" (its mixture or hyperparameters), "data" (a bad row: the sweep

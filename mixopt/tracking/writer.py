@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mixopt.tracking import store
 from mixopt.tracking.store import retry
 from mixopt.tracking.tags import (
+    CHECKPOINT,
+    CHECKPOINT_LOGGED,
+    CHECKPOINT_UPLOAD_FAILURE,
     EXPERIMENT_KIND,
     EXPERIMENT_TAGS,
     FAILURE,
@@ -87,6 +93,13 @@ class SweepTracker:
         self.parent_id: str | None = None
         # Tags every trial run gets when it starts or restarts (the config it runs under).
         self.trial_tags: dict[str, str] = {}
+        # sweep.log_checkpoints: started on the first upload (see CheckpointUploader).
+        self.uploader: CheckpointUploader | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the searcher, and the tracker with it; a thread does not pickle, and a copy
+        # restored elsewhere starts its own uploader when it needs one.
+        return {**self.__dict__, "uploader": None}
 
     # ------------------------------------------------------------------ parent run
 
@@ -225,6 +238,35 @@ class SweepTracker:
         else:
             retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), f"log {path}")
 
+    def upload_checkpoint(self, run_id: str, path: str | Path) -> None:
+        """Queue ``path`` for the artifact ``checkpoint`` of ``run_id``; returns without copying it."""
+        if self.uploader is None:
+            self.uploader = CheckpointUploader(self)
+        self.uploader.put(run_id, Path(path))
+
+    def upload_missing_checkpoints(self, parent_id: str | None = None) -> int:
+        """Queue every finished trial's checkpoint that is on disk but not complete in MLflow (no
+        :data:`CHECKPOINT_LOGGED` tag: the driver was killed before its upload ended, or it failed);
+        the number queued. For ``--resume`` with ``sweep.log_checkpoints``."""
+        n = 0
+        for run in self.trial_runs(parent_id):
+            tags = run.data.tags
+            path = tags.get(CHECKPOINT)
+            if tags.get(STATUS) == "FINISHED" and path and tags.get(CHECKPOINT_LOGGED) != "true":
+                if Path(path).is_dir():
+                    self.upload_checkpoint(run.info.run_id, path)
+                    n += 1
+        return n
+
+    def wait_for_uploads(self, drain: bool = True, timeout: float | None = None) -> int:
+        """Stop the uploader: with ``drain``, after every queued upload; without, after the one in
+        progress (the queued ones are left to ``--resume``). The number left undone."""
+        if self.uploader is None:
+            return 0
+        left = self.uploader.close(drain, timeout)
+        self.uploader = None
+        return left
+
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"log {artifact_file}")
 
@@ -249,3 +291,95 @@ class SweepTracker:
 
 def run_status_name(status: Any) -> str:
     return status if isinstance(status, str) else RunStatus.to_string(status)
+
+
+def _warn(message: str) -> None:
+    print(f"[mixopt] warning: {message}", file=sys.stderr, flush=True)
+
+
+class CheckpointUploader:
+    """Copies trial checkpoints into MLflow's artifact store on a background thread.
+
+    A checkpoint is gigabytes: copied in Tune's callback, it would hold up every result and
+    proposal of the sweep meanwhile. The callback queues ``(run id, directory)`` instead; the
+    queue is bounded (``maxsize``), so a store slower than the trials makes the callback wait
+    rather than leave an ever longer backlog for the end of the sweep. Each upload is tried
+    ``attempts`` times, waiting ``base_delay * 2**i`` seconds after attempt ``i``. Success tags the
+    run :data:`CHECKPOINT_LOGGED` ``true`` (what ``--resume`` looks for); a last failure tags it
+    :data:`CHECKPOINT_UPLOAD_FAILURE` with the error and prints one warning line, and the sweep
+    goes on (the checkpoint stays on disk).
+
+    ``upload(run_id, directory)`` does the copy (default: the tracker's client, artifact path
+    ``checkpoint``).
+    """
+
+    ARTIFACT_PATH = "checkpoint"
+
+    def __init__(
+        self,
+        tracker: SweepTracker,
+        upload: Callable[[str, Path], None] | None = None,
+        maxsize: int = 16,
+        attempts: int = 4,
+        base_delay: float = 1.0,
+        warn: Callable[[str], None] = _warn,
+    ) -> None:
+        self.tracker, self.attempts, self.base_delay, self.warn = tracker, attempts, base_delay, warn
+        self.upload = upload or self._copy
+        self.queue: queue.Queue[tuple[str, Path] | None] = queue.Queue(maxsize)
+        self.stopping = threading.Event()
+        self.done: list[str] = []  # run ids whose checkpoint is complete in MLflow
+        self.failed: dict[str, str] = {}  # run id -> the last error
+        self.thread = threading.Thread(target=self._work, name="mixopt-checkpoint-uploader", daemon=True)
+        self.thread.start()
+
+    def _copy(self, run_id: str, path: Path) -> None:
+        self.tracker.client.log_artifacts(run_id, str(path), self.ARTIFACT_PATH)
+
+    def put(self, run_id: str, path: Path) -> None:
+        self.queue.put((run_id, Path(path)))
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if not self.stopping.is_set():  # stopping: left to --resume
+                self._upload(*item)
+
+    def _upload(self, run_id: str, path: Path) -> None:
+        error = ""
+        for i in range(self.attempts):
+            try:
+                self.upload(run_id, path)
+                error = ""
+                break
+            except Exception as e:  # an unreachable store, a full disk, a file gone: never the sweep's end
+                error = f"{type(e).__name__}: {e}"
+                if i + 1 < self.attempts and not self.stopping.is_set():
+                    time.sleep(self.base_delay * 2**i)
+        try:
+            if error:
+                self.failed[run_id] = error
+                self.tracker.set_tags(run_id, {CHECKPOINT_UPLOAD_FAILURE: error[:4000]})
+                self.warn(
+                    f"run {run_id}: checkpoint {path} was not copied into MLflow after {self.attempts} "
+                    f"attempts ({error.splitlines()[0] if error else ''}); it stays on disk, and "
+                    "`mixopt sweep --resume` tries again"
+                )
+            else:
+                self.tracker.set_tags(run_id, {CHECKPOINT_LOGGED: "true", CHECKPOINT_UPLOAD_FAILURE: ""})
+                self.done.append(run_id)
+        except Exception as e:
+            self.warn(
+                f"run {run_id}: could not record the checkpoint upload's outcome: {type(e).__name__}: {e}"
+            )
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> int:
+        """End the thread (see :meth:`SweepTracker.wait_for_uploads`); the uploads left undone."""
+        if not drain:
+            self.stopping.set()
+        left = self.queue.qsize()
+        self.queue.put(None)
+        self.thread.join(timeout)
+        return left if not drain else 0
