@@ -18,6 +18,8 @@ PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"
 # SHA-256 of the checkpoint's mixopt_checksums.json, so the soup can tell a rewritten manifest.
 CHECKPOINT_CHECKSUMS = "mixopt.checkpoint_checksums"
+# "true" on a trial whose checkpoint storage_keep deleted; the run and its metrics stay.
+CHECKPOINT_PRUNED = "mixopt.checkpoint_pruned"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 # Why a FAILED trial failed: "trial" (its mixture or hyperparameters), "data" (a bad row: the sweep
