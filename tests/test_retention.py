@@ -90,6 +90,7 @@ TRIALS = [
     {"id": "trial-004", "objective": 0.40},
     {"id": "trial-005", "status": "FAILED"},  # left as it is: only finished trials are pruned
     {"id": "trial-006", "status": "RUNNING"},  # its checkpoint may be being written
+    {"id": "trial-007", "objective": 0.72},  # ties trial-001, started later: ranked after it
     {"id": "verify-r00", "objective": 0.70, "arm": "recommended"},
     {"id": "verify-b00", "objective": 0.90, "arm": "baseline"},  # never a soup ingredient
 ]
@@ -287,7 +288,9 @@ def check_retained(uri: str, top: int) -> tuple[set[str], int]:
     eid = client.get_experiment_by_name("keep_sweep").experiment_id
     runs = client.search_runs([eid], "tags.`mixopt.role` = 'trial'", max_results=1000)
     finished = [r for r in runs if r.data.tags["mixopt.status"] == "FINISHED"]
-    by_value = sorted(finished, key=lambda r: r.data.metrics["objective"], reverse=True)
+    # The soup's order: objective, highest first; a tie (4 steps of a tiny model tie often) goes to
+    # the trial that started first.
+    by_value = sorted(finished, key=lambda r: (-r.data.metrics["objective"], r.info.start_time))
     reference = {r.data.tags["mixopt.trial_id"] for r in by_value[:top]}
     kept = set()
     for r in finished:
