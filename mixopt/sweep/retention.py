@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from mixopt.tracking.tags import (
 )
 
 TOMBSTONE = ".pruned-"
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 RECOMMENDED_ARM = "recommended"
 # Writes the tags of one run (the sweep's SweepTracker.set_tags, or gc's retried client call).
 SetTags = Callable[[str, Mapping[str, str]], None]
@@ -175,6 +177,8 @@ def finish_tombstones(storage: Path, set_tags: SetTags, dry_run: bool = False) -
         return done
     for stone in sorted(storage.glob(TOMBSTONE + "*")):
         run_id = stone.name[len(TOMBSTONE) :]
+        if not _RUN_ID.fullmatch(run_id):  # not a tombstone of ours: leave it alone
+            continue
         size = disk_bytes(stone)
         if not dry_run:
             set_tags(run_id, {CHECKPOINT_PRUNED: "true"})
