@@ -407,6 +407,58 @@ def soup(
         )
 
 
+@app.command()
+def gc(
+    experiment_file: Optional[Path] = typer.Argument(
+        None, metavar="[EXPERIMENT.yaml]", help="Experiment YAML."
+    ),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (no YAML)."),
+    keep: Optional[int] = typer.Option(
+        None, "--keep", min=1, help="Checkpoints kept per sweep by objective (default: storage_keep.top)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be deleted; delete nothing."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: the YAML's, else $MLFLOW_TRACKING_URI)."
+    ),
+) -> None:
+    """Delete the checkpoints of an experiment's finished sweeps that storage_keep would not keep."""
+    from mixopt.sweep.retention import Keep, describe, gc_experiment, human_bytes
+    from mixopt.tracking.store import connect, recorded_experiment, resolve_uri, store_exists
+
+    if (experiment_file is None) == (experiment is None):
+        _fail("give the experiment: EXPERIMENT.yaml or --experiment NAME (one of them)")
+    if experiment_file is not None:
+        exp = _load(experiment_file)
+        uri, name, cfg = tracking_uri or exp.tracking.resolved_uri(), exp.experiment_name, exp.storage_keep
+    else:
+        uri, name, cfg = resolve_uri(tracking_uri), str(experiment), None
+        if not store_exists(uri):
+            _fail(f"no MLflow store at {uri}: pass --tracking-uri")
+        try:  # the storage_keep (pins, verify) of the config the newest sweep recorded
+            cfg = recorded_experiment(uri, name)[0].storage_keep
+        except (LookupError, ConfigError) as e:
+            if keep is None:
+                _fail(f"--experiment {name}: {e}; give --keep N")
+    if cfg is None and keep is None:
+        _fail(f"experiment {name!r} sets no storage_keep: give --keep N (checkpoints kept per sweep)")
+    try:
+        sweeps = gc_experiment(connect(uri), name, Keep.from_config(cfg, keep), dry_run)
+    except LookupError as e:
+        _fail(str(e))
+    verb = "would prune" if dry_run else "pruned"
+    for s in sweeps:
+        if s.outcome is None:
+            typer.echo(f"[mixopt] sweep run {s.run_id}: skipped, {s.skipped}")
+            continue
+        typer.echo(f"[mixopt] sweep run {s.run_id} ({s.storage}): {len(s.outcome.kept)} checkpoints kept")
+        for line in describe(s.outcome, verb):
+            typer.echo(f"[mixopt]   {line}")
+    freed = sum(s.outcome.freed for s in sweeps if s.outcome is not None)
+    typer.echo(
+        f"[mixopt] {'would free' if dry_run else 'freed'} {human_bytes(freed)} in {len(sweeps)} sweep(s)"
+    )
+
+
 def _cwd_importable() -> None:
     """Let ``--mteb-tasks my_tasks:Task`` import ``my_tasks.py`` from the working directory.
 

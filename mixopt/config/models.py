@@ -467,6 +467,30 @@ class VerifyConfig(_Frozen):
     baseline: dict[str, float] | None = None
 
 
+class KeepConfig(_Frozen):
+    """Checkpoint retention (``storage_keep``): after each trial, keep the checkpoints a soup or
+    the verification can still use and delete the rest (:mod:`mixopt.sweep.retention`).
+
+    ``top``: the N best trials in the soup's ranking (by ``objective``, among the soup's
+    candidates), so ``mixopt soup --runs topK`` with K <= N picks what it would pick with every
+    checkpoint kept. ``verify``: also keep every verification run of the recommended mixture
+    (the soup's other candidates, and what ``--rank posterior`` averages). ``pin``: trial ids
+    (``trial-003``, ``verify-r00``) or MLflow run ids whose checkpoints are never deleted.
+    """
+
+    top: StrictInt = Field(ge=1)
+    verify: StrictBool = True
+    pin: list[str] = []
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, v: list[str]) -> list[str]:
+        blank = [i for i, p in enumerate(v) if not p.strip()]
+        if blank:
+            raise ValueError(f"pin[{blank[0]}] is empty: give a trial id (trial-003) or an MLflow run id")
+        return v
+
+
 STORAGE_URI_MESSAGE = (
     "storage {storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
     "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
@@ -482,6 +506,8 @@ class Experiment(_Frozen):
     tracking: TrackingConfig = TrackingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     storage: str = "./runs"
+    # Checkpoint retention; None keeps every checkpoint.
+    storage_keep: KeepConfig | None = None
     sweep: SweepConfig = SweepConfig()
     verify: VerifyConfig = VerifyConfig()
 

@@ -30,6 +30,7 @@ from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
     CHECKPOINT_CHECKSUMS,
+    CHECKPOINT_PRUNED,
     PARENT,
     PROPOSAL,
     ROLE,
@@ -76,6 +77,12 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         if tags.get(STOPPED_EARLY) == "true":
             return None, "stopped early by the scheduler, so it wrote no checkpoint"
         return None, "no checkpoint (tag mixopt.checkpoint is missing)"
+    if tags.get(CHECKPOINT_PRUNED) == "true":
+        return None, (
+            "its checkpoint was deleted by the sweep's storage_keep (not among the best by objective "
+            "nor a verification or pinned trial); choose a kept trial (--runs topK), or pin this one in "
+            "storage_keep.pin of a new sweep"
+        )
     path = _local_checkpoint(ckpt)
     if path is None:
         return None, f"checkpoint {ckpt} is not on a local filesystem; copy it locally and pass the run ids"
@@ -162,7 +169,8 @@ def select_ingredients(
 
     Candidates are the trial runs of the experiment's latest sweep run (all trial runs if it has
     no sweep run). Usable trials are those with ``mixopt.status`` FINISHED, a
-    ``mixopt.checkpoint`` directory that exists, and a finite ``metric``; they are ranked by
+    ``mixopt.checkpoint`` directory that exists and was not pruned (``storage_keep``, tag
+    ``mixopt.checkpoint_pruned``), and a finite ``metric``; they are ranked by
     ``metric``, highest first (ties by start time). ``top K`` takes the K best (all of them, with
     a note, if fewer are usable), ``all`` takes every usable one; explicit run ids may come from
     any sweep of the experiment but must all be usable trials.

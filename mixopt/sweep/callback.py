@@ -95,6 +95,12 @@ class SweepCallback(tune.Callback):
         self.tracker.finish_trial(run_id, "FINISHED", tags=tags)
         self.state.save()
         self.printer.ended(trial_id, "FINISHED", objective)
+        if self.exp.storage_keep is not None:
+            from mixopt.sweep.retention import prune_during_sweep
+
+            prune_during_sweep(
+                self.tracker, self.state.path.parent, self.exp.storage_keep, self.printer.enabled
+            )
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         # Tune retries the trial (sweep.retries): keep a trace of the failed attempt.

@@ -271,6 +271,10 @@ class Sweep:
             done, reruns, next_index = reconcile(opt, tracker, tracker.parent_id, exp.trainer.steps, storage)
             if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
                 tracker.upload_missing_checkpoints()
+            if exp.storage_keep is not None:  # finish a prune the killed driver left half done
+                from mixopt.sweep.retention import prune_during_sweep
+
+                prune_during_sweep(tracker, storage, exp.storage_keep, verbose)
             if verbose:
                 print(
                     f"[mixopt] resuming sweep {tracker.parent_id}: {done} trials recorded, {len(reruns)} "

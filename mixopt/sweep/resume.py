@@ -20,9 +20,10 @@ from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
 # tell the optimizer results from a space it was not built on: refused, whatever the flag.
 FIXED = ("tasks", "search.bounds", "search.hyperparameters")
-# How many trials and how many at once: they change no trial's result, so a resume may change
-# them freely (as --max-trials does); they are listed and recorded all the same.
-RUN_ONLY = ("optimizer.max_trials", "optimizer.max_concurrent")
+# How many trials and how many at once, and which checkpoints are kept: they change no trial's
+# result, so a resume may change them freely (as --max-trials does); they are listed and recorded
+# all the same.
+RUN_ONLY = ("optimizer.max_trials", "optimizer.max_concurrent", "storage_keep")
 
 
 @dataclass

@@ -22,6 +22,8 @@ CHECKPOINT_CHECKSUMS = "mixopt.checkpoint_checksums"
 # --resume looks for), or why its upload failed after every retry.
 CHECKPOINT_LOGGED = "mixopt.checkpoint_logged"
 CHECKPOINT_UPLOAD_FAILURE = "mixopt.checkpoint_upload_failure"
+# "true" on a trial whose checkpoint storage_keep deleted; the run and its metrics stay.
+CHECKPOINT_PRUNED = "mixopt.checkpoint_pruned"
 TRIAL_ID = "mixopt.trial_id"
 FAILURE = "mixopt.failure"
 # Why a FAILED trial failed: "trial" (its mixture or hyperparameters), "data" (a bad row: the sweep
