@@ -2,8 +2,8 @@
 
 Tune reuses a worker process for the next trial (``reuse_actors``), so what one trial leaves in
 the process, the next one starts with: after each trial :func:`release_memory` hands the freed
-heap back to the operating system (bench/RESULTS.md, "Worker memory across trials", holds the
-measured floors with and without it).
+heap back to the operating system (``python tests/test_trial_memory.py`` measures the process's
+memory floor across trials with and without it).
 """
 
 from __future__ import annotations
