@@ -14,7 +14,7 @@ The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891
    ``Σ_m [L_C + λ_S L_S + λ_D L_D]`` over the Matryoshka dims (:mod:`trainers.losses`,
    :mod:`trainers.training`);
 3. every ``eval_every`` steps and at the end evaluate every task on dev at every dim
-   (:mod:`trainers.evaluation`) and report the objective;
+   (:mod:`trainers.evaluation`; each task's dev rows read once per trial) and report the objective;
 4. write the model as a sentence-transformers directory, atomically, to ``output_dir/model``.
 
 A non-finite loss or gradient norm ends the trial with :class:`mixopt.trial.TrialFailed` naming the
@@ -46,7 +46,7 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
-from .evaluation import DevRows, evaluate_tasks
+from .evaluation import DevRowCache, DevRows, evaluate_tasks
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
@@ -196,6 +196,9 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             autocast_dtype=amp,
         )
 
+    # Every evaluation of this trial, the final one included, scores the same dev rows, read once.
+    dev_cache = DevRowCache()
+
     def evaluate(step: int):
         try:
             result = evaluate_tasks(
@@ -204,6 +207,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 dims,
                 objective=opts.objective,
                 classifier_train_rows=opts.classifier_train_rows,
+                dev_cache=dev_cache,
             )
         except (DataError, ValueError) as e:
             raise TrialFailed(f"trial {trial.trial_id}: evaluation at step {step} failed: {e}") from None

@@ -39,11 +39,18 @@ The objective is the mean over tasks of each task's configured metric at the ful
 on; a task it does not name is scored on all of its dev rows. The soup's greedy selection scores
 candidates on one part of the dev rows and reports the final soup on the other, so that the
 reported score is not the one the selection maximised.
+
+Dev rows are read from their source once per trial: the trainer passes one :class:`DevRowCache`
+to every evaluation of a trial. A dataset task with ``dev_fraction`` scans about
+``dev_max_rows / dev_fraction`` rows of its train split to hold out its dev rows, and a trial
+evaluates every ``eval_every`` steps and at the end; re-reading at each evaluation multiplies that
+scan (and, for a hub dataset, its requests) by the number of evaluations.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import heapq
 import warnings
@@ -55,7 +62,7 @@ import torch
 from torch import Tensor
 
 from mixopt.config import TaskConfig, TaskKind
-from mixopt.data import ClassificationRow, iter_rows
+from mixopt.data import ClassificationRow, Row, iter_rows
 from mixopt.datasets import splitmix64
 
 from .losses import matryoshka_prefix
@@ -260,9 +267,41 @@ def _embed_checked(embed: EmbedFn, texts: Sequence[str], task: TaskConfig, what:
     return x
 
 
-def dev_rows_of(task: TaskConfig, kind: str, keep: Collection[int] | None = None) -> Iterator:
-    """The task's dev rows, in read order; only those at positions in ``keep`` when it is given."""
-    rows = iter_rows(task.dev_file, kind)
+class DevRowCache:
+    """Each task's dev rows, read from their source on first use and kept in memory, in read order.
+
+    One cache serves every evaluation of a trial (module docstring). The rows are kept without
+    their teacher embeddings, which evaluation never reads and which would make the cache
+    ``rows x texts x D x 4`` bytes larger. ``rows_read`` counts the rows read from the sources.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str], tuple[Row, ...]] = {}
+        self.rows_read = 0
+
+    def rows(self, task: TaskConfig, kind: str) -> tuple[Row, ...]:
+        """The dev rows of ``task`` read as ``kind`` rows (validated by the reader, as uncached)."""
+        # The source in words identifies it: a file path, or a DatasetSplit's every setting.
+        key = (task.name, kind, repr(task.dev_file))
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = tuple(
+                dataclasses.replace(r, teacher=None) if r.teacher is not None else r
+                for r in iter_rows(task.dev_file, kind)
+            )
+            self.rows_read += len(rows)
+            self._rows[key] = rows
+        return rows
+
+
+def dev_rows_of(
+    task: TaskConfig, kind: str, keep: Collection[int] | None = None, cache: DevRowCache | None = None
+) -> Iterator:
+    """The task's dev rows, in read order; only those at positions in ``keep`` when it is given.
+
+    With ``cache`` the rows come from it (read from the source on the cache's first use).
+    """
+    rows = iter(cache.rows(task, kind)) if cache is not None else iter_rows(task.dev_file, kind)
     if keep is None:
         yield from rows
         return
@@ -277,11 +316,15 @@ def _prefixes(x: Tensor, dims: Sequence[int]) -> dict[int, Tensor]:
 
 
 def evaluate_retrieval(
-    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+    task: TaskConfig,
+    embed: EmbedFn,
+    dims: Sequence[int],
+    keep: Collection[int] | None = None,
+    cache: DevRowCache | None = None,
 ) -> dict[str, float]:
     queries: dict[str, set[str]] = collections.defaultdict(set)
     corpus: dict[str, int] = {}
-    for row in dev_rows_of(task, "retrieval", keep):
+    for row in dev_rows_of(task, "retrieval", keep, cache):
         queries[row.query].add(row.positive)
         for text in (row.positive, *row.negatives):
             corpus.setdefault(text, len(corpus))
@@ -304,9 +347,13 @@ def evaluate_retrieval(
 
 
 def evaluate_sts(
-    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+    task: TaskConfig,
+    embed: EmbedFn,
+    dims: Sequence[int],
+    keep: Collection[int] | None = None,
+    cache: DevRowCache | None = None,
 ) -> dict[str, float]:
-    rows = list(dev_rows_of(task, "sts", keep))
+    rows = list(dev_rows_of(task, "sts", keep, cache))
     if len(rows) < 2:
         raise ValueError(
             f"task {task.name!r}: the dev file {task.dev_file} needs at least 2 rows for Spearman"
@@ -327,9 +374,10 @@ def evaluate_classification(
     dims: Sequence[int],
     classifier_train_rows: int,
     keep: Collection[int] | None = None,
+    cache: DevRowCache | None = None,
 ) -> dict[str, float]:
     train_rows = list(_probe_rows(task.train_file, classifier_train_rows))
-    dev_rows = list(dev_rows_of(task, "classification", keep))
+    dev_rows = list(dev_rows_of(task, "classification", keep, cache))
     if len({r.label for r in train_rows}) < 2:
         raise ValueError(
             f"task {task.name!r}: the train split {task.train_file} holds fewer than 2 labels; "
@@ -353,9 +401,13 @@ def evaluate_classification(
 
 
 def evaluate_clustering(
-    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+    task: TaskConfig,
+    embed: EmbedFn,
+    dims: Sequence[int],
+    keep: Collection[int] | None = None,
+    cache: DevRowCache | None = None,
 ) -> dict[str, float]:
-    rows = list(dev_rows_of(task, "clustering", keep))
+    rows = list(dev_rows_of(task, "clustering", keep, cache))
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         raise ValueError(
@@ -367,9 +419,13 @@ def evaluate_clustering(
 
 
 def evaluate_pair_classification(
-    task: TaskConfig, embed: EmbedFn, dims: Sequence[int], keep: Collection[int] | None = None
+    task: TaskConfig,
+    embed: EmbedFn,
+    dims: Sequence[int],
+    keep: Collection[int] | None = None,
+    cache: DevRowCache | None = None,
 ) -> dict[str, float]:
-    rows = list(dev_rows_of(task, "pair_classification", keep))
+    rows = list(dev_rows_of(task, "pair_classification", keep, cache))
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         raise ValueError(
@@ -395,6 +451,7 @@ def evaluate_tasks(
     objective: str = "mean_task",
     classifier_train_rows: int = 2000,
     dev_rows: DevRows | None = None,
+    dev_cache: DevRowCache | None = None,
 ) -> Evaluation:
     """Evaluate every task on its dev split at every dim; combine the primary scores into the objective.
 
@@ -405,6 +462,8 @@ def evaluate_tasks(
         objective: ``"mean_task"`` or ``"mean_kind"``.
         classifier_train_rows: size of the stratified train sample the classification probe is fitted on.
         dev_rows: per task, the positions of the dev rows to score on (all rows of a task not named).
+        dev_cache: where the dev rows are read once and kept (a trial passes one to all its
+            evaluations); without it each task's dev rows are read from the source anew.
     """
     if objective not in ("mean_task", "mean_kind"):
         raise ValueError(f"objective must be 'mean_task' or 'mean_kind', got {objective!r}")
@@ -413,15 +472,15 @@ def evaluate_tasks(
     for task in tasks:
         keep = None if dev_rows is None else dev_rows.get(task.name)
         if task.kind == TaskKind.retrieval:
-            m = evaluate_retrieval(task, embed, dims, keep)
+            m = evaluate_retrieval(task, embed, dims, keep, dev_cache)
         elif task.kind == TaskKind.sts:
-            m = evaluate_sts(task, embed, dims, keep)
+            m = evaluate_sts(task, embed, dims, keep, dev_cache)
         elif task.kind == TaskKind.clustering:
-            m = evaluate_clustering(task, embed, dims, keep)
+            m = evaluate_clustering(task, embed, dims, keep, dev_cache)
         elif task.kind == TaskKind.pair_classification:
-            m = evaluate_pair_classification(task, embed, dims, keep)
+            m = evaluate_pair_classification(task, embed, dims, keep, dev_cache)
         else:
-            m = evaluate_classification(task, embed, dims, classifier_train_rows, keep)
+            m = evaluate_classification(task, embed, dims, classifier_train_rows, keep, dev_cache)
         metrics.update(m)
         scores[task.name] = m[metric_key(task.name, task.metric or "", dims[0])]
     if objective == "mean_task":

@@ -31,6 +31,10 @@ class SweepCallback(tune.Callback):
         # The first trial that failed on bad data: (trial id, one-line reason); the search stops.
         self.data_error: tuple[str, str] | None = None
         self.node_logged: set[str] = set()
+        # Per running trial: the step of its latest report and the metrics logged at that step.
+        # The trainer reports its final evaluation at the last step and then returns it in its
+        # result, so the final result repeats metrics already logged at that step.
+        self.logged_at: dict[str, tuple[int, dict[str, float]]] = {}
         self.attempts: dict[str, int] = {}
         self.busy_since: dict[str, float] = {}
         self.busy_total = 0.0
@@ -60,6 +64,8 @@ class SweepCallback(tune.Callback):
         step = int(result.get("mixopt_step", 0))
         if not result.get("mixopt_final"):
             self.tracker.log_metrics(run_id, metrics, step)
+            at, logged = self.logged_at.get(run_id, (step, {}))
+            self.logged_at[run_id] = (step, {**logged, **metrics} if at == step else dict(metrics))
         node = result.get("mixopt_node")
         if node and run_id not in self.node_logged:
             self.node_logged.add(run_id)
@@ -78,8 +84,10 @@ class SweepCallback(tune.Callback):
         last = trial.last_result or {}
         objective = last.get("objective")
         tags = {}
+        logged = self.logged_at.pop(run_id, None)
         if last.get("mixopt_final"):
-            self.tracker.log_metrics(run_id, last.get("mixopt") or {}, int(last.get("mixopt_step", 0)))
+            step = int(last.get("mixopt_step", 0))
+            self.tracker.log_metrics(run_id, not_yet_logged(last.get("mixopt") or {}, step, logged), step)
             if last.get("mixopt_checkpoint"):
                 tags[CHECKPOINT] = last["mixopt_checkpoint"]
                 digest = manifest_sha256(last["mixopt_checkpoint"])  # None: no manifest, or not readable here
@@ -89,9 +97,8 @@ class SweepCallback(tune.Callback):
                     # Copied on the tracker's uploader thread: results and proposals do not wait.
                     self.tracker.upload_checkpoint(run_id, last["mixopt_checkpoint"])
         else:
+            # Stopped early: its last report, objective included, is logged already (on_trial_result).
             tags["mixopt.stopped_early"] = "true"
-            if objective is not None:
-                self.tracker.log_metrics(run_id, {"objective": objective}, int(last.get("mixopt_step", 0)))
         self.tracker.finish_trial(run_id, "FINISHED", tags=tags)
         self.state.save()
         self.printer.ended(trial_id, "FINISHED", objective)
@@ -106,6 +113,7 @@ class SweepCallback(tune.Callback):
         # Tune retries the trial (sweep.retries): keep a trace of the failed attempt.
         self._busy_end(trial)
         run_id = trial.config["run_id"]
+        self.logged_at.pop(run_id, None)  # the retry reports from its first step again
         self.attempts[run_id] = self.attempts.get(run_id, 0) + 1
         self.tracker.set_tags(
             run_id,
@@ -118,6 +126,7 @@ class SweepCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._busy_end(trial)
         run_id, trial_id = trial.config["run_id"], trial.config["trial_id"]
+        self.logged_at.pop(run_id, None)
         reason, details, kind = error_reason(trial), error_details(trial), error_kind(trial)
         if details:
             self.tracker.log_text(run_id, details, "failure.txt")
@@ -130,6 +139,15 @@ class SweepCallback(tune.Callback):
             self.data_error = (trial_id, reason)
             if self.searcher is not None:
                 self.searcher.stop()
+
+
+def not_yet_logged(
+    metrics: dict[str, float], step: int, logged: tuple[int, dict[str, float]] | None
+) -> dict[str, float]:
+    """``metrics`` less those a report already logged at ``step`` with the same value."""
+    if logged is None or logged[0] != step:
+        return dict(metrics)
+    return {k: v for k, v in metrics.items() if logged[1].get(k) != v}
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
