@@ -197,7 +197,7 @@ def fix_for(
                 if checkpointing and not gradient_checkpointing:
                     changes["gradient_checkpointing"] = True
                 return _set(changes, need), changes
-    for shorter in (2**k for k in range(int(math.log2(max(seq - 1, 1))), -1, -1)):
+    for shorter in (2**k for k in range(int(math.log2(seq - 1)), -1, -1)) if seq > 1 else ():
         need = unexplained + estimate_memory(
             shape,
             batch_size=batch_size,
