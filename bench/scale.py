@@ -1,7 +1,7 @@
 """The real sweep at scale, measured on a CPU: checkpoint bytes, dev rows read, soup I/O, worker memory.
 
     python bench/scale.py --quick                 # the tiny model, 6 trials of 6 steps (1-3 min)
-    python bench/scale.py --model-size 300m       # EmbeddingGemma-300m's shape, 6 trials of 2 steps
+    python bench/scale.py --model-size 300m       # EmbeddingGemma-300m's shape, 6 trials of 2 steps (about 5 min)
 
 The model is built locally in a temporary directory (``mixopt synth``'s builder; ``--model-size
 300m`` gives it EmbeddingGemma-300m's shape, 307,581,696 random-init parameters, 1.23 GB per fp32
