@@ -220,8 +220,9 @@ def preflight(
         None, "--model", help="Use this model directory or hub id instead of trainer.model."
     ),
 ) -> None:
-    """A few steps of one worst-case trial on the sweep's device: peak memory, tokens/s, MFU and the
-    sweep's projected GPU-hours. Exits 1, naming the fix, if the trial does not fit."""
+    """A few steps of one worst-case trial on the sweep's device: peak memory, tokens/s, MFU, the trial's
+    load, evaluation and checkpoint write, and the sweep's projected device-hours. Exits 1, naming the
+    fix (measured and projected in its turn), if the trial does not fit."""
     from mixopt.preflight import PreflightError, run_preflight
 
     exp = _load(experiment)

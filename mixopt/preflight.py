@@ -16,13 +16,20 @@ its projection, the report, and refusing what won't fit. It reports:
 - MFU = ``6 · N · tokens/s ÷ peak``, ``N`` the non-embedding parameters (the token-embedding
   lookup does no matmul; attention's ``L²`` term and GradCache's second forward are not counted, so
   this is the useful-work MFU), against the device's dense bf16 peak (:data:`PEAK_BF16_TFLOPS`);
-- the projected trial time (training only) and the sweep's device-hours for ``max_trials``
-  (+ verification trials when the experiment has ``verify.seeds``).
+- the projected trial time, as the sum of its measured parts: the model load, ``trainer.steps``
+  steps at the measured step time, the trial's evaluations (``1 + (steps - 1) // eval_every``, each
+  timed by one real evaluation of every task's dev rows) and one checkpoint write;
+- the sweep's device-hours for ``max_trials`` (+ verification trials when the experiment has
+  ``verify.seeds``), in the unit of the device that was measured: ``GPU-hours`` on CUDA,
+  ``CPU-hours`` on a CPU (step times on a CPU say nothing of a GPU's, so a GPU experiment
+  measured on a CPU is told to run the preflight on its cluster).
 
 A trial that does not fit (CUDA out of memory, or a peak above the device's memory or
 ``--memory-limit-gb``) fails with the smallest change that makes it fit by :func:`estimate_memory`,
 calibrated by the measured peak: ``set trainer.mini_batch_size: 16``, then with
-``trainer.gradient_checkpointing: true``, else a shorter ``max_seq_length``.
+``trainer.gradient_checkpointing: true``, then a shorter ``max_seq_length``. That fix is then
+measured in its turn (``measure_fix``), so the report still projects the trial and the sweep, as
+they would run with the fix.
 
 The memory model (:func:`estimate_memory`) is measured at EmbeddingGemma-300m's shape on CPU in
 float32 by ``bench/memory.py`` (bench/RESULTS.md, "Trainer memory"); bf16 activations are taken as
@@ -35,7 +42,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -130,13 +137,39 @@ def suggest_fix(
     limit: float,
     measured: float | None = None,
 ) -> str:
-    """The smallest change that brings the step under ``MARGIN × limit`` bytes.
+    """The smallest change that brings the step under ``MARGIN × limit`` bytes (:func:`fix_for`), in words."""
+    return fix_for(
+        shape,
+        batch_size=batch_size,
+        seq=seq,
+        mini_batch_size=mini_batch_size,
+        gradient_checkpointing=gradient_checkpointing,
+        bf16=bf16,
+        limit=limit,
+        measured=measured,
+    )[0]
+
+
+def fix_for(
+    shape: Shape,
+    *,
+    batch_size: int,
+    seq: int,
+    mini_batch_size: int | None,
+    gradient_checkpointing: bool,
+    bf16: bool,
+    limit: float,
+    measured: float | None = None,
+) -> tuple[str, dict[str, Any] | None]:
+    """The smallest change that brings the step under ``MARGIN × limit`` bytes: its words, and the
+    trainer options it sets (None when no setting fits).
 
     When a peak was measured, what the model does not explain (``measured − estimate(current)``, if
     positive: the process, the allocator, a model error) is added to every candidate's estimate as a
     constant, which errs on the side of not fitting. Tries, in order: mini-batches (the largest power
-    of two that fits, below the current one), then the same with gradient checkpointing, then says to
-    shorten the texts.
+    of two that fits, below the current one), then the same with gradient checkpointing, then the
+    longest power-of-two ``max_seq_length`` below the current one at which mini-batches of 1 text with
+    checkpointing fit; else says that nothing does.
     """
     current = estimate_memory(
         shape,
@@ -160,14 +193,31 @@ def suggest_fix(
                 bf16=bf16,
             )
             if need <= MARGIN * limit:
-                parts = [f"trainer.mini_batch_size: {m}"]
+                changes: dict[str, Any] = {"mini_batch_size": m}
                 if checkpointing and not gradient_checkpointing:
-                    parts.append("trainer.gradient_checkpointing: true")
-                return f"set {' and '.join(parts)} (estimated peak {need / 2**30:.1f} GiB)"
+                    changes["gradient_checkpointing"] = True
+                return _set(changes, need), changes
+    for shorter in (2**k for k in range(int(math.log2(seq - 1)), -1, -1)) if seq > 1 else ():
+        need = unexplained + estimate_memory(
+            shape,
+            batch_size=batch_size,
+            seq=shorter,
+            mini_batch_size=1,
+            gradient_checkpointing=True,
+            bf16=bf16,
+        )
+        if need <= MARGIN * limit:
+            changes = {"max_seq_length": shorter, "mini_batch_size": 1, "gradient_checkpointing": True}
+            return _set(changes, need), changes
     return (
         "even mini-batches of 1 text with gradient checkpointing do not fit: lower "
         f"trainer.max_seq_length (now {seq}) or use a device with more memory"
-    )
+    ), None
+
+
+def _set(changes: Mapping[str, Any], need: float) -> str:
+    parts = [f"trainer.{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in changes.items()]
+    return f"set {' and '.join(parts)} (estimated peak {need / 2**30:.1f} GiB)"
 
 
 def peak_bf16_flops(device_name: str) -> float | None:
@@ -281,16 +331,34 @@ class Figures(TypedDict):
     mini_batch_size: int | None
     gradient_checkpointing: bool
     steps: int
+    load_seconds: float  # load the model onto the device
+    eval_seconds: float  # one evaluation of every task's dev rows; NaN when not measured
+    save_seconds: float  # one checkpoint write; NaN when not run
+    checkpoint_bytes: int
+    eval_every: int  # the trainer's: an evaluation every N steps (0: only the final one)
 
 
 def measure(
-    target: str, options: Mapping[str, Any], steps: int = 3, seed: int = 0, memory_limit: float | None = None
+    target: str,
+    options: Mapping[str, Any],
+    steps: int = 3,
+    seed: int = 0,
+    memory_limit: float | None = None,
+    tasks: Sequence[Any] = (),
 ) -> Figures:
-    """The trainer's preflight measurement of ``options``, run here (a Ray task or this process)."""
+    """The trainer's preflight measurement of ``options``, run here (a Ray task or this process).
+
+    ``tasks`` reach a measurement that takes them (its evaluation is timed on their dev rows).
+    """
+    import inspect
+
     from mixopt.trial import load_trainer
 
     measurement = load_trainer(target).require("preflight", "preflight cannot measure it")
-    return measurement(options, steps=steps, seed=seed, memory_limit=memory_limit)
+    kwargs: dict[str, Any] = dict(steps=steps, seed=seed, memory_limit=memory_limit)
+    if "tasks" in inspect.signature(measurement).parameters:
+        kwargs["tasks"] = tuple(tasks)
+    return measurement(options, **kwargs)
 
 
 def _verification_trials(exp: Experiment) -> int:
@@ -312,6 +380,18 @@ class PreflightReport:
     fits: bool
     fix: str | None
     lines: list[str] = field(default_factory=list)
+    fix_options: dict[str, Any] | None = None  # the trainer options the fix sets
+    fix_figures: dict[str, Any] | None = None  # the fix's own measurement (``measure_fix``)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 10 else f"{hours:.3f}"
+
+
+def evaluations_per_trial(steps: int, eval_every: int) -> int:
+    """Evaluations a trial of ``steps`` steps runs: one every ``eval_every`` steps before the last, and
+    the final one (:func:`trainers.embedding.train`)."""
+    return 1 + ((steps - 1) // eval_every if eval_every > 0 and steps > 0 else 0)
 
 
 def _duration(seconds: float) -> str:
@@ -330,13 +410,16 @@ def run_preflight(
     steps: int = 3,
     memory_limit_gb: float | None = None,
     model: str | None = None,
+    measure_fix: bool = True,
     echo: Callable[[str], None] = print,
 ) -> PreflightReport:
     """Measure one worst-case trial and report (:func:`report`); ``model`` overrides ``trainer.model``.
 
     With ``address`` (a Ray cluster to join) or ``use_ray`` (Ray already initialised, as in the
     sweep), the measurement runs as a Ray task with the trial's resources, so on the kind of node and
-    device a trial gets; otherwise in this process.
+    device a trial gets; otherwise in this process. When the trial does not fit and a fix exists,
+    ``measure_fix`` measures the trial again with the fix and prints its projection (the sweep,
+    which only refuses, turns it off).
     """
     from mixopt.trial import TrainerError, load_trainer
 
@@ -356,7 +439,11 @@ def run_preflight(
     if model:
         options["model"] = os.path.abspath(model) if os.path.exists(model) else model
     limit = memory_limit_gb * 2**30 if memory_limit_gb else None
-    if address or use_ray:
+
+    def run(options: dict[str, Any]) -> Figures:
+        args = (exp.trainer.target, options, steps, exp.trainer.seed, limit, tuple(exp.tasks))
+        if not (address or use_ray):
+            return measure(*args)
         import ray
 
         if not ray.is_initialized():
@@ -367,10 +454,84 @@ def run_preflight(
             resources=dict(exp.resources.custom) or None,
             max_retries=0,
         )
-        figures = ray.get(task.remote(exp.trainer.target, options, steps, exp.trainer.seed, limit))
+        return ray.get(task.remote(*args))
+
+    result = report(exp, run(options), notes, memory_limit_gb=memory_limit_gb, echo=echo)
+    if not result.fits and measure_fix and result.fix_options:
+        result.fix_figures = dict(run(options | result.fix_options))
+        lines = [f"with the fix ({result.fix}), measured:", *_measured_lines(exp, result.fix_figures)]
+        for line in lines:
+            echo(line)
+        result.lines.extend(lines)
+    return result
+
+
+def _measured_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
+    """Peak memory, step time, tokens/s, MFU, the trial's parts and the sweep's device-hours."""
+    gib = 2**30
+    if figures["oom"]:
+        return [f"  peak memory      out of memory ({figures['memory_kind']}): no projection"]
+    lines = [f"  peak memory      {figures['peak_memory'] / gib:.2f} GiB ({figures['memory_kind']})"]
+    return lines + _timing_lines(exp, figures)
+
+
+def _timing_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
+    """Step time, tokens/s, MFU, then the trial time as the sum of its measured parts, and the sweep's
+    device-hours in the measured device's unit."""
+    shape = Shape(**figures["shape"])
+    seconds = figures["step_seconds"]
+    tokens_per_s = figures["tokens_per_step"] / seconds
+    lines = [
+        f"  step time        {seconds:.3f} s (mean of {figures['steps']} steps after 1 warm-up)",
+        f"  tokens/s         {tokens_per_s:,.0f}",
+    ]
+    peak_flops = peak_bf16_flops(figures["device_name"]) if figures["device"] == "cuda" else None
+    achieved = 6 * shape.n_matmul * tokens_per_s
+    if peak_flops:
+        lines.append(
+            f"  MFU              {100 * achieved / peak_flops:.1f} % of {peak_flops / 1e12:.0f} TFLOP/s dense bf16 "
+            f"(6·N·tokens/s, N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters)"
+        )
     else:
-        figures = measure(exp.trainer.target, options, steps, exp.trainer.seed, limit)
-    return report(exp, figures, notes, memory_limit_gb=memory_limit_gb, echo=echo)
+        lines.append(
+            f"  MFU              n/a ({achieved / 1e12:.3f} TFLOP/s achieved by 6·N·tokens/s, "
+            f"N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters; no bf16 peak known for this device)"
+        )
+    steps = exp.trainer.steps
+    n_evals = evaluations_per_trial(steps, int(figures.get("eval_every", 0)))
+    load, evaluation = figures.get("load_seconds", 0.0), figures.get("eval_seconds", math.nan)
+    save = figures.get("save_seconds", 0.0)
+    parts = [f"load {load:.3f} s", f"{steps} steps x {seconds:.3f} s"]
+    trial = load + steps * seconds + save
+    if math.isfinite(evaluation):
+        parts.append(f"{n_evals} evaluations x {evaluation:.3f} s")
+        trial += n_evals * evaluation
+    size = figures.get("checkpoint_bytes", 0) / 1e9
+    parts.append(f"checkpoint write {save:.3f} s ({size:.2f} GB)")
+    missing = (
+        ""
+        if math.isfinite(evaluation)
+        else "; evaluations not measured: the trainer's preflight takes no tasks"
+    )
+    lines.append(f"  trial time       {' + '.join(parts)} = {trial:.3f} s ({_duration(trial)}{missing})")
+    n_trials = exp.optimizer.max_trials
+    n_verify = _verification_trials(exp)
+    if figures["device"] == "cuda":
+        unit, per_trial, note = "GPU", exp.resources.gpus or 1, ""
+    else:
+        unit, per_trial = "CPU", exp.resources.cpus
+        note = (
+            " (the GPU projection needs a GPU: run `mixopt preflight --address ...` on the cluster)"
+            if exp.resources.gpus > 0
+            else ""
+        )
+    total_hours = trial * (n_trials + n_verify) * per_trial / 3600
+    verify = f" + {n_verify} verification" if n_verify else ""
+    lines.append(
+        f"  sweep            {n_trials}{verify} trials x {trial:.3f} s x {per_trial:g} {unit} "
+        f"= {_hours(total_hours)} {unit}-hours{note}"
+    )
+    return lines
 
 
 def report(
@@ -397,7 +558,7 @@ def report(
     estimate = estimate_memory(
         shape, batch_size=b, seq=seq, mini_batch_size=mb, gradient_checkpointing=ckpt, bf16=bf16
     )
-    fix = None
+    fix = fix_options = None
     if figures["projected_oom"]:
         lines.append(
             f"  peak memory      projected {estimate / gib:.1f} GiB by the memory model, over the "
@@ -416,42 +577,12 @@ def report(
             f"{figures['memory_kind']}; model estimate {estimate / gib:.2f} GiB"
         )
         fits = peak <= limit
-    seconds = figures["step_seconds"]
-    if math.isfinite(seconds):
-        tokens_per_s = figures["tokens_per_step"] / seconds
-        lines.append(f"  step time        {seconds:.3f} s (mean of {figures['steps']} steps after 1 warm-up)")
-        lines.append(f"  tokens/s         {tokens_per_s:,.0f}")
-        peak_flops = peak_bf16_flops(figures["device_name"]) if figures["device"] == "cuda" else None
-        achieved = 6 * shape.n_matmul * tokens_per_s
-        if peak_flops:
-            lines.append(
-                f"  MFU              {100 * achieved / peak_flops:.1f} % of {peak_flops / 1e12:.0f} TFLOP/s dense bf16 "
-                f"(6·N·tokens/s, N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters)"
-            )
-        else:
-            lines.append(
-                f"  MFU              n/a ({achieved / 1e12:.3f} TFLOP/s achieved by 6·N·tokens/s, "
-                f"N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters; no bf16 peak known for this device)"
-            )
-        trial = exp.trainer.steps * seconds
-        n_trials = exp.optimizer.max_trials
-        n_verify = _verification_trials(exp)
-        per_trial = exp.resources.gpus if exp.resources.gpus > 0 else exp.resources.cpus
-        unit = "GPU" if exp.resources.gpus > 0 else "CPU"
-        total_hours = trial * (n_trials + n_verify) * per_trial / 3600
-        lines.append(
-            f"  trial time       {exp.trainer.steps} steps x {seconds:.3f} s = {_duration(trial)} "
-            "(training at the worst case; evaluations not included)"
-        )
-        verify = f" + {n_verify} verification" if n_verify else ""
-        lines.append(
-            f"  sweep            {n_trials}{verify} trials x {_duration(trial)} x {per_trial:g} {unit} "
-            f"= {total_hours:.1f} {unit}-hours"
-        )
+    if math.isfinite(figures["step_seconds"]):
+        lines.extend(_timing_lines(exp, figures))
     if fits:
         lines.append(f"fits: peak {figures['peak_memory'] / gib:.2f} GiB <= {limit / gib:.1f} GiB")
     else:
-        fix = suggest_fix(
+        fix, fix_options = fix_for(
             shape,
             batch_size=b,
             seq=seq,
@@ -464,4 +595,4 @@ def report(
         lines.append(f"does not fit in {limit / gib:.2f} GiB ({limit_source}): {fix}")
     for line in lines:
         echo(line)
-    return PreflightReport(figures, fits, fix, lines)
+    return PreflightReport(figures, fits, fix, lines, fix_options)

@@ -77,6 +77,27 @@ PROMPT_WORDS = [
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
+# google/embeddinggemma-300m's config.json (bench/trainer.py uses the same): 24 layers of width 768,
+# 3 query heads / 1 KV head of 256, MLP 1152, a 262144-token vocabulary, sliding windows of 512 with
+# every 6th layer global. With the Dense head (768->3072->768, no bias) that is 307,581,696
+# parameters: ``write_tiny_model(..., dense=True, **EMBEDDINGGEMMA_300M)`` builds a random-init model
+# of the real shape without a hub (bench/scale.py).
+EMBEDDINGGEMMA_300M: dict[str, Any] = dict(
+    vocab_size=262144,
+    hidden_size=768,
+    intermediate_size=1152,
+    num_hidden_layers=24,
+    num_attention_heads=3,
+    num_key_value_heads=1,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    sliding_window=512,
+    max_position_embeddings=2048,
+    rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0,
+    layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(24)],
+)
+
 
 def _default_private() -> dict[str, int]:
     return {"retrieval": 6, "sts": 2, "classification": 1}
@@ -241,7 +262,8 @@ def build_tokenizer(words: list[str]):
 
 
 def tiny_gemma_config(vocab_size: int, **sizes: Any):
-    """A tiny bidirectional Gemma3 text-encoder config (same architecture as EmbeddingGemma, toy sizes)."""
+    """A bidirectional Gemma3 text-encoder config: EmbeddingGemma's architecture at toy sizes, which
+    ``sizes`` override (``tiny_gemma_config(**EMBEDDINGGEMMA_300M)`` is the real shape)."""
     from transformers import Gemma3TextConfig
 
     kw: dict[str, Any] = dict(
@@ -270,9 +292,20 @@ def tiny_gemma_config(vocab_size: int, **sizes: Any):
 
 
 def write_tiny_model(
-    out_dir: str | Path, tokenizer, seed: int = 0, *, dense: bool = False, **sizes: Any
+    out_dir: str | Path,
+    tokenizer,
+    seed: int = 0,
+    *,
+    dense: bool = False,
+    vocab_size: int | None = None,
+    **sizes: Any,
 ) -> Path:
-    """Write a random-init tiny Gemma3 encoder and ``tokenizer`` to ``out_dir`` (safetensors).
+    """Write a random-init Gemma3 encoder and ``tokenizer`` to ``out_dir`` (safetensors).
+
+    ``sizes`` override :func:`tiny_gemma_config`'s toy shape (``EMBEDDINGGEMMA_300M`` is the real
+    one). ``vocab_size``: rows of the token-embedding table, at least the tokenizer's size (default:
+    exactly it); rows past the tokenizer's are never looked up, as in a real model whose table is
+    padded, but they are trained, saved and averaged like every other parameter.
 
     ``dense=False``: a bare transformers checkpoint (a trial adds new Dense layers from its seed).
     ``dense=True``: a sentence-transformers directory with EmbeddingGemma's Dense projections
@@ -283,7 +316,12 @@ def write_tiny_model(
     from transformers import Gemma3TextModel
 
     out_dir = Path(out_dir)
-    config = tiny_gemma_config(len(tokenizer), **sizes)
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(
+            f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens: "
+            "its ids past the table would not embed; give vocab_size >= the tokenizer's size"
+        )
+    config = tiny_gemma_config(vocab_size or len(tokenizer), **sizes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma3TextModel(config)

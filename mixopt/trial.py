@@ -14,8 +14,8 @@ A trainer is a module named in the experiment YAML by its train function
   order the task's dev rows are read) limits each named task to those dev rows: the greedy soup
   selects on one half of them and reports on the other. One that takes no ``dev_rows`` still
   serves the soup, whose greedy score then says it was measured on the rows it selected on;
-- optionally ``preflight(options, *, steps, seed, memory_limit) -> dict``, one worst-case trial's
-  step measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
+- optionally ``preflight(options, *, steps, seed, memory_limit[, tasks]) -> dict``, one worst-case
+  trial's step (and, given ``tasks``, its load, evaluation and checkpoint write) measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
   the figures are).
 
 :func:`load_trainer` imports the module and checks what it provides, once, with one error naming
@@ -117,14 +117,22 @@ class EvaluateCheckpoint(Protocol):
 
 
 class PreflightMeasure(Protocol):
-    """``preflight(options, *, steps, seed, memory_limit)``: ``1 + steps`` worst-case steps measured here.
+    """``preflight(options, *, steps, seed, memory_limit, tasks)``: one worst-case trial measured here.
 
     ``options`` are the trainer's options at the search space's worst case; ``memory_limit`` (bytes
-    or None) bounds what a CPU step may use. Returns :class:`mixopt.preflight.Figures`.
+    or None) bounds what a CPU step may use; ``tasks`` are the experiment's, whose dev rows one
+    evaluation is timed on. Returns :class:`mixopt.preflight.Figures`: ``1 + steps`` steps, the
+    model load, the evaluation and a checkpoint write.
     """
 
     def __call__(
-        self, options: Mapping[str, Any], *, steps: int, seed: int, memory_limit: float | None
+        self,
+        options: Mapping[str, Any],
+        *,
+        steps: int,
+        seed: int,
+        memory_limit: float | None,
+        tasks: Sequence[TaskConfig] = (),
     ) -> dict[str, Any]: ...
 
 

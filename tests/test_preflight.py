@@ -159,13 +159,75 @@ def test_preflight_on_the_tiny_experiment_fits_and_prints_its_figures(synth_root
     raw = yaml.safe_load(config.read_text())
     n_trials = raw["optimizer"]["max_trials"] + 2 * raw["verify"]["seeds"]
     assert f"{raw['optimizer']['max_trials']} + {2 * raw['verify']['seeds']} verification trials" in out
+    # The trial is the sum of its measured parts: load, the YAML's steps at the printed step time, the
+    # trial's evaluations (eval_every 40 of 80 steps: at step 40 and the final one), a checkpoint write.
     step = float(re.search(r"step time\s+([\d.]+) s", out).group(1))
+    parts = re.search(
+        r"trial time\s+load ([\d.]+) s \+ (\d+) steps x ([\d.]+) s \+ (\d+) evaluations x ([\d.]+) s "
+        r"\+ checkpoint write ([\d.]+) s .*= ([\d.]+) s",
+        out,
+    )
+    assert parts, out
+    load, n_steps, step_again, n_evals, evaluation, write, trial = (float(g) for g in parts.groups())
+    assert (n_steps, step_again, n_evals) == (raw["trainer"]["steps"], step, 2)
+    assert evaluation > 0 and write > 0 and load > 0
+    assert trial == pytest.approx(
+        load + n_steps * step + n_evals * evaluation + write, abs=5e-4 * (n_steps + n_evals + 2)
+    )  # printed to 1 ms
     hours = float(re.search(r"= ([\d.]+) CPU-hours", out).group(1))
-    assert hours == pytest.approx(n_trials * raw["trainer"]["steps"] * step / 3600, abs=0.051)
+    assert hours == pytest.approx(n_trials * trial / 3600, abs=0.0006)
+    assert "GPU" not in out  # a CPU experiment measured on a CPU: no GPU projection to ask for
 
     result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1", "--memory-limit-gb", "0.001"])
     assert result.exit_code == 1
     assert "does not fit" in result.output and "trainer.max_seq_length" in result.output
+
+
+def test_a_gpu_experiment_measured_on_a_cpu_projects_cpu_hours_and_says_how_to_get_gpu_hours(
+    synth_root, tmp_path
+):
+    """A CPU's step time is no GPU's: the unit is the measured device's, with the way to a GPU figure."""
+    raw = tiny_experiment(synth_root, cpu_threads=1) | {"resources": {"cpus": 1, "gpus": 1}}
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    sweep = next(line for line in result.output.splitlines() if line.strip().startswith("sweep"))
+    assert "GPU-hours" not in sweep
+    assert sweep.endswith(
+        "CPU-hours (the GPU projection needs a GPU: run `mixopt preflight --address ...` on the cluster)"
+    )
+
+
+def test_a_trial_over_the_memory_limit_still_gets_the_projection_of_its_fix(synth_root, tmp_path):
+    """The tiny trial's full batch is over 0.01 GiB by the memory model, mini-batches of 16 texts are not:
+    the steps of the worst case are not run, the fix's are, and the sweep is projected with it."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_experiment(synth_root, cpu_threads=1)))
+    result = CliRunner().invoke(app, ["preflight", str(config), "--steps", "1", "--memory-limit-gb", "0.01"])
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "the steps were not run" in out
+    assert "does not fit in 0.01 GiB (--memory-limit-gb): set trainer.mini_batch_size: 16" in out
+    fixed = out.split("with the fix (set trainer.mini_batch_size: 16", 1)[1]
+    assert re.search(r"step time\s+[\d.]+ s", fixed)
+    assert re.search(r"trial time\s+load [\d.]+ s \+ 80 steps x [\d.]+ s \+ 2 evaluations", fixed)
+    assert re.search(r"sweep\s+12 \+ 12 verification trials x [\d.]+ s x 1 CPU = [\d.]+ CPU-hours", fixed)
+
+
+def test_the_fix_shortens_the_texts_when_mini_batches_of_one_do_not_fit():
+    """Mini-batches of 1 text with checkpointing over the limit at 512 tokens: the longest power of two
+    that fits by the memory model is named, with the options a second measurement runs."""
+    from mixopt.preflight import fix_for
+
+    args = dict(batch_size=128, mini_batch_size=None, gradient_checkpointing=False, bf16=True)
+    ckpt_one = dict(batch_size=128, mini_batch_size=1, gradient_checkpointing=True, bf16=True)
+    limit = estimate_memory(GEMMA, seq=128, **ckpt_one) / MARGIN * 1.0001  # 128 tokens just fit
+    text, options = fix_for(GEMMA, seq=512, limit=limit, **args)
+    assert options == {"max_seq_length": 128, "mini_batch_size": 1, "gradient_checkpointing": True}
+    assert text.startswith("set trainer.max_seq_length: 128 and trainer.mini_batch_size: 1")
+    assert estimate_memory(GEMMA, seq=256, **ckpt_one) > MARGIN * limit
+    assert fix_for(GEMMA, seq=512, limit=1 * GIB, **args)[1] is None  # the weights alone do not fit
 
 
 def test_preflight_refuses_another_trainer(synth_root, tmp_path):

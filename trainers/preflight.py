@@ -1,4 +1,4 @@
-"""The embedding trainer's preflight measurement: ``1 + steps`` steps of a worst-case trial, here.
+"""The embedding trainer's preflight measurement: one worst-case trial's parts, measured here.
 
 :func:`preflight` is the trainer contract's optional measurement (:class:`mixopt.trial.PreflightMeasure`),
 called by ``mixopt preflight`` (:mod:`mixopt.preflight`, which chooses the worst-case options, runs
@@ -8,19 +8,31 @@ hard negative exactly ``max_seq_length`` tokens of random ids (real texts are sh
 use less). Memory is read with the service's instruments (:class:`mixopt.preflight.PeakRSS` on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA), and a CPU step that the service's memory model projects
 beyond the limit is not run (:func:`mixopt.preflight.project`).
+
+Besides the steps, the same measurement times the other parts of a trial, so the projection is of a
+whole trial: the model load (as :func:`trainers.embedding.train` loads it, onto the device), one real
+evaluation of every task's dev rows (:func:`trainers.evaluation.evaluate_tasks`, as the trial
+evaluates, after the steps so the model is a trained one), and one checkpoint write (the trial's
+sentence-transformers directory, into a local temporary directory that is then removed: a shared
+filesystem or a cloud store writes slower). When the steps were not run (out of memory, or
+projected not to fit), neither the evaluation nor the write is.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from mixopt.config import TaskConfig
 from mixopt.preflight import Figures, PeakRSS, Shape, machine_memory, project, rss
 
-from .model import check_bidirectional, load_encoder
+from .evaluation import evaluate_tasks
+from .model import check_bidirectional, embed, load_encoder, save_sentence_transformer
 from .options import Threads, resolve_options
 from .training import (
     StepInputs,
@@ -33,10 +45,18 @@ from .training import (
 )
 
 
-def preflight(options: Mapping[str, Any], *, steps: int, seed: int, memory_limit: float | None) -> Figures:
-    """Run ``1 + steps`` trainer steps on full-length random batches; return the figures.
+def preflight(
+    options: Mapping[str, Any],
+    *,
+    steps: int,
+    seed: int,
+    memory_limit: float | None,
+    tasks: Sequence[TaskConfig] = (),
+) -> Figures:
+    """Load the model, run ``1 + steps`` trainer steps on full-length random batches, evaluate ``tasks``
+    once and write one checkpoint, timing each; return the figures.
 
-    The figures are :class:`mixopt.preflight.Figures`. On CUDA an out-of-memory error is caught and
+    Without ``tasks`` the evaluation is not measured (``eval_seconds`` NaN). The figures are :class:`mixopt.preflight.Figures`. On CUDA an out-of-memory error is caught and
     reported. A CPU has no such error (the kernel kills the process), so there the steps run only if
     the service's memory model projects the step within ``memory_limit`` bytes (default: the
     machine's memory); otherwise the projection is the figure.
@@ -54,11 +74,15 @@ def preflight(options: Mapping[str, Any], *, steps: int, seed: int, memory_limit
         sampler = None if cuda else PeakRSS()
         if sampler is not None:
             sampler.start()
+        t_load = time.perf_counter()
         loaded = load_encoder(opts.model, seed=seed)
         encoder = loaded.encoder.to(device)
         check_bidirectional(encoder)
         if opts.compile:
             compile_encoder(encoder)
+        if cuda:
+            torch.cuda.synchronize(device)
+        load_seconds = time.perf_counter() - t_load
         config = encoder.transformer.config
         embedding = encoder.transformer.get_input_embeddings().weight
         shape = Shape(
@@ -107,6 +131,12 @@ def preflight(options: Mapping[str, Any], *, steps: int, seed: int, memory_limit
             oom = True
         except _Skip:
             oom = True
+        eval_seconds = save_seconds = float("nan")
+        checkpoint_bytes = 0
+        if not oom:
+            if tasks:
+                eval_seconds = _time_evaluation(encoder, loaded.tokenizer, opts, amp, tasks)
+            save_seconds, checkpoint_bytes = _time_checkpoint_write(encoder, loaded.tokenizer, opts)
         if cuda:
             peak = int(torch.cuda.max_memory_allocated(device))
             total = int(torch.cuda.get_device_properties(device).total_memory)
@@ -137,7 +167,44 @@ def preflight(options: Mapping[str, Any], *, steps: int, seed: int, memory_limit
         "mini_batch_size": opts.mini_batch_size,
         "gradient_checkpointing": opts.gradient_checkpointing,
         "steps": steps,
+        "load_seconds": load_seconds,
+        "eval_seconds": eval_seconds,
+        "save_seconds": save_seconds,
+        "checkpoint_bytes": checkpoint_bytes,
+        "eval_every": opts.eval_every,
     }
+
+
+def _time_evaluation(encoder, tokenizer, opts, amp, tasks: Sequence[TaskConfig]) -> float:
+    """Seconds of one evaluation of every task's dev rows, as :func:`trainers.embedding.train` runs it."""
+    t0 = time.perf_counter()
+    evaluate_tasks(
+        tasks,
+        lambda texts: embed(
+            encoder,
+            tokenizer,
+            texts,
+            max_seq_length=opts.max_seq_length,
+            batch_size=opts.eval_batch_size,
+            autocast_dtype=amp,
+        ),
+        tuple(opts.matryoshka_dims),
+        objective=opts.objective,
+        classifier_train_rows=opts.classifier_train_rows,
+    )
+    return time.perf_counter() - t0
+
+
+def _time_checkpoint_write(encoder, tokenizer, opts) -> tuple[float, int]:
+    """Seconds and bytes of one checkpoint write (the trial's layout), into a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="mixopt-preflight-") as tmp:
+        t0 = time.perf_counter()
+        out = save_sentence_transformer(
+            encoder, tokenizer, Path(tmp) / "model", prompts={}, max_seq_length=opts.max_seq_length
+        )
+        seconds = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return seconds, size
 
 
 def _full_length_inputs(pad: int, vocab: int, b: int, seq: int, seed: int, pin: bool) -> StepInputs:

@@ -590,6 +590,7 @@ def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> 
         result = run_preflight(
             exp,
             use_ray=True,
+            measure_fix=False,  # the sweep refuses a trial that does not fit; measuring the fix would only delay it
             echo=(lambda line: print(f"[mixopt] {line}", flush=True)) if verbose else (lambda line: None),
         )
     except (PreflightError, ValueError) as e:
