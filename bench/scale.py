@@ -98,8 +98,8 @@ def experiment(root: Path, data: Path, size: str, trials: int, name: str) -> dic
 
 
 def retention_config(raw: dict[str, Any], keep_top: int) -> dict[str, Any]:
-    """``raw`` with checkpoint retention keeping the best ``keep_top`` trials (issue 30's ``storage.keep``)."""
-    return raw | {"storage": {"path": raw["storage"], "keep": {"top": keep_top}}}
+    """``raw`` with checkpoint retention keeping the best ``keep_top`` trials (``storage_keep``)."""
+    return raw | {"storage_keep": {"top": keep_top, "verify": True}}
 
 
 def _tree_bytes(path: Path) -> int:
