@@ -9,7 +9,7 @@ checkpoint), on synthetic tasks. One measurement per function:
 
 - :func:`sweep_disk`: a real ``mixopt sweep`` of ``--trials`` trials (local Ray, sqlite MLflow, one
   trial at a time so one reused actor runs them all), and the bytes each trial leaves in storage;
-  run once as configured today and once with checkpoint retention (``storage.keep.top`` =
+  run once as configured today and once with checkpoint retention (``storage_keep.top`` =
   ``--keep``, :func:`retention_config`) when the config accepts it, else printed as "before";
 - :func:`worker_rss_floor`: the resident memory of the Ray actor that runs the trials, sampled
   every 0.2 s during that sweep; a trial's floor is the least it held during the trial's window;
@@ -343,7 +343,7 @@ def main() -> None:
     ap.add_argument("--model-size", choices=("tiny", "300m"), default="300m")
     ap.add_argument("--quick", action="store_true", help="the tiny model (same as --model-size tiny)")
     ap.add_argument("--trials", type=int, default=6)
-    ap.add_argument("--keep", type=int, default=2, help="storage.keep.top of the retention sweep")
+    ap.add_argument("--keep", type=int, default=2, help="storage_keep.top of the retention sweep")
     args = ap.parse_args()
     size = "tiny" if args.quick else args.model_size
 
@@ -386,11 +386,11 @@ def main() -> None:
         f"{every / model_bytes:.1f} checkpoints"
     )
     if kept_top is None:
-        print(f"  storage.keep.top {args.keep}: not in this build ({why})")
+        print(f"  storage_keep.top {args.keep}: not in this build ({why})")
     else:
         total = sum(kept_top.values())
         print(
-            f"  storage.keep.top {args.keep}: {total / MB:.1f} MB, {total / len(kept_top) / MB:.1f} MB per trial, "
+            f"  storage_keep.top {args.keep}: {total / MB:.1f} MB, {total / len(kept_top) / MB:.1f} MB per trial, "
             f"{total / model_bytes:.1f} checkpoints"
         )
     per_eval = {t: dev["read"].get(t, 0) / max(dev["evaluations"], 1) for t in TASKS}
