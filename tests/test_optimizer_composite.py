@@ -157,13 +157,22 @@ def test_recommend_under_a_new_composition_works_in_single_mode() -> None:
 
 
 def test_warm_start_with_a_task_removed_recomputes_the_objective_from_the_scores() -> None:
-    src = MixtureOptimizer(TASKS, n_seeds=4, seed_mixtures=[
-        {"a": 0.5, "b": 0.3, "c": 0.2},  # c removed (0.2 <= 0.25): a, b / 0.8
-        {"a": 0.1, "b": 0.1, "c": 0.8},  # mostly c: dropped
-        {"a": 0.9, "b": 0.1, "c": 0.0},  # failed: not reused, not counted
-        {"a": 0.2, "b": 0.8, "c": 0.0},
-    ])
-    scores = [{"a": 0.2, "b": 0.3, "c": 0.9}, {"a": 0.1, "b": 0.1, "c": 0.7}, None, {"a": 0.4, "b": 0.5, "c": 0.6}]
+    src = MixtureOptimizer(
+        TASKS,
+        n_seeds=4,
+        seed_mixtures=[
+            {"a": 0.5, "b": 0.3, "c": 0.2},  # c removed (0.2 <= 0.25): a, b / 0.8
+            {"a": 0.1, "b": 0.1, "c": 0.8},  # mostly c: dropped
+            {"a": 0.9, "b": 0.1, "c": 0.0},  # failed: not reused, not counted
+            {"a": 0.2, "b": 0.8, "c": 0.0},
+        ],
+    )
+    scores = [
+        {"a": 0.2, "b": 0.3, "c": 0.9},
+        {"a": 0.1, "b": 0.1, "c": 0.7},
+        None,
+        {"a": 0.4, "b": 0.5, "c": 0.6},
+    ]
     for p, s in zip(src.ask(4), scores):
         src.tell(p, scores=s)
     state = json.loads(json.dumps(src.state_dict()))
@@ -174,7 +183,12 @@ def test_warm_start_with_a_task_removed_recomputes_the_objective_from_the_scores
     assert new.history[0][0] == pytest.approx({"a": 0.625, "b": 0.375}, abs=1e-12)
     assert [s for _, s in new.score_history] == [{"a": 0.2, "b": 0.3}, {"a": 0.4, "b": 0.5}]
     assert new.warm_source == {
-        "name": "exp/1", "reused": 2, "dropped": 1, "trials": 2, "scores_reused": ["a", "b"], "scores_new": []
+        "name": "exp/1",
+        "reused": 2,
+        "dropped": 1,
+        "trials": 2,
+        "scores_reused": ["a", "b"],
+        "scores_new": [],
     }
     # A source without scores: reused only under the same composition.
     pairs_src = MixtureOptimizer(TASKS, n_seeds=1)
