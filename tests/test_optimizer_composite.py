@@ -10,6 +10,7 @@ that no test waits on dozens of GP asks.
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -249,12 +250,15 @@ def test_state_round_trip_with_scores_and_old_states_migrate() -> None:
     assert back.ask(1) == old.ask(1)
 
 
-def test_mixed_scalar_and_scored_trials_fall_back_to_the_single_gp() -> None:
+def test_mixed_scalar_and_scored_trials_fall_back_to_the_single_gp(caplog) -> None:
     opt = scored_optimizer(n=6, seed=4)
     assert opt.surrogate_in_use == "composite"
     (p,) = opt.ask(1)
     opt.tell(p, 0.3)
-    assert opt.surrogate_in_use == "single"
+    with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
+        assert opt.surrogate_in_use == "single"
+        assert opt.surrogate_in_use == "single"
+    assert caplog.text.count("told a scalar without scores") == 1
 
 
 def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
