@@ -278,6 +278,9 @@ def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
     parts = opt.predict_scores([p])
     assert mean[0] == pytest.approx(sum(parts[n][0][0] for n in TASKS) / 3, rel=1e-9)
     assert sd[0] == pytest.approx(math.sqrt(sum(parts[n][1][0] ** 2 for n in TASKS)) / 3, rel=1e-9)
+    # UCB over (mixture, fraction = 1) on the composition, the running trials hallucinated per score.
+    (s,) = opt.ask(1)
+    assert opt.origin(s) == "bo" and opt.surrogate_in_use == "composite"
 
 
 def test_pending_points_are_hallucinated_per_score_at_its_mean() -> None:
