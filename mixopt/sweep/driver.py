@@ -268,7 +268,9 @@ class Sweep:
         if reopening is not None:
             opt, state_path = _reopen(exp, tracker, reopening, verbose)
             storage = state_path.parent
-            done, reruns, next_index = reconcile(opt, tracker, tracker.parent_id, exp.trainer.steps, storage)
+            done, reruns, next_index = reconcile(
+                opt, tracker, tracker.parent_id, exp.trainer.steps, storage, exp.task_names
+            )
             if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
                 tracker.upload_missing_checkpoints()
             if exp.storage_keep is not None:  # finish a prune the killed driver left half done
