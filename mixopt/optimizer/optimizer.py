@@ -21,9 +21,17 @@ from mixopt.optimizer.ledger import (
     STATE_VERSION,
     Ledger,
     migrate,
-    warm_pairs,
+    warm_records,
 )
 from mixopt.optimizer.model import MIN_OBSERVATIONS, one_thread
+from mixopt.optimizer.objective import (
+    check_objective,
+    check_scores,
+    compose,
+    composed_value,
+    equal_weights,
+    warm_scores,
+)
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
 from mixopt.optimizer.surrogate import Surrogate
@@ -72,6 +80,12 @@ class MixtureOptimizer:
             the acquisition's random starts from another stream, all else equal
             (:class:`mixopt.optimizer.seeding.RandomStreams`), to measure how much a comparison
             between two versions of the optimizer moves by chance.
+        objective: score name -> weight >= 0 (normalised to sum 1: a weighted mean of the scores
+            told with ``tell(p, scores=...)``); None: the plain mean over ``tasks``. Score names
+            need not be tasks (a held-out dev set, an MTEB task).
+        surrogate: ``"composite"``: one GP per score, composed (:mod:`.composite`); ``"single"``:
+            one GP on the composed objective. Callers that tell scalars only get the single GP
+            in either mode.
 
     Raises:
         ValueError: on any invalid argument, saying which and what to do.
@@ -93,6 +107,8 @@ class MixtureOptimizer:
         budget: int | None = None,
         exploit_last: int = defaults.EXPLOIT_LAST,
         acquisition_stream: int = 0,
+        objective: Mapping[str, float] | None = None,
+        surrogate: str = defaults.SURROGATE,
     ) -> None:
         self._space = space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         if space.is_single_point:
@@ -109,6 +125,10 @@ class MixtureOptimizer:
         self.budget = budget
         self.exploit_last = checks.check_exploit_last(exploit_last)
         self.dirichlet_alpha = checks.check_alpha(dirichlet_alpha, space.tasks)
+        self.objective_weights = (
+            equal_weights(space.tasks) if objective is None else check_objective(objective)
+        )
+        self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
         self.streams = RandomStreams(self.random_state, acquisition_stream)
         self.seed_mixtures: list[dict[str, Any]] = [dict(m) for m in (seed_mixtures or [])]
@@ -127,6 +147,8 @@ class MixtureOptimizer:
             multi_fidelity=self.multi_fidelity,
             fidelity_scale=self.fidelity_scale,
             noise_sd=self.prior_noise_sd,
+            weights=self.objective_weights,
+            mode=self.surrogate,
         )
         self._proposer = Proposer(
             self._space, self._alpha, self.streams, ledger, self._surrogate, self._user_seeds
@@ -168,6 +190,16 @@ class MixtureOptimizer:
         return self._space.tasks
 
     @property
+    def score_names(self) -> tuple[str, ...]:
+        """The scores the objective names (weighted or not), in its order."""
+        return tuple(self.objective_weights)
+
+    @property
+    def surrogate_in_use(self) -> str:
+        """``"composite"`` when the per-score GPs model the objective now, else ``"single"``."""
+        return "composite" if self._surrogate.composite() else "single"
+
+    @property
     def space(self) -> SearchSpace:
         return self._space
 
@@ -180,6 +212,15 @@ class MixtureOptimizer:
     def history(self) -> list[tuple[dict[str, Any], float | None]]:
         """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
         return [(dict(self._ledger.proposal(i)), v) for i, v in self._ledger.history]
+
+    @property
+    def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
+        """Told ``(proposal, scores)`` in tell order (scores None: told a scalar, or failed)."""
+        led = self._ledger
+        return [
+            (dict(led.proposal(i)), None if s is None else dict(s))
+            for (i, _), s in zip(led.history, led.scores)
+        ]
 
     @property
     def partial(self) -> list[tuple[dict[str, Any], float, float]]:
@@ -208,7 +249,7 @@ class MixtureOptimizer:
 
     def warm_start(
         self,
-        source: Mapping[str, Any] | Sequence[tuple[Mapping[str, Any], float | None]],
+        source: Mapping[str, Any] | Sequence[Sequence[Any]],
         *,
         max_removed: float = defaults.WARM_MAX_REMOVED,
         name: str = "",
@@ -216,14 +257,20 @@ class MixtureOptimizer:
         """Reuse the observations of an earlier sweep before the first ask (Olmix's mixture reuse,
         arXiv:2602.12237).
 
-        ``source``: a :meth:`state_dict` (its told trials are reused) or ``(proposal, value)``
-        pairs. Each successful observation is carried onto this optimizer's tasks by
-        :meth:`SearchSpace.carry` (removed tasks' weight renormalised away, the point dropped if
-        that weight exceeds ``max_removed``; new tasks at weight 0, so they start unobserved)
-        and recorded as told, with origin ``"warm"``. Reused points count towards the seed phase:
-        with at least ``n_seeds`` of them the first ask is already a GP proposal. User seed
-        mixtures are still proposed first. ``name`` (e.g. the source sweep) is kept in the state.
-        Returns ``(reused, dropped)``; failed source trials are not counted.
+        ``source``: a :meth:`state_dict` (its told trials are reused), ``(proposal, value)`` pairs
+        (scalars of this optimizer's composition) or ``(proposal, value, scores)`` triples. A
+        trial's mixture is carried onto this optimizer's tasks by :meth:`SearchSpace.carry`
+        (removed tasks' weight renormalised away, the point dropped if that weight exceeds
+        ``max_removed``; new tasks at weight 0) and recorded as told, with origin ``"warm"``.
+        Scores: a trial contributes the scores this optimizer names and its objective is
+        recomputed under this composition; a score the source never measured starts unobserved
+        (the trial's objective is then unknown, ``history`` shows None, and only the per-score
+        GPs use it). A trial without scores is reused only when the source's composition (score
+        names and weights) is this one's: its value means something else otherwise.
+        Reused points count towards the seed phase: with at least ``n_seeds`` of them the first
+        ask is already a GP proposal. User seed mixtures are still proposed first. ``name``
+        (e.g. the source sweep) is kept in :attr:`warm_source` with the counts and the scores
+        reused and new. Returns ``(reused, dropped)``; failed source trials are not counted.
 
         Raises:
             ValueError: after the first ask, or for a source that is neither.
@@ -231,11 +278,24 @@ class MixtureOptimizer:
         if self._ledger.asked:
             raise ValueError("warm_start() must be called before the first ask()")
         max_removed = checks.check_max_removed(max_removed)
-        reused, dropped = self._ledger.warm(warm_pairs(source), lambda p: self._space.carry(p, max_removed))
-        self.warm_source = {"name": str(name), "reused": reused, "dropped": dropped}
+        records, source_weights = warm_records(source)
+        converted, _ = warm_scores(records, source_weights, self.objective_weights)
+        carried = [
+            (None if p is None else self._space.carry(p, max_removed), v, sc) for p, v, sc in converted
+        ]
+        reused, dropped = self._ledger.warm(carried)
+        seen = {k for p, _, sc in carried if p is not None and sc for k in sc}
+        self.warm_source = {
+            "name": str(name),
+            "reused": reused,
+            "dropped": dropped,
+            "trials": reused,
+            "scores_reused": [n for n in self.score_names if n in seen],
+            "scores_new": [n for n in self.score_names if n not in seen],
+        }
         return reused, dropped
 
-    def recommend(self) -> Recommendation | None:
+    def recommend(self, objective: Mapping[str, float] | None = None) -> Recommendation | None:
         """The mixture to use: the maximiser of the GP posterior mean, not the luckiest trial.
 
         ``best()`` is the best *observed* value, and with seed-to-seed noise that is biased upward
@@ -251,17 +311,38 @@ class MixtureOptimizer:
         already-observed mixture. Deterministic: the same history gives the same recommendation,
         also after a ``state_dict`` round trip.
 
+        ``objective``: another composition (score name -> weight) to recommend for, from the
+        recorded trials alone (their scores recomposed; the per-score GPs reused in composite
+        mode, a single GP on the recomposed values otherwise).
+
         Returns:
             A :class:`Recommendation` (``mean`` and ``sd`` in objective units), or None when no
             trial has succeeded. With fewer than 2 successful observations, or when the GP
             cannot be fitted, it falls back to :meth:`best` (``source="best_observed"``) and
             logs why.
         """
-        best = self.best()
-        if best is None:
+        if objective is None:
+            best = self.best()
+            if best is None:
+                return None
+            with one_thread():
+                return self._proposer.recommend(best)
+        weights = check_objective(objective, "recommend(): objective")
+        told = [
+            (self._ledger.proposal(i), v)
+            for i, s in self._ledger.scored()
+            if (v := compose(weights, s)) is not None
+        ]
+        if not told:
+            if self._ledger.successes():
+                raise ValueError(
+                    f"recommend(): no trial was told every score {sorted(n for n, c in weights.items() if c > 0)} "
+                    "the objective weighs; tell(proposal, scores={...}) records them"
+                )
             return None
+        best = max(range(len(told)), key=lambda k: (told[k][1], -k))
         with one_thread():
-            return self._proposer.recommend(best)
+            return self._proposer.recommend((dict(told[best][0]), told[best][1]), weights, told)
 
     def noise_sd(self) -> float | None:
         """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
@@ -295,8 +376,18 @@ class MixtureOptimizer:
                 out.append(dict(proposal))
         return out
 
-    def tell(self, proposal: Mapping[str, Any], value: float | None, fraction: float = 1.0) -> None:
-        """Record a trial's result: a finite float to maximise, or None for a failed trial.
+    def tell(
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        fraction: float = 1.0,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record a trial's result: a finite float to maximise, or None for a failed trial; or its
+        ``scores`` (score name -> float), the objective then composed from them under
+        :attr:`objective_weights` (every weighted score must be there; others are kept for a later
+        recomposition; ``value`` must then be None or that same number).
 
         ``proposal`` must equal (``==``) a dict returned by :meth:`ask`; a JSON round trip keeps
         it equal. Telling an already-told proposal again records a repeat observation.
@@ -307,16 +398,30 @@ class MixtureOptimizer:
         (:attr:`partial`), modelled at its fraction with ``multi_fidelity``, never a
         full-fidelity observation (``best()`` ignores it).
         """
-        self._ledger.tell(proposal, value, fraction)
+        if scores is not None:
+            scores = check_scores(scores, "tell")
+            value = composed_value(self.objective_weights, scores, value, "tell")
+        self._ledger.tell(proposal, value, fraction, scores)
 
-    def tell_partial(self, proposal: Mapping[str, Any], value: float, fraction: float) -> None:
-        """Record an intermediate result of a running trial: its objective ``value`` after
-        ``fraction`` (in (0, 1]) of its step budget. The trial stays pending.
+    def tell_partial(
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        fraction: float | None = None,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record an intermediate result of a running trial: its objective ``value`` (or its
+        ``scores``, composed as in :meth:`tell`) after ``fraction`` (in (0, 1]) of its step
+        budget. The trial stays pending.
 
         With ``multi_fidelity`` the GP uses the trial's latest partial value until its final value
         arrives (which supersedes it); without, partial values are only kept in the state.
         """
-        self._ledger.tell_partial(proposal, value, fraction)
+        if scores is not None:
+            scores = check_scores(scores, "tell_partial")
+            value = composed_value(self.objective_weights, scores, value, "tell_partial")
+        self._ledger.tell_partial(proposal, value, fraction, scores)
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is
@@ -360,9 +465,7 @@ class MixtureOptimizer:
                 when every fitting attempt failed.
             ValueError: for a malformed proposal.
         """
-        if isinstance(proposals, Mapping):
-            raise ValueError("predict() takes a list of proposals; wrap a single one as [proposal]")
-        items = [self._space.check_proposal(p, f"predict(): proposals[{i}]") for i, p in enumerate(proposals)]
+        items = self._items("predict", proposals)
         n_ok = self._surrogate.n_rows()
         if n_ok < MIN_OBSERVATIONS:
             raise RuntimeError(
@@ -372,7 +475,48 @@ class MixtureOptimizer:
         with one_thread():
             return self._surrogate.predict(items)
 
-    # ------------------------------------------------------------------ wiring
+    def predict_scores(
+        self, proposals: Sequence[Mapping[str, Any]]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per score name (the weighted ones, and others once observed twice), the per-score GP's
+        posterior mean and sd of the latent score at ``proposals``, each ``(len(proposals),)``.
+
+        Raises:
+            RuntimeError: no per-score GP yet (no scores told, a weighted score observed fewer
+                than twice, or a failed fit).
+        """
+        items = self._items("predict_scores", proposals)
+        models = self._surrogate.scores
+        names = [
+            n for n, c in self.objective_weights.items() if c > 0 or len(models.rows(n)) >= MIN_OBSERVATIONS
+        ]
+        with one_thread():
+            return models.predict(names, items)
+
+    def predict_joint(
+        self, proposals: Sequence[Mapping[str, Any]], score: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One score's latent posterior mean ``(n,)`` and covariance ``(n, n)`` at ``proposals``
+        (for differences between nearby mixtures with their uncertainty).
+
+        Raises:
+            RuntimeError: as :meth:`predict_scores`; ValueError: an unknown score name.
+        """
+        items = self._items("predict_joint", proposals)
+        if not any(score in s for _, s in self._ledger.scored()):
+            raise ValueError(
+                f"predict_joint(): no trial was told score {score!r}; told scores: {self._told_names()}"
+            )
+        with one_thread():
+            return self._surrogate.scores.joint(score, items)
+
+    def _told_names(self) -> list[str]:
+        return sorted({k for _, s in self._ledger.scored() for k in s})
+
+    def _items(self, method: str, proposals: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if isinstance(proposals, Mapping):
+            raise ValueError(f"{method}() takes a list of proposals; wrap a single one as [proposal]")
+        return [self._space.check_proposal(p, f"{method}(): proposals[{i}]") for i, p in enumerate(proposals)]
 
     # ------------------------------------------------------------------ state
 
@@ -401,6 +545,8 @@ class MixtureOptimizer:
                 "budget": self._budget,
                 "exploit_last": self.exploit_last,
                 "acquisition_stream": self.streams.acquisition_stream,
+                "objective": dict(self.objective_weights),
+                "surrogate": self.surrogate,
             },
             "warm_source": self.warm_source,
             **self._ledger.to_json(),

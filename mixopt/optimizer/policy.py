@@ -128,10 +128,16 @@ class Proposer:
             return False
         return not any(self.ledger.origin(i) == "exploit" for i in self.ledger.pending)
 
-    def recommend(self, best: tuple[dict[str, Any], float]) -> Recommendation:
+    def recommend(
+        self,
+        best: tuple[dict[str, Any], float],
+        weights: dict[str, float] | None = None,
+        told: list[tuple[Proposal, float]] | None = None,
+    ) -> Recommendation:
         """The posterior mean's maximiser with its predicted mean and sd (objective units), or
-        ``best`` (the best observed trial) when the GP cannot say, with the reason logged."""
-        n_ok = self.surrogate.n_rows()
+        ``best`` (the best observed trial) when the GP cannot say, with the reason logged.
+        ``weights``: another composition (None: the optimizer's), ``told`` its observed values."""
+        n_ok = self.surrogate.n_rows(weights)
         fallback = Recommendation(best[0], best[1], None, "best_observed")
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
@@ -140,14 +146,14 @@ class Proposer:
                 MIN_OBSERVATIONS,
             )
             return fallback
-        fitted = self.surrogate.fitted()
+        fitted = self.surrogate.fitted(weights)
         if fitted is None:
             logger.warning("recommend(): the GP could not be fitted; returning the best observed")
             return fallback
         try:
             seed = self.streams.seed("recommend", len(self.ledger.history))
-            proposal = acquisition.mean_maximiser(fitted, self.space, self.alpha, self.ledger, seed)
-            mean, sd = self.surrogate.predict([proposal])
+            proposal = acquisition.mean_maximiser(fitted, self.space, self.alpha, self.ledger, seed, told)
+            mean, sd = self.surrogate.predict([proposal], weights)
         except Exception as err:  # numerical trouble must not cost the caller its answer
             logger.warning(
                 "recommend(): maximising the posterior mean failed (%s: %s); returning the best observed",
