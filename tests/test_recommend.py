@@ -55,7 +55,7 @@ def grid_optimum(exp, weights: dict[str, float], step: float = 0.05) -> dict[str
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, data_dir):
-    """A finished sweep of 16 trials in MLflow: the experiment, its tracking URI, its parent run."""
+    """A finished sweep of 21 trials in MLflow: the experiment, its tracking URI, its parent run."""
     tmp = tmp_path_factory.mktemp("recommend")
     spec = {
         "name": "rec_test",
@@ -68,10 +68,15 @@ def recorded(tmp_path_factory, data_dir):
     }
     (tmp / "exp.yaml").write_text(yaml.safe_dump(spec))
     exp = load_experiment(tmp / "exp.yaml")
+    # The trials: a lattice of the simplex (step 0.2, 21 mixtures), scored by the law; told as an
+    # earlier sweep's (proposal, value, scores) so that no GP is fitted to build the fixture.
     opt = MixtureOptimizer.from_experiment(exp)
-    for _ in range(exp.optimizer.max_trials):
-        (p,) = opt.ask(1)
-        opt.tell(p, scores=law(exp, p))
+    lattice = [
+        dict(zip(TASKS, (i / 5, j / 5, (5 - i - j) / 5)))
+        for i, j in itertools.product(range(6), repeat=2)
+        if i + j <= 5
+    ]
+    opt.warm_start([(p, None, law(exp, p)) for p in lattice], name="lattice")
     uri = exp.tracking.resolved_uri()
     tracker = SweepTracker(uri, exp.experiment_name)
     parent = tracker.start_sweep(exp.name, params={}, artifacts={"config.yaml": dump_experiment(exp)})
