@@ -158,3 +158,24 @@ def test_evaluate_tasks_composes_the_given_weights(tmp_path):
     ret, rho = result.task_metrics["ret/ndcg_at_10/d4"], result.task_metrics["sts/spearman/d4"]
     assert (ret, rho) == (pytest.approx(1.0), pytest.approx(-1.0))
     assert result.objective == pytest.approx((2 * ret + rho) / 3)
+
+
+def test_the_scores_told_are_the_full_dimension_metrics_of_a_report():
+    from mixopt.sweep.scores import final_scores, report_scores
+    from mixopt.sweep.searcher import _metrics
+
+    # As Tune hands a searcher a report: flattened under mixopt/, the smaller dim first.
+    result = {
+        "objective": 0.5,
+        "mixopt/r/ndcg_at_10/d32": 0.1,
+        "mixopt/r/ndcg_at_10/d64": 0.4,
+        "mixopt/r/mrr_at_10/d64": 0.9,
+        "mixopt/s/spearman/d64": 0.6,
+        "mixopt/s/spearman/d32": 0.2,
+    }
+    metrics = _metrics(result)
+    assert report_scores(metrics, {"r": "ndcg@10", "s": "spearman"}) == {"r": 0.4, "s": 0.6}
+    assert report_scores({"loss": 1.0}, {"r": "ndcg@10"}) is None  # a loss-only report
+    final = _metrics({"mixopt": {"score.r": 0.4, "score.s": 0.6, "objective": 0.5}})
+    assert final_scores(final, ["r", "s"]) == {"r": 0.4, "s": 0.6}
+    assert final_scores({"score.r": 0.4, "score.s": float("nan")}, ["r", "s"]) is None

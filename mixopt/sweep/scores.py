@@ -7,7 +7,8 @@ objective from: a task's configured metric at the full Matryoshka dimension.
 - A trial's final result carries them as ``score.<task>`` (:mod:`mixopt.sweep.worker`), and so
   does its MLflow run (the callback logs the final result's metrics).
 - An intermediate report carries the trainer's metric keys ``<task>/<metric>/d<dim>``
-  (:mod:`trainers.evaluation`), the full dimension's first: the score is the first such key.
+  (:mod:`trainers.evaluation`): the score is the one at the largest dim, the full dimension
+  (Matryoshka dims are truncations of it).
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ def final_scores(metrics: Mapping[str, Any], tasks: Iterable[str]) -> dict[str, 
 
 def report_scores(metrics: Mapping[str, Any], tasks: Mapping[str, str]) -> dict[str, float] | None:
     """The scores in an intermediate report (``tasks``: task -> configured metric): per task the
-    first ``<task>/<metric>/d<dim>`` key in report order, the full dimension; None unless every
+    ``<task>/<metric>/d<dim>`` value at the largest dim, the full dimension; None unless every
     task has one (a report of the loss alone carries none)."""
     out: dict[str, Any] = {}
     for task, metric in tasks.items():
         prefix = metric_key_prefix(task, metric)
-        out[task] = next((v for k, v in metrics.items() if k.startswith(prefix)), None)
+        dims = {
+            int(k[len(prefix) :]): v
+            for k, v in metrics.items()
+            if k.startswith(prefix) and k[len(prefix) :].isdigit()
+        }
+        out[task] = dims[max(dims)] if dims else None
     return _complete(out)
 
 

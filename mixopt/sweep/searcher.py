@@ -133,7 +133,7 @@ class MixtureSearcher(Searcher):
             return False
         report = (fraction, value)
         if self.reported.get(tune_trial_id) != report:
-            scores = report_scores(result.get("mixopt") or {}, self.metrics)
+            scores = report_scores(_metrics(result), self.metrics)
             # With scores the optimizer composes the objective itself (the value is the same).
             opt.tell_partial(proposal, None if scores else value, fraction, scores=scores)
             self.reported[tune_trial_id] = report
@@ -161,7 +161,7 @@ class MixtureSearcher(Searcher):
         value = scores = None
         if not error and result is not None:
             value = _value(result)
-            scores = final_scores(result.get("mixopt") or {}, self.exp.task_names)
+            scores = final_scores(_metrics(result), self.exp.task_names)
         # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
         # "told in the saved state" always implies "closed in MLflow".
         stopped = not error and result is not None and not result.get("mixopt_final")
@@ -245,6 +245,14 @@ def _told(value: float | None, scores: dict[str, float] | None) -> tuple[float |
     """``(value, scores)`` for ``tell``: the scores alone when the trial has a value and scores
     (the optimizer composes the objective), else the value alone (None: a failed trial)."""
     return (None, scores) if value is not None and scores else (value, None)
+
+
+def _metrics(result: dict) -> dict:
+    """The trainer's metrics of a report: ``result["mixopt"]``, which Tune hands a searcher
+    flattened into ``mixopt/<key>`` entries (in report order)."""
+    if isinstance(result.get("mixopt"), dict):
+        return result["mixopt"]
+    return {k[len("mixopt/") :]: v for k, v in result.items() if k.startswith("mixopt/")}
 
 
 def _value(result: dict) -> float | None:
