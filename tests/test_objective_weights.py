@@ -179,3 +179,24 @@ def test_the_scores_told_are_the_full_dimension_metrics_of_a_report():
     final = _metrics({"mixopt": {"score.r": 0.4, "score.s": 0.6, "objective": 0.5}})
     assert final_scores(final, ["r", "s"]) == {"r": 0.4, "s": 0.6}
     assert final_scores({"score.r": 0.4, "score.s": float("nan")}, ["r", "s"]) is None
+
+
+def test_resume_tells_a_trial_the_scores_mlflow_logged(tmp_path):
+    """A trial finished in MLflow but not told before the driver died: on resume the optimizer is
+    told its logged per-task scores, and composes its objective under its own weights."""
+    from mixopt import MixtureOptimizer
+    from mixopt.sweep.resume import reconcile
+    from mixopt.tracking import SweepTracker
+
+    tasks = ["a", "b"]
+    opt = MixtureOptimizer(tasks, n_seeds=4, random_state=0, objective={"a": 3, "b": 1})
+    (p,) = opt.ask(1)
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "resume_scores")
+    parent = tracker.start_sweep("s", {}, {})
+    run = tracker.start_trial("trial-000", p, tasks, "seed", 0)
+    tracker.log_metrics(run, {"objective": 0.55, "score.a": 0.6, "score.b": 0.4}, 10)
+    tracker.finish_trial(run, "FINISHED")
+    restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    assert reconcile(restored, tracker, parent, 10, tmp_path, tasks)[0] == 1
+    assert restored.score_history[0][1] == {"a": 0.6, "b": 0.4}
+    assert restored.history[0][1] == pytest.approx((3 * 0.6 + 0.4) / 4)
