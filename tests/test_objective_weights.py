@@ -200,3 +200,32 @@ def test_resume_tells_a_trial_the_scores_mlflow_logged(tmp_path):
     assert reconcile(restored, tracker, parent, 10, tmp_path, tasks)[0] == 1
     assert restored.score_history[0][1] == {"a": 0.6, "b": 0.4}
     assert restored.history[0][1] == pytest.approx((3 * 0.6 + 0.4) / 4)
+
+
+def test_resume_refuses_another_objective_and_takes_an_old_sweep_as_it_was(tmp_path, data_dir):
+    from mixopt.config import dump_experiment
+    from mixopt.sweep.common import SweepError
+    from mixopt.sweep.resume import find_resumable
+    from mixopt.tracking import STATE_PATH, SweepTracker
+
+    exp = load_experiment(write(tmp_path, data_dir, tracking={"uri": f"sqlite:///{tmp_path}/m.db"}))
+    # A sweep recorded before optimizer.surrogate existed, left unfinished.
+    recorded = yaml.safe_load(dump_experiment(exp))
+    del recorded["optimizer"]["surrogate"]
+    tracker = SweepTracker(exp.tracking.resolved_uri(), exp.experiment_name)
+    parent = tracker.start_sweep(exp.name, {}, {"config.yaml": yaml.safe_dump(recorded, sort_keys=False)})
+    (tmp_path / "state.json").write_text("{}")
+    tracker.set_tags(parent, {STATE_PATH: str(tmp_path / "state.json")})
+    assert find_resumable(exp, tracker, allow_config_change=False).changed == []
+    from mixopt.config import ObjectiveConfig
+
+    weighted = exp.model_copy(
+        update={"objective": ObjectiveConfig(weights={"retrieval_0": 2.0, "sts_1": 1.0})}
+    )
+    with pytest.raises(SweepError) as err:
+        find_resumable(weighted, tracker, allow_config_change=True)
+    assert str(err.value) == (
+        f"cannot resume sweep run {parent}: the YAML changes its objective or surrogate (objective) "
+        "against its recorded config.yaml; undo the change to resume it, or resume it as it was and "
+        "then see `mixopt recommend --objective` for other weights"
+    )

@@ -22,6 +22,11 @@ from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
 # tell the optimizer results from a space it was not built on: refused, whatever the flag.
 FIXED = ("tasks", "search.bounds", "search.hyperparameters")
+# What the optimizer state composes and models: its trials' objective (a weighted mean of their
+# task scores) and the surrogate. Its state keeps the weights it was built with, so a resume under
+# others would mix two objectives: refused, whatever the flag (`mixopt recommend --objective`
+# re-weighs the scores of a finished sweep).
+COMPOSED = ("objective", "optimizer.surrogate")
 # How many trials and how many at once, and which checkpoints are kept: they change no trial's
 # result, so a resume may change them freely (as --max-trials does); they are listed and recorded
 # all the same.
@@ -72,6 +77,13 @@ def find_resumable(exp: Experiment, tracker: SweepTracker, allow_config_change: 
             f"cannot resume sweep run {parent_id}: the YAML changes its tasks or search space ("
             f"{', '.join(fixed)}) against its recorded {name}; undo the change to resume it, or start "
             "a new sweep without --resume"
+        )
+    composed = [k for k in changed if _under(k, COMPOSED)]
+    if composed:
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: the YAML changes its objective or surrogate "
+            f"({', '.join(composed)}) against its recorded {name}; undo the change to resume it, or "
+            "resume it as it was and then see `mixopt recommend --objective` for other weights"
         )
     others = [k for k in changed if not _under(k, RUN_ONLY)]
     if others and not allow_config_change:
