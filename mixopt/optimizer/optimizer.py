@@ -12,22 +12,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from mixopt.optimizer import checks, defaults
-from mixopt.optimizer.ledger import (
-    CONFIG_KEYS,
-    STATE_FORMAT,
-    STATE_VERSION,
-    Ledger,
-    migrate,
-    warm_records,
-)
-from mixopt.optimizer.model import MIN_OBSERVATIONS, one_thread
+from mixopt.optimizer import checks, defaults, state
+from mixopt.optimizer.ledger import Ledger, warm_records
+from mixopt.optimizer.model import one_thread
 from mixopt.optimizer.objective import (
     check_objective,
     check_scores,
-    compose,
     composed_value,
     equal_weights,
     warm_scores,
@@ -35,6 +25,7 @@ from mixopt.optimizer.objective import (
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
 from mixopt.optimizer.surrogate import Surrogate
+from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -43,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mixopt.optimizer")
 
 
-class MixtureOptimizer:
+class MixtureOptimizer(Views):
     """Propose task mixtures (and hyperparameters) to maximise a trial's objective. Ask/tell.
 
     Args:
@@ -187,68 +178,6 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ public state
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self._space.tasks
-
-    @property
-    def score_names(self) -> tuple[str, ...]:
-        """The scores the objective names (weighted or not), in its order."""
-        return tuple(self.objective_weights)
-
-    @property
-    def surrogate_in_use(self) -> str:
-        """``"composite"`` when the per-score GPs model the objective now, else ``"single"``."""
-        return "composite" if self._surrogate.composite() else "single"
-
-    @property
-    def space(self) -> SearchSpace:
-        return self._space
-
-    @property
-    def pending(self) -> list[dict[str, Any]]:
-        """Proposals asked and not yet told or cancelled, in ask order (copies)."""
-        return [dict(self._ledger.proposal(i)) for i in self._ledger.pending]
-
-    @property
-    def history(self) -> list[tuple[dict[str, Any], float | None]]:
-        """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
-        return [(dict(self._ledger.proposal(i)), v) for i, v in self._ledger.history]
-
-    @property
-    def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
-        """Told ``(proposal, scores)`` in tell order (scores None: told a scalar, or failed)."""
-        led = self._ledger
-        return [
-            (dict(led.proposal(i)), None if s is None else dict(s))
-            for (i, _), s in zip(led.history, led.scores)
-        ]
-
-    @property
-    def partial(self) -> list[tuple[dict[str, Any], float, float]]:
-        """Partial results ``(proposal, fraction, value)`` in tell order (:meth:`tell_partial`, and
-        the last value of each trial stopped early)."""
-        return [(dict(self._ledger.proposal(i)), f, v) for i, f, v in self._ledger.partial]
-
-    @property
-    def stopped(self) -> list[dict[str, Any]]:
-        """Proposals whose trial was stopped early (``tell(p, value, fraction < 1)``), in tell order."""
-        return [dict(self._ledger.proposal(i)) for i in self._ledger.stopped]
-
-    def origin(self, proposal: Mapping[str, Any]) -> str:
-        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"exploit"`` (one of
-        the budget's last proposals: the posterior-mean maximiser), ``"random"`` (fallback draw) or
-        ``"warm"`` (an observation reused from an earlier sweep, see :meth:`warm_start`)."""
-        return self._ledger.origin(self._ledger.asked_index("origin", proposal))
-
-    def best(self) -> tuple[dict[str, Any], float] | None:
-        """The best successful ``(proposal, value)`` told so far (first of ties), or None if none."""
-        best: tuple[int, float] | None = None
-        for i, v in self._ledger.successes():
-            if best is None or v > best[1]:
-                best = (i, v)
-        return None if best is None else (dict(self._ledger.proposal(best[0])), best[1])
-
     def warm_start(
         self,
         source: Mapping[str, Any] | Sequence[Sequence[Any]],
@@ -330,33 +259,8 @@ class MixtureOptimizer:
             with one_thread():
                 return self._proposer.recommend(best)
         weights = check_objective(objective, "recommend(): objective")
-        told = [
-            (self._ledger.proposal(i), v)
-            for i, s in self._ledger.scored()
-            if (v := compose(weights, s)) is not None
-        ]
-        if not told:
-            if self._ledger.successes():
-                raise ValueError(
-                    f"recommend(): no trial was told every score {sorted(n for n, c in weights.items() if c > 0)} "
-                    "the objective weighs; tell(proposal, scores={...}) records them"
-                )
-            return None
-        best = max(range(len(told)), key=lambda k: (told[k][1], -k))
         with one_thread():
-            return self._proposer.recommend((dict(told[best][0]), told[best][1]), weights, told)
-
-    def noise_sd(self) -> float | None:
-        """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
-
-        The likelihood's noise variance is in standardised units (``Standardize``), so
-        ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
-        seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
-        """
-        if self._surrogate.n_rows() < MIN_OBSERVATIONS:
-            return None
-        with one_thread():
-            return self._surrogate.noise_sd_fitted()
+            return self._proposer.recommend_under(weights)
 
     # ------------------------------------------------------------------ ask / tell
 
@@ -456,123 +360,17 @@ class MixtureOptimizer:
         """Drop a pending proposal without a value (an interrupted trial); it may be proposed again."""
         self._ledger.cancel(proposal)
 
-    def predict(self, proposals: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """GP posterior mean and sd of the objective at ``proposals``, in the objective's units.
-
-        Returns two arrays of shape ``(len(proposals),)``. The sd is that of the latent objective
-        (no observation noise). Pending proposals are not taken into account.
-
-        Raises:
-            RuntimeError: before the GP can be fitted (fewer than 2 successful observations) or
-                when every fitting attempt failed.
-            ValueError: for a malformed proposal.
-        """
-        items = self._items("predict", proposals)
-        n_ok = self._surrogate.n_rows()
-        if n_ok < MIN_OBSERVATIONS:
-            raise RuntimeError(
-                f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
-                f"{n_ok} told so far; tell() more results first"
-            )
-        with one_thread():
-            return self._surrogate.predict(items)
-
-    def predict_scores(
-        self, proposals: Sequence[Mapping[str, Any]]
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per score name (the weighted ones, and others once observed twice), the per-score GP's
-        posterior mean and sd of the latent score at ``proposals``, each ``(len(proposals),)``.
-
-        Raises:
-            RuntimeError: no per-score GP yet (no scores told, a weighted score observed fewer
-                than twice, or a failed fit).
-        """
-        items = self._items("predict_scores", proposals)
-        models = self._surrogate.scores
-        names = [
-            n for n, c in self.objective_weights.items() if c > 0 or len(models.rows(n)) >= MIN_OBSERVATIONS
-        ]
-        with one_thread():
-            return models.predict(names, items)
-
-    def predict_joint(
-        self, proposals: Sequence[Mapping[str, Any]], score: str
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One score's latent posterior mean ``(n,)`` and covariance ``(n, n)`` at ``proposals``
-        (for differences between nearby mixtures with their uncertainty).
-
-        Raises:
-            RuntimeError: as :meth:`predict_scores`; ValueError: an unknown score name.
-        """
-        items = self._items("predict_joint", proposals)
-        if not any(score in s for _, s in self._ledger.scored()):
-            raise ValueError(
-                f"predict_joint(): no trial was told score {score!r}; told scores: {self._told_names()}"
-            )
-        with one_thread():
-            return self._surrogate.scores.joint(score, items)
-
-    def _told_names(self) -> list[str]:
-        return sorted({k for _, s in self._ledger.scored() for k in s})
-
-    def _items(self, method: str, proposals: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        if isinstance(proposals, Mapping):
-            raise ValueError(f"{method}() takes a list of proposals; wrap a single one as [proposal]")
-        return [self._space.check_proposal(p, f"{method}(): proposals[{i}]") for i, p in enumerate(proposals)]
-
-    # ------------------------------------------------------------------ state
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: the configuration, every asked proposal with its origin,
-        the pending ones and the told values. Plain JSON types only (``json.dumps`` works)."""
-        space = self._space
-        alpha = self.dirichlet_alpha
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "config": {
-                "tasks": list(space.tasks),
-                "n_seeds": self.n_seeds,
-                # The validated, complete seed proposals: plain floats, and their hyperparameters
-                # fixed, so a restored optimizer rebuilds exactly the same seeds.
-                "seed_mixtures": [dict(p) for p in self._user_seeds],
-                "dirichlet_alpha": dict(alpha) if isinstance(alpha, dict) else alpha,
-                "beta": self.beta,
-                "random_state": self.random_state,
-                "hyperparameters": space.hyperparameters_json(),
-                "bounds": space.bounds_json(),
-                "noise_sd": self.prior_noise_sd,
-                "multi_fidelity": self.multi_fidelity,
-                "fidelity_scale": self.fidelity_scale,
-                "budget": self._budget,
-                "exploit_last": self.exploit_last,
-                "acquisition_stream": self.streams.acquisition_stream,
-                "objective": dict(self.objective_weights),
-                "surrogate": self.surrogate,
-            },
-            "warm_source": self.warm_source,
-            **self._ledger.to_json(),
-        }
+        the pending ones, the told values and scores. Plain JSON types only (``json.dumps`` works)."""
+        return state.to_state(self, self._user_seeds, self._ledger)
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> MixtureOptimizer:
+    def from_state_dict(cls, state_: Mapping[str, Any]) -> MixtureOptimizer:
         """Rebuild an optimizer from :meth:`state_dict` (possibly after a JSON round trip, and from
         any earlier version's state: :func:`mixopt.optimizer.ledger.migrate`); it proposes exactly
         what the original would have proposed next."""
-        state = migrate(state)
-        try:
-            # The config's keys are the constructor's arguments (bounds as (min, max) pairs).
-            c = {k: state["config"][k] for k in CONFIG_KEYS}
-            opt = cls(**c | {"bounds": {t: tuple(b) for t, b in c["bounds"].items()}})
-            ledger = Ledger.from_json(state, opt._space.keys)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
-            ) from None
-        if not ledger.consistent():
-            raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
-        for i, (p, _) in enumerate(ledger.asked):
-            opt._space.check_proposal(p, f"state asked[{i}]")
+        opt, ledger = state.from_state(cls, state_)
         opt._wire(ledger)
-        opt.warm_source = state.get("warm_source")
+        opt.warm_source = state_.get("warm_source")
         return opt

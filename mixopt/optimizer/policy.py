@@ -21,6 +21,7 @@ import numpy as np
 from mixopt.optimizer import acquisition
 from mixopt.optimizer.ledger import Ledger
 from mixopt.optimizer.model import MIN_OBSERVATIONS
+from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams, draw
 from mixopt.optimizer.surrogate import Surrogate
 from mixopt.space import Proposal, SearchSpace
@@ -162,3 +163,22 @@ class Proposer:
             )
             return fallback
         return Recommendation(dict(proposal), float(mean[0]), float(sd[0]), "posterior_mean")
+
+    def recommend_under(self, weights: dict[str, float]) -> Recommendation | None:
+        """:meth:`recommend` under another composition ``weights``, from the told scores alone;
+        None when no trial succeeded.
+
+        Raises:
+            ValueError: trials succeeded but none was told every score ``weights`` weighs.
+        """
+        led = self.ledger
+        told = [(led.proposal(i), v) for i, s in led.scored() if (v := compose(weights, s)) is not None]
+        if not told:
+            if led.successes():
+                raise ValueError(
+                    f"recommend(): no trial was told every score {sorted(n for n, c in weights.items() if c > 0)} "
+                    "the objective weighs; tell(proposal, scores={...}) records them"
+                )
+            return None
+        best = max(range(len(told)), key=lambda k: (told[k][1], -k))
+        return self.recommend((dict(told[best][0]), told[best][1]), weights, told)
