@@ -229,3 +229,25 @@ def test_resume_refuses_another_objective_and_takes_an_old_sweep_as_it_was(tmp_p
         "against its recorded config.yaml; undo the change to resume it, or resume it as it was and "
         "then see `mixopt recommend --objective` for other weights"
     )
+
+
+def _scores_file_evaluate(checkpoint, tasks, options):
+    """A trainer's evaluate_checkpoint that reads a checkpoint's scores from its scores.json."""
+    from mixopt.trial import TrialResult
+
+    scores = json.loads((Path(checkpoint) / "scores.json").read_text())
+    return TrialResult(objective=sum(scores.values()) / len(scores), task_metrics={}, task_scores=scores)
+
+
+def test_the_soup_scores_a_checkpoint_with_the_experiment_weights(tmp_path, data_dir):
+    from mixopt.soup.evaluate import TrainerEvaluate
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "scores.json").write_text(json.dumps({t: s for t, s in zip(TASKS, (0.2, 0.5, 0.8))}))
+    weighted = load_experiment(
+        write(tmp_path, data_dir, objective={"weights": {"retrieval_0": 3, "sts_1": 1}})
+    )
+    result = TrainerEvaluate(_scores_file_evaluate, weighted)(tmp_path / "ckpt")
+    assert result.objective == pytest.approx((3 * 0.2 + 0.5) / 4)
+    plain = load_experiment(write(tmp_path, data_dir))
+    assert TrainerEvaluate(_scores_file_evaluate, plain)(tmp_path / "ckpt").objective == pytest.approx(0.5)
