@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from mixopt.config import ConfigError, dump_experiment, load_experiment
+from mixopt.recommend import command as recommend_command
 
 app = typer.Typer(
     help="Find the best task mixture for finetuning a text-embedding model, then soup the best trials.",
@@ -567,6 +568,9 @@ def _recorded_config(model: str, tracking_uri: Optional[str]):
     except (LookupError, ConfigError):
         return None
 
+
+# `mixopt recommend`: its options and logic in mixopt/recommend.py.
+app.command("recommend")(recommend_command)
 
 if __name__ == "__main__":
     app()

@@ -57,6 +57,9 @@ class Trial:
         tasks: the experiment's tasks (kind, files, prompts, metric), in config order.
         options: the trainer's own options from the YAML (``trainer:`` minus target/steps/seed).
         trial_id: a label for logs and progress output.
+        objective_weights: score name -> weight (summing to 1): the objective to report is
+            ``Σ w_k s_k`` over the task scores (the experiment's ``objective_weights``); None: the
+            trainer's own (the mean over tasks by default).
     """
 
     mixture: Mapping[str, float]
@@ -67,12 +70,17 @@ class Trial:
     tasks: tuple[TaskConfig, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
     trial_id: str = "trial"
+    objective_weights: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         names = {t.name for t in self.tasks}
         unknown = set(self.mixture) - names
         if unknown:
             raise ValueError(f"mixture names unknown tasks {sorted(unknown)}")
+        if self.objective_weights is not None and set(self.objective_weights) - names:
+            raise ValueError(
+                f"objective_weights name unknown tasks {sorted(set(self.objective_weights) - names)}"
+            )
         if any(not math.isfinite(w) or w < 0 for w in self.mixture.values()):
             raise ValueError(f"mixture weights must be finite and >= 0: {dict(self.mixture)}")
         if abs(sum(self.mixture.values()) - 1.0) > 1e-6:
@@ -171,6 +179,15 @@ class TrainerModule:
         if fn is None:
             raise TrainerError(f"the trainer {self.target!r} has no {OPTIONAL[part]}: {why}")
         return fn
+
+
+def compose(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """The objective ``Σ_k w_k s_k / Σ_k w_k`` over the weighted scores (a weighted mean)."""
+    missing = sorted(set(weights) - set(scores))
+    if missing:
+        raise ValueError(f"the objective weighs score(s) {missing} that the trial did not report")
+    total = sum(weights.values())
+    return float(sum(w * float(scores[k]) for k, w in weights.items()) / total)
 
 
 def load_trainer(target: str) -> TrainerModule:

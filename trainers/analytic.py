@@ -9,7 +9,8 @@ to the words the two views share):
     x_u(t)   = t · Σ_j w_j · [u ∈ V_j] / |V_j|          (steps spent on word u: a step on task j
                                                       is shared by the words of j's vocabulary)
     s_k(t)   = mean_{u ∈ V_k} (1 − exp(−rate · x_u(t)))  (the fraction of k's words learnt)
-    objective = mean_k s_k(T)  (+ optional Gaussian noise)
+    objective = Σ_k c_k s_k(T)  (+ optional Gaussian noise; c_k: ``Trial.objective_weights``,
+                                  else 1/K: the mean)
 
 Each ``s_k`` is concave in the weights, so the best mixture for the mean is interior: neither
 uniform (vocabulary sizes differ) nor a single task. The landscape depends on ``rate · steps``
@@ -43,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixopt.config import TaskConfig
 from mixopt.data import ClassificationRow, PairClassificationRow, RetrievalRow, STSRow, iter_rows
-from mixopt.trial import Report, Trial, TrialFailed, TrialResult
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult, compose
 
 
 class Options(BaseModel):
@@ -104,6 +105,11 @@ def _exceeds(mixture: dict[str, float], thresholds: dict[str, float]) -> str | N
     return None
 
 
+def _metrics(tasks: Sequence[TaskConfig], s: np.ndarray) -> dict[str, float]:
+    """Per-task scores under the embedding trainer's metric keys, ``<task>/<metric>/d0``."""
+    return {f"{t.name}/{(t.metric or '').replace('@', '_at_')}/d0": float(v) for t, v in zip(tasks, s)}
+
+
 def train(trial: Trial, report: Report) -> TrialResult:
     """Run one analytic trial: report a learning curve, return closed-form per-task scores."""
     opts = Options.model_validate(dict(trial.options))
@@ -114,22 +120,28 @@ def train(trial: Trial, report: Report) -> TrialResult:
         raise TrialFailed(f"injected failure: {why}")
 
     tasks = list(trial.tasks)
+    weights = trial.objective_weights or {t.name: 1.0 for t in tasks}
+
+    def objective_of(s: np.ndarray) -> float:
+        return compose({t.name: float(v) for t, v in zip(tasks, s)}, weights)
+
     for step in range(opts.report_every, trial.steps + 1, opts.report_every):
         if opts.seconds_per_step:
             time.sleep(opts.seconds_per_step * opts.report_every)
         s = scores(mixture, tasks, step, opts)
-        report(step, {"loss": float(1.0 - s.mean()), "objective": float(s.mean())})
+        report(step, {"loss": float(1.0 - s.mean()), "objective": objective_of(s), **_metrics(tasks, s)})
     s = scores(mixture, tasks, trial.steps, opts)
 
-    objective = float(s.mean())
     if opts.noise:
+        # One draw shared by every score: the objective, a weighted mean of them, gets exactly
+        # this noise, and is still the composition of the scores it reports.
         key = json.dumps([trial.seed, sorted(mixture.items())]).encode()
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
-        objective += float(rng.normal(0.0, opts.noise))
+        s = s + float(rng.normal(0.0, opts.noise))
+    objective = objective_of(s)
     if _exceeds(mixture, opts.nan_above) is not None:
         objective = math.nan
-    metric_name = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10"}
-    task_metrics = {f"{t.name}/{metric_name.get(t.metric, t.metric)}/d0": float(v) for t, v in zip(tasks, s)}
+    task_metrics = _metrics(tasks, s)
     Path(trial.output_dir).mkdir(parents=True, exist_ok=True)
     return TrialResult(
         objective=objective,

@@ -206,6 +206,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 embed_fn,
                 dims,
                 objective=opts.objective,
+                weights=trial.objective_weights,
                 classifier_train_rows=opts.classifier_train_rows,
                 dev_cache=dev_cache,
             )

@@ -32,8 +32,10 @@ ValueError naming the task (the trial turns it into :class:`mixopt.trial.TrialFa
 metric functions reject NaN scores, which would otherwise rank arbitrarily (an all-NaN STS
 prediction would get Spearman 1, NaN retrieval scores a finite nDCG).
 
-The objective is the mean over tasks of each task's configured metric at the full dimension
-(``mean_task``), or the mean over task kinds of the per-kind means (``mean_kind``).
+The objective is the weighted mean ``Σ_k w_k s_k / Σ_k w_k`` of each task's configured metric
+at the full dimension, with the experiment's ``objective_weights`` when given; else the mean over
+tasks (``mean_task``) or the mean over task kinds of the per-kind means (``mean_kind``), which are
+such weights too (:attr:`mixopt.config.Experiment.objective_weights`).
 
 ``dev_rows`` (optional, per task): the 0-based positions, in read order, of the dev rows to score
 on; a task it does not name is scored on all of its dev rows. The soup's greedy selection scores
@@ -64,6 +66,7 @@ from torch import Tensor
 from mixopt.config import TaskConfig, TaskKind
 from mixopt.data import ClassificationRow, Row, iter_rows
 from mixopt.datasets import splitmix64
+from mixopt.trial import compose
 
 from .losses import matryoshka_prefix
 
@@ -449,6 +452,7 @@ def evaluate_tasks(
     dims: Sequence[int],
     *,
     objective: str = "mean_task",
+    weights: Mapping[str, float] | None = None,
     classifier_train_rows: int = 2000,
     dev_rows: DevRows | None = None,
     dev_cache: DevRowCache | None = None,
@@ -459,7 +463,8 @@ def evaluate_tasks(
         tasks: the experiment's tasks.
         embed: prompted texts -> unit-norm embeddings ``[N, d]`` (d = ``dims[0]``).
         dims: Matryoshka dims, the first the full dimension.
-        objective: ``"mean_task"`` or ``"mean_kind"``.
+        objective: ``"mean_task"`` or ``"mean_kind"``; ignored when ``weights`` are given.
+        weights: task name -> weight >= 0: the objective is the weighted mean of those tasks' scores.
         classifier_train_rows: size of the stratified train sample the classification probe is fitted on.
         dev_rows: per task, the positions of the dev rows to score on (all rows of a task not named).
         dev_cache: where the dev rows are read once and kept (a trial passes one to all its
@@ -483,7 +488,9 @@ def evaluate_tasks(
             m = evaluate_classification(task, embed, dims, classifier_train_rows, keep, dev_cache)
         metrics.update(m)
         scores[task.name] = m[metric_key(task.name, task.metric or "", dims[0])]
-    if objective == "mean_task":
+    if weights is not None:
+        value = compose(scores, weights)
+    elif objective == "mean_task":
         value = float(np.mean(list(scores.values())))
     else:
         by_kind: dict[str, list[float]] = collections.defaultdict(list)

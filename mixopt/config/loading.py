@@ -305,11 +305,35 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
         for t in exp.optimizer.dirichlet_alpha:
             if t not in known:
                 out.append((("optimizer", "dirichlet_alpha", t), f"unknown task {t!r}; tasks are {names}"))
+    out += _objective_problems(exp)
     for p in exp.search.hyperparameters:
         if not NAME_RE.match(p):
             out.append((("search", "hyperparameters", p), f"hyperparameter name {p!r} is not a simple name"))
         if p in known:
             out.append((("search", "hyperparameters", p), f"hyperparameter {p!r} has the name of a task"))
+    return out
+
+
+def _objective_problems(exp: Experiment) -> list[tuple[tuple, str]]:
+    """``objective.weights`` names the experiment's tasks and is the only objective given."""
+    if exp.objective is None:
+        return []
+    names = exp.task_names
+    out: list[tuple[tuple, str]] = [
+        (("objective", "weights", k), f"unknown score {k!r}; the scores are the experiment's tasks {names}")
+        for k in exp.objective.weights
+        if k not in names
+    ]
+    trainer_objective = exp.trainer.options.get("objective", "mean_task")
+    if trainer_objective != "mean_task":
+        out.append(
+            (
+                ("trainer", "objective"),
+                f"trainer.objective {trainer_objective!r} and objective.weights both say what to "
+                "maximise: keep objective.weights (mean_kind is equal weights per kind) and drop "
+                "trainer.objective",
+            )
+        )
     return out
 
 

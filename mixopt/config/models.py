@@ -343,6 +343,9 @@ class OptimizerConfig(_Frozen):
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer/policy.py.
     exploit_last: StrictInt = Field(optimizer_defaults.EXPLOIT_LAST, ge=0)
+    # "composite": one GP per score, composed into the objective (arXiv 1906.01537); "single": one
+    # GP on the objective itself. See mixopt/optimizer/ and bench/RESULTS.md for the comparison.
+    surrogate: Literal["composite", "single"] = "composite"
 
     @field_validator("dirichlet_alpha")
     @classmethod
@@ -491,6 +494,27 @@ class KeepConfig(_Frozen):
         return v
 
 
+class ObjectiveConfig(_Frozen):
+    """What the sweep maximises: the weighted mean of named dev scores, ``Σ w_k s_k / Σ w_k``.
+
+    ``weights``: score name (a task of the experiment) -> weight >= 0, not all zero. The optimizer
+    models each score and composes them, so ``mixopt recommend --objective`` can re-weigh them
+    after the sweep from the same trials.
+    """
+
+    weights: dict[str, float] = Field(min_length=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"weights must be finite and >= 0, got {bad}")
+        if sum(v.values()) <= 0:
+            raise ValueError(f"the weights sum to 0 ({v}): give at least one score a positive weight")
+        return v
+
+
 STORAGE_URI_MESSAGE = (
     "storage {storage!r}: mixopt writes trial checkpoints to a filesystem path that every "
     "node mounts (NFS, Lustre, a FUSE-mounted bucket); give that path"
@@ -510,6 +534,8 @@ class Experiment(_Frozen):
     storage_keep: KeepConfig | None = None
     sweep: SweepConfig = SweepConfig()
     verify: VerifyConfig = VerifyConfig()
+    # None: the trainer's own objective (option `objective`; mean_task when it has none).
+    objective: ObjectiveConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -541,6 +567,19 @@ class Experiment(_Frozen):
         if self.optimizer.multi_fidelity is not None:
             return self.optimizer.multi_fidelity
         return self.sweep.early_stopping.enabled
+
+    @property
+    def objective_weights(self) -> dict[str, float]:
+        """Score name -> weight of the objective: ``objective.weights``, else the trainer's option
+        ``objective`` as weights (``mean_task``: equal per task; ``mean_kind``: each kind's share
+        split evenly among its tasks), normalised to sum 1."""
+        if self.objective is not None:
+            total = sum(self.objective.weights.values())
+            return {k: w / total for k, w in self.objective.weights.items()}
+        if self.trainer.options.get("objective") == "mean_kind":
+            per_kind = {k: sum(t.kind == k for t in self.tasks) for k in {t.kind for t in self.tasks}}
+            return {t.name: 1.0 / (len(per_kind) * per_kind[t.kind]) for t in self.tasks}
+        return {t.name: 1.0 / len(self.tasks) for t in self.tasks}
 
     @property
     def experiment_name(self) -> str:

@@ -174,6 +174,8 @@ class MixtureOptimizer(Views):
             fidelity_scale=exp.optimizer.fidelity_scale,
             budget=exp.optimizer.max_trials,
             exploit_last=exp.optimizer.exploit_last,
+            objective=exp.objective_weights,
+            surrogate=exp.optimizer.surrogate,
         )
 
     # ------------------------------------------------------------------ public state

@@ -12,6 +12,7 @@ selects on one half of each task's dev rows and reports its score on the other h
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixopt.soup.ingredients import SoupError
-from mixopt.trial import TrainerError, TrialResult, load_trainer
+from mixopt.trial import TrainerError, TrialResult, compose, load_trainer
 
 if TYPE_CHECKING:
     from mixopt.config import Experiment, TaskConfig
@@ -45,6 +46,7 @@ class TrainerEvaluate:
     def __init__(self, fn: Callable[..., TrialResult], exp: Experiment) -> None:
         self.fn, self.target = fn, exp.trainer.target
         self.tasks, self.options = tuple(exp.tasks), exp.trainer.options
+        self.weights = exp.objective_weights if exp.objective is not None else None
         try:
             self.takes_dev_rows = "dev_rows" in inspect.signature(fn).parameters
         except (TypeError, ValueError):  # a builtin or C function: no signature to read
@@ -52,8 +54,13 @@ class TrainerEvaluate:
 
     def __call__(self, checkpoint: Path, dev_rows: DevRows | None = None) -> TrialResult:
         if dev_rows is None:
-            return self.fn(checkpoint, self.tasks, self.options)
-        return self.fn(checkpoint, self.tasks, self.options, dev_rows=dev_rows)
+            result = self.fn(checkpoint, self.tasks, self.options)
+        else:
+            result = self.fn(checkpoint, self.tasks, self.options, dev_rows=dev_rows)
+        if self.weights is None:
+            return result
+        # The objective the trials reported (objective.weights), not the trainer's own default.
+        return dataclasses.replace(result, objective=compose(result.task_scores, self.weights))
 
     def on(self, dev_rows: DevRows) -> Evaluate:
         """This evaluation limited to ``dev_rows``."""

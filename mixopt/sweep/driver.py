@@ -54,6 +54,7 @@ from mixopt.sweep.verify import (
     unfinished_trials,
     used_search_seeds,
 )
+from mixopt.sweep.warm import warm_line, warm_start
 from mixopt.tracking import (
     FAILURE,
     PROPOSAL,
@@ -63,7 +64,6 @@ from mixopt.tracking import (
     TRIAL_ID,
     WARM_START,
     SweepTracker,
-    recorded_optimizer_state,
 )
 from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT
 
@@ -268,7 +268,9 @@ class Sweep:
         if reopening is not None:
             opt, state_path = _reopen(exp, tracker, reopening, verbose)
             storage = state_path.parent
-            done, reruns, next_index = reconcile(opt, tracker, tracker.parent_id, exp.trainer.steps, storage)
+            done, reruns, next_index = reconcile(
+                opt, tracker, tracker.parent_id, exp.trainer.steps, storage, exp.task_names
+            )
             if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
                 tracker.upload_missing_checkpoints()
             if exp.storage_keep is not None:  # finish a prune the killed driver left half done
@@ -282,7 +284,7 @@ class Sweep:
                     flush=True,
                 )
         else:
-            opt, state_path = _record_new(exp, tracker, total)
+            opt, state_path = _record_new(exp, tracker, total, verbose)
             storage = state_path.parent
             done, reruns, next_index = 0, [], 0
         tracker.show_in_ui(tracker.parent_id, exp.task_names, list(exp.search.hyperparameters))
@@ -531,12 +533,15 @@ def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbos
     return opt, state_path
 
 
-def _record_new(exp: Experiment, tracker: SweepTracker, total: int) -> tuple[Any, Path]:
-    """A new sweep: its optimizer (warm-started if configured), its parent run, its state file."""
+def _record_new(exp: Experiment, tracker: SweepTracker, total: int, verbose: bool) -> tuple[Any, Path]:
+    """A new sweep: its optimizer (warm-started if configured, :mod:`mixopt.sweep.warm`), its
+    parent run, its state file."""
     from mixopt.optimizer import MixtureOptimizer
 
     opt = MixtureOptimizer.from_experiment(exp)
     warm = warm_start(opt, exp, tracker.uri)
+    if warm and verbose:
+        print(f"[mixopt] {warm_line(warm, exp)}", flush=True)
     seeds = json.dumps(list(exp.search.seed_mixtures), indent=1)
     parent_id = tracker.start_sweep(
         exp.name,
@@ -561,24 +566,6 @@ def _record_new(exp: Experiment, tracker: SweepTracker, total: int) -> tuple[Any
     if warm:
         tracker.set_tags(parent_id, {WARM_START: warm["warm_start"]})
     return opt, state_path
-
-
-def warm_start(opt: Any, exp: Experiment, uri: str) -> dict[str, Any]:
-    """Apply ``optimizer.warm_start`` to a fresh optimizer; the parent run's params naming the source
-    (``{}`` without a warm start). Reused trials have origin "warm" in the optimizer state."""
-    cfg = exp.optimizer.warm_start
-    if cfg is None:
-        return {}
-    try:
-        if cfg.state is not None:
-            source, state = str(cfg.state), json.loads(Path(cfg.state).read_text())
-        else:
-            state, run_id = recorded_optimizer_state(uri, cfg.experiment)  # type: ignore[arg-type]
-            source = f"{cfg.experiment}/{run_id}"
-        reused, dropped = opt.warm_start(state, max_removed=cfg.max_removed, name=source)
-    except (OSError, LookupError, ValueError) as err:
-        raise SweepError(f"optimizer.warm_start: cannot reuse the earlier sweep: {err}") from None
-    return {"warm_start": source, "warm_start_reused": reused, "warm_start_dropped": dropped}
 
 
 def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> None:

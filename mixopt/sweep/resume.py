@@ -4,6 +4,7 @@ an optimizer restored from its state file in line with what MLflow recorded."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 
 from mixopt.config import Experiment, dump_experiment
 from mixopt.sweep.common import SweepError
+from mixopt.sweep.scores import final_scores
 from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 from mixopt.tracking.store import get_run, recorded_config
 from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
@@ -20,6 +22,11 @@ from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
 # tell the optimizer results from a space it was not built on: refused, whatever the flag.
 FIXED = ("tasks", "search.bounds", "search.hyperparameters")
+# What the optimizer state composes and models: its trials' objective (a weighted mean of their
+# task scores) and the surrogate. Its state keeps the weights it was built with, so a resume under
+# others would mix two objectives: refused, whatever the flag (`mixopt recommend --objective`
+# re-weighs the scores of a finished sweep).
+COMPOSED = ("objective", "optimizer.surrogate")
 # How many trials and how many at once, and which checkpoints are kept: they change no trial's
 # result, so a resume may change them freely (as --max-trials does); they are listed and recorded
 # all the same.
@@ -58,13 +65,25 @@ def find_resumable(exp: Experiment, tracker: SweepTracker, allow_config_change: 
         raise SweepError(
             f"cannot resume sweep run {parent_id}: it recorded no {name} to compare the YAML with"
         )
-    changed = config_changes(yaml.safe_load(text), yaml.safe_load(dump_experiment(exp)))
+    recorded = yaml.safe_load(text)
+    changed = config_changes(recorded, yaml.safe_load(dump_experiment(exp)))
+    if "surrogate" not in (recorded.get("optimizer") or {}):
+        # Recorded before the setting existed: the saved state keeps the model the sweep started
+        # with (MixtureOptimizer.from_state_dict migrates it), so the default is no change.
+        changed = [k for k in changed if k != "optimizer.surrogate"]
     fixed = [k for k in changed if _under(k, FIXED)]
     if fixed:
         raise SweepError(
             f"cannot resume sweep run {parent_id}: the YAML changes its tasks or search space ("
             f"{', '.join(fixed)}) against its recorded {name}; undo the change to resume it, or start "
             "a new sweep without --resume"
+        )
+    composed = [k for k in changed if _under(k, COMPOSED)]
+    if composed:
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: the YAML changes its objective or surrogate "
+            f"({', '.join(composed)}) against its recorded {name}; undo the change to resume it, or "
+            "resume it as it was and then see `mixopt recommend --objective` for other weights"
         )
     others = [k for k in changed if not _under(k, RUN_ONLY)]
     if others and not allow_config_change:
@@ -108,12 +127,13 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def reconcile(
-    opt: Any, tracker: SweepTracker, parent_id: str, steps: int, storage: Path
+    opt: Any, tracker: SweepTracker, parent_id: str, steps: int, storage: Path, tasks: Sequence[str] = ()
 ) -> tuple[int, list[tuple[str, str, dict]], int]:
     """Bring a restored optimizer in line with MLflow; return (done, reruns, next_index).
 
     - finished or failed in MLflow, pending in the state: the driver died before saving the tell;
-      tell it now from MLflow's record.
+      tell it now from MLflow's record (the per-task scores ``score.<task>`` of ``tasks`` when
+      the run logged them all, else its objective).
     - running in MLflow, pending in the state: interrupted; run it again in the same MLflow run.
     - running in MLflow, told in the state (only if a save raced a crash): close the run from the
       state's value, with the checkpoint if the trial wrote one.
@@ -159,7 +179,11 @@ def reconcile(
             tracker.close_recorded(run)
             if pending:
                 value = run.data.metrics.get("objective") if status == "FINISHED" else None
-                opt.tell(proposal, value, fraction=_stopped_fraction(opt, tracker, run, steps, value))
+                fraction = _stopped_fraction(opt, tracker, run, steps, value)
+                # A finished run's scores (score.<task>), as the searcher would have told them; a
+                # stopped one logged its last report only, which has no score.<task>.
+                scores = final_scores(run.data.metrics, tasks) if value is not None else None
+                opt.tell(proposal, None if scores else value, fraction=fraction, scores=scores)
         elif pending:
             reruns.append((trial_id, run.info.run_id, proposal))
         elif proposal in told:

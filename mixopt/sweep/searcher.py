@@ -1,14 +1,17 @@
 """The Tune Searchers: over the MixtureOptimizer (the search), over a fixed list (the verification).
 
-:class:`MixtureSearcher` asks the optimizer on suggest and tells it on completion.
+:class:`MixtureSearcher` asks the optimizer on suggest and tells it on completion: the trial's
+per-task scores (``tell(proposal, value, scores=...)``; the optimizer composes the objective from
+them), or its objective alone when it reported no complete set of scores, or None when it failed.
 
 With a multi-fidelity optimizer (``Experiment.multi_fidelity``: ``optimizer.multi_fidelity``, by
 default on exactly when early stopping is; after ``--resume`` the saved state's) it also tells
 the optimizer every intermediate objective a trial reports (``tell_partial`` at ``step /
-trainer.steps``), and a trial stopped early by ASHA as a partial result at the fraction it
-reached; without, a stopped trial's last value is told as its result (the single-fidelity GP has
-no other place for it). With ``sweep.early_stopping.method: gp``
-the scheduler of :mod:`mixopt.sweep.stopping` asks :meth:`observe` whether to stop a trial.
+trainer.steps``, with the report's per-task scores when it carries them,
+:mod:`mixopt.sweep.scores`), and a trial stopped early by ASHA as a partial result at the
+fraction it reached; without, a stopped trial's last value is told as its result (the
+single-fidelity GP has no other place for it). With ``sweep.early_stopping.method: gp`` the
+scheduler of :mod:`mixopt.sweep.stopping` asks :meth:`observe` whether to stop a trial.
 
 :class:`FixedSearcher` runs the verification plan's unfinished trials and tells nobody.
 
@@ -29,6 +32,7 @@ from ray.tune.search import Searcher
 from mixopt.config import Experiment
 from mixopt.sweep.common import State, atomic_write
 from mixopt.sweep.progress import Printer
+from mixopt.sweep.scores import final_scores, report_scores
 from mixopt.sweep.verify import PlannedTrial
 from mixopt.tracking import SweepTracker, mixture_params
 from mixopt.tracking.tags import FAILURE_KIND
@@ -67,8 +71,11 @@ class MixtureSearcher(Searcher):
         self.issued = 0
         self.index = next_index
         self.live: dict[str, tuple[str, str, dict]] = {}
-        # The last (fraction, value) told per running trial, so a report is told once.
+        # The last (fraction, value) told per running trial, so a report is told once, and the
+        # scores of its last report (a trial ASHA stops is told them at the fraction it reached).
         self.reported: dict[str, tuple[float, float]] = {}
+        self.last_scores: dict[str, dict[str, float] | None] = {}
+        self.metrics = {t.name: t.metric or "" for t in exp.tasks}
         self.stopped = False
 
     def stop(self) -> None:
@@ -126,8 +133,11 @@ class MixtureSearcher(Searcher):
             return False
         report = (fraction, value)
         if self.reported.get(tune_trial_id) != report:
-            opt.tell_partial(proposal, value, fraction)
+            scores = report_scores(_metrics(result), self.metrics)
+            # With scores the optimizer composes the objective itself (the value is the same).
+            opt.tell_partial(proposal, None if scores else value, fraction, scores=scores)
             self.reported[tune_trial_id] = report
+            self.last_scores[tune_trial_id] = scores
         es = self.exp.sweep.early_stopping
         if not (decide and es.enabled and es.method == "gp") or fraction >= 1.0:
             return False
@@ -147,18 +157,22 @@ class MixtureSearcher(Searcher):
     def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial_id, run_id, proposal = self.live.pop(tune_trial_id)
         self.reported.pop(tune_trial_id, None)
-        value = None
+        partial_scores = self.last_scores.pop(tune_trial_id, None)
+        value = scores = None
         if not error and result is not None:
             value = _value(result)
+            scores = final_scores(_metrics(result), self.exp.task_names)
         # Saved by the callback once MLflow has recorded the trial's end (Tune calls it next), so
         # "told in the saved state" always implies "closed in MLflow".
         stopped = not error and result is not None and not result.get("mixopt_final")
         fraction = _fraction(result or {}, self.exp.trainer.steps)
         if stopped and self.state.optimizer.multi_fidelity and fraction is not None and fraction < 1:
             # ASHA stopped it: its last value is a partial result at the fraction it reached.
-            self.state.optimizer.tell(proposal, value, fraction=fraction)
+            told, with_scores = _told(value, partial_scores)
+            self.state.optimizer.tell(proposal, told, fraction=fraction, scores=with_scores)
         else:
-            self.state.optimizer.tell(proposal, value)
+            told, with_scores = _told(value, scores)
+            self.state.optimizer.tell(proposal, told, scores=with_scores)
 
     # Tune checkpoints its search algorithm with the experiment. The optimizer state is the
     # searcher's whole memory (the driver also saves it after every ask and tell, which is what
@@ -225,6 +239,20 @@ class FixedSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         queue = json.loads(Path(checkpoint_path).read_text())
         self.queue = [(PlannedTrial.from_json(d), d["run_id"]) for d in queue]
+
+
+def _told(value: float | None, scores: dict[str, float] | None) -> tuple[float | None, dict | None]:
+    """``(value, scores)`` for ``tell``: the scores alone when the trial has a value and scores
+    (the optimizer composes the objective), else the value alone (None: a failed trial)."""
+    return (None, scores) if value is not None and scores else (value, None)
+
+
+def _metrics(result: dict) -> dict:
+    """The trainer's metrics of a report: ``result["mixopt"]``, which Tune hands a searcher
+    flattened into ``mixopt/<key>`` entries (in report order)."""
+    if isinstance(result.get("mixopt"), dict):
+        return result["mixopt"]
+    return {k[len("mixopt/") :]: v for k, v in result.items() if k.startswith("mixopt/")}
 
 
 def _value(result: dict) -> float | None:

@@ -83,6 +83,7 @@ def run_trial(
         tasks=tuple(exp.tasks),
         options=options,
         trial_id=config["trial_id"],
+        objective_weights=exp.objective_weights,
     )
 
     def report(step: int, metrics: Mapping[str, float]) -> None:

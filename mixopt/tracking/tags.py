@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 ROLE = "mixopt.role"
-# Values of ROLE: the parent run of a sweep, one nested run per trial, and a soup's run.
+# Values of ROLE: the parent run of a sweep, one nested run per trial, a soup's run, and the run
+# of a `mixopt recommend --verify` (its verification trials nested under it).
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
 ROLE_SOUP = "soup"
+ROLE_RECOMMEND = "recommend"
 STATUS = "mixopt.status"
 PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"

@@ -103,9 +103,11 @@ class SweepTracker:
 
     # ------------------------------------------------------------------ parent run
 
-    def start_sweep(self, name: str, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+    def start_sweep(
+        self, name: str, params: Mapping[str, Any], artifacts: Mapping[str, str], role: str = ROLE_SWEEP
+    ) -> str:
         run = retry(
-            lambda: self.client.create_run(self.experiment_id, run_name=name, tags={ROLE: ROLE_SWEEP}),
+            lambda: self.client.create_run(self.experiment_id, run_name=name, tags={ROLE: role}),
             "create sweep run",
         )
         self.parent_id = run.info.run_id

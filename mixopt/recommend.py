@@ -1,0 +1,290 @@
+"""``mixopt recommend``: a sweep's recommended mixture under a composition of its task scores.
+
+The optimizer models each task's score and composes the objective from them (issue 34;
+Astudillo & Frazier, arXiv 1906.01537): for weights ``c`` the composed posterior is Gaussian with
+mean ``Σ c_k μ_k(x)`` and variance ``Σ c_k² σ_k²(x)``, so a team that decides after the sweep
+that retrieval counts twice asks ``--objective retrieval=2,sts=1,...`` and gets the maximiser of
+that posterior mean from the recorded trials alone (``MixtureOptimizer.recommend(objective)``),
+no trial rerun. ``--verify`` then runs the verification stage (:mod:`mixopt.sweep.verify`: the
+recommended mixture and the baseline on the same fresh seeds) with the trials reporting the new
+composition, recorded in MLflow as a run of role ``recommend`` beside the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from mixopt.config import Experiment
+
+
+class RecommendError(ValueError):
+    """What ``mixopt recommend`` cannot do, in one line."""
+
+
+@dataclass
+class Found:
+    """The sweep a recommendation is made from: its config, parent run, tracking store, optimizer."""
+
+    exp: Experiment
+    run_id: str
+    uri: str
+    opt: Any
+
+
+def parse_objective(text: str, known: list[str]) -> dict[str, float]:
+    """``retrieval_0=2,sts_1=1`` -> ``{"retrieval_0": 2.0, "sts_1": 1.0}``; weights finite and >= 0,
+    not all 0, each name a score of ``known``; RecommendError (one line) otherwise."""
+    out: dict[str, float] = {}
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        name, eq, value = (s.strip() for s in part.partition("="))
+        try:
+            weight = float(value) if eq and name else math.nan
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0:
+            raise RecommendError(
+                f"--objective {text!r}: {part!r} is not NAME=WEIGHT with a weight >= 0 "
+                "(e.g. --objective retrieval_0=2,sts_1=1)"
+            )
+        if name not in known:
+            raise RecommendError(
+                f"--objective {text!r}: unknown score {name!r}; the sweep's scores are {known}"
+            )
+        if name in out:
+            raise RecommendError(f"--objective {text!r}: {name!r} is given twice")
+        out[name] = weight
+    if not out or sum(out.values()) <= 0:
+        raise RecommendError(f"--objective {text!r}: give at least one score a positive weight")
+    return out
+
+
+def find_sweep(exp: Experiment | None, experiment: str | None, tracking_uri: str | None) -> Found:
+    """The newest sweep of ``experiment`` (else of the YAML's experiment, else of any), as ``mixopt
+    soup`` finds it, with its optimizer restored from the state it recorded."""
+    from mixopt.config import ConfigError
+    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.tracking import store
+
+    uri = tracking_uri or (exp.tracking.resolved_uri() if exp is not None else store.resolve_uri(None))
+    if not store.store_exists(uri):
+        raise RecommendError(f"no MLflow store at {uri}: run `mixopt sweep` first, or give --tracking-uri")
+    client = store.connect(uri)
+    name = experiment or (exp.experiment_name if exp is not None else None)
+    try:
+        if exp is None:
+            exp, run_id = store.recorded_experiment(uri, name)
+            run = store.get_run(client, run_id)
+        else:
+            found = store.experiment_by_name(client, name or exp.experiment_name)
+            run = store.newest_sweep(client, [found.experiment_id]) if found is not None else None
+            if run is None:
+                raise LookupError(f"no sweep of experiment {name!r} in {uri}; run `mixopt sweep` first")
+    except (LookupError, ConfigError) as e:
+        raise RecommendError(str(e).replace("\n", "; ")) from None
+    state = store.recorded_state(client, run)
+    if state is None:
+        raise RecommendError(f"sweep run {run.info.run_id} recorded no optimizer state (file or artifact)")
+    return Found(exp, run.info.run_id, uri, MixtureOptimizer.from_state_dict(state))
+
+
+def known_scores(opt: Any) -> list[str]:
+    """The score names the sweep's trials recorded (the tasks' first, in task order)."""
+    names = {k for _, s in opt.score_history if s for k in s}
+    return [t for t in opt.tasks if t in names] + sorted(names - set(opt.tasks))
+
+
+def recommendation(opt: Any, weights: dict[str, float] | None) -> dict[str, Any]:
+    """The recommendation under ``weights`` (None: the sweep's own objective) as the verification
+    stage records it (:func:`mixopt.sweep.verify.recommendation_record`), with the best observed
+    trial under the same composition and the normalised weights."""
+    from mixopt.trial import compose
+
+    try:
+        rec = opt.recommend(objective=weights) if weights is not None else opt.recommend()
+    except (ValueError, RuntimeError) as e:
+        raise RecommendError(f"cannot recommend under this objective: {e}") from None
+    if rec is None:
+        raise RecommendError("no trial of the sweep succeeded: there is nothing to recommend from")
+    used = weights if weights is not None else dict(opt.objective_weights)
+    total = sum(used.values())
+    used = {k: w / total for k, w in used.items()}
+    observed = [(p, compose(s, used)) for p, s in opt.score_history if s and set(used) <= set(s)]
+    if weights is None and not observed:  # a sweep told objectives only
+        observed = [(p, v) for p, v in opt.history if v is not None]
+    best = max(observed, key=lambda pv: pv[1]) if observed else None
+    return {
+        "proposal": rec.proposal,
+        "mean_pred": rec.mean,
+        "sd_pred": rec.sd,
+        "source": rec.source,
+        "noise_sd": opt.noise_sd(),
+        "best_observed": {"proposal": best[0], "objective": best[1]} if best else None,
+        "objective": used,
+    }
+
+
+def describe(found: Found, record: dict[str, Any]) -> list[str]:
+    """The lines ``mixopt recommend`` prints: the sweep, the objective, the mixture with its
+    predicted mean and sd, and the best trial observed under the same objective."""
+    tasks = list(found.opt.tasks)
+    weights = ", ".join(f"{k}={w:.3f}" for k, w in record["objective"].items())
+    mixture = ", ".join(f"{t}={record['proposal'][t]:.3f}" for t in tasks)
+    hps = "".join(
+        f"; {k}={v:.4g}" if isinstance(v, float) else f"; {k}={v}"
+        for k, v in record["proposal"].items()
+        if k not in tasks
+    )
+    if record["sd_pred"] is not None:
+        pred = f"predicted {record['mean_pred']:.4f} ± {record['sd_pred']:.4f} (posterior mean ± sd)"
+    else:
+        pred = f"observed {record['mean_pred']:.4f} (too few results for the GP: the best trial)"
+    lines = [
+        f"sweep run {found.run_id} (experiment {found.exp.experiment_name!r}), "
+        f"{len(found.opt.history)} trials; objective: {weights}",
+        f"recommended: {mixture}{hps}; {pred}",
+    ]
+    best = record["best_observed"]
+    if best is not None:
+        lines.append(
+            f"best observed under this objective: {best['objective']:.4f} at "
+            + ", ".join(f"{t}={best['proposal'][t]:.3f}" for t in tasks)
+        )
+    return lines
+
+
+def verify(found: Found, record: dict[str, Any], address: str | None, verbose: bool = True) -> Any:
+    """The verification stage for ``record``, its trials reporting ``record["objective"]``: a run
+    of role ``recommend`` (tag ``mixopt.sweep_run``: the sweep) with the trials nested under it,
+    recorded as the sweep records its own verification. Returns the VerifyResult."""
+    from mixopt.config import ObjectiveConfig, VerifyConfig, dump_experiment
+    from mixopt.sweep.callback import SweepCallback
+    from mixopt.sweep.common import State, storage_dir
+    from mixopt.sweep.driver import init_ray
+    from mixopt.sweep.progress import Printer
+    from mixopt.sweep.searcher import FixedSearcher
+    from mixopt.sweep.tuner import fit_tuner, make_trainable, max_concurrent
+    from mixopt.sweep.verify import (
+        PLAN_FILE,
+        load_or_make_plan,
+        log_recommendation,
+        print_plan,
+        print_recommendation,
+        recorded_outcomes,
+        summarise,
+        unfinished_trials,
+        used_search_seeds,
+    )
+    from mixopt.tracking import SweepTracker
+    from mixopt.tracking.tags import CONFIG_ARTIFACT, ROLE_RECOMMEND
+
+    exp = found.exp
+    # An explicit --verify runs the stage even where the sweep turned it off (verify.seeds: 0).
+    seeds = exp.verify.seeds or VerifyConfig().seeds
+    vexp = exp.model_copy(
+        update={
+            "objective": ObjectiveConfig(weights=record["objective"]),
+            "verify": exp.verify.model_copy(update={"seeds": seeds}),
+        }
+    )
+    tracker = SweepTracker(found.uri, exp.experiment_name)
+    parent_id = tracker.start_sweep(
+        f"{exp.name}-recommend",
+        params={"sweep_run": found.run_id, "objective": json.dumps(record["objective"], sort_keys=True)},
+        artifacts={CONFIG_ARTIFACT: dump_experiment(vexp)},
+        role=ROLE_RECOMMEND,
+    )
+    tracker.set_tags(parent_id, {"mixopt.sweep_run": found.run_id})
+    storage = storage_dir(vexp, parent_id)
+    state = State(found.opt, storage / "optimizer_state.json")
+    status = "KILLED"
+    try:
+        state.save()
+        plan = load_or_make_plan(
+            storage / PLAN_FILE, vexp, found.opt, record, used_search_seeds(tracker, found.run_id)
+        )
+        todo = unfinished_trials(plan, tracker)
+        if todo:
+            tasks = vexp.task_names
+            printer = Printer(tasks, len(todo), enabled=verbose)
+            if verbose:
+                print_plan(plan, len(todo), tasks)
+            init_ray(address, vexp)
+            searcher = FixedSearcher(todo, tracker, tasks, printer)
+            callback = SweepCallback(tracker, printer, vexp, state)
+            fit_tuner(
+                vexp,
+                make_trainable(vexp, storage),
+                searcher,
+                len(todo),
+                max_concurrent(vexp),
+                callback,
+                storage,
+                "verify",
+            )
+        result = summarise(plan, recorded_outcomes(tracker))
+        log_recommendation(tracker, record, result, vexp.task_names)
+        tracker.wait_for_uploads()
+        status = "FINISHED"
+    finally:
+        tracker.end_sweep(status)
+    if verbose:
+        print_recommendation(record, result, vexp.task_names)
+    return result
+
+
+def command(
+    experiment_file: Optional[Path] = typer.Argument(
+        None,
+        metavar="[EXPERIMENT.yaml]",
+        help="The sweep's experiment YAML. Default: the config the newest sweep recorded.",
+    ),
+    experiment: Optional[str] = typer.Option(
+        None, "--experiment", help="MLflow experiment of the sweep (default: the YAML's, else the newest)."
+    ),
+    objective: Optional[str] = typer.Option(
+        None,
+        "--objective",
+        help="Weights over the task scores, e.g. retrieval_0=2,sts_1=1 (unnamed scores weigh 0; "
+        "default: the sweep's own objective).",
+    ),
+    run_verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Then run the verification stage for it (recommended vs baseline, fresh seeds).",
+    ),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address for --verify."),
+) -> None:
+    """The recommended mixture under a composition of the task scores, from a sweep's recorded trials."""
+    from mixopt.cli import _fail, _load
+
+    exp = _load(experiment_file) if experiment_file is not None else None
+    try:
+        found = find_sweep(exp, experiment, tracking_uri)
+        weights = None
+        if objective is not None:
+            known = known_scores(found.opt)
+            if not known:
+                raise RecommendError(
+                    f"--objective: sweep run {found.run_id} recorded no per-task scores (it predates "
+                    "them); only its own objective can be recommended: drop --objective"
+                )
+            weights = parse_objective(objective, known)
+        record = recommendation(found.opt, weights)
+    except RecommendError as e:
+        _fail(str(e))
+    for line in describe(found, record):
+        typer.echo(line)
+    if run_verify:
+        from mixopt.sweep.common import SweepError
+
+        try:
+            verify(found, record, address)
+        except SweepError as e:
+            _fail(str(e))
