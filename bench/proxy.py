@@ -22,11 +22,17 @@ task. Side by side, two references measured in the same run:
 - ``ceiling``: one trained seed against the mean of the other seeds (averaged over the held-out
   seed): how well a trained trial itself predicts the trained mean, given the seed noise.
 
+``proxy 1 seed``: one seed's proxy (a sweep trains its experts once) against the trained mean of
+the other seeds, averaged over the held-out seed, comparable with ``ceiling``. ``--scales``
+adds the scaled merge ``theta0 + lambda * sum_k c_k (theta_k - theta0)`` (task arithmetic's
+scaling coefficient: a merge with ``sum c = 1`` dilutes every task vector to its weight).
+
 And ``anchors``: the proxy built from three of the landscape's own trained mixtures (its corners,
 a user's "own anchors") instead of experts, scored on the other nine mixtures (no extra training).
 
     python bench/proxy.py                   # 3 experts + 12 mixtures, 3 seeds each, 2 workers
     python bench/proxy.py --seeds 4 --json /tmp/proxy.json
+    python bench/proxy.py --scales 1.5,2    # also the scaled merges
     python bench/proxy.py --quick           # 4 mixtures x 2 seeds, to check it runs
 """
 
@@ -90,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (1 torch thread each)")
     parser.add_argument("--quick", action="store_true", help="4 mixtures x 2 seeds")
+    parser.add_argument(
+        "--scales",
+        default="",
+        metavar="L1,L2",
+        help="also the scaled merge theta0 + lambda * sum_k c_k tau_k at these lambdas (a column each)",
+    )
     parser.add_argument("--json", default=None, help="also write every trial's and proxy's result here")
     args = parser.parse_args(argv)
 
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy: dict[tuple[tuple[float, ...], int], dict[str, Any]] = {}
     from_anchors: dict[tuple[tuple[float, ...], int], dict[str, Any]] = {}
     linear: dict[tuple[tuple[float, ...], int], dict[str, float]] = {}
+    scales = [float(x) for x in args.scales.split(",") if x]
+    scaled: dict[float, dict[tuple[tuple[float, ...], int], dict[str, Any]]] = {lam: {} for lam in scales}
     eval_seconds: list[float] = []
     for s in seeds:
         merge = ExpertMerge(base, [ckpt[(w, s)] for _, w in experts])
@@ -163,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluator.evaluate(merge.merge(c))
             eval_seconds.append(r.extra["eval_seconds"])
             proxy[(w, s)] = {"objective": r.objective, "scores": dict(r.task_scores), "c": c}
+            for lam in scales:
+                r = evaluator.evaluate(merge.merge([lam * ck for ck in c]))
+                scaled[lam][(w, s)] = {"objective": r.objective, "scores": dict(r.task_scores)}
             ex = [trained[(ew, s)] for _, ew in experts]
             linear[(w, s)] = {
                 "objective": sum(ck * e["objective"] for ck, e in zip(c, ex)),
@@ -200,12 +217,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label}: objective {t:.4f}; {per}")
 
     print(f"\ncorrelation over {len(ws)} mixtures of the means over {len(seeds)} seeds (Spearman / Pearson)")
-    print(f"{'score':>18} {'proxy':>14} {'linear':>14} {'anchors (9)':>14} {'ceiling':>14}")
+    heads = [
+        "proxy",
+        "proxy 1 seed",
+        "linear",
+        "anchors (9)",
+        "ceiling",
+        *(f"proxy x{lam:g}" for lam in scales),
+    ]
+    print(f"{'score':>18} " + " ".join(f"{h:>14}" for h in heads))
     for key in ["objective", *names]:
         tm = [_mean([trained_of(w, s, key) for s in seeds]) for w in ws]
         pm = [_mean([proxy_of(proxy, w, s, key) for s in seeds]) for w in ws]
         lm = [_mean([linear[(w, s)][key] for s in seeds]) for w in ws]
-        cells = [_stats(pm, tm), _stats(lm, tm)]
+
+        def held_out(table: dict | None, s: int, key: str = key) -> tuple[float, float]:
+            """Seed s's values (a proxy's, or the trained trial's) against the trained mean of the others."""
+            one = [proxy_of(table, w, s, key) if table else trained_of(w, s, key) for w in ws]
+            return _stats(one, [_mean([trained_of(w, o, key) for o in seeds if o != s]) for w in ws])
+
+        one_seed = [held_out(proxy, s) for s in seeds]
+        cells = [_stats(pm, tm), (_mean([c[0] for c in one_seed]), _mean([c[1] for c in one_seed]))]
+        cells.append(_stats(lm, tm))
         rest = [w for w in ws if w not in anchor_ws]
         if from_anchors and len(rest) >= 3:
             am = [_mean([proxy_of(from_anchors, w, s, key) for s in seeds]) for w in rest]
@@ -213,14 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cells.append((math.nan, math.nan))
         # One trained seed against the mean of the others, averaged over the held-out seed.
-        ceil = [
-            _stats(
-                [trained_of(w, s, key) for w in ws],
-                [_mean([trained_of(w, o, key) for o in seeds if o != s]) for w in ws],
-            )
-            for s in seeds
-        ]
+        ceil = [held_out(None, s) for s in seeds]
         cells.append((_mean([c[0] for c in ceil]), _mean([c[1] for c in ceil])))
+        for lam in scales:
+            cells.append(_stats([_mean([proxy_of(scaled[lam], w, s, key) for s in seeds]) for w in ws], tm))
         print(f"{key:>18} " + " ".join(f"{a:6.2f} / {b:5.2f}" for a, b in cells))
 
     tm = [_mean([trained_of(w, s, "objective") for s in seeds]) for w in ws]
@@ -236,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     trial_s = _mean([r["seconds"] for r in results])
     print(
         f"cost: trained trial {trial_s:.1f} s wall mean; proxy evaluation {_mean(eval_seconds):.2f} s "
-        f"(+ merge), {len(proxy) + len(from_anchors)} proxy scores in {proxy_wall:.0f} s; "
+        f"(+ merge), {len(proxy) + len(from_anchors) + sum(map(len, scaled.values()))} proxy scores in {proxy_wall:.0f} s; "
         f"training wall {train_wall:.0f} s for {len(results)} trials on {args.workers} workers"
     )
     if args.json:
@@ -246,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                     "trained": results,
                     "proxy": [{"weights": w, "seed": s, **v} for (w, s), v in proxy.items()],
                     "anchors": [{"weights": w, "seed": s, **v} for (w, s), v in from_anchors.items()],
+                    "scaled": {
+                        str(lam): [{"weights": w, "seed": s, **v} for (w, s), v in t.items()]
+                        for lam, t in scaled.items()
+                    },
                     "experts": experts,
                 },
                 indent=1,
