@@ -208,3 +208,21 @@ def test_merged_weights_of_another_layout_are_refused(trained) -> None:
     with pytest.raises(ValueError, match="9_Dense"):
         evaluator.evaluate(merged)
     assert json.loads((trained["base"] / "modules.json").read_text())  # the base is untouched
+
+
+def test_bench_experts_are_the_feasible_mixtures_nearest_one_hot() -> None:
+    """bench/proxy.py's expert mixtures: the one-hot where the bounds allow it, else the Euclidean
+    projection onto the bounded simplex (closed forms: the others at their minimum; or, with the
+    task capped, the excess shared equally by the others)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_proxy", Path(__file__).parents[1] / "bench" / "proxy.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lo, hi = [0.05, 0.0, 0.0], [1.0, 1.0, 1.0]
+    assert bench.nearest_in_bounds(0, lo, hi) == pytest.approx((1.0, 0.0, 0.0), abs=1e-12)
+    assert bench.nearest_in_bounds(1, lo, hi) == pytest.approx((0.05, 0.95, 0.0), abs=1e-12)
+    assert bench.nearest_in_bounds(2, lo, hi) == pytest.approx((0.05, 0.0, 0.95), abs=1e-12)
+    assert bench.nearest_in_bounds(0, [0.0] * 3, [0.6, 1.0, 1.0]) == pytest.approx((0.6, 0.2, 0.2), abs=1e-12)
