@@ -30,6 +30,13 @@ scaling coefficient: a merge with ``sum c = 1`` dilutes every task vector to its
 And ``anchors``: the proxy built from three of the landscape's own trained mixtures (its corners,
 a user's "own anchors") instead of experts, scored on the other nine mixtures (no extra training).
 
+Not on the analytic trainer (``trainers/analytic.py``): it has no weights to merge. Its trial
+state is the per-word exposure ``x_u = T sum_j w_j [u in V_j] / |V_j|``, linear in the mixture,
+so "merging" exposures would reproduce every trained score exactly (a perfect proxy by
+construction), and any other rule (interference, a penalty) would be an assumption the benchmark
+then measures back. The errors of merging real networks (a non-linear loss landscape, task
+vectors that interfere) have no counterpart in its closed form.
+
     python bench/proxy.py                   # 3 experts + 12 mixtures, 3 seeds each, 2 workers
     python bench/proxy.py --seeds 4 --json /tmp/proxy.json
     python bench/proxy.py --scales 1.5,2    # also the scaled merges
