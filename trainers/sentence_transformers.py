@@ -347,7 +347,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             warmup_steps=math.ceil(opts.warmup_ratio * trial.steps),
             lr_scheduler_type=opts.lr_schedule,
             weight_decay=opts.weight_decay,
-            max_grad_norm=opts.grad_clip if opts.grad_clip > 0 else None,
+            max_grad_norm=opts.grad_clip,  # 0: no clipping, as the built-in trainer
             bf16=amp is torch.bfloat16,
             use_cpu=device.type == "cpu",
             seed=trial.seed,
@@ -365,7 +365,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         trainer = CountingTrainer(
             model=model, args=args, train_dataset=DatasetDict(data), loss=loss, callbacks=[reporter]
         )
-        # Logs go to ``report``, not stdout; no model card (it embeds widget examples at every start).
+        # Logs go to ``report``, not stdout; no model card is written (save_checkpoint), so nothing to track.
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(trainer.model_card_callback_class)
         t0 = time.perf_counter()
