@@ -363,6 +363,23 @@ def test_a_task_too_small_for_a_batch_fails_the_trial_with_one_line(synth, tasks
     assert not (tmp_path / "model").exists()
 
 
+def test_a_loss_for_no_task_and_no_kind_fails_the_trial_before_training(synth, tasks, tmp_path) -> None:
+    import trainers.sentence_transformers as st
+
+    trial = Trial(
+        mixture=dict(zip(TASKS, (0.4, 0.3, 0.3))),
+        hyperparameters={},
+        seed=0,
+        steps=2,
+        output_dir=tmp_path,
+        tasks=tasks,
+        options=options(synth, losses={"retrieval_9": {"name": "CoSENTLoss"}}),
+    )
+    with pytest.raises(TrialFailed, match=r"trainer.losses names \['retrieval_9'\], neither a task"):
+        st.train(trial, lambda s, m: None)
+    assert not (tmp_path / "model").exists()
+
+
 # --------------------------------------------------------------------------- a real sweep
 
 
