@@ -34,7 +34,7 @@ $(SYNTH_DIR)/synth.json: | $(STAMP)
 synth: $(SYNTH_DIR)/synth.json ## Write the synthetic tasks and tiny model used by the default experiment
 
 sweep: $(STAMP) ## Run the sweep in CONFIG (default: the tiny CPU experiment) on local Ray + local MLflow
-	@if [ "$(CONFIG)" = "experiments/tiny_synthetic.yaml" ]; then $(MAKE) --no-print-directory synth; fi
+	@case "$(CONFIG)" in experiments/tiny_synthetic.yaml|experiments/st_tiny.yaml) $(MAKE) --no-print-directory synth;; esac
 	$(BIN)/mixopt sweep $(CONFIG) $(SWEEP_ARGS)
 
 soup: $(STAMP) ## Average the best trials of CONFIG's sweep into a model soup (RUNS=top5)
