@@ -287,6 +287,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 embed,
                 dims,
                 objective=opts.objective,
+                weights=trial.objective_weights,
                 classifier_train_rows=opts.classifier_train_rows,
                 dev_cache=dev_cache,
             )
