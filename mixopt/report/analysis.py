@@ -287,9 +287,12 @@ def weight_importance(
     except (AttributeError, RuntimeError):
         mu, _ = model.predict(points)
         return Importance(tuple(tasks), sobol_first_order(np.asarray(mu).reshape(k + 1, n)), None)
-    jitter = 1e-10 * max(float(np.mean(np.diag(cov))), 1e-12)
-    vals, vecs = np.linalg.eigh(cov + jitter * np.eye(len(mu)))
-    root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+    jitter = 1e-9 * max(float(np.mean(np.diag(cov))), 1e-12)
+    try:
+        root = np.linalg.cholesky(cov + jitter * np.eye(len(mu)))
+    except np.linalg.LinAlgError:  # numerically singular: the symmetric square root instead
+        vals, vecs = np.linalg.eigh(cov)
+        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
     draws = mu[None, :] + rng.standard_normal((paths, len(mu))) @ root.T
     s = sobol_first_order(draws.reshape(paths, k + 1, n))
     return Importance(tuple(tasks), s.mean(axis=0), s.std(axis=0, ddof=1))
