@@ -348,3 +348,18 @@ def test_old_optimizer_reports_without_per_score_sections(finished) -> None:
     s = sections(render(load_sweep(store_uri, run_id=parent), old))
     assert "not available" in s["interference"] and "plotly-graph-div" not in s["interference"]
     assert "plotly-graph-div" in s["importance"] and "posterior mean only" in s["importance"]
+
+
+def test_interference_from_the_fitted_per_score_models_recovers_the_law(finished) -> None:
+    """The optimizer's per-score GPs, told the law ``A`` (plus noise 0.005) at 8 trials: the map's
+    confident cells have the law's signs, and the clearly non-zero cells lean the right way."""
+    _, opt, _ = finished
+    centre = opt.recommend().proposal
+    eff = analysis.interference(opt.predict_joint, TASKS, TASKS, centre, np.zeros(3), np.ones(3), 0.1)
+    r = np.array([centre[t] for t in TASKS])
+    truth = np.array([[0.1 * (A[j, i] - A[j] @ r) for j in range(3)] for i in range(3)])
+    sure = (eff.p_positive > 0.95) | (eff.p_positive < 0.05)
+    assert (np.sign(eff.mean[sure]) == np.sign(truth[sure])).all(), (eff.mean, truth)
+    big = np.abs(truth) > 0.03
+    lean = np.where(truth > 0, eff.p_positive > 0.8, eff.p_positive < 0.2)  # the right way, clearly
+    assert lean[big].all(), (eff.p_positive, truth)

@@ -284,7 +284,7 @@ def weight_importance(
     points = [{**dict(zip(tasks, map(float, w))), **hyper} for w in design.reshape(-1, k)]
     try:
         mu, cov = composed_joint(model.predict_joint, model.objective_weights)(points)
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError, ValueError):  # no per-score models (an old sweep's optimizer)
         mu, _ = model.predict(points)
         return Importance(tuple(tasks), sobol_first_order(np.asarray(mu).reshape(k + 1, n)), None)
     jitter = 1e-9 * max(float(np.mean(np.diag(cov))), 1e-12)

@@ -119,9 +119,12 @@ def _has_score_models(opt: Any) -> str | None:
         return "the sweep recorded no optimizer state yet"
     if not hasattr(opt, "predict_scores") or not hasattr(opt, "predict_joint"):
         return "this optimizer has no per-score models (a sweep from before per-task scores)"
+    best = opt.best()
+    if best is None:
+        return "no trial has finished yet"
     try:
-        opt.predict_scores([opt.best()[0]] if opt.best() else [])
-    except (RuntimeError, TypeError, ValueError) as e:
+        opt.predict_scores([best[0]])
+    except (RuntimeError, ValueError) as e:
         return f"no per-score models to predict from: {e}"
     return None
 
@@ -310,7 +313,7 @@ def _interference(data: SweepData, opt: Any, page: _Page) -> str:
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
-    tasks, scores = list(opt.tasks), list(opt.score_names)
+    tasks, scores = list(opt.tasks), list(opt.predict_scores([rec["proposal"]]))
     eff = analysis.interference(
         opt.predict_joint, tasks, scores, rec["proposal"], opt.space.lower, opt.space.upper, STEP
     )
