@@ -48,6 +48,7 @@ def write_report(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

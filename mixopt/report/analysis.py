@@ -82,9 +82,9 @@ def feasible_step(r: np.ndarray, i: int, step: float, lower: np.ndarray, upper: 
     Weight ``i`` grows as ``r_i + d (1 - r_i)`` (capped by ``upper_i``); every other weight
     shrinks as ``(1 - d) r_j`` (floored by ``lower_j``).
     """
-    d = float(step)
-    if r[i] < 1:
-        d = min(d, (upper[i] - r[i]) / (1 - r[i]))
+    if r[i] >= 1:  # the mixture is task i alone: there is no weight left to move onto it
+        return 0.0
+    d = min(float(step), (upper[i] - r[i]) / (1 - r[i]))
     for j in range(len(r)):
         if j != i and r[j] > 0:
             d = min(d, 1 - lower[j] / r[j])
