@@ -226,9 +226,11 @@ def test_warm_start_with_a_task_added_leaves_its_score_unobserved() -> None:
 
 
 def test_state_round_trip_with_scores_and_old_states_migrate() -> None:
-    opt = scored_optimizer(n=10, seed=3, objective={"a": 1, "b": 2, "c": 1})
+    opt = scored_optimizer(n=10, seed=3, objective={"a": 0.1, "b": 0.7, "c": 0.3})
     (p,) = opt.ask(1)
-    clone = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    state = json.loads(json.dumps(opt.state_dict()))
+    assert state["config"]["objective"] == {"a": 0.1, "b": 0.7, "c": 0.3}  # as given: restored bit for bit
+    clone = MixtureOptimizer.from_state_dict(state)
     assert clone.objective_weights == opt.objective_weights and clone.surrogate == "composite"
     assert clone.score_history == opt.score_history and clone.pending == [p]
     w = np.array([p[t] for t in TASKS])

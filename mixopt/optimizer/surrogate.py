@@ -182,7 +182,7 @@ class Surrogate:
             return np.zeros(0), np.zeros(0)
         x = torch.tensor(np.array([self.space.encode(p) for p in items]), dtype=torch.float64)
         with torch.no_grad(), jitter(fitted.jitter):
-            post = fitted.model.posterior(fitted.full(x), posterior_transform=fitted.transform)
+            post = fitted.model.posterior(fitted.full(x))
             mean = post.mean.squeeze(-1).numpy().copy()
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
         return mean, sd
