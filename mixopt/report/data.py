@@ -87,7 +87,10 @@ def load_sweep(uri: str, experiment: str | None = None, run_id: str | None = Non
         raise LookupError(f"no MLflow store at {uri}; run `mixopt sweep` first or give --tracking-uri")
     client = store.connect(uri)
     if run_id is not None:
-        run = store.get_run(client, run_id)
+        try:
+            run = store.get_run(client, run_id)
+        except Exception as e:  # MLflow's RESOURCE_DOES_NOT_EXIST, or a malformed id
+            raise LookupError(f"no sweep run {run_id} in {uri} ({type(e).__name__}); check --run") from None
     else:
         if experiment is None:
             raise LookupError("give the sweep: EXPERIMENT.yaml or --experiment NAME")
