@@ -328,6 +328,9 @@ def test_report_cli_refuses_an_unknown_experiment_and_writes_nothing(tmp_path: P
     )
     assert res.exit_code == 2 and not out.exists()
     assert res.output.strip().splitlines() == [f"no MLflow experiment 'missing' in {uri}"]
+    res = CliRunner().invoke(app, ["report", "--run", "0" * 32, "--tracking-uri", uri, "--out", str(out)])
+    assert res.exit_code == 2 and not out.exists() and len(res.output.strip().splitlines()) == 1
+    assert f"no sweep run {'0' * 32}" in res.output
     res = CliRunner().invoke(
         app, ["report", "--experiment", "noverify", "--tracking-uri", uri, "--out", str(out)]
     )
