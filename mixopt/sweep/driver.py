@@ -411,7 +411,7 @@ class Sweep:
     def finish(self, wall: float, verification: VerifyResult | None) -> SweepSummary:
         """Record the summary on the parent run (metrics, state, best, recommendation, figures),
         close it, print the summary; ``wall``: seconds since the search started."""
-        from mixopt import plots
+        from mixopt import plots, report
 
         exp, tracker, state = self.exp, self.tracker, self.state
         parent_id = tracker.parent_id
@@ -485,6 +485,7 @@ class Sweep:
         # A sweep with no trial that finished, or stopped by bad data, has no answer: FAILED (not
         # resumable; the user fixes the cause and starts again).
         failed = self.failure is not None or (summary.failed > 0 and summary.finished == 0)
+        report.log_report(tracker, self.storage, state.optimizer, "FAILED" if failed else "FINISHED", warn)
         tracker.wait_for_uploads()
         tracker.end_sweep("FAILED" if failed else "FINISHED")
         if self.verbose:
