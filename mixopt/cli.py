@@ -489,11 +489,8 @@ def report(
 
 
 def _cwd_importable() -> None:
-    """Let ``--mteb-tasks my_tasks:Task`` import ``my_tasks.py`` from the working directory.
-
-    ``python -m`` puts the working directory on ``sys.path``; the ``mixopt`` console script does
-    not, and a user's task module sits where they run the command.
-    """
+    """Let ``--mteb-tasks my_tasks:Task`` import ``my_tasks.py`` from the working directory:
+    ``python -m`` puts it on ``sys.path``, the ``mixopt`` console script does not."""
     cwd = os.getcwd()
     if "" not in sys.path and cwd not in sys.path:
         sys.path.insert(0, cwd)
