@@ -629,20 +629,21 @@ def test_local_starts_around_a_sparse_incumbent_keep_its_support() -> None:
 
 def test_warm_start_carries_observations_onto_a_new_task_set() -> None:
     old = MixtureOptimizer(["a", "b", "c"], n_seeds=4, random_state=0)
+    # Per-task scores: the new sweep recomposes its objective (the mean of a and b) from them.
     told = [
-        ({"a": 0.5, "b": 0.3, "c": 0.2}, 1.0),  # c removed (0.2 <= 0.25): a, b / 0.8
-        ({"a": 0.1, "b": 0.1, "c": 0.8}, 2.0),  # mostly c: dropped
+        ({"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.5, "b": 1.5, "c": 9.0}),  # c removed (0.2 <= 0.25): a, b / 0.8
+        ({"a": 0.1, "b": 0.1, "c": 0.8}, {"a": 2.0, "b": 2.0, "c": 2.0}),  # mostly c: dropped
         ({"a": 0.9, "b": 0.1, "c": 0.0}, None),  # failed: not reused
-        ({"a": 0.2, "b": 0.8, "c": 0.0}, 3.0),  # nothing removed
+        ({"a": 0.2, "b": 0.8, "c": 0.0}, {"a": 2.0, "b": 4.0, "c": 0.0}),  # nothing removed
     ]
     for p, _ in told:
         old.seed_mixtures.append(p)
     opt_src = MixtureOptimizer(["a", "b", "c"], n_seeds=4, seed_mixtures=[p for p, _ in told])
     for (p, v), q in zip(told, opt_src.ask(4)):
         assert q == pytest.approx(p)
-        opt_src.tell(q, v)
+        opt_src.tell(q, scores=v)
     state = json.loads(json.dumps(opt_src.state_dict()))
-    new = MixtureOptimizer(["a", "b", "d"], n_seeds=2, random_state=0)
+    new = MixtureOptimizer(["a", "b", "d"], n_seeds=2, random_state=0, objective={"a": 1, "b": 1})
     assert new.warm_start(state, name="exp/run1") == (2, 1)
     expected = [({"a": 0.625, "b": 0.375, "d": 0.0}, 1.0), ({"a": 0.2, "b": 0.8, "d": 0.0}, 3.0)]
     assert len(new.history) == 2
@@ -659,10 +660,13 @@ def test_warm_start_carries_observations_onto_a_new_task_set() -> None:
         "name": "exp/run1",
         "reused": 2,
         "dropped": 1,
+        "trials": 2,
+        "scores_reused": ["a", "b"],
+        "scores_new": [],
     }
     assert clone.origin(clone.history[0][0]) == "warm"
-    new.tell(p, 2.5)
-    clone.tell(p, 2.5)
+    new.tell(p, scores={"a": 2.5, "b": 2.5})
+    clone.tell(p, scores={"a": 2.5, "b": 2.5})
     assert clone.ask(1) == new.ask(1)
     with pytest.raises(ValueError, match="before the first ask"):
         new.warm_start(state)

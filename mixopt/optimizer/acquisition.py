@@ -25,12 +25,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction, PosteriorMean, UpperConfidenceBound
+from botorch.acquisition.objective import PosteriorTransform
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf
 
 from mixopt.optimizer.ledger import Ledger
-from mixopt.optimizer.model import Fitted, jitter, seeded
+from mixopt.optimizer.model import Fitted, condition_at_mean, jitter, seeded
 from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace, polytope_vertex, share_capped
 
 logger = logging.getLogger("mixopt.optimizer")
@@ -56,13 +57,17 @@ SLSQP_MAXITER = 100
 SLSQP_BATCH_DIMS = 120
 
 
-def ucb(beta: float) -> Callable[[Model], AcquisitionFunction]:
-    """``mu + beta * sigma`` (botorch's UCB given ``beta ** 2``); beta = 0 for an exploitation step."""
-    return lambda model: UpperConfidenceBound(model, beta=beta**2)
+Acquisition = Callable[[Model, PosteriorTransform | None], AcquisitionFunction]
 
 
-def posterior_mean(model: Model) -> AcquisitionFunction:
-    return PosteriorMean(model)
+def ucb(beta: float) -> Acquisition:
+    """``mu + beta * sigma`` (botorch's UCB given ``beta ** 2``); beta = 0 for an exploitation step.
+    On the composite surrogate mu and sigma are the composition's (its posterior transform)."""
+    return lambda model, transform: UpperConfidenceBound(model, beta=beta**2, posterior_transform=transform)
+
+
+def posterior_mean(model: Model, transform: PosteriorTransform | None) -> AcquisitionFunction:
+    return PosteriorMean(model, posterior_transform=transform)
 
 
 def propose(
@@ -88,11 +93,17 @@ def propose(
 
 
 def mean_maximiser(
-    fitted: Fitted, space: SearchSpace, alpha: np.ndarray, ledger: Ledger, seed: int
+    fitted: Fitted,
+    space: SearchSpace,
+    alpha: np.ndarray,
+    ledger: Ledger,
+    seed: int,
+    told: list[tuple[Proposal, float]] | None = None,
 ) -> Proposal:
     """The maximiser of the posterior mean (real observations only; every observed point is also
-    a start), which may be an observed mixture."""
-    told = ledger.told()
+    a start), which may be an observed mixture. ``told``: the observations under the objective
+    being maximised (default: the ledger's), whose best ones centre the local starts."""
+    told = ledger.told() if told is None else told
     observed = [space.encode(p) for p, _ in told]
     proposal = maximise(
         fitted,
@@ -183,7 +194,7 @@ def boundary_starts(
 def maximise(
     fitted: Fitted,
     space: SearchSpace,
-    acquisition: Callable[[Model], AcquisitionFunction],
+    acquisition: Acquisition,
     starts: Callable[[np.random.Generator], np.ndarray],
     seed: int,
     *,
@@ -208,10 +219,8 @@ def maximise(
         if hallucinated:
             xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
             xh = fitted.full(xh)  # pending trials will end at full fidelity
-            with torch.no_grad():
-                mean_h = model.posterior(xh).mean
-            model = model.condition_on_observations(xh, mean_h)
-        acq = fitted.at_full(acquisition(model), space.dim)
+            model = condition_at_mean(model, xh)  # per score on the composite surrogate
+        acq = fitted.at_full(acquisition(model, fitted.transform), space.dim)
         x0 = starts(rng)
         with torch.no_grad():
             values = acq(torch.tensor(x0, dtype=torch.float64).unsqueeze(1)).numpy()

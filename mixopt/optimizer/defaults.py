@@ -22,3 +22,5 @@ EXPLOIT_LAST = 2
 WARM_MAX_REMOVED = 0.25
 # The multi-fidelity GP's fitted fidelity scale s^p s'^p on the mixture term: off unless asked.
 FIDELITY_SCALE = False
+# The optimizer's model when trials report per-task scores: one GP per score, composed.
+SURROGATE = "composite"

@@ -28,8 +28,14 @@ def partial_rows(ledger: Ledger) -> list[tuple[int, float, float]]:
     the cube of its rows; a few points per curve say how low fidelities relate to the full).
     """
     full = {i for i, v in ledger.history if v is not None}
+    return curve_rows(ledger.partial, full)
+
+
+def curve_rows(partial: list[tuple[int, float, float]], full: set[int]) -> list[tuple[int, float, float]]:
+    """:func:`partial_rows`'s rule on any partial values ``(index, fraction, value)`` (the objective's,
+    or one score's), ``full`` the indices that have a full-fidelity value of the same quantity."""
     by_trial: dict[int, dict[float, float]] = {}
-    for i, f, v in ledger.partial:
+    for i, f, v in partial:
         if f < 1.0 or i not in full:
             by_trial.setdefault(i, {})[f] = v
     rows: list[tuple[int, float, float]] = []
@@ -40,6 +46,30 @@ def partial_rows(ledger: Ledger) -> list[tuple[int, float, float]]:
             fs = sorted({fs[j] for j in keep})
         rows += [(i, f, curve[f]) for f in fs]
     return rows
+
+
+def score_rows(ledger: Ledger, name: str, multi_fidelity: bool) -> list[tuple[int, float, float]]:
+    """One score's rows ``(index, fraction, value)``: its full-fidelity values in tell order
+    (fraction 1), then with ``multi_fidelity`` its partial values by :func:`partial_rows`'s rule."""
+    rows = [(i, 1.0, s[name]) for i, s in ledger.scored() if name in s]
+    if multi_fidelity:
+        partial = [
+            (i, f, ps[name])
+            for (i, f, _), ps in zip(ledger.partial, ledger.partial_scores)
+            if ps is not None and name in ps
+        ]
+        rows += curve_rows(partial, {i for i, _, _ in rows})
+    return rows
+
+
+def features(
+    ledger: Ledger, space: SearchSpace, rows: list[tuple[int, float, float]], multi_fidelity: bool
+) -> torch.Tensor:
+    """The model inputs ``(n, d)`` of ``rows`` (+ the fraction column with ``multi_fidelity``)."""
+    feats = [space.encode(ledger.proposal(i)) for i, _, _ in rows]
+    if multi_fidelity:
+        feats = [np.append(x, f) for x, (_, f, _) in zip(feats, rows)]
+    return torch.tensor(np.array(feats), dtype=torch.float64)
 
 
 def n_rows(ledger: Ledger, multi_fidelity: bool) -> int:

@@ -5,6 +5,13 @@ repeat tell or a cancelled proposal still resolves to the exact dict that was pr
 ledger and the optimizer's configuration are saved together as a versioned state dict
 (:func:`state_dict` in :class:`~mixopt.optimizer.MixtureOptimizer`); :func:`migrate` reads every
 state this format has had.
+
+Scores: a trial told with per-score values (``tell(p, scores=...)``) keeps them beside its composed
+objective, in ``scores`` (parallel to ``history``) and ``partial_scores`` (parallel to
+``partial``), so that a later composition (other weights, a warm start with other tasks) can be
+recomputed from what was measured. A history entry with value None is a failed trial when it has
+no scores, and a trial whose objective is *unknown* (a weighted score never measured: a task added
+since a warm-started trial ran) when it has some.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ CONFIG_KEYS = (
     "budget",
     "exploit_last",
     "acquisition_stream",
+    "objective",
+    "surrogate",
 )
+Scores = dict[str, float]
 
 
 def check_value(value: Any) -> float | None:
@@ -79,6 +89,8 @@ class Ledger:
         history: ``(index, value)`` in tell order; value None marks a failed trial.
         partial: ``(index, fraction of the step budget in (0, 1], value)`` in tell order.
         stopped: indices of trials stopped early (no longer pending, no full-fidelity value).
+        scores: per ``history`` entry, the trial's scores (None: told a scalar, or failed).
+        partial_scores: per ``partial`` entry, the scores reported with it (None: a scalar).
     """
 
     def __init__(self, keys: Sequence[str] = ()) -> None:
@@ -88,6 +100,8 @@ class Ledger:
         self.history: list[tuple[int, float | None]] = []
         self.partial: list[tuple[int, float, float]] = []
         self.stopped: list[int] = []
+        self.scores: list[Scores | None] = []
+        self.partial_scores: list[Scores | None] = []
         self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
 
     def add(self, proposal: Proposal, origin: str, *, pending: bool) -> int:
@@ -130,8 +144,11 @@ class Ledger:
             )
         return i
 
-    def tell(self, proposal: Mapping[str, Any], value: Any, fraction: Any) -> None:
-        """A trial's result (see ``MixtureOptimizer.tell``): told, or stopped early at ``fraction < 1``."""
+    def tell(
+        self, proposal: Mapping[str, Any], value: Any, fraction: Any, scores: Scores | None = None
+    ) -> None:
+        """A trial's result (see ``MixtureOptimizer.tell``): told, or stopped early at ``fraction < 1``.
+        ``scores`` (already checked, ``value`` composed from them) are kept beside the value."""
         value = check_value(value)
         fraction = check_fraction(fraction, "tell")
         if fraction < 1.0:
@@ -146,6 +163,7 @@ class Ledger:
             # Usually the trial's last report, already told by tell_partial: kept once.
             if value is not None and (i, fraction, value) not in self.partial:
                 self.partial.append((i, fraction, value))
+                self.partial_scores.append(scores)
             return
         i = self.find(proposal, pending_only=True)
         if i is not None:
@@ -153,8 +171,11 @@ class Ledger:
         else:
             i = self.asked_index("tell", proposal)
         self.history.append((i, value))
+        self.scores.append(scores)
 
-    def tell_partial(self, proposal: Mapping[str, Any], value: Any, fraction: Any) -> None:
+    def tell_partial(
+        self, proposal: Mapping[str, Any], value: Any, fraction: Any, scores: Scores | None = None
+    ) -> None:
         value = check_value(value)
         if value is None:
             raise ValueError("tell_partial(): value must be a finite float (a partial result has one)")
@@ -162,28 +183,22 @@ class Ledger:
         why = "(never asked, already told or stopped); partial results are for running trials"
         i = self.pending_index("tell_partial", proposal, why)
         self.partial.append((i, fraction, value))
+        self.partial_scores.append(scores)
 
     def cancel(self, proposal: Mapping[str, Any]) -> None:
         why = "(never asked, already told, or already cancelled); pending proposals are listed by .pending"
         self.pending.remove(self.pending_index("cancel", proposal, why))
 
-    def warm(
-        self,
-        pairs: Sequence[tuple[Mapping[str, Any], float | None]],
-        carry: Callable[[Mapping[str, Any]], Proposal | None],
-    ) -> tuple[int, int]:
-        """Record each successful ``(proposal, value)`` as told, carried onto this space by
-        ``carry`` (None: dropped), with origin ``"warm"``. Returns ``(reused, dropped)``."""
+    def warm(self, records: Sequence[tuple[Proposal | None, float | None, Scores | None]]) -> tuple[int, int]:
+        """Record each reused ``(proposal, value, scores)`` as told with origin ``"warm"``; a
+        proposal None is a dropped trial. Returns ``(reused, dropped)``."""
         reused = dropped = 0
-        for proposal, value in pairs:
-            if value is None:
-                continue
-            value = check_value(value)
-            carried = carry(proposal)
+        for carried, value, scores in records:
             if carried is None:
                 dropped += 1
                 continue
-            self.history.append((self.add(carried, "warm", pending=False), value))
+            self.history.append((self.add(carried, "warm", pending=False), check_value(value)))
+            self.scores.append(scores)
             reused += 1
         return reused, dropped
 
@@ -196,7 +211,15 @@ class Ledger:
         return [(self.asked[i][0], v) for i, v in self.history if v is not None]
 
     def failed(self) -> list[Proposal]:
-        return [self.asked[i][0] for i, v in self.history if v is None]
+        """Proposals of failed trials (value None, no scores), in tell order."""
+        return [self.asked[i][0] for (i, v), s in zip(self.history, self.scores) if v is None and s is None]
+
+    def scored(self) -> list[tuple[int, Scores]]:
+        """``(index, scores)`` of the full-fidelity observations told with scores, in tell order."""
+        return [(i, s) for (i, _), s in zip(self.history, self.scores) if s is not None]
+
+    def has_scores(self) -> bool:
+        return any(s is not None for s in self.scores)
 
     def live(self) -> list[int]:
         """Indices of pending, told and stopped proposals (each once): what a new one must not repeat."""
@@ -234,6 +257,8 @@ class Ledger:
             "history": [[i, v] for i, v in self.history],
             "partial": [[i, f, v] for i, f, v in self.partial],
             "stopped": list(self.stopped),
+            "scores": [None if s is None else dict(s) for s in self.scores],
+            "partial_scores": [None if s is None else dict(s) for s in self.partial_scores],
         }
 
     @classmethod
@@ -245,16 +270,24 @@ class Ledger:
         led.history = [(int(i), None if v is None else float(v)) for i, v in state["history"]]
         led.partial = [(int(i), float(f), float(v)) for i, f, v in state["partial"]]
         led.stopped = [int(i) for i in state["stopped"]]
+        led.scores = [_scores(s) for s in state["scores"]]
+        led.partial_scores = [_scores(s) for s in state["partial_scores"]]
         return led
 
     def consistent(self) -> bool:
         n = len(self.asked)
         indices = self.pending + [i for i, _ in self.history] + [i for i, _, _ in self.partial] + self.stopped
         return (
-            all(o in ORIGINS for _, o in self.asked)
+            len(self.scores) == len(self.history)
+            and len(self.partial_scores) == len(self.partial)
+            and all(o in ORIGINS for _, o in self.asked)
             and all(0 <= i < n for i in indices)
             and all(0.0 < f <= 1.0 and math.isfinite(v) for _, f, v in self.partial)
         )
+
+
+def _scores(s: Any) -> Scores | None:
+    return None if s is None else {str(k): float(v) for k, v in dict(s).items()}
 
 
 def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +299,8 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
     (no exploitation steps without a budget), no partial or stopped trials. ``fidelity_scale:
     "auto"`` (a rule that switched the scale on from the finished trials' early ranking, since
     removed) reads as False, the value it held until six finished trials had early reports.
+    A state from before per-score observations has no scores, the plain mean over its tasks as
+    ``objective`` and the ``"single"`` surrogate, the model it was started with.
 
     Raises:
         ValueError: not a MixtureOptimizer state, or another version.
@@ -282,6 +317,10 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(state)
     out.setdefault("partial", [])
     out.setdefault("stopped", [])
+    if "scores" not in out and isinstance(out.get("history"), list):
+        out["scores"] = [None] * len(out["history"])
+    if "partial_scores" not in out and isinstance(out.get("partial"), list):
+        out["partial_scores"] = [None] * len(out["partial"])
     config = state.get("config")
     if isinstance(config, Mapping):
         c = dict(config)
@@ -293,22 +332,44 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
         c.setdefault("budget", None)
         c.setdefault("exploit_last", EXPLOIT_LAST)
         c.setdefault("acquisition_stream", 0)
+        c.setdefault("surrogate", "single")
+        c.setdefault("objective", None)
         out["config"] = c
     return out
 
 
-def warm_pairs(
-    source: Mapping[str, Any] | Sequence[tuple[Mapping[str, Any], float | None]],
-) -> list[tuple[Mapping[str, Any], float | None]]:
-    """``(proposal, value)`` pairs of a warm-start source: a state's told trials, or the pairs given."""
+WarmRecord = tuple[Mapping[str, Any], float | None, Scores | None]
+
+
+def warm_records(
+    source: Mapping[str, Any] | Sequence[Sequence[Any]],
+) -> tuple[list[WarmRecord], dict[str, float] | None]:
+    """A warm-start source's told trials ``(proposal, value, scores or None)`` and its composition.
+
+    ``source``: a state (any version; its composition is its ``objective``, or the plain mean over
+    its tasks for a state from before scores), or ``(proposal, value)`` pairs (composition None:
+    taken as this optimizer's) or ``(proposal, value, scores)`` triples.
+    """
     if not isinstance(source, Mapping):
-        return list(source)
+        records: list[WarmRecord] = []
+        for n, r in enumerate(source):
+            if not isinstance(r, (tuple, list)) or len(r) not in (2, 3):
+                raise ValueError(
+                    f"warm_start(): source[{n}] must be (proposal, value) or (proposal, value, scores), got {r!r}"
+                )
+            records.append((r[0], r[1], None if len(r) == 2 or r[2] is None else dict(r[2])))
+        return records, None
     if source.get("format") != STATE_FORMAT:
         raise ValueError(f"warm_start(): not a MixtureOptimizer state (expected format {STATE_FORMAT!r})")
     try:
-        asked = [a["proposal"] for a in source["asked"]]
-        return [(asked[int(i)], v) for i, v in source["history"]]
-    except (KeyError, TypeError, IndexError) as err:
+        state = migrate(source)
+        asked = [a["proposal"] for a in state["asked"]]
+        scores = state["scores"]
+        records = [(asked[int(i)], v, _scores(s)) for (i, v), s in zip(state["history"], scores, strict=True)]
+        c = state["config"]
+        weights = c["objective"] or {t: 1.0 / len(c["tasks"]) for t in c["tasks"]}
+        return records, {str(k): float(v) for k, v in weights.items()}
+    except (KeyError, TypeError, IndexError, ValueError) as err:
         raise ValueError(
             f"warm_start(): the source state is malformed: {type(err).__name__}: {err}"
         ) from None

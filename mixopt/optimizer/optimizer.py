@@ -12,21 +12,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from mixopt.optimizer import checks, defaults
-from mixopt.optimizer.ledger import (
-    CONFIG_KEYS,
-    STATE_FORMAT,
-    STATE_VERSION,
-    Ledger,
-    migrate,
-    warm_pairs,
+from mixopt.optimizer import checks, defaults, state
+from mixopt.optimizer.ledger import Ledger, warm_records
+from mixopt.optimizer.model import one_thread
+from mixopt.optimizer.objective import (
+    check_objective,
+    check_scores,
+    composed_value,
+    equal_weights,
+    warm_scores,
 )
-from mixopt.optimizer.model import MIN_OBSERVATIONS, one_thread
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
 from mixopt.optimizer.surrogate import Surrogate
+from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mixopt.optimizer")
 
 
-class MixtureOptimizer:
+class MixtureOptimizer(Views):
     """Propose task mixtures (and hyperparameters) to maximise a trial's objective. Ask/tell.
 
     Args:
@@ -72,6 +71,12 @@ class MixtureOptimizer:
             the acquisition's random starts from another stream, all else equal
             (:class:`mixopt.optimizer.seeding.RandomStreams`), to measure how much a comparison
             between two versions of the optimizer moves by chance.
+        objective: score name -> weight >= 0 (normalised to sum 1: a weighted mean of the scores
+            told with ``tell(p, scores=...)``); None: the plain mean over ``tasks``. Score names
+            need not be tasks (a held-out dev set, an MTEB task).
+        surrogate: ``"composite"``: one GP per score, composed (:mod:`.composite`); ``"single"``:
+            one GP on the composed objective. Callers that tell scalars only get the single GP
+            in either mode.
 
     Raises:
         ValueError: on any invalid argument, saying which and what to do.
@@ -93,6 +98,8 @@ class MixtureOptimizer:
         budget: int | None = None,
         exploit_last: int = defaults.EXPLOIT_LAST,
         acquisition_stream: int = 0,
+        objective: Mapping[str, float] | None = None,
+        surrogate: str = defaults.SURROGATE,
     ) -> None:
         self._space = space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         if space.is_single_point:
@@ -109,6 +116,10 @@ class MixtureOptimizer:
         self.budget = budget
         self.exploit_last = checks.check_exploit_last(exploit_last)
         self.dirichlet_alpha = checks.check_alpha(dirichlet_alpha, space.tasks)
+        self.objective_weights = (
+            equal_weights(space.tasks) if objective is None else check_objective(objective)
+        )
+        self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
         self.streams = RandomStreams(self.random_state, acquisition_stream)
         self.seed_mixtures: list[dict[str, Any]] = [dict(m) for m in (seed_mixtures or [])]
@@ -127,6 +138,8 @@ class MixtureOptimizer:
             multi_fidelity=self.multi_fidelity,
             fidelity_scale=self.fidelity_scale,
             noise_sd=self.prior_noise_sd,
+            weights=self.objective_weights,
+            mode=self.surrogate,
         )
         self._proposer = Proposer(
             self._space, self._alpha, self.streams, ledger, self._surrogate, self._user_seeds
@@ -163,52 +176,9 @@ class MixtureOptimizer:
 
     # ------------------------------------------------------------------ public state
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self._space.tasks
-
-    @property
-    def space(self) -> SearchSpace:
-        return self._space
-
-    @property
-    def pending(self) -> list[dict[str, Any]]:
-        """Proposals asked and not yet told or cancelled, in ask order (copies)."""
-        return [dict(self._ledger.proposal(i)) for i in self._ledger.pending]
-
-    @property
-    def history(self) -> list[tuple[dict[str, Any], float | None]]:
-        """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
-        return [(dict(self._ledger.proposal(i)), v) for i, v in self._ledger.history]
-
-    @property
-    def partial(self) -> list[tuple[dict[str, Any], float, float]]:
-        """Partial results ``(proposal, fraction, value)`` in tell order (:meth:`tell_partial`, and
-        the last value of each trial stopped early)."""
-        return [(dict(self._ledger.proposal(i)), f, v) for i, f, v in self._ledger.partial]
-
-    @property
-    def stopped(self) -> list[dict[str, Any]]:
-        """Proposals whose trial was stopped early (``tell(p, value, fraction < 1)``), in tell order."""
-        return [dict(self._ledger.proposal(i)) for i in self._ledger.stopped]
-
-    def origin(self, proposal: Mapping[str, Any]) -> str:
-        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"exploit"`` (one of
-        the budget's last proposals: the posterior-mean maximiser), ``"random"`` (fallback draw) or
-        ``"warm"`` (an observation reused from an earlier sweep, see :meth:`warm_start`)."""
-        return self._ledger.origin(self._ledger.asked_index("origin", proposal))
-
-    def best(self) -> tuple[dict[str, Any], float] | None:
-        """The best successful ``(proposal, value)`` told so far (first of ties), or None if none."""
-        best: tuple[int, float] | None = None
-        for i, v in self._ledger.successes():
-            if best is None or v > best[1]:
-                best = (i, v)
-        return None if best is None else (dict(self._ledger.proposal(best[0])), best[1])
-
     def warm_start(
         self,
-        source: Mapping[str, Any] | Sequence[tuple[Mapping[str, Any], float | None]],
+        source: Mapping[str, Any] | Sequence[Sequence[Any]],
         *,
         max_removed: float = defaults.WARM_MAX_REMOVED,
         name: str = "",
@@ -216,14 +186,20 @@ class MixtureOptimizer:
         """Reuse the observations of an earlier sweep before the first ask (Olmix's mixture reuse,
         arXiv:2602.12237).
 
-        ``source``: a :meth:`state_dict` (its told trials are reused) or ``(proposal, value)``
-        pairs. Each successful observation is carried onto this optimizer's tasks by
-        :meth:`SearchSpace.carry` (removed tasks' weight renormalised away, the point dropped if
-        that weight exceeds ``max_removed``; new tasks at weight 0, so they start unobserved)
-        and recorded as told, with origin ``"warm"``. Reused points count towards the seed phase:
-        with at least ``n_seeds`` of them the first ask is already a GP proposal. User seed
-        mixtures are still proposed first. ``name`` (e.g. the source sweep) is kept in the state.
-        Returns ``(reused, dropped)``; failed source trials are not counted.
+        ``source``: a :meth:`state_dict` (its told trials are reused), ``(proposal, value)`` pairs
+        (scalars of this optimizer's composition) or ``(proposal, value, scores)`` triples. A
+        trial's mixture is carried onto this optimizer's tasks by :meth:`SearchSpace.carry`
+        (removed tasks' weight renormalised away, the point dropped if that weight exceeds
+        ``max_removed``; new tasks at weight 0) and recorded as told, with origin ``"warm"``.
+        Scores: a trial contributes the scores this optimizer names and its objective is
+        recomputed under this composition; a score the source never measured starts unobserved
+        (the trial's objective is then unknown, ``history`` shows None, and only the per-score
+        GPs use it). A trial without scores is reused only when the source's composition (score
+        names and weights) is this one's: its value means something else otherwise.
+        Reused points count towards the seed phase: with at least ``n_seeds`` of them the first
+        ask is already a GP proposal. User seed mixtures are still proposed first. ``name``
+        (e.g. the source sweep) is kept in :attr:`warm_source` with the counts and the scores
+        reused and new. Returns ``(reused, dropped)``; failed source trials are not counted.
 
         Raises:
             ValueError: after the first ask, or for a source that is neither.
@@ -231,11 +207,24 @@ class MixtureOptimizer:
         if self._ledger.asked:
             raise ValueError("warm_start() must be called before the first ask()")
         max_removed = checks.check_max_removed(max_removed)
-        reused, dropped = self._ledger.warm(warm_pairs(source), lambda p: self._space.carry(p, max_removed))
-        self.warm_source = {"name": str(name), "reused": reused, "dropped": dropped}
+        records, source_weights = warm_records(source)
+        converted, _ = warm_scores(records, source_weights, self.objective_weights)
+        carried = [
+            (None if p is None else self._space.carry(p, max_removed), v, sc) for p, v, sc in converted
+        ]
+        reused, dropped = self._ledger.warm(carried)
+        seen = {k for p, _, sc in carried if p is not None and sc for k in sc}
+        self.warm_source = {
+            "name": str(name),
+            "reused": reused,
+            "dropped": dropped,
+            "trials": reused,
+            "scores_reused": [n for n in self.score_names if n in seen],
+            "scores_new": [n for n in self.score_names if n not in seen],
+        }
         return reused, dropped
 
-    def recommend(self) -> Recommendation | None:
+    def recommend(self, objective: Mapping[str, float] | None = None) -> Recommendation | None:
         """The mixture to use: the maximiser of the GP posterior mean, not the luckiest trial.
 
         ``best()`` is the best *observed* value, and with seed-to-seed noise that is biased upward
@@ -251,29 +240,25 @@ class MixtureOptimizer:
         already-observed mixture. Deterministic: the same history gives the same recommendation,
         also after a ``state_dict`` round trip.
 
+        ``objective``: another composition (score name -> weight) to recommend for, from the
+        recorded trials alone (their scores recomposed; the per-score GPs reused in composite
+        mode, a single GP on the recomposed values otherwise).
+
         Returns:
             A :class:`Recommendation` (``mean`` and ``sd`` in objective units), or None when no
             trial has succeeded. With fewer than 2 successful observations, or when the GP
             cannot be fitted, it falls back to :meth:`best` (``source="best_observed"``) and
             logs why.
         """
-        best = self.best()
-        if best is None:
-            return None
+        if objective is None:
+            best = self.best()
+            if best is None:
+                return None
+            with one_thread():
+                return self._proposer.recommend(best)
+        weights = check_objective(objective, "recommend(): objective")
         with one_thread():
-            return self._proposer.recommend(best)
-
-    def noise_sd(self) -> float | None:
-        """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
-
-        The likelihood's noise variance is in standardised units (``Standardize``), so
-        ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
-        seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
-        """
-        if self._surrogate.n_rows() < MIN_OBSERVATIONS:
-            return None
-        with one_thread():
-            return self._surrogate.noise_sd_fitted()
+            return self._proposer.recommend_under(weights)
 
     # ------------------------------------------------------------------ ask / tell
 
@@ -295,8 +280,18 @@ class MixtureOptimizer:
                 out.append(dict(proposal))
         return out
 
-    def tell(self, proposal: Mapping[str, Any], value: float | None, fraction: float = 1.0) -> None:
-        """Record a trial's result: a finite float to maximise, or None for a failed trial.
+    def tell(
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        fraction: float = 1.0,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record a trial's result: a finite float to maximise, or None for a failed trial; or its
+        ``scores`` (score name -> float), the objective then composed from them under
+        :attr:`objective_weights` (every weighted score must be there; others are kept for a later
+        recomposition; ``value`` must then be None or that same number).
 
         ``proposal`` must equal (``==``) a dict returned by :meth:`ask`; a JSON round trip keeps
         it equal. Telling an already-told proposal again records a repeat observation.
@@ -307,16 +302,30 @@ class MixtureOptimizer:
         (:attr:`partial`), modelled at its fraction with ``multi_fidelity``, never a
         full-fidelity observation (``best()`` ignores it).
         """
-        self._ledger.tell(proposal, value, fraction)
+        if scores is not None:
+            scores = check_scores(scores, "tell")
+            value = composed_value(self.objective_weights, scores, value, "tell")
+        self._ledger.tell(proposal, value, fraction, scores)
 
-    def tell_partial(self, proposal: Mapping[str, Any], value: float, fraction: float) -> None:
-        """Record an intermediate result of a running trial: its objective ``value`` after
-        ``fraction`` (in (0, 1]) of its step budget. The trial stays pending.
+    def tell_partial(
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        fraction: float | None = None,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record an intermediate result of a running trial: its objective ``value`` (or its
+        ``scores``, composed as in :meth:`tell`) after ``fraction`` (in (0, 1]) of its step
+        budget. The trial stays pending.
 
         With ``multi_fidelity`` the GP uses the trial's latest partial value until its final value
         arrives (which supersedes it); without, partial values are only kept in the state.
         """
-        self._ledger.tell_partial(proposal, value, fraction)
+        if scores is not None:
+            scores = check_scores(scores, "tell_partial")
+            value = composed_value(self.objective_weights, scores, value, "tell_partial")
+        self._ledger.tell_partial(proposal, value, fraction, scores)
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is
@@ -349,82 +358,17 @@ class MixtureOptimizer:
         """Drop a pending proposal without a value (an interrupted trial); it may be proposed again."""
         self._ledger.cancel(proposal)
 
-    def predict(self, proposals: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """GP posterior mean and sd of the objective at ``proposals``, in the objective's units.
-
-        Returns two arrays of shape ``(len(proposals),)``. The sd is that of the latent objective
-        (no observation noise). Pending proposals are not taken into account.
-
-        Raises:
-            RuntimeError: before the GP can be fitted (fewer than 2 successful observations) or
-                when every fitting attempt failed.
-            ValueError: for a malformed proposal.
-        """
-        if isinstance(proposals, Mapping):
-            raise ValueError("predict() takes a list of proposals; wrap a single one as [proposal]")
-        items = [self._space.check_proposal(p, f"predict(): proposals[{i}]") for i, p in enumerate(proposals)]
-        n_ok = self._surrogate.n_rows()
-        if n_ok < MIN_OBSERVATIONS:
-            raise RuntimeError(
-                f"predict(): the GP needs at least {MIN_OBSERVATIONS} successful observations, "
-                f"{n_ok} told so far; tell() more results first"
-            )
-        with one_thread():
-            return self._surrogate.predict(items)
-
-    # ------------------------------------------------------------------ wiring
-
-    # ------------------------------------------------------------------ state
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: the configuration, every asked proposal with its origin,
-        the pending ones and the told values. Plain JSON types only (``json.dumps`` works)."""
-        space = self._space
-        alpha = self.dirichlet_alpha
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "config": {
-                "tasks": list(space.tasks),
-                "n_seeds": self.n_seeds,
-                # The validated, complete seed proposals: plain floats, and their hyperparameters
-                # fixed, so a restored optimizer rebuilds exactly the same seeds.
-                "seed_mixtures": [dict(p) for p in self._user_seeds],
-                "dirichlet_alpha": dict(alpha) if isinstance(alpha, dict) else alpha,
-                "beta": self.beta,
-                "random_state": self.random_state,
-                "hyperparameters": space.hyperparameters_json(),
-                "bounds": space.bounds_json(),
-                "noise_sd": self.prior_noise_sd,
-                "multi_fidelity": self.multi_fidelity,
-                "fidelity_scale": self.fidelity_scale,
-                "budget": self._budget,
-                "exploit_last": self.exploit_last,
-                "acquisition_stream": self.streams.acquisition_stream,
-            },
-            "warm_source": self.warm_source,
-            **self._ledger.to_json(),
-        }
+        the pending ones, the told values and scores. Plain JSON types only (``json.dumps`` works)."""
+        return state.to_state(self, self._user_seeds, self._ledger)
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> MixtureOptimizer:
+    def from_state_dict(cls, state_: Mapping[str, Any]) -> MixtureOptimizer:
         """Rebuild an optimizer from :meth:`state_dict` (possibly after a JSON round trip, and from
         any earlier version's state: :func:`mixopt.optimizer.ledger.migrate`); it proposes exactly
         what the original would have proposed next."""
-        state = migrate(state)
-        try:
-            # The config's keys are the constructor's arguments (bounds as (min, max) pairs).
-            c = {k: state["config"][k] for k in CONFIG_KEYS}
-            opt = cls(**c | {"bounds": {t: tuple(b) for t, b in c["bounds"].items()}})
-            ledger = Ledger.from_json(state, opt._space.keys)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
-            ) from None
-        if not ledger.consistent():
-            raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
-        for i, (p, _) in enumerate(ledger.asked):
-            opt._space.check_proposal(p, f"state asked[{i}]")
+        opt, ledger = state.from_state(cls, state_)
         opt._wire(ledger)
-        opt.warm_source = state.get("warm_source")
+        opt.warm_source = state_.get("warm_source")
         return opt

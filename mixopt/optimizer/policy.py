@@ -21,6 +21,7 @@ import numpy as np
 from mixopt.optimizer import acquisition
 from mixopt.optimizer.ledger import Ledger
 from mixopt.optimizer.model import MIN_OBSERVATIONS
+from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams, draw
 from mixopt.optimizer.surrogate import Surrogate
 from mixopt.space import Proposal, SearchSpace
@@ -128,10 +129,16 @@ class Proposer:
             return False
         return not any(self.ledger.origin(i) == "exploit" for i in self.ledger.pending)
 
-    def recommend(self, best: tuple[dict[str, Any], float]) -> Recommendation:
+    def recommend(
+        self,
+        best: tuple[dict[str, Any], float],
+        weights: dict[str, float] | None = None,
+        told: list[tuple[Proposal, float]] | None = None,
+    ) -> Recommendation:
         """The posterior mean's maximiser with its predicted mean and sd (objective units), or
-        ``best`` (the best observed trial) when the GP cannot say, with the reason logged."""
-        n_ok = self.surrogate.n_rows()
+        ``best`` (the best observed trial) when the GP cannot say, with the reason logged.
+        ``weights``: another composition (None: the optimizer's), ``told`` its observed values."""
+        n_ok = self.surrogate.n_rows(weights)
         fallback = Recommendation(best[0], best[1], None, "best_observed")
         if n_ok < MIN_OBSERVATIONS:
             logger.info(
@@ -140,14 +147,14 @@ class Proposer:
                 MIN_OBSERVATIONS,
             )
             return fallback
-        fitted = self.surrogate.fitted()
+        fitted = self.surrogate.fitted(weights)
         if fitted is None:
             logger.warning("recommend(): the GP could not be fitted; returning the best observed")
             return fallback
         try:
             seed = self.streams.seed("recommend", len(self.ledger.history))
-            proposal = acquisition.mean_maximiser(fitted, self.space, self.alpha, self.ledger, seed)
-            mean, sd = self.surrogate.predict([proposal])
+            proposal = acquisition.mean_maximiser(fitted, self.space, self.alpha, self.ledger, seed, told)
+            mean, sd = self.surrogate.predict([proposal], weights)
         except Exception as err:  # numerical trouble must not cost the caller its answer
             logger.warning(
                 "recommend(): maximising the posterior mean failed (%s: %s); returning the best observed",
@@ -156,3 +163,22 @@ class Proposer:
             )
             return fallback
         return Recommendation(dict(proposal), float(mean[0]), float(sd[0]), "posterior_mean")
+
+    def recommend_under(self, weights: dict[str, float]) -> Recommendation | None:
+        """:meth:`recommend` under another composition ``weights``, from the told scores alone;
+        None when no trial succeeded.
+
+        Raises:
+            ValueError: trials succeeded but none was told every score ``weights`` weighs.
+        """
+        led = self.ledger
+        told = [(led.proposal(i), v) for i, s in led.scored() if (v := compose(weights, s)) is not None]
+        if not told:
+            if led.successes():
+                raise ValueError(
+                    f"recommend(): no trial was told every score {sorted(n for n, c in weights.items() if c > 0)} "
+                    "the objective weighs; tell(proposal, scores={...}) records them"
+                )
+            return None
+        best = max(range(len(told)), key=lambda k: (told[k][1], -k))
+        return self.recommend((dict(told[best][0]), told[best][1]), weights, told)

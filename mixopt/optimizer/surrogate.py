@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from mixopt.optimizer import fidelity
+from mixopt.optimizer.composite import ScoreModels, score_noise_sd
 from mixopt.optimizer.ledger import Ledger
 from mixopt.optimizer.model import FIT_ATTEMPTS, MIN_OBSERVATIONS, Fitted, fit_gp, jitter
+from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
 from mixopt.space import Proposal, SearchSpace
 
@@ -20,6 +22,12 @@ from mixopt.space import Proposal, SearchSpace
 class Surrogate:
     """The optimizer's GP: fitted on the successful observations (and, with ``multi_fidelity``,
     the partial ones), cached until the data changes.
+
+    ``surrogate="composite"`` with scores told: one GP per score composed by ``weights``
+    (:mod:`~mixopt.optimizer.composite`); otherwise (``"single"``, only scalars told, or some
+    successful trial told without scores) one GP on the composed objective, today's model. Every
+    method takes ``weights`` (None: the optimizer's own objective), so a recommendation under
+    another composition uses the same machinery.
 
     The fit of data key ``key`` is seeded by ``streams.seed("fit", key * len(FIT_ATTEMPTS) +
     attempt)``: it depends only on the observations, so a restored state refits the same GP.
@@ -34,18 +42,52 @@ class Surrogate:
         multi_fidelity: bool,
         fidelity_scale: bool,
         noise_sd: float | None,
+        weights: dict[str, float] | None = None,
+        mode: str = "single",
     ) -> None:
         self.ledger, self.space, self.streams = ledger, space, streams
         self.multi_fidelity, self.fidelity_scale, self.noise_sd = multi_fidelity, fidelity_scale, noise_sd
+        self.weights, self.mode = dict(weights or {}), mode
+        self.scores = ScoreModels(
+            ledger,
+            space,
+            streams,
+            multi_fidelity=multi_fidelity,
+            fidelity_scale=fidelity_scale,
+            noise_sd=score_noise_sd(noise_sd, self.weights) if self.weights else None,
+        )
         self._cache: tuple[int, Fitted | None] | None = None
+        self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
 
-    def n_rows(self) -> int:
-        """How many observations the GP is fitted on (partial ones only with ``multi_fidelity``)."""
-        return fidelity.n_rows(self.ledger, self.multi_fidelity)
+    def composite(self) -> bool:
+        """Whether the per-score GPs model the objective now: composite mode, scores told, and
+        every successful trial told with them (a scalar-only one would be lost to the parts)."""
+        led = self.ledger
+        if self.mode != "composite" or not led.has_scores():
+            return False
+        return all(s is not None for (_, v), s in zip(led.history, led.scores) if v is not None)
 
-    def fitted(self) -> Fitted | None:
+    def _own(self, weights: dict[str, float] | None) -> bool:
+        return weights is None or weights == self.weights
+
+    def n_rows(self, weights: dict[str, float] | None = None) -> int:
+        """How many observations the GP is fitted on (partial ones only with ``multi_fidelity``);
+        for a composition, the fewest any weighted score has."""
+        if self._own(weights) and not self.composite():
+            return fidelity.n_rows(self.ledger, self.multi_fidelity)
+        w = self.weights if weights is None else weights
+        if self.composite() or self.mode == "composite":
+            return self.scores.n_rows([n for n, c in w.items() if c > 0])
+        return len(self._recomposed_rows(w))
+
+    def fitted(self, weights: dict[str, float] | None = None) -> Fitted | None:
         """The GP fitted on the current observations (cached until they change), or None when
         every fitting attempt failed."""
+        if not self._own(weights) or self.composite():
+            w = self.weights if weights is None else weights
+            if self.composite() or self.mode == "composite":
+                return self.scores.composed(w)
+            return self._fit_recomposed(w)
         key = fidelity.data_key(self.ledger, self.multi_fidelity)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -62,6 +104,41 @@ class Surrogate:
         self._cache = (key, fitted)
         return fitted
 
+    def _recomposed_rows(self, weights: dict[str, float]) -> list[tuple[int, float, float]]:
+        """Rows of the single GP on another composition: each scored trial's recomposed value
+        (partial ones with ``multi_fidelity``, by :func:`fidelity.curve_rows`'s rule)."""
+        rows = [(i, 1.0, v) for i, s in self.ledger.scored() if (v := compose(weights, s)) is not None]
+        if self.multi_fidelity:
+            led = self.ledger
+            partial = [
+                (i, f, v)
+                for (i, f, _), ps in zip(led.partial, led.partial_scores)
+                if ps is not None and (v := compose(weights, ps)) is not None
+            ]
+            rows += fidelity.curve_rows(partial, {i for i, _, _ in rows})
+        return rows
+
+    def _fit_recomposed(self, weights: dict[str, float]) -> Fitted | None:
+        """The single GP on another composition's values (``surrogate="single"``), cached."""
+        key = fidelity.data_key(self.ledger, self.multi_fidelity)
+        cache_key = tuple(sorted(weights.items()))
+        if cache_key in self._recomposed and self._recomposed[cache_key][0] == key:
+            return self._recomposed[cache_key][1]
+        rows = self._recomposed_rows(weights)
+        fitted = None
+        if len(rows) >= MIN_OBSERVATIONS:
+            fitted = fit_gp(
+                fidelity.features(self.ledger, self.space, rows, self.multi_fidelity),
+                torch.tensor([[v] for _, _, v in rows], dtype=torch.float64),
+                n_weights=self.space.n_tasks,
+                noise_sd=self.noise_sd,
+                multi_fidelity=self.multi_fidelity,
+                fidelity_scale=self.fidelity_scale,
+                seed=lambda attempt: self.streams.seed("fit", key * len(FIT_ATTEMPTS) + attempt),
+            )
+        self._recomposed[cache_key] = (key, fitted)
+        return fitted
+
     def below_incumbent(self, i: int, beta: float) -> bool:
         """Whether running trial ``i``'s UCB at full fidelity, ``mu(x_i, 1) + beta * sigma(x_i, 1)``,
         is below the best posterior mean at full fidelity among the finished trials. False until
@@ -75,14 +152,16 @@ class Surrogate:
         mean, sd = self.predict([self.ledger.proposal(i)] + finished)
         return bool(mean[0] + beta * sd[0] < mean[1:].max())
 
-    def predict(self, items: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, items: list[Proposal], weights: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and sd of the latent objective at ``items`` (at full fidelity), each
         ``(len(items),)``, in objective units.
 
         Raises:
             RuntimeError: when the GP could not be fitted.
         """
-        fitted = self.fitted()
+        fitted = self.fitted(weights)
         if fitted is None:
             raise RuntimeError(
                 "predict(): the GP could not be fitted to the observations (see the logged warning)"
@@ -91,14 +170,17 @@ class Surrogate:
             return np.zeros(0), np.zeros(0)
         x = torch.tensor(np.array([self.space.encode(p) for p in items]), dtype=torch.float64)
         with torch.no_grad(), jitter(fitted.jitter):
-            post = fitted.model.posterior(fitted.full(x))
+            post = fitted.model.posterior(fitted.full(x), posterior_transform=fitted.transform)
             mean = post.mean.squeeze(-1).numpy().copy()
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
         return mean, sd
 
     def noise_sd_fitted(self) -> float | None:
         """The fitted observation-noise sd in objective units, ``sqrt(noise_var) * std(y)`` (the
-        likelihood's variance is in ``Standardize``d units); None when the GP could not be fitted."""
+        likelihood's variance is in ``Standardize``d units); None when the GP could not be fitted.
+        On the composite surrogate, the composition's: ``sqrt(sum_k c_k^2 noise_k^2)``."""
+        if self.composite():
+            return self.scores.noise_sd_composed(self.weights)
         fitted = self.fitted()
         if fitted is None:
             return None
