@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mixopt.optimizer import MixtureOptimizer
 from mixopt.optimizer.fidelity import score_rows
@@ -157,13 +158,22 @@ def test_recommend_under_a_new_composition_works_in_single_mode() -> None:
 
 
 def test_warm_start_with_a_task_removed_recomputes_the_objective_from_the_scores() -> None:
-    src = MixtureOptimizer(TASKS, n_seeds=4, seed_mixtures=[
-        {"a": 0.5, "b": 0.3, "c": 0.2},  # c removed (0.2 <= 0.25): a, b / 0.8
-        {"a": 0.1, "b": 0.1, "c": 0.8},  # mostly c: dropped
-        {"a": 0.9, "b": 0.1, "c": 0.0},  # failed: not reused, not counted
-        {"a": 0.2, "b": 0.8, "c": 0.0},
-    ])
-    scores = [{"a": 0.2, "b": 0.3, "c": 0.9}, {"a": 0.1, "b": 0.1, "c": 0.7}, None, {"a": 0.4, "b": 0.5, "c": 0.6}]
+    src = MixtureOptimizer(
+        TASKS,
+        n_seeds=4,
+        seed_mixtures=[
+            {"a": 0.5, "b": 0.3, "c": 0.2},  # c removed (0.2 <= 0.25): a, b / 0.8
+            {"a": 0.1, "b": 0.1, "c": 0.8},  # mostly c: dropped
+            {"a": 0.9, "b": 0.1, "c": 0.0},  # failed: not reused, not counted
+            {"a": 0.2, "b": 0.8, "c": 0.0},
+        ],
+    )
+    scores = [
+        {"a": 0.2, "b": 0.3, "c": 0.9},
+        {"a": 0.1, "b": 0.1, "c": 0.7},
+        None,
+        {"a": 0.4, "b": 0.5, "c": 0.6},
+    ]
     for p, s in zip(src.ask(4), scores):
         src.tell(p, scores=s)
     state = json.loads(json.dumps(src.state_dict()))
@@ -174,7 +184,12 @@ def test_warm_start_with_a_task_removed_recomputes_the_objective_from_the_scores
     assert new.history[0][0] == pytest.approx({"a": 0.625, "b": 0.375}, abs=1e-12)
     assert [s for _, s in new.score_history] == [{"a": 0.2, "b": 0.3}, {"a": 0.4, "b": 0.5}]
     assert new.warm_source == {
-        "name": "exp/1", "reused": 2, "dropped": 1, "trials": 2, "scores_reused": ["a", "b"], "scores_new": []
+        "name": "exp/1",
+        "reused": 2,
+        "dropped": 1,
+        "trials": 2,
+        "scores_reused": ["a", "b"],
+        "scores_new": [],
     }
     # A source without scores: reused only under the same composition.
     pairs_src = MixtureOptimizer(TASKS, n_seeds=1)
@@ -259,3 +274,47 @@ def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
     parts = opt.predict_scores([p])
     assert mean[0] == pytest.approx(sum(parts[n][0][0] for n in TASKS) / 3, rel=1e-9)
     assert sd[0] == pytest.approx(math.sqrt(sum(parts[n][1][0] ** 2 for n in TASKS)) / 3, rel=1e-9)
+
+
+def test_pending_points_are_hallucinated_per_score_at_its_mean() -> None:
+    """GP-BUCB on the composition: each score's GP gets an observation at the pending point equal
+    to its own posterior mean; the reference appends that row to each score's closed-form GP."""
+    weights = {"a": 1.0, "b": 3.0, "c": 1.0}
+    opt = scored_optimizer(n=16, seed=5, objective=weights)
+    fitted = opt._surrogate.fitted()
+    (group,) = opt._surrogate.scores.groups(TASKS)
+    model = group.fitted.model
+    ls = model.covar_module.lengthscale.detach().reshape(-1).numpy()
+    noise = model.likelihood.noise.detach().reshape(-1).numpy()
+    const = model.mean_module.constant.detach().reshape(-1).numpy()
+    x = np.array([opt.space.encode(p) for p, _ in opt.history])
+    pending = [dict(zip(TASKS, w.tolist())) for w in mixtures(2, 7)]
+    xh = np.array([opt.space.encode(p) for p in pending])
+    probes = np.concatenate(
+        [xh, np.array([opt.space.encode(dict(zip(TASKS, w.tolist()))) for w in mixtures(4, 8)])]
+    )
+    conditioned = fitted.model.condition_at_mean(torch.tensor(xh))
+    with torch.no_grad():
+        post = conditioned.posterior(torch.tensor(probes).unsqueeze(1))
+        before = fitted.model.posterior(torch.tensor(probes).unsqueeze(1))
+    c = {n: w / 5.0 for n, w in weights.items()}
+    ref_mean, ref_var = 0.0, 0.0
+    for j, n in enumerate(group.names):
+        y = np.array([s[n] for _, s in opt.score_history])
+        mu_h, _ = closed_form(x, y, xh, ls[j], noise[j], const[j])
+        # The hallucinated rows in the standardised units of the original data (Standardize is
+        # not refitted on them), expressed here by appending them in score units.
+        m, sd = y.mean(), y.std(ddof=1)
+        xs, ys = np.concatenate([x, xh]), np.concatenate([(y - m) / sd, (mu_h - m) / sd])
+        k = matern52(xs, xs, ls[j]) + noise[j] * np.eye(len(xs))
+        ks = matern52(probes, xs, ls[j])
+        mean = const[j] + ks @ np.linalg.solve(k, ys - const[j])
+        var = 1.0 - np.einsum("ij,ji->i", ks, np.linalg.solve(k, ks.T))
+        ref_mean = ref_mean + c[n] * (m + sd * mean)
+        ref_var = ref_var + c[n] ** 2 * sd**2 * var
+    np.testing.assert_allclose(post.mean.reshape(-1).numpy(), ref_mean, rtol=1e-6)
+    np.testing.assert_allclose(post.variance.reshape(-1).numpy(), ref_var, rtol=1e-5, atol=1e-12)
+    # The mean is unchanged everywhere; the sd collapses at the pending points only.
+    np.testing.assert_allclose(post.mean.reshape(-1).numpy(), before.mean.reshape(-1).numpy(), rtol=1e-6)
+    shrink = (post.variance / before.variance).reshape(-1).numpy()
+    assert (shrink[:2] < 0.9).all() and (shrink <= 1 + 1e-9).all()

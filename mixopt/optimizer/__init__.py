@@ -6,13 +6,20 @@ upper-confidence-bound acquisition propose the next ones. Usable alone, with no 
 
     opt = MixtureOptimizer(["retrieval_0", "sts_1", "classification_2"])
     for proposal in opt.ask(4):          # {"retrieval_0": 0.21, "sts_1": 0.52, ...}
-        opt.tell(proposal, train_and_score(proposal))
+        opt.tell(proposal, scores=dev_scores(proposal))   # {"retrieval_0": 0.61, "sts_1": ...}
     best_proposal, best_value = opt.best()
+    opt.recommend(objective={"retrieval_0": 2, "sts_1": 1})  # another composition, no new trial
 
 The package is an orchestrator over small parts, each usable and testable alone:
 
-- :mod:`.optimizer`: :class:`MixtureOptimizer` (ask, tell, cancel, best, recommend, predict,
-  state) wires the parts below.
+- :mod:`.optimizer`: :class:`MixtureOptimizer` (ask, tell, cancel, warm start, recommend, state)
+  wires the parts below; :mod:`.views` holds its read-only queries (history, best, predict,
+  predict_scores, predict_joint) and :mod:`.state` its state dict.
+- :mod:`.objective`: the objective as weights over score names (a weighted mean, default the
+  plain mean over the tasks), the checks on told scores, and how a warm start's scores are
+  recomposed.
+- :mod:`.composite`: the composite surrogate: one GP per score, scores observed on the same rows
+  fitted as one batched GP, composed into the objective (:class:`.composite.ComposedGP`).
 - :mod:`.policy`: what to propose next. The user's seed mixtures first, then bounded-Dirichlet
   draws until ``max(n_seeds, len(seed_mixtures))`` proposals are out (``n_seeds`` defaults to 7;
   bench/RESULTS.md, "Mixture optimizer", holds the measurements behind it), then GP-UCB, and with
@@ -59,6 +66,18 @@ posterior mean and excluded within the same radius. Not imputing a number (e.g. 
 is deliberate: a failure says nothing about the objective (a preempted worker, an OOM at one
 batch size), and a fake extreme value would distort the standardisation and the fitted
 lengthscales for the whole space.
+
+**Per-score observations: the composite surrogate** (Astudillo & Frazier, arXiv:1906.01537).
+A trial measures one score per task (and perhaps on held-out sets); ``tell(p, scores=...)``
+keeps them, and the objective is their weighted mean under ``objective`` (default: the plain
+mean over the tasks, today's objective). With ``surrogate="composite"`` (the default) the
+optimizer fits one GP per score and composes them: for a linear composition of independent GPs
+the posterior is Gaussian, mean ``sum_k c_k mu_k`` and variance ``sum_k c_k^2 sigma_k^2``, so UCB
+and the recommendation stay closed form, and ``recommend(objective=...)`` answers for other
+weights from the recorded trials alone. ``"single"`` fits one GP on the composed objective.
+Callers that tell scalars only get the single GP in either mode, exactly as before. A warm start
+recomposes each reused trial's scores under the new composition; scores it never measured (a task
+added) start unobserved.
 
 **Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
 winner's curse). ``recommend()`` returns the maximiser of the GP posterior mean over the same

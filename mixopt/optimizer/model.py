@@ -42,14 +42,23 @@ MIN_OBSERVATIONS = 2
 # Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
 # The first is botorch's default floor; the second trades a little fidelity for a stable fit.
 FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-5))
+# L-BFGS-B's relative tolerance on the marginal likelihood for a batch of scores (see fit_mll).
+BATCH_FTOL = 1e-4
 
 
 def fit_mll(mll: ExactMarginalLogLikelihood) -> None:
     """Fit GP hyperparameters by maximising the marginal log likelihood (MAP with the priors).
 
+    A batch of scores (:mod:`~mixopt.optimizer.composite`) stops at a relative change of the
+    objective of ``BATCH_FTOL``: botorch's batched L-BFGS-B steps every member until the slowest
+    has converged, and its default tolerance then costs twice the time for hyperparameters
+    that move by under 1 % (0.5 % at 100 observations x 17 scores). The single GP keeps the default.
     A module-level function so that tests can make it fail and exercise the fallbacks.
     """
-    fit_gpytorch_mll(mll)
+    if mll.model.num_outputs > 1:
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"ftol": BATCH_FTOL, "factr": None}})
+    else:
+        fit_gpytorch_mll(mll)
 
 
 @contextlib.contextmanager
@@ -116,6 +125,8 @@ def condition_at_mean(model: Model, xh: torch.Tensor) -> Model:
     output: each part of a ``ModelListGP`` at its own mean."""
     if isinstance(model, ModelListGP):
         return ModelListGP(*[condition_at_mean(m, xh) for m in model.models])
+    if hasattr(model, "condition_at_mean"):  # the composite surrogate's ComposedGP
+        return model.condition_at_mean(xh)
     with torch.no_grad():
         mean_h = model.posterior(xh).mean
     return model.condition_on_observations(xh, mean_h)

@@ -137,7 +137,7 @@ class Views:
             n for n, c in self.objective_weights.items() if c > 0 or len(models.rows(n)) >= MIN_OBSERVATIONS
         ]
         with one_thread():
-            return models.predict(names, items)
+            return models.predict(names, items, self._weighted())
 
     def predict_joint(
         self, proposals: Sequence[Mapping[str, Any]], score: str
@@ -154,7 +154,10 @@ class Views:
                 f"predict_joint(): no trial was told score {score!r}; told scores: {self._told_names()}"
             )
         with one_thread():
-            return self._surrogate.scores.joint(score, items)
+            return self._surrogate.scores.joint(score, items, self._weighted())
+
+    def _weighted(self) -> list[str]:
+        return [n for n, c in self.objective_weights.items() if c > 0]
 
     def _told_names(self) -> list[str]:
         return sorted({k for _, s in self._ledger.scored() for k in s})
