@@ -20,7 +20,8 @@ concave too and SLSQP from many starts finds its maximum ``f*`` on the simplex.
 
 - ``interior``: every task saturates fast (``rate`` log-uniform in [2, 8]), scores of different
   scales (``base`` in [0.1, 0.6], ``gain`` in [0.15, 0.5]); a quarter of the pairs transfer
-  (``T`` in [0.1, 0.5]), 15 % interfere (``T`` in [-0.3, -0.05]). The optimum spreads the data.
+  (``T`` in [0.1, 0.5]), 15 % interfere (``T`` in [-0.3, -0.05]). The optimum spreads the data
+  (over every task at K = 3, about half of them at K = 17).
 - ``sparse``: a sixth of the tasks (at least one) are hubs whose data helps every other task
   (``T`` in [0.4, 0.9]); the rest learn slowly from their own data (``rate`` in [0.5, 1.5], gain in
   [0.1, 0.3]) and 30 % of their pairs interfere. The optimum puts most tasks at weight 0.
@@ -88,7 +89,7 @@ KS = (3, 17)
 BUDGET = 32
 METHODS = ("mixopt-single", "mixopt-composite", "optuna-gp", "botorch-ucb")
 NOISE_FRACTION = 0.10
-# SLSQP starts for f*: the centre, every vertex's neighbourhood is reached from Dirichlet(0.3) draws.
+# SLSQP starts for f*: the centre and this many Dirichlet(0.3) draws (sparse ones, near the faces).
 OPTIMUM_STARTS = 40
 
 
