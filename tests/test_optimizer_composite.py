@@ -10,6 +10,7 @@ that no test waits on dozens of GP asks.
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -225,9 +226,11 @@ def test_warm_start_with_a_task_added_leaves_its_score_unobserved() -> None:
 
 
 def test_state_round_trip_with_scores_and_old_states_migrate() -> None:
-    opt = scored_optimizer(n=10, seed=3, objective={"a": 1, "b": 2, "c": 1})
+    opt = scored_optimizer(n=10, seed=3, objective={"a": 0.1, "b": 0.7, "c": 0.3})
     (p,) = opt.ask(1)
-    clone = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    state = json.loads(json.dumps(opt.state_dict()))
+    assert state["config"]["objective"] == {"a": 0.1, "b": 0.7, "c": 0.3}  # as given: restored bit for bit
+    clone = MixtureOptimizer.from_state_dict(state)
     assert clone.objective_weights == opt.objective_weights and clone.surrogate == "composite"
     assert clone.score_history == opt.score_history and clone.pending == [p]
     w = np.array([p[t] for t in TASKS])
@@ -249,12 +252,15 @@ def test_state_round_trip_with_scores_and_old_states_migrate() -> None:
     assert back.ask(1) == old.ask(1)
 
 
-def test_mixed_scalar_and_scored_trials_fall_back_to_the_single_gp() -> None:
+def test_mixed_scalar_and_scored_trials_fall_back_to_the_single_gp(caplog) -> None:
     opt = scored_optimizer(n=6, seed=4)
     assert opt.surrogate_in_use == "composite"
     (p,) = opt.ask(1)
     opt.tell(p, 0.3)
-    assert opt.surrogate_in_use == "single"
+    with caplog.at_level(logging.WARNING, logger="mixopt.optimizer"):
+        assert opt.surrogate_in_use == "single"
+        assert opt.surrogate_in_use == "single"
+    assert caplog.text.count("told a scalar without scores") == 1
 
 
 def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
@@ -274,6 +280,9 @@ def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
     parts = opt.predict_scores([p])
     assert mean[0] == pytest.approx(sum(parts[n][0][0] for n in TASKS) / 3, rel=1e-9)
     assert sd[0] == pytest.approx(math.sqrt(sum(parts[n][1][0] ** 2 for n in TASKS)) / 3, rel=1e-9)
+    # UCB over (mixture, fraction = 1) on the composition, the running trials hallucinated per score.
+    (s,) = opt.ask(1)
+    assert opt.origin(s) == "bo" and opt.surrogate_in_use == "composite"
 
 
 def test_pending_points_are_hallucinated_per_score_at_its_mean() -> None:

@@ -35,12 +35,16 @@ def experiment(tasks: list[str], warm: WarmStartConfig | None) -> Experiment:
     )
 
 
-def source_state() -> dict:
+def source_state(scores: bool = False) -> dict:
+    """Three trials told scalars (the plain mean of a, b, c), or with ``scores`` per-task scores."""
     old = MixtureOptimizer(
         ["a", "b", "c"], n_seeds=3, seed_mixtures=[{"a": 0.5, "b": 0.3, "c": 0.2}, {"c": 1.0}, {"a": 1.0}]
     )
     for p, v in zip(old.ask(3), (1.0, 5.0, 2.0)):
-        old.tell(p, v)
+        if scores:
+            old.tell(p, scores={"a": v, "b": v + 1, "c": v + 2})
+        else:
+            old.tell(p, v)
     return json.loads(json.dumps(old.state_dict()))
 
 
@@ -64,13 +68,15 @@ def test_warm_start_config_needs_exactly_one_source(tmp_path) -> None:
 
 def test_warm_start_from_a_state_file(tmp_path) -> None:
     path = tmp_path / "state.json"
-    path.write_text(json.dumps(source_state()))
+    path.write_text(json.dumps(source_state(scores=True)))
     exp = experiment(["a", "b", "d"], WarmStartConfig(state=path))
     opt = MixtureOptimizer.from_experiment(exp)
     params = warm_start(opt, exp, "unused://")
-    # c = 0.2 renormalised away; {"c": 1.0} dropped; {"a": 1.0} kept as is.
+    # c = 0.2 renormalised away; {"c": 1.0} dropped; {"a": 1.0} kept as is. The scores of a and b
+    # are reused; d was never measured, so the reused trials' objective (mean of a, b, d) is unknown.
     assert params == {"warm_start": str(path), "warm_start_reused": 2, "warm_start_dropped": 1}
-    assert [v for _, v in opt.history] == [1.0, 2.0]
+    assert [s for _, s in opt.score_history] == [{"a": 1.0, "b": 2.0}, {"a": 2.0, "b": 3.0}]
+    assert [v for _, v in opt.history] == [None, None]
     assert opt.history[0][0] == pytest.approx({"a": 0.625, "b": 0.375, "d": 0.0}, abs=1e-12)
     assert {opt.origin(p) for p, _ in opt.history} == {"warm"}
     with pytest.raises(SweepError, match="optimizer.warm_start"):

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction, PosteriorMean, UpperConfidenceBound
-from botorch.acquisition.objective import PosteriorTransform
 from botorch.exceptions.warnings import InputDataWarning, OptimizationWarning
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf
@@ -57,17 +56,14 @@ SLSQP_MAXITER = 100
 SLSQP_BATCH_DIMS = 120
 
 
-Acquisition = Callable[[Model, PosteriorTransform | None], AcquisitionFunction]
-
-
-def ucb(beta: float) -> Acquisition:
+def ucb(beta: float) -> Callable[[Model], AcquisitionFunction]:
     """``mu + beta * sigma`` (botorch's UCB given ``beta ** 2``); beta = 0 for an exploitation step.
-    On the composite surrogate mu and sigma are the composition's (its posterior transform)."""
-    return lambda model, transform: UpperConfidenceBound(model, beta=beta**2, posterior_transform=transform)
+    On the composite surrogate the model is the composition (:class:`~mixopt.optimizer.composite.ComposedGP`)."""
+    return lambda model: UpperConfidenceBound(model, beta=beta**2)
 
 
-def posterior_mean(model: Model, transform: PosteriorTransform | None) -> AcquisitionFunction:
-    return PosteriorMean(model, posterior_transform=transform)
+def posterior_mean(model: Model) -> AcquisitionFunction:
+    return PosteriorMean(model)
 
 
 def propose(
@@ -194,7 +190,7 @@ def boundary_starts(
 def maximise(
     fitted: Fitted,
     space: SearchSpace,
-    acquisition: Acquisition,
+    acquisition: Callable[[Model], AcquisitionFunction],
     starts: Callable[[np.random.Generator], np.ndarray],
     seed: int,
     *,
@@ -220,7 +216,7 @@ def maximise(
             xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
             xh = fitted.full(xh)  # pending trials will end at full fidelity
             model = condition_at_mean(model, xh)  # per score on the composite surrogate
-        acq = fitted.at_full(acquisition(model, fitted.transform), space.dim)
+        acq = fitted.at_full(acquisition(model), space.dim)
         x0 = starts(rng)
         with torch.no_grad():
             values = acq(torch.tensor(x0, dtype=torch.float64).unsqueeze(1)).numpy()

@@ -5,7 +5,8 @@ parts a trial measures and composes them. Here the objective is linear in the sc
 ``f(x) = sum_k c_k s_k(x)``, and with independent GPs on the ``s_k`` its posterior is again
 Gaussian, mean ``sum_k c_k mu_k(x)`` and variance ``sum_k c_k^2 sigma_k^2(x)``: botorch's
 ``ScalarizedPosteriorTransform(c)`` on the multi-output posterior, so UCB and the posterior mean
-stay closed form (:mod:`~mixopt.optimizer.acquisition` hands the transform to both).
+stay closed form. :class:`ComposedGP` computes that posterior directly from each group's Cholesky
+factor, a one-output model that botorch's UCB and ``PosteriorMean`` take as they are.
 
 **One fit, batched.** Scores observed on the same rows (every trial reports every task's score)
 form a *group*: one ``SingleTaskGP`` with an ``(n, m)`` outcome, which botorch and gpytorch run
@@ -14,8 +15,8 @@ fitted by one optimisation of the summed marginal likelihood. Each keeps today's
 (:func:`mixopt.optimizer.model.make_gp`). Scores observed on different rows cannot share a batch
 (a batched GP needs one input matrix): a warm start that added a task leaves the new score
 without the reused trials, a held-out score may be missing from some trials. Each such group is
-fitted alone and the groups are joined by a ``ModelListGP``, whose posterior is the block-diagonal
-joint of its parts, so the composition above holds across groups too.
+fitted alone; :class:`ComposedGP` sums over the groups as over the scores of one group (the
+groups are independent GPs, as a ``ModelListGP`` would join them).
 
 **Pending points (GP-BUCB)** are hallucinated per score at that score's posterior mean
 (:func:`mixopt.optimizer.model.condition_at_mean`): every part's mean stays, every part's sd collapses there, and so do

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.optimizer.defaults import EXPLOIT_LAST
+from mixopt.optimizer.objective import check_objective, equal_weights
 from mixopt.space import Proposal
 
 STATE_FORMAT = "mixopt.MixtureOptimizer"
@@ -367,8 +368,8 @@ def warm_records(
         scores = state["scores"]
         records = [(asked[int(i)], v, _scores(s)) for (i, v), s in zip(state["history"], scores, strict=True)]
         c = state["config"]
-        weights = c["objective"] or {t: 1.0 / len(c["tasks"]) for t in c["tasks"]}
-        return records, {str(k): float(v) for k, v in weights.items()}
+        weights = equal_weights(c["tasks"]) if c["objective"] is None else check_objective(c["objective"])
+        return records, weights
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise ValueError(
             f"warm_start(): the source state is malformed: {type(err).__name__}: {err}"

@@ -22,10 +22,9 @@ from typing import Any
 import gpytorch
 import torch
 from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
-from botorch.acquisition.objective import PosteriorTransform
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
@@ -99,13 +98,12 @@ def jitter(value: float | None) -> Iterator[None]:
 @dataclass
 class Fitted:
     """A fitted GP with the jitter it needed; ``fidelity`` for the multi-fidelity GP, whose inputs
-    have one more column, the fraction of the step budget; ``transform``, for the per-score GPs of
-    :mod:`~mixopt.optimizer.composite`, the composition every posterior is taken through."""
+    have one more column, the fraction of the step budget. ``model`` is a ``SingleTaskGP``, or the
+    :class:`~mixopt.optimizer.composite.ComposedGP` of the per-score GPs."""
 
     model: Model
     jitter: float | None
     fidelity: bool = False
-    transform: PosteriorTransform | None = None
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (..., d) search features as model inputs: at full fidelity (s = 1) for the MF GP."""
@@ -122,9 +120,7 @@ class Fitted:
 
 def condition_at_mean(model: Model, xh: torch.Tensor) -> Model:
     """``model`` with observations at ``xh`` equal to its posterior mean there (GP-BUCB), per
-    output: each part of a ``ModelListGP`` at its own mean."""
-    if isinstance(model, ModelListGP):
-        return ModelListGP(*[condition_at_mean(m, xh) for m in model.models])
+    score: the composite surrogate's parts each at its own mean."""
     if hasattr(model, "condition_at_mean"):  # the composite surrogate's ComposedGP
         return model.condition_at_mean(xh)
     with torch.no_grad():

@@ -119,6 +119,8 @@ class MixtureOptimizer(Views):
         self.objective_weights = (
             equal_weights(space.tasks) if objective is None else check_objective(objective)
         )
+        # As given (the state keeps it, so a restored optimizer normalises the same numbers).
+        self.objective: dict[str, float] | None = None if objective is None else dict(objective)
         self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
         self.streams = RandomStreams(self.random_state, acquisition_stream)

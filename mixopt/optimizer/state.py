@@ -41,7 +41,7 @@ def to_state(opt: MixtureOptimizer, user_seeds: list[Proposal], ledger: Ledger) 
             "budget": opt.budget,
             "exploit_last": opt.exploit_last,
             "acquisition_stream": opt.streams.acquisition_stream,
-            "objective": dict(opt.objective_weights),
+            "objective": None if opt.objective is None else dict(opt.objective),
             "surrogate": opt.surrogate,
         },
         "warm_source": opt.warm_source,

@@ -5,6 +5,7 @@ fitted, :mod:`~mixopt.optimizer.model`'s.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ from mixopt.optimizer.model import FIT_ATTEMPTS, MIN_OBSERVATIONS, Fitted, fit_g
 from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
 from mixopt.space import Proposal, SearchSpace
+
+logger = logging.getLogger("mixopt.optimizer")
 
 
 class Surrogate:
@@ -57,6 +60,7 @@ class Surrogate:
             noise_sd=score_noise_sd(noise_sd, self.weights) if self.weights else None,
         )
         self._cache: tuple[int, Fitted | None] | None = None
+        self._warned = False  # the fallback from the composite surrogate is logged once
         self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
 
     def composite(self) -> bool:
@@ -65,7 +69,15 @@ class Surrogate:
         led = self.ledger
         if self.mode != "composite" or not led.has_scores():
             return False
-        return all(s is not None for (_, v), s in zip(led.history, led.scores) if v is not None)
+        scalar = sum(1 for (_, v), s in zip(led.history, led.scores) if v is not None and s is None)
+        if scalar and not self._warned:
+            self._warned = True
+            logger.warning(
+                "%d successful trial(s) were told a scalar without scores: the per-score GPs cannot use "
+                "them, so the optimizer models the composed objective with one GP (surrogate 'single')",
+                scalar,
+            )
+        return not scalar
 
     def _own(self, weights: dict[str, float] | None) -> bool:
         return weights is None or weights == self.weights
@@ -170,7 +182,7 @@ class Surrogate:
             return np.zeros(0), np.zeros(0)
         x = torch.tensor(np.array([self.space.encode(p) for p in items]), dtype=torch.float64)
         with torch.no_grad(), jitter(fitted.jitter):
-            post = fitted.model.posterior(fitted.full(x), posterior_transform=fitted.transform)
+            post = fitted.model.posterior(fitted.full(x))
             mean = post.mean.squeeze(-1).numpy().copy()
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy().copy()
         return mean, sd
