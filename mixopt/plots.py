@@ -17,18 +17,38 @@ def _plt():
     return plt
 
 
+ORIGIN_COLOURS = {"seed": "tab:blue", "warm": "tab:cyan", "bo": "tab:orange", "exploit": "tab:green"}
+
+
+def _trial_number(trial: Mapping[str, Any], position: int) -> int:
+    """The N of the trial's id ``trial-NNN`` (as MLflow shows it), else its position."""
+    tid = str(trial.get("trial_id") or "")
+    tail = tid.rsplit("-", 1)[-1]
+    return int(tail) if tid.startswith("trial-") and tail.isdigit() else position
+
+
 def best_so_far(trials: Sequence[Mapping[str, Any]]):
-    """Objective of each trial (in trial order) and the best so far."""
+    """Objective of each trial (in trial order, x = the N of its id ``trial-NNN``), coloured by its
+    origin, and the best so far."""
     plt = _plt()
     values = [
         t["objective"] if t["status"] == "FINISHED" and t["objective"] is not None else np.nan for t in trials
     ]
     best = np.fmax.accumulate(np.array(values, dtype=float))
     fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(1, len(values) + 1)
-    ax.plot(x, values, "o", label="trial objective")
-    ax.step(x, best, where="post", label="best so far")
-    failed = [i + 1 for i, t in enumerate(trials) if t["status"] == "FAILED"]
+    x = np.array([_trial_number(t, i) for i, t in enumerate(trials)])
+    origins = [str(t.get("origin") or "other") for t in trials]
+    for origin in dict.fromkeys(origins):
+        idx = [i for i, o in enumerate(origins) if o == origin]
+        ax.plot(
+            x[idx],
+            [values[i] for i in idx],
+            "o",
+            color=ORIGIN_COLOURS.get(origin, "tab:gray"),
+            label=f"{origin} trial",
+        )
+    ax.step(x, best, where="post", color="black", label="best so far")
+    failed = [x[i] for i, t in enumerate(trials) if t["status"] == "FAILED"]
     if failed:
         ax.plot(
             failed,
@@ -37,7 +57,7 @@ def best_so_far(trials: Sequence[Mapping[str, Any]]):
             color="red",
             label="failed",
         )
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (the N of trial-NNN)")
     ax.set_ylabel("objective")
     ax.legend()
     fig.tight_layout()

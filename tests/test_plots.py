@@ -71,3 +71,19 @@ def test_a_figure_that_cannot_be_drawn_is_a_warning_not_silence() -> None:
     figs = plots.sweep_figures(trials, TASKS, opt, BOUNDS, warn=warnings.append)
     assert sorted(figs) == ["best_so_far.png", "top_mixtures.png"]
     assert len(warnings) == 1 and warnings[0].startswith("figure gp_posterior.png not drawn: RuntimeError: ")
+
+
+def test_best_so_far_numbers_trials_as_their_ids_and_colours_them_by_origin() -> None:
+    origins = ["seed", "seed", "bo", "exploit"]
+    trials = [
+        {"trial_id": f"trial-{i:03d}", "status": "FINISHED", "objective": 0.1 * i, "origin": o}
+        for i, o in enumerate(origins)
+    ]
+    fig = plots.best_so_far(trials)
+    points = {
+        line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines if line.get_marker() == "o"
+    }
+    # Reference: the ids' own numbers (trial-000 is x = 0), grouped by origin.
+    assert points == {"seed trial": [0, 1], "bo trial": [2], "exploit trial": [3]}
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].lines}
+    assert len({colours["seed trial"], colours["bo trial"], colours["exploit trial"]}) == 3
