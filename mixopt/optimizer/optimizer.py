@@ -332,7 +332,11 @@ class MixtureOptimizer(Views):
         self._ledger.tell_partial(proposal, value, fraction, scores)
 
     def tell_proxy(
-        self, proposal: Mapping[str, Any], value: float | None = None, *, scores: Mapping[str, float] | None = None
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        *,
+        scores: Mapping[str, float] | None = None,
     ) -> None:
         """Record a *proxy* observation: a cheap score of ``proposal`` (any mixture of this space,
         asked or not) that is not a trained trial, e.g. the merged task experts'
@@ -352,7 +356,9 @@ class MixtureOptimizer(Views):
             value = composed_value(self.objective_weights, scores, value, "tell_proxy")
         checked = check_value(value)
         if checked is None:
-            raise ValueError("tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told")
+            raise ValueError(
+                "tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told"
+            )
         self._ledger.proxy.append((dict(p), checked, scores))
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:

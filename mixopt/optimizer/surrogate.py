@@ -104,7 +104,9 @@ class Surrogate:
         if self.sources.active(self.multi_fidelity):
             own = self._own(weights)
             composite = self.composite() if own else self.mode == "composite"
-            return self.sources.fitted(self.weights if weights is None else weights, composite=composite, own=own)
+            return self.sources.fitted(
+                self.weights if weights is None else weights, composite=composite, own=own
+            )
         return self.trained(weights)
 
     def trained(self, weights: dict[str, float] | None = None) -> Fitted | None:
