@@ -24,6 +24,7 @@ from mixopt.optimizer.objective import (
 )
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
+from mixopt.optimizer.sources import corner_mixtures
 from mixopt.optimizer.surrogate import Surrogate
 from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
@@ -159,11 +160,17 @@ class MixtureOptimizer(Views):
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> MixtureOptimizer:
-        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``)."""
+        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
+        With ``optimizer.proxy`` the experts' mixtures (:func:`~.sources.corner_mixtures`) follow
+        the user's seed mixtures: the sweep trains them first."""
+        seeds = list(exp.search.seed_mixtures)
+        if exp.optimizer.proxy is not None:
+            bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
+            seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
         return cls(
             exp.task_names,
             n_seeds=exp.optimizer.n_seeds,
-            seed_mixtures=exp.search.seed_mixtures,
+            seed_mixtures=seeds,
             dirichlet_alpha=exp.optimizer.dirichlet_alpha,
             beta=exp.optimizer.beta,
             random_state=exp.optimizer.random_state,
@@ -360,6 +367,13 @@ class MixtureOptimizer(Views):
                 "tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told"
             )
         self._ledger.proxy.append((dict(p), checked, scores))
+
+    def drop_proxy(self) -> int:
+        """Forget every proxy observation (the proxy misleads: its correlation with trained trials
+        is too low); the GPs are then over trained trials alone. Returns how many were dropped."""
+        n = len(self._ledger.proxy)
+        self._ledger.proxy.clear()
+        return n
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is

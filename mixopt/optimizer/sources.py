@@ -210,3 +210,21 @@ class SourceModels:
     def correlations(self, names: Sequence[str]) -> dict[str, float]:
         """Per score already fitted, the fitted source correlation (for reports)."""
         return {n: source_correlation(f) for n in names if (f := self._fits.get(n)) is not None}
+
+
+def corner_mixtures(space: SearchSpace) -> list[dict[str, float]]:
+    """Per task, the mixture within the bounds nearest to its one-hot (the one-hot itself when
+    the bounds allow it): where a task's expert is trained. The Euclidean projection of ``e_k``
+    onto ``{lo <= w <= hi, sum w = 1}`` is ``clip(e_k - tau, lo, hi)`` for the ``tau`` that makes
+    it sum to 1 (found by bisection: the sum decreases in ``tau``)."""
+    lo, hi = space.lower, space.upper
+    out = []
+    for k in range(space.n_tasks):
+        e = np.eye(space.n_tasks)[k]
+        a, b = -1.0, 1.0
+        for _ in range(200):
+            mid = (a + b) / 2
+            a, b = (mid, b) if np.clip(e - mid, lo, hi).sum() > 1 else (a, mid)
+        w = np.clip(e - b, lo, hi)
+        out.append(dict(zip(space.tasks, (float(x) for x in w / w.sum()))))
+    return out
