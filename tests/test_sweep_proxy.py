@@ -128,9 +128,9 @@ def test_a_tiny_sweep_with_the_proxy_trains_experts_then_scores_proposals(
     last_expert_end = max(r.info.end_time for r in experts)
     later = [r for r in trials if r.data.tags["mixopt.trial_id"] > "trial-003"]
     assert len(later) == 6 and all(r.info.start_time >= last_expert_end for r in later)
-    # A proxy run per proposal trained after the experts and for the user's seed mixture: nested
-    # under the sweep, no checkpoint, its own scores and cost.
-    assert len(proxies) == 7
+    # A proxy run per proposal trained after the experts, for the user's seed mixture and for each
+    # expert: nested under the sweep, no checkpoint, its own scores and cost.
+    assert len(proxies) == 10
     for r in proxies:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert "mixopt.checkpoint" not in r.data.tags and r.info.status == "FINISHED"
@@ -138,7 +138,14 @@ def test_a_tiny_sweep_with_the_proxy_trains_experts_then_scores_proposals(
     proxied = {r.data.tags["mixopt.proposal"] for r in proxies}
     for r in later:
         assert r.data.tags["mixopt.proposal"] in proxied
-    assert parent.data.metrics["proxy_evaluations"] == 7
-    state = json.loads(Path(client.download_artifacts(parent.info.run_id, "optimizer_state.json")).read_text())
-    assert len(state["proxy"]) == 7
-    assert "proxy: Spearman" in out and "proxy: 7 evaluations in" in out
+    assert parent.data.metrics["proxy_evaluations"] == 10
+    state = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "optimizer_state.json")).read_text()
+    )
+    assert len(state["proxy"]) == 10
+    assert "proxy: Spearman" in out and "proxy: 10 evaluations in" in out
+    # At an expert the merge is the expert: the proxy's scores are the trial's own.
+    for r in experts:
+        twin = next(p for p in proxies if p.data.tags["mixopt.proposal"] == r.data.tags["mixopt.proposal"])
+        for t in TASKS:
+            assert twin.data.metrics[f"score.{t}"] == pytest.approx(r.data.metrics[f"score.{t}"], abs=1e-6)

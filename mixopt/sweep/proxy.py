@@ -8,9 +8,9 @@ trainer contract, :mod:`mixopt.trial`) scores the task-arithmetic merge of the e
 memory, at every trained mixture and at each new proposal before it is trained; each score is
 told to the optimizer (``tell_proxy``: the GPs become two-source, :mod:`mixopt.optimizer.sources`)
 and recorded as a run of its own kind (``mixopt.kind=proxy``, nested under the sweep, no
-checkpoint). The experts' own mixtures are not scored: there the merge *is* the expert, a pair
-that says nothing of the merge's error and tells the GP the proxy is unbiased where it is least
-wrong (bench/proxy.py part (b) measured it).
+checkpoint). The experts' mixtures are scored too: there the merge *is* the expert (proxy =
+trained), which pins the proxy source's GP at the corners; bench/proxy.py part (b) compared
+both ways (``--no-expert-pairs``) and leaving them out was not better.
 
 Once four trained (non-expert) mixtures have a proxy score, the proxy's Spearman correlation
 with them is printed; below ``min_correlation`` the proxy is dropped (one warning, its
@@ -79,34 +79,24 @@ class SweepProxy:
         return "expert" if self.is_expert(opt, proposal) else "search"
 
     def waiting(self, opt: MixtureOptimizer) -> bool:
-        """Whether the next proposal must wait: every expert asked, some still running."""
+        """Whether the next proposal must wait: every expert asked and one still running, or
+        finished and not yet recorded with its checkpoint (Tune's callback records it after the
+        searcher is told). Builds the scorer when the experts are all there."""
         if self.off or self.scorer is not None:
             return False
+        corners = self._corners(opt)
         asked = [p for p, _ in opt.history] + opt.pending
-        experts = [p for p in asked if self.is_expert(opt, p)]
-        if len(experts) < len(self._corners(opt)):
+        if sum(1 for p in asked if self.is_expert(opt, p)) < len(corners):
             return False
-        return any(self.is_expert(opt, p) for p in opt.pending)
-
-    def before_trial(self, opt: MixtureOptimizer, proposal: dict[str, Any]) -> None:
-        """Build the scorer once the experts are done; score the trained mixtures not yet scored
-        and ``proposal`` (about to be trained); then the correlation check."""
-        if self.off or self.is_expert(opt, proposal):
-            return
-        if self.scorer is None and not self._start(opt):
-            return
-        scored = [p for p, _, _ in opt.proxy_history]
-        todo = [p for p, v in opt.history if v is not None and not self.is_expert(opt, p)]
-        for p in [*todo, proposal]:
-            if p not in scored:
-                self._score(opt, p)
-                scored.append(p)
-        self._check(opt)
-
-    def _start(self, opt: MixtureOptimizer) -> bool:
+        if any(self.is_expert(opt, p) for p in opt.pending):
+            return True
+        if any(v is None and self.is_expert(opt, p) for p, v in opt.history):
+            self.off = True
+            warn("proxy off: an expert trial failed, so there is nothing to merge; trained trials only")
+            return False
         runs = [r for r in self.tracker.trial_runs() if r.data.tags.get(STAGE) == "expert"]
         paths = []
-        for corner in self._corners(opt):
+        for corner in corners:
             run = next(
                 (
                     r
@@ -118,15 +108,25 @@ class SweepProxy:
                 None,
             )
             if run is None:
-                self.off = True
-                warn(
-                    f"proxy off: the expert at {corner} did not finish with a checkpoint; trained trials only"
-                )
-                return False
+                return True
             paths.append(run.data.tags[CHECKPOINT])
         trainer = load_trainer(self.exp.trainer.target)
         self.scorer = trainer.merged_scorer(paths, self.exp.tasks, self.exp.trainer.options)
-        return True
+        return False
+
+    def before_trial(self, opt: MixtureOptimizer, proposal: dict[str, Any]) -> None:
+        """Once the scorer exists: score the trained mixtures not yet scored (the experts'
+        included) and ``proposal`` (about to be trained), then the correlation check (on the
+        trained mixtures that are not experts: at an expert the two agree by construction)."""
+        if self.off or self.scorer is None or self.is_expert(opt, proposal):
+            return
+        scored = [p for p, _, _ in opt.proxy_history]
+        todo = [p for p, v in opt.history if v is not None]
+        for p in [*todo, proposal]:
+            if p not in scored:
+                self._score(opt, p)
+                scored.append(p)
+        self._check(opt)
 
     def _score(self, opt: MixtureOptimizer, proposal: dict[str, Any]) -> None:
         mixture = {t: float(proposal[t]) for t in self.names}
