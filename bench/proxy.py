@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     data, _ = parse_yaml(Path(args.config).read_text(), args.config)
     cached = Path(args.cache) / "proxy_measured.json" if args.cache else None
     if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         args.json = str(cached)
     if cached is None or not cached.exists():
         measure(args, data)
