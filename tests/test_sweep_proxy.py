@@ -83,6 +83,19 @@ def test_a_trainer_without_merged_scorer_is_refused_before_anything_is_written(
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
+def test_the_proxy_with_the_multi_fidelity_gp_is_refused_before_anything_is_written(
+    tmp_path: Path, model_data: Path
+) -> None:
+    from mixopt.sweep import run_sweep
+
+    path = write(
+        tmp_path, model_data, embedding(model_data), proxy={"kind": "merged_experts"}, multi_fidelity=True
+    )
+    with pytest.raises(ValueError, match="optimizer.proxy needs the single-fidelity GP"):
+        run_sweep(load_experiment(path), verbose=False)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
 def test_the_experts_are_the_bounds_nearest_corners(tmp_path: Path, model_data: Path) -> None:
     """Projection onto {w_retrieval >= 0.05, sum 1} of each one-hot, by hand: (1, 0, 0),
     (0.05, 0.95, 0), (0.05, 0, 0.95); they follow the user's seed mixture."""

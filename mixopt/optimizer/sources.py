@@ -29,7 +29,11 @@ recommendation and :meth:`predict` all speak of trained trials, and the acquisit
 proposes a proxy evaluation (proxies are cheap; the caller scores them where it likes). The
 composite surrogate's parts are independent per score (:class:`SumGP` composes them as
 :class:`~mixopt.optimizer.composite.ComposedGP` does). Not with ``multi_fidelity`` (the source
-column would be a second fidelity axis, a model this module does not make).
+column would be a second fidelity axis, a model this module does not make). The noise prior is
+botorch's per source (LogNormal(-4, 1) in standardised units), not the ``noise_sd`` one of
+:func:`~mixopt.optimizer.model.make_gp`: a prior centred on the trained seed noise would be wrong
+for the proxy, whose only noise is the experts' seed. ``predict_scores`` and ``predict_joint``
+stay on the trained-only per-score GPs.
 """
 
 from __future__ import annotations
