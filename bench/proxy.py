@@ -41,6 +41,8 @@ vectors that interfere) have no counterpart in its closed form.
     python bench/proxy.py --seeds 4 --json /tmp/proxy.json
     python bench/proxy.py --scales 1.5,2    # also the scaled merges
     python bench/proxy.py --quick           # 4 mixtures x 2 seeds, to check it runs
+    python bench/proxy.py --cache /tmp/pc   # measure once into /tmp/pc/proxy_measured.json (or
+                                            # reuse it), then part (b), bench/proxy_replay.py
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def _mean(xs: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mixopt.config import parse_yaml
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "experiments" / "tiny_synthetic.yaml"))
     parser.add_argument("--data", default=None, help="existing synthetic tasks (default: write them)")
@@ -110,17 +114,62 @@ def main(argv: list[str] | None = None) -> int:
         help="also the scaled merge theta0 + lambda * sum_k c_k tau_k at these lambdas (a column each)",
     )
     parser.add_argument("--json", default=None, help="also write every trial's and proxy's result here")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="the measurement's JSON lives in DIR/proxy_measured.json: written when absent, else reused "
+        "(no training); then part (b), the replayed sweeps",
+    )
+    parser.add_argument("--sweep-seeds", type=int, default=5, help="part (b): replayed sweeps per mode")
+    parser.add_argument("--budget", type=int, default=12, help="part (b): trained trials per sweep")
+    parser.add_argument(
+        "--no-expert-pairs", action="store_true", help="part (b): no proxy scores at the experts' mixtures"
+    )
     args = parser.parse_args(argv)
+    data, _ = parse_yaml(Path(args.config).read_text(), args.config)
+    cached = Path(args.cache) / "proxy_measured.json" if args.cache else None
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        args.json = str(cached)
+    if cached is None or not cached.exists():
+        measure(args, data)
+    else:
+        print(f"(a) reusing the measurement in {cached} (its figures were printed when it was made)")
+    if cached is not None:
+        import proxy_replay
+
+        names = [t["name"] for t in data["tasks"]]
+        bounds = {
+            n: (float(b.get("min", 0.0)), float(b.get("max", 1.0)))
+            for n, b in data["search"]["bounds"].items()
+        }
+        opt = data.get("optimizer", {})
+        proxy_replay.main(
+            cached,
+            names=names,
+            seeds=args.sweep_seeds,
+            budget=args.budget,
+            steps=int(data["trainer"]["steps"]),
+            bounds=bounds,
+            optimizer={k: opt[k] for k in ("n_seeds", "dirichlet_alpha", "beta", "noise_sd") if k in opt},
+            seed_mixtures=list(data["search"].get("seed_mixtures", [])),
+            expert_pairs=not args.no_expert_pairs,
+        )
+    return 0
+
+
+def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Part (a): train the experts and the landscape, score the proxy, print the correlations."""
 
     import torch
 
-    from mixopt.config import experiment_from_dict, parse_yaml
+    from mixopt.config import experiment_from_dict
     from mixopt.proxy.evaluate import MergedEvaluator
     from mixopt.proxy.merge import ExpertMerge, mixture_coefficients
     from mixopt.synth import synthesize
 
     torch.set_num_threads(1)
-    data, _ = parse_yaml(Path(args.config).read_text(), args.config)
     tmp = Path(tempfile.mkdtemp(prefix="proxy."))
     synth_dir = Path(args.data).resolve() if args.data else tmp / "synthetic"
     if not args.data:
@@ -287,12 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                         for lam, t in scaled.items()
                     },
                     "experts": experts,
+                    "names": names,
+                    "steps": exp.trainer.steps,
                 },
                 indent=1,
             )
         )
     shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ A trainer is a module named in the experiment YAML by its train function
   serves the soup, whose greedy score then says it was measured on the rows it selected on;
 - optionally ``preflight(options, *, steps, seed, memory_limit[, tasks]) -> dict``, one worst-case
   trial's step (and, given ``tasks``, its load, evaluation and checkpoint write) measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
-  the figures are).
+  the figures are);
+- optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
+  scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
+  (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
+  once, called per mixture (``optimizer.proxy: {kind: merged_experts}`` needs it).
 
 :func:`load_trainer` imports the module and checks what it provides, once, with one error naming
 the target and everything missing.
@@ -124,6 +128,15 @@ class EvaluateCheckpoint(Protocol):
     ) -> TrialResult: ...
 
 
+class MergedScorer(Protocol):
+    """``merged_scorer(experts, tasks, options)``: a function of the merge coefficients (one per
+    expert checkpoint) returning the merged model's :class:`TrialResult` (``checkpoint`` None)."""
+
+    def __call__(
+        self, experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+    ) -> Callable[[Sequence[float]], TrialResult]: ...
+
+
 class PreflightMeasure(Protocol):
     """``preflight(options, *, steps, seed, memory_limit, tasks)``: one worst-case trial measured here.
 
@@ -148,6 +161,7 @@ class PreflightMeasure(Protocol):
 OPTIONAL = {
     "evaluate_checkpoint": "evaluate_checkpoint(checkpoint, tasks, options)",
     "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
+    "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
 }
 
 
@@ -165,6 +179,7 @@ class TrainerModule:
         options: the module's pydantic ``Options`` model.
         evaluate_checkpoint: the module's ``evaluate_checkpoint``, or None.
         preflight: the module's ``preflight`` measurement, or None.
+        merged_scorer: the module's ``merged_scorer``, or None.
     """
 
     target: str
@@ -172,9 +187,10 @@ class TrainerModule:
     options: type[BaseModel]
     evaluate_checkpoint: EvaluateCheckpoint | None = None
     preflight: PreflightMeasure | None = None
+    merged_scorer: MergedScorer | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:
-        """The optional ``part`` (``evaluate_checkpoint`` or ``preflight``); TrainerError if absent."""
+        """The optional ``part`` (a key of ``OPTIONAL``); TrainerError if absent."""
         fn = getattr(self, part)
         if fn is None:
             raise TrainerError(f"the trainer {self.target!r} has no {OPTIONAL[part]}: {why}")
@@ -211,10 +227,12 @@ def load_trainer(target: str) -> TrainerModule:
         )
     evaluate = getattr(module, "evaluate_checkpoint", None)
     preflight = getattr(module, "preflight", None)
+    merged = getattr(module, "merged_scorer", None)
     return TrainerModule(
         target=target,
         train=train,
         options=options,
         evaluate_checkpoint=evaluate if callable(evaluate) else None,
         preflight=preflight if callable(preflight) else None,
+        merged_scorer=merged if callable(merged) else None,
     )

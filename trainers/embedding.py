@@ -34,7 +34,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
 
-__all__ = ["Options", "evaluate_checkpoint", "preflight", "resolve_options", "train"]
+__all__ = ["Options", "evaluate_checkpoint", "merged_scorer", "preflight", "resolve_options", "train"]
 from .training import (
     StepInputs,
     Stepper,
@@ -313,6 +313,21 @@ def evaluate_checkpoint(
     opts = resolve_options(options)
     with Threads(opts.cpu_threads):
         return _evaluate_checkpoint(Path(checkpoint), tasks, opts, dev_rows)
+
+
+def merged_scorer(
+    experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+) -> Callable[[Sequence[float]], TrialResult]:
+    """Score task-arithmetic merges of ``experts`` (trials finetuned from ``options["model"]``)
+    in memory, as a trial is scored (:mod:`mixopt.proxy`): the experts checked and the
+    architecture loaded once; each call merges with its coefficients and evaluates."""
+    from mixopt.proxy.evaluate import MergedEvaluator
+    from mixopt.proxy.merge import ExpertMerge
+
+    base = Path(options["model"])
+    merge = ExpertMerge(base, [Path(e) for e in experts])
+    evaluator = MergedEvaluator(base, tasks, options)
+    return lambda coefficients: evaluator.evaluate(merge.merge(coefficients))
 
 
 def _evaluate_checkpoint(

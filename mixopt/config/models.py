@@ -316,6 +316,11 @@ class WarmStartConfig(_Frozen):
         return self
 
 
+class ProxyConfig(_Frozen):  # merged task experts as a cheap second source (mixopt/sweep/proxy.py)
+    kind: Literal["merged_experts"]
+    min_correlation: float = Field(0.5, ge=-1.0, le=1.0)  # Spearman with trained trials; below it: dropped
+
+
 class OptimizerConfig(_Frozen):
     """``MixtureOptimizer``'s arguments (defaults from ``mixopt.optimizer.defaults``, the same
     check functions as the optimizer's for ``dirichlet_alpha`` and ``beta``)."""
@@ -346,6 +351,7 @@ class OptimizerConfig(_Frozen):
     # "composite": one GP per score, composed into the objective (arXiv 1906.01537); "single": one
     # GP on the objective itself. See mixopt/optimizer/ and bench/RESULTS.md for the comparison.
     surrogate: Literal["composite", "single"] = "composite"
+    proxy: ProxyConfig | None = None  # off by default; README "The merged-experts proxy"
 
     @field_validator("dirichlet_alpha")
     @classmethod

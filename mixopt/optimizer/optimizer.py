@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mixopt.optimizer import checks, defaults, state
-from mixopt.optimizer.ledger import Ledger, warm_records
+from mixopt.optimizer.ledger import Ledger, check_value, warm_records
 from mixopt.optimizer.model import one_thread
 from mixopt.optimizer.objective import (
     check_objective,
@@ -24,6 +24,7 @@ from mixopt.optimizer.objective import (
 )
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
+from mixopt.optimizer.sources import corner_mixtures
 from mixopt.optimizer.surrogate import Surrogate
 from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
@@ -159,11 +160,17 @@ class MixtureOptimizer(Views):
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> MixtureOptimizer:
-        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``)."""
+        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
+        With ``optimizer.proxy`` the experts' mixtures (:func:`~.sources.corner_mixtures`) follow
+        the user's seed mixtures: the sweep trains them first."""
+        seeds = list(exp.search.seed_mixtures)
+        if exp.optimizer.proxy is not None:
+            bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
+            seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
         return cls(
             exp.task_names,
             n_seeds=exp.optimizer.n_seeds,
-            seed_mixtures=exp.search.seed_mixtures,
+            seed_mixtures=seeds,
             dirichlet_alpha=exp.optimizer.dirichlet_alpha,
             beta=exp.optimizer.beta,
             random_state=exp.optimizer.random_state,
@@ -330,6 +337,43 @@ class MixtureOptimizer(Views):
             scores = check_scores(scores, "tell_partial")
             value = composed_value(self.objective_weights, scores, value, "tell_partial")
         self._ledger.tell_partial(proposal, value, fraction, scores)
+
+    def tell_proxy(
+        self,
+        proposal: Mapping[str, Any],
+        value: float | None = None,
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record a *proxy* observation: a cheap score of ``proposal`` (any mixture of this space,
+        asked or not) that is not a trained trial, e.g. the merged task experts'
+        (:mod:`mixopt.proxy`). ``value`` or ``scores`` as in :meth:`tell` (never None: a proxy
+        that failed is simply not told). It is never pending, never in :attr:`history` and
+        never counts towards the budget; the GPs then model (mixture, source) and predict the
+        trained source (:mod:`~mixopt.optimizer.sources`). Not with ``multi_fidelity``.
+        """
+        if self.multi_fidelity:
+            raise ValueError(
+                "tell_proxy(): proxy observations need multi_fidelity=False (the two-source GP has no "
+                "fidelity axis); switch one of them off"
+            )
+        p = self._space.check_proposal(proposal, "tell_proxy(): proposal")
+        if scores is not None:
+            scores = check_scores(scores, "tell_proxy")
+            value = composed_value(self.objective_weights, scores, value, "tell_proxy")
+        checked = check_value(value)
+        if checked is None:
+            raise ValueError(
+                "tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told"
+            )
+        self._ledger.proxy.append((dict(p), checked, scores))
+
+    def drop_proxy(self) -> int:
+        """Forget every proxy observation (the proxy misleads: its correlation with trained trials
+        is too low); the GPs are then over trained trials alone. Returns how many were dropped."""
+        n = len(self._ledger.proxy)
+        self._ledger.proxy.clear()
+        return n
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is

@@ -65,4 +65,6 @@ def from_state(cls: type[MixtureOptimizer], state: Mapping[str, Any]) -> tuple[M
         raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
     for i, (p, _) in enumerate(ledger.asked):
         opt.space.check_proposal(p, f"state asked[{i}]")
+    for i, (p, _, _) in enumerate(ledger.proxy):
+        opt.space.check_proposal(p, f"state proxy[{i}]")
     return opt, ledger

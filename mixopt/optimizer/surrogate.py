@@ -17,6 +17,7 @@ from mixopt.optimizer.ledger import Ledger
 from mixopt.optimizer.model import FIT_ATTEMPTS, MIN_OBSERVATIONS, Fitted, fit_gp, jitter
 from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
+from mixopt.optimizer.sources import SourceModels
 from mixopt.space import Proposal, SearchSpace
 
 logger = logging.getLogger("mixopt.optimizer")
@@ -31,6 +32,10 @@ class Surrogate:
     successful trial told without scores) one GP on the composed objective, today's model. Every
     method takes ``weights`` (None: the optimizer's own objective), so a recommendation under
     another composition uses the same machinery.
+
+    With proxy observations (``tell_proxy``) and no ``multi_fidelity``, each modelled quantity's
+    GP is over (mixture, source) and predicts the trained source
+    (:mod:`~mixopt.optimizer.sources`); ``n_rows`` still counts trained observations only.
 
     The fit of data key ``key`` is seeded by ``streams.seed("fit", key * len(FIT_ATTEMPTS) +
     attempt)``: it depends only on the observations, so a restored state refits the same GP.
@@ -59,6 +64,7 @@ class Surrogate:
             fidelity_scale=fidelity_scale,
             noise_sd=score_noise_sd(noise_sd, self.weights) if self.weights else None,
         )
+        self.sources = SourceModels(ledger, space, streams)
         self._cache: tuple[int, Fitted | None] | None = None
         self._warned = False  # the fallback from the composite surrogate is logged once
         self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
@@ -95,6 +101,16 @@ class Surrogate:
     def fitted(self, weights: dict[str, float] | None = None) -> Fitted | None:
         """The GP fitted on the current observations (cached until they change), or None when
         every fitting attempt failed."""
+        if self.sources.active(self.multi_fidelity):
+            own = self._own(weights)
+            composite = self.composite() if own else self.mode == "composite"
+            return self.sources.fitted(
+                self.weights if weights is None else weights, composite=composite, own=own
+            )
+        return self.trained(weights)
+
+    def trained(self, weights: dict[str, float] | None = None) -> Fitted | None:
+        """The GP fitted on the trained observations alone (see :meth:`fitted`)."""
         if not self._own(weights) or self.composite():
             w = self.weights if weights is None else weights
             if self.composite() or self.mode == "composite":
@@ -193,7 +209,7 @@ class Surrogate:
         On the composite surrogate, the composition's: ``sqrt(sum_k c_k^2 noise_k^2)``."""
         if self.composite():
             return self.scores.noise_sd_composed(self.weights)
-        fitted = self.fitted()
+        fitted = self.trained()
         if fitted is None:
             return None
         model = fitted.model

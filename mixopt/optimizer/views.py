@@ -55,6 +55,11 @@ class Views:
         return [(dict(self._ledger.proposal(i)), v) for i, v in self._ledger.history]
 
     @property
+    def proxy_history(self) -> list[tuple[dict[str, Any], float, dict[str, float] | None]]:
+        """Proxy observations ``(proposal, value, scores or None)`` in tell order (copies)."""
+        return [(dict(p), v, None if s is None else dict(s)) for p, v, s in self._ledger.proxy]
+
+    @property
     def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
         """Told ``(proposal, scores)`` in tell order (scores None: told a scalar, or failed)."""
         led = self._ledger
