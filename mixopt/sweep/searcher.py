@@ -77,10 +77,8 @@ class MixtureSearcher(Searcher):
         self.issued = 0
         self.index = next_index
         self.live: dict[str, tuple[str, str, dict]] = {}
-        # The last (fraction, value) told per running trial, so a report is told once, and the
-        # scores of its last report (a trial ASHA stops is told them at the fraction it reached).
+        # The last (fraction, value) told per running trial, so a report is told once.
         self.reported: dict[str, tuple[float, float]] = {}
-        self.last_scores: dict[str, dict[str, float] | None] = {}
         self.metrics = {t.name: t.metric or "" for t in exp.tasks}
         self.stopped = False
 
@@ -154,7 +152,6 @@ class MixtureSearcher(Searcher):
             # With scores the optimizer composes the objective itself (the value is the same).
             opt.tell_partial(proposal, None if scores else value, fraction, scores=scores)
             self.reported[tune_trial_id] = report
-            self.last_scores[tune_trial_id] = scores
         es = self.exp.sweep.early_stopping
         if not (decide and es.enabled and es.method == "gp") or fraction >= 1.0:
             return False
@@ -174,7 +171,6 @@ class MixtureSearcher(Searcher):
     def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial_id, run_id, proposal = self.live.pop(tune_trial_id)
         self.reported.pop(tune_trial_id, None)
-        partial_scores = self.last_scores.pop(tune_trial_id, None)
         value = scores = None
         if not error and result is not None:
             value = _value(result)
@@ -184,8 +180,11 @@ class MixtureSearcher(Searcher):
         stopped = not error and result is not None and not result.get("mixopt_final")
         fraction = _fraction(result or {}, self.exp.trainer.steps)
         if stopped and self.state.optimizer.multi_fidelity and fraction is not None and fraction < 1:
-            # ASHA stopped it: its last value is a partial result at the fraction it reached.
-            told, with_scores = _told(value, partial_scores)
+            # ASHA stopped it: its last value is a partial result at the fraction it reached, with
+            # that report's own scores (Tune does not show a searcher the report that stops a trial
+            # before on_trial_complete, so the last observed report's may be a step behind).
+            here = report_scores(_metrics(result), self.metrics) if result is not None else None
+            told, with_scores = _told(value, here)
             self.state.optimizer.tell(proposal, told, fraction=fraction, scores=with_scores)
         else:
             told, with_scores = _told(value, scores)
