@@ -631,7 +631,8 @@ def test_warm_start_carries_observations_onto_a_new_task_set() -> None:
     old = MixtureOptimizer(["a", "b", "c"], n_seeds=4, random_state=0)
     # Per-task scores: the new sweep recomposes its objective (the mean of a and b) from them.
     told = [
-        ({"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.5, "b": 1.5, "c": 9.0}),  # c removed (0.2 <= 0.25): a, b / 0.8
+        # c removed (0.2 <= 0.25): a, b / 0.8
+        ({"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.5, "b": 1.5, "c": 9.0}),
         ({"a": 0.1, "b": 0.1, "c": 0.8}, {"a": 2.0, "b": 2.0, "c": 2.0}),  # mostly c: dropped
         ({"a": 0.9, "b": 0.1, "c": 0.0}, None),  # failed: not reused
         ({"a": 0.2, "b": 0.8, "c": 0.0}, {"a": 2.0, "b": 4.0, "c": 0.0}),  # nothing removed

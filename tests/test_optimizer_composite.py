@@ -34,7 +34,8 @@ def mixtures(n: int, seed: int, k: int = 3) -> list[np.ndarray]:
 
 
 def scored_optimizer(n: int = 24, seed: int = 0, **kw: object) -> MixtureOptimizer:
-    opt = MixtureOptimizer(TASKS, random_state=seed, **kw)  # type: ignore[arg-type]
+    # The composite model (not the default) is the one under test here.
+    opt = MixtureOptimizer(TASKS, random_state=seed, **{"surrogate": "composite", **kw})  # type: ignore[arg-type]
     opt.warm_start([(dict(zip(TASKS, w.tolist())), None, law(w)) for w in mixtures(n, seed)])
     return opt
 
@@ -204,7 +205,7 @@ def test_warm_start_with_a_task_removed_recomputes_the_objective_from_the_scores
 
 def test_warm_start_with_a_task_added_leaves_its_score_unobserved() -> None:
     src = scored_optimizer(n=12, seed=2)
-    new = MixtureOptimizer([*TASKS, "d"], n_seeds=2, random_state=0)
+    new = MixtureOptimizer([*TASKS, "d"], n_seeds=2, random_state=0, surrogate="composite")
     assert new.warm_start(src.state_dict()) == (12, 0)
     assert new.warm_source["scores_reused"] == TASKS and new.warm_source["scores_new"] == ["d"]
     assert all(v is None for _, v in new.history)  # objective unknown: d never measured
@@ -264,7 +265,7 @@ def test_mixed_scalar_and_scored_trials_fall_back_to_the_single_gp(caplog) -> No
 
 
 def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
-    opt = MixtureOptimizer(TASKS, n_seeds=3, multi_fidelity=True, random_state=0)
+    opt = MixtureOptimizer(TASKS, n_seeds=3, multi_fidelity=True, random_state=0, surrogate="composite")
     p, q, r = opt.ask(3)
     opt.tell_partial(p, fraction=0.25, scores={"a": 0.1, "b": 0.2, "c": 0.3})
     opt.tell_partial(p, fraction=0.5, scores={"a": 0.2, "b": 0.3, "c": 0.4})
