@@ -236,3 +236,39 @@ def load_trainer(target: str) -> TrainerModule:
         preflight=preflight if callable(preflight) else None,
         merged_scorer=merged if callable(merged) else None,
     )
+
+
+def one_trial_main(train: Callable[[Trial, Report], TrialResult], argv: Sequence[str], name: str) -> int:
+    """``python -m trainers.<name> EXPERIMENT.yaml OUT_DIR [--steps N]`` for a trainer module: one
+    trial of ``train`` on the uniform mixture, no Ray and no MLflow (to check data, model and
+    options); prints the result as JSON."""
+    import argparse
+    import json
+
+    from mixopt.config import load_experiment
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m trainers.{name}",
+        description=f"Run one trial of the {name} trainer on a uniform mixture.",
+    )
+    parser.add_argument("config")
+    parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    exp = load_experiment(args.config)
+    names = exp.task_names
+    trial = Trial(
+        mixture={n: 1.0 / len(names) for n in names},
+        hyperparameters={},
+        seed=exp.trainer.seed,
+        steps=args.steps or exp.trainer.steps,
+        output_dir=Path(args.out_dir),
+        tasks=tuple(exp.tasks),
+        options=exp.trainer.options,
+        trial_id="trial",
+        objective_weights=exp.objective_weights,
+    )
+    result = train(trial, lambda step, metrics: None)
+    out = {"objective": result.objective, "task_scores": dict(result.task_scores)}
+    print(json.dumps(out | {"checkpoint": str(result.checkpoint), **dict(result.extra)}, indent=2))
+    return 0

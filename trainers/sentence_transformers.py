@@ -455,45 +455,7 @@ def evaluate_checkpoint(
     )
 
 
-def _main(argv: Sequence[str]) -> int:
-    """``python -m trainers.sentence_transformers EXPERIMENT.yaml OUT_DIR [--steps N]``: one uniform-mixture trial."""
-    import argparse
-    import json
-
-    from mixopt.config import load_experiment
-
-    parser = argparse.ArgumentParser(
-        description="Run one trial of the sentence-transformers trainer on a uniform mixture."
-    )
-    parser.add_argument("config")
-    parser.add_argument("out_dir")
-    parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args(argv)
-    exp = load_experiment(args.config)
-    names = exp.task_names
-    trial = Trial(
-        mixture={n: 1.0 / len(names) for n in names},
-        hyperparameters={},
-        seed=exp.trainer.seed,
-        steps=args.steps or exp.trainer.steps,
-        output_dir=Path(args.out_dir),
-        tasks=tuple(exp.tasks),
-        options=exp.trainer.options,
-    )
-    result = train(trial, lambda step, metrics: None)
-    print(
-        json.dumps(
-            {
-                "objective": result.objective,
-                "task_scores": dict(result.task_scores),
-                "checkpoint": str(result.checkpoint),
-                **dict(result.extra),
-            },
-            indent=2,
-        )
-    )
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    from mixopt.trial import one_trial_main
+
+    raise SystemExit(one_trial_main(train, sys.argv[1:], "sentence_transformers"))
