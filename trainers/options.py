@@ -4,12 +4,14 @@ hyperparameters of the same names), and the CPU thread count a trial runs with."
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .model import DEFAULT_MODEL
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Options(BaseModel):
@@ -112,15 +114,23 @@ class Options(BaseModel):
 
 def resolve_options(options: Mapping[str, Any], hyperparameters: Mapping[str, Any] | None = None) -> Options:
     """The YAML options with the optimizer's hyperparameters of the same names overriding them."""
+    return validate_options(Options, "trainers.embedding", options, hyperparameters)
+
+
+def validate_options(
+    model: type[M], trainer: str, options: Mapping[str, Any], hyperparameters: Mapping[str, Any] | None = None
+) -> M:
+    """A trainer's ``model`` (its pydantic Options) from the YAML options, the optimizer's
+    hyperparameters of the same names overriding them; every problem in one ValueError line."""
     hyperparameters = dict(hyperparameters or {})
-    unknown = sorted(set(hyperparameters) - set(Options.model_fields))
+    unknown = sorted(set(hyperparameters) - set(model.model_fields))
     if unknown:
         raise ValueError(
-            f"hyperparameter(s) {unknown} are not options of trainers.embedding; "
-            f"searchable names are {sorted(Options.model_fields)}"
+            f"hyperparameter(s) {unknown} are not options of {trainer}; "
+            f"searchable names are {sorted(model.model_fields)}"
         )
     try:
-        return Options.model_validate({**dict(options), **hyperparameters})
+        return model.model_validate({**dict(options), **hyperparameters})
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)

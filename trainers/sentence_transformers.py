@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, iter_rows, training_rows
@@ -53,7 +53,7 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 from .batching import classification_examples, retrieval_examples, sts_examples, sts_threshold
 from .evaluation import DevRowCache, DevRows, evaluate_tasks
 from .model import DEFAULT_MODEL
-from .options import Threads
+from .options import Threads, validate_options
 from .st_losses import KIND_DEFAULT, KINDS, LossSpec
 from .st_sampler import MixtureBatchSampler
 from .training import autocast_dtype, resolve_device
@@ -141,20 +141,7 @@ class Options(BaseModel):
 
 def resolve_options(options: Mapping[str, Any], hyperparameters: Mapping[str, Any] | None = None) -> Options:
     """The YAML options with the optimizer's hyperparameters of the same names overriding them."""
-    hyperparameters = dict(hyperparameters or {})
-    unknown = sorted(set(hyperparameters) - set(Options.model_fields))
-    if unknown:
-        raise ValueError(
-            f"hyperparameter(s) {unknown} are not options of trainers.sentence_transformers; "
-            f"searchable names are {sorted(Options.model_fields)}"
-        )
-    try:
-        return Options.model_validate({**dict(options), **hyperparameters})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)
-        )
-        raise ValueError(f"invalid trainer options: {problems}") from None
+    return validate_options(Options, "trainers.sentence_transformers", options, hyperparameters)
 
 
 def task_columns(task: TaskConfig, inputs: str, seed: Sequence[int]) -> dict[str, list[Any]]:
