@@ -62,7 +62,7 @@ def test_every_section_renders_with_no_javascript_error(tmp_path: Path) -> None:
             assert "not available" not in section.group(0), key
 
 
-def test_a_sweep_logs_its_report_on_the_parent_run(tmp_path: Path) -> None:
+def test_a_sweep_logs_its_report_on_the_parent_run(tmp_path: Path, capsys) -> None:
     import ray
 
     from mixopt.config import load_experiment
@@ -88,6 +88,13 @@ def test_a_sweep_logs_its_report_on_the_parent_run(tmp_path: Path) -> None:
         summary = run_sweep(load_experiment(tmp_path / "exp.yaml"), verbose=False)
     finally:
         ray.shutdown()
+    from mixopt.sweep.progress import print_summary
+
+    capsys.readouterr()
+    print_summary(load_experiment(tmp_path / "exp.yaml"), summary)
+    # The summary names the page it wrote (the file itself, beside the optimizer state).
+    assert f"report: {tmp_path / 'runs'}" in capsys.readouterr().out
+    assert (summary.storage_dir / REPORT_ARTIFACT).is_file()
     client = MlflowClient(uri)
     assert REPORT_ARTIFACT in {a.path for a in client.list_artifacts(summary.parent_run_id)}
     page = Path(client.download_artifacts(summary.parent_run_id, REPORT_ARTIFACT, str(tmp_path)))

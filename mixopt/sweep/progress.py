@@ -162,6 +162,9 @@ def print_summary(exp: Experiment, s: SweepSummary) -> None:
         )
     elif s.tracking_uri.startswith("http"):
         print(f"[mixopt] inspect: {ui_url(s.tracking_uri, s.experiment_id)}", file=out)
+    report = s.storage_dir / "report.html"
+    if report.is_file():
+        print(f"[mixopt] report: {report}   (also on the parent run; `mixopt report` rewrites it)", file=out)
     failures = failure_counts(s.trials)
     if failures:
         print(f"[mixopt] {len(failures)} distinct failure reason(s):", file=out)
