@@ -46,7 +46,7 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
-from .evaluation import DevRowCache, DevRows, evaluate_tasks
+from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
@@ -346,8 +346,8 @@ def _evaluate_checkpoint(
     encoder.to(device)
     # The soup and re-evaluation must embed as the trial did: prove attention is bidirectional.
     check_bidirectional(encoder)
-    t0 = time.perf_counter()
-    result = evaluate_tasks(
+    return score_checkpoint(
+        checkpoint,
         tasks,
         lambda texts: embed(
             encoder,
@@ -361,13 +361,6 @@ def _evaluate_checkpoint(
         objective=opts.objective,
         classifier_train_rows=opts.classifier_train_rows,
         dev_rows=dev_rows,
-    )
-    return TrialResult(
-        objective=result.objective,
-        task_metrics=result.task_metrics,
-        task_scores=result.task_scores,
-        checkpoint=Path(checkpoint).resolve(),
-        extra={"eval_seconds": time.perf_counter() - t0},
     )
 
 

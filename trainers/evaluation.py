@@ -55,9 +55,11 @@ import collections
 import dataclasses
 import functools
 import heapq
+import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +68,7 @@ from torch import Tensor
 from mixopt.config import TaskConfig, TaskKind
 from mixopt.data import ClassificationRow, Row, iter_rows
 from mixopt.datasets import splitmix64
-from mixopt.trial import compose
+from mixopt.trial import TrialResult, compose
 
 from .losses import matryoshka_prefix
 
@@ -498,3 +500,33 @@ def evaluate_tasks(
             by_kind[task.kind.value].append(scores[task.name])
         value = float(np.mean([np.mean(v) for v in by_kind.values()]))
     return Evaluation(value, metrics, scores)
+
+
+def score_checkpoint(
+    checkpoint: Path,
+    tasks: Sequence[TaskConfig],
+    embed: EmbedFn,
+    dims: Sequence[int],
+    *,
+    objective: str,
+    classifier_train_rows: int,
+    dev_rows: DevRows | None = None,
+) -> TrialResult:
+    """A saved checkpoint's scores as a trial's result (a trainer's ``evaluate_checkpoint``, once
+    its model is loaded): every task evaluated by :func:`evaluate_tasks`, timed."""
+    t0 = time.perf_counter()
+    result = evaluate_tasks(
+        tasks,
+        embed,
+        dims,
+        objective=objective,
+        classifier_train_rows=classifier_train_rows,
+        dev_rows=dev_rows,
+    )
+    return TrialResult(
+        objective=result.objective,
+        task_metrics=result.task_metrics,
+        task_scores=result.task_scores,
+        checkpoint=Path(checkpoint).resolve(),
+        extra={"eval_seconds": time.perf_counter() - t0},
+    )

@@ -51,7 +51,7 @@ from mixopt.data import TRAINING_KIND, DataError, iter_rows, training_rows
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from .batching import classification_examples, retrieval_examples, sts_examples, sts_threshold
-from .evaluation import DevRowCache, DevRows, evaluate_tasks
+from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .model import DEFAULT_MODEL
 from .options import Threads, validate_options
 from .st_losses import KIND_DEFAULT, KINDS, LossSpec
@@ -424,8 +424,8 @@ def evaluate_checkpoint(
         dims = tuple(opts.matryoshka_dims or [model.get_embedding_dimension()])
         _check_dims(model, dims, str(checkpoint))
         model.eval()
-        t0 = time.perf_counter()
-        result = evaluate_tasks(
+        return score_checkpoint(
+            checkpoint,
             tasks,
             _embed_fn(model, opts.eval_batch_size, amp),
             dims,
@@ -433,13 +433,6 @@ def evaluate_checkpoint(
             classifier_train_rows=opts.classifier_train_rows,
             dev_rows=dev_rows,
         )
-    return TrialResult(
-        objective=result.objective,
-        task_metrics=result.task_metrics,
-        task_scores=result.task_scores,
-        checkpoint=Path(checkpoint).resolve(),
-        extra={"eval_seconds": time.perf_counter() - t0},
-    )
 
 
 if __name__ == "__main__":
