@@ -3,8 +3,9 @@
 Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", ...options}``. The
 module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one call is one trial; it
 knows nothing of Ray, MLflow or the optimizer), :class:`Options` (:mod:`trainers.options`, validated
-when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), and :func:`preflight`
-(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``).
+when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), :func:`preflight`
+(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``) and :func:`memory_fix`
+(:mod:`trainers.memory`, the change it names for a trial that does not fit).
 
 The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
 
@@ -47,13 +48,22 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
 from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
+from .memory import memory_fix
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
 
-__all__ = ["Options", "evaluate_checkpoint", "merged_scorer", "preflight", "resolve_options", "train"]
+__all__ = [
+    "Options",
+    "evaluate_checkpoint",
+    "memory_fix",
+    "merged_scorer",
+    "preflight",
+    "resolve_options",
+    "train",
+]
 from .training import (
     StepInputs,
     Stepper,
