@@ -21,6 +21,9 @@ A trainer is a module named in the experiment YAML by its train function
   model asked, after its preflight measured a trial that does not fit in ``limit`` bytes, for the
   smallest change of its options that fits (``mixopt preflight`` names it and measures it; without
   the hook the refusal names no fix);
+- optionally ``write_synth_model(out_dir, words, *, seed) -> Path``: a small random-init model of
+  the trainer's architecture whose tokenizer knows ``words``, written to ``out_dir`` (``mixopt
+  synth`` writes it beside the synthetic tasks);
 - optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
   scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
   (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
@@ -169,11 +172,20 @@ class MemoryFix(Protocol):
     def __call__(self, figures: Mapping[str, Any], *, limit: float) -> tuple[str, dict[str, Any] | None]: ...
 
 
+class WriteSynthModel(Protocol):
+    """``write_synth_model(out_dir, words, *, seed)``: write a small random-init model of the trainer's
+    architecture, drawn from ``seed``, with a tokenizer that knows every word of ``words``, to
+    ``out_dir`` (a directory ``trainer.model`` can name); return the directory."""
+
+    def __call__(self, out_dir: Path, words: Sequence[str], *, seed: int) -> Path: ...
+
+
 # The optional parts, with the signature an error names when one is needed and missing.
 OPTIONAL = {
     "evaluate_checkpoint": "evaluate_checkpoint(checkpoint, tasks, options)",
     "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
     "memory_fix": "memory model, memory_fix(figures, *, limit)",
+    "write_synth_model": "model for synthetic tasks, write_synth_model(out_dir, words, *, seed)",
     "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
 }
 
@@ -193,6 +205,7 @@ class TrainerModule:
         evaluate_checkpoint: the module's ``evaluate_checkpoint``, or None.
         preflight: the module's ``preflight`` measurement, or None.
         memory_fix: the module's ``memory_fix``, or None.
+        write_synth_model: the module's ``write_synth_model``, or None.
         merged_scorer: the module's ``merged_scorer``, or None.
     """
 
@@ -202,6 +215,7 @@ class TrainerModule:
     evaluate_checkpoint: EvaluateCheckpoint | None = None
     preflight: PreflightMeasure | None = None
     memory_fix: MemoryFix | None = None
+    write_synth_model: WriteSynthModel | None = None
     merged_scorer: MergedScorer | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:

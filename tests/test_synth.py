@@ -86,3 +86,12 @@ def test_tasks_differ_in_difficulty_and_share_vocabulary_partly(synth_dir: Path)
             if a < b:
                 shared = len(vocabs[a] & vocabs[b])
                 assert 0 < shared < min(len(vocabs[a]), len(vocabs[b]))  # partial transfer
+
+
+def test_the_model_is_the_trainers_and_a_trainer_without_one_writes_nothing(tmp_path: Path) -> None:
+    from mixopt.trial import TrainerError
+
+    out = tmp_path / "synthetic"
+    with pytest.raises(TrainerError, match="'trainers.analytic:train' has no model for synthetic tasks"):
+        synthesize(out, n_tasks=2, seed=0, spec=SMALL, trainer="trainers.analytic:train")
+    assert not out.exists() and not list(tmp_path.iterdir())

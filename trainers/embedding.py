@@ -4,8 +4,10 @@ Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", .
 module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one call is one trial; it
 knows nothing of Ray, MLflow or the optimizer), :class:`Options` (:mod:`trainers.options`, validated
 when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), :func:`preflight`
-(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``) and :func:`memory_fix`
-(:mod:`trainers.memory`, the change it names for a trial that does not fit).
+(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``), :func:`memory_fix`
+(:mod:`trainers.memory`, the change it names for a trial that does not fit), :func:`merged_scorer`
+(the merged-experts proxy's scores) and :func:`write_synth_model` (:mod:`trainers.tiny_model`, the
+tiny encoder ``mixopt synth`` writes).
 
 The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
 
@@ -54,6 +56,7 @@ from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
+from .tiny_model import write_synth_model
 
 __all__ = [
     "Options",
@@ -63,6 +66,7 @@ __all__ = [
     "preflight",
     "resolve_options",
     "train",
+    "write_synth_model",
 ]
 from .training import (
     StepInputs,
