@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from mixopt.synth import build_tokenizer, write_tiny_model  # noqa: E402
 from trainers.model import Encoder, load_encoder  # noqa: E402
+from trainers.tiny_model import build_tokenizer, write_tiny_model  # noqa: E402
 
 SHAPES = {
     "tiny (CI experiment: 2 layers, hidden 64)": {},

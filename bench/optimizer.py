@@ -89,6 +89,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -103,6 +104,7 @@ from scipy.optimize import minimize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixopt.optimizer import MixtureOptimizer  # noqa: E402
+from mixopt.optimizer.seeding import RandomStreams  # noqa: E402
 from mixopt.space import bounded_dirichlet, project_capped_simplex, share_capped  # noqa: E402
 
 OBJECTIVES = ("interior", "face", "noisy")
@@ -118,6 +120,8 @@ RAW_SAMPLES = 512
 NUM_RESTARTS = 5
 # --acq-stream: 0 is mixopt itself; n > 0 draws its acquisition candidates from another stream.
 ACQ_STREAM = 0
+# The random choices an acquisition stream redraws: UCB's random starts and the posterior-mean search's.
+ACQUISITION_TAGS = ("acq", "recommend")
 # --n-seeds: mixopt's seed phase (None: MixtureOptimizer's default); earlier tables name theirs.
 N_SEEDS: int | None = None
 # Regrets below this are rounding (f* by SLSQP at ftol 1e-15, f evaluated in float64): counted as 0.
@@ -229,18 +233,33 @@ class Problem:
         return capped or None
 
 
-def _options() -> dict[str, int]:
+class AcquisitionStream(RandomStreams):
+    """mixopt's random streams with the acquisition's choices (:data:`ACQUISITION_TAGS`) drawn from
+    stream ``n`` (``n`` appended to their key): the same seeds, GP and tells, other draws."""
+
+    def __init__(self, random_state: int, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"an acquisition stream is n >= 1 (0: mixopt's own streams), got {n}")
+        super().__init__(random_state)
+        self.n = n
+
+    def key(self, tag: str, index: int) -> list[int]:
+        return super().key(tag, index) + ([self.n] if tag in ACQUISITION_TAGS else [])
+
+
+def _options(random_state: int) -> dict[str, Any]:
     """mixopt's options beyond its defaults: ``--n-seeds``, and ``--acq-stream`` (its acquisition
     candidates, the random starts of UCB and of the posterior-mean search, drawn from another
-    stream: the same seeds, GP and tells, other draws; how far a 10-seed median moves between
-    streams is the noise floor of any comparison between two versions of the optimizer)."""
-    return ({} if N_SEEDS is None else {"n_seeds": N_SEEDS}) | {"acquisition_stream": ACQ_STREAM}
+    stream: :class:`AcquisitionStream`; how far a 10-seed median moves between streams is the noise
+    floor of any comparison between two versions of the optimizer)."""
+    streams = {"streams": AcquisitionStream(random_state, ACQ_STREAM)} if ACQ_STREAM else {}
+    return ({} if N_SEEDS is None else {"n_seeds": N_SEEDS}) | streams
 
 
 def run_mixopt(problem: Problem, budget: int, seed: int) -> list[tuple[float, float]]:
     tasks = [f"task_{i}" for i in range(problem.k)]
     opt = MixtureOptimizer(
-        tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget, **_options()
+        tasks, random_state=seed, bounds=problem.bounds(tasks), budget=budget, **_options(seed)
     )
     out = []
     for _ in range(budget):
@@ -354,7 +373,7 @@ def _mixopt_run(
         t: b for t, b in (problem.bounds([f"task_{i}" for i in range(problem.k)]) or {}).items() if t in tasks
     }
     opt = MixtureOptimizer(
-        tasks, random_state=random_state, bounds=bounds or None, budget=budget, **_options()
+        tasks, random_state=random_state, bounds=bounds or None, budget=budget, **_options(random_state)
     )
     if warm is not None:
         opt.warm_start(warm, name="source")

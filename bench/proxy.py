@@ -10,7 +10,7 @@ On the tiny experiment with the real trainer (``trainers.embedding:train`` calle
 3. for each seed, score every landscape mixture ``w`` by the **merged proxy**: the task-arithmetic
    merge of that seed's experts with the coefficients ``c`` that solve ``sum_k c_k m_k = w``
    (``m_k`` the experts' mixtures; :func:`mixopt.proxy.merge.mixture_coefficients`), evaluated
-   in memory with the trainer's own evaluation (:class:`mixopt.proxy.evaluate.MergedEvaluator`).
+   in memory with the trainer's own evaluation (:class:`trainers.merged.MergedEvaluator`).
 
 Printed: per mixture the mean over seeds of the trained and of the proxy objective (and of each
 task score); Spearman and Pearson over mixtures between the two means, for the objective and per
@@ -165,9 +165,9 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     import torch
 
     from mixopt.config import experiment_from_dict
-    from mixopt.proxy.evaluate import MergedEvaluator
     from mixopt.proxy.merge import ExpertMerge, mixture_coefficients
     from mixopt.synth import synthesize
+    from trainers.merged import MergedEvaluator
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="proxy."))

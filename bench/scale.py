@@ -3,9 +3,9 @@
     python bench/scale.py --quick                 # the tiny model, 6 trials of 6 steps (1-3 min)
     python bench/scale.py --model-size 300m       # EmbeddingGemma-300m's shape, 6 trials of 2 steps (about 5 min)
 
-The model is built locally in a temporary directory (``mixopt synth``'s builder; ``--model-size
-300m`` gives it EmbeddingGemma-300m's shape, 307,581,696 random-init parameters, 1.23 GB per fp32
-checkpoint), on synthetic tasks. One measurement per function:
+The model is built locally in a temporary directory (:mod:`trainers.tiny_model`, the builder of
+``mixopt synth``'s model; ``--model-size 300m`` gives it EmbeddingGemma-300m's shape, 307,581,696
+random-init parameters, 1.23 GB per fp32 checkpoint), on synthetic tasks. One measurement per function:
 
 - :func:`sweep_disk`: a real ``mixopt sweep`` of ``--trials`` trials (local Ray, sqlite MLflow, one
   trial at a time so one reused actor runs them all), and the bytes each trial leaves in storage;
@@ -46,14 +46,8 @@ TASKS = ("retrieval_0", "sts_1", "classification_2")
 
 def build_data(root: Path, size: str) -> Path:
     """Synthetic tasks and a random-init encoder of ``size`` (tiny or 300m) under ``root/data``."""
-    from mixopt.synth import (
-        EMBEDDINGGEMMA_300M,
-        PROMPT_WORDS,
-        SynthSpec,
-        build_tokenizer,
-        synthesize,
-        write_tiny_model,
-    )
+    from mixopt.synth import PROMPT_WORDS, SynthSpec, synthesize
+    from trainers.tiny_model import EMBEDDINGGEMMA_300M, build_tokenizer, write_tiny_model
 
     data = root / "data"
     synthesize(data, n_tasks=3, seed=0, spec=SynthSpec(n_train=128, n_dev=32), with_model=size == "tiny")

@@ -342,18 +342,3 @@ def training_rows(source: Any, kind: Any) -> Any:
     """The source the trainer streams for a task of ``kind``: ``source`` itself or a :class:`TrainingRows` view."""
     kind = _kind_name(kind)
     return source if TRAINING_KIND[kind] == kind else TrainingRows(source, kind)
-
-
-def read_rows(path: str | Path, kind: Any) -> list[Row]:
-    """All validated rows of a file (for small files: dev sets, tests)."""
-    return list(iter_rows(path, kind))
-
-
-def check_file(path: str | Path, kind: Any) -> int:
-    """Validate every row of a file without keeping them; return the row count."""
-    n = 0
-    for _ in iter_rows(path, kind):
-        n += 1
-    if n == 0:
-        raise DataError(f"{path}: {'the file has' if isinstance(path, (str, Path)) else 'has'} no rows")
-    return n

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 
 def _plt():
@@ -116,7 +119,7 @@ def slice_range(
 
 
 def gp_slices(
-    optimizer: Any,
+    optimizer: MixtureOptimizer,
     tasks: Sequence[str],
     n: int = 41,
     bounds: Mapping[str, tuple[float, float]] | None = None,
@@ -160,7 +163,7 @@ def gp_slices(
 def sweep_figures(
     trials: Sequence[Mapping[str, Any]],
     tasks: Sequence[str],
-    optimizer: Any,
+    optimizer: MixtureOptimizer,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:

@@ -7,8 +7,8 @@ one), and asks the trainer to measure ``1 + steps`` optimisation steps of it on 
 (its ``preflight`` measurement, :class:`mixopt.trial.PreflightMeasure`; the embedding trainer's is
 :func:`trainers.preflight.preflight`) on the device a trial gets (through Ray with the trial's
 resources when a cluster address is given, else in this process). A trainer without one is refused
-with a line saying so. This module keeps the service's side: what to measure, the memory model and
-its projection, the report, and refusing what won't fit. It reports:
+with a line saying so. This module keeps the service's side: what to measure, the projection, the
+report, and refusing what won't fit. It reports:
 
 - peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident set size
   above the process's before the model was loaded;
@@ -25,15 +25,13 @@ its projection, the report, and refusing what won't fit. It reports:
   measured on a CPU is told to run the preflight on its cluster).
 
 A trial that does not fit (CUDA out of memory, or a peak above the device's memory or
-``--memory-limit-gb``) fails with the smallest change that makes it fit by :func:`estimate_memory`,
-calibrated by the measured peak: ``set trainer.mini_batch_size: 16``, then with
-``trainer.gradient_checkpointing: true``, then a shorter ``max_seq_length``. That fix is then
-measured in its turn (``measure_fix``), so the report still projects the trial and the sweep, as
-they would run with the fix.
-
-The memory model (:func:`estimate_memory`) is measured at EmbeddingGemma-300m's shape on CPU in
-float32 by ``bench/memory.py`` (bench/RESULTS.md, "Trainer memory"); bf16 activations are taken as
-:data:`BF16_ACTIVATION_FACTOR` of float32 ones until a GPU run measures them.
+``--memory-limit-gb``) fails with the smallest change of options that makes it fit, when the trainer
+has a memory model to name one (its optional ``memory_fix`` hook, :class:`mixopt.trial.MemoryFix`;
+the embedding trainer's is :func:`trainers.memory.memory_fix`): ``set trainer.mini_batch_size: 16``,
+then with ``trainer.gradient_checkpointing: true``, then a shorter ``max_seq_length``. That fix is
+then measured in its turn (``measure_fix``), so the report still projects the trial and the sweep,
+as they would run with the fix. A trainer without the hook gets the measured report and the
+refusal without a fix.
 """
 
 from __future__ import annotations
@@ -44,12 +42,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mixopt.config import CategoricalParam, Experiment, IntParam
 
-# The trainer whose measurement the refusal names as the one that has it.
-EMBEDDING_TRAINER = "trainers.embedding:train"
+if TYPE_CHECKING:
+    from mixopt.trial import MemoryFix
+
 # Dense bf16 tensor-core peaks (vendor specs, no sparsity), matched in order against the device name.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989.0),
@@ -61,163 +60,10 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A10G", 70.0),
     ("A10", 125.0),
 )
-# bench/memory.py at EmbeddingGemma-300m's shape (24 layers, d 768), float32, CPU, seq 32: activation
-# bytes per token of a training step, the largest of the measured estimates rounded up, since the
-# runs are small and RSS-noisy (bench/RESULTS.md, "Trainer memory"). The preflight on a GPU
-# measures instead of estimating.
-FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.5 * 2**20, "checkpointing": 0.7 * 2**20}
-REFERENCE_LAYERS_X_HIDDEN = 24 * 768
-# bf16 autocast stores matmul outputs in bf16 but Gemma's RMSNorms and the softmax inputs in float32:
-# half of float32 would be the floor; 0.75 is a conservative guess until a GPU run measures it.
-BF16_ACTIVATION_FACTOR = 0.75
-# Allocator fragmentation and workspace (cuBLAS, attention kernels).
-OVERHEAD_FACTOR = 1.15
-# A trial must fit in this fraction of the device's memory to be called a fit with margin.
-MARGIN = 0.85
 
 
 class PreflightError(RuntimeError):
     """The experiment cannot be preflighted (a trainer without a measurement, no device); the message says why."""
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the memory model needs of the encoder."""
-
-    n_params: int  # all trainable parameters
-    n_embedding: int  # the token-embedding table's
-    layers: int
-    hidden: int
-
-    @property
-    def n_matmul(self) -> int:
-        """Non-embedding parameters: the ``N`` of ``6·N`` FLOPs per token."""
-        return self.n_params - self.n_embedding
-
-
-def estimate_memory(
-    shape: Shape,
-    *,
-    batch_size: int,
-    seq: int,
-    mini_batch_size: int | None,
-    gradient_checkpointing: bool,
-    bf16: bool,
-    sides: int = 3,
-) -> float:
-    """Bytes a training step needs at peak: fixed state + activations of the texts in the graph at once.
-
-    .. math::
-
-        M = 1.15 \\left[ 16 N + 4 N_E + (2 N \\text{ if bf16}) + a \\cdot \\frac{L d}{24 \\cdot 768}
-            \\cdot T \\right], \\qquad T = \\begin{cases} s B \\ell & \\text{full batch} \\\\
-            m \\ell & \\text{mini-batches of } m \\text{ texts} \\end{cases}
-
-    ``16 N``: float32 weights, gradients, AdamW's two moments; ``4 N_E``: the dense gradient of the
-    token embeddings is built once more before it is accumulated (measured); ``2 N``: autocast's
-    bf16 weight copies; ``a``: activation bytes per token (:data:`FP32_ACTIVATION_BYTES_PER_TOKEN`,
-    × :data:`BF16_ACTIVATION_FACTOR` in bf16); ``s`` sides of ``B`` texts of ``ℓ`` tokens.
-    """
-    fixed = 16 * shape.n_params + 4 * shape.n_embedding + (2 * shape.n_params if bf16 else 0)
-    per_token = FP32_ACTIVATION_BYTES_PER_TOKEN["checkpointing" if gradient_checkpointing else "none"]
-    per_token *= shape.layers * shape.hidden / REFERENCE_LAYERS_X_HIDDEN
-    per_token *= BF16_ACTIVATION_FACTOR if bf16 else 1.0
-    live_tokens = (min(mini_batch_size, batch_size) if mini_batch_size else sides * batch_size) * seq
-    return OVERHEAD_FACTOR * (fixed + per_token * live_tokens)
-
-
-def suggest_fix(
-    shape: Shape,
-    *,
-    batch_size: int,
-    seq: int,
-    mini_batch_size: int | None,
-    gradient_checkpointing: bool,
-    bf16: bool,
-    limit: float,
-    measured: float | None = None,
-) -> str:
-    """The smallest change that brings the step under ``MARGIN × limit`` bytes (:func:`fix_for`), in words."""
-    return fix_for(
-        shape,
-        batch_size=batch_size,
-        seq=seq,
-        mini_batch_size=mini_batch_size,
-        gradient_checkpointing=gradient_checkpointing,
-        bf16=bf16,
-        limit=limit,
-        measured=measured,
-    )[0]
-
-
-def fix_for(
-    shape: Shape,
-    *,
-    batch_size: int,
-    seq: int,
-    mini_batch_size: int | None,
-    gradient_checkpointing: bool,
-    bf16: bool,
-    limit: float,
-    measured: float | None = None,
-) -> tuple[str, dict[str, Any] | None]:
-    """The smallest change that brings the step under ``MARGIN × limit`` bytes: its words, and the
-    trainer options it sets (None when no setting fits).
-
-    When a peak was measured, what the model does not explain (``measured − estimate(current)``, if
-    positive: the process, the allocator, a model error) is added to every candidate's estimate as a
-    constant, which errs on the side of not fitting. Tries, in order: mini-batches (the largest power
-    of two that fits, below the current one), then the same with gradient checkpointing, then the
-    longest power-of-two ``max_seq_length`` below the current one at which mini-batches of 1 text with
-    checkpointing fit; else says that nothing does.
-    """
-    current = estimate_memory(
-        shape,
-        batch_size=batch_size,
-        seq=seq,
-        mini_batch_size=mini_batch_size,
-        gradient_checkpointing=gradient_checkpointing,
-        bf16=bf16,
-    )
-    unexplained = max(measured - current, 0.0) if measured else 0.0
-    upper = min(mini_batch_size or batch_size, batch_size)
-    sizes = [2**k for k in range(int(math.log2(upper)), -1, -1) if 2**k < upper or mini_batch_size is None]
-    for checkpointing in sorted({gradient_checkpointing, True}):
-        for m in sizes:
-            need = unexplained + estimate_memory(
-                shape,
-                batch_size=batch_size,
-                seq=seq,
-                mini_batch_size=m,
-                gradient_checkpointing=checkpointing,
-                bf16=bf16,
-            )
-            if need <= MARGIN * limit:
-                changes: dict[str, Any] = {"mini_batch_size": m}
-                if checkpointing and not gradient_checkpointing:
-                    changes["gradient_checkpointing"] = True
-                return _set(changes, need), changes
-    for shorter in (2**k for k in range(int(math.log2(seq - 1)), -1, -1)) if seq > 1 else ():
-        need = unexplained + estimate_memory(
-            shape,
-            batch_size=batch_size,
-            seq=shorter,
-            mini_batch_size=1,
-            gradient_checkpointing=True,
-            bf16=bf16,
-        )
-        if need <= MARGIN * limit:
-            changes = {"max_seq_length": shorter, "mini_batch_size": 1, "gradient_checkpointing": True}
-            return _set(changes, need), changes
-    return (
-        "even mini-batches of 1 text with gradient checkpointing do not fit: lower "
-        f"trainer.max_seq_length (now {seq}) or use a device with more memory"
-    ), None
-
-
-def _set(changes: Mapping[str, Any], need: float) -> str:
-    parts = [f"trainer.{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in changes.items()]
-    return f"set {' and '.join(parts)} (estimated peak {need / 2**30:.1f} GiB)"
 
 
 def peak_bf16_flops(device_name: str) -> float | None:
@@ -251,34 +97,6 @@ def worst_case_options(exp: Experiment) -> tuple[dict[str, Any], list[str]]:
             if name in worst_high or name == "gradient_checkpointing":
                 notes.append(f"{name} {value} (the search space's worst case)")
     return options, notes
-
-
-def project(
-    shape: Shape,
-    *,
-    batch_size: int,
-    seq: int,
-    mini_batch_size: int | None,
-    gradient_checkpointing: bool,
-    bf16: bool,
-    cuda: bool,
-    memory_limit: float | None,
-) -> tuple[float, bool]:
-    """The step's projected peak (:func:`estimate_memory`), and whether the steps must not run.
-
-    A CPU has no out-of-memory error (the kernel kills the process), so a CPU step projected beyond
-    ``memory_limit`` bytes (default: the machine's memory) is not run; on CUDA the step always runs
-    and an out-of-memory error is the figure.
-    """
-    projected = estimate_memory(
-        shape,
-        batch_size=batch_size,
-        seq=seq,
-        mini_batch_size=mini_batch_size,
-        gradient_checkpointing=gradient_checkpointing,
-        bf16=bf16,
-    )
-    return projected, not cuda and projected > (memory_limit or machine_memory())
 
 
 def machine_memory() -> int:
@@ -320,12 +138,14 @@ class Figures(TypedDict):
     memory_kind: str
     oom: bool  # out of memory, or not run because projected_oom
     projected_oom: bool
-    projected_memory: float  # bytes, by estimate_memory
+    projected_memory: float  # bytes, by the trainer's memory model; NaN without one
     step_seconds: float  # mean after one warm-up step; NaN when not run
     tokens_per_step: int
     loss: float
     bf16: bool
-    shape: dict[str, int]  # Shape's fields
+    # The model's sizes: n_params and n_embedding (all trainable parameters, and the token-embedding
+    # table's; MFU's N is the difference), and whatever else the trainer's memory model reads.
+    shape: dict[str, int]
     batch_size: int
     max_seq_length: int
     mini_batch_size: int | None
@@ -430,7 +250,7 @@ def run_preflight(
     if trainer.preflight is None:
         raise PreflightError(
             f"this trainer ({exp.trainer.target!r}) has no preflight measurement: preflight measures "
-            f"the embedding trainer ({EMBEDDING_TRAINER}) and any trainer module that provides "
+            "the embedding trainer and any trainer module that provides "
             "preflight(options, *, steps, seed, memory_limit) (see mixopt.trial)"
         )
     if steps < 1:
@@ -456,7 +276,9 @@ def run_preflight(
         )
         return ray.get(task.remote(*args))
 
-    result = report(exp, run(options), notes, memory_limit_gb=memory_limit_gb, echo=echo)
+    result = report(
+        exp, run(options), notes, memory_limit_gb=memory_limit_gb, memory_fix=trainer.memory_fix, echo=echo
+    )
     if not result.fits and measure_fix and result.fix_options:
         result.fix_figures = dict(run(options | result.fix_options))
         lines = [f"with the fix ({result.fix}), measured:", *_measured_lines(exp, result.fix_figures)]
@@ -478,7 +300,7 @@ def _measured_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
 def _timing_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
     """Step time, tokens/s, MFU, then the trial time as the sum of its measured parts, and the sweep's
     device-hours in the measured device's unit."""
-    shape = Shape(**figures["shape"])
+    n_matmul = figures["shape"]["n_params"] - figures["shape"]["n_embedding"]
     seconds = figures["step_seconds"]
     tokens_per_s = figures["tokens_per_step"] / seconds
     lines = [
@@ -486,16 +308,16 @@ def _timing_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
         f"  tokens/s         {tokens_per_s:,.0f}",
     ]
     peak_flops = peak_bf16_flops(figures["device_name"]) if figures["device"] == "cuda" else None
-    achieved = 6 * shape.n_matmul * tokens_per_s
+    achieved = 6 * n_matmul * tokens_per_s
     if peak_flops:
         lines.append(
             f"  MFU              {100 * achieved / peak_flops:.1f} % of {peak_flops / 1e12:.0f} TFLOP/s dense bf16 "
-            f"(6·N·tokens/s, N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters)"
+            f"(6·N·tokens/s, N = {n_matmul / 1e6:.1f}M non-embedding parameters)"
         )
     else:
         lines.append(
             f"  MFU              n/a ({achieved / 1e12:.3f} TFLOP/s achieved by 6·N·tokens/s, "
-            f"N = {shape.n_matmul / 1e6:.1f}M non-embedding parameters; no bf16 peak known for this device)"
+            f"N = {n_matmul / 1e6:.1f}M non-embedding parameters; no bf16 peak known for this device)"
         )
     steps = exp.trainer.steps
     n_evals = evaluations_per_trial(steps, int(figures.get("eval_every", 0)))
@@ -540,10 +362,11 @@ def report(
     notes: list[str],
     *,
     memory_limit_gb: float | None = None,
+    memory_fix: MemoryFix | None = None,
     echo: Callable[[str], None] = print,
 ) -> PreflightReport:
-    """Print the figures of :func:`measure` and decide whether the trial fits."""
-    shape = Shape(**figures["shape"])
+    """Print the figures of :func:`measure` and decide whether the trial fits; one that does not is
+    given the trainer's ``memory_fix`` when it has one."""
     limit = memory_limit_gb * 2**30 if memory_limit_gb else figures["total_memory"]
     limit_source = "--memory-limit-gb" if memory_limit_gb else "the device's memory"
     b, seq = figures["batch_size"], figures["max_seq_length"]
@@ -555,9 +378,8 @@ def report(
         f"(every text at max_seq_length), mini_batch_size {mb}, gradient_checkpointing {str(ckpt).lower()}"
         + (f"; {', '.join(notes)}" if notes else ""),
     ]
-    estimate = estimate_memory(
-        shape, batch_size=b, seq=seq, mini_batch_size=mb, gradient_checkpointing=ckpt, bf16=bf16
-    )
+    estimate = float(figures.get("projected_memory", math.nan))
+    modelled = math.isfinite(estimate)
     fix = fix_options = None
     if figures["projected_oom"]:
         lines.append(
@@ -567,32 +389,29 @@ def report(
         fits = False
     elif figures["oom"]:
         lines.append(
-            f"  peak memory      out of memory ({figures['memory_kind']}; model estimate {estimate / gib:.1f} GiB)"
+            f"  peak memory      out of memory ({figures['memory_kind']}"
+            + (f"; model estimate {estimate / gib:.1f} GiB)" if modelled else ")")
         )
         fits = False
     else:
         peak = figures["peak_memory"]
         lines.append(
             f"  peak memory      {peak / gib:.2f} GiB of {limit / gib:.1f} GiB ({limit_source}); "
-            f"{figures['memory_kind']}; model estimate {estimate / gib:.2f} GiB"
+            f"{figures['memory_kind']}" + (f"; model estimate {estimate / gib:.2f} GiB" if modelled else "")
         )
         fits = peak <= limit
     if math.isfinite(figures["step_seconds"]):
         lines.extend(_timing_lines(exp, figures))
     if fits:
         lines.append(f"fits: peak {figures['peak_memory'] / gib:.2f} GiB <= {limit / gib:.1f} GiB")
-    else:
-        fix, fix_options = fix_for(
-            shape,
-            batch_size=b,
-            seq=seq,
-            mini_batch_size=mb,
-            gradient_checkpointing=ckpt,
-            bf16=bf16,
-            limit=limit,
-            measured=None if figures["oom"] else figures["peak_memory"],
-        )
+    elif memory_fix is not None:
+        fix, fix_options = memory_fix(figures, limit=limit)
         lines.append(f"does not fit in {limit / gib:.2f} GiB ({limit_source}): {fix}")
+    else:
+        lines.append(
+            f"does not fit in {limit / gib:.2f} GiB ({limit_source}); the trainer has no memory model "
+            "to name a fix (its memory_fix, see mixopt.trial)"
+        )
     for line in lines:
         echo(line)
     return PreflightReport(figures, fits, fix, lines, fix_options)

@@ -16,11 +16,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from mixopt.config import Experiment
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 
 class RecommendError(ValueError):
@@ -34,7 +37,7 @@ class Found:
     exp: Experiment
     run_id: str
     uri: str
-    opt: Any
+    opt: MixtureOptimizer
 
 
 def parse_objective(text: str, known: list[str]) -> dict[str, float]:
@@ -93,13 +96,13 @@ def find_sweep(exp: Experiment | None, experiment: str | None, tracking_uri: str
     return Found(exp, run.info.run_id, uri, MixtureOptimizer.from_state_dict(state))
 
 
-def known_scores(opt: Any) -> list[str]:
+def known_scores(opt: MixtureOptimizer) -> list[str]:
     """The score names the sweep's trials recorded (the tasks' first, in task order)."""
     names = {k for _, s in opt.score_history if s for k in s}
     return [t for t in opt.tasks if t in names] + sorted(names - set(opt.tasks))
 
 
-def recommendation(opt: Any, weights: dict[str, float] | None) -> dict[str, Any]:
+def recommendation(opt: MixtureOptimizer, weights: dict[str, float] | None) -> dict[str, Any]:
     """The recommendation under ``weights`` (None: the sweep's own objective) as the verification
     stage records it (:func:`mixopt.sweep.verify.recommendation_record`), with the best observed
     trial under the same composition and the normalised weights."""

@@ -1,9 +1,11 @@
 """Synthetic embedding tasks in the real task format, built so that the mixture matters.
 
 ``synthesize(out, n_tasks, seed)`` writes ``out/<task>/{train,dev}.jsonl`` for ``n_tasks`` tasks
-of mixed kinds (retrieval, STS, classification, in turn), ``out/model/`` (a tiny random-init
-bidirectional Gemma3 encoder with its word-level tokenizer and Dense projections, in the
-sentence-transformers layout of ``google/embeddinggemma-300m``, loaded by the same loader) and ``out/synth.json`` (what was generated and why).
+of mixed kinds (retrieval, STS, classification, in turn), ``out/model/`` (the model the trainer's
+``write_synth_model`` hook writes with a tokenizer over every word of the tasks and prompts; the
+embedding trainer's is a tiny random-init bidirectional Gemma3 encoder with its word-level tokenizer
+and Dense projections, in the sentence-transformers layout of ``google/embeddinggemma-300m``,
+:mod:`trainers.tiny_model`) and ``out/synth.json`` (what was generated and why).
 
 The mechanism
 -------------
@@ -56,8 +58,12 @@ from typing import Any
 
 import numpy as np
 
+from mixopt.trial import load_trainer
+
 KINDS = ("retrieval", "sts", "classification")
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids: pad 0, eos 1, bos 2, unk 3
+# The trainer whose write_synth_model writes out/model by default (loaded by name, as a trainer
+# target always is).
+MODEL_TRAINER = "trainers.embedding:train"
 # Words of the tiny experiment's prompts, so prompts tokenise to real ids rather than <unk>.
 PROMPT_WORDS = [
     "task",
@@ -76,27 +82,6 @@ PROMPT_WORDS = [
 ]
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-
-# google/embeddinggemma-300m's config.json (bench/trainer.py uses the same): 24 layers of width 768,
-# 3 query heads / 1 KV head of 256, MLP 1152, a 262144-token vocabulary, sliding windows of 512 with
-# every 6th layer global. With the Dense head (768->3072->768, no bias) that is 307,581,696
-# parameters: ``write_tiny_model(..., dense=True, **EMBEDDINGGEMMA_300M)`` builds a random-init model
-# of the real shape without a hub (bench/scale.py).
-EMBEDDINGGEMMA_300M: dict[str, Any] = dict(
-    vocab_size=262144,
-    hidden_size=768,
-    intermediate_size=1152,
-    num_hidden_layers=24,
-    num_attention_heads=3,
-    num_key_value_heads=1,
-    head_dim=256,
-    query_pre_attn_scalar=256,
-    sliding_window=512,
-    max_position_embeddings=2048,
-    rope_theta=1_000_000.0,
-    rope_local_base_freq=10_000.0,
-    layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(24)],
-)
 
 
 def _default_private() -> dict[str, int]:
@@ -232,112 +217,6 @@ class _Writer:
         return {"text": self.text([self.words(c, 4)]), "label": f"group{c % self.spec.n_groups}"}
 
 
-def build_tokenizer(words: list[str]):
-    """A word-level tokenizer over ``words`` (+ Gemma's special tokens), as a transformers fast tokenizer.
-
-    Adds ``<bos>`` in front and ``<eos>`` at the end of every text, as Gemma's tokenizer does.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    for w in words:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>",
-        pair="<bos> $A <eos> $B <eos>",
-        special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="right",
-        model_max_length=256,
-    )
-
-
-def tiny_gemma_config(vocab_size: int, **sizes: Any):
-    """A bidirectional Gemma3 text-encoder config: EmbeddingGemma's architecture at toy sizes, which
-    ``sizes`` override (``tiny_gemma_config(**EMBEDDINGGEMMA_300M)`` is the real shape)."""
-    from transformers import Gemma3TextConfig
-
-    kw: dict[str, Any] = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        query_pre_attn_scalar=32,
-        max_position_embeddings=512,
-        sliding_window=512,
-        layer_types=["sliding_attention", "full_attention"],
-        use_bidirectional_attention=True,
-        use_cache=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    kw.update(sizes)
-    if "num_hidden_layers" in sizes and "layer_types" not in sizes:
-        n = kw["num_hidden_layers"]
-        kw["layer_types"] = ["full_attention" if (i + 1) % 2 == 0 else "sliding_attention" for i in range(n)]
-    return Gemma3TextConfig(**kw)
-
-
-def write_tiny_model(
-    out_dir: str | Path,
-    tokenizer,
-    seed: int = 0,
-    *,
-    dense: bool = False,
-    vocab_size: int | None = None,
-    **sizes: Any,
-) -> Path:
-    """Write a random-init Gemma3 encoder and ``tokenizer`` to ``out_dir`` (safetensors).
-
-    ``sizes`` override :func:`tiny_gemma_config`'s toy shape (``EMBEDDINGGEMMA_300M`` is the real
-    one). ``vocab_size``: rows of the token-embedding table, at least the tokenizer's size (default:
-    exactly it); rows past the tokenizer's are never looked up, as in a real model whose table is
-    padded, but they are trained, saved and averaged like every other parameter.
-
-    ``dense=False``: a bare transformers checkpoint (a trial adds new Dense layers from its seed).
-    ``dense=True``: a sentence-transformers directory with EmbeddingGemma's Dense projections
-    (d→4d→d) drawn from ``seed``, the layout ``google/embeddinggemma-300m`` ships in: every trial
-    starts from the same projections, whatever its trainer seed, as on the real model.
-    """
-    import torch
-    from transformers import Gemma3TextModel
-
-    out_dir = Path(out_dir)
-    if vocab_size is not None and vocab_size < len(tokenizer):
-        raise ValueError(
-            f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens: "
-            "its ids past the table would not embed; give vocab_size >= the tokenizer's size"
-        )
-    config = tiny_gemma_config(vocab_size or len(tokenizer), **sizes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma3TextModel(config)
-    if dense:
-        from trainers.model import Encoder, new_dense, save_sentence_transformer
-
-        encoder = Encoder(model, new_dense(config.hidden_size, seed))
-        return save_sentence_transformer(
-            encoder, tokenizer, out_dir, prompts={}, max_seq_length=config.max_position_embeddings
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -351,14 +230,23 @@ def synthesize(
     seed: int = 0,
     spec: SynthSpec | None = None,
     with_model: bool = True,
+    trainer: str = MODEL_TRAINER,
 ) -> dict[str, Any]:
-    """Write ``n_tasks`` synthetic tasks (and the tiny model) to ``out_dir``; return the metadata.
+    """Write ``n_tasks`` synthetic tasks (and, ``with_model``, the ``trainer``'s model for them) to
+    ``out_dir``; return the metadata.
 
+    ``trainer`` is a trainer target (``"package.module:function"``) whose module provides
+    ``write_synth_model`` (:mod:`mixopt.trial`); :class:`mixopt.trial.TrainerError` if it does not.
     The directory is written atomically: built in a temporary sibling, then renamed into place,
     so an interrupted run leaves no half-written task folder. An existing ``out_dir`` is replaced.
     """
     if n_tasks < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+    write_model = (
+        load_trainer(trainer).require("write_synth_model", "mixopt synth writes the tasks' model with it")
+        if with_model
+        else None
+    )
     spec = spec or SynthSpec()
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
@@ -383,8 +271,8 @@ def synthesize(
             writer = _Writer(plan, vocabs[k], noise, spec, np.random.default_rng([seed, 1, k]))
             for split, n in (("train", spec.n_train), ("dev", spec.n_dev)):
                 _write_jsonl(tmp / plan["name"] / f"{split}.jsonl", [writer.row(split) for _ in range(n)])
-        if with_model:
-            write_tiny_model(tmp / "model", build_tokenizer(PROMPT_WORDS + all_words), seed=seed, dense=True)
+        if write_model is not None:
+            write_model(tmp / "model", PROMPT_WORDS + all_words, seed=seed)
         meta = {
             "seed": seed,
             "spec": {k: v for k, v in spec.__dict__.items()},

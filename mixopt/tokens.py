@@ -16,7 +16,10 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mixopt.config import Experiment
 
 # Rows read per task: enough for a share to within a few points, cheap next to the data check.
 SAMPLE_ROWS = 200
@@ -67,7 +70,7 @@ def unknown_share(tokenizer: Any, texts: Iterable[str]) -> tuple[float, int] | N
     return sum(t == unk for x in ids for t in x) / total, total
 
 
-def task_unknown_shares(exp: Any) -> dict[str, tuple[float, int]]:
+def task_unknown_shares(exp: Experiment) -> dict[str, tuple[float, int]]:
     """Task name -> (unknown-token share, tokens) over its first :data:`SAMPLE_ROWS` train rows.
 
     Empty when the experiment's ``trainer.model`` has no local tokenizer with an unknown token.
@@ -75,8 +78,8 @@ def task_unknown_shares(exp: Any) -> dict[str, tuple[float, int]]:
     """
     from mixopt.data import DataError, iter_rows
 
-    model = exp.trainer.options.get("model")
-    tokenizer = local_tokenizer(model) if isinstance(model, str) else None
+    model = exp.trainer.knobs.model
+    tokenizer = local_tokenizer(model) if model is not None else None
     if tokenizer is None or getattr(tokenizer, "unk_token_id", None) is None:
         return {}
     out: dict[str, tuple[float, int]] = {}

@@ -17,6 +17,13 @@ A trainer is a module named in the experiment YAML by its train function
 - optionally ``preflight(options, *, steps, seed, memory_limit[, tasks]) -> dict``, one worst-case
   trial's step (and, given ``tasks``, its load, evaluation and checkpoint write) measured on this device (``mixopt preflight`` needs it; :mod:`mixopt.preflight` says what
   the figures are);
+- optionally ``memory_fix(figures, *, limit) -> (words, options or None)``: the trainer's memory
+  model asked, after its preflight measured a trial that does not fit in ``limit`` bytes, for the
+  smallest change of its options that fits (``mixopt preflight`` names it and measures it; without
+  the hook the refusal names no fix);
+- optionally ``write_synth_model(out_dir, words, *, seed) -> Path``: a small random-init model of
+  the trainer's architecture whose tokenizer knows ``words``, written to ``out_dir`` (``mixopt
+  synth`` writes it beside the synthetic tasks);
 - optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
   scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
   (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
@@ -157,10 +164,28 @@ class PreflightMeasure(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class MemoryFix(Protocol):
+    """``memory_fix(figures, *, limit)``: the smallest change of the trainer's options that brings the
+    trial its :class:`PreflightMeasure` measured (``figures``) under ``limit`` bytes, as words
+    (``"set trainer.mini_batch_size: 16 (...)"``) and the options it sets (None: no setting fits)."""
+
+    def __call__(self, figures: Mapping[str, Any], *, limit: float) -> tuple[str, dict[str, Any] | None]: ...
+
+
+class WriteSynthModel(Protocol):
+    """``write_synth_model(out_dir, words, *, seed)``: write a small random-init model of the trainer's
+    architecture, drawn from ``seed``, with a tokenizer that knows every word of ``words``, to
+    ``out_dir`` (a directory ``trainer.model`` can name); return the directory."""
+
+    def __call__(self, out_dir: Path, words: Sequence[str], *, seed: int) -> Path: ...
+
+
 # The optional parts, with the signature an error names when one is needed and missing.
 OPTIONAL = {
     "evaluate_checkpoint": "evaluate_checkpoint(checkpoint, tasks, options)",
     "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
+    "memory_fix": "memory model, memory_fix(figures, *, limit)",
+    "write_synth_model": "model for synthetic tasks, write_synth_model(out_dir, words, *, seed)",
     "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
 }
 
@@ -179,6 +204,8 @@ class TrainerModule:
         options: the module's pydantic ``Options`` model.
         evaluate_checkpoint: the module's ``evaluate_checkpoint``, or None.
         preflight: the module's ``preflight`` measurement, or None.
+        memory_fix: the module's ``memory_fix``, or None.
+        write_synth_model: the module's ``write_synth_model``, or None.
         merged_scorer: the module's ``merged_scorer``, or None.
     """
 
@@ -187,6 +214,8 @@ class TrainerModule:
     options: type[BaseModel]
     evaluate_checkpoint: EvaluateCheckpoint | None = None
     preflight: PreflightMeasure | None = None
+    memory_fix: MemoryFix | None = None
+    write_synth_model: WriteSynthModel | None = None
     merged_scorer: MergedScorer | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:
@@ -225,16 +254,12 @@ def load_trainer(target: str) -> TrainerModule:
             f"{module_name!r} has {' and '.join(missing)}; the trainer {target!r} must provide "
             f"{func_name}(trial, report) and Options (see mixopt.trial)"
         )
-    evaluate = getattr(module, "evaluate_checkpoint", None)
-    preflight = getattr(module, "preflight", None)
-    merged = getattr(module, "merged_scorer", None)
+    hooks = {part: getattr(module, part, None) for part in OPTIONAL}
     return TrainerModule(
         target=target,
         train=train,
         options=options,
-        evaluate_checkpoint=evaluate if callable(evaluate) else None,
-        preflight=preflight if callable(preflight) else None,
-        merged_scorer=merged if callable(merged) else None,
+        **{part: hook if callable(hook) else None for part, hook in hooks.items()},
     )
 
 

@@ -408,6 +408,24 @@ def test_trainer_options_checked_against_trainer_model(tmp_path: Path) -> None:
     assert f":{_line_of(text, 'no_such_option')}:" in str(info.value)
 
 
+def test_the_trainer_options_the_service_reads_are_typed(tmp_path: Path) -> None:
+    """The service reads model, objective and matryoshka_dims through TrainerKnobs: their values when
+    of the type it reads (a local model made absolute), the defaults when absent or of another type."""
+    from mixopt.config import TrainerConfig, TrainerKnobs
+
+    (tmp_path / "model").mkdir()
+    text = GOOD + "  model: ./model\n  objective: mean_kind\n  matryoshka_dims: [64, 32]\n"
+    knobs = load_experiment(write(tmp_path, text)).trainer.knobs
+    assert knobs == TrainerKnobs(
+        model=str(tmp_path / "model"), objective="mean_kind", matryoshka_dims=[64, 32]
+    )
+    assert load_experiment(write(tmp_path, GOOD)).trainer.knobs == TrainerKnobs()
+    odd = TrainerConfig(
+        target="my.trainer:train", model={"hub": "x"}, matryoshka_dims="64", objective="mean_kind"
+    )
+    assert odd.knobs == TrainerKnobs(objective="mean_kind")
+
+
 def test_validate_cli_prints_resolved_config_or_errors(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

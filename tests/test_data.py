@@ -8,7 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mixopt.data import ClassificationRow, DataError, RetrievalRow, STSRow, check_file, iter_rows, read_rows
+from mixopt.config import experiment_from_dict
+from mixopt.data import ClassificationRow, DataError, RetrievalRow, STSRow, iter_rows
+from mixopt.sweep.checks import check_data, file_stats
+from mixopt.sweep.common import SweepError
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -25,11 +28,14 @@ def test_good_rows_of_each_kind(tmp_path: Path) -> None:
             json.dumps({"query": "q2", "positive": "p2"}),
         ],
     )
-    assert read_rows(r, "retrieval") == [RetrievalRow("q1", "p1", ("n1", "n2")), RetrievalRow("q2", "p2", ())]
+    assert list(iter_rows(r, "retrieval")) == [
+        RetrievalRow("q1", "p1", ("n1", "n2")),
+        RetrievalRow("q2", "p2", ()),
+    ]
     s = write_lines(tmp_path / "s.jsonl", [json.dumps({"text1": "a", "text2": "b", "score": 3})])
-    assert read_rows(s, "sts") == [STSRow("a", "b", 3.0)]
+    assert list(iter_rows(s, "sts")) == [STSRow("a", "b", 3.0)]
     c = write_lines(tmp_path / "c.jsonl", [json.dumps({"text": "t", "label": 2})])
-    assert read_rows(c, "classification") == [ClassificationRow("t", "2")]
+    assert list(iter_rows(c, "classification")) == [ClassificationRow("t", "2")]
 
 
 def test_teacher_embeddings_ride_along(tmp_path: Path) -> None:
@@ -39,7 +45,7 @@ def test_teacher_embeddings_ride_along(tmp_path: Path) -> None:
         "negatives": ["n"],
         "teacher": {"query": [1, 0], "positive": [0.5, 0.5], "negatives": [[0, 1]]},
     }
-    (got,) = read_rows(write_lines(tmp_path / "r.jsonl", [json.dumps(row)]), "retrieval")
+    (got,) = iter_rows(write_lines(tmp_path / "r.jsonl", [json.dumps(row)]), "retrieval")
     assert set(got.teacher) == {"query", "positive", "negatives"}
     for field, want in (("query", [1.0, 0.0]), ("positive", [0.5, 0.5])):
         assert got.teacher[field].dtype == np.float32 and got.teacher[field].tolist() == want
@@ -77,7 +83,7 @@ def test_bad_row_names_file_and_line(tmp_path: Path, kind: str, row: dict, messa
     }[kind]
     path = write_lines(tmp_path / "d.jsonl", [json.dumps(good), json.dumps(good), json.dumps(row)])
     with pytest.raises(DataError) as info:
-        read_rows(path, kind)
+        list(iter_rows(path, kind))
     assert str(info.value).startswith(f"{path}:3: ")
     assert message in str(info.value)
 
@@ -85,7 +91,7 @@ def test_bad_row_names_file_and_line(tmp_path: Path, kind: str, row: dict, messa
 def test_bad_json_names_line(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", ['{"text": "a", "label": "x"}', '{"text": "b", "label": '])
     with pytest.raises(DataError, match=rf"^{path}:2: invalid JSON"):
-        read_rows(path, "classification")
+        list(iter_rows(path, "classification"))
 
 
 def test_readers_stream(tmp_path: Path) -> None:
@@ -96,24 +102,38 @@ def test_readers_stream(tmp_path: Path) -> None:
     it = iter_rows(path, "classification")
     assert [next(it).text for _ in range(3)] == ["t0", "t1", "t2"]
     with pytest.raises(DataError, match=":1001:"):
-        check_file(path, "classification")
+        file_stats(path, "classification")
 
 
 def test_parquet(tmp_path: Path) -> None:
     table = pa.table({"query": ["q1", "q2"], "positive": ["p1", None], "negatives": [["n"], []]})
     pq.write_table(table, tmp_path / "train.parquet")
     with pytest.raises(DataError, match=r"train.parquet:row 2: missing field\(s\) \['positive'\]"):
-        read_rows(tmp_path / "train.parquet", "retrieval")
+        list(iter_rows(tmp_path / "train.parquet", "retrieval"))
     pq.write_table(pa.table({"text1": ["a"], "text2": ["b"], "score": [0.5]}), tmp_path / "s.parquet")
-    assert read_rows(tmp_path / "s.parquet", "sts") == [STSRow("a", "b", 0.5)]
+    assert list(iter_rows(tmp_path / "s.parquet", "sts")) == [STSRow("a", "b", 0.5)]
 
 
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        read_rows(tmp_path / "nope.jsonl", "sts")
-    (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(DataError, match="no rows"):
-        check_file(tmp_path / "empty.jsonl", "sts")
+        list(iter_rows(tmp_path / "nope.jsonl", "sts"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert list(iter_rows(empty, "sts")) == [] and file_stats(empty, "sts").rows == 0
+    # The data check before any trial refuses a file with no rows, naming it.
+    good = write_lines(
+        tmp_path / "train.jsonl", [json.dumps({"text1": "a", "text2": "b", "score": s}) for s in (1, 2)]
+    )
+    exp = experiment_from_dict(
+        {
+            "name": "empty",
+            "tasks": [{"name": "s", "kind": "sts", "train": str(good), "dev": str(empty)}],
+            "trainer": {"target": "trainers.analytic:train"},
+            "storage": str(tmp_path / "runs"),
+        }
+    )
+    with pytest.raises(SweepError, match=rf"{empty}: the file has no rows"):
+        check_data(exp, use_cache=False)
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unsupported file type"):
-        read_rows(tmp_path / "x.csv", "sts")
+        list(iter_rows(tmp_path / "x.csv", "sts"))

@@ -15,7 +15,7 @@ import pytest
 
 from mixopt.config import TaskConfig
 from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts
-from mixopt.synth import build_tokenizer, write_tiny_model
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 # mteb's import alone takes tens of seconds on the dev box: every test here is slow, and mteb is
 # imported inside the tests so that collecting this file in the default run costs nothing.

@@ -798,18 +798,18 @@ def test_recommend_picks_the_better_categorical_and_a_rounded_int() -> None:
     assert np.abs(weights(rec.proposal, ["a", "b", "c"]) - centre).max() < 0.05
 
 
-def test_an_acquisition_stream_redraws_only_the_acquisition_starts() -> None:
-    """``acquisition_stream`` (bench/optimizer.py --acq-stream) keeps the seed phase, and the
-    default stream 0 is the optimizer itself; another stream proposes other GP points from the
-    same observations, and a state round trip keeps the stream."""
+def test_streams_are_an_argument_not_part_of_the_state() -> None:
+    """Streams keyed by the optimizer's random_state are its default (same proposals); the state holds
+    none, and a state that still holds an acquisition stream's key loads as the default streams."""
+    from mixopt.optimizer.seeding import RandomStreams
+
     f = bowl(TASKS, 5)
-    runs = {s: MixtureOptimizer(TASKS, n_seeds=4, random_state=3, acquisition_stream=s) for s in (0, 1)}
+    given = MixtureOptimizer(TASKS, n_seeds=4, random_state=3, streams=RandomStreams(3))
     default = MixtureOptimizer(TASKS, n_seeds=4, random_state=3)
-    seeds = {s: run(opt, f, 4) for s, opt in runs.items()}
-    assert seeds[0] == seeds[1] == run(default, f, 4)
-    first = {s: opt.ask(1)[0] for s, opt in runs.items()}
-    assert first[0] == default.ask(1)[0] and first[0] != first[1]
-    back = MixtureOptimizer.from_state_dict(json.loads(json.dumps(runs[1].state_dict())))
-    assert back.ask(1) == runs[1].ask(1)
-    with pytest.raises(ValueError, match="acquisition_stream"):
-        MixtureOptimizer(TASKS, acquisition_stream=-1)
+    assert run(given, f, 6) == run(default, f, 6)
+    state = json.loads(json.dumps(given.state_dict()))
+    assert "acquisition_stream" not in state["config"] and "streams" not in state["config"]
+    state["config"]["acquisition_stream"] = 1
+    assert MixtureOptimizer.from_state_dict(state).ask(2) == default.ask(2)
+    with pytest.raises(ValueError, match="streams are keyed by random_state 4, the optimizer's is 3"):
+        MixtureOptimizer(TASKS, random_state=3, streams=RandomStreams(4))

@@ -1,5 +1,6 @@
-"""Preflight: the worst case of the search space, the memory model's arithmetic, the fix it names, and
-the real command on the tiny experiment (fits: exit 0 with the figures; a tiny memory limit: exit 1)."""
+"""Preflight: the worst case of the search space and the real command on the tiny experiment (fits:
+exit 0 with the figures; a tiny memory limit: exit 1, naming the trainer's fix). The embedding
+trainer's memory model is tested in tests/trainers/test_memory.py."""
 
 from __future__ import annotations
 
@@ -12,24 +13,10 @@ from typer.testing import CliRunner
 
 from mixopt.cli import app
 from mixopt.config import experiment_from_dict
-from mixopt.preflight import (
-    BF16_ACTIVATION_FACTOR,
-    FP32_ACTIVATION_BYTES_PER_TOKEN,
-    MARGIN,
-    OVERHEAD_FACTOR,
-    Shape,
-    _verification_trials,
-    estimate_memory,
-    peak_bf16_flops,
-    suggest_fix,
-    worst_case_options,
-)
+from mixopt.preflight import _verification_trials, peak_bf16_flops, report, worst_case_options
 from mixopt.synth import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
-# google/embeddinggemma-300m: 307.6M parameters of which 262144 x 768 token embeddings.
-GEMMA = Shape(n_params=307_581_696, n_embedding=262_144 * 768, layers=24, hidden=768)
-GIB = 2**30
 
 
 @pytest.fixture(scope="module")
@@ -60,74 +47,6 @@ def test_the_worst_case_takes_the_largest_batch_and_length_of_the_search_space(s
     assert options["gradient_checkpointing"] is False and options["temperature"] == 0.07
     assert Path(options["model"]).is_absolute()
     assert any("batch_size 24" in n for n in notes)
-
-
-def test_the_memory_model_is_its_formula():
-    """16 N + 4 N_E (+ 2 N in bf16) + bytes/token x tokens in the graph, x the overhead factor."""
-    fixed_fp32 = 16 * GEMMA.n_params + 4 * GEMMA.n_embedding
-    full = estimate_memory(
-        GEMMA, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False
-    )
-    assert full == pytest.approx(
-        OVERHEAD_FACTOR * (fixed_fp32 + FP32_ACTIVATION_BYTES_PER_TOKEN["none"] * 3 * 8 * 64)
-    )
-    chunk = estimate_memory(
-        GEMMA, batch_size=64, seq=64, mini_batch_size=8, gradient_checkpointing=True, bf16=True
-    )
-    per_token = FP32_ACTIVATION_BYTES_PER_TOKEN["checkpointing"] * BF16_ACTIVATION_FACTOR
-    assert chunk == pytest.approx(OVERHEAD_FACTOR * (fixed_fp32 + 2 * GEMMA.n_params + per_token * 8 * 64))
-    # Mini-batches: the batch size no longer changes the estimate.
-    assert chunk == estimate_memory(
-        GEMMA, batch_size=512, seq=64, mini_batch_size=8, gradient_checkpointing=True, bf16=True
-    )
-    # Half the layers, half the activations.
-    half = Shape(GEMMA.n_params, GEMMA.n_embedding, 12, 768)
-    act = full - estimate_memory(
-        GEMMA, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False, sides=0
-    )
-    act_half = estimate_memory(
-        half, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False
-    ) - (full - act)
-    assert act_half == pytest.approx(act / 2)
-
-
-def test_the_fix_is_the_largest_mini_batch_that_fits():
-    limit = 80 * GIB
-    args = dict(batch_size=128, seq=512, gradient_checkpointing=False, bf16=True)
-    assert estimate_memory(GEMMA, mini_batch_size=None, **args) > limit  # full batch
-    fix = suggest_fix(GEMMA, mini_batch_size=None, limit=limit, **args)
-    m = int(re.search(r"trainer.mini_batch_size: (\d+)", fix).group(1))
-    assert "gradient_checkpointing" not in fix
-    assert estimate_memory(GEMMA, mini_batch_size=m, **args) <= MARGIN * limit
-    assert estimate_memory(GEMMA, mini_batch_size=2 * m, **args) > MARGIN * limit
-    # Unexplained measured memory is added to every candidate: a smaller mini-batch is named.
-    measured = estimate_memory(GEMMA, mini_batch_size=None, **args) + 30 * GIB
-    smaller = int(
-        re.search(
-            r"mini_batch_size: (\d+)",
-            suggest_fix(GEMMA, mini_batch_size=None, limit=limit, measured=measured, **args),
-        ).group(1)
-    )
-    assert smaller < m
-    # A small device needs checkpointing too; a tiny one cannot be helped by either.
-    one_text = estimate_memory(GEMMA, mini_batch_size=1, **{**args, "gradient_checkpointing": True})
-    small = suggest_fix(GEMMA, mini_batch_size=None, limit=1.001 * one_text / MARGIN, **args)
-    assert small.startswith("set trainer.mini_batch_size: 1 and trainer.gradient_checkpointing: true")
-    assert "lower trainer.max_seq_length" in suggest_fix(GEMMA, mini_batch_size=None, limit=1 * GIB, **args)
-
-
-def test_the_shipped_gpu_experiment_fits_an_80gb_h100_with_margin():
-    raw = yaml.safe_load((REPO / "experiments" / "embeddinggemma.yaml").read_text())
-    t = raw["trainer"]
-    need = estimate_memory(
-        GEMMA,
-        batch_size=t["batch_size"],
-        seq=t["max_seq_length"],
-        mini_batch_size=t.get("mini_batch_size"),
-        gradient_checkpointing=t.get("gradient_checkpointing", False),
-        bf16=True,
-    )
-    assert need <= MARGIN * 80e9
 
 
 def test_peak_table_and_verification_trials():
@@ -215,19 +134,34 @@ def test_a_trial_over_the_memory_limit_still_gets_the_projection_of_its_fix(synt
     assert re.search(r"sweep\s+12 \+ 12 verification trials x [\d.]+ s x 1 CPU = [\d.]+ CPU-hours", fixed)
 
 
-def test_the_fix_shortens_the_texts_when_mini_batches_of_one_do_not_fit():
-    """Mini-batches of 1 text with checkpointing over the limit at 512 tokens: the longest power of two
-    that fits by the memory model is named, with the options a second measurement runs."""
-    from mixopt.preflight import fix_for
-
-    args = dict(batch_size=128, mini_batch_size=None, gradient_checkpointing=False, bf16=True)
-    ckpt_one = dict(batch_size=128, mini_batch_size=1, gradient_checkpointing=True, bf16=True)
-    limit = estimate_memory(GEMMA, seq=128, **ckpt_one) / MARGIN * 1.0001  # 128 tokens just fit
-    text, options = fix_for(GEMMA, seq=512, limit=limit, **args)
-    assert options == {"max_seq_length": 128, "mini_batch_size": 1, "gradient_checkpointing": True}
-    assert text.startswith("set trainer.max_seq_length: 128 and trainer.mini_batch_size: 1")
-    assert estimate_memory(GEMMA, seq=256, **ckpt_one) > MARGIN * limit
-    assert fix_for(GEMMA, seq=512, limit=1 * GIB, **args)[1] is None  # the weights alone do not fit
+def test_a_trial_over_the_limit_without_a_memory_model_is_refused_naming_no_fix(synth_root):
+    """A trainer whose preflight measures but offers no memory_fix: the measured peak, no model
+    estimate, and a refusal that names no fix."""
+    figures = {
+        "device": "cpu",
+        "device_name": "CPU (1 threads)",
+        "total_memory": 2**30,
+        "peak_memory": 2**31,
+        "memory_kind": "peak RSS above the process's before loading",
+        "oom": False,
+        "projected_oom": False,
+        "projected_memory": float("nan"),
+        "step_seconds": float("nan"),
+        "bf16": False,
+        "batch_size": 16,
+        "max_seq_length": 32,
+        "mini_batch_size": None,
+        "gradient_checkpointing": False,
+    }
+    lines: list[str] = []
+    result = report(experiment_from_dict(tiny_experiment(synth_root)), figures, [], echo=lines.append)
+    assert not result.fits and result.fix is None and result.fix_options is None
+    assert lines[-2].endswith(
+        "2.00 GiB of 1.0 GiB (the device's memory); peak RSS above the process's before loading"
+    )
+    assert lines[-1].startswith(
+        "does not fit in 1.00 GiB (the device's memory); the trainer has no memory model"
+    )
 
 
 def test_preflight_refuses_another_trainer(synth_root, tmp_path):

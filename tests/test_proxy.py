@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mixopt.proxy.evaluate import MergedEvaluator
 from mixopt.proxy.merge import ExpertMerge, mixture_coefficients
 from mixopt.soup.checkpoints import CheckpointError, weight_files
+from trainers.merged import MergedEvaluator
 
 TASKS = ("retrieval_0", "sts_1")
 

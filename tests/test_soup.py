@@ -36,8 +36,8 @@ from mixopt.soup import (
 )
 from mixopt.soup.average import average_checkpoints, average_file
 from mixopt.soup.checkpoints import CheckpointError, read_header
-from mixopt.synth import build_tokenizer, write_tiny_model
 from mixopt.trial import TrialResult
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
 SIZES = dict(

@@ -2,15 +2,21 @@
 weights read at most twice, one candidate directory, one final soup.
 
 The reference is independent of the code under test: the members' safetensors files loaded with
-safetensors' own reader and averaged in float64 with numpy. The I/O is counted by
-:func:`mixopt.soup.average.count_io`, which records every tensor byte read from each file, and
-is compared with each checkpoint's own weight bytes measured here from the files.
+safetensors' own reader and averaged in float64 with numpy. The I/O is counted here (:func:`count_io`):
+every tensor byte the soup's chunk reader gets through ``safetensors.safe_open`` from each file, and
+the data section of every weight file it writes, measured from the file; both are compared with each
+checkpoint's own weight bytes measured from its files.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import shutil
+import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +24,12 @@ import torch
 from safetensors.numpy import load_file as load_np
 from safetensors.torch import load_file, save_file
 
+import mixopt.soup.average
 from mixopt.checksums import verify_checksums
 from mixopt.soup import Ingredient, make_soup
-from mixopt.soup.average import count_io
+from mixopt.soup.average import average_into
 from mixopt.soup.checkpoints import CheckpointError
-from mixopt.soup.greedy import greedy_select, soup_io
+from mixopt.soup.greedy import greedy_select
 from mixopt.soup.outdir import MARKER
 from mixopt.trial import TrialResult
 from tests.test_soup import build_checkpoint
@@ -34,6 +41,90 @@ K = 5
 def five(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("five")
     return [build_checkpoint(root / f"trial{s}", seed=10 + s) for s in range(K)]
+
+
+class IOCount:
+    """Tensor bytes read, by file, and tensor bytes written, while :func:`count_io` is active."""
+
+    def __init__(self) -> None:
+        self.read: collections.Counter[Path] = collections.Counter()
+        self.written = 0
+
+    def models_read(self, checkpoint: Path, model_bytes: int) -> float:
+        """How many times ``checkpoint``'s weights were read: its bytes read / ``model_bytes``."""
+        return sum(n for p, n in self.read.items() if checkpoint in p.parents) / model_bytes
+
+    def models_written(self, model_bytes: int) -> float:
+        return self.written / model_bytes
+
+
+class _CountedReads:
+    """A ``safe_open`` handle that adds the bytes of every tensor (or slice of one) it returns."""
+
+    def __init__(self, handle: Any, path: Path, io: IOCount) -> None:
+        self._h, self._path, self._io = handle, path, io
+
+    def __enter__(self) -> _CountedReads:
+        self._h.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._h.__exit__(*exc)
+
+    def _count(self, t: torch.Tensor) -> torch.Tensor:
+        self._io.read[self._path] += t.numel() * t.element_size()
+        return t
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        return self._count(self._h.get_tensor(name))
+
+    def get_slice(self, name: str) -> Any:
+        whole, count = self._h.get_slice(name), self._count
+
+        class _Slice:
+            def __getitem__(self, index: Any) -> torch.Tensor:
+                return count(whole[index])
+
+        return _Slice()
+
+
+class _CountedWrite:
+    """A weight file opened for writing; when closed, the bytes of its data section count as written."""
+
+    def __init__(self, f: Any, path: Path, io: IOCount) -> None:
+        self._f, self._path, self._io = f, path, io
+
+    def write(self, data: Any) -> int:
+        return self._f.write(data)
+
+    def __enter__(self) -> _CountedWrite:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+        raw = self._path.read_bytes()
+        self._io.written += len(raw) - 8 - struct.unpack("<Q", raw[:8])[0]
+
+
+@contextlib.contextmanager
+def count_io() -> Iterator[IOCount]:
+    """Count the soup's tensor I/O inside the ``with`` block: reads through the chunk reader's
+    ``safe_open`` (mixopt.soup.average), writes of ``*.safetensors`` files opened with ``Path.open``."""
+    io = IOCount()
+    original_safe_open, original_path_open = mixopt.soup.average.safe_open, Path.open
+
+    def safe_open(path: Any, *args: Any, **kwargs: Any) -> _CountedReads:
+        return _CountedReads(original_safe_open(path, *args, **kwargs), Path(path), io)
+
+    def path_open(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = original_path_open(self, mode, *args, **kwargs)
+        return _CountedWrite(f, self, io) if "w" in mode and self.suffix == ".safetensors" else f
+
+    mixopt.soup.average.safe_open, Path.open = safe_open, path_open
+    try:
+        yield io
+    finally:
+        mixopt.soup.average.safe_open, Path.open = original_safe_open, original_path_open
 
 
 def weight_files(ckpt: Path) -> list[str]:
@@ -143,12 +234,19 @@ def test_make_soup_greedy_keeps_checksums_and_marker_and_reports_the_final_evalu
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
-def test_soup_io_reports_uniform_and_greedy_costs_at_k5(five: list[Path], tmp_path: Path) -> None:
+def test_uniform_and_greedy_costs_at_k5(five: list[Path], tmp_path: Path) -> None:
+    """The uniform soup reads each ingredient once and writes one model; the greedy soup with every
+    candidate kept (the worst case) reads each twice and writes K (the last candidate is the soup)."""
     model = weight_bytes(five[0])
-    uniform, greedy = soup_io(five, tmp_path, evaluate=lambda p: 1.0)  # all kept: the worst case
-    assert uniform.reads == tuple(pytest.approx(1.0) for _ in five) and uniform.models_written == 1.0
-    assert greedy.reads == (2.0, 2.0, 2.0, 2.0, 2.0) and greedy.kept == K
-    assert greedy.models_written == pytest.approx(K)  # the last candidate is the final soup
+    (tmp_path / "uniform").mkdir()
+    with count_io() as io:
+        average_into(five, tmp_path / "uniform")
+    assert [io.models_read(c, model) for c in five] == [pytest.approx(1.0) for _ in five]
+    assert io.models_written(model) == 1.0
+    with count_io() as io:
+        result = greedy_select(ingredients(five), lambda p: 1.0, tmp_path / "greedy")
+    assert [io.models_read(c, model) for c in five] == [2.0, 2.0, 2.0, 2.0, 2.0] and len(result.kept) == K
+    assert io.models_written(model) == pytest.approx(K)
     assert_soup_equals(tmp_path / "greedy" / "soup", five)
     assert_soup_equals(tmp_path / "uniform", five)
     assert weight_bytes(tmp_path / "uniform") == model

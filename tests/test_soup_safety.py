@@ -32,7 +32,7 @@ from mixopt.cli import app
 from mixopt.soup import Ingredient, SoupError, make_soup
 from mixopt.soup.checkpoints import CheckpointError
 from mixopt.soup.outdir import MARKER
-from mixopt.synth import build_tokenizer, write_tiny_model
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "alpha beta gamma delta epsilon zeta eta theta".split()

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixopt.data import check_file, read_rows
+from mixopt.data import iter_rows
+from mixopt.sweep.checks import file_stats
 from mixopt.synth import SynthSpec, synthesize
 
 SMALL = SynthSpec(n_train=64, n_dev=16)
@@ -43,8 +44,8 @@ def test_every_file_reads_back_with_mixed_kinds(synth_dir: Path) -> None:
     for task in sorted(p for p in synth_dir.iterdir() if p.is_dir() and p.name != "model"):
         kind = task.name.rsplit("_", 1)[0]
         kinds[task.name] = kind
-        assert check_file(task / "train.jsonl", kind) == SMALL.n_train
-        assert check_file(task / "dev.jsonl", kind) == SMALL.n_dev
+        assert file_stats(task / "train.jsonl", kind).rows == SMALL.n_train
+        assert file_stats(task / "dev.jsonl", kind).rows == SMALL.n_dev
     assert sorted(set(kinds.values())) == ["classification", "retrieval", "sts"]
     assert len(kinds) == 4
 
@@ -58,7 +59,7 @@ def test_tiny_model_and_tokenizer_load_like_a_hub_checkpoint(synth_dir: Path) ->
     assert config.model_type == "gemma3_text" and config.use_bidirectional_attention
     assert type(model).__name__ == "Gemma3TextModel"
     # Every word of the data is in the vocabulary: no <unk> in any text.
-    row = read_rows(synth_dir / "retrieval_0" / "train.jsonl", "retrieval")[0]
+    row = next(iter_rows(synth_dir / "retrieval_0" / "train.jsonl", "retrieval"))
     ids = tok(row.query)["input_ids"]
     assert tok.unk_token_id not in ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
@@ -70,7 +71,7 @@ def test_tiny_model_and_tokenizer_load_like_a_hub_checkpoint(synth_dir: Path) ->
 def test_tasks_differ_in_difficulty_and_share_vocabulary_partly(synth_dir: Path) -> None:
     def vocab(task: str) -> set[str]:
         words: set[str] = set()
-        for row in read_rows(synth_dir / task / "train.jsonl", task.rsplit("_", 1)[0]):
+        for row in iter_rows(synth_dir / task / "train.jsonl", task.rsplit("_", 1)[0]):
             for text in (
                 getattr(row, f) for f in ("query", "positive", "text1", "text2", "text") if hasattr(row, f)
             ):
@@ -86,3 +87,12 @@ def test_tasks_differ_in_difficulty_and_share_vocabulary_partly(synth_dir: Path)
             if a < b:
                 shared = len(vocabs[a] & vocabs[b])
                 assert 0 < shared < min(len(vocabs[a]), len(vocabs[b]))  # partial transfer
+
+
+def test_the_model_is_the_trainers_and_a_trainer_without_one_writes_nothing(tmp_path: Path) -> None:
+    from mixopt.trial import TrainerError
+
+    out = tmp_path / "synthetic"
+    with pytest.raises(TrainerError, match="'trainers.analytic:train' has no model for synthetic tasks"):
+        synthesize(out, n_tasks=2, seed=0, spec=SMALL, trainer="trainers.analytic:train")
+    assert not out.exists() and not list(tmp_path.iterdir())

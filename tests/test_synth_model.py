@@ -1,11 +1,12 @@
-"""The model builder of ``mixopt synth`` at EmbeddingGemma-300m's shape and with a given vocabulary."""
+"""The tiny-model builder behind ``mixopt synth`` (:mod:`trainers.tiny_model`) at EmbeddingGemma-300m's
+shape and with a given vocabulary."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mixopt.synth import EMBEDDINGGEMMA_300M, build_tokenizer, tiny_gemma_config, write_tiny_model
+from trainers.tiny_model import EMBEDDINGGEMMA_300M, build_tokenizer, tiny_gemma_config, write_tiny_model
 
 # google/embeddinggemma-300m: 307,581,696 parameters (the model card's 308M; sentence-transformers'
 # count of the hub model, Dense head included).

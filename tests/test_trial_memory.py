@@ -40,7 +40,8 @@ import torch
 torch.set_num_threads(1)
 from mixopt.config import TaskConfig
 from mixopt.sweep.worker import release_memory
-from mixopt.synth import SynthSpec, build_tokenizer, synthesize, write_tiny_model
+from mixopt.synth import SynthSpec, synthesize
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 from mixopt.trial import Trial
 from trainers.embedding import train
 

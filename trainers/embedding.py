@@ -3,8 +3,11 @@
 Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", ...options}``. The
 module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one call is one trial; it
 knows nothing of Ray, MLflow or the optimizer), :class:`Options` (:mod:`trainers.options`, validated
-when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), and :func:`preflight`
-(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``).
+when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), :func:`preflight`
+(:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``), :func:`memory_fix`
+(:mod:`trainers.memory`, the change it names for a trial that does not fit), :func:`merged_scorer`
+(:mod:`trainers.merged`, the merged-experts proxy's scores) and :func:`write_synth_model` (:mod:`trainers.tiny_model`, the
+tiny encoder ``mixopt synth`` writes).
 
 The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
 
@@ -34,7 +37,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +50,25 @@ from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
 from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
+from .memory import memory_fix
+from .merged import merged_scorer
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
+from .tiny_model import write_synth_model
 
-__all__ = ["Options", "evaluate_checkpoint", "merged_scorer", "preflight", "resolve_options", "train"]
+__all__ = [
+    "Options",
+    "evaluate_checkpoint",
+    "memory_fix",
+    "merged_scorer",
+    "preflight",
+    "resolve_options",
+    "train",
+    "write_synth_model",
+]
 from .training import (
     StepInputs,
     Stepper,
@@ -313,21 +328,6 @@ def evaluate_checkpoint(
     opts = resolve_options(options)
     with Threads(opts.cpu_threads):
         return _evaluate_checkpoint(Path(checkpoint), tasks, opts, dev_rows)
-
-
-def merged_scorer(
-    experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
-) -> Callable[[Sequence[float]], TrialResult]:
-    """Score task-arithmetic merges of ``experts`` (trials finetuned from ``options["model"]``)
-    in memory, as a trial is scored (:mod:`mixopt.proxy`): the experts checked and the
-    architecture loaded once; each call merges with its coefficients and evaluates."""
-    from mixopt.proxy.evaluate import MergedEvaluator
-    from mixopt.proxy.merge import ExpertMerge
-
-    base = Path(options["model"])
-    merge = ExpertMerge(base, [Path(e) for e in experts])
-    evaluator = MergedEvaluator(base, tasks, options)
-    return lambda coefficients: evaluator.evaluate(merge.merge(coefficients))
 
 
 def _evaluate_checkpoint(

@@ -12,8 +12,9 @@ One loader serves a local directory and a hub name (a hub name is first resolved
 snapshot, then the same code runs), and accepts two layouts:
 
 (a) a plain Hugging Face Gemma3 text-model directory (``config.json`` with ``model_type``
-    ``gemma3_text``, ``model.safetensors``, a tokenizer), e.g. what ``mixopt.synth`` writes: the two
-    Dense layers are new and initialised from the seed;
+    ``gemma3_text``, ``model.safetensors``, a tokenizer), e.g. what
+    :func:`trainers.tiny_model.write_tiny_model` writes without ``dense``: the two Dense layers are
+    new and initialised from the seed;
 (b) a sentence-transformers directory or repo such as ``google/embeddinggemma-300m``
     (``modules.json``: root Transformer, mean Pooling, Dense, Dense, Normalize): its Dense layers
     are reused.

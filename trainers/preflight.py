@@ -6,8 +6,8 @@ this on the trial's device, and reports). It loads the encoder as a trial does, 
 :class:`trainers.training.Stepper`, and feeds it **full-length** batches: every query, positive and
 hard negative exactly ``max_seq_length`` tokens of random ids (real texts are shorter, so real steps
 use less). Memory is read with the service's instruments (:class:`mixopt.preflight.PeakRSS` on CPU,
-``torch.cuda.max_memory_allocated`` on CUDA), and a CPU step that the service's memory model projects
-beyond the limit is not run (:func:`mixopt.preflight.project`).
+``torch.cuda.max_memory_allocated`` on CUDA), and a CPU step that the trainer's memory model projects
+beyond the limit is not run (:func:`trainers.memory.project`).
 
 Besides the steps, the same measurement times the other parts of a trial, so the projection is of a
 whole trial: the model load (as :func:`trainers.embedding.train` loads it, onto the device), one real
@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from mixopt.config import TaskConfig
-from mixopt.preflight import Figures, PeakRSS, Shape, machine_memory, project, rss
+from mixopt.preflight import Figures, PeakRSS, machine_memory, rss
 
 from .evaluation import evaluate_tasks
+from .memory import Shape, project
 from .model import check_bidirectional, embed, load_encoder, save_sentence_transformer
 from .options import Threads, resolve_options
 from .training import (
@@ -58,7 +59,7 @@ def preflight(
 
     Without ``tasks`` the evaluation is not measured (``eval_seconds`` NaN). The figures are :class:`mixopt.preflight.Figures`. On CUDA an out-of-memory error is caught and
     reported. A CPU has no such error (the kernel kills the process), so there the steps run only if
-    the service's memory model projects the step within ``memory_limit`` bytes (default: the
+    the trainer's memory model projects the step within ``memory_limit`` bytes (default: the
     machine's memory); otherwise the projection is the figure.
     """
     opts = resolve_options(options)

@@ -2,7 +2,8 @@
 
 Named in an experiment YAML as ``trainer: {target: "trainers.sentence_transformers:train", ...}``.
 For users whose model, losses and data are sentence-transformers': it provides the trainer
-contract of :mod:`mixopt.trial` (:func:`train`, :class:`Options`, :func:`evaluate_checkpoint`), and
+contract of :mod:`mixopt.trial` (:func:`train`, :class:`Options`, :func:`evaluate_checkpoint`,
+:func:`write_synth_model`: the tiny encoder of :mod:`trainers.tiny_model`, which it loads too), and
 scores trials exactly as the built-in trainer (:mod:`trainers.embedding`) does, so the two can
 share a sweep's objective, the soup and ``mixopt eval``.
 
@@ -56,9 +57,10 @@ from .model import DEFAULT_MODEL
 from .options import Threads, validate_options
 from .st_losses import KIND_DEFAULT, KINDS, LossSpec
 from .st_sampler import MixtureBatchSampler
+from .tiny_model import write_synth_model
 from .training import autocast_dtype, resolve_device
 
-__all__ = ["Options", "evaluate_checkpoint", "resolve_options", "train"]
+__all__ = ["Options", "evaluate_checkpoint", "resolve_options", "train", "write_synth_model"]
 
 # Rows paired at a time into triplets, as trainers.batching.TaskStream pairs them.
 PAIR_WINDOW = 1024

@@ -1,6 +1,7 @@
 """Experiment configuration: YAML in, a frozen, validated pydantic model out.
 
 - :mod:`.models`: the typed configuration, one frozen pydantic model per YAML section.
+- :mod:`.trainer`: the ``trainer:`` section, and the trainer options the service reads, typed.
 - :mod:`.loading`: YAML with line numbers, the checks across sections (mixtures, bounds, the
   trainer's own options), and the one-line-per-problem :class:`ConfigError`.
 """
@@ -33,11 +34,11 @@ from mixopt.config.models import (
     TaskConfig,
     TaskKind,
     TrackingConfig,
-    TrainerConfig,
     VerifyConfig,
     WarmStartConfig,
     WeightBounds,
 )
+from mixopt.config.trainer import TrainerConfig, TrainerKnobs
 
 __all__ = [
     "STORAGE_URI_MESSAGE",
@@ -62,6 +63,7 @@ __all__ = [
     "TaskKind",
     "TrackingConfig",
     "TrainerConfig",
+    "TrainerKnobs",
     "VerifyConfig",
     "WarmStartConfig",
     "WeightBounds",

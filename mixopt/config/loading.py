@@ -324,7 +324,7 @@ def _objective_problems(exp: Experiment) -> list[tuple[tuple, str]]:
         for k in exp.objective.weights
         if k not in names
     ]
-    trainer_objective = exp.trainer.options.get("objective", "mean_task")
+    trainer_objective = exp.trainer.knobs.objective
     if trainer_objective != "mean_task":
         out.append(
             (
@@ -444,8 +444,8 @@ def _resolve_paths(exp: Experiment, base: Path) -> Experiment:
     update["storage"] = str(_under(storage_base, exp.storage))
     if exp.tracking.uri is not None:
         update["tracking"] = exp.tracking.model_copy(update={"uri": _resolved_uri(exp.tracking.uri, base)})
-    model = exp.trainer.options.get("model")
-    if isinstance(model, str) and _is_local_model(model, base):
+    model = exp.trainer.knobs.model
+    if model is not None and _is_local_model(model, base):
         update["trainer"] = exp.trainer.model_copy(update={"model": str(_under(base, model))})
     return exp.model_copy(update=update)
 

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from mixopt.config.trainer import TrainerConfig
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
 
@@ -33,7 +34,6 @@ SUM_TOLERANCE = 1e-6
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Characters an experiment name may not hold: path separators and quotes.
 _UNSAFE_NAME_CHARS = set("/\\\"'`")
-_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class _Frozen(BaseModel):
@@ -373,32 +373,6 @@ class OptimizerConfig(_Frozen):
         return v
 
 
-class TrainerConfig(BaseModel):
-    """``target`` names the trial function; the remaining keys are the trainer's own options.
-
-    The target's module provides the trainer contract (:mod:`mixopt.trial`), whose pydantic
-    ``Options`` model validates the options here, so a misspelt trainer option is caught before
-    anything runs.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    target: str
-    steps: StrictInt = Field(100, ge=1)
-    seed: StrictInt = 0
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, v: str) -> str:
-        if not _TARGET_RE.match(v):
-            raise ValueError(f"target must look like 'package.module:function', got {v!r}")
-        return v
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
 class TrackingConfig(_Frozen):
     # None: $MLFLOW_TRACKING_URI if set, else a sqlite store in the working directory.
     uri: str | None = None
@@ -582,7 +556,7 @@ class Experiment(_Frozen):
         if self.objective is not None:
             total = sum(self.objective.weights.values())
             return {k: w / total for k, w in self.objective.weights.items()}
-        if self.trainer.options.get("objective") == "mean_kind":
+        if self.trainer.knobs.objective == "mean_kind":
             per_kind = {k: sum(t.kind == k for t in self.tasks) for k in {t.kind for t in self.tasks}}
             return {t.name: 1.0 / (len(per_kind) * per_kind[t.kind]) for t in self.tasks}
         return {t.name: 1.0 / len(self.tasks) for t in self.tasks}

@@ -44,7 +44,6 @@ CONFIG_KEYS = (
     "fidelity_scale",
     "budget",
     "exploit_last",
-    "acquisition_stream",
     "objective",
     "surrogate",
 )
@@ -342,7 +341,8 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
             c["fidelity_scale"] = False
         c.setdefault("budget", None)
         c.setdefault("exploit_last", EXPLOIT_LAST)
-        c.setdefault("acquisition_stream", 0)
+        # Some states hold a benchmark's stream of acquisition draws: not the optimizer's configuration.
+        c.pop("acquisition_stream", None)
         c.setdefault("surrogate", "single")
         c.setdefault("objective", None)
         out["config"] = c

@@ -68,16 +68,15 @@ class MixtureOptimizer(Views):
             (origin ``"exploit"``): the maximiser of the posterior mean (UCB with beta = 0) away
             from every pending and told point, so the sweep's own trials end on the mixture the GP
             believes best; see :mod:`mixopt.optimizer`. 0 turns it off.
-        acquisition_stream: 0 (the default) is the optimizer's own random stream; ``n > 0`` draws
-            the acquisition's random starts from another stream, all else equal
-            (:class:`mixopt.optimizer.seeding.RandomStreams`), to measure how much a comparison
-            between two versions of the optimizer moves by chance.
         objective: score name -> weight >= 0 (normalised to sum 1: a weighted mean of the scores
             told with ``tell(p, scores=...)``); None: the plain mean over ``tasks``. Score names
             need not be tasks (a held-out dev set, an MTEB task).
         surrogate: ``"composite"``: one GP per score, composed (:mod:`.composite`); ``"single"``:
             one GP on the composed objective. Callers that tell scalars only get the single GP
             in either mode.
+        streams: the keys of every random choice (:class:`mixopt.optimizer.seeding.RandomStreams`
+            of ``random_state``, the default); not part of the state, so a restored optimizer
+            draws from the default streams.
 
     Raises:
         ValueError: on any invalid argument, saying which and what to do.
@@ -98,9 +97,9 @@ class MixtureOptimizer(Views):
         fidelity_scale: bool = defaults.FIDELITY_SCALE,
         budget: int | None = None,
         exploit_last: int = defaults.EXPLOIT_LAST,
-        acquisition_stream: int = 0,
         objective: Mapping[str, float] | None = None,
         surrogate: str = defaults.SURROGATE,
+        streams: RandomStreams | None = None,
     ) -> None:
         self._space = space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
         if space.is_single_point:
@@ -124,7 +123,12 @@ class MixtureOptimizer(Views):
         self.objective: dict[str, float] | None = None if objective is None else dict(objective)
         self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
-        self.streams = RandomStreams(self.random_state, acquisition_stream)
+        if streams is not None and streams.random_state != self.random_state:
+            raise ValueError(
+                f"streams are keyed by random_state {streams.random_state}, the optimizer's is "
+                f"{self.random_state}: give RandomStreams of the same random_state"
+            )
+        self.streams = streams or RandomStreams(self.random_state)
         self.seed_mixtures: list[dict[str, Any]] = [dict(m) for m in (seed_mixtures or [])]
         self._user_seeds = user_seeds(space, self.seed_mixtures, self.streams)
         self._wire(Ledger(space.keys))

@@ -1,10 +1,9 @@
 """Random streams, the user's seed mixtures and bounded-Dirichlet draws.
 
 Every random choice of the optimizer is keyed by ``(random_state, what, index)``: the same calls
-give the same proposals, in any process, and a restored state continues exactly. A second
-*acquisition stream* redraws only the acquisition's random starts (UCB's and the posterior-mean
-search's) with the same seeds, GP and tells: how far a result moves between streams is the noise
-floor of any comparison between two versions of the optimizer (``bench/optimizer.py --acq-stream``).
+give the same proposals, in any process, and a restored state continues exactly. The keys are a
+:class:`RandomStreams`, an argument of the optimizer: another one (a subclass keying some choices
+differently) draws other numbers for those choices, all else equal.
 """
 
 from __future__ import annotations
@@ -15,40 +14,33 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.optimizer.checks import is_int
 from mixopt.space import NEAR_IDENTICAL, Proposal, SearchSpace
 
 logger = logging.getLogger("mixopt.optimizer")
 
 # What a random choice is for; part of its seed, so two kinds of choice never share draws.
 TAGS = {"user-seed": 1, "seed": 2, "random": 3, "fit": 4, "acq": 5, "recommend": 6}
-# The choices an acquisition stream redraws.
-ACQUISITION_TAGS = ("acq", "recommend")
 # How many bounded-Dirichlet redraws to try before accepting a near-duplicate (tiny spaces only).
 MAX_REDRAWS = 200
 
 
 class RandomStreams:
-    """Seeds of the optimizer's random choices, a pure function of their key.
+    """Seeds of the optimizer's random choices, a pure function of their key (:meth:`key`).
 
     Args:
         random_state: the optimizer's seed.
-        acquisition_stream: 0 is the optimizer's own stream; ``n > 0`` draws the acquisition's
-            random starts (tags ``"acq"`` and ``"recommend"``) from stream ``n`` instead.
     """
 
-    def __init__(self, random_state: int, acquisition_stream: int = 0) -> None:
-        if not is_int(acquisition_stream) or acquisition_stream < 0:
-            raise ValueError(f"acquisition_stream must be an integer >= 0, got {acquisition_stream!r}")
+    def __init__(self, random_state: int) -> None:
         self.random_state = int(random_state)
-        self.acquisition_stream = int(acquisition_stream)
+
+    def key(self, tag: str, index: int) -> list[int]:
+        """The entropy of one random choice: ``[random_state, TAGS[tag], index]``."""
+        return [self.random_state % (2**64), TAGS[tag], index]
 
     def seed(self, tag: str, index: int) -> int:
-        """A 63-bit seed for one random choice: ``SeedSequence([random_state, tag, index])``,
-        with the acquisition stream appended for its tags when it is not 0."""
-        entropy = [self.random_state % (2**64), TAGS[tag], index]
-        if self.acquisition_stream and tag in ACQUISITION_TAGS:
-            entropy.append(self.acquisition_stream)
+        """A 63-bit seed for one random choice: ``SeedSequence(key(tag, index))``."""
+        entropy = self.key(tag, index)
         return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
     def rng(self, tag: str, index: int) -> np.random.Generator:

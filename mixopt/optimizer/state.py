@@ -40,7 +40,6 @@ def to_state(opt: MixtureOptimizer, user_seeds: list[Proposal], ledger: Ledger) 
             "fidelity_scale": opt.fidelity_scale,
             "budget": opt.budget,
             "exploit_last": opt.exploit_last,
-            "acquisition_stream": opt.streams.acquisition_stream,
             "objective": None if opt.objective is None else dict(opt.objective),
             "surrogate": opt.surrogate,
         },

@@ -7,6 +7,8 @@ mixtures against trained trials (bench/RESULTS.md, "Merged-experts proxy").
 
 - :mod:`~mixopt.proxy.merge`: the streamed float64 merge ``theta0 + sum_k c_k (theta_k - theta0)``
   into memory, and the coefficients of a mixture given the experts' own mixtures.
-- :mod:`~mixopt.proxy.evaluate`: the embedding trainer's ``evaluate_tasks`` on merged weights,
-  one architecture loaded once, nothing written.
+
+The scoring of a merge is the trainer's: its optional ``merged_scorer`` hook (:mod:`mixopt.trial`;
+the embedding trainer's is :mod:`trainers.merged`, its own evaluation on merged weights, one
+architecture loaded once, nothing written).
 """

@@ -12,9 +12,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.report.data import SweepData, load_sweep
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 REPORT_ARTIFACT = "report.html"
 
@@ -24,7 +27,7 @@ def write_report(
     uri: str,
     experiment: str | None = None,
     run_id: str | None = None,
-    optimizer: Any = None,
+    optimizer: MixtureOptimizer | None = None,
     status: str | None = None,
 ) -> SweepData:
     """Write the report of sweep run ``run_id`` (else the newest sweep of ``experiment``) to ``out``.
@@ -56,7 +59,9 @@ def write_report(
     return data
 
 
-def log_report(tracker: Any, storage: Path, optimizer: Any, status: str, warn: Callable[[str], None]) -> None:
+def log_report(
+    tracker: Any, storage: Path, optimizer: MixtureOptimizer, status: str, warn: Callable[[str], None]
+) -> None:
     """At a sweep's end: write ``report.html`` beside its optimizer state and log it on the parent
     run. A report that cannot be made is a warning: it must never cost the sweep its record."""
     try:

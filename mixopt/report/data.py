@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.tracking import store
 from mixopt.tracking.tags import PROPOSAL, RUN_NAME, STAGE, STATUS, TRIAL_ID
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 RECOMMENDED_ARTIFACT = "recommended.json"
 SCORE_PREFIX = "score."
@@ -125,7 +128,7 @@ def load_sweep(uri: str, experiment: str | None = None, run_id: str | None = Non
     )
 
 
-def warm_trials(opt: Any) -> list[TrialRecord]:
+def warm_trials(opt: MixtureOptimizer) -> list[TrialRecord]:
     """The trials an optimizer reused from an earlier sweep (origin ``warm``), as records with ids
     ``warm-000``...: they have no run in this sweep's MLflow experiment."""
     out: list[TrialRecord] = []
@@ -146,7 +149,7 @@ def warm_trials(opt: Any) -> list[TrialRecord]:
     return out
 
 
-def _score_history(opt: Any) -> list[dict[str, float] | None]:
+def _score_history(opt: MixtureOptimizer) -> list[dict[str, float] | None]:
     try:
         return [s for _, s in opt.score_history]
     except AttributeError:  # an optimizer without per-score records

@@ -12,12 +12,15 @@ import html
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mixopt.report import analysis
 from mixopt.report.data import SweepData, TrialRecord, warm_trials
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 ORIGIN_COLOURS = {
     "seed": "#1f77b4",
@@ -93,7 +96,7 @@ class _Page:
 # --------------------------------------------------------------------------- the model
 
 
-def _optimizer(data: SweepData, opt: Any) -> Any:
+def _optimizer(data: SweepData, opt: MixtureOptimizer | None) -> MixtureOptimizer | None:
     if opt is not None or data.state is None:
         return opt
     from mixopt.optimizer import MixtureOptimizer
@@ -101,7 +104,7 @@ def _optimizer(data: SweepData, opt: Any) -> Any:
     return MixtureOptimizer.from_state_dict(data.state)
 
 
-def _recommendation(data: SweepData, opt: Any) -> dict[str, Any] | None:
+def _recommendation(data: SweepData, opt: MixtureOptimizer | None) -> dict[str, Any] | None:
     """recommended.json's record (a finished sweep), else the optimizer's recommendation now."""
     if data.recommended is not None:
         return data.recommended
@@ -113,7 +116,7 @@ def _recommendation(data: SweepData, opt: Any) -> dict[str, Any] | None:
     return {"proposal": rec.proposal, "mean_pred": rec.mean, "sd_pred": rec.sd, "source": rec.source}
 
 
-def _has_score_models(opt: Any) -> str | None:
+def _has_score_models(opt: MixtureOptimizer | None) -> str | None:
     """None when the optimizer has per-score models to predict from, else why not."""
     if opt is None:
         return "the sweep recorded no optimizer state yet"
@@ -132,7 +135,7 @@ def _has_score_models(opt: Any) -> str | None:
 # --------------------------------------------------------------------------- sections
 
 
-def _verification(data: SweepData, opt: Any, page: _Page) -> str:
+def _verification(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     rec = _recommendation(data, opt)
     parts = []
     ver = (data.recommended or {}).get("verification")
@@ -185,12 +188,12 @@ def _verification(data: SweepData, opt: Any, page: _Page) -> str:
     return "".join(parts)
 
 
-def _all_trials(data: SweepData, opt: Any) -> list[TrialRecord]:
+def _all_trials(data: SweepData, opt: MixtureOptimizer | None) -> list[TrialRecord]:
     warm = warm_trials(opt) if opt is not None and data.warm_source else []
     return warm + data.trials
 
 
-def _objective(data: SweepData, opt: Any, page: _Page) -> str:
+def _objective(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
 
     trials = _all_trials(data, opt)
@@ -243,7 +246,7 @@ def _objective(data: SweepData, opt: Any, page: _Page) -> str:
     return page.fig(fig) + note
 
 
-def _parallel(data: SweepData, opt: Any, page: _Page) -> str:
+def _parallel(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
 
     done = [t for t in _all_trials(data, opt) if t.objective is not None and t.proposal]
@@ -276,7 +279,7 @@ def _parallel(data: SweepData, opt: Any, page: _Page) -> str:
     return page.fig(fig)
 
 
-def _importance(data: SweepData, opt: Any, page: _Page) -> str:
+def _importance(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
 
     if opt is None:
@@ -304,7 +307,7 @@ def _importance(data: SweepData, opt: Any, page: _Page) -> str:
     return page.fig(fig) + _note(text)
 
 
-def _interference(data: SweepData, opt: Any, page: _Page) -> str:
+def _interference(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
 
     why = _has_score_models(opt)
@@ -352,7 +355,7 @@ def _interference(data: SweepData, opt: Any, page: _Page) -> str:
     return page.fig(fig) + _note(text_note)
 
 
-def _tradeoffs(data: SweepData, opt: Any, page: _Page) -> str:
+def _tradeoffs(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -399,7 +402,7 @@ def _tradeoffs(data: SweepData, opt: Any, page: _Page) -> str:
     )
 
 
-def _baseline(data: SweepData, opt: Any, rec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _baseline(data: SweepData, opt: MixtureOptimizer, rec: dict[str, Any]) -> tuple[dict[str, Any], str]:
     ver = (data.recommended or {}).get("verification") or {}
     if ver.get("baseline"):
         return dict(ver["baseline"]["proposal"]), f"baseline ({ver['baseline'].get('source', '?')})"
@@ -410,7 +413,7 @@ def _baseline(data: SweepData, opt: Any, rec: dict[str, Any]) -> tuple[dict[str,
     return dict(zip(tasks, map(float, w))), "uniform mixture"
 
 
-def _line(data: SweepData, opt: Any, page: _Page) -> str:
+def _line(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     import plotly.graph_objects as go
 
     if opt is None:
@@ -482,7 +485,7 @@ _BUILDERS: dict[str, Callable[[SweepData, Any, _Page], str]] = {
 }
 
 
-def render(data: SweepData, opt: Any = None) -> str:
+def render(data: SweepData, opt: MixtureOptimizer | None = None) -> str:
     """The report page of ``data``; ``opt``: the sweep's optimizer (default: rebuilt from its state)."""
     from plotly.offline import get_plotlyjs
 

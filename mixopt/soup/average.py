@@ -29,9 +29,7 @@ runs on a bare GPU image.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import contextvars
 import json
 import math
 import os
@@ -83,45 +81,6 @@ class AverageStats:
     dtypes: tuple[str, ...]
 
 
-@dataclass
-class IOCount:
-    """Bytes of tensor data read from and written to safetensors files, by file path, while
-    :func:`count_io` is active (the soup's I/O cost, reported by ``bench/scale.py``)."""
-
-    read: collections.Counter[Path]
-    written: collections.Counter[Path]
-
-    def models_read(self, checkpoint: Path, model_bytes: int) -> float:
-        """How many times ``checkpoint``'s weights were read: its bytes read / ``model_bytes``."""
-        checkpoint = Path(checkpoint)
-        n = sum(v for p, v in self.read.items() if checkpoint in p.parents)
-        return n / model_bytes
-
-    def models_written(self, model_bytes: int) -> float:
-        return sum(self.written.values()) / model_bytes
-
-
-_IO: contextvars.ContextVar[IOCount | None] = contextvars.ContextVar("mixopt_soup_io", default=None)
-
-
-@contextlib.contextmanager
-def count_io() -> Iterator[IOCount]:
-    """Count every tensor byte the soup reads and writes inside the ``with`` block."""
-    count = IOCount(collections.Counter(), collections.Counter())
-    token = _IO.set(count)
-    try:
-        yield count
-    finally:
-        _IO.reset(token)
-
-
-def record_write(path: Path, n: int) -> None:
-    """Add ``n`` bytes written to ``path`` to the active :func:`count_io` (a no-op outside one)."""
-    count = _IO.get()
-    if count is not None:
-        count.written[Path(path)] += n
-
-
 # --------------------------------------------------------------------------- streaming
 
 
@@ -143,11 +102,7 @@ def _row_chunks(info: TensorInfo, chunk_bytes: int) -> Iterator[tuple[int, int] 
 def _read_chunk(path: Path, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
     # Open per chunk, so the mapped pages are released as soon as the rows are used (see module doc).
     with safe_open(str(path), framework="pt") as f:
-        t = f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0] : rows[1]]
-    count = _IO.get()
-    if count is not None:
-        count.read[Path(path)] += t.numel() * t.element_size()
-    return t
+        return f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0] : rows[1]]
 
 
 def _describe_rows(info: TensorInfo, rows: tuple[int, int] | None) -> str:
@@ -212,7 +167,6 @@ def average_file(
             result = result.reshape(-1)
             out.write(result.view(torch.uint8).numpy().data)
             written += result.numel() * result.element_size()
-    record_write(dest, written)
     return written
 
 

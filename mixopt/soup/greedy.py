@@ -37,10 +37,7 @@ from mixopt.soup.average import (
     _header_bytes,
     _read_chunk,
     _row_chunks,
-    average_into,
     copy_other_files,
-    count_io,
-    record_write,
 )
 from mixopt.soup.checkpoints import DTYPES, FLOAT_CODES, CheckpointError, WeightFile, check_compatible
 from mixopt.soup.ingredients import Ingredient, SoupError
@@ -125,14 +122,11 @@ class RunningSum:
             raise ValueError("RunningSum.write: nothing to average")
         for rel, header in self.headers.items():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            written = 0
             with (dest / rel).open("wb") as out:
                 out.write(_header_bytes(header))
                 for name, rows in self._chunks(rel):
                     result = self._mean_chunk(rel, name, rows, k, checkpoint, label).reshape(-1)
                     out.write(result.view(torch.uint8).numpy().data)
-                    written += result.numel() * result.element_size()
-            record_write(dest / rel, written)
 
     def _mean_chunk(
         self, rel: str, name: str, rows, k: int, checkpoint: Path | None, label: str
@@ -216,48 +210,3 @@ def greedy_select(
         copy_other_files(order[0].checkpoint, soup_dir, headers)
         total.write(soup_dir)
     return GreedyResult(tuple(kept), tuple(steps), score, soup_dir, final_step)
-
-
-@dataclass(frozen=True)
-class SoupIO:
-    """What one soup read and wrote, in model-sized units (``bench/scale.py`` prints it)."""
-
-    method: str
-    reads: tuple[float, ...]  # per ingredient, in the order given: times its weights were read
-    models_written: float  # bytes of weights written / one model's weight bytes
-    kept: int
-
-
-def soup_io(
-    checkpoints: Sequence[Path],
-    workdir: Path,
-    evaluate: Callable[[Path], float],
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> tuple[SoupIO, SoupIO]:
-    """The uniform and the greedy soup of ``checkpoints`` (best first) written under ``workdir``,
-    with the checkpoint reads and the writes each made: ``(uniform, greedy)``."""
-    checkpoints = [Path(c) for c in checkpoints]
-    headers = check_compatible(checkpoints, [str(c) for c in checkpoints])
-    model_bytes = sum(t.nbytes for h in headers.values() for t in h.tensors.values())
-    (workdir / "uniform").mkdir(parents=True)
-    with count_io() as io:
-        average_into(checkpoints, workdir / "uniform", chunk_bytes=chunk_bytes)
-    uniform = SoupIO(
-        "uniform",
-        tuple(io.models_read(c, model_bytes) for c in checkpoints),
-        io.models_written(model_bytes),
-        len(checkpoints),
-    )
-    ings = [
-        Ingredient(run_id=f"{i:032x}", trial_id=c.name, checkpoint=c, value=float(len(checkpoints) - i))
-        for i, c in enumerate(checkpoints)
-    ]
-    with count_io() as io:
-        result = greedy_select(ings, evaluate, workdir / "greedy", chunk_bytes)
-    greedy = SoupIO(
-        "greedy",
-        tuple(io.models_read(c, model_bytes) for c in checkpoints),
-        io.models_written(model_bytes),
-        len(result.kept),
-    )
-    return uniform, greedy

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,12 +254,13 @@ def looks_like_path(value: str) -> bool:
 def model_problems(exp: Experiment) -> list[str]:
     """``trainer.model`` that looks like a path and is not a directory, or ``trainer.matryoshka_dims``
     that does not start at the local model's embedding dimension (every trial would fail)."""
-    model = exp.trainer.options.get("model")
-    if not isinstance(model, str) or not looks_like_path(model):
+    knobs = exp.trainer.knobs
+    model = knobs.model
+    if model is None or not looks_like_path(model):
         return []
     path = Path(model).expanduser()
     if path.is_dir():
-        return _dims_problems(exp.trainer.options.get("matryoshka_dims"), path)
+        return _dims_problems(knobs.matryoshka_dims, path)
     what = "is a file, not a model directory" if path.exists() else "no such directory"
     return [
         f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
@@ -292,8 +293,8 @@ def model_dim(path: Path) -> tuple[int, Path] | None:
         return None
 
 
-def _dims_problems(dims: Any, model: Path) -> list[str]:
-    if not isinstance(dims, list) or not dims or not all(isinstance(d, int) for d in dims):
+def _dims_problems(dims: Sequence[int] | None, model: Path) -> list[str]:
+    if not dims:
         return []  # not given (the trainer's default) or malformed (the trainer's options say so)
     found = model_dim(model)
     if found is None or dims[0] == found[0]:

@@ -12,9 +12,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.config import STORAGE_URI_MESSAGE, Experiment
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 
 class SweepError(RuntimeError):
@@ -152,7 +155,7 @@ def top_weights(proposal: Mapping[str, Any], tasks: list[str], n: int = 3) -> st
 class State:
     """The optimizer and its on-disk state file, saved after every change."""
 
-    def __init__(self, optimizer: Any, path: Path):
+    def __init__(self, optimizer: MixtureOptimizer, path: Path):
         self.optimizer, self.path = optimizer, path
 
     def save(self) -> None:

@@ -594,4 +594,5 @@ def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> 
     except (PreflightError, ValueError) as e:
         raise SweepError(f"preflight: {e}") from None
     if not result.fits:
-        raise SweepError(f"preflight: the worst-case trial does not fit: {result.fix}")
+        fix = result.fix or "the trainer has no memory model to name a fix"
+        raise SweepError(f"preflight: the worst-case trial does not fit: {fix}")

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,6 +17,9 @@ from mixopt.sweep.scores import final_scores
 from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 from mixopt.tracking.store import get_run, recorded_config
 from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 # What the recorded trials and the optimizer state mean: the tasks (a mixture's coordinates) and
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
@@ -127,7 +130,12 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def reconcile(
-    opt: Any, tracker: SweepTracker, parent_id: str, steps: int, storage: Path, tasks: Sequence[str] = ()
+    opt: MixtureOptimizer,
+    tracker: SweepTracker,
+    parent_id: str,
+    steps: int,
+    storage: Path,
+    tasks: Sequence[str] = (),
 ) -> tuple[int, list[tuple[str, str, dict]], int]:
     """Bring a restored optimizer in line with MLflow; return (done, reruns, next_index).
 
@@ -205,7 +213,9 @@ def reconcile(
     return done, reruns, max_index + 1
 
 
-def _stopped_fraction(opt: Any, tracker: SweepTracker, run: Any, steps: int, value: float | None) -> float:
+def _stopped_fraction(
+    opt: MixtureOptimizer, tracker: SweepTracker, run: Any, steps: int, value: float | None
+) -> float:
     """The share of the budget a stopped trial reached (1.0: tell it as a full-fidelity result)."""
     if value is None or not opt.multi_fidelity or run.data.tags.get("mixopt.stopped_early") != "true":
         return 1.0

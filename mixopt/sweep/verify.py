@@ -31,11 +31,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import atomic_write, top_weights
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
+
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
 PLAN_FILE = "verify_plan.json"
 PLAN_FORMAT = "mixopt.verify_plan"
@@ -47,7 +50,7 @@ LEVEL = 0.95
 # --------------------------------------------------------------------------- the recommendation
 
 
-def recommendation_record(opt: Any) -> dict[str, Any] | None:
+def recommendation_record(opt: MixtureOptimizer) -> dict[str, Any] | None:
     """The optimizer's recommendation as plain JSON: proposal, predicted mean and sd, the fitted
     noise sd and the best observed trial (for comparison). None when no trial succeeded."""
     rec = opt.recommend()
@@ -65,7 +68,7 @@ def recommendation_record(opt: Any) -> dict[str, Any] | None:
 
 
 def baseline_proposal(
-    exp: Experiment, opt: Any, recommended: Mapping[str, Any]
+    exp: Experiment, opt: MixtureOptimizer, recommended: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str]:
     """The baseline trial and where it comes from.
 
@@ -164,7 +167,9 @@ class VerifyPlan:
         )
 
 
-def make_plan(exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: Sequence[int]) -> VerifyPlan:
+def make_plan(
+    exp: Experiment, opt: MixtureOptimizer, record: Mapping[str, Any], used_seeds: Sequence[int]
+) -> VerifyPlan:
     """Which trials verify: the same N seeds for both arms, none used by a search trial."""
     recommended = record["proposal"]
     baseline, source = baseline_proposal(exp, opt, recommended)
@@ -179,7 +184,7 @@ def make_plan(exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: 
     return VerifyPlan(dict(record), baseline, source, same, seeds, tuple(trials))
 
 
-def _same_trial(opt: Any, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def _same_trial(opt: MixtureOptimizer, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     from mixopt.space import NEAR_IDENTICAL
 
     try:
@@ -189,7 +194,7 @@ def _same_trial(opt: Any, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def load_or_make_plan(
-    path: Path, exp: Experiment, opt: Any, record: Mapping[str, Any], used_seeds: Sequence[int]
+    path: Path, exp: Experiment, opt: MixtureOptimizer, record: Mapping[str, Any], used_seeds: Sequence[int]
 ) -> VerifyPlan:
     """The persisted plan if there is one (a resumed sweep), else a new one, written atomically
     before any verification trial starts."""

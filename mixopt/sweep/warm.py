@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import SweepError
 from mixopt.tracking import recorded_optimizer_state
 
+if TYPE_CHECKING:
+    from mixopt.optimizer import MixtureOptimizer
 
-def warm_start(opt: Any, exp: Experiment, uri: str) -> dict[str, Any]:
+
+def warm_start(opt: MixtureOptimizer, exp: Experiment, uri: str) -> dict[str, Any]:
     """Apply ``optimizer.warm_start`` to a fresh optimizer; the parent run's params naming the
     source and counting what was reused (``{}`` without a warm start). SweepError (one line) when
     the source is unusable. :func:`warm_line` says the same on the console."""

@@ -42,8 +42,6 @@ STATE_PATH = "mixopt.state_path"
 STAGE = "mixopt.stage"
 WARM_START = "mixopt.warm_start"
 STOPPED_EARLY = "mixopt.stopped_early"  # "true" on a trial the scheduler stopped (no checkpoint)
-RETRIES = "mixopt.retries"
-VERIFY = "mixopt.verify"  # the verification's one-line result, on the sweep run
 VERIFY_ARM = "mixopt.verify_arm"
 # A soup's run: how it was made, and the sweep its ingredients came from (when there is one).
 SOUP_METHOD = "mixopt.method"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mixopt.config import TaskConfig
-from mixopt.synth import build_tokenizer, synthesize, write_tiny_model
+from mixopt.synth import synthesize
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 PROMPTS = {
     "retrieval": {"query": "task: search result | query: ", "document": "title: none | text: "},

@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from transformers import Gemma3TextConfig, Gemma3TextModel
 
-from mixopt.synth import build_tokenizer, write_tiny_model
 from trainers.model import (
     Encoder,
     ModelLoadError,
@@ -23,6 +22,7 @@ from trainers.model import (
     save_sentence_transformer,
     tokenize,
 )
+from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 WORDS = [f"w{i}" for i in range(60)]
 TEXTS = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9 w10 w11", "w12 w13", "w1 w1 w2 w40 w41 w42"]

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from mixopt.synth import build_tokenizer
 from trainers.losses import LossWeights
 from trainers.model import load_encoder
+from trainers.tiny_model import build_tokenizer
 from trainers.training import Stepper, autocast_dtype, lr_multiplier, tokenize_sides
 
 WORDS = ["a", "b", "c", "d", "task", "query", "title", "text", ":", "|", "none", "search", "result"]

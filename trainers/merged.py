@@ -1,9 +1,10 @@
-"""Score merged-expert models with the embedding trainer's own evaluation, without writing them.
+"""The embedding trainer's ``merged_scorer``: merged-expert models scored with its own evaluation,
+without writing them.
 
 The proxy's score of a mixture must be the number a trained trial of that mixture would report,
 so that the two sources differ only by what merging misses, not by how they are measured:
 :func:`trainers.evaluation.evaluate_tasks` with the trainer's options (Matryoshka dims, sequence
-length, classification probe size, objective), as ``trainers.embedding.evaluate_checkpoint``
+length, classification probe size, objective), as :func:`trainers.embedding.evaluate_checkpoint`
 scores a saved checkpoint. Here the architecture is loaded once from the base checkpoint and each
 merged model (:class:`mixopt.proxy.merge.ExpertMerge`) is put into it with ``load_state_dict``;
 the dev rows are read once and kept for every evaluation.
@@ -18,19 +19,32 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mixopt.config import TaskConfig
-from mixopt.proxy.merge import MergedWeights
+from mixopt.proxy.merge import ExpertMerge, MergedWeights
 from mixopt.trial import TrialResult
-from trainers.evaluation import DevRowCache, evaluate_tasks
-from trainers.model import ModelLoadError, check_bidirectional, embed, load_encoder
-from trainers.options import Threads, resolve_options
-from trainers.training import autocast_dtype, resolve_device
+
+from .evaluation import DevRowCache, evaluate_tasks
+from .model import ModelLoadError, check_bidirectional, embed, load_encoder
+from .options import Threads, resolve_options
+from .training import autocast_dtype, resolve_device
+
+
+def merged_scorer(
+    experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
+) -> Callable[[Sequence[float]], TrialResult]:
+    """Score task-arithmetic merges of ``experts`` (trials finetuned from ``options["model"]``)
+    in memory, as a trial is scored (:mod:`mixopt.proxy`): the experts checked and the
+    architecture loaded once; each call merges with its coefficients and evaluates."""
+    base = Path(options["model"])
+    merge = ExpertMerge(base, [Path(e) for e in experts])
+    evaluator = MergedEvaluator(base, tasks, options)
+    return lambda coefficients: evaluator.evaluate(merge.merge(coefficients))
 
 
 class MergedEvaluator:
