@@ -169,7 +169,7 @@ def locate(source: Source) -> Path:
 
 
 def verified(source: Source) -> Path:
-    """:func:`locate`, then the file's size and SHA-256 checked against the pinned ones."""
+    """:func:`locate`, then the file's SHA-256 checked against the pinned one (sizes only reported)."""
     path = locate(source)
     found = sha256_file(path)
     if found != source.sha256:
