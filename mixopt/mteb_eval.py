@@ -15,13 +15,12 @@ Needs the optional extra ``mixopt[mteb]`` (``mteb>=2.2``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.tracking import store
 from mixopt.tracking.tags import CHECKPOINT, metric_key
 
@@ -225,13 +224,6 @@ def format_mteb_table(scores: Sequence[MtebScore]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def add_to_card(model_dir: Path, scores: Sequence[MtebScore], label: str) -> Path:
     """Add (or replace) the ``## MTEB`` section of the model card ``README.md``."""
     card = model_dir / "README.md"
@@ -246,7 +238,7 @@ def add_to_card(model_dir: Path, scores: Sequence[MtebScore], label: str) -> Pat
         + format_mteb_table(scores)
         + "\n"
     )
-    _atomic_write(card, text.rstrip("\n") + "\n" + section)
+    atomic.write_text(card, text.rstrip("\n") + "\n" + section, fsync=False)
     return card
 
 
@@ -293,7 +285,8 @@ def evaluate_model(
     label = benchmark or ", ".join(t.metadata.name for t in tasks)
     scores, results = run_mteb(model_dir, tasks, prompts, batch_size, device)
     results_file = model_dir / RESULTS_FILE
-    _atomic_write(results_file, json.dumps({"label": label, "results": results}, indent=2, default=str))
+    results_text = json.dumps({"label": label, "results": results}, indent=2, default=str)
+    atomic.write_text(results_file, results_text, fsync=False)
     card = add_to_card(model_dir, scores, label)
     if run_id is not None:
         log_to_run(uri, run_id, scores, results_file, card)

@@ -8,12 +8,11 @@ included.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.report.data import SweepData, load_sweep
 
 REPORT_ARTIFACT = "report.html"
@@ -43,16 +42,7 @@ def write_report(
     if status is not None:
         data.run_status = status
     page = render(data, optimizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(out, page, mode=0o644, fsync=False)  # a report is for reading
     return data
 
 

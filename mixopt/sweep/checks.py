@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.config import Experiment
-from mixopt.sweep.common import SweepError, atomic_write
+from mixopt.sweep.common import SweepError
 
 HEAD_ROWS = 50
 # A dev score from one row is 0 or 1 (a retrieval query with one candidate always scores 1.0).
@@ -75,7 +76,7 @@ class DataReport:
         if self.cache_file is None or self.cache is None:
             return
         try:
-            atomic_write(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
+            atomic.write_text(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
         except OSError:
             pass  # a read-only storage only costs the next sweep a re-read
 

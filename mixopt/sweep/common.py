@@ -1,4 +1,4 @@
-"""Small parts the sweep's modules share: its errors and summary, atomic writes, the state file.
+"""Small parts the sweep's modules share: its errors and summary, the state file.
 
 It imports no other module of the sweep, so that every one of them can import it.
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.config import STORAGE_URI_MESSAGE, Experiment
 
 
@@ -115,25 +115,6 @@ class SweepSummary:
     experiment_id: str = ""
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file
-    or the new one, never a part. On any error (a full disk) the temporary file is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Trainer options that name an existing relative path become absolute: trials run elsewhere."""
     out = {}
@@ -158,7 +139,7 @@ class State:
     def save(self) -> None:
         """Raises :class:`StorageFull` (one line, naming the file) when the disk has no room."""
         try:
-            atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
+            atomic.write_text(self.path, json.dumps(self.optimizer.state_dict()))
         except OSError as e:
             if e.errno in NO_SPACE:
                 raise storage_full(e, self.path) from None

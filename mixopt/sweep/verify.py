@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.config import Experiment
-from mixopt.sweep.common import atomic_write, top_weights
+from mixopt.sweep.common import top_weights
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
 
 PLAN_FILE = "verify_plan.json"
@@ -200,7 +201,7 @@ def load_or_make_plan(
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
     plan = make_plan(exp, opt, record, used_seeds)
-    atomic_write(path, json.dumps(plan.to_json(), indent=1))
+    atomic.write_text(path, json.dumps(plan.to_json(), indent=1))
     return plan
 
 
