@@ -229,7 +229,7 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 def worst_case_options(exp: Experiment) -> tuple[dict[str, Any], list[str]]:
     """The trainer options of the most memory-hungry trial the search space allows, and notes saying so."""
-    from mixopt.sweep.common import absolute_options
+    from mixopt.trial import absolute_options
 
     options = absolute_options(exp.trainer.options)
     notes = []

@@ -50,6 +50,7 @@ from mixopt import atomic
 from mixopt.checksums import write_checksums
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, iter_rows, training_rows
+from mixopt.one_trial import one_trial_main
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from .batching import classification_examples, retrieval_examples, sts_examples, sts_threshold
@@ -434,6 +435,4 @@ def evaluate_checkpoint(
 
 
 if __name__ == "__main__":
-    from mixopt.trial import one_trial_main
-
     raise SystemExit(one_trial_main(train, sys.argv[1:], "sentence_transformers"))

@@ -26,6 +26,7 @@ from mixopt.config.models import (
     Experiment,
     TaskConfig,
 )
+from mixopt.trial import TrainerError, load_trainer
 
 # ${VAR} or ${VAR:-default} inside a YAML string.
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -358,8 +359,6 @@ def _mixture_problems(
 
 def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     """Validate the trainer's own options against its module's ``Options`` model."""
-    from mixopt.trial import TrainerError, load_trainer  # mixopt.trial imports this module
-
     try:
         options_model = load_trainer(exp.trainer.target).options
     except TrainerError as e:

@@ -115,16 +115,6 @@ class SweepSummary:
     experiment_id: str = ""
 
 
-def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Trainer options that name an existing relative path become absolute: trials run elsewhere."""
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, str) and not os.path.isabs(v) and "://" not in v and Path(v).exists():
-            v = str(Path(v).resolve())
-        out[k] = v
-    return out
-
-
 def top_weights(proposal: Mapping[str, Any], tasks: list[str], n: int = 3) -> str:
     ws = sorted(((proposal[t], t) for t in tasks), reverse=True)[:n]
     return " ".join(f"{t}={w:.2f}" for w, t in ws)

@@ -14,9 +14,10 @@ from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.checks import concurrency_warning, trial_slots
-from mixopt.sweep.common import SweepError, absolute_options
+from mixopt.sweep.common import SweepError
 from mixopt.sweep.progress import warn
 from mixopt.sweep.worker import run_trial
+from mixopt.trial import absolute_options
 
 # How long `mixopt sweep --address HOST:PORT` waits for a Ray cluster to answer (seconds).
 CONNECT_TIMEOUT = 30.0
