@@ -23,6 +23,7 @@ from mixopt.sweep.verify import (
     recommendation_record,
     summarise,
 )
+from mixopt.sweep.warm import optimizer_for
 
 TASKS = ["a", "b", "c"]
 
@@ -38,7 +39,7 @@ def experiment(**over):
 
 
 def fitted_optimizer(exp) -> MixtureOptimizer:
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     rng = np.random.default_rng(0)
     for p in opt.ask(max(exp.optimizer.n_seeds, 6)):
         w = np.array([p[t] for t in TASKS])
@@ -247,7 +248,7 @@ def test_a_recorded_plan_loads_typed_and_writes_back_the_same_bytes(tmp_path: Pa
     path = tmp_path / "verify_plan.json"
     path.write_text(RECORDED_PLAN)
     exp = experiment(verify={"seeds": 1})
-    plan = load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])
+    plan = load_or_make_plan(path, exp, optimizer_for(exp), {}, [])
     assert plan.seeds == (16,) and plan.baseline_source == "search.seed_mixtures[0]"
     assert plan.recommendation["proposal"] == {"a": 0.6, "b": 0.3, "c": 0.1}
     assert [(t.trial_id, t.arm, t.seed) for t in plan.trials] == [
@@ -266,4 +267,4 @@ def test_a_file_that_is_not_a_plan_is_named(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "something else", "version": 1}))
     exp = experiment()
     with pytest.raises(ValueError, match="verify_plan.json: not a mixopt verification plan"):
-        load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])
+        load_or_make_plan(path, exp, optimizer_for(exp), {}, [])

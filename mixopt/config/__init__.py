@@ -1,6 +1,7 @@
 """Experiment configuration: YAML in, a frozen, validated pydantic model out.
 
 - :mod:`.models`: the typed configuration, one frozen pydantic model per YAML section.
+- :mod:`mixopt.parameters`: the search space's bounds and hyperparameter kinds (re-exported here).
 - :mod:`.loading`: YAML with line numbers, the checks across sections (mixtures, bounds, the
   trainer's own options), and the one-line-per-problem :class:`ConfigError`.
 """
@@ -16,14 +17,9 @@ from mixopt.config.loading import (
 from mixopt.config.models import (
     STORAGE_URI_MESSAGE,
     SUM_TOLERANCE,
-    CategoricalParam,
     EarlyStopping,
     Experiment,
-    FloatParam,
-    Hyperparameter,
-    IntParam,
     KeepConfig,
-    LogFloatParam,
     ObjectiveConfig,
     OptimizerConfig,
     Prompt,
@@ -36,6 +32,13 @@ from mixopt.config.models import (
     TrainerConfig,
     VerifyConfig,
     WarmStartConfig,
+)
+from mixopt.parameters import (
+    CategoricalParam,
+    FloatParam,
+    Hyperparameter,
+    IntParam,
+    LogFloatParam,
     WeightBounds,
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixopt.optimizer import checks, defaults, state
 from mixopt.optimizer.ledger import Ledger, check_value, warm_records
@@ -24,13 +24,9 @@ from mixopt.optimizer.objective import (
 )
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
-from mixopt.optimizer.sources import corner_mixtures
 from mixopt.optimizer.surrogate import Surrogate
 from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
-
-if TYPE_CHECKING:
-    from mixopt.config import Experiment
 
 logger = logging.getLogger("mixopt.optimizer")
 
@@ -157,33 +153,6 @@ class MixtureOptimizer(Views):
     @budget.setter
     def budget(self, value: int | None) -> None:
         self._budget = checks.check_budget(value)
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> MixtureOptimizer:
-        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
-        With ``optimizer.proxy`` the experts' mixtures (:func:`~.sources.corner_mixtures`) follow
-        the user's seed mixtures: the sweep trains them first."""
-        seeds = list(exp.search.seed_mixtures)
-        if exp.optimizer.proxy is not None:
-            bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
-            seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
-        return cls(
-            exp.task_names,
-            n_seeds=exp.optimizer.n_seeds,
-            seed_mixtures=seeds,
-            dirichlet_alpha=exp.optimizer.dirichlet_alpha,
-            beta=exp.optimizer.beta,
-            random_state=exp.optimizer.random_state,
-            hyperparameters=exp.search.hyperparameters,
-            bounds=exp.search.bounds,
-            noise_sd=exp.optimizer.noise_sd,
-            multi_fidelity=exp.multi_fidelity,
-            fidelity_scale=exp.optimizer.fidelity_scale,
-            budget=exp.optimizer.max_trials,
-            exploit_last=exp.optimizer.exploit_last,
-            objective=exp.objective_weights,
-            surrogate=exp.optimizer.surrogate,
-        )
 
     # ------------------------------------------------------------------ public state
 

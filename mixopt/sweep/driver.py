@@ -55,7 +55,7 @@ from mixopt.sweep.verify import (
     unfinished_trials,
     used_search_seeds,
 )
-from mixopt.sweep.warm import warm_line, warm_start
+from mixopt.sweep.warm import optimizer_for, warm_line, warm_start
 from mixopt.tracking import (
     FAILURE,
     PROPOSAL,
@@ -547,9 +547,7 @@ def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbos
 def _record_new(exp: Experiment, tracker: SweepTracker, total: int, verbose: bool) -> tuple[Any, Path]:
     """A new sweep: its optimizer (warm-started if configured, :mod:`mixopt.sweep.warm`), its
     parent run, its state file."""
-    from mixopt.optimizer import MixtureOptimizer
-
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     warm = warm_start(opt, exp, tracker.uri)
     if warm and verbose:
         print(f"[mixopt] {warm_line(warm, exp)}", flush=True)
