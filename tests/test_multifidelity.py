@@ -218,7 +218,7 @@ def test_fidelity_scale_is_true_or_false() -> None:
         assert any(isinstance(m, FidelityScale) for m in fitted.model.modules()) is scale
     with pytest.raises(ValueError, match="true or false"):
         MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="'auto' is no longer supported"):
+    with pytest.raises(ValueError, match="true or false, got 'auto'"):
         MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="auto")  # type: ignore[arg-type]
 
 

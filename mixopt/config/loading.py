@@ -236,6 +236,8 @@ def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Pr
             msg = "required key is missing"
         elif e["type"] == "int_type" and isinstance(e.get("input"), bool):
             msg = f"must be an integer, got {str(e['input']).lower()} (a YAML boolean)"
+        elif e["type"] in ("bool_type", "bool_parsing"):
+            msg = f"{msg} (true or false), got {e['input']!r}"
         elif e.get("input", ...) is None and loc and _line_for(loc, lines) is not None:
             msg = f"the key has no value (left blank?): {msg[0].lower()}{msg[1:]}"
         key = (loc, msg)

@@ -291,13 +291,6 @@ class OptimizerConfig(_Frozen):
         optimizer_checks.check_beta(v)
         return v
 
-    @field_validator("fidelity_scale", mode="before")
-    @classmethod
-    def _no_auto(cls, v: Any) -> Any:
-        if v == "auto":
-            optimizer_checks.check_fidelity_scale(v, True)  # raises: 'auto' is no longer supported
-        return v
-
 
 class TrainerConfig(BaseModel):
     """``target`` names the trial function; the remaining keys are the trainer's own options.
