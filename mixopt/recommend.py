@@ -103,7 +103,7 @@ def recommendation(opt: Any, weights: dict[str, float] | None) -> dict[str, Any]
     """The recommendation under ``weights`` (None: the sweep's own objective) as the verification
     stage records it (:func:`mixopt.sweep.verify.recommendation_record`), with the best observed
     trial under the same composition and the normalised weights."""
-    from mixopt.trial import compose
+    from mixopt.optimizer.objective import compose
 
     try:
         rec = opt.recommend(objective=weights) if weights is not None else opt.recommend()
@@ -114,7 +114,7 @@ def recommendation(opt: Any, weights: dict[str, float] | None) -> dict[str, Any]
     used = weights if weights is not None else dict(opt.objective_weights)
     total = sum(used.values())
     used = {k: w / total for k, w in used.items()}
-    observed = [(p, compose(s, used)) for p, s in opt.score_history if s and set(used) <= set(s)]
+    observed = [(p, compose(used, s)) for p, s in opt.score_history if s and set(used) <= set(s)]
     if weights is None and not observed:  # a sweep told objectives only
         observed = [(p, v) for p, v in opt.history if v is not None]
     best = max(observed, key=lambda pv: pv[1]) if observed else None

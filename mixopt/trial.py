@@ -209,15 +209,6 @@ class TrainerModule:
         return fn
 
 
-def compose(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """The objective ``Σ_k w_k s_k / Σ_k w_k`` over the weighted scores (a weighted mean)."""
-    missing = sorted(set(weights) - set(scores))
-    if missing:
-        raise ValueError(f"the objective weighs score(s) {missing} that the trial did not report")
-    total = sum(weights.values())
-    return float(sum(w * float(scores[k]) for k, w in weights.items()) / total)
-
-
 def load_trainer(target: str) -> TrainerModule:
     """Import the module of ``"package.module:function"`` and check that it provides the contract."""
     module_name, _, func_name = target.partition(":")

@@ -25,6 +25,7 @@ from pydantic import (
 
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
+from mixopt.optimizer.objective import check_objective, equal_weights, kind_weights
 from mixopt.parameters import Hyperparameter, WeightBounds
 
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
@@ -422,9 +423,9 @@ class KeepConfig(_Frozen):
 class ObjectiveConfig(_Frozen):
     """What the sweep maximises: the weighted mean of named dev scores, ``Σ w_k s_k / Σ w_k``.
 
-    ``weights``: score name (a task of the experiment) -> weight >= 0, not all zero. The optimizer
-    models each score and composes them, so ``mixopt recommend --objective`` can re-weigh them
-    after the sweep from the same trials.
+    ``weights``: score name (a task of the experiment) -> weight >= 0, not all zero, normalised
+    to sum 1 (:attr:`Experiment.objective_weights`). The optimizer keeps each trial's scores, so
+    ``mixopt recommend --objective`` can re-weigh them after the sweep from the same trials.
     """
 
     weights: dict[str, float] = Field(min_length=1)
@@ -499,12 +500,10 @@ class Experiment(_Frozen):
         ``objective`` as weights (``mean_task``: equal per task; ``mean_kind``: each kind's share
         split evenly among its tasks), normalised to sum 1."""
         if self.objective is not None:
-            total = sum(self.objective.weights.values())
-            return {k: w / total for k, w in self.objective.weights.items()}
+            return check_objective(self.objective.weights, "objective.weights")
         if self.trainer.options.get("objective") == "mean_kind":
-            per_kind = {k: sum(t.kind == k for t in self.tasks) for k in {t.kind for t in self.tasks}}
-            return {t.name: 1.0 / (len(per_kind) * per_kind[t.kind]) for t in self.tasks}
-        return {t.name: 1.0 / len(self.tasks) for t in self.tasks}
+            return kind_weights({t.name: t.kind.value for t in self.tasks})
+        return equal_weights(self.task_names)
 
     @property
     def experiment_name(self) -> str:
