@@ -424,7 +424,8 @@ def gc(
     ),
 ) -> None:
     """Delete the checkpoints of an experiment's finished sweeps that storage_keep would not keep."""
-    from mixopt.sweep.retention import Keep, describe, gc_experiment, human_bytes
+    from mixopt.human import human_bytes
+    from mixopt.sweep.retention import Keep, describe, gc_experiment
     from mixopt.tracking.store import connect, recorded_experiment, resolve_uri, store_exists
 
     if (experiment_file is None) == (experiment is None):

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from mixopt.config import CategoricalParam, Experiment, IntParam
+from mixopt.human import duration
 
 # The trainer whose measurement the refusal names as the one that has it.
 EMBEDDING_TRAINER = "trainers.embedding:train"
@@ -394,14 +395,6 @@ def evaluations_per_trial(steps: int, eval_every: int) -> int:
     return 1 + ((steps - 1) // eval_every if eval_every > 0 and steps > 0 else 0)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def run_preflight(
     exp: Experiment,
     *,
@@ -513,7 +506,7 @@ def _timing_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
         if math.isfinite(evaluation)
         else "; evaluations not measured: the trainer's preflight takes no tasks"
     )
-    lines.append(f"  trial time       {' + '.join(parts)} = {trial:.3f} s ({_duration(trial)}{missing})")
+    lines.append(f"  trial time       {' + '.join(parts)} = {trial:.3f} s ({duration(trial)}{missing})")
     n_trials = exp.optimizer.max_trials
     n_verify = _verification_trials(exp)
     if figures["device"] == "cuda":

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt.human import human_bytes
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
@@ -307,15 +308,6 @@ def gc_experiment(
     return out
 
 
-def human_bytes(n: float) -> str:
-    """``1.23 GB``, ``4.5 MB``, ``812 B`` (decimal units, as disks are sold)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
 def describe(outcome: Outcome, verb: str = "pruned") -> list[str]:
     """One line per checkpoint deleted (or, with ``verb='would prune'``, to be deleted)."""
     lines = [
@@ -335,7 +327,6 @@ __all__ = [
     "disk_bytes",
     "finish_tombstones",
     "gc_experiment",
-    "human_bytes",
     "prune_sweep",
     "prune_during_sweep",
 ]
