@@ -7,12 +7,12 @@ that retrieval counts twice asks ``--objective retrieval=2,sts=1,...`` and gets 
 that posterior mean from the recorded trials alone (``MixtureOptimizer.recommend(objective)``),
 no trial rerun. ``--verify`` then runs the verification stage (:mod:`mixopt.sweep.verify`: the
 recommended mixture and the baseline on the same fresh seeds) with the trials reporting the new
-composition, recorded in MLflow as a run of role ``recommend`` beside the sweep.
+composition, recorded in MLflow as a run of role ``recommend`` beside the sweep
+(:mod:`mixopt.sweep.recommend`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Optional
 import typer
 
 from mixopt.config import Experiment
+from mixopt.optimizer.recommendation import RecommendationRecord, recommendation_record
 
 
 class RecommendError(ValueError):
@@ -99,143 +100,34 @@ def known_scores(opt: Any) -> list[str]:
     return [t for t in opt.tasks if t in names] + sorted(names - set(opt.tasks))
 
 
-def recommendation(opt: Any, weights: dict[str, float] | None) -> dict[str, Any]:
-    """The recommendation under ``weights`` (None: the sweep's own objective) as the verification
-    stage records it (:func:`mixopt.sweep.verify.recommendation_record`), with the best observed
-    trial under the same composition and the normalised weights."""
-    from mixopt.optimizer.objective import compose
-
-    try:
-        rec = opt.recommend(objective=weights) if weights is not None else opt.recommend()
-    except (ValueError, RuntimeError) as e:
-        raise RecommendError(f"cannot recommend under this objective: {e}") from None
-    if rec is None:
-        raise RecommendError("no trial of the sweep succeeded: there is nothing to recommend from")
-    used = weights if weights is not None else dict(opt.objective_weights)
-    total = sum(used.values())
-    used = {k: w / total for k, w in used.items()}
-    observed = [(p, compose(used, s)) for p, s in opt.score_history if s and set(used) <= set(s)]
-    if weights is None and not observed:  # a sweep told objectives only
-        observed = [(p, v) for p, v in opt.history if v is not None]
-    best = max(observed, key=lambda pv: pv[1]) if observed else None
-    return {
-        "proposal": rec.proposal,
-        "mean_pred": rec.mean,
-        "sd_pred": rec.sd,
-        "source": rec.source,
-        "noise_sd": opt.noise_sd(),
-        "best_observed": {"proposal": best[0], "objective": best[1]} if best else None,
-        "objective": used,
-    }
-
-
-def describe(found: Found, record: dict[str, Any]) -> list[str]:
+def describe(found: Found, record: RecommendationRecord) -> list[str]:
     """The lines ``mixopt recommend`` prints: the sweep, the objective, the mixture with its
     predicted mean and sd, and the best trial observed under the same objective."""
     tasks = list(found.opt.tasks)
-    weights = ", ".join(f"{k}={w:.3f}" for k, w in record["objective"].items())
-    mixture = ", ".join(f"{t}={record['proposal'][t]:.3f}" for t in tasks)
+    used = record.objective if record.objective is not None else dict(found.opt.objective_weights)
+    weights = ", ".join(f"{k}={w:.3f}" for k, w in used.items())
+    mixture = ", ".join(f"{t}={record.proposal[t]:.3f}" for t in tasks)
     hps = "".join(
         f"; {k}={v:.4g}" if isinstance(v, float) else f"; {k}={v}"
-        for k, v in record["proposal"].items()
+        for k, v in record.proposal.items()
         if k not in tasks
     )
-    if record["sd_pred"] is not None:
-        pred = f"predicted {record['mean_pred']:.4f} ± {record['sd_pred']:.4f} (posterior mean ± sd)"
+    if record.sd_pred is not None:
+        pred = f"predicted {record.mean_pred:.4f} ± {record.sd_pred:.4f} (posterior mean ± sd)"
     else:
-        pred = f"observed {record['mean_pred']:.4f} (too few results for the GP: the best trial)"
+        pred = f"observed {record.mean_pred:.4f} (too few results for the GP: the best trial)"
     lines = [
         f"sweep run {found.run_id} (experiment {found.exp.experiment_name!r}), "
         f"{len(found.opt.history)} trials; objective: {weights}",
         f"recommended: {mixture}{hps}; {pred}",
     ]
-    best = record["best_observed"]
-    if best is not None:
+    if record.best_observed is not None:
+        proposal, value = record.best_observed
         lines.append(
-            f"best observed under this objective: {best['objective']:.4f} at "
-            + ", ".join(f"{t}={best['proposal'][t]:.3f}" for t in tasks)
+            f"best observed under this objective: {value:.4f} at "
+            + ", ".join(f"{t}={proposal[t]:.3f}" for t in tasks)
         )
     return lines
-
-
-def verify(found: Found, record: dict[str, Any], address: str | None, verbose: bool = True) -> Any:
-    """The verification stage for ``record``, its trials reporting ``record["objective"]``: a run
-    of role ``recommend`` (tag ``mixopt.sweep_run``: the sweep) with the trials nested under it,
-    recorded as the sweep records its own verification. Returns the VerifyResult."""
-    from mixopt.config import ObjectiveConfig, VerifyConfig, dump_experiment
-    from mixopt.sweep.callback import SweepCallback
-    from mixopt.sweep.common import State, storage_dir
-    from mixopt.sweep.driver import init_ray
-    from mixopt.sweep.progress import Printer
-    from mixopt.sweep.searcher import FixedSearcher
-    from mixopt.sweep.tuner import fit_tuner, make_trainable, max_concurrent
-    from mixopt.sweep.verify import (
-        PLAN_FILE,
-        load_or_make_plan,
-        log_recommendation,
-        print_plan,
-        print_recommendation,
-        recorded_outcomes,
-        summarise,
-        unfinished_trials,
-        used_search_seeds,
-    )
-    from mixopt.tracking import SweepTracker
-    from mixopt.tracking.tags import CONFIG_ARTIFACT, ROLE_RECOMMEND
-
-    exp = found.exp
-    # An explicit --verify runs the stage even where the sweep turned it off (verify.seeds: 0).
-    seeds = exp.verify.seeds or VerifyConfig().seeds
-    vexp = exp.model_copy(
-        update={
-            "objective": ObjectiveConfig(weights=record["objective"]),
-            "verify": exp.verify.model_copy(update={"seeds": seeds}),
-        }
-    )
-    tracker = SweepTracker(found.uri, exp.experiment_name)
-    parent_id = tracker.start_sweep(
-        f"{exp.name}-recommend",
-        params={"sweep_run": found.run_id, "objective": json.dumps(record["objective"], sort_keys=True)},
-        artifacts={CONFIG_ARTIFACT: dump_experiment(vexp)},
-        role=ROLE_RECOMMEND,
-    )
-    tracker.set_tags(parent_id, {"mixopt.sweep_run": found.run_id})
-    storage = storage_dir(vexp, parent_id)
-    state = State(found.opt, storage / "optimizer_state.json")
-    status = "KILLED"
-    try:
-        state.save()
-        plan = load_or_make_plan(
-            storage / PLAN_FILE, vexp, found.opt, record, used_search_seeds(tracker, found.run_id)
-        )
-        todo = unfinished_trials(plan, tracker)
-        if todo:
-            tasks = vexp.task_names
-            printer = Printer(tasks, len(todo), enabled=verbose)
-            if verbose:
-                print_plan(plan, len(todo), tasks)
-            init_ray(address, vexp)
-            searcher = FixedSearcher(todo, tracker, tasks, printer)
-            callback = SweepCallback(tracker, printer, vexp, state)
-            fit_tuner(
-                vexp,
-                make_trainable(vexp, storage),
-                searcher,
-                len(todo),
-                max_concurrent(vexp),
-                callback,
-                storage,
-                "verify",
-            )
-        result = summarise(plan, recorded_outcomes(tracker))
-        log_recommendation(tracker, record, result, vexp.task_names)
-        tracker.wait_for_uploads()
-        status = "FINISHED"
-    finally:
-        tracker.end_sweep(status)
-    if verbose:
-        print_recommendation(record, result, vexp.task_names)
-    return result
 
 
 def command(
@@ -276,15 +168,21 @@ def command(
                     "them); only its own objective can be recommended: drop --objective"
                 )
             weights = parse_objective(objective, known)
-        record = recommendation(found.opt, weights)
+        try:
+            record = recommendation_record(found.opt, weights)
+        except (ValueError, RuntimeError) as e:
+            raise RecommendError(f"cannot recommend under this objective: {e}") from None
+        if record is None:
+            raise RecommendError("no trial of the sweep succeeded: there is nothing to recommend from")
     except RecommendError as e:
         _fail(str(e))
     for line in describe(found, record):
         typer.echo(line)
     if run_verify:
         from mixopt.sweep.common import SweepError
+        from mixopt.sweep.recommend import verify_recommendation
 
         try:
-            verify(found, record, address)
+            verify_recommendation(found.exp, found.run_id, found.uri, found.opt, record, address)
         except SweepError as e:
             _fail(str(e))

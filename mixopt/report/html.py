@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mixopt.optimizer.recommendation import RecommendationRecord, recommendation_record
 from mixopt.report import analysis
 from mixopt.report.data import SweepData, TrialRecord, warm_trials
 
@@ -101,16 +102,13 @@ def _optimizer(data: SweepData, opt: Any) -> Any:
     return MixtureOptimizer.from_state_dict(data.state)
 
 
-def _recommendation(data: SweepData, opt: Any) -> dict[str, Any] | None:
+def _recommendation(data: SweepData, opt: Any) -> RecommendationRecord | None:
     """recommended.json's record (a finished sweep), else the optimizer's recommendation now."""
     if data.recommended is not None:
-        return data.recommended
+        return RecommendationRecord.from_json(data.recommended)
     if opt is None:
         return None
-    rec = opt.recommend()
-    if rec is None:
-        return None
-    return {"proposal": rec.proposal, "mean_pred": rec.mean, "sd_pred": rec.sd, "source": rec.source}
+    return recommendation_record(opt)
 
 
 def _has_score_models(opt: Any) -> str | None:
@@ -176,10 +174,10 @@ def _verification(data: SweepData, opt: Any, page: _Page) -> str:
     if rec is None:
         parts.append(_note("no trial has finished yet: nothing to recommend"))
         return "".join(parts)
-    proposal = rec["proposal"]
-    sd = rec.get("sd_pred")
-    pred = f"{_fmt(rec['mean_pred'])}" + (f" ± {_fmt(sd)}" if sd is not None else "")
-    what = "GP posterior-mean maximiser" if rec.get("source") == "posterior_mean" else "best observed trial"
+    proposal = rec.proposal
+    sd = rec.sd_pred
+    pred = f"{_fmt(rec.mean_pred)}" + (f" ± {_fmt(sd)}" if sd is not None else "")
+    what = "GP posterior-mean maximiser" if rec.source == "posterior_mean" else "best observed trial"
     parts.append(f"<p>recommended mixture ({_e(what)}), predicted objective {_e(pred)}:</p>")
     parts.append(_table(list(proposal), [[proposal[k] for k in proposal]]))
     return "".join(parts)
@@ -282,7 +280,7 @@ def _importance(data: SweepData, opt: Any, page: _Page) -> str:
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
     rec = _recommendation(data, opt)
-    hyper = {k: v for k, v in (rec or {}).get("proposal", {}).items() if k not in data.tasks}
+    hyper = {k: v for k, v in (rec.proposal if rec else {}).items() if k not in data.tasks}
     tasks = list(opt.tasks)
     try:
         imp = analysis.weight_importance(opt, tasks, opt.space.lower, opt.space.upper, hyper)
@@ -313,9 +311,9 @@ def _interference(data: SweepData, opt: Any, page: _Page) -> str:
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
-    tasks, scores = list(opt.tasks), list(opt.predict_scores([rec["proposal"]]))
+    tasks, scores = list(opt.tasks), list(opt.predict_scores([rec.proposal]))
     eff = analysis.interference(
-        opt.predict_joint, tasks, scores, rec["proposal"], opt.space.lower, opt.space.upper, STEP
+        opt.predict_joint, tasks, scores, rec.proposal, opt.space.lower, opt.space.upper, STEP
     )
     text = [
         [
@@ -399,7 +397,7 @@ def _tradeoffs(data: SweepData, opt: Any, page: _Page) -> str:
     )
 
 
-def _baseline(data: SweepData, opt: Any, rec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _baseline(data: SweepData, opt: Any) -> tuple[dict[str, Any], str]:
     ver = (data.recommended or {}).get("verification") or {}
     if ver.get("baseline"):
         return dict(ver["baseline"]["proposal"]), f"baseline ({ver['baseline'].get('source', '?')})"
@@ -418,9 +416,9 @@ def _line(data: SweepData, opt: Any, page: _Page) -> str:
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
-    start, label = _baseline(data, opt, rec)
+    start, label = _baseline(data, opt)
     try:
-        t, mean, sd = analysis.along_line(opt, start, rec["proposal"], list(opt.tasks))
+        t, mean, sd = analysis.along_line(opt, start, rec.proposal, list(opt.tasks))
     except RuntimeError as e:
         return _note(f"not available yet: {e}")
     fig = go.Figure()

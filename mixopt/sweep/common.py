@@ -15,6 +15,7 @@ from typing import Any
 
 from mixopt import atomic
 from mixopt.config import STORAGE_URI_MESSAGE, Experiment
+from mixopt.optimizer.recommendation import RecommendationRecord
 
 
 class SweepError(RuntimeError):
@@ -108,8 +109,8 @@ class SweepSummary:
     idle_fraction: float | None = None
     wall_seconds: float = 0.0
     trials: list[dict[str, Any]] = field(default_factory=list)
-    # recommend() as plain JSON (mixopt.sweep.verify.recommendation_record), and the verification.
-    recommended: dict[str, Any] | None = None
+    # The recommendation (the one the verification tested, if it ran), and the verification.
+    recommended: RecommendationRecord | None = None
     verification: Any = None
 
     experiment_id: str = ""

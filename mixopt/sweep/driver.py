@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixopt.config import Experiment, dump_experiment
+from mixopt.optimizer.recommendation import recommendation_record
 from mixopt.sweep.checks import check_data
 from mixopt.sweep.common import (
     State,
@@ -49,7 +50,6 @@ from mixopt.sweep.verify import (
     log_recommendation,
     print_plan,
     print_recommendation,
-    recommendation_record,
     recorded_outcomes,
     summarise,
     unfinished_trials,
@@ -388,7 +388,7 @@ class Sweep:
         concurrent = self.concurrent or max_concurrent(exp)
         path = self.storage / PLAN_FILE
         if path.exists():
-            plan = load_or_make_plan(path, exp, self.state.optimizer, {}, [])
+            plan = load_or_make_plan(path, exp, self.state.optimizer, None, [])
         else:
             record = recommendation_record(self.state.optimizer)
             if record is None:
