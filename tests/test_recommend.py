@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from mixopt.cli import app
+from mixopt.cli.recommend import RecommendError, parse_objective
 from mixopt.config import dump_experiment, load_experiment
-from mixopt.recommend import RecommendError, parse_objective
 from mixopt.sweep.warm import optimizer_for
 from mixopt.tracking import STATE_PATH, SweepTracker
 
