@@ -35,7 +35,7 @@ def malformed(err: Exception) -> ValueError:
 
 
 def arguments(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The state in today's shape (:func:`migrate`) and the constructor's arguments it records
+    """The state in the current shape (:func:`migrate`) and the constructor's arguments it records
     (bounds as ``(min, max)`` pairs)."""
     state = migrate(state)
     try:

@@ -1,4 +1,4 @@
-"""``mixopt report``: one self-contained HTML page of a sweep (issue 33).
+"""``mixopt report``: one self-contained HTML page of a sweep.
 
 :func:`write_report` reads the sweep through :mod:`mixopt.tracking.store` (:mod:`.data`), computes
 the figures' numbers (:mod:`.analysis`) and writes the page (:mod:`.html`) atomically. The sweep
