@@ -26,6 +26,7 @@ from mixopt.config.models import (
     Experiment,
     TaskConfig,
 )
+from mixopt.datasets import is_local_reference
 from mixopt.trial import TrainerError, load_trainer
 
 # ${VAR} or ${VAR:-default} inside a YAML string.
@@ -481,8 +482,6 @@ def _is_local_model(model: str, base: Path) -> bool:
 
 def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
     """A relative local ``dataset`` path made absolute against ``base``; hub ids are left as they are."""
-    from mixopt.datasets import is_local_reference
-
     d = task.dataset
     if not d or not is_local_reference(d) and not (base / d).exists():
         return {}

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from mixopt.datasets import FIELDS, DatasetSplit
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
 from mixopt.optimizer.objective import check_objective, equal_weights, kind_weights
@@ -109,8 +110,6 @@ class TaskConfig(_Frozen):
 
     @model_validator(mode="after")
     def _files_and_metric(self) -> TaskConfig:
-        from mixopt.datasets import FIELDS
-
         ways = sum(
             (self.path is not None, self.train is not None or self.dev is not None, bool(self.dataset))
         )
@@ -169,8 +168,6 @@ class TaskConfig(_Frozen):
         return self.path / f"{split}.jsonl"
 
     def _dataset_split(self, role: str) -> Any:
-        from mixopt.datasets import DatasetSplit
-
         assert self.dataset is not None
         columns = tuple(
             sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixopt.optimizer.objective import check_objective, compose
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the sweep's summary and the CLI import this without torch
     from mixopt.optimizer.optimizer import MixtureOptimizer
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mixopt import atomic
 from mixopt.report.data import SweepData, load_sweep
+from mixopt.report.html import render
 
 REPORT_ARTIFACT = "report.html"
 
@@ -33,8 +34,6 @@ def write_report(
     (the sweep's end writes the page before it closes the run). Returns what was read. Raises LookupError (see :func:`load_sweep`) or ValueError (``out``
     is a folder); nothing is written then.
     """
-    from mixopt.report.html import render
-
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; give the HTML file to write")

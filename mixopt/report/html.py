@@ -15,10 +15,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
+from mixopt.optimizer import MixtureOptimizer
 from mixopt.optimizer.recommendation import RecommendationRecord, recommendation_record
 from mixopt.report import analysis
 from mixopt.report.data import SweepData, TrialRecord, warm_trials
+from mixopt.space import project_capped_simplex
 
 ORIGIN_COLOURS = {
     "seed": "#1f77b4",
@@ -97,8 +102,6 @@ class _Page:
 def _optimizer(data: SweepData, opt: Any) -> Any:
     if opt is not None or data.state is None:
         return opt
-    from mixopt.optimizer import MixtureOptimizer
-
     return MixtureOptimizer.from_state_dict(data.state)
 
 
@@ -189,8 +192,6 @@ def _all_trials(data: SweepData, opt: Any) -> list[TrialRecord]:
 
 
 def _objective(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     trials = _all_trials(data, opt)
     if not trials:
         return _note("no trial recorded yet")
@@ -242,8 +243,6 @@ def _objective(data: SweepData, opt: Any, page: _Page) -> str:
 
 
 def _parallel(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     done = [t for t in _all_trials(data, opt) if t.objective is not None and t.proposal]
     if len(done) < 2:
         return _note("fewer than 2 finished trials")
@@ -275,8 +274,6 @@ def _parallel(data: SweepData, opt: Any, page: _Page) -> str:
 
 
 def _importance(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
     rec = _recommendation(data, opt)
@@ -303,8 +300,6 @@ def _importance(data: SweepData, opt: Any, page: _Page) -> str:
 
 
 def _interference(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     why = _has_score_models(opt)
     if why is not None:
         return _note(f"not available: {why}")
@@ -351,9 +346,6 @@ def _interference(data: SweepData, opt: Any, page: _Page) -> str:
 
 
 def _tradeoffs(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     done = [t for t in _all_trials(data, opt) if t.objective is not None and t.scores]
     if not done:
         return _note("no finished trial with per-task scores yet")
@@ -401,16 +393,12 @@ def _baseline(data: SweepData, opt: Any) -> tuple[dict[str, Any], str]:
     ver = (data.recommended or {}).get("verification") or {}
     if ver.get("baseline"):
         return dict(ver["baseline"]["proposal"]), f"baseline ({ver['baseline'].get('source', '?')})"
-    from mixopt.space import project_capped_simplex
-
     tasks = list(opt.tasks)
     w = project_capped_simplex(np.full(len(tasks), 1.0 / len(tasks)), opt.space.lower, opt.space.upper)
     return dict(zip(tasks, map(float, w))), "uniform mixture"
 
 
 def _line(data: SweepData, opt: Any, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
     rec = _recommendation(data, opt)
@@ -482,8 +470,6 @@ _BUILDERS: dict[str, Callable[[SweepData, Any, _Page], str]] = {
 
 def render(data: SweepData, opt: Any = None) -> str:
     """The report page of ``data``; ``opt``: the sweep's optimizer (default: rebuilt from its state)."""
-    from plotly.offline import get_plotlyjs
-
     opt = _optimizer(data, opt)
     page = _Page()
     body = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixopt.data import iter_rows
 from mixopt.optimizer.objective import composed_value
 from mixopt.soup.ingredients import SoupError
 from mixopt.trial import TrainerError, TrialResult, load_trainer
@@ -111,8 +112,6 @@ def split_dev_rows(tasks: Sequence[TaskConfig]) -> DevSplit:
     A half must hold a query (retrieval), 2 rows (STS), a row (classification), 2 labels
     (clustering) or both labels (pair classification), as the trainer's evaluation needs.
     """
-    from mixopt.data import iter_rows
-
     select: dict[str, tuple[int, ...]] = {}
     report: dict[str, tuple[int, ...]] = {}
     for task in tasks:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mixopt import atomic
 from mixopt.config import STORAGE_URI_MESSAGE, Experiment
+from mixopt.data import DataError
 from mixopt.optimizer.recommendation import RecommendationRecord
 
 
@@ -74,8 +75,6 @@ def failure_kind(err: BaseException) -> str:
     keeps it as the context): a :class:`mixopt.data.DataError` anywhere is bad data; an out-of-space
     OSError is the infrastructure; anything else is the trial's own failure.
     """
-    from mixopt.data import DataError
-
     if no_space(err) is not None:
         return INFRASTRUCTURE
     seen: set[int] = set()

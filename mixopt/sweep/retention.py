@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.human import human_bytes
+from mixopt.sweep.progress import warn
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
@@ -233,8 +234,6 @@ def prune_during_sweep(tracker: Any, storage: Path, cfg: Any, verbose: bool) -> 
     A failure (a busy file, an unreachable store) is a warning, never the sweep's end: the
     checkpoints stay and the next trial's prune decides again. None when it failed.
     """
-    from mixopt.sweep.progress import warn
-
     try:
         out = prune_sweep(
             tracker.client,

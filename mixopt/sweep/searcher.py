@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 
 from mixopt import atomic
 from mixopt.config import Experiment
+from mixopt.optimizer import MixtureOptimizer
 from mixopt.sweep.common import State
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.scores import final_scores, report_scores
@@ -198,8 +199,6 @@ class MixtureSearcher(Searcher):
         atomic.write_text(Path(checkpoint_path), json.dumps(self.state.optimizer.state_dict()))
 
     def restore(self, checkpoint_path: str) -> None:
-        from mixopt.optimizer import MixtureOptimizer
-
         self.state.optimizer = MixtureOptimizer.from_state_dict(json.loads(Path(checkpoint_path).read_text()))
 
 

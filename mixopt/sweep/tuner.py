@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,6 @@ def wait_for_ray(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
     cluster's port first turns a wrong address into one line. ``auto`` and no address are left to
     Ray (it answers at once when there is no local cluster).
     """
-    import socket
-
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address == "auto" or address.startswith("local"):
         return

@@ -33,9 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats
+
 from mixopt import atomic
 from mixopt.config import Experiment
 from mixopt.optimizer.recommendation import RecommendationRecord
+from mixopt.space import NEAR_IDENTICAL, project_capped_simplex
 from mixopt.sweep.common import top_weights
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
 
@@ -74,10 +78,6 @@ def baseline_proposal(
         hyper.update({k: v for k, v in first.items() if k not in tasks})
         source = "search.seed_mixtures[0]"
     else:
-        import numpy as np
-
-        from mixopt.space import project_capped_simplex
-
         uniform = np.full(len(tasks), 1.0 / len(tasks))
         w = project_capped_simplex(uniform, space.lower, space.upper)
         weights = {t: float(x) for t, x in zip(tasks, w)}
@@ -168,8 +168,6 @@ def make_plan(
 
 
 def _same_trial(opt: Any, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    from mixopt.space import NEAR_IDENTICAL
-
     try:
         return opt.space.distance(a, b) < NEAR_IDENTICAL
     except (KeyError, ValueError):
@@ -199,8 +197,6 @@ def load_or_make_plan(
 
 def paired_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:
     """Mean of the paired differences and its two-sided t interval (None, None for n < 2)."""
-    from scipy import stats
-
     n = len(diffs)
     if n == 0:
         raise ValueError("paired_interval: no differences")
