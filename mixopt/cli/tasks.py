@@ -8,7 +8,7 @@ import typer
 
 from mixopt.cli.common import fail, load
 from mixopt.data import DataError
-from mixopt.datasets import describe_task
+from mixopt.task_listing import describe_task
 from mixopt.tokens import SAMPLE_ROWS, share_warnings, task_unknown_shares
 
 
