@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixopt.checksums import sha256_file
-from mixopt.data import check_file
+from mixopt.data import iter_rows
 
 SPLITS = ("train", "dev", "test")
 # Shares of the articles (news) and of the movies (reviews) in each split: a test split large
@@ -391,7 +391,7 @@ def _jsonl(rows: Iterable[dict]) -> bytes:
 
 def write_task(out: Path, name: str, kind: str, splits: Mapping[str, list[dict]]) -> dict[str, int]:
     """``out/name/{train,dev,test}.jsonl``, built in a temporary sibling, checked with mixopt's own
-    reader (:func:`mixopt.data.check_file`), then renamed into place."""
+    reader (:func:`mixopt.data.iter_rows`), then renamed into place."""
     out.mkdir(parents=True, exist_ok=True)
     final = out / name
     tmp = _tmp_dir(out, name)
@@ -400,7 +400,7 @@ def write_task(out: Path, name: str, kind: str, splits: Mapping[str, list[dict]]
         for split in SPLITS:
             path = tmp / f"{split}.jsonl"
             path.write_bytes(_jsonl(splits[split]))
-            counts[split] = check_file(path, kind)
+            counts[split] = sum(1 for _ in iter_rows(path, kind))
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from mixopt import atomic
 
 CHECKSUMS_FILE = "mixopt_checksums.json"
 ALGORITHM = "sha256"
@@ -53,20 +54,9 @@ def write_checksums(directory: str | os.PathLike[str]) -> Path:
     """
     directory = Path(directory)
     manifest = {"algorithm": ALGORITHM, "files": {f: sha256_file(directory / f) for f in _files(directory)}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKSUMS_FILE}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, directory / CHECKSUMS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    # The usual permissions (the temporary file is private): readers are other users' jobs too.
+    atomic.write_text(directory / CHECKSUMS_FILE, text, mode=atomic.umask_mode(0o666))
     return directory / CHECKSUMS_FILE
 
 

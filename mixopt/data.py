@@ -251,7 +251,7 @@ def scan_jsonl(path: Path) -> int:
 
 
 def _iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, Any]]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # only Parquet tasks need it; every trainer and check imports this module
 
     try:
         pf = pq.ParquetFile(path)

@@ -36,6 +36,9 @@ Dev data is a second split (``dev_split``) or a **seeded hold-out** of the train
 the splitmix64 hash of ``i`` mixed with a fixed seed, mapped to [0, 1). The two parts are disjoint,
 their union is the split, and the assignment depends on neither the trial seed nor the reading
 order of other rows.
+
+``datasets`` and ``pyarrow`` are imported where a dataset source is read: :mod:`mixopt.config`
+imports this module, and ``mixopt --help`` or ``mixopt validate`` must not wait seconds for them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import json
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.data import DataError, Row, parse_row
+from mixopt.data import DataError, Row, parse_row, scan_jsonl
 
 # The hold-out must not depend on any trial seed: one fixed seed for every experiment.
 HOLDOUT_SEED = 0x6D69786F7074
@@ -259,8 +264,6 @@ class DatasetSplit:
 
     def _read_error(self, e: BaseException) -> DataError:
         """One line for a reader's failure: ``file:line`` for a bad line of local JSON Lines files."""
-        from mixopt.data import scan_jsonl
-
         if self.local:
             for f in sorted(glob.glob(str(Path(self.dataset).expanduser()))):
                 if Path(f).suffix.lower() == ".jsonl":
@@ -422,8 +425,6 @@ def _classify_error(reference: str, e: BaseException) -> str:
 
 def _saved_empty(path: Path, split: str) -> bool:
     """Whether a ``save_to_disk`` directory (or its ``split``) holds no Arrow shard, i.e. no rows."""
-    import json
-
     state = path / "state.json"
     if not state.exists() and (path / "dataset_dict.json").exists():
         state = path / split / "state.json"
@@ -439,8 +440,6 @@ def _saved_empty(path: Path, split: str) -> bool:
 def _quiet_logs() -> Iterator[None]:
     """datasets logs a failed load or parse, huggingface_hub each retry, before raising: the raised
     error becomes our one line, so their logs are silenced meanwhile."""
-    import logging
-
     import datasets  # noqa: F401  (its import sets its loggers' levels: import it first)
 
     logs = [logging.getLogger(name) for name in ("datasets", "huggingface_hub")]
@@ -529,71 +528,3 @@ def _auto_scale(dataset: str, subset: str | None, split: str, streaming: bool, c
         if not hasattr(ds, "__len__") and seen >= SCALE_SCAN_ROWS:
             break
     return 5.0 if top > 1.0 else 1.0
-
-
-# ---------------------------------------------------------------------- listing (``mixopt tasks``)
-
-
-def count_rows(source: Any) -> int | None:
-    """Rows of a task source where cheap to know: Parquet metadata, JSONL lines, an Arrow split."""
-    if hasattr(source, "num_rows"):
-        return source.num_rows()
-    path = Path(source)
-    if not path.is_file():
-        return None
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    with path.open("rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def _clip(text: str, width: int = 100) -> str:
-    text = text.replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def prompted_fields(row: Row, prompt_query: str, prompt_document: str) -> list[tuple[str, str]]:
-    """A row's texts as the model sees them (prompts applied, as in training and evaluation)."""
-    from mixopt.data import ClassificationRow, PairClassificationRow, RetrievalRow, STSRow
-
-    if isinstance(row, RetrievalRow):
-        out = [("query", prompt_query + row.query), ("positive", prompt_document + row.positive)]
-        out += [(f"negative {i + 1}", prompt_document + n) for i, n in enumerate(row.negatives)]
-        return out
-    if isinstance(row, STSRow):
-        return [
-            ("text1", prompt_query + row.text1),
-            ("text2", prompt_document + row.text2),
-            ("score", f"{row.score:g}"),
-        ]
-    if isinstance(row, PairClassificationRow):
-        return [
-            ("text1", prompt_query + row.text1),
-            ("text2", prompt_document + row.text2),
-            ("label", str(row.label)),
-        ]
-    assert isinstance(row, ClassificationRow)
-    return [("text", prompt_query + row.text), ("label", row.label)]
-
-
-def describe_task(task: Any, examples: int = 2) -> list[str]:
-    """Lines describing one task: its source, row counts where known, and example rows with prompts.
-
-    Raises :class:`mixopt.data.DataError` when the data cannot be read.
-    """
-    from mixopt.data import iter_rows
-
-    lines = [f"{task.name} ({task.kind.value}, metric {task.metric}): {task.source}"]
-    for role, source in (("train", task.train_file), ("dev", task.dev_file)):
-        n = count_rows(source)
-        lines.append(f"  {role}: {source} — {'rows unknown (streamed)' if n is None else f'{n} rows'}")
-    for i, row in enumerate(iter_rows(task.train_file, task.kind.value)):
-        if i >= examples:
-            break
-        lines.append(f"  example {i + 1}:")
-        lines += [
-            f"    {k}: {_clip(v)}" for k, v in prompted_fields(row, task.prompt.query, task.prompt.document)
-        ]
-    return lines

@@ -9,19 +9,24 @@ metric ``mteb.<task>`` on the model's run; the full results (every split, subset
 written as ``mteb_results.json`` next to the model and logged as an artifact; a ``## MTEB`` table is
 added to the model card (``README.md``).
 
-Needs the optional extra ``mixopt[mteb]`` (``mteb>=2.2``).
+Needs the optional extra ``mixopt[mteb]`` (``mteb>=2.2``): ``mteb`` and sentence-transformers are
+imported where an evaluation runs, so the rest of mixopt works without them.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from mixopt import atomic
 from mixopt.tracking import store
 from mixopt.tracking.tags import CHECKPOINT, metric_key
 
@@ -102,8 +107,6 @@ def resolve_model(target: str, tracking_uri: str) -> tuple[Path, str | None]:
     A run id resolves to its checkpoint through the ``mixopt.checkpoint`` tag (trials and soups
     both carry it); a directory finds its run by the same tag, if the store has one.
     """
-    from mlflow.exceptions import MlflowException
-
     path = Path(target)
     if path.is_dir():
         if not (path / "modules.json").exists():
@@ -160,8 +163,6 @@ def load_tasks(benchmark: str | None, names: Sequence[str] | None) -> list[Any]:
 
 def _custom_task(path: str) -> Any:
     """``package.module:TaskClass``: a user's own mteb task (an ``AbsTask`` subclass, e.g. overriding ``load_data``)."""
-    import importlib
-
     from mteb.abstasks import AbsTask
 
     module_name, _, cls_name = path.partition(":")
@@ -225,13 +226,6 @@ def format_mteb_table(scores: Sequence[MtebScore]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def add_to_card(model_dir: Path, scores: Sequence[MtebScore], label: str) -> Path:
     """Add (or replace) the ``## MTEB`` section of the model card ``README.md``."""
     card = model_dir / "README.md"
@@ -246,7 +240,7 @@ def add_to_card(model_dir: Path, scores: Sequence[MtebScore], label: str) -> Pat
         + format_mteb_table(scores)
         + "\n"
     )
-    _atomic_write(card, text.rstrip("\n") + "\n" + section)
+    atomic.write_text(card, text.rstrip("\n") + "\n" + section, fsync=False)
     return card
 
 
@@ -254,10 +248,6 @@ def log_to_run(
     tracking_uri: str, run_id: str, scores: Sequence[MtebScore], results_file: Path, card: Path
 ) -> None:
     """``mteb.<task>`` metrics, the results JSON (artifact ``mteb/``) and the updated card, on ``run_id``."""
-    import time
-
-    from mlflow.entities import Metric
-
     client = store.connect(tracking_uri)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(metric_key(f"mteb.{s.task}"), s.score, now, 0) for s in scores])
@@ -293,7 +283,8 @@ def evaluate_model(
     label = benchmark or ", ".join(t.metadata.name for t in tasks)
     scores, results = run_mteb(model_dir, tasks, prompts, batch_size, device)
     results_file = model_dir / RESULTS_FILE
-    _atomic_write(results_file, json.dumps({"label": label, "results": results}, indent=2, default=str))
+    results_text = json.dumps({"label": label, "results": results}, indent=2, default=str)
+    atomic.write_text(results_file, results_text, fsync=False)
     card = add_to_card(model_dir, scores, label)
     if run_id is not None:
         log_to_run(uri, run_id, scores, results_file, card)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from mixopt.config import CategoricalParam, Experiment, IntParam
+from mixopt.human import duration
 
 if TYPE_CHECKING:
     from mixopt.trial import MemoryFix
@@ -75,7 +76,7 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 def worst_case_options(exp: Experiment) -> tuple[dict[str, Any], list[str]]:
     """The trainer options of the most memory-hungry trial the search space allows, and notes saying so."""
-    from mixopt.sweep.common import absolute_options
+    from mixopt.trial import absolute_options
 
     options = absolute_options(exp.trainer.options)
     notes = []
@@ -214,14 +215,6 @@ def evaluations_per_trial(steps: int, eval_every: int) -> int:
     return 1 + ((steps - 1) // eval_every if eval_every > 0 and steps > 0 else 0)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def run_preflight(
     exp: Experiment,
     *,
@@ -335,7 +328,7 @@ def _timing_lines(exp: Experiment, figures: Mapping[str, Any]) -> list[str]:
         if math.isfinite(evaluation)
         else "; evaluations not measured: the trainer's preflight takes no tasks"
     )
-    lines.append(f"  trial time       {' + '.join(parts)} = {trial:.3f} s ({_duration(trial)}{missing})")
+    lines.append(f"  trial time       {' + '.join(parts)} = {trial:.3f} s ({duration(trial)}{missing})")
     n_trials = exp.optimizer.max_trials
     n_verify = _verification_trials(exp)
     if figures["device"] == "cuda":

@@ -28,7 +28,7 @@ from typing import Any, Union
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from mixopt.config import (
+from mixopt.parameters import (
     CategoricalParam,
     FloatParam,
     Hyperparameter,

@@ -49,15 +49,13 @@ Everything is a deterministic function of ``seed``: the same seed gives byte-ide
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixopt import atomic
 from mixopt.trial import load_trainer
 
 KINDS = ("retrieval", "sts", "classification")
@@ -264,9 +262,7 @@ def synthesize(
             vocabs[k].append(pool[: spec.shared_words] + pool[start:end])
             start = end
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic.directory(out_dir, tmp_prefix=f".{out_dir.name}.") as tmp:
         for k, plan in enumerate(plans):
             writer = _Writer(plan, vocabs[k], noise, spec, np.random.default_rng([seed, 1, k]))
             for split, n in (("train", spec.n_train), ("dev", spec.n_dev)):
@@ -281,10 +277,4 @@ def synthesize(
             "tasks that differ in how much training they need, classification against retrieval",
         }
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta

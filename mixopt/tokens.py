@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mixopt.config import Experiment
 
+from mixopt.data import ClassificationRow, DataError, RetrievalRow, iter_rows
+
 # Rows read per task: enough for a share to within a few points, cheap next to the data check.
 SAMPLE_ROWS = 200
 # Above this share of unknown tokens a task's text is largely invisible to the model.
@@ -29,8 +31,6 @@ WARN_SHARE = 0.05
 
 def row_texts(row: Any) -> list[str]:
     """The texts of a row the encoder sees (prompts aside: they are the user's own words)."""
-    from mixopt.data import ClassificationRow, RetrievalRow
-
     if isinstance(row, RetrievalRow):
         return [row.query, row.positive, *row.negatives]
     if isinstance(row, ClassificationRow):
@@ -41,7 +41,7 @@ def row_texts(row: Any) -> list[str]:
 @functools.lru_cache(maxsize=4)
 def local_tokenizer(model: str) -> Any:
     """The tokenizer of ``model`` (a local directory or a cached hub id), or None if it is not here."""
-    try:
+    try:  # transformers is imported here, where a tokenizer is needed: it takes seconds to load
         from transformers import AutoTokenizer
     except ImportError:
         return None
@@ -76,8 +76,6 @@ def task_unknown_shares(exp: Experiment) -> dict[str, tuple[float, int]]:
     Empty when the experiment's ``trainer.model`` has no local tokenizer with an unknown token.
     Tasks whose rows cannot be read are left out (the data check reports them).
     """
-    from mixopt.data import DataError, iter_rows
-
     model = exp.trainer.knobs.model
     tokenizer = local_tokenizer(model) if model is not None else None
     if tokenizer is None or getattr(tokenizer, "unk_token_id", None) is None:

@@ -37,14 +37,16 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from mixopt.config import TaskConfig
+if TYPE_CHECKING:  # annotations only: mixopt.config imports this module (load_trainer checks options)
+    from mixopt.config.models import TaskConfig
 
 # report(step, metrics): metrics are flat name -> float. A trainer may report the dev objective
 # at intermediate steps under the key "objective" (used by early stopping).
@@ -96,6 +98,16 @@ class Trial:
             raise ValueError(f"mixture weights must be finite and >= 0: {dict(self.mixture)}")
         if abs(sum(self.mixture.values()) - 1.0) > 1e-6:
             raise ValueError(f"mixture weights must sum to 1: {dict(self.mixture)}")
+
+
+def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Trainer options that name an existing relative path become absolute: trials run elsewhere."""
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, str) and not os.path.isabs(v) and "://" not in v and Path(v).exists():
+            v = str(Path(v).resolve())
+        out[k] = v
+    return out
 
 
 @dataclass(frozen=True)
@@ -226,15 +238,6 @@ class TrainerModule:
         return fn
 
 
-def compose(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """The objective ``Σ_k w_k s_k / Σ_k w_k`` over the weighted scores (a weighted mean)."""
-    missing = sorted(set(weights) - set(scores))
-    if missing:
-        raise ValueError(f"the objective weighs score(s) {missing} that the trial did not report")
-    total = sum(weights.values())
-    return float(sum(w * float(scores[k]) for k, w in weights.items()) / total)
-
-
 def load_trainer(target: str) -> TrainerModule:
     """Import the module of ``"package.module:function"`` and check that it provides the contract."""
     module_name, _, func_name = target.partition(":")
@@ -261,39 +264,3 @@ def load_trainer(target: str) -> TrainerModule:
         options=options,
         **{part: hook if callable(hook) else None for part, hook in hooks.items()},
     )
-
-
-def one_trial_main(train: Callable[[Trial, Report], TrialResult], argv: Sequence[str], name: str) -> int:
-    """``python -m trainers.<name> EXPERIMENT.yaml OUT_DIR [--steps N]`` for a trainer module: one
-    trial of ``train`` on the uniform mixture, no Ray and no MLflow (to check data, model and
-    options); prints the result as JSON."""
-    import argparse
-    import json
-
-    from mixopt.config import load_experiment
-
-    parser = argparse.ArgumentParser(
-        prog=f"python -m trainers.{name}",
-        description=f"Run one trial of the {name} trainer on a uniform mixture.",
-    )
-    parser.add_argument("config")
-    parser.add_argument("out_dir")
-    parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args(argv)
-    exp = load_experiment(args.config)
-    names = exp.task_names
-    trial = Trial(
-        mixture={n: 1.0 / len(names) for n in names},
-        hyperparameters={},
-        seed=exp.trainer.seed,
-        steps=args.steps or exp.trainer.steps,
-        output_dir=Path(args.out_dir),
-        tasks=tuple(exp.tasks),
-        options=exp.trainer.options,
-        trial_id="trial",
-        objective_weights=exp.objective_weights,
-    )
-    result = train(trial, lambda step, metrics: None)
-    out = {"objective": result.objective, "task_scores": dict(result.task_scores)}
-    print(json.dumps(out | {"checkpoint": str(result.checkpoint), **dict(result.extra)}, indent=2))
-    return 0

@@ -337,6 +337,7 @@ def test_optimizer_section_defaults_match_the_optimizer(tmp_path: Path) -> None:
     import inspect
 
     from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep.warm import optimizer_for
 
     text = GOOD.replace("  n_seeds: 4\n", "")
     assert "n_seeds" not in text
@@ -345,7 +346,7 @@ def test_optimizer_section_defaults_match_the_optimizer(tmp_path: Path) -> None:
     assert exp.optimizer.n_seeds == defaults["n_seeds"].default
     assert exp.optimizer.beta == defaults["beta"].default
     assert exp.optimizer.exploit_last == defaults["exploit_last"].default
-    assert MixtureOptimizer.from_experiment(exp).n_seeds == defaults["n_seeds"].default
+    assert optimizer_for(exp).n_seeds == defaults["n_seeds"].default
 
 
 def test_early_stopping_grace_defaults_to_half_the_steps(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ import yaml
 
 from mixopt.config import ConfigError, TaskConfig, experiment_from_dict, load_experiment
 from mixopt.data import DataError, iter_rows, training_rows
-from mixopt.datasets import DatasetSplit, describe_task
+from mixopt.datasets import DatasetSplit
+from mixopt.task_listing import describe_task
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYTIC = {"target": "trainers.analytic:train", "steps": 5}

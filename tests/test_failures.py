@@ -79,7 +79,7 @@ def test_atomic_write_leaves_no_temporary_file_when_the_write_fails(tmp_path: Pa
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from mixopt.sweep.common import atomic_write\n"
+        "from mixopt.atomic import write_text as atomic_write\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
         "try:\n"
         f"    atomic_write(Path({str(target)!r}), 'x' * 100000)\n"

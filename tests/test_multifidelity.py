@@ -15,6 +15,7 @@ import pytest
 
 from mixopt import MixtureOptimizer
 from mixopt.config import OptimizerConfig
+from mixopt.sweep.warm import optimizer_for
 
 TASKS = ["a", "b", "c"]
 W_STAR = np.array([0.7, 0.2, 0.1])
@@ -217,7 +218,7 @@ def test_fidelity_scale_is_true_or_false() -> None:
         assert any(isinstance(m, FidelityScale) for m in fitted.model.modules()) is scale
     with pytest.raises(ValueError, match="true or false"):
         MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="'auto' is no longer supported"):
+    with pytest.raises(ValueError, match="true or false, got 'auto'"):
         MixtureOptimizer(TASKS, multi_fidelity=True, fidelity_scale="auto")  # type: ignore[arg-type]
 
 
@@ -384,11 +385,11 @@ def test_the_config_option_reaches_the_optimizer() -> None:
     for (setting, stopping), expected in table.items():
         e = exp(stopping, multi_fidelity=setting)
         assert e.multi_fidelity is expected, (setting, stopping)
-        assert MixtureOptimizer.from_experiment(e).multi_fidelity is expected, (setting, stopping)
-    assert MixtureOptimizer.from_experiment(exp(True, fidelity_scale=True)).fidelity_scale is True
+        assert optimizer_for(e).multi_fidelity is expected, (setting, stopping)
+    assert optimizer_for(exp(True, fidelity_scale=True)).fidelity_scale is True
     # unset: off, with the multi-fidelity GP or without it
-    assert MixtureOptimizer.from_experiment(exp(True)).fidelity_scale is False
-    assert MixtureOptimizer.from_experiment(exp(False)).fidelity_scale is False
+    assert optimizer_for(exp(True)).fidelity_scale is False
+    assert optimizer_for(exp(False)).fidelity_scale is False
     with pytest.raises(ValueError, match="needs multi_fidelity=True"):
         MixtureOptimizer(TASKS, fidelity_scale=True)
 

@@ -22,6 +22,7 @@ from mixopt.config import (
     TrainerConfig,
     WeightBounds,
 )
+from mixopt.sweep.warm import optimizer_for
 
 
 def random_bounds(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +316,7 @@ def test_from_experiment_reads_search_and_optimizer() -> None:
         optimizer=OptimizerConfig(n_seeds=3, beta=1.5, random_state=9, dirichlet_alpha=0.7),
         trainer=TrainerConfig(target="trainers.analytic:train"),
     )
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     assert (opt.n_seeds, opt.beta, opt.random_state, opt.dirichlet_alpha) == (3, 1.5, 9, 0.7)
     assert (opt.budget, opt.exploit_last) == (30, 2)  # max_trials and the default
     first, *rest = opt.ask(3)

@@ -18,10 +18,10 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from mixopt import MixtureOptimizer
 from mixopt.cli import app
+from mixopt.cli.recommend import RecommendError, parse_objective
 from mixopt.config import dump_experiment, load_experiment
-from mixopt.recommend import RecommendError, parse_objective
+from mixopt.sweep.warm import optimizer_for
 from mixopt.tracking import STATE_PATH, SweepTracker
 
 TASKS = ["retrieval_0", "sts_1", "classification_2"]
@@ -70,7 +70,7 @@ def recorded(tmp_path_factory, data_dir):
     exp = load_experiment(tmp / "exp.yaml")
     # The trials: a lattice of the simplex (step 0.2, 21 mixtures), scored by the law; told as an
     # earlier sweep's (proposal, value, scores) so that no GP is fitted to build the fixture.
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     lattice = [
         dict(zip(TASKS, (i / 5, j / 5, (5 - i - j) / 5)))
         for i, j in itertools.product(range(6), repeat=2)

@@ -216,7 +216,8 @@ def record_sweep(
 ):
     """A sweep recorded as the sweep records it (real optimizer, real sqlite MLflow store), the
     trials scored by the law ``A`` plus a little noise; the last ``running`` trials left RUNNING."""
-    from mixopt.sweep.verify import VerifyPlan, log_recommendation, recommendation_record, summarise
+    from mixopt.optimizer.recommendation import recommendation_record
+    from mixopt.sweep.verify import VerifyPlan, log_recommendation, summarise
 
     tmp_path = Path(uri[len("sqlite:///") :]).parent / name
     tmp_path.mkdir()

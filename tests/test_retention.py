@@ -217,6 +217,46 @@ def test_gc_prunes_finished_sweeps_skips_running_ones_and_dry_run_deletes_nothin
     assert len(no_keep.output.strip().splitlines()) == 1
 
 
+def test_gc_without_a_yaml_prunes_by_the_config_the_newest_sweep_recorded(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """No YAML, no --experiment: gc takes the newest sweep's experiment and the storage_keep of the
+    config it recorded (top 2, trial-000 pinned); an older experiment's sweep is not its business."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    other = [{"id": f"trial-00{i}", "objective": v} for i, v in enumerate([0.1, 0.2, 0.3])]
+    _, other_ids = record_sweep(uri, "older", tmp_path / "runs" / "older", other)
+    values = [0.3, 0.8, 0.5, 0.6]
+    trials = [{"id": f"trial-00{i}", "objective": v} for i, v in enumerate(values)]
+    parent, ids = record_sweep(uri, "inferred", tmp_path / "runs" / "inferred", trials)
+    config = {
+        "name": "inferred",
+        "tasks": [{"name": t, "kind": t.rsplit("_", 1)[0], "path": str(data_dir / t)} for t in TASKS],
+        "trainer": {"target": "trainers.analytic:train", "steps": 5},
+        "tracking": {"uri": uri},
+        "storage_keep": {"top": 2, "pin": ["trial-000"]},
+    }
+    client = MlflowClient(uri)
+    client.log_text(parent, yaml.safe_dump(config), "config.yaml")
+
+    result = CliRunner().invoke(app, ["gc", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert f"sweep run {parent} (experiment 'inferred'): using its recorded config" in result.output
+    # The two best by objective (a plain sort), and the pinned trial.
+    best = {t["id"] for t in sorted(trials, key=lambda t: -t["objective"])[:2]}
+    kept = best | {"trial-000"}
+    tags = {t: client.get_run(r).data.tags.get(PRUNED) for t, r in ids.items()}
+    assert tags == {t: (None if t in kept else "true") for t in ids}
+    assert {p.parent.name for p in (tmp_path / "runs" / "inferred").glob("*/model")} == kept
+    assert not any(PRUNED in client.get_run(r).data.tags for r in other_ids.values())
+    assert len(list((tmp_path / "runs" / "older").glob("*/model"))) == len(other)
+
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    MlflowClient(empty).create_experiment("nothing")
+    none = CliRunner().invoke(app, ["gc", "--tracking-uri", empty])
+    assert none.exit_code == 2 and len(none.output.strip().splitlines()) == 1
+    assert "no sweep recorded" in none.output and "--experiment NAME" in none.output
+
+
 def test_storage_keep_config(tmp_path: Path, data_dir: Path) -> None:
     base = {
         "name": "cfg",

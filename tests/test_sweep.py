@@ -526,7 +526,7 @@ def test_verification_stage_trials_and_summary_are_in_mlflow(
     state = json.loads((summary.storage_dir / "optimizer_state.json").read_text())
     assert len(MixtureOptimizer.from_state_dict(state).history) == 6
     assert summary.verification is not None and summary.verification.n == 3
-    assert summary.recommended is not None and summary.recommended["source"] == "posterior_mean"
+    assert summary.recommended is not None and summary.recommended.source == "posterior_mean"
 
 
 @pytest.mark.slow

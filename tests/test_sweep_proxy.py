@@ -99,12 +99,12 @@ def test_the_proxy_with_the_multi_fidelity_gp_is_refused_before_anything_is_writ
 def test_the_experts_are_the_bounds_nearest_corners(tmp_path: Path, model_data: Path) -> None:
     """Projection onto {w_retrieval >= 0.05, sum 1} of each one-hot, by hand: (1, 0, 0),
     (0.05, 0.95, 0), (0.05, 0, 0.95); they follow the user's seed mixture."""
-    from mixopt.optimizer import MixtureOptimizer
+    from mixopt.sweep.warm import optimizer_for
 
     exp = load_experiment(
         write(tmp_path, model_data, embedding(model_data), proxy={"kind": "merged_experts"})
     )
-    seeds = MixtureOptimizer.from_experiment(exp).ask(4)
+    seeds = optimizer_for(exp).ask(4)
     assert seeds[0] == {"retrieval_0": 0.4, "sts_1": 0.3, "classification_2": 0.3}
     want = [(1.0, 0.0, 0.0), (0.05, 0.95, 0.0), (0.05, 0.0, 0.95)]
     for got, w in zip(seeds[1:], want):

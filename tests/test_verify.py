@@ -13,6 +13,7 @@ from scipy import stats
 
 from mixopt.config import experiment_from_dict
 from mixopt.optimizer import MixtureOptimizer
+from mixopt.optimizer.recommendation import RecommendationRecord, recommendation_record
 from mixopt.sweep.verify import (
     PlannedTrial,
     VerifyPlan,
@@ -20,9 +21,9 @@ from mixopt.sweep.verify import (
     make_plan,
     paired_interval,
     print_recommendation,
-    recommendation_record,
     summarise,
 )
+from mixopt.sweep.warm import optimizer_for
 
 TASKS = ["a", "b", "c"]
 
@@ -38,7 +39,7 @@ def experiment(**over):
 
 
 def fitted_optimizer(exp) -> MixtureOptimizer:
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     rng = np.random.default_rng(0)
     for p in opt.ask(max(exp.optimizer.n_seeds, 6)):
         w = np.array([p[t] for t in TASKS])
@@ -110,18 +111,21 @@ def test_the_sweep_suggests_noise_sd_when_the_gp_fitted_far_less(capsys) -> None
     out = {f"verify-r{j:02d}": ("FINISHED", rec[j]) for j in range(4)}
     out |= {f"verify-b{j:02d}": ("FINISHED", base[j]) for j in range(4)}
     result = summarise(plan, out)
-    record = {
-        "proposal": {"a": 0.5, "b": 0.3, "c": 0.2},
-        "source": "posterior_mean",
-        "mean_pred": 0.74,
-        "sd_pred": 0.004,
-    }
-    print_recommendation({**record, "noise_sd": 0.002}, result, TASKS)
+    record = RecommendationRecord.from_json(
+        {
+            "proposal": {"a": 0.5, "b": 0.3, "c": 0.2},
+            "source": "posterior_mean",
+            "mean_pred": 0.74,
+            "sd_pred": 0.004,
+        }
+    )
+    print_recommendation(dataclasses.replace(record, noise_sd=0.002), result, TASKS)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"[mixopt] {result.line}"  # the verdict stays the last line
     assert f"seed-to-seed sd of the objective (verification, pooled): {result.seed_sd:.4f}" in lines[-2]
     assert f"set optimizer.noise_sd: {result.seed_sd:.3g}" in lines[-2]
-    print_recommendation({**record, "noise_sd": 0.9 * result.seed_sd}, result, TASKS)  # a GP that got it
+    # A GP that got it:
+    print_recommendation(dataclasses.replace(record, noise_sd=0.9 * result.seed_sd), result, TASKS)
     assert "set optimizer.noise_sd" not in capsys.readouterr().out
 
 
@@ -156,7 +160,7 @@ def test_plan_pairs_fresh_seeds_and_defaults_the_baseline(tmp_path: Path) -> Non
     assert plan["baseline"]["source"] == "uniform (projected onto the search bounds)"
     assert plan["baseline"]["proposal"] == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
     assert [(t["arm"], t["seed"]) for t in plan["trials"][:2]] == [("recommended", 16), ("baseline", 16)]
-    assert all(t["proposal"] == record["proposal"] for t in plan["trials"] if t["arm"] == "recommended")
+    assert all(t["proposal"] == record.proposal for t in plan["trials"] if t["arm"] == "recommended")
     # Persisted atomically, and a second call (a resumed sweep) reads it back unchanged.
     path = tmp_path / "verify_plan.json"
     first = load_or_make_plan(path, exp, opt, record, [10])
@@ -176,7 +180,7 @@ def test_plan_baseline_from_config_or_first_seed_and_the_same_mixture() -> None:
     plan = make_plan(exp, opt, recommendation_record(opt), []).to_json()
     assert plan["baseline"]["proposal"] == {"a": 0.7, "b": 0.0, "c": 0.3}
     # A recommendation equal to the baseline: nothing to run, and the verdict says why.
-    record = dict(recommendation_record(opt), proposal={"a": 0.7, "b": 0.0, "c": 0.3})
+    record = dataclasses.replace(recommendation_record(opt), proposal={"a": 0.7, "b": 0.0, "c": 0.3})
     same = make_plan(exp, opt, record, [])
     plan = same.to_json()
     assert plan["same"] and plan["trials"] == []
@@ -247,9 +251,9 @@ def test_a_recorded_plan_loads_typed_and_writes_back_the_same_bytes(tmp_path: Pa
     path = tmp_path / "verify_plan.json"
     path.write_text(RECORDED_PLAN)
     exp = experiment(verify={"seeds": 1})
-    plan = load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])
+    plan = load_or_make_plan(path, exp, optimizer_for(exp), {}, [])
     assert plan.seeds == (16,) and plan.baseline_source == "search.seed_mixtures[0]"
-    assert plan.recommendation["proposal"] == {"a": 0.6, "b": 0.3, "c": 0.1}
+    assert plan.recommendation.proposal == {"a": 0.6, "b": 0.3, "c": 0.1}
     assert [(t.trial_id, t.arm, t.seed) for t in plan.trials] == [
         ("verify-r00", "recommended", 16),
         ("verify-b00", "baseline", 16),
@@ -266,4 +270,4 @@ def test_a_file_that_is_not_a_plan_is_named(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "something else", "version": 1}))
     exp = experiment()
     with pytest.raises(ValueError, match="verify_plan.json: not a mixopt verification plan"):
-        load_or_make_plan(path, exp, MixtureOptimizer.from_experiment(exp), {}, [])
+        load_or_make_plan(path, exp, optimizer_for(exp), {}, [])

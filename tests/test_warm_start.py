@@ -23,6 +23,7 @@ from mixopt.config import (
 )
 from mixopt.sweep.common import SweepError
 from mixopt.sweep.driver import warm_start
+from mixopt.sweep.warm import optimizer_for
 from mixopt.tracking import STATE_PATH, SweepTracker
 
 
@@ -69,7 +70,7 @@ def test_warm_start_from_a_state_file(tmp_path) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps(source_state(scored=True)))
     exp = experiment(["a", "b"], WarmStartConfig(state=path))
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     params = warm_start(opt, exp, "unused://")
     # c = 0.2 renormalised away; {"c": 1.0} dropped; {"a": 1.0} kept as is.
     assert params == {
@@ -83,12 +84,12 @@ def test_warm_start_from_a_state_file(tmp_path) -> None:
     assert opt.history[0][0] == pytest.approx({"a": 0.625, "b": 0.375}, abs=1e-12)
     # Objectives told without scores are means over other tasks: not reused where the tasks differ.
     path.write_text(json.dumps(source_state()))
-    scalar = MixtureOptimizer.from_experiment(exp)
+    scalar = optimizer_for(exp)
     assert warm_start(scalar, exp, "unused://")["warm_start_reused"] == 0 and scalar.history == []
     assert {opt.origin(p) for p, _ in opt.history} == {"warm"}
     with pytest.raises(SweepError, match="optimizer.warm_start"):
         warm_start(
-            MixtureOptimizer.from_experiment(exp),
+            optimizer_for(exp),
             experiment(["a", "b"], WarmStartConfig(state=tmp_path / "missing.json")),
             "unused://",
         )
@@ -103,7 +104,7 @@ def test_warm_start_from_the_newest_sweep_of_an_mlflow_experiment(tmp_path) -> N
     tracker.log_text(run_id, json.dumps(source_state()), "optimizer_state.json")
     tracker.end_sweep()
     exp = experiment(["a", "b", "c"], WarmStartConfig(experiment="earlier"))
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     params = warm_start(opt, exp, uri)
     assert params["warm_start"] == f"earlier/{run_id}"
     assert (params["warm_start_reused"], params["warm_start_dropped"]) == (3, 0)

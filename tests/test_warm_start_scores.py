@@ -23,7 +23,7 @@ from mixopt.config import (
     WarmStartConfig,
     load_experiment,
 )
-from mixopt.sweep.warm import warm_line, warm_start
+from mixopt.sweep.warm import optimizer_for, warm_line, warm_start
 
 TASKS = ["retrieval_0", "sts_1", "classification_2"]
 
@@ -47,7 +47,7 @@ def test_a_task_removed_and_one_added_are_counted_and_said(tmp_path) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps(old.state_dict()))
     exp = experiment(["a", "b", "d"], WarmStartConfig(state=path, max_removed=0.99))
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     params = warm_start(opt, exp, "unused://")
     assert params["warm_start_reused"] == 3 and params["warm_start_dropped"] == 0
     assert params["warm_start_scores_reused"] == "a,b" and params["warm_start_scores_new"] == "d"

@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixopt.config import TaskConfig
 from mixopt.data import ClassificationRow, PairClassificationRow, RetrievalRow, STSRow, iter_rows
-from mixopt.trial import Report, Trial, TrialFailed, TrialResult, compose
+from mixopt.optimizer.objective import check_objective, composed_value, equal_weights
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 
 class Options(BaseModel):
@@ -120,10 +121,13 @@ def train(trial: Trial, report: Report) -> TrialResult:
         raise TrialFailed(f"injected failure: {why}")
 
     tasks = list(trial.tasks)
-    weights = trial.objective_weights or {t.name: 1.0 for t in tasks}
+    if trial.objective_weights:
+        weights = check_objective(trial.objective_weights, "objective_weights")
+    else:
+        weights = equal_weights([t.name for t in tasks])
 
     def objective_of(s: np.ndarray) -> float:
-        return compose({t.name: float(v) for t, v in zip(tasks, s)}, weights)
+        return composed_value(weights, {t.name: float(v) for t, v in zip(tasks, s)}, None, "train")
 
     for step in range(opts.report_every, trial.steps + 1, opts.report_every):
         if opts.seconds_per_step:

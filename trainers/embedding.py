@@ -45,6 +45,7 @@ import torch
 
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, training_rows
+from mixopt.one_trial import one_trial_main
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from . import losses
@@ -365,6 +366,4 @@ def _evaluate_checkpoint(
 
 
 if __name__ == "__main__":
-    from mixopt.trial import one_trial_main
-
     raise SystemExit(one_trial_main(train, sys.argv[1:], "embedding"))

@@ -33,9 +33,10 @@ metric functions reject NaN scores, which would otherwise rank arbitrarily (an a
 prediction would get Spearman 1, NaN retrieval scores a finite nDCG).
 
 The objective is the weighted mean ``Σ_k w_k s_k / Σ_k w_k`` of each task's configured metric
-at the full dimension, with the experiment's ``objective_weights`` when given; else the mean over
-tasks (``mean_task``) or the mean over task kinds of the per-kind means (``mean_kind``), which are
-such weights too (:attr:`mixopt.config.Experiment.objective_weights`).
+at the full dimension (:func:`mixopt.optimizer.objective.compose`), with the experiment's
+``objective_weights`` when given; else the mean over tasks (``mean_task``) or the mean over task
+kinds of the per-kind means (``mean_kind``), which are such weights too
+(:attr:`mixopt.config.Experiment.objective_weights`).
 
 ``dev_rows`` (optional, per task): the 0-based positions, in read order, of the dev rows to score
 on; a task it does not name is scored on all of its dev rows. The soup's greedy selection scores
@@ -68,7 +69,8 @@ from torch import Tensor
 from mixopt.config import TaskConfig, TaskKind
 from mixopt.data import ClassificationRow, Row, iter_rows
 from mixopt.datasets import splitmix64
-from mixopt.trial import TrialResult, compose
+from mixopt.optimizer.objective import check_objective, composed_value, equal_weights, kind_weights
+from mixopt.trial import TrialResult
 
 from .losses import matryoshka_prefix
 
@@ -490,15 +492,14 @@ def evaluate_tasks(
             m = evaluate_classification(task, embed, dims, classifier_train_rows, keep, dev_cache)
         metrics.update(m)
         scores[task.name] = m[metric_key(task.name, task.metric or "", dims[0])]
-    if weights is not None:
-        value = compose(scores, weights)
-    elif objective == "mean_task":
-        value = float(np.mean(list(scores.values())))
-    else:
-        by_kind: dict[str, list[float]] = collections.defaultdict(list)
-        for task in tasks:
-            by_kind[task.kind.value].append(scores[task.name])
-        value = float(np.mean([np.mean(v) for v in by_kind.values()]))
+    if weights is None:
+        names = [t.name for t in tasks]
+        weights = (
+            equal_weights(names)
+            if objective == "mean_task"
+            else kind_weights({t.name: t.kind.value for t in tasks})
+        )
+    value = composed_value(check_objective(weights, "weights"), scores, None, "evaluate_tasks")
     return Evaluation(value, metrics, scores)
 
 

@@ -23,9 +23,9 @@ Either way ``use_bidirectional_attention=True`` is forced, attention is SDPA, th
 and :func:`check_bidirectional` proves after loading that attention really is bidirectional.
 
 :func:`save_sentence_transformer` writes the checkpoint as a sentence-transformers directory
-(safetensors only, atomically), so ``SentenceTransformer(path).encode(texts)`` reproduces
-:func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`, stdlib only,
-imported when a checkpoint is saved), which the soup verifies. This module imports only torch,
+(safetensors only, atomically: :mod:`mixopt.atomic`), so ``SentenceTransformer(path).encode(texts)``
+reproduces :func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`),
+which the soup verifies. Both are stdlib only, imported when a checkpoint is saved. This module imports only torch,
 transformers and safetensors (no pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
 """
 
@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,43 +413,6 @@ def embed(
     return out
 
 
-@contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp dir next to ``target``; on success it replaces ``target`` by rename, else it is removed.
-
-    The directory gets the usual permissions ``0o777 & ~umask`` (``mkdtemp`` makes it 0700, which
-    would hide checkpoints on a shared filesystem from other users). If the final rename fails, the
-    previous ``target`` is put back.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)  # the only portable way to read the umask is to set it; restore at once
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if target.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "d")
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            if (old / "d").exists() and not target.exists():
-                os.replace(old / "d", target)
-            if not (old / "d").exists():  # never delete the only copy of the old checkpoint
-                shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
@@ -477,10 +437,15 @@ def save_sentence_transformer(
     import sentence_transformers
     import transformers
 
+    # Imported here, when a checkpoint is saved: bench/trainer.py imports this module on a GPU
+    # image that runs it without mixopt (tests/trainers/test_encoder_model.py holds it to that).
+    from mixopt import atomic
     from mixopt.checksums import write_checksums
 
     target = Path(out_dir)
-    with _atomic_dir(target) as tmp:
+    # mkdtemp makes the directory private (0700), which would hide checkpoints on a shared
+    # filesystem from other users: the usual permissions instead.
+    with atomic.directory(target, mode=atomic.umask_mode(0o777)) as tmp:
         encoder.transformer.save_pretrained(tmp)
         stray = [p.name for p in tmp.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
         if stray:

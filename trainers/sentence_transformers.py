@@ -47,11 +47,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mixopt import atomic
+from mixopt.checksums import write_checksums
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, iter_rows, training_rows
+from mixopt.one_trial import one_trial_main
 from mixopt.trial import Report, Trial, TrialFailed, TrialResult
 
 from .batching import classification_examples, retrieval_examples, sts_examples, sts_threshold
+from .embedding import _prompts
 from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .model import DEFAULT_MODEL
 from .options import Threads, validate_options
@@ -388,13 +392,8 @@ def save_checkpoint(model: Any, out_dir: Path, tasks: Sequence[TaskConfig]) -> P
     (``<task>/query``, ``<task>/document``, and ``query`` / ``document``), so ``encode_query`` and
     ``encode_document`` embed as the trial was scored; ``mixopt_checksums.json`` is written last.
     """
-    from mixopt.checksums import write_checksums
-
-    from .embedding import _prompts
-    from .model import _atomic_dir
-
     model.prompts = _prompts(tasks, {k: v for k, v in (model.prompts or {}).items() if "/" not in k})
-    with _atomic_dir(Path(out_dir)) as tmp:
+    with atomic.directory(Path(out_dir), mode=atomic.umask_mode(0o777)) as tmp:
         model.save(str(tmp), safe_serialization=True, create_model_card=False)
         stray = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
         if stray:
@@ -438,6 +437,4 @@ def evaluate_checkpoint(
 
 
 if __name__ == "__main__":
-    from mixopt.trial import one_trial_main
-
     raise SystemExit(one_trial_main(train, sys.argv[1:], "sentence_transformers"))

@@ -2,6 +2,7 @@
 
 - :mod:`.models`: the typed configuration, one frozen pydantic model per YAML section.
 - :mod:`.trainer`: the ``trainer:`` section, and the trainer options the service reads, typed.
+- :mod:`mixopt.parameters`: the search space's bounds and hyperparameter kinds (re-exported here).
 - :mod:`.loading`: YAML with line numbers, the checks across sections (mixtures, bounds, the
   trainer's own options), and the one-line-per-problem :class:`ConfigError`.
 """
@@ -17,14 +18,9 @@ from mixopt.config.loading import (
 from mixopt.config.models import (
     STORAGE_URI_MESSAGE,
     SUM_TOLERANCE,
-    CategoricalParam,
     EarlyStopping,
     Experiment,
-    FloatParam,
-    Hyperparameter,
-    IntParam,
     KeepConfig,
-    LogFloatParam,
     ObjectiveConfig,
     OptimizerConfig,
     Prompt,
@@ -36,9 +32,16 @@ from mixopt.config.models import (
     TrackingConfig,
     VerifyConfig,
     WarmStartConfig,
-    WeightBounds,
 )
 from mixopt.config.trainer import TrainerConfig, TrainerKnobs
+from mixopt.parameters import (
+    CategoricalParam,
+    FloatParam,
+    Hyperparameter,
+    IntParam,
+    LogFloatParam,
+    WeightBounds,
+)
 
 __all__ = [
     "STORAGE_URI_MESSAGE",

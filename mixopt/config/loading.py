@@ -26,6 +26,8 @@ from mixopt.config.models import (
     Experiment,
     TaskConfig,
 )
+from mixopt.datasets import is_local_reference
+from mixopt.trial import TrainerError, load_trainer
 
 # ${VAR} or ${VAR:-default} inside a YAML string.
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -235,6 +237,8 @@ def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Pr
             msg = "required key is missing"
         elif e["type"] == "int_type" and isinstance(e.get("input"), bool):
             msg = f"must be an integer, got {str(e['input']).lower()} (a YAML boolean)"
+        elif e["type"] in ("bool_type", "bool_parsing"):
+            msg = f"{msg} (true or false), got {e['input']!r}"
         elif e.get("input", ...) is None and loc and _line_for(loc, lines) is not None:
             msg = f"the key has no value (left blank?): {msg[0].lower()}{msg[1:]}"
         key = (loc, msg)
@@ -358,8 +362,6 @@ def _mixture_problems(
 
 def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     """Validate the trainer's own options against its module's ``Options`` model."""
-    from mixopt.trial import TrainerError, load_trainer  # mixopt.trial imports this module
-
     try:
         options_model = load_trainer(exp.trainer.target).options
     except TrainerError as e:
@@ -480,8 +482,6 @@ def _is_local_model(model: str, base: Path) -> bool:
 
 def _resolved_dataset(task: TaskConfig, base: Path) -> dict[str, Any]:
     """A relative local ``dataset`` path made absolute against ``base``; hub ids are left as they are."""
-    from mixopt.datasets import is_local_reference
-
     d = task.dataset
     if not d or not is_local_reference(d) and not (base / d).exists():
         return {}

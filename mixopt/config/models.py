@@ -11,7 +11,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -24,8 +24,11 @@ from pydantic import (
 )
 
 from mixopt.config.trainer import TrainerConfig
+from mixopt.datasets import FIELDS, DatasetSplit
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
+from mixopt.optimizer.objective import check_objective, equal_weights, kind_weights
+from mixopt.parameters import Hyperparameter, WeightBounds
 
 # Sums of weights are compared with this tolerance; the optimizer itself is exact to 1e-9.
 SUM_TOLERANCE = 1e-6
@@ -107,8 +110,6 @@ class TaskConfig(_Frozen):
 
     @model_validator(mode="after")
     def _files_and_metric(self) -> TaskConfig:
-        from mixopt.datasets import FIELDS
-
         ways = sum(
             (self.path is not None, self.train is not None or self.dev is not None, bool(self.dataset))
         )
@@ -167,8 +168,6 @@ class TaskConfig(_Frozen):
         return self.path / f"{split}.jsonl"
 
     def _dataset_split(self, role: str) -> Any:
-        from mixopt.datasets import DatasetSplit
-
         assert self.dataset is not None
         columns = tuple(
             sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items())
@@ -215,81 +214,6 @@ class TaskConfig(_Frozen):
         if self.dataset:
             return f"dataset {self.dataset}" + (f" (subset {self.subset})" if self.subset else "")
         return str(self.path) if self.path is not None else f"{self.train}, {self.dev}"
-
-
-class WeightBounds(_Frozen):
-    min: float = Field(0.0, ge=0.0, le=1.0)
-    max: float = Field(1.0, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WeightBounds:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
-
-
-class FloatParam(_Frozen):
-    type: Literal["float"]
-    low: float
-    high: float
-    default: float | None = None
-
-    @model_validator(mode="after")
-    def _range(self) -> FloatParam:
-        _check_range(self.low, self.high, self.default)
-        return self
-
-
-class LogFloatParam(_Frozen):
-    type: Literal["log_float"]
-    low: float = Field(gt=0.0)
-    high: float = Field(gt=0.0)
-    default: float | None = None
-
-    @model_validator(mode="after")
-    def _range(self) -> LogFloatParam:
-        _check_range(self.low, self.high, self.default)
-        return self
-
-
-class IntParam(_Frozen):
-    type: Literal["int"]
-    low: StrictInt
-    high: StrictInt
-    default: StrictInt | None = None
-
-    @model_validator(mode="after")
-    def _range(self) -> IntParam:
-        _check_range(self.low, self.high, self.default)
-        return self
-
-
-class CategoricalParam(_Frozen):
-    type: Literal["categorical"]
-    choices: list[Union[bool, int, float, str]] = Field(min_length=1)
-    default: Union[bool, int, float, str, None] = None
-
-    @model_validator(mode="after")
-    def _choices(self) -> CategoricalParam:
-        if len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError(f"choices must be distinct, got {self.choices}")
-        if self.default is not None and self.default not in self.choices:
-            raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
-        return self
-
-
-def _check_range(low: float, high: float, default: float | None) -> None:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError("low and high must be finite")
-    if low >= high:
-        raise ValueError(f"low ({low}) must be less than high ({high})")
-    if default is not None and not (low <= default <= high):
-        raise ValueError(f"default {default} is outside [{low}, {high}]")
-
-
-Hyperparameter = Annotated[
-    Union[FloatParam, LogFloatParam, IntParam, CategoricalParam], Field(discriminator="type")
-]
 
 
 class SearchConfig(_Frozen):
@@ -363,13 +287,6 @@ class OptimizerConfig(_Frozen):
     @classmethod
     def _beta(cls, v: float) -> float:
         optimizer_checks.check_beta(v)
-        return v
-
-    @field_validator("fidelity_scale", mode="before")
-    @classmethod
-    def _no_auto(cls, v: Any) -> Any:
-        if v == "auto":
-            optimizer_checks.check_fidelity_scale(v, True)  # raises: 'auto' is no longer supported
         return v
 
 
@@ -477,9 +394,9 @@ class KeepConfig(_Frozen):
 class ObjectiveConfig(_Frozen):
     """What the sweep maximises: the weighted mean of named dev scores, ``Σ w_k s_k / Σ w_k``.
 
-    ``weights``: score name (a task of the experiment) -> weight >= 0, not all zero. The optimizer
-    models each score and composes them, so ``mixopt recommend --objective`` can re-weigh them
-    after the sweep from the same trials.
+    ``weights``: score name (a task of the experiment) -> weight >= 0, not all zero, normalised
+    to sum 1 (:attr:`Experiment.objective_weights`). The optimizer keeps each trial's scores, so
+    ``mixopt recommend --objective`` can re-weigh them after the sweep from the same trials.
     """
 
     weights: dict[str, float] = Field(min_length=1)
@@ -554,12 +471,10 @@ class Experiment(_Frozen):
         ``objective`` as weights (``mean_task``: equal per task; ``mean_kind``: each kind's share
         split evenly among its tasks), normalised to sum 1."""
         if self.objective is not None:
-            total = sum(self.objective.weights.values())
-            return {k: w / total for k, w in self.objective.weights.items()}
+            return check_objective(self.objective.weights, "objective.weights")
         if self.trainer.knobs.objective == "mean_kind":
-            per_kind = {k: sum(t.kind == k for t in self.tasks) for k in {t.kind for t in self.tasks}}
-            return {t.name: 1.0 / (len(per_kind) * per_kind[t.kind]) for t in self.tasks}
-        return {t.name: 1.0 / len(self.tasks) for t in self.tasks}
+            return kind_weights({t.name: t.kind.value for t in self.tasks})
+        return equal_weights(self.task_names)
 
     @property
     def experiment_name(self) -> str:

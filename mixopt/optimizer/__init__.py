@@ -14,7 +14,8 @@ The package is an orchestrator over small parts, each usable and testable alone:
 
 - :mod:`.optimizer`: :class:`MixtureOptimizer` (ask, tell, cancel, warm start, recommend, state)
   wires the parts below; :mod:`.views` holds its read-only queries (history, best, predict,
-  predict_scores, predict_joint) and :mod:`.state` its state dict.
+  predict_scores, predict_joint) and :mod:`.state` its state dict, both as functions of its parts;
+  :mod:`.recommendation` the recommendation as a sweep records it.
 - :mod:`.objective`: the objective as weights over score names (a weighted mean, default the
   plain mean over the tasks), the checks on told scores, and how a warm start's scores are
   recomposed.
@@ -70,14 +71,14 @@ lengthscales for the whole space.
 **Per-score observations: the composite surrogate** (Astudillo & Frazier, arXiv:1906.01537).
 A trial measures one score per task (and perhaps on held-out sets); ``tell(p, scores=...)``
 keeps them, and the objective is their weighted mean under ``objective`` (default: the plain
-mean over the tasks, today's objective). With ``surrogate="composite"`` (the default) the
-optimizer fits one GP per score and composes them: for a linear composition of independent GPs
-the posterior is Gaussian, mean ``sum_k c_k mu_k`` and variance ``sum_k c_k^2 sigma_k^2``, so UCB
-and the recommendation stay closed form, and ``recommend(objective=...)`` answers for other
-weights from the recorded trials alone. ``"single"`` fits one GP on the composed objective.
-Callers that tell scalars only get the single GP in either mode, exactly as before. A warm start
-recomposes each reused trial's scores under the new composition; scores it never measured (a task
-added) start unobserved.
+mean over the tasks). The optimizer fits one GP per score and composes them: for a linear
+composition of independent GPs the posterior is Gaussian, mean ``sum_k c_k mu_k`` and variance
+``sum_k c_k^2 sigma_k^2``, so ``recommend(objective=...)`` answers for other weights from the
+recorded trials alone, in closed form. What proposes is ``surrogate``: ``"single"`` (the default,
+bench/RESULTS.md, "Per-task surrogates") one GP on the composed objective, ``"composite"`` the
+composed per-score GPs. Callers that tell scalars only get the single GP in either mode. A warm
+start recomposes each reused trial's scores under the new composition; scores it never measured (a
+task added) start unobserved.
 
 **Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
 winner's curse). ``recommend()`` returns the maximiser of the GP posterior mean over the same

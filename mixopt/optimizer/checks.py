@@ -58,11 +58,6 @@ def check_multi_fidelity(multi_fidelity: Any) -> bool:
 
 
 def check_fidelity_scale(fidelity_scale: Any, multi_fidelity: bool) -> bool:
-    if fidelity_scale == "auto":
-        raise ValueError(
-            "fidelity_scale 'auto' is no longer supported: give true (the fitted scale, for learning "
-            "curves that rank mixtures early as they do at the end) or false (the default)"
-        )
     if not isinstance(fidelity_scale, bool):
         raise ValueError(f"fidelity_scale must be true or false, got {fidelity_scale!r}")
     if fidelity_scale and not multi_fidelity:

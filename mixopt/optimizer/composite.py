@@ -11,7 +11,7 @@ factor, a one-output model that botorch's UCB and ``PosteriorMean`` take as they
 **One fit, batched.** Scores observed on the same rows (every trial reports every task's score)
 form a *group*: one ``SingleTaskGP`` with an ``(n, m)`` outcome, which botorch and gpytorch run
 as a batch of m independent GPs (each its own kernel hyperparameters, noise and ``Standardize``)
-fitted by one optimisation of the summed marginal likelihood. Each keeps today's kernel and priors
+fitted by one optimisation of the summed marginal likelihood. Each has the single GP's kernel and priors
 (:func:`mixopt.optimizer.model.make_gp`). Scores observed on different rows cannot share a batch
 (a batched GP needs one input matrix): a warm start that added a task leaves the new score
 without the reused trials, a held-out score may be missing from some trials. Each such group is

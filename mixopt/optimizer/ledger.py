@@ -300,7 +300,7 @@ def _scores(s: Any) -> Scores | None:
 
 
 def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A state of any earlier shape as today's (a copy; the argument is not modified).
+    """A state of any earlier shape in the current one (a copy; the argument is not modified).
 
     Keys added to version 1 over time are filled with the value that reproduces what the state's
     writer did: ``noise_sd`` None (no noise prior), ``multi_fidelity`` False, ``fidelity_scale``

@@ -50,8 +50,8 @@ def fit_mll(mll: ExactMarginalLogLikelihood) -> None:
 
     A batch of scores (:mod:`~mixopt.optimizer.composite`) stops at a relative change of the
     objective of ``BATCH_FTOL``: botorch's batched L-BFGS-B steps every member until the slowest
-    has converged, and its default tolerance then costs twice the time for hyperparameters
-    that move by under 1 % (0.5 % at 100 observations x 17 scores). The single GP keeps the default.
+    has converged, and its default tolerance then keeps fitting hyperparameters that barely move
+    (ask latency: bench/RESULTS.md, "Per-task surrogates"). The single GP keeps the default.
     A module-level function so that tests can make it fail and exercise the fallbacks.
     """
     if mll.model.num_outputs > 1:

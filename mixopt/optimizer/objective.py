@@ -3,8 +3,12 @@
 A trial measures one score per task (and possibly on held-out sets that are not trained on); the
 objective is their weighted mean, ``sum_k c_k s_k`` with ``c_k >= 0`` normalised to sum 1. The
 weights are the user's choice and may change after a sweep (:meth:`MixtureOptimizer.recommend`),
-so the optimizer keeps the scores, not only the composed value. Importing this module loads
-neither torch nor botorch (``mixopt.config`` checks the YAML's ``objective.weights`` here).
+so the optimizer keeps the scores, not only the composed value.
+
+The one home of the composition: the config's weights (:func:`check_objective`,
+:func:`equal_weights`, :func:`kind_weights`), the trainers' reported objective, the soup's score
+and the optimizer all compose with :func:`compose`. Importing this module loads neither torch nor
+botorch, so ``mixopt.config`` and the trainers import it freely.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ def _number(v: Any) -> bool:
 
 
 def equal_weights(names: Sequence[str]) -> dict[str, float]:
-    """The plain mean over ``names``: today's objective (the mean of the tasks' scores)."""
+    """The plain mean over ``names``: the default objective (``mean_task``, the mean of the tasks' scores)."""
     return {str(n): 1.0 / len(names) for n in names}
+
+
+def kind_weights(kinds: Mapping[str, str]) -> dict[str, float]:
+    """``mean_kind``: the mean over task kinds of each kind's mean score, as weights over the tasks
+    (``kinds``: task -> kind): a task of a kind with ``n`` tasks, among ``K`` kinds, weighs ``1 / (K n)``."""
+    per_kind = {k: sum(v == k for v in kinds.values()) for k in set(kinds.values())}
+    return {str(t): 1.0 / (len(per_kind) * per_kind[k]) for t, k in kinds.items()}
 
 
 def check_objective(weights: Any, where: str = "objective") -> dict[str, float]:
@@ -66,7 +77,9 @@ def check_scores(scores: Any, method: str) -> dict[str, float]:
 
 
 def compose(weights: Mapping[str, float], scores: Mapping[str, float]) -> float | None:
-    """``sum_k c_k s_k`` over the weighted names, or None when a positively weighted score is missing."""
+    """The objective ``sum_k c_k s_k`` over the positively weighted names, or None when one of their
+    scores is missing. ``weights`` sum to 1 (:func:`check_objective`, :func:`equal_weights`,
+    :func:`kind_weights` make them so): the composition is their weighted mean."""
     if any(c > 0 and k not in scores for k, c in weights.items()):
         return None
     return math.fsum(c * scores[k] for k, c in weights.items() if c > 0)

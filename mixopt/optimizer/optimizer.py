@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mixopt.optimizer import checks, defaults, state
+import numpy as np
+
+from mixopt.optimizer import checks, defaults, state, views
 from mixopt.optimizer.ledger import Ledger, check_value, warm_records
 from mixopt.optimizer.model import one_thread
 from mixopt.optimizer.objective import (
@@ -24,18 +26,13 @@ from mixopt.optimizer.objective import (
 )
 from mixopt.optimizer.policy import Proposer, Recommendation
 from mixopt.optimizer.seeding import RandomStreams, alpha_vector, user_seeds
-from mixopt.optimizer.sources import corner_mixtures
 from mixopt.optimizer.surrogate import Surrogate
-from mixopt.optimizer.views import Views
 from mixopt.space import SearchSpace
-
-if TYPE_CHECKING:
-    from mixopt.config import Experiment
 
 logger = logging.getLogger("mixopt.optimizer")
 
 
-class MixtureOptimizer(Views):
+class MixtureOptimizer:
     """Propose task mixtures (and hyperparameters) to maximise a trial's objective. Ask/tell.
 
     Args:
@@ -162,31 +159,112 @@ class MixtureOptimizer(Views):
     def budget(self, value: int | None) -> None:
         self._budget = checks.check_budget(value)
 
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> MixtureOptimizer:
-        """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
-        With ``optimizer.proxy`` the experts' mixtures (:func:`~.sources.corner_mixtures`) follow
-        the user's seed mixtures: the sweep trains them first."""
-        seeds = list(exp.search.seed_mixtures)
-        if exp.optimizer.proxy is not None:
-            bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
-            seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
-        return cls(
-            exp.task_names,
-            n_seeds=exp.optimizer.n_seeds,
-            seed_mixtures=seeds,
-            dirichlet_alpha=exp.optimizer.dirichlet_alpha,
-            beta=exp.optimizer.beta,
-            random_state=exp.optimizer.random_state,
-            hyperparameters=exp.search.hyperparameters,
-            bounds=exp.search.bounds,
-            noise_sd=exp.optimizer.noise_sd,
-            multi_fidelity=exp.multi_fidelity,
-            fidelity_scale=exp.optimizer.fidelity_scale,
-            budget=exp.optimizer.max_trials,
-            exploit_last=exp.optimizer.exploit_last,
-            objective=exp.objective_weights,
-            surrogate=exp.optimizer.surrogate,
+    # ------------------------------------------------------------------ what it knows (read-only)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self._space.tasks
+
+    @property
+    def space(self) -> SearchSpace:
+        return self._space
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The scores the objective names (weighted or not), in its order."""
+        return tuple(self.objective_weights)
+
+    @property
+    def surrogate_in_use(self) -> str:
+        """``"composite"`` when the per-score GPs model the objective now, else ``"single"``."""
+        return "composite" if self._surrogate.composite() else "single"
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """Proposals asked and not yet told or cancelled, in ask order (copies)."""
+        return views.pending(self._ledger)
+
+    @property
+    def history(self) -> list[tuple[dict[str, Any], float | None]]:
+        """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
+        return views.history(self._ledger)
+
+    @property
+    def proxy_history(self) -> list[tuple[dict[str, Any], float, dict[str, float] | None]]:
+        """Proxy observations ``(proposal, value, scores or None)`` in tell order (copies)."""
+        return views.proxy_history(self._ledger)
+
+    @property
+    def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
+        """Told ``(proposal, scores)`` in tell order (scores None: told a scalar, or failed)."""
+        return views.score_history(self._ledger)
+
+    @property
+    def partial(self) -> list[tuple[dict[str, Any], float, float]]:
+        """Partial results ``(proposal, fraction, value)`` in tell order (:meth:`tell_partial`, and
+        the last value of each trial stopped early)."""
+        return views.partial(self._ledger)
+
+    @property
+    def stopped(self) -> list[dict[str, Any]]:
+        """Proposals whose trial was stopped early (``tell(p, value, fraction < 1)``), in tell order."""
+        return views.stopped(self._ledger)
+
+    def origin(self, proposal: Mapping[str, Any]) -> str:
+        """``"seed"`` (user seed or Dirichlet seed draw), ``"bo"`` (GP-UCB), ``"exploit"`` (one of
+        the budget's last proposals: the posterior-mean maximiser), ``"random"`` (fallback draw) or
+        ``"warm"`` (an observation reused from an earlier sweep, see :meth:`warm_start`)."""
+        return views.origin(self._ledger, proposal)
+
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        """The best successful ``(proposal, value)`` told so far (first of ties), or None if none."""
+        return views.best(self._ledger)
+
+    def noise_sd(self) -> float | None:
+        """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
+
+        The likelihood's noise variance is in standardised units (``Standardize``), so
+        ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
+        seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
+        """
+        return views.noise_sd(self._surrogate)
+
+    def predict(self, proposals: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """GP posterior mean and sd of the objective at ``proposals``, in the objective's units.
+
+        Returns two arrays of shape ``(len(proposals),)``. The sd is that of the latent objective
+        (no observation noise). Pending proposals are not taken into account.
+
+        Raises:
+            RuntimeError: before the GP can be fitted (fewer than 2 successful observations) or
+                when every fitting attempt failed.
+            ValueError: for a malformed proposal.
+        """
+        return views.predict(self._surrogate, self._space, proposals)
+
+    def predict_scores(
+        self, proposals: Sequence[Mapping[str, Any]]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per score name (the weighted ones, and others once observed twice), the per-score GP's
+        posterior mean and sd of the latent score at ``proposals``, each ``(len(proposals),)``.
+
+        Raises:
+            RuntimeError: no per-score GP yet (no scores told, a weighted score observed fewer
+                than twice, or a failed fit).
+        """
+        return views.predict_scores(self._surrogate, self._space, self.objective_weights, proposals)
+
+    def predict_joint(
+        self, proposals: Sequence[Mapping[str, Any]], score: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One score's latent posterior mean ``(n,)`` and covariance ``(n, n)`` at ``proposals``
+        (for differences between nearby mixtures with their uncertainty).
+
+        Raises:
+            RuntimeError: as :meth:`predict_scores`; ValueError: an unknown score name.
+        """
+        return views.predict_joint(
+            self._surrogate, self._space, self._ledger, self.objective_weights, proposals, score
         )
 
     # ------------------------------------------------------------------ public state
@@ -413,14 +491,38 @@ class MixtureOptimizer(Views):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: the configuration, every asked proposal with its origin,
         the pending ones, the told values and scores. Plain JSON types only (``json.dumps`` works)."""
-        return state.to_state(self, self._user_seeds, self._ledger)
+        space, alpha = self._space, self.dirichlet_alpha
+        config = {
+            "tasks": list(space.tasks),
+            "n_seeds": self.n_seeds,
+            # The validated, complete seed proposals: plain floats, and their hyperparameters
+            # fixed, so a restored optimizer rebuilds exactly the same seeds.
+            "seed_mixtures": [dict(p) for p in self._user_seeds],
+            "dirichlet_alpha": dict(alpha) if isinstance(alpha, dict) else alpha,
+            "beta": self.beta,
+            "random_state": self.random_state,
+            "hyperparameters": space.hyperparameters_json(),
+            "bounds": space.bounds_json(),
+            "noise_sd": self.prior_noise_sd,
+            "multi_fidelity": self.multi_fidelity,
+            "fidelity_scale": self.fidelity_scale,
+            "budget": self.budget,
+            "exploit_last": self.exploit_last,
+            "objective": None if self.objective is None else dict(self.objective),
+            "surrogate": self.surrogate,
+        }
+        return state.to_state(config, self.warm_source, self._ledger)
 
     @classmethod
     def from_state_dict(cls, state_: Mapping[str, Any]) -> MixtureOptimizer:
         """Rebuild an optimizer from :meth:`state_dict` (possibly after a JSON round trip, and from
         any earlier version's state: :func:`mixopt.optimizer.ledger.migrate`); it proposes exactly
         what the original would have proposed next."""
-        opt, ledger = state.from_state(cls, state_)
-        opt._wire(ledger)
+        migrated, arguments = state.arguments(state_)
+        try:
+            opt = cls(**arguments)
+        except (KeyError, TypeError, ValueError) as err:
+            raise state.malformed(err) from None
+        opt._wire(state.ledger_of(migrated, opt.space))
         opt.warm_source = state_.get("warm_source")
         return opt

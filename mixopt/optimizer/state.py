@@ -2,68 +2,60 @@
 
 Versioned (:data:`~mixopt.optimizer.ledger.STATE_FORMAT`, :data:`~mixopt.optimizer.ledger.STATE_VERSION`);
 :func:`~mixopt.optimizer.ledger.migrate` reads every earlier shape, so a sweep resumes with the
-optimizer it was started with.
+optimizer it was started with. :class:`~mixopt.optimizer.MixtureOptimizer` writes its state with
+:func:`to_state` and rebuilds itself from :func:`arguments` and :func:`ledger_of`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixopt.optimizer.ledger import CONFIG_KEYS, STATE_FORMAT, STATE_VERSION, Ledger, migrate
-from mixopt.space import Proposal
-
-if TYPE_CHECKING:
-    from mixopt.optimizer.optimizer import MixtureOptimizer
+from mixopt.space import SearchSpace
 
 
-def to_state(opt: MixtureOptimizer, user_seeds: list[Proposal], ledger: Ledger) -> dict[str, Any]:
-    """``opt``'s state: plain JSON types only."""
-    space = opt.space
-    alpha = opt.dirichlet_alpha
+def to_state(
+    config: Mapping[str, Any], warm_source: Mapping[str, Any] | None, ledger: Ledger
+) -> dict[str, Any]:
+    """The state of an optimizer built with ``config`` (its arguments, plain JSON types) whose
+    bookkeeping is ``ledger``."""
     return {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
-        "config": {
-            "tasks": list(space.tasks),
-            "n_seeds": opt.n_seeds,
-            # The validated, complete seed proposals: plain floats, and their hyperparameters
-            # fixed, so a restored optimizer rebuilds exactly the same seeds.
-            "seed_mixtures": [dict(p) for p in user_seeds],
-            "dirichlet_alpha": dict(alpha) if isinstance(alpha, dict) else alpha,
-            "beta": opt.beta,
-            "random_state": opt.random_state,
-            "hyperparameters": space.hyperparameters_json(),
-            "bounds": space.bounds_json(),
-            "noise_sd": opt.prior_noise_sd,
-            "multi_fidelity": opt.multi_fidelity,
-            "fidelity_scale": opt.fidelity_scale,
-            "budget": opt.budget,
-            "exploit_last": opt.exploit_last,
-            "objective": None if opt.objective is None else dict(opt.objective),
-            "surrogate": opt.surrogate,
-        },
-        "warm_source": opt.warm_source,
+        "config": dict(config),
+        "warm_source": warm_source,
         **ledger.to_json(),
     }
 
 
-def from_state(cls: type[MixtureOptimizer], state: Mapping[str, Any]) -> tuple[MixtureOptimizer, Ledger]:
-    """A new optimizer with the state's configuration, and the state's ledger (checked)."""
+def malformed(err: Exception) -> ValueError:
+    """The one error for a state that cannot be read back, naming what failed."""
+    return ValueError(f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}")
+
+
+def arguments(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The state in the current shape (:func:`migrate`) and the constructor's arguments it records
+    (bounds as ``(min, max)`` pairs)."""
     state = migrate(state)
     try:
-        # The config's keys are the constructor's arguments (bounds as (min, max) pairs).
         c = {k: state["config"][k] for k in CONFIG_KEYS}
-        opt = cls(**c | {"bounds": {t: tuple(b) for t, b in c["bounds"].items()}})
-        ledger = Ledger.from_json(state, opt.space.keys)
+        return state, c | {"bounds": {t: tuple(b) for t, b in c["bounds"].items()}}
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"MixtureOptimizer state is incomplete or malformed: {type(err).__name__}: {err}"
-        ) from None
+        raise malformed(err) from None
+
+
+def ledger_of(state: Mapping[str, Any], space: SearchSpace) -> Ledger:
+    """The state's ledger over ``space`` (the optimizer its :func:`arguments` built), checked:
+    origins and indices consistent, every proposal in the space."""
+    try:
+        ledger = Ledger.from_json(state, space.keys)
+    except (KeyError, TypeError, ValueError) as err:
+        raise malformed(err) from None
     if not ledger.consistent():
         raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
     for i, (p, _) in enumerate(ledger.asked):
-        opt.space.check_proposal(p, f"state asked[{i}]")
+        space.check_proposal(p, f"state asked[{i}]")
     for i, (p, _, _) in enumerate(ledger.proxy):
-        opt.space.check_proposal(p, f"state proxy[{i}]")
-    return opt, ledger
+        space.check_proposal(p, f"state proxy[{i}]")
+    return ledger

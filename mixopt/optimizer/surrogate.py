@@ -29,7 +29,7 @@ class Surrogate:
 
     ``surrogate="composite"`` with scores told: one GP per score composed by ``weights``
     (:mod:`~mixopt.optimizer.composite`); otherwise (``"single"``, only scalars told, or some
-    successful trial told without scores) one GP on the composed objective, today's model. Every
+    successful trial told without scores) one GP on the composed objective. Every
     method takes ``weights`` (None: the optimizer's own objective), so a recommendation under
     another composition uses the same machinery.
 

@@ -1,4 +1,4 @@
-"""``mixopt report``: one self-contained HTML page of a sweep (issue 33).
+"""``mixopt report``: one self-contained HTML page of a sweep.
 
 :func:`write_report` reads the sweep through :mod:`mixopt.tracking.store` (:mod:`.data`), computes
 the figures' numbers (:mod:`.analysis`) and writes the page (:mod:`.html`) atomically. The sweep
@@ -8,13 +8,13 @@ included.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixopt import atomic
 from mixopt.report.data import SweepData, load_sweep
+from mixopt.report.html import render
 
 if TYPE_CHECKING:
     from mixopt.optimizer import MixtureOptimizer
@@ -37,8 +37,6 @@ def write_report(
     (the sweep's end writes the page before it closes the run). Returns what was read. Raises LookupError (see :func:`load_sweep`) or ValueError (``out``
     is a folder); nothing is written then.
     """
-    from mixopt.report.html import render
-
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out}: is a folder; give the HTML file to write")
@@ -46,16 +44,7 @@ def write_report(
     if status is not None:
         data.run_status = status
     page = render(data, optimizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(out, page, mode=0o644, fsync=False)  # a report is for reading
     return data
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 # Rejection sampling of the capped simplex: below this acceptance rate the bounds are too tight for
 # it (the report then shows the section as unavailable, with that reason).
@@ -119,8 +120,6 @@ class Effects:
 
 
 def _p_positive(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    from scipy.stats import norm
-
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), np.sign(mean) * np.inf)
     return np.where((sd <= 0) & (mean == 0), 0.5, norm.cdf(z))

@@ -12,15 +12,18 @@ import html
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
+from mixopt.optimizer import MixtureOptimizer
+from mixopt.optimizer.recommendation import RecommendationRecord, recommendation_record
 from mixopt.report import analysis
 from mixopt.report.data import SweepData, TrialRecord, warm_trials
-
-if TYPE_CHECKING:
-    from mixopt.optimizer import MixtureOptimizer
+from mixopt.space import project_capped_simplex
 
 ORIGIN_COLOURS = {
     "seed": "#1f77b4",
@@ -99,21 +102,16 @@ class _Page:
 def _optimizer(data: SweepData, opt: MixtureOptimizer | None) -> MixtureOptimizer | None:
     if opt is not None or data.state is None:
         return opt
-    from mixopt.optimizer import MixtureOptimizer
-
     return MixtureOptimizer.from_state_dict(data.state)
 
 
-def _recommendation(data: SweepData, opt: MixtureOptimizer | None) -> dict[str, Any] | None:
+def _recommendation(data: SweepData, opt: MixtureOptimizer | None) -> RecommendationRecord | None:
     """recommended.json's record (a finished sweep), else the optimizer's recommendation now."""
     if data.recommended is not None:
-        return data.recommended
+        return RecommendationRecord.from_json(data.recommended)
     if opt is None:
         return None
-    rec = opt.recommend()
-    if rec is None:
-        return None
-    return {"proposal": rec.proposal, "mean_pred": rec.mean, "sd_pred": rec.sd, "source": rec.source}
+    return recommendation_record(opt)
 
 
 def _has_score_models(opt: MixtureOptimizer | None) -> str | None:
@@ -179,10 +177,10 @@ def _verification(data: SweepData, opt: MixtureOptimizer | None, page: _Page) ->
     if rec is None:
         parts.append(_note("no trial has finished yet: nothing to recommend"))
         return "".join(parts)
-    proposal = rec["proposal"]
-    sd = rec.get("sd_pred")
-    pred = f"{_fmt(rec['mean_pred'])}" + (f" ± {_fmt(sd)}" if sd is not None else "")
-    what = "GP posterior-mean maximiser" if rec.get("source") == "posterior_mean" else "best observed trial"
+    proposal = rec.proposal
+    sd = rec.sd_pred
+    pred = f"{_fmt(rec.mean_pred)}" + (f" ± {_fmt(sd)}" if sd is not None else "")
+    what = "GP posterior-mean maximiser" if rec.source == "posterior_mean" else "best observed trial"
     parts.append(f"<p>recommended mixture ({_e(what)}), predicted objective {_e(pred)}:</p>")
     parts.append(_table(list(proposal), [[proposal[k] for k in proposal]]))
     return "".join(parts)
@@ -194,8 +192,6 @@ def _all_trials(data: SweepData, opt: MixtureOptimizer | None) -> list[TrialReco
 
 
 def _objective(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     trials = _all_trials(data, opt)
     if not trials:
         return _note("no trial recorded yet")
@@ -247,8 +243,6 @@ def _objective(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> st
 
 
 def _parallel(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     done = [t for t in _all_trials(data, opt) if t.objective is not None and t.proposal]
     if len(done) < 2:
         return _note("fewer than 2 finished trials")
@@ -280,12 +274,10 @@ def _parallel(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str
 
 
 def _importance(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
     rec = _recommendation(data, opt)
-    hyper = {k: v for k, v in (rec or {}).get("proposal", {}).items() if k not in data.tasks}
+    hyper = {k: v for k, v in (rec.proposal if rec else {}).items() if k not in data.tasks}
     tasks = list(opt.tasks)
     try:
         imp = analysis.weight_importance(opt, tasks, opt.space.lower, opt.space.upper, hyper)
@@ -308,17 +300,15 @@ def _importance(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> s
 
 
 def _interference(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     why = _has_score_models(opt)
     if why is not None:
         return _note(f"not available: {why}")
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
-    tasks, scores = list(opt.tasks), list(opt.predict_scores([rec["proposal"]]))
+    tasks, scores = list(opt.tasks), list(opt.predict_scores([rec.proposal]))
     eff = analysis.interference(
-        opt.predict_joint, tasks, scores, rec["proposal"], opt.space.lower, opt.space.upper, STEP
+        opt.predict_joint, tasks, scores, rec.proposal, opt.space.lower, opt.space.upper, STEP
     )
     text = [
         [
@@ -356,9 +346,6 @@ def _interference(data: SweepData, opt: MixtureOptimizer | None, page: _Page) ->
 
 
 def _tradeoffs(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     done = [t for t in _all_trials(data, opt) if t.objective is not None and t.scores]
     if not done:
         return _note("no finished trial with per-task scores yet")
@@ -402,28 +389,24 @@ def _tradeoffs(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> st
     )
 
 
-def _baseline(data: SweepData, opt: MixtureOptimizer, rec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _baseline(data: SweepData, opt: MixtureOptimizer) -> tuple[dict[str, Any], str]:
     ver = (data.recommended or {}).get("verification") or {}
     if ver.get("baseline"):
         return dict(ver["baseline"]["proposal"]), f"baseline ({ver['baseline'].get('source', '?')})"
-    from mixopt.space import project_capped_simplex
-
     tasks = list(opt.tasks)
     w = project_capped_simplex(np.full(len(tasks), 1.0 / len(tasks)), opt.space.lower, opt.space.upper)
     return dict(zip(tasks, map(float, w))), "uniform mixture"
 
 
 def _line(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
-    import plotly.graph_objects as go
-
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
-    start, label = _baseline(data, opt, rec)
+    start, label = _baseline(data, opt)
     try:
-        t, mean, sd = analysis.along_line(opt, start, rec["proposal"], list(opt.tasks))
+        t, mean, sd = analysis.along_line(opt, start, rec.proposal, list(opt.tasks))
     except RuntimeError as e:
         return _note(f"not available yet: {e}")
     fig = go.Figure()
@@ -487,8 +470,6 @@ _BUILDERS: dict[str, Callable[[SweepData, Any, _Page], str]] = {
 
 def render(data: SweepData, opt: MixtureOptimizer | None = None) -> str:
     """The report page of ``data``; ``opt``: the sweep's optimizer (default: rebuilt from its state)."""
-    from plotly.offline import get_plotlyjs
-
     opt = _optimizer(data, opt)
     page = _Page()
     body = []

@@ -15,6 +15,7 @@ The package, one job a module:
   chunked mean through safetensors (torch and safetensors only, no pydantic, no MLflow).
 - :mod:`~mixopt.soup.evaluate`: the trainer's ``evaluate_checkpoint``, and one metric of its result.
 - :mod:`~mixopt.soup.make`: average, evaluate, write the card, rename into place.
+- :mod:`~mixopt.soup.result`: :class:`SoupResult`, what a soup is once made.
 - :mod:`~mixopt.soup.card`: the selection, the per-task table, the model card.
 - :mod:`~mixopt.soup.registry`: the soup's MLflow run and model-registry version.
 - :mod:`~mixopt.soup.pipeline`: :func:`soup_from_sweep`, which chains them for ``mixopt soup``.
@@ -45,10 +46,11 @@ if TYPE_CHECKING:
         SoupError,
         parse_runs,
     )
-    from mixopt.soup.make import SoupResult, make_soup
+    from mixopt.soup.make import make_soup
     from mixopt.soup.pipeline import soup_from_sweep
     from mixopt.soup.ranking import rank_scores
     from mixopt.soup.registry import log_soup
+    from mixopt.soup.result import SoupResult
     from mixopt.soup.selection import resolve_run_id, select_ingredients
 
 _HOME = {
@@ -73,7 +75,7 @@ _HOME = {
     "Skipped": "ingredients",
     "SoupError": "ingredients",
     "parse_runs": "ingredients",
-    "SoupResult": "make",
+    "SoupResult": "result",
     "make_soup": "make",
     "soup_from_sweep": "pipeline",
     "rank_scores": "ranking",

@@ -63,7 +63,7 @@ from mixopt.soup.outdir import MARKER, atomic_directory
 DEFAULT_THREADS = 1
 
 # 64 MiB of float32 accumulator per chunk: large enough that per-chunk overhead (one open per
-# ingredient, ~0.3 ms) is negligible, small next to any model worth souping.
+# ingredient) is negligible, small next to any model worth souping.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 if sys.byteorder != "little":  # pragma: no cover - safetensors stores little-endian bytes

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from mixopt.soup.evaluate import metric_of
 from mixopt.soup.ingredients import Ingredient, Selection
+from mixopt.soup.result import SoupResult
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
     from mixopt.config import TaskConfig
-    from mixopt.soup.make import SoupResult
 
 
 def _task_names(

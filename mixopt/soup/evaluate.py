@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixopt.data import iter_rows
+from mixopt.optimizer.objective import composed_value
 from mixopt.soup.ingredients import SoupError
-from mixopt.trial import TrainerError, TrialResult, compose, load_trainer
+from mixopt.trial import TrainerError, TrialResult, load_trainer
 
 if TYPE_CHECKING:
     from mixopt.config import Experiment, TaskConfig
@@ -60,7 +62,8 @@ class TrainerEvaluate:
         if self.weights is None:
             return result
         # The objective the trials reported (objective.weights), not the trainer's own default.
-        return dataclasses.replace(result, objective=compose(result.task_scores, self.weights))
+        objective = composed_value(self.weights, result.task_scores, None, "evaluate_checkpoint")
+        return dataclasses.replace(result, objective=objective)
 
     def on(self, dev_rows: DevRows) -> Evaluate:
         """This evaluation limited to ``dev_rows``."""
@@ -109,8 +112,6 @@ def split_dev_rows(tasks: Sequence[TaskConfig]) -> DevSplit:
     A half must hold a query (retrieval), 2 rows (STS), a row (classification), 2 labels
     (clustering) or both labels (pair classification), as the trainer's evaluation needs.
     """
-    from mixopt.data import iter_rows
-
     select: dict[str, tuple[int, ...]] = {}
     report: dict[str, tuple[int, ...]] = {}
     for task in tasks:

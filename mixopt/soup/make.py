@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,33 +26,11 @@ from mixopt.soup.greedy import GreedyResult, greedy_select
 from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
 from mixopt.soup.outdir import atomic_directory, check_replaceable, owned_prefix
 from mixopt.soup.prompts import set_query_document
+from mixopt.soup.result import SoupResult
 from mixopt.trial import TrialResult
 
 if TYPE_CHECKING:
     from mixopt.config import TaskConfig
-
-
-@dataclass
-class SoupResult:
-    """What :func:`make_soup` wrote (and, once logged, where it went in MLflow)."""
-
-    out: Path
-    method: str
-    metric: str
-    ingredients: tuple[Ingredient, ...]  # the averaged ones
-    candidates: tuple[Ingredient, ...]  # every selected trial (= ingredients for uniform)
-    stats: AverageStats | None
-    evaluation: TrialResult | None
-    greedy: GreedyResult | None = None
-    run_id: str | None = None
-    registered: tuple[str, str] | None = None  # (name, version)
-    split: str | None = None  # greedy: which dev rows it selected on and which it reports on
-    prompts: dict[str, str] = field(default_factory=dict)  # every prompt of the soup, by name
-    prompt_task: str | None = None  # the task whose prompts are ``query`` / ``document``
-
-    @property
-    def score(self) -> float | None:
-        return None if self.evaluation is None else metric_of(self.evaluation, self.metric)
 
 
 def _check_out(out: Path, ingredients: Sequence[Ingredient], force: bool) -> None:

@@ -19,12 +19,12 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.soup.ingredients import SoupError
 
 MARKER = ".mixopt-soup.json"
@@ -133,9 +133,8 @@ def write_marker(directory: Path, info: Mapping[str, Any]) -> None:
         "host": socket.gethostname(),
         **info,
     }
-    tmp = Path(directory) / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, Path(directory) / MARKER)
+    text = json.dumps(marker, indent=1, sort_keys=True) + "\n"
+    atomic.write_text(Path(directory) / MARKER, text, mode=atomic.umask_mode(0o666), fsync=False)
 
 
 @contextlib.contextmanager
@@ -150,36 +149,19 @@ def atomic_directory(
     ``target`` is checked first (:func:`check_replaceable`), and stale temporary directories of
     killed soups in its folder are removed (:func:`clean_stale`). On an exception the temporary
     directory is removed and ``target`` is untouched. With ``force``, an earlier soup is replaced
-    only once the new one is complete (moved aside, the new one renamed in, the old one deleted).
-    ``info`` goes into the marker (which sweep, which runs).
+    only once the new one is complete (moved aside, the new one renamed in, the old one deleted:
+    :func:`mixopt.atomic.directory`). ``info`` goes into the marker (which sweep, which runs).
     """
     target = Path(target)
     check_replaceable(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target.parent, echo)
-    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(target, "soup-tmp"), dir=target.parent))
-    # mkdtemp makes the directory private (0700); the result should have the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
+    with atomic.directory(
+        target,
+        # mkdtemp makes the directory private (0700); the soup gets the usual permissions.
+        mode=atomic.umask_mode(0o777),
+        tmp_prefix=owned_prefix(target, "soup-tmp"),
+        old_prefix=owned_prefix(target, "soup-old"),
+    ) as tmp:
         yield tmp
         write_marker(tmp, info or {})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old: Path | None = None
-    try:
-        if os.path.lexists(target):
-            old = Path(tempfile.mkdtemp(prefix=owned_prefix(target, "soup-old"), dir=target.parent))
-            os.replace(target, old / "d")
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "d").exists() and not os.path.lexists(target):
-            os.replace(old / "d", target)
-        if old is not None and not (old / "d").exists():
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -17,10 +17,11 @@ from mixopt.soup.average import DEFAULT_CHUNK_BYTES
 from mixopt.soup.card import format_selection
 from mixopt.soup.evaluate import Evaluate, TrainerEvaluate, split_dev_rows, trainer_evaluator
 from mixopt.soup.ingredients import DEFAULT_RANK, METHODS, Selection, SoupError, parse_runs
-from mixopt.soup.make import SoupResult, make_soup
+from mixopt.soup.make import make_soup
 from mixopt.soup.outdir import check_replaceable
 from mixopt.soup.prompts import check_prompt_task, default_prompt_task
 from mixopt.soup.registry import log_soup
+from mixopt.soup.result import SoupResult
 from mixopt.soup.selection import select_ingredients
 from mixopt.tracking import store
 

@@ -10,12 +10,11 @@ when a model has none), so the soup sets those two from one task: the one named 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mixopt import atomic
 from mixopt.soup.ingredients import SoupError
 
 if TYPE_CHECKING:
@@ -59,8 +58,5 @@ def set_query_document(directory: Path, task: str | None) -> tuple[dict[str, str
             )
         prompts["query"], prompts["document"] = prompts[f"{task}/query"], prompts[f"{task}/document"]
         config["prompts"] = prompts
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(config, indent=2) + "\n", fsync=False)
     return prompts, task

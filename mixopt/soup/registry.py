@@ -11,7 +11,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from mixopt.soup.ingredients import Selection
-from mixopt.soup.make import SoupResult
+from mixopt.soup.result import SoupResult
 from mixopt.tracking.tags import (
     CHECKPOINT,
     ROLE,

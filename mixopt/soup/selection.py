@@ -16,6 +16,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflow.exceptions import MlflowException
+
+from mixopt.optimizer import MixtureOptimizer
 from mixopt.soup.ingredients import (
     RANKS,
     Ingredient,
@@ -146,8 +149,6 @@ def resolve_run_id(client: Client, experiment_id: str, given: str, experiment_na
 def sweep_predictor(client: Client, sweep_run_id: str) -> Predict:
     """The posterior of sweep run ``sweep_run_id``'s optimizer, rebuilt from its recorded state
     (:func:`mixopt.tracking.store.recorded_state`); raises LookupError when it recorded none."""
-    from mixopt.optimizer import MixtureOptimizer
-
     run = store.get_run(client, sweep_run_id)
     state = store.recorded_state(client, run)
     if state is None:
@@ -177,8 +178,6 @@ def select_ingredients(
 
     ``rank="posterior"`` sorts by :func:`mixopt.soup.ranking.rank_scores` instead of the metric (``objective`` only).
     """
-    from mlflow.exceptions import MlflowException
-
     if rank not in RANKS:
         raise SoupError(f"--rank {rank!r}: choose one of {list(RANKS)}")
     if rank == "posterior" and metric != "objective":

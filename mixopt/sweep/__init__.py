@@ -17,11 +17,11 @@ One module per role: :mod:`.driver` (``run_sweep`` and :class:`~.driver.Sweep`, 
 one sweep's parts: ``start`` or resume, ``search``, ``verify``, ``finish``), :mod:`.tuner` (Ray
 and one Tune run of trials), :mod:`.worker` (the trial function run on a Ray worker),
 :mod:`.searcher` (the Tune Searchers: over the optimizer, over the verification plan),
-:mod:`.callback` (the Tune Callback, the single MLflow writer), :mod:`.stopping` (early
-stopping), :mod:`.progress` (the terminal), :mod:`.resume` (finding the sweep to resume, checking
+:mod:`.callback` (the Tune Callback, the single MLflow writer), :mod:`.warm` (a new sweep's
+optimizer: the experiment's, warm-started), :mod:`.stopping` (early stopping), :mod:`.progress` (the terminal), :mod:`.resume` (finding the sweep to resume, checking
 the YAML against its recorded config, reconciling a restored optimizer with MLflow), :mod:`.lock`
 (one driver per sweep), :mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired
-seeds), :mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts,
+seeds), :mod:`.recommend` (that stage for a recommendation made after the sweep), :mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts,
 importing no other module of the sweep).
 """
 

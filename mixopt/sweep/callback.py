@@ -9,12 +9,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+from ray import exceptions as rex
 from ray import tune
 
 from mixopt.checksums import manifest_sha256
 from mixopt.config import Experiment
 from mixopt.sweep.common import DATA, INFRASTRUCTURE, TRIAL, State, failure_kind, no_space
 from mixopt.sweep.progress import Printer
+from mixopt.sweep.retention import prune_during_sweep
 from mixopt.tracking import CHECKPOINT, SweepTracker
 from mixopt.tracking.tags import CHECKPOINT_CHECKSUMS, FAILURE_KIND
 
@@ -103,8 +106,6 @@ class SweepCallback(tune.Callback):
         self.state.save()
         self.printer.ended(trial_id, "FINISHED", objective)
         if self.exp.storage_keep is not None:
-            from mixopt.sweep.retention import prune_during_sweep
-
             prune_during_sweep(
                 self.tracker, self.state.path.parent, self.exp.storage_keep, self.printer.enabled
             )
@@ -164,8 +165,6 @@ WORKER_DIED = (
 
 def _lost_worker(err: BaseException | None) -> bool:
     """Ray's errors for a trial whose process or node is gone (not an exception the trainer raised)."""
-    from ray import exceptions as rex
-
     lost = (
         rex.RayActorError,
         rex.WorkerCrashedError,
@@ -186,8 +185,6 @@ def _trial_error(trial: Any) -> BaseException | None:
     path = getattr(trial, "pickled_error_file", None)
     if path and os.path.exists(path):
         try:
-            import cloudpickle
-
             with open(path, "rb") as f:
                 err = cloudpickle.load(f)
         except Exception:

@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt import atomic
 from mixopt.config import Experiment
-from mixopt.sweep.common import SweepError, atomic_write
+from mixopt.data import ClassificationRow, DataError, STSRow, iter_rows
+from mixopt.sweep.common import SweepError
+from mixopt.tokens import share_warnings, shares_line, task_unknown_shares
 
 HEAD_ROWS = 50
 # A dev score from one row is 0 or 1 (a retrieval query with one candidate always scores 1.0).
@@ -75,14 +78,12 @@ class DataReport:
         if self.cache_file is None or self.cache is None:
             return
         try:
-            atomic_write(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
+            atomic.write_text(self.cache_file, json.dumps({"version": CACHE_VERSION, "files": self.cache}))
         except OSError:
             pass  # a read-only storage only costs the next sweep a re-read
 
     def unknown_line(self) -> str | None:
         """The unknown-token share per task, or None when the tokenizer is not local or has no <unk>."""
-        from mixopt.tokens import shares_line
-
         return shares_line(self.unknown) if self.unknown else None
 
     def dev_rows_line(self) -> str:
@@ -96,8 +97,6 @@ class DataReport:
 
 def file_stats(path: Path, kind: Any, head: int | None = None) -> FileStats:
     """Stream the rows of ``path`` (all of them, or the first ``head``); raise DataError on a bad one."""
-    from mixopt.data import ClassificationRow, STSRow, iter_rows
-
     n = 0
     labels: set[str] | None = set()
     first_score: float | None = None
@@ -149,8 +148,6 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     ``mode``: ``full`` streams every row, ``head`` the first :data:`HEAD_ROWS`. Files that pass are
     cached by (path, size, mtime); :meth:`DataReport.save_cache` writes the cache.
     """
-    from mixopt.data import DataError
-
     if mode not in ("full", "head"):
         raise ValueError(f"data check mode {mode!r}: choose full or head")
     cache_file = cache_path(exp)
@@ -182,8 +179,6 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
     problems += model_problems(exp)
     if problems:
         raise SweepError("\n".join(problems))
-    from mixopt.tokens import share_warnings, task_unknown_shares
-
     report.unknown = task_unknown_shares(exp)
     report.warnings += share_warnings(report.unknown)
     if use_cache and not new_cache.items() <= cache.items():
@@ -322,7 +317,7 @@ def local_resources(exp: Experiment) -> dict[str, float]:
         cpus = os.cpu_count() or 1
     out = {"CPU": float(cpus)}
     if exp.resources.gpus > 0:
-        import torch
+        import torch  # only to count GPUs: `mixopt validate` runs this without loading torch otherwise
 
         out["GPU"] = float(torch.cuda.device_count())
     return out

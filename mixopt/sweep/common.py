@@ -1,4 +1,4 @@
-"""Small parts the sweep's modules share: its errors and summary, atomic writes, the state file.
+"""Small parts the sweep's modules share: its errors and summary, the state file.
 
 It imports no other module of the sweep, so that every one of them can import it.
 """
@@ -8,13 +8,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixopt import atomic
 from mixopt.config import STORAGE_URI_MESSAGE, Experiment
+from mixopt.data import DataError
+from mixopt.optimizer.recommendation import RecommendationRecord
 
 if TYPE_CHECKING:
     from mixopt.optimizer import MixtureOptimizer
@@ -76,8 +78,6 @@ def failure_kind(err: BaseException) -> str:
     keeps it as the context): a :class:`mixopt.data.DataError` anywhere is bad data; an out-of-space
     OSError is the infrastructure; anything else is the trial's own failure.
     """
-    from mixopt.data import DataError
-
     if no_space(err) is not None:
         return INFRASTRUCTURE
     seen: set[int] = set()
@@ -111,40 +111,11 @@ class SweepSummary:
     idle_fraction: float | None = None
     wall_seconds: float = 0.0
     trials: list[dict[str, Any]] = field(default_factory=list)
-    # recommend() as plain JSON (mixopt.sweep.verify.recommendation_record), and the verification.
-    recommended: dict[str, Any] | None = None
+    # The recommendation (the one the verification tested, if it ran), and the verification.
+    recommended: RecommendationRecord | None = None
     verification: Any = None
 
     experiment_id: str = ""
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file
-    or the new one, never a part. On any error (a full disk) the temporary file is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Trainer options that name an existing relative path become absolute: trials run elsewhere."""
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, str) and not os.path.isabs(v) and "://" not in v and Path(v).exists():
-            v = str(Path(v).resolve())
-        out[k] = v
-    return out
 
 
 def top_weights(proposal: Mapping[str, Any], tasks: list[str], n: int = 3) -> str:
@@ -161,7 +132,7 @@ class State:
     def save(self) -> None:
         """Raises :class:`StorageFull` (one line, naming the file) when the disk has no room."""
         try:
-            atomic_write(self.path, json.dumps(self.optimizer.state_dict()))
+            atomic.write_text(self.path, json.dumps(self.optimizer.state_dict()))
         except OSError as e:
             if e.errno in NO_SPACE:
                 raise storage_full(e, self.path) from None

@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixopt import plots, report
 from mixopt.config import Experiment, dump_experiment
+from mixopt.optimizer import MixtureOptimizer
+from mixopt.optimizer.recommendation import recommendation_record
+from mixopt.preflight import PreflightError, run_preflight
 from mixopt.sweep.checks import check_data
 from mixopt.sweep.common import (
     State,
@@ -34,6 +39,7 @@ from mixopt.sweep.lock import SweepLock
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.proxy import SweepProxy, check_proxy
 from mixopt.sweep.resume import Reopening, find_resumable, reconcile
+from mixopt.sweep.retention import prune_during_sweep
 from mixopt.sweep.tuner import (
     CONNECT_TIMEOUT,
     fit_tuner,
@@ -49,13 +55,12 @@ from mixopt.sweep.verify import (
     log_recommendation,
     print_plan,
     print_recommendation,
-    recommendation_record,
     recorded_outcomes,
     summarise,
     unfinished_trials,
     used_search_seeds,
 )
-from mixopt.sweep.warm import warm_line, warm_start
+from mixopt.sweep.warm import optimizer_for, warm_line, warm_start
 from mixopt.tracking import (
     FAILURE,
     PROPOSAL,
@@ -96,8 +101,6 @@ def run_sweep(
     is read or written. SIGINT and SIGTERM end the sweep alike: :class:`SweepInterrupted`; the
     caller's SIGTERM handler is back in place when this returns.
     """
-    import signal
-
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     _SIGTERM.clear()
@@ -185,8 +188,6 @@ def trap_sigterm() -> None:
     into a plain KeyboardInterrupt, so the handler also sets ``_SIGTERM``, which says which
     signal it was.
     """
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         return  # a sweep run from a thread (a notebook's executor): signals are the caller's
 
@@ -277,8 +278,6 @@ class Sweep:
             if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
                 tracker.upload_missing_checkpoints()
             if exp.storage_keep is not None:  # finish a prune the killed driver left half done
-                from mixopt.sweep.retention import prune_during_sweep
-
                 prune_during_sweep(tracker, storage, exp.storage_keep, verbose)
             if verbose:
                 print(
@@ -359,7 +358,7 @@ class Sweep:
         driver's trial actors go with the driver). The trials keep ``mixopt.status=RUNNING``, so
         ``--resume`` runs them again in their runs. After a full disk under ``storage`` the state is
         not saved again: the one on disk is the last written whole."""
-        import ray
+        import ray  # as Tune in search(): not loaded by `mixopt validate`
 
         self.tracker.wait_for_uploads(drain=False, timeout=60)  # the rest: --resume uploads them
         live = self.searcher.live if self.searcher is not None else {}
@@ -381,6 +380,7 @@ class Sweep:
         exp, tracker = self.exp, self.tracker
         if exp.verify.seeds <= 0 or self.failure is not None:
             return None
+        # Tune, as in search(): imported when trials run.
         from mixopt.sweep.callback import SweepCallback
         from mixopt.sweep.searcher import FixedSearcher
 
@@ -388,7 +388,7 @@ class Sweep:
         concurrent = self.concurrent or max_concurrent(exp)
         path = self.storage / PLAN_FILE
         if path.exists():
-            plan = load_or_make_plan(path, exp, self.state.optimizer, {}, [])
+            plan = load_or_make_plan(path, exp, self.state.optimizer, None, [])
         else:
             record = recommendation_record(self.state.optimizer)
             if record is None:
@@ -416,8 +416,6 @@ class Sweep:
     def finish(self, wall: float, verification: VerifyResult | None) -> SweepSummary:
         """Record the summary on the parent run (metrics, state, best, recommendation, figures),
         close it, print the summary; ``wall``: seconds since the search started."""
-        from mixopt import plots, report
-
         exp, tracker, state = self.exp, self.tracker, self.state
         parent_id = tracker.parent_id
         assert parent_id is not None
@@ -483,7 +481,7 @@ class Sweep:
                 "best.json",
             )
         try:
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # loaded for the figures only: it takes a second to import
 
             bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
             figs = plots.sweep_figures(summary.trials, exp.task_names, state.optimizer, bounds, warn=warn)
@@ -525,8 +523,6 @@ def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbos
     """The sweep ``reopening`` found, reopened: its optimizer restored, and its state file; a config
     the YAML changed is recorded as ``config-N.yaml``, and every trial run from now on is tagged
     with the config it runs under (tag ``mixopt.config``)."""
-    from mixopt.optimizer import MixtureOptimizer
-
     parent_id, state_path = reopening.parent_id, reopening.state_path
     opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
     tracker.reopen_sweep(parent_id)
@@ -547,9 +543,7 @@ def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbos
 def _record_new(exp: Experiment, tracker: SweepTracker, total: int, verbose: bool) -> tuple[Any, Path]:
     """A new sweep: its optimizer (warm-started if configured, :mod:`mixopt.sweep.warm`), its
     parent run, its state file."""
-    from mixopt.optimizer import MixtureOptimizer
-
-    opt = MixtureOptimizer.from_experiment(exp)
+    opt = optimizer_for(exp)
     warm = warm_start(opt, exp, tracker.uri)
     if warm and verbose:
         print(f"[mixopt] {warm_line(warm, exp)}", flush=True)
@@ -581,8 +575,6 @@ def _record_new(exp: Experiment, tracker: SweepTracker, total: int, verbose: boo
 
 def run_sweep_preflight(exp: Experiment, address: str | None, verbose: bool) -> None:
     """``sweep.preflight``: one worst-case trial on a trial's resources before anything is recorded."""
-    from mixopt.preflight import PreflightError, run_preflight
-
     init_ray(address, exp)
     try:
         result = run_preflight(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mixopt.config import Experiment
+from mixopt.human import duration
 from mixopt.sweep.common import SweepSummary, top_weights
 from mixopt.tracking import ui_url
 
@@ -26,15 +27,6 @@ def warn(message: str) -> None:
     """A warning the user must see (even with --quiet): on stderr, and to the log."""
     log.debug("warning: %s", message)
     print(f"[mixopt] warning: {message}", file=sys.stderr, flush=True)
-
-
-def duration(seconds: float) -> str:
-    """``45s``, ``14m``, ``2h05m``."""
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 class Printer:
@@ -133,7 +125,8 @@ def print_summary(exp: Experiment, s: SweepSummary) -> None:
     if s.trials:
         print("\n" + trials_table(exp, s.trials), file=out)
     print(
-        f"\n[mixopt] sweep done in {s.wall_seconds:.0f}s: {s.finished} finished, {s.failed} failed.", file=out
+        f"\n[mixopt] sweep done in {duration(s.wall_seconds)}: {s.finished} finished, {s.failed} failed.",
+        file=out,
     )
     if s.best is not None:
         proposal, value = s.best

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from mixopt.config import Experiment
 from mixopt.optimizer import MixtureOptimizer
@@ -151,8 +152,6 @@ class SweepProxy:
         ]
         if len(pairs) < MIN_PAIRS:
             return
-        from scipy.stats import spearmanr
-
         self.reported = True
         rho = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs])[0])
         if self.verbose:

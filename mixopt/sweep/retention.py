@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixopt.human import human_bytes
+from mixopt.sweep.progress import warn
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
@@ -232,8 +234,6 @@ def prune_during_sweep(tracker: Any, storage: Path, cfg: Any, verbose: bool) -> 
     A failure (a busy file, an unreachable store) is a warning, never the sweep's end: the
     checkpoints stay and the next trial's prune decides again. None when it failed.
     """
-    from mixopt.sweep.progress import warn
-
     try:
         out = prune_sweep(
             tracker.client,
@@ -307,15 +307,6 @@ def gc_experiment(
     return out
 
 
-def human_bytes(n: float) -> str:
-    """``1.23 GB``, ``4.5 MB``, ``812 B`` (decimal units, as disks are sold)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
 def describe(outcome: Outcome, verb: str = "pruned") -> list[str]:
     """One line per checkpoint deleted (or, with ``verb='would prune'``, to be deleted)."""
     lines = [
@@ -335,7 +326,6 @@ __all__ = [
     "disk_bytes",
     "finish_tombstones",
     "gc_experiment",
-    "human_bytes",
     "prune_sweep",
     "prune_during_sweep",
 ]

@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 
 from ray.tune.search import Searcher
 
+from mixopt import atomic
 from mixopt.config import Experiment
-from mixopt.sweep.common import State, atomic_write
+from mixopt.optimizer import MixtureOptimizer
+from mixopt.sweep.common import State
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.scores import final_scores, report_scores
 from mixopt.sweep.verify import PlannedTrial
@@ -194,11 +196,9 @@ class MixtureSearcher(Searcher):
     # searcher's whole memory (the driver also saves it after every ask and tell, which is what
     # --resume reads), so save/restore write and read that same state.
     def save(self, checkpoint_path: str) -> None:
-        atomic_write(Path(checkpoint_path), json.dumps(self.state.optimizer.state_dict()))
+        atomic.write_text(Path(checkpoint_path), json.dumps(self.state.optimizer.state_dict()))
 
     def restore(self, checkpoint_path: str) -> None:
-        from mixopt.optimizer import MixtureOptimizer
-
         self.state.optimizer = MixtureOptimizer.from_state_dict(json.loads(Path(checkpoint_path).read_text()))
 
 
@@ -250,7 +250,7 @@ class FixedSearcher(Searcher):
     # checkpoint only has to hold the trials still queued.
     def save(self, checkpoint_path: str) -> None:
         queue = [{**t.to_json(), "run_id": run_id} for t, run_id in self.queue]
-        atomic_write(Path(checkpoint_path), json.dumps(queue))
+        atomic.write_text(Path(checkpoint_path), json.dumps(queue))
 
     def restore(self, checkpoint_path: str) -> None:
         queue = json.loads(Path(checkpoint_path).read_text())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from mixopt.config import Experiment
 from mixopt.sweep.searcher import MixtureSearcher
@@ -25,8 +25,6 @@ def make_scheduler(exp: Experiment, searcher: MixtureSearcher) -> Any:
     if not es.enabled:
         return None
     if es.method == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
         return ASHAScheduler(
             time_attr="mixopt_step",
             metric="objective",

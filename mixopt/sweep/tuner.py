@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.checks import concurrency_warning, trial_slots
-from mixopt.sweep.common import SweepError, absolute_options
+from mixopt.sweep.common import SweepError
 from mixopt.sweep.progress import warn
 from mixopt.sweep.worker import run_trial
+from mixopt.trial import absolute_options
 
 # How long `mixopt sweep --address HOST:PORT` waits for a Ray cluster to answer (seconds).
 CONNECT_TIMEOUT = 30.0
@@ -29,8 +31,6 @@ def wait_for_ray(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
     cluster's port first turns a wrong address into one line. ``auto`` and no address are left to
     Ray (it answers at once when there is no local cluster).
     """
-    import socket
-
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address == "auto" or address.startswith("local"):
         return

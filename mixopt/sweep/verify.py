@@ -33,8 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from scipy import stats
+
+from mixopt import atomic
 from mixopt.config import Experiment
-from mixopt.sweep.common import atomic_write, top_weights
+from mixopt.optimizer.recommendation import RecommendationRecord
+from mixopt.space import NEAR_IDENTICAL, project_capped_simplex
+from mixopt.sweep.common import top_weights
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
 
 if TYPE_CHECKING:
@@ -47,24 +53,7 @@ ARMS = ("recommended", "baseline")
 LEVEL = 0.95
 
 
-# --------------------------------------------------------------------------- the recommendation
-
-
-def recommendation_record(opt: MixtureOptimizer) -> dict[str, Any] | None:
-    """The optimizer's recommendation as plain JSON: proposal, predicted mean and sd, the fitted
-    noise sd and the best observed trial (for comparison). None when no trial succeeded."""
-    rec = opt.recommend()
-    if rec is None:
-        return None
-    best = opt.best()
-    return {
-        "proposal": rec.proposal,
-        "mean_pred": rec.mean,
-        "sd_pred": rec.sd,
-        "source": rec.source,
-        "noise_sd": opt.noise_sd(),
-        "best_observed": {"proposal": best[0], "objective": best[1]} if best else None,
-    }
+# --------------------------------------------------------------------------- the baseline
 
 
 def baseline_proposal(
@@ -92,10 +81,6 @@ def baseline_proposal(
         hyper.update({k: v for k, v in first.items() if k not in tasks})
         source = "search.seed_mixtures[0]"
     else:
-        import numpy as np
-
-        from mixopt.space import project_capped_simplex
-
         uniform = np.full(len(tasks), 1.0 / len(tasks))
         w = project_capped_simplex(uniform, space.lower, space.upper)
         weights = {t: float(x) for t, x in zip(tasks, w)}
@@ -127,13 +112,14 @@ class PlannedTrial:
 class VerifyPlan:
     """Which trials verify, fixed before the first one starts (``verify_plan.json``).
 
-    ``recommendation``: :func:`recommendation_record` at planning time, the mixture under test;
+    ``recommendation``: the optimizer's recommendation at planning time
+    (:func:`mixopt.optimizer.recommendation.recommendation_record`), the mixture under test;
     ``baseline``/``baseline_source``: the mixture it is compared with and where that comes from;
     ``same``: the two are one trial (nothing to run); ``seeds``: the N fresh seeds both arms
     train with; ``trials``: the 2N trials, interleaved by seed so that pairs finish together.
     """
 
-    recommendation: dict[str, Any]
+    recommendation: RecommendationRecord
     baseline: dict[str, Any]
     baseline_source: str
     same: bool
@@ -145,7 +131,7 @@ class VerifyPlan:
         return {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
-            "recommendation": dict(self.recommendation),
+            "recommendation": self.recommendation.to_json(),
             "baseline": {"proposal": self.baseline, "source": self.baseline_source},
             "same": self.same,
             "seeds": list(self.seeds),
@@ -158,7 +144,7 @@ class VerifyPlan:
         if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
             raise ValueError(f"not a mixopt verification plan (version {PLAN_VERSION})")
         return cls(
-            recommendation=dict(data["recommendation"]),
+            recommendation=RecommendationRecord.from_json(data["recommendation"]),
             baseline=dict(data["baseline"]["proposal"]),
             baseline_source=str(data["baseline"]["source"]),
             same=bool(data["same"]),
@@ -168,10 +154,10 @@ class VerifyPlan:
 
 
 def make_plan(
-    exp: Experiment, opt: MixtureOptimizer, record: Mapping[str, Any], used_seeds: Sequence[int]
+    exp: Experiment, opt: MixtureOptimizer, record: RecommendationRecord, used_seeds: Sequence[int]
 ) -> VerifyPlan:
     """Which trials verify: the same N seeds for both arms, none used by a search trial."""
-    recommended = record["proposal"]
+    recommended = record.proposal
     baseline, source = baseline_proposal(exp, opt, recommended)
     start = max([exp.trainer.seed - 1, *used_seeds]) + 1
     seeds = tuple(start + j for j in range(exp.verify.seeds))
@@ -181,12 +167,10 @@ def make_plan(
         for j, seed in enumerate(seeds):  # interleaved, so that pairs finish together
             for arm, proposal in (("recommended", recommended), ("baseline", baseline)):
                 trials.append(PlannedTrial(f"verify-{arm[0]}{j:02d}", arm, seed, proposal))
-    return VerifyPlan(dict(record), baseline, source, same, seeds, tuple(trials))
+    return VerifyPlan(record, baseline, source, same, seeds, tuple(trials))
 
 
 def _same_trial(opt: MixtureOptimizer, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    from mixopt.space import NEAR_IDENTICAL
-
     try:
         return opt.space.distance(a, b) < NEAR_IDENTICAL
     except (KeyError, ValueError):
@@ -194,18 +178,24 @@ def _same_trial(opt: MixtureOptimizer, a: Mapping[str, Any], b: Mapping[str, Any
 
 
 def load_or_make_plan(
-    path: Path, exp: Experiment, opt: MixtureOptimizer, record: Mapping[str, Any], used_seeds: Sequence[int]
+    path: Path,
+    exp: Experiment,
+    opt: MixtureOptimizer,
+    record: RecommendationRecord | None,
+    used_seeds: Sequence[int],
 ) -> VerifyPlan:
-    """The persisted plan if there is one (a resumed sweep), else a new one, written atomically
-    before any verification trial starts."""
+    """The persisted plan if there is one (a resumed sweep), else a new one for ``record``, written
+    atomically before any verification trial starts."""
     if path.exists():
         data = json.loads(path.read_text())
         try:
             return VerifyPlan.from_json(data)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
+    if record is None:
+        raise ValueError(f"{path}: no verification plan recorded, and no recommendation to plan for")
     plan = make_plan(exp, opt, record, used_seeds)
-    atomic_write(path, json.dumps(plan.to_json(), indent=1))
+    atomic.write_text(path, json.dumps(plan.to_json(), indent=1))
     return plan
 
 
@@ -214,8 +204,6 @@ def load_or_make_plan(
 
 def paired_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:
     """Mean of the paired differences and its two-sided t interval (None, None for n < 2)."""
-    from scipy import stats
-
     n = len(diffs)
     if n == 0:
         raise ValueError("paired_interval: no differences")
@@ -350,21 +338,21 @@ def recorded_outcomes(tracker: SweepTracker) -> dict[str, tuple[str, float | Non
 
 
 def log_recommendation(
-    tracker: SweepTracker, record: Mapping[str, Any] | None, result: VerifyResult | None, tasks: list[str]
+    tracker: SweepTracker, record: RecommendationRecord | None, result: VerifyResult | None, tasks: list[str]
 ) -> None:
     """Parent-run params, metrics and ``recommended.json``: the recommendation and the verdict."""
     parent_id = tracker.parent_id
     assert parent_id is not None
     if record is None:
         return
-    metrics: dict[str, float] = {"recommended.mean_pred": record["mean_pred"]}
-    if record.get("sd_pred") is not None:
-        metrics["recommended.sd_pred"] = record["sd_pred"]
-    if record.get("noise_sd") is not None:
-        metrics["gp.noise_sd"] = record["noise_sd"]
-    params = {f"recommended.w.{t}": repr(float(record["proposal"][t])) for t in tasks}
-    params["recommended.source"] = record["source"]
-    doc: dict[str, Any] = {**record}
+    metrics: dict[str, float] = {"recommended.mean_pred": record.mean_pred}
+    if record.sd_pred is not None:
+        metrics["recommended.sd_pred"] = record.sd_pred
+    if record.noise_sd is not None:
+        metrics["gp.noise_sd"] = record.noise_sd
+    params = {f"recommended.w.{t}": repr(float(record.proposal[t])) for t in tasks}
+    params["recommended.source"] = record.source
+    doc: dict[str, Any] = record.to_json()
     if result is not None:
         plan = result.plan
         params |= {
@@ -402,7 +390,7 @@ def log_recommendation(
 def print_plan(plan: VerifyPlan, n_todo: int, tasks: list[str]) -> None:
     """The stage's first line: what is compared with what, on which seeds, and what is left to run."""
     print(
-        f"[mixopt] verification: recommended ({top_weights(plan.recommendation['proposal'], tasks)}) "
+        f"[mixopt] verification: recommended ({top_weights(plan.recommendation.proposal, tasks)}) "
         f"vs baseline {plan.baseline_source} ({top_weights(plan.baseline, tasks)}), "
         f"seeds {list(plan.seeds)}; {n_todo} of {len(plan.trials)} trials to run",
         flush=True,
@@ -410,29 +398,29 @@ def print_plan(plan: VerifyPlan, n_todo: int, tasks: list[str]) -> None:
 
 
 def print_recommendation(
-    record: Mapping[str, Any] | None, result: VerifyResult | None, tasks: list[str]
+    record: RecommendationRecord | None, result: VerifyResult | None, tasks: list[str]
 ) -> None:
     if record is not None:
-        weights = ", ".join(f"{t}={record['proposal'][t]:.3f}" for t in tasks)
+        weights = ", ".join(f"{t}={record.proposal[t]:.3f}" for t in tasks)
         hps = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record["proposal"].items()
+            for k, v in record.proposal.items()
             if k not in tasks
         )
-        if record["source"] == "posterior_mean":
-            pred = f"predicted {record['mean_pred']:.4f} ± {record['sd_pred']:.4f}"
-            noise = record.get("noise_sd")
+        if record.source == "posterior_mean":
+            pred = f"predicted {record.mean_pred:.4f} ± {record.sd_pred:.4f}"
+            noise = record.noise_sd
             pred += f"; fitted trial noise sd {noise:.4f}" if noise is not None else ""
             what = "recommended (GP posterior-mean maximiser)"
         else:
-            pred = f"observed {record['mean_pred']:.4f}; too few results for the GP"
+            pred = f"observed {record.mean_pred:.4f}; too few results for the GP"
             what = "recommended (the best observed trial)"
         print(f"[mixopt] {what}: {weights}" + (f"; {hps}" if hps else "") + f" ({pred})", flush=True)
     if result is not None:
         seed_sd = result.seed_sd
         if seed_sd is not None:
             note = ""
-            noise = record.get("noise_sd") if record is not None else None
+            noise = record.noise_sd if record is not None else None
             if noise is not None and noise < 0.5 * seed_sd:
                 # The GP took the seed noise for signal: its posterior mean follows lucky trials.
                 note = (

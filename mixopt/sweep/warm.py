@@ -1,6 +1,7 @@
-"""``optimizer.warm_start``: a new sweep's optimizer seeded with an earlier sweep's trials.
+"""A new sweep's optimizer: the one its experiment describes, seeded with an earlier sweep's trials.
 
-The optimizer reuses trials per score (``MixtureOptimizer.warm_start``): a reused trial brings the
+:func:`optimizer_for` builds :class:`~mixopt.optimizer.MixtureOptimizer` from the experiment's
+``search`` and ``optimizer`` sections. ``optimizer.warm_start`` (:func:`warm_start`): the optimizer reuses trials per score (``MixtureOptimizer.warm_start``): a reused trial brings the
 scores of the tasks this sweep still has, its objective is recomposed under this sweep's
 weights, and a task the source never scored starts unobserved. What was reused is said on the
 console (:func:`warm_line`) and recorded as the parent run's params (``warm_start*``); the reused
@@ -11,14 +12,41 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixopt.config import Experiment
+from mixopt.optimizer import MixtureOptimizer
+from mixopt.optimizer.sources import corner_mixtures
+from mixopt.space import SearchSpace
 from mixopt.sweep.common import SweepError
 from mixopt.tracking import recorded_optimizer_state
 
-if TYPE_CHECKING:
-    from mixopt.optimizer import MixtureOptimizer
+
+def optimizer_for(exp: Experiment) -> MixtureOptimizer:
+    """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
+    With ``optimizer.proxy`` the experts' mixtures (:func:`~mixopt.optimizer.sources.corner_mixtures`)
+    follow the user's seed mixtures: the sweep trains them first."""
+    seeds = list(exp.search.seed_mixtures)
+    if exp.optimizer.proxy is not None:
+        bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
+        seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
+    return MixtureOptimizer(
+        exp.task_names,
+        n_seeds=exp.optimizer.n_seeds,
+        seed_mixtures=seeds,
+        dirichlet_alpha=exp.optimizer.dirichlet_alpha,
+        beta=exp.optimizer.beta,
+        random_state=exp.optimizer.random_state,
+        hyperparameters=exp.search.hyperparameters,
+        bounds=exp.search.bounds,
+        noise_sd=exp.optimizer.noise_sd,
+        multi_fidelity=exp.multi_fidelity,
+        fidelity_scale=exp.optimizer.fidelity_scale,
+        budget=exp.optimizer.max_trials,
+        exploit_last=exp.optimizer.exploit_last,
+        objective=exp.objective_weights,
+        surrogate=exp.optimizer.surrogate,
+    )
 
 
 def warm_start(opt: MixtureOptimizer, exp: Experiment, uri: str) -> dict[str, Any]:

@@ -20,12 +20,11 @@ from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import failure_kind
+from mixopt.trial import Trial, TrialFailed, load_trainer
 
 
 def train_function(exp: Experiment) -> Callable[..., Any]:
     """The trainer's train function, named by ``trainer.target`` (``module:function``)."""
-    from mixopt.trial import load_trainer
-
     return load_trainer(exp.trainer.target).train
 
 
@@ -65,10 +64,10 @@ def run_trial(
     Runs on a worker. Reports every trainer report to Tune; the final report carries the
     objective, per-task scores and the checkpoint path. A failure raises, so Tune records it.
     """
+    # Ray is imported where a trial runs (on a worker): the sweep's checks import this package
+    # without it (`mixopt validate`).
     import ray
     from ray import tune
-
-    from mixopt.trial import Trial, TrialFailed
 
     exp = Experiment.model_validate_json(experiment_json)
     node_id = ray.get_runtime_context().get_node_id()

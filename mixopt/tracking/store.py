@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from mlflow.tracking import MlflowClient
 
+from mixopt.config import Experiment as ExperimentConfig
+from mixopt.config import experiment_from_dict, parse_yaml
 from mixopt.tracking.tags import (
     CONFIG,
     CONFIG_ARTIFACT,
@@ -36,8 +38,6 @@ from mixopt.tracking.tags import (
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Run
-
-    from mixopt.config import Experiment as ExperimentConfig
 
 log = logging.getLogger("mixopt.tracking")
 T = TypeVar("T")
@@ -270,17 +270,12 @@ def recorded_state(client: MlflowClient, run: Run) -> dict | None:
     return None if text is None else json.loads(text)
 
 
-def recorded_experiment(
-    tracking_uri: str, experiment_name: str | None = None
-) -> tuple[ExperimentConfig, str]:
-    """The experiment config recorded by the newest sweep (of ``experiment_name``, or of any experiment).
+def newest_sweep_run(tracking_uri: str, experiment_name: str | None = None) -> Run:
+    """The newest sweep run of ``experiment_name`` (of any experiment when None).
 
-    Every sweep logs its resolved config (absolute paths) as ``config.yaml`` on its parent run, so
-    ``mixopt soup --runs top5`` can find the tasks and the trainer without the YAML at hand.
-    Returns ``(Experiment, parent run id)``; raises LookupError when the store has no sweep.
+    Raises LookupError, one line naming what is missing: the store (a missing sqlite file is not
+    created), the experiment, or a sweep in it.
     """
-    from mixopt.config import experiment_from_dict, parse_yaml
-
     if not store_exists(tracking_uri):
         raise LookupError(f"no MLflow store at {tracking_uri}")  # and do not create an empty one
     client = connect(tracking_uri)
@@ -295,8 +290,22 @@ def recorded_experiment(
     if run is None:
         where = f"experiment {experiment_name!r}" if experiment_name else "any experiment"
         raise LookupError(f"no sweep recorded in {where} of {tracking_uri}; run `mixopt sweep` first")
+    return run
+
+
+def recorded_experiment(
+    tracking_uri: str, experiment_name: str | None = None
+) -> tuple[ExperimentConfig, str]:
+    """The experiment config recorded by the newest sweep (of ``experiment_name``, or of any experiment).
+
+    Every sweep logs its resolved config (absolute paths) as ``config.yaml`` on its parent run, so
+    ``mixopt soup --runs top5`` can find the tasks and the trainer without the YAML at hand.
+    Returns ``(Experiment, parent run id)``; raises LookupError when the store has no sweep
+    (:func:`newest_sweep_run`) and ConfigError when the recorded config does not validate.
+    """
+    run = newest_sweep_run(tracking_uri, experiment_name)
     run_id = run.info.run_id
-    name, text = recorded_config(client, run)
+    name, text = recorded_config(connect(tracking_uri), run)
     if text is None:
         raise LookupError(f"sweep run {run_id} in {tracking_uri} recorded no {name}")
     data, lines = parse_yaml(text, f"{name} of sweep run {run_id}")
