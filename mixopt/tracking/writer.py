@@ -151,8 +151,10 @@ class SweepTracker:
         )
 
     def reopen_sweep(self, run_id: str) -> None:
+        """The sweep run ``run_id`` RUNNING again (``--resume``), the reason it stopped cleared."""
         self.parent_id = run_id
         retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen sweep")
+        self.set_tags(run_id, {FAILURE: ""})
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         assert self.parent_id is not None
