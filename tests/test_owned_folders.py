@@ -8,14 +8,14 @@ the same byte for byte, with nothing left beside it. A last test reads the sourc
 that replaces or deletes a directory and checks it is one of those commands' or one whose
 target the writer owns, so that a new one cannot escape this walk.
 
-Permissions: what synth, a trainer's checkpoint and a soup write is ``0666 & ~umask`` (files) and
-``0777 & ~umask`` (folders), the umask the user set, computed here from the umask by hand.
+Permissions: what synth and a trainer's checkpoint write is ``0666 & ~umask`` (files) and
+``0777 & ~umask`` (folders), the umask the user set, computed here from the umask by hand (a
+soup's: tests/test_soup_out.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import stat
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from mixopt.cli import app
@@ -241,38 +240,3 @@ def test_synth_and_its_trainer_checkpoint_follow_the_umask(tmp_path: Path, umask
     # OUT/model is the checkpoint the embedding trainer's saver writes (trainers/model.py).
     assert (out / "model" / "model.safetensors").is_file()
     assert _modes(out) == _expected(out, umask)
-
-
-def _record_sweep(uri: str, name: str, checkpoints: list[Path], artifacts: Path) -> None:
-    """A finished sweep as the sweep records it: a parent run, a trial run per checkpoint."""
-    client = MlflowClient(uri)
-    eid = client.create_experiment(name, artifact_location=str(artifacts))
-    parent = client.create_run(eid, tags={"mixopt.role": "sweep"}).info.run_id
-    for i, ckpt in enumerate(checkpoints):
-        tags = {
-            "mixopt.role": "trial",
-            "mlflow.parentRunId": parent,
-            "mixopt.trial_id": f"trial-{i:03d}",
-            "mixopt.status": "FINISHED",
-            "mixopt.checkpoint": str(ckpt),
-            "mixopt.proposal": json.dumps({t: 1 / 3 for t in TASKS}),
-        }
-        run = client.create_run(eid, run_name=f"trial-{i:03d}", tags=tags).info.run_id
-        client.log_metric(run, "objective", 0.5 + 0.1 * i)
-        client.set_terminated(run)
-    client.set_terminated(parent)
-
-
-def test_a_soup_follows_the_umask(tmp_path: Path, data: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    _record_sweep(uri, "perm", [data / "model", data / "model"], tmp_path / "artifacts")
-    old = os.umask(0o027)
-    try:
-        out = tmp_path / "soup"
-        code, stdout, err = cli(
-            "soup", "--experiment", "perm", "--tracking-uri", uri, "--runs", "all", "--out", str(out)
-        )
-    finally:
-        os.umask(old)
-    assert code == 0, stdout + err
-    assert _modes(out) == _expected(out, 0o027)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,16 +65,22 @@ class InfrastructureFailed(SweepInterrupted):
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def no_space(err: BaseException) -> OSError | None:
-    """The out-of-space OSError in ``err``'s chain (its causes and contexts), or None."""
+def in_chain(err: BaseException, match: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception of ``err``'s chain (itself, then its causes and contexts) that ``match``es."""
     seen: set[int] = set()
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in NO_SPACE:
+        if match(e):
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def no_space(err: BaseException) -> OSError | None:
+    """The out-of-space OSError in ``err``'s chain, or None."""
+    found = in_chain(err, lambda e: isinstance(e, OSError) and e.errno in NO_SPACE)
+    return found if isinstance(found, OSError) else None
 
 
 # Kinds of trial failure (the FAILURE_KIND tag of mixopt.tracking.tags).
@@ -84,14 +90,7 @@ DATA, INFRASTRUCTURE, TRIAL = "data", "infrastructure", "trial"
 def out_of_memory(err: BaseException) -> BaseException | None:
     """The out-of-memory error in ``err``'s chain: Python's ``MemoryError`` (an allocation the
     operating system refused), or an accelerator's (``torch.OutOfMemoryError``); else None."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return in_chain(err, lambda e: isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError")
 
 
 def failure_kind(err: BaseException) -> str:
@@ -104,14 +103,7 @@ def failure_kind(err: BaseException) -> str:
     """
     if no_space(err) is not None or out_of_memory(err) is not None:
         return INFRASTRUCTURE
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, DataError):
-            return DATA
-        e = e.__cause__ or e.__context__
-    return TRIAL
+    return DATA if in_chain(err, lambda e: isinstance(e, DataError)) is not None else TRIAL
 
 
 def storage_full(err: OSError, path: Path | str | None = None) -> StorageFull:
@@ -124,13 +116,9 @@ def storage_full(err: OSError, path: Path | str | None = None) -> StorageFull:
 def storage_full_in(err: BaseException, storage: Path) -> StorageFull | None:
     """The one-line error for a full disk anywhere in ``err``'s chain (Tune wraps what its loop
     raised, a callback's state save or its own experiment files), or None."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, StorageFull):
-            return e
-        e = e.__cause__ or e.__context__
+    found = in_chain(err, lambda e: isinstance(e, StorageFull))
+    if isinstance(found, StorageFull):
+        return found
     full = no_space(err)
     return storage_full(full, storage) if full is not None else None
 

@@ -1,10 +1,14 @@
-"""Two ``mixopt soup`` into one new ``--out`` at once: one soup is written, the other says so.
+"""Where a soup is written: one soup at a time, and readable by the team.
+
+Two ``mixopt soup`` into one new ``--out`` at once: one soup is written, the other says so.
 
 Two real `mixopt soup` processes are started together on one recorded sweep (real MLflow sqlite
 store, checkpoints written by the tiny Gemma3 trainer's saver), both greedy so that each spends
 seconds between checking ``--out`` and renaming its soup into place. Exactly one succeeds; the
 other exits non-zero with one line and logs no soup run, so no MLflow run names a folder that holds
 another's soup. The folder's marker, its checksums (verified with hashlib) and the one soup run agree.
+
+A soup's files and folders get ``0666 & ~umask`` and ``0777 & ~umask``, computed here by hand.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
+from mixopt.cli import app
 from mixopt.synth import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,3 +118,26 @@ def test_two_soups_into_one_new_folder_at_once_one_wins_the_other_says_so(tmp_pa
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no claim, no temp
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_a_soup_follows_the_umask(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    synthesize(data, n_tasks=3, seed=0, spec=SynthSpec(n_train=64, n_dev=16))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    record_sweep(uri, "perm", [data / "model", data / "model"], tmp_path / "artifacts")
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "soup"
+        result = CliRunner().invoke(
+            app, ["soup", "--experiment", "perm", "--tracking-uri", uri, "--runs", "all", "--out", str(out)]
+        )
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    # What mkdir/open give under umask 027: the reference, by hand.
+    expected = {k: (0o777 if (out / k).is_dir() else 0o666) & ~0o027 for k in _modes(out)}
+    assert _modes(out) == expected
