@@ -30,7 +30,7 @@ from mixopt.tracking.writer import CheckpointUploader
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["retrieval_0", "sts_1", "classification_2"]
 
-# The analytic trainer, plus a checkpoint of 400 files written as the built-in trainers write one.
+# The analytic trainer, plus a checkpoint of 1500 files written as the built-in trainers write one.
 TRAINER = """
 import dataclasses
 import os
@@ -45,8 +45,8 @@ def train(trial, report):
     result = analytic_train(trial, report)
     checkpoint = Path(trial.output_dir) / "model"
     with atomic.directory(checkpoint) as tmp:
-        for i in range(400):
-            (tmp / f"shard-{i:03d}.bin").write_bytes(os.urandom(32768))
+        for i in range(1500):  # many small files: a copy that takes a while, as a large one does
+            (tmp / f"shard-{i:04d}.bin").write_bytes(os.urandom(4096))
         write_checksums(tmp)
     return dataclasses.replace(result, checkpoint=checkpoint)
 """

@@ -102,12 +102,18 @@ def recorded_best(search: list) -> float:
 def test_sigterm_in_search_and_in_verification_then_resume_ends_with_every_status_true(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    path = write_experiment(tmp_path, data_dir, verify={"seeds": 2})
+    # A good mixture first, then one almost all on classification, which scores far lower: the
+    # SIGTERM comes while the second runs, so the resume's first line is a trial below the best.
+    seeds = [
+        {"retrieval_0": 0.45, "sts_1": 0.35, "classification_2": 0.2},
+        {"retrieval_0": 0.02, "sts_1": 0.02, "classification_2": 0.96},
+    ]
+    path = write_experiment(tmp_path, data_dir, verify={"seeds": 2}, search={"seed_mixtures": seeds})
     MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()  # tables, before two processes
 
     first = Driver(tmp_path, path, tag="first")
-    first.wait_for(r"trial-\d+ FINISHED", count=3)
-    first.wait_for(r"trial-\d+ started \(", count=4)
+    first.wait_for(r"trial-000 FINISHED")
+    first.wait_for(r"trial-001 started \(")
     first.terminate()
     _, search, _ = runs(tmp_path)
     best_before = recorded_best(search)
@@ -115,8 +121,12 @@ def test_sigterm_in_search_and_in_verification_then_resume_ends_with_every_statu
     # Resumed: every progress line's best is at least the best recorded before it.
     second = Driver(tmp_path, path, "--resume", tag="second")
     second.wait_for(r"verify-\S+ started \(")
-    bests = [float(b) for b in re.findall(r"\| \d+/\d+ done, best ([\d.]+)", second.out.read_text())]
-    assert bests and all(b >= round(best_before, 3) for b in bests), (bests, best_before)
+    lines = re.findall(
+        r"(trial-\d+) FINISHED objective=([\d.]+) \| \d+/\d+ done, best ([\d.]+)", second.out.read_text()
+    )
+    assert lines[0][0] == "trial-001" and float(lines[0][1]) < best_before, lines  # the rerun, below it
+    bests = [float(b) for _, _, b in lines]
+    assert all(b >= round(best_before, 3) for b in bests), (bests, best_before)
     second.terminate()  # during the verification
     (parent,), search, verify = runs(tmp_path)
     assert parent.info.status == "KILLED"
