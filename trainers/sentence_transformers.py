@@ -393,7 +393,7 @@ def save_checkpoint(model: Any, out_dir: Path, tasks: Sequence[TaskConfig]) -> P
     ``encode_document`` embed as the trial was scored; ``mixopt_checksums.json`` is written last.
     """
     model.prompts = _prompts(tasks, {k: v for k, v in (model.prompts or {}).items() if "/" not in k})
-    with atomic.directory(Path(out_dir), mode=atomic.umask_mode(0o777)) as tmp:
+    with atomic.directory(Path(out_dir)) as tmp:
         model.save(str(tmp), safe_serialization=True, create_model_card=False)
         stray = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
         if stray:

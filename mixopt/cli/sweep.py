@@ -52,7 +52,7 @@ def sweep(
     # The sweep is imported when it runs: it loads torch, Ray and MLflow, which `mixopt --help`
     # must not wait for.
     from mixopt.sweep import SweepError, run_sweep
-    from mixopt.sweep.common import SweepFailed, SweepInterrupted, Terminated
+    from mixopt.sweep.common import StorageFull, SweepFailed, SweepInterrupted, Terminated
     from mixopt.sweep.progress import failure_counts
 
     if data_check not in ("full", "head"):
@@ -76,12 +76,12 @@ def sweep(
             f"{experiment}: {e}; continue it with `mixopt sweep {shlex.quote(str(experiment))} --resume`",
             e.exit_code,
         )
-    except SweepFailed as e:  # it ran, and has no answer to give (bad data in a trial)
+    except (SweepFailed, StorageFull) as e:  # no answer to give (bad data, a failed start), or no space
         fail(f"{experiment}: {e}", code=1)
-    except KeyboardInterrupt as e:  # before the sweep's MLflow run existed: nothing to resume
+    except KeyboardInterrupt as e:  # before the first trial: nothing ran
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""
         fail(
-            f"{experiment}: interrupted{how} before the sweep started; nothing was recorded",
+            f"{experiment}: interrupted{how} before any trial ran; run the command again",
             code=143 if isinstance(e, Terminated) else 130,
         )
     except SweepError as e:

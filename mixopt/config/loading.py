@@ -418,7 +418,24 @@ def experiment_from_dict(
         cross += _trainer_option_problems(exp)
     if cross:
         raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
-    return _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+    exp = _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+    problem = _storage_problem(Path(exp.storage), exp.name)
+    if problem:
+        raise ConfigError([Problem("storage", problem, _line_for(("storage",), lines))], source)
+    return exp
+
+
+def _storage_problem(storage: Path, name: str) -> str | None:
+    """What stands where the sweep makes its folders (``storage/<name>/sweep-<id>``): a file at
+    ``storage``, above it, or at ``storage/<name>``; None when nothing does."""
+    for p in (storage / name, storage, *storage.parents):
+        if p.is_dir():
+            return None
+        if os.path.lexists(p):
+            what = "a file" if p.is_file() else "not a folder"
+            where = f"storage {storage} is" if p == storage else f"{p} is"
+            return f"{where} {what}: give a folder for the trial checkpoints (the sweep writes under {storage / name})"
+    return None
 
 
 def _resolve_paths(exp: Experiment, base: Path) -> Experiment:

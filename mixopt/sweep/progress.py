@@ -32,10 +32,17 @@ def warn(message: str) -> None:
 class Printer:
     """Progress on the terminal: a line per event; :meth:`table` of the trials for the end."""
 
-    def __init__(self, tasks: list[str], total: int, enabled: bool = True, already_done: int = 0):
+    def __init__(
+        self,
+        tasks: list[str],
+        total: int,
+        enabled: bool = True,
+        already_done: int = 0,
+        best: float | None = None,
+    ):
         self.tasks, self.total, self.enabled = tasks, total, enabled
         self.rows: dict[str, dict[str, Any]] = {}
-        self.best: float | None = None
+        self.best = best  # the best objective recorded before a --resume, if any
         self.already_done = already_done  # recorded before a --resume
         self.t0 = time.monotonic()
 
