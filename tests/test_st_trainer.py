@@ -211,7 +211,7 @@ def _experiment(synth: Path, **trainer) -> dict:
         ({"sts": {"name": "MatryoshkaLoss"}}, "MatryoshkaLoss needs the argument(s) ['matryoshka_dims']"),
         (
             {"sts": {"name": "BatchAllTripletLoss"}},
-            "trainer.losses: 'sts': BatchAllTripletLoss reads labels, which sts tasks cannot give",
+            "trainer.losses.sts: BatchAllTripletLoss reads (sentence, label), which task sts_1 (sts) cannot give",
         ),
         ({"sts_1": {"name": "CoSENTLoss", "loss": {"name": "CoSENTLoss"}}}, "CoSENTLoss wraps no loss"),
         (
@@ -375,7 +375,9 @@ def test_a_loss_for_no_task_and_no_kind_fails_the_trial_before_training(synth, t
         tasks=tasks,
         options=options(synth, losses={"retrieval_9": {"name": "CoSENTLoss"}}),
     )
-    with pytest.raises(TrialFailed, match=r"trainer.losses names \['retrieval_9'\], neither a task"):
+    with pytest.raises(
+        TrialFailed, match=r"trainer.losses: retrieval_9: 'retrieval_9' is neither a task nor"
+    ):
         st.train(trial, lambda s, m: None)
     assert not (tmp_path / "model").exists()
 

@@ -83,6 +83,18 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 64
 
 
+# The tags a plain YAML value resolves to (explicit ``!!str``, ``!!int``... too). Any other tag
+# (``!!python/name:...``, ``!!binary``, a custom ``!tag``) asks a loader to build an object an
+# experiment config never holds.
+_CORE = "tag:yaml.org,2002:"
+PLAIN_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+def _shown_tag(tag: str) -> str:
+    """A tag as the YAML wrote it: ``!!python/name:os.system`` rather than its resolved URI."""
+    return repr("!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag)
+
+
 class _Bounds:
     """What one construction has built so far: the value count and the nodes on the current path."""
 
@@ -91,7 +103,9 @@ class _Bounds:
         self.open: set[int] = set()
 
 
-class _TooBig(Exception):
+class _Stop(Exception):
+    """A problem that stops construction (a value too big or too deep, a recursive alias, a tag)."""
+
     def __init__(self, problem: Problem):
         self.problem = problem
 
@@ -105,14 +119,14 @@ def _construct(
 ) -> Any:
     """Build Python data from a composed YAML node, recording each value's 1-based line.
 
-    Raises :class:`_TooBig` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, or on an
-    alias that refers to a node containing it.
+    Raises :class:`_Stop` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, on an
+    alias that refers to a node containing it, or on a tag outside :data:`PLAIN_TAGS`.
     """
     bounds = bounds or _Bounds()
     line = node.start_mark.line + 1
     bounds.values += 1
     if bounds.values > MAX_VALUES:
-        raise _TooBig(
+        raise _Stop(
             Problem(
                 _fmt_path(path),
                 f"the YAML expands to more than {MAX_VALUES:,} values (aliases nested in aliases?); "
@@ -121,7 +135,7 @@ def _construct(
             )
         )
     if len(path) > MAX_DEPTH:
-        raise _TooBig(
+        raise _Stop(
             Problem(
                 _fmt_path(path[:3]) + "…",
                 f"nested more than {MAX_DEPTH} levels deep; an experiment config is a few levels deep",
@@ -129,9 +143,18 @@ def _construct(
             )
         )
     lines[path] = line
+    if node.tag not in PLAIN_TAGS:
+        raise _Stop(
+            Problem(
+                _fmt_path(path),
+                f"the YAML tag {_shown_tag(node.tag)} is not allowed: an experiment config holds plain "
+                "values (strings, numbers, booleans, lists, mappings); remove the tag",
+                line,
+            )
+        )
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         if id(node) in bounds.open:
-            raise _TooBig(
+            raise _Stop(
                 Problem(
                     _fmt_path(path),
                     f"a recursive alias: the value anchored at line {line} contains an alias to itself "
@@ -171,9 +194,17 @@ def _construct_collection(
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
-            raise _TooBig(
+            raise _Stop(
                 Problem(
                     _fmt_path(path), "a key must be a plain value, not a list or mapping", _line_of(key_node)
+                )
+            )
+        if key_node.tag not in PLAIN_TAGS:
+            raise _Stop(
+                Problem(
+                    _fmt_path(path),
+                    f"the YAML tag {_shown_tag(key_node.tag)} is not allowed on a key; remove the tag",
+                    _line_of(key_node),
                 )
             )
         key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
@@ -318,6 +349,50 @@ def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     return out
 
 
+def _nothing_to_optimise(exp: Experiment) -> list[tuple[tuple, str]]:
+    """One mixture only, and no hyperparameter searched: no trial could differ from another (checked
+    for a sweep: ``mixopt validate`` and ``mixopt sweep``; other commands read such a config).
+
+    The mixtures within the bounds, ``{w : min_k <= w_k <= max_k, sum w = 1}``, are a single point
+    when the minimums or the maximums sum to 1, or when at most one task's weight may vary (the
+    others' are fixed, so the sum fixes it too); one task only is the last case.
+    """
+    names = exp.task_names
+    b = exp.search.bounds
+    lo = sum(b[t].min for t in names if t in b)
+    hi = sum(b[t].max if t in b else 1.0 for t in names)
+    if exp.search.hyperparameters or lo > 1 + SUM_TOLERANCE or hi < 1 - SUM_TOLERANCE:
+        return []  # no mixture fits at all: _cross_problems says so
+    free = [t for t in names if t not in b or b[t].max - b[t].min > SUM_TOLERANCE]
+    if len(names) == 1:
+        return [
+            (
+                ("tasks",),
+                f"one task only ({names[0]}) and no hyperparameter searched: every trial would train the "
+                "same mixture, so there is nothing to optimise; add a task, or search a hyperparameter "
+                "(search.hyperparameters)",
+            )
+        ]
+    if len(free) > 1 and abs(lo - 1) > SUM_TOLERANCE and abs(hi - 1) > SUM_TOLERANCE:
+        return []
+    if abs(lo - 1) <= SUM_TOLERANCE:
+        point = {t: b[t].min if t in b else 0.0 for t in names}
+    elif abs(hi - 1) <= SUM_TOLERANCE:
+        point = {t: b[t].max if t in b else 1.0 for t in names}
+    else:
+        point = {t: b[t].min for t in names if t not in free}
+        point |= {t: 1.0 - sum(point.values()) for t in free}
+    fixed = ", ".join(f"{t}={point[t]:g}" for t in names)
+    return [
+        (
+            ("search", "bounds"),
+            f"the bounds leave one mixture only ({fixed}) and no hyperparameter is searched: every "
+            "trial would train it, so there is nothing to optimise; widen the bounds or search a "
+            "hyperparameter (search.hyperparameters)",
+        )
+    ]
+
+
 def _objective_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     """``objective.weights`` names the experiment's tasks and is the only objective given."""
     if exp.objective is None:
@@ -378,7 +453,10 @@ def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
     if unknown_hps:
         return unknown_hps
     try:
-        options_model.model_validate(exp.trainer.options)
+        # The tasks as the validation context: options that name tasks are checked against them.
+        options_model.model_validate(
+            exp.trainer.options, context={"tasks": {t.name: t.kind.value for t in exp.tasks}}
+        )
     except ValidationError as err:
         return [
             (
@@ -399,8 +477,12 @@ def experiment_from_dict(
     lines: dict[tuple, int] | None = None,
     check_trainer: bool = True,
     base_dir: Path | None = None,
+    sweep: bool = False,
 ) -> Experiment:
     """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
+
+    ``sweep``: also refuse a config whose sweep has nothing to optimise (one mixture only and no
+    hyperparameter searched), for the commands that run or validate a sweep.
 
     Relative paths (tasks, ``storage``, ``tracking.uri``'s sqlite file, ``trainer.model``,
     ``optimizer.warm_start.state``) are resolved against ``base_dir`` when given (the working
@@ -414,6 +496,8 @@ def experiment_from_dict(
     except ValidationError as err:
         raise ConfigError(_pydantic_problems(err, lines), source) from None
     cross = _cross_problems(exp)
+    if sweep:
+        cross += _nothing_to_optimise(exp)
     if check_trainer:
         cross += _trainer_option_problems(exp)
     if cross:
@@ -513,15 +597,17 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
         raise ConfigError([Problem("", "the file is empty", 1)], source)
     try:
         data = _construct(node, (), lines, problems)
-    except _TooBig as e:
+    except _Stop as e:
         raise ConfigError([e.problem], source) from None
     if problems:
         raise ConfigError(problems, source)
     return data, lines
 
 
-def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experiment:
-    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key."""
+def load_experiment(path: str | Path, *, check_trainer: bool = True, sweep: bool = False) -> Experiment:
+    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key.
+
+    ``sweep``: as :func:`experiment_from_dict`'s, for the commands that run or validate a sweep."""
     path = Path(path)
     if not path.exists():
         raise ConfigError([Problem("", "no such file")], str(path))
@@ -538,7 +624,12 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
         ) from None
     data, lines = parse_yaml(text, str(path))
     return experiment_from_dict(
-        data, source=str(path), lines=lines, check_trainer=check_trainer, base_dir=path.resolve().parent
+        data,
+        source=str(path),
+        lines=lines,
+        check_trainer=check_trainer,
+        base_dir=path.resolve().parent,
+        sweep=sweep,
     )
 
 
