@@ -59,7 +59,7 @@ def sweep(
         fail(f"--data-check {data_check!r}: choose full or head")
     if allow_config_change and not resume:
         fail("--allow-config-change applies to --resume only (a new sweep records the YAML as it is)")
-    exp = load(experiment)
+    exp = load(experiment, sweep=True)
     try:
         summary = run_sweep(
             exp,

@@ -290,10 +290,55 @@ class OptimizerConfig(_Frozen):
         return v
 
 
+# The schemes of MLflow's tracking stores (its TrackingStoreRegistry; '' is a local folder); a
+# plugin's scheme is found among the installed packages' "mlflow.tracking_store" entry points.
+TRACKING_SCHEMES = frozenset(
+    {
+        "",
+        "file",
+        "databricks",
+        "databricks-uc",
+        "uc",
+        "http",
+        "https",
+        "postgresql",
+        "mysql",
+        "sqlite",
+        "mssql",
+    }
+)
+
+
+def tracking_scheme_problem(uri: str) -> str | None:
+    """Why MLflow has no tracking store for ``uri``'s scheme (one line), or None when it has one."""
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2: a database's driver
+    if scheme in TRACKING_SCHEMES or (len(scheme) == 1 and os.name == "nt"):  # C:\ on Windows
+        return None
+    plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
+    if scheme in plugins:
+        return None
+    known = sorted(s for s in TRACKING_SCHEMES | plugins if s)
+    return (
+        f"MLflow has no tracking store for the scheme {scheme!r} of {uri!r}; give a local path or a URI "
+        f"with one of {known} (e.g. sqlite:///mlflow.db, http://host:5000)"
+    )
+
+
 class TrackingConfig(_Frozen):
     # None: $MLFLOW_TRACKING_URI if set, else a sqlite store in the working directory.
     uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        problem = tracking_scheme_problem(v) if v is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("experiment")
     @classmethod
@@ -407,7 +452,7 @@ class ObjectiveConfig(_Frozen):
         bad = {k: w for k, w in v.items() if not (math.isfinite(w) and w >= 0)}
         if bad:
             raise ValueError(f"weights must be finite and >= 0, got {bad}")
-        if sum(v.values()) <= 0:
+        if max(v.values()) <= 0:
             raise ValueError(f"the weights sum to 0 ({v}): give at least one score a positive weight")
         return v
 
