@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from mixopt.config.trainer import TrainerConfig
+from mixopt.data import MappedFile
 from mixopt.datasets import FIELDS, DatasetSplit
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
@@ -121,9 +122,17 @@ class TaskConfig(_Frozen):
         if self.path is None and not self.dataset and (self.train is None or self.dev is None):
             raise ValueError("give both 'train' and 'dev' files (or 'path', or 'dataset')")
         dataset_keys = ("subset", "dev_split", "dev_fraction", "dev_max_rows", "score_scale")
+        fields = FIELDS[self.kind.value]
+        for field, cols in self.columns.items():
+            if field not in fields:
+                raise ValueError(
+                    f"columns: {field!r} is not a field of a {self.kind.value} row; fields are {list(fields)}"
+                )
+            if isinstance(cols, list) and field != "negatives":
+                raise ValueError(f"columns: {field!r} takes one column name, got a list")
         if not self.dataset:
             given = [k for k in dataset_keys if getattr(self, k) is not None]
-            given += ["split"] * (self.split != "train") + ["columns"] * bool(self.columns)
+            given += ["split"] * (self.split != "train")
             if given:
                 raise ValueError(f"{given} apply only to a task with 'dataset'")
         else:
@@ -136,14 +145,6 @@ class TaskConfig(_Frozen):
                 raise ValueError(
                     f"dev_split {self.dev_split!r} is the train split; use dev_fraction to hold out rows"
                 )
-            fields = FIELDS[self.kind.value]
-            for field, cols in self.columns.items():
-                if field not in fields:
-                    raise ValueError(
-                        f"columns: {field!r} is not a field of a {self.kind.value} row; fields are {list(fields)}"
-                    )
-                if isinstance(cols, list) and field != "negatives":
-                    raise ValueError(f"columns: {field!r} takes one column name, got a list")
             if self.score_scale is not None and self.kind != TaskKind.sts:
                 raise ValueError("score_scale applies only to sts tasks")
         allowed = METRICS[self.kind]
@@ -156,22 +157,23 @@ class TaskConfig(_Frozen):
             )
         return self
 
-    def _find(self, split: str) -> Path:
-        explicit = self.train if split == "train" else self.dev
-        if explicit is not None:
-            return explicit
-        assert self.path is not None
-        for ext in (".jsonl", ".parquet"):
-            candidate = self.path / f"{split}{ext}"
-            if candidate.exists():
-                return candidate
-        return self.path / f"{split}.jsonl"
+    @property
+    def _columns(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """``columns:`` as sorted (field, column names) pairs."""
+        return tuple(sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items()))
+
+    def _find(self, split: str) -> Any:
+        """The split's file; a :class:`mixopt.data.MappedFile` when ``columns:`` maps its columns."""
+        path = self.train if split == "train" else self.dev
+        if path is None:
+            assert self.path is not None
+            found = [self.path / f"{split}{ext}" for ext in (".jsonl", ".parquet")]
+            path = next((p for p in found if p.exists()), found[0])
+        return MappedFile(path, self._columns) if self.columns else path
 
     def _dataset_split(self, role: str) -> Any:
         assert self.dataset is not None
-        columns = tuple(
-            sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items())
-        )
+        columns = self._columns
         common = dict(
             dataset=self.dataset,
             kind=self.kind.value,
