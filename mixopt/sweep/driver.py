@@ -36,6 +36,7 @@ from mixopt.sweep.common import (
     storage_full,
 )
 from mixopt.sweep.lock import SweepLock
+from mixopt.sweep.logs import driver_log, logs_line
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.proxy import SweepProxy, check_proxy
 from mixopt.sweep.resume import Reopening, find_resumable, reconcile
@@ -71,7 +72,7 @@ from mixopt.tracking import (
     WARM_START,
     SweepTracker,
 )
-from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT
+from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT, FAILURE_KIND
 
 if TYPE_CHECKING:  # Tune's classes, imported when trials run (see Sweep.search)
     from mixopt.sweep.callback import SweepCallback
@@ -106,9 +107,10 @@ def run_sweep(
     _SIGTERM.clear()
     trap_sigterm()
     try:
-        return _run(
-            exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
-        )
+        with driver_log(exp):
+            return _run(
+                exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
+            )
     except KeyboardInterrupt as interrupt:
         if _SIGTERM.is_set() and not isinstance(interrupt, Terminated):
             raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
@@ -199,10 +201,12 @@ def trap_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminated)
 
 
-def init_ray(address: str | None, exp: Experiment) -> None:
-    """:func:`mixopt.sweep.tuner.ray_init`, then this driver's SIGTERM handler back in place."""
-    ray_init(address, exp)
+def init_ray(address: str | None, exp: Experiment) -> str | None:
+    """:func:`mixopt.sweep.tuner.ray_init` (the folder of Ray's logs, when it started Ray), then this
+    driver's SIGTERM handler back in place."""
+    logs = ray_init(address, exp)
     trap_sigterm()
+    return logs
 
 
 def check_before_start(
@@ -309,7 +313,7 @@ class Sweep:
         from mixopt.sweep.stopping import make_scheduler
 
         exp = self.exp
-        init_ray(self.address, exp)
+        ray_logs = init_ray(self.address, exp)
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
         # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
         self.concurrent = max_concurrent(exp)
@@ -328,6 +332,7 @@ class Sweep:
                 f"checkpoints in {self.storage}",
                 flush=True,
             )
+            print(f"[mixopt] {logs_line(exp, ray_logs)}", flush=True)
         try:
             fit_tuner(
                 exp,
@@ -441,6 +446,7 @@ class Sweep:
                     "proposal": json.loads(r.data.tags[PROPOSAL]),
                     "origin": r.data.params.get("origin"),
                     "failure": r.data.tags.get(FAILURE) or None,
+                    "failure_kind": r.data.tags.get(FAILURE_KIND) or None,
                 }
             )
         summary.best = state.optimizer.best()
@@ -496,10 +502,10 @@ class Sweep:
         report.log_report(tracker, self.storage, state.optimizer, "FAILED" if failed else "FINISHED", warn)
         tracker.wait_for_uploads()
         tracker.end_sweep("FAILED" if failed else "FINISHED")
-        if self.verbose:
-            print_summary(exp, summary)
-            if self.failure is None:
-                print_recommendation(summary.recommended, verification, exp.task_names)
+        # The end is printed even when quiet (verbose False drops the per-trial lines only).
+        print_summary(exp, summary)
+        if self.failure is None:
+            print_recommendation(summary.recommended, verification, exp.task_names)
         if self.failure is not None:
             raise SweepFailed(self.failure)
         return summary
