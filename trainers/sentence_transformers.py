@@ -61,6 +61,7 @@ from .model import DEFAULT_MODEL
 from .options import Threads, validate_options
 from .st_losses import FORMATS, KIND_DEFAULT, LossSpec, check_keys
 from .st_sampler import MixtureBatchSampler
+from .task_losses import TaskLosses
 from .tiny_model import write_synth_model
 from .training import autocast_dtype, resolve_device
 
@@ -317,7 +318,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.tokens: torch.Tensor | float = 0.0
-            self.task_loss: dict[str, list[Any]] = {}  # task -> [sum of its batches' losses, batches]
+            self.task_losses = TaskLosses()
 
         def add_model_card_callback(self, default_args_dict):
             return None
@@ -329,15 +330,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 self.tokens = self.tokens + torch.stack(masks).sum()
             out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if task is not None:
-                loss = out[0] if isinstance(out, tuple) else out
-                total = self.task_loss.setdefault(task, [0.0, 0])
-                total[0], total[1] = total[0] + loss.detach().float(), total[1] + 1
-            return out
-
-        def task_losses(self) -> dict[str, float]:
-            """Each task's mean loss over its batches since the last call (``loss.<task>``)."""
-            out = {f"loss.{t}": float(total) / n for t, (total, n) in self.task_loss.items() if n}
-            self.task_loss = {}
+                self.task_losses.add(task, out[0] if isinstance(out, tuple) else out)
             return out
 
     class Reporter(TrainerCallback):
@@ -364,7 +357,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                     "loss": self.last_loss,
                     "tokens_per_s": rate,
                     "lr": float(logs.get("learning_rate", 0.0)),
-                    **trainer.task_losses(),
+                    **trainer.task_losses.pop(),
                 },
             )
             self.t, self.tokens = now, tokens
