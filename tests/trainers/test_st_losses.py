@@ -79,12 +79,47 @@ def test_every_loss_whose_inputs_a_kind_gives_is_accepted_for_that_kind() -> Non
     assert "CosineSimilarityLoss" not in fitting("pair_classification")
 
 
-def test_the_readme_lists_the_losses_of_each_kind() -> None:
+def readme_section(heading: str) -> str:
+    """The README's text from ``heading`` to the next heading."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index(heading)
+    end = readme.find("\n#", start + len(heading))
+    return readme[start : end if end >= 0 else None]
+
+
+def test_the_readme_lists_the_losses_of_each_kind() -> None:
+    section = readme_section("### Options of `trainers.sentence_transformers`")
+    table = section[section.index("**Losses by task kind.**") :]
     for kind in KINDS:
-        row = re.search(rf"^\| {kind} \| (.*) \|$", readme, flags=re.M)
+        row = re.search(rf"^\| {kind} \| (.*) \|$", table, flags=re.M)
         assert row is not None, kind
         assert re.findall(r"`(\w+Loss)`", row.group(1)) == fitting(kind), kind
+
+
+def test_the_readme_documents_every_option_of_the_trainer_with_its_default() -> None:
+    from trainers.sentence_transformers import Options
+
+    section = readme_section("### Options of `trainers.sentence_transformers`")
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            names = re.findall(r"`(\w+)`", cells[0])
+            values = re.findall(r"`([^`]+)`", cells[1])
+            for i, name in enumerate(names):
+                rows[name] = values[i] if len(values) == len(names) else cells[1]
+    assert set(rows) == set(Options.model_fields)
+    for name, field in Options.model_fields.items():
+        default = field.default
+        if default is None:
+            continue  # "the model's own", "torch's default": said in words
+        shown = rows[name]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert float(shown) == default, (name, shown)
+        elif isinstance(default, str):
+            assert shown == default, (name, shown)
+        else:
+            assert shown == str(default), (name, shown)
 
 
 @pytest.fixture(scope="module")
