@@ -5,16 +5,8 @@ headless Chromium, driven by Playwright, with each of its figures also logged as
 from __future__ import annotations
 
 import html
-import os
 import re
-import shutil
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,8 +16,8 @@ from typer.testing import CliRunner
 
 from mixopt.cli import app
 from mixopt.tracking import SweepTracker
+from tests.test_ui import CHROMIUM, mlflow_ui
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 NO_BROWSER = (
     "needs Chromium and Playwright (Debian: apt-get install chromium; pip install 'mixopt[dev]'); "
     ".ci/run installs them"
@@ -66,26 +58,6 @@ def test_the_pareto_table_prints_weights_rounded(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- in the MLflow UI
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(1)
-
-
 def png_size(path: Path) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk (its first, by the format)."""
     head = path.read_bytes()[:24]
@@ -96,6 +68,8 @@ def png_size(path: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     """A real sweep (Ray, analytic trainer, verification) to its end: its store, run and report page."""
+    if CHROMIUM is None:  # its figures are drawn as images with the browser, and shown in one
+        pytest.skip(NO_BROWSER)
     import ray
 
     from mixopt.config import load_experiment
@@ -129,8 +103,6 @@ def finished_sweep(tmp_path_factory):
 @pytest.mark.slow
 def test_each_report_figure_is_also_an_image_on_the_sweep_run(finished_sweep) -> None:
     tmp_path, uri, summary = finished_sweep
-    if CHROMIUM is None:
-        pytest.skip(NO_BROWSER)
     client = MlflowClient(uri)
     page = (summary.storage_dir / "report.html").read_text()
     # Each figure of the page is a plotly div; each has its PNG on the run, named by its section.
@@ -149,32 +121,9 @@ def test_each_report_figure_is_also_an_image_on_the_sweep_run(finished_sweep) ->
 def test_the_report_renders_in_the_artifact_pane_of_mlflow_ui(finished_sweep) -> None:
     tmp_path, uri, summary = finished_sweep
     playwright = pytest.importorskip("playwright.sync_api", reason=NO_BROWSER)
-    if CHROMIUM is None:
-        pytest.skip(NO_BROWSER)
     client = MlflowClient(uri)
     experiment_id = client.get_run(summary.parent_run_id).info.experiment_id
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/health", 180)
+    with mlflow_ui(uri, tmp_path) as base:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -205,9 +154,6 @@ def test_the_report_renders_in_the_artifact_pane_of_mlflow_ui(finished_sweep) ->
                 src = frame.url
             finally:
                 browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     assert src.startswith("blob:"), src
     assert summary.verification.line in html.unescape(verification), verification
     page = (summary.storage_dir / "report.html").read_text()
