@@ -239,10 +239,15 @@ def run_preflight(
         )
     if steps < 1:
         raise PreflightError(f"--steps must be >= 1, got {steps}")
+    if memory_limit_gb is not None and not memory_limit_gb > 0:  # nan too
+        raise PreflightError(
+            f"--memory-limit-gb {memory_limit_gb:g}: a trial cannot fit in no memory; give the GiB a trial "
+            "may use (e.g. 40), or leave it out for the device's own memory"
+        )
     options, notes = worst_case_options(exp)
     if model:
         options["model"] = os.path.abspath(model) if os.path.exists(model) else model
-    limit = memory_limit_gb * 2**30 if memory_limit_gb else None
+    limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else None
 
     def run(options: dict[str, Any]) -> Figures:
         args = (exp.trainer.target, options, steps, exp.trainer.seed, limit, tuple(exp.tasks))
@@ -351,8 +356,8 @@ def report(
 ) -> PreflightReport:
     """Print the figures of :func:`measure` and decide whether the trial fits; one that does not is
     given the trainer's ``memory_fix`` when it has one."""
-    limit = memory_limit_gb * 2**30 if memory_limit_gb else figures["total_memory"]
-    limit_source = "--memory-limit-gb" if memory_limit_gb else "the device's memory"
+    limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else figures["total_memory"]
+    limit_source = "--memory-limit-gb" if memory_limit_gb is not None else "the device's memory"
     b, seq = figures["batch_size"], figures["max_seq_length"]
     mb, ckpt, bf16 = figures["mini_batch_size"], figures["gradient_checkpointing"], figures["bf16"]
     gib = 2**30

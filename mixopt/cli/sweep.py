@@ -28,7 +28,13 @@ def sweep(
     max_trials: Optional[int] = typer.Option(
         None, "--max-trials", min=1, help="Override optimizer.max_trials."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (warnings still show)."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No line per trial event; warnings and the end (the trials' table, the recommendation, "
+        "the verification line, the report and the MLflow link) still show.",
+    ),
     connect_timeout: float = typer.Option(
         30.0,
         "--connect-timeout",
@@ -53,13 +59,13 @@ def sweep(
     # must not wait for.
     from mixopt.sweep import SweepError, run_sweep
     from mixopt.sweep.common import StorageFull, SweepFailed, SweepInterrupted, Terminated
-    from mixopt.sweep.progress import failure_counts
+    from mixopt.sweep.progress import cause_line
 
     if data_check not in ("full", "head"):
         fail(f"--data-check {data_check!r}: choose full or head")
     if allow_config_change and not resume:
         fail("--allow-config-change applies to --resume only (a new sweep records the YAML as it is)")
-    exp = load(experiment)
+    exp = load(experiment, sweep=True)
     try:
         summary = run_sweep(
             exp,
@@ -87,5 +93,4 @@ def sweep(
     except SweepError as e:
         fail(f"{experiment}: {e}")
     if summary.failed and not summary.finished:
-        reasons = "; ".join(f"{n}x {r}" for r, n in failure_counts(summary.trials))
-        fail(f"{experiment}: every trial failed ({summary.failed}): {reasons}", code=1)
+        fail(f"{experiment}: every trial failed ({summary.failed}): {cause_line(summary.trials)}", code=1)

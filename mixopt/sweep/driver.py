@@ -36,6 +36,7 @@ from mixopt.sweep.common import (
     storage_full_in,
 )
 from mixopt.sweep.lock import SweepLock
+from mixopt.sweep.logs import driver_log, logs_line
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.proxy import SweepProxy, check_proxy
 from mixopt.sweep.resume import Reopening, find_resumable, reconcile, recorded_best, reopen, within_budget
@@ -71,7 +72,7 @@ from mixopt.tracking import (
     WARM_START,
     SweepTracker,
 )
-from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT
+from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT, FAILURE_KIND
 
 if TYPE_CHECKING:  # Tune's classes, imported when trials run (see Sweep.search)
     from mixopt.sweep.callback import SweepCallback
@@ -104,9 +105,10 @@ def run_sweep(
     SIGTERM.clear()
     trap_sigterm()
     try:
-        return _run(
-            exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
-        )
+        with driver_log(exp):
+            return _run(
+                exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
+            )
     except KeyboardInterrupt as interrupt:
         if SIGTERM.is_set() and not isinstance(interrupt, Terminated):
             raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
@@ -304,7 +306,7 @@ class Sweep:
         from mixopt.sweep.stopping import make_scheduler
 
         exp = self.exp
-        init_ray(self.address, exp)
+        ray_logs = init_ray(self.address, exp)
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
         # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
         self.concurrent = max_concurrent(exp)
@@ -323,6 +325,7 @@ class Sweep:
                 f"checkpoints in {self.storage}",
                 flush=True,
             )
+            print(f"[mixopt] {logs_line(exp, ray_logs)}", flush=True)
         try:
             fit_tuner(
                 exp,
@@ -454,6 +457,7 @@ class Sweep:
                     "proposal": json.loads(r.data.tags[PROPOSAL]),
                     "origin": r.data.params.get("origin"),
                     "failure": r.data.tags.get(FAILURE) or None,
+                    "failure_kind": r.data.tags.get(FAILURE_KIND) or None,
                 }
             )
         summary.best = state.optimizer.best()
@@ -512,10 +516,10 @@ class Sweep:
             # The last uploads are confirmed only now: what storage_keep held back for them goes.
             prune_during_sweep(tracker, self.storage, exp.storage_keep, self.verbose, True)
         tracker.end_sweep("FAILED" if failed else "FINISHED")
-        if self.verbose:
-            print_summary(exp, summary)
-            if self.failure is None:
-                print_recommendation(summary.recommended, verification, exp.task_names)
+        # The end is printed even when quiet (verbose False drops the per-trial lines only).
+        print_summary(exp, summary)
+        if self.failure is None:
+            print_recommendation(summary.recommended, verification, exp.task_names)
         if self.failure is not None:
             raise SweepFailed(self.failure)
         return summary

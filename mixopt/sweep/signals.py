@@ -39,7 +39,9 @@ def trap_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminated)
 
 
-def init_ray(address: str | None, exp: Experiment) -> None:
-    """:func:`mixopt.sweep.tuner.ray_init`, then this driver's SIGTERM handler back in place."""
-    ray_init(address, exp)
+def init_ray(address: str | None, exp: Experiment) -> str | None:
+    """:func:`mixopt.sweep.tuner.ray_init` (the folder of Ray's logs, when it started Ray), then this
+    driver's SIGTERM handler back in place."""
+    logs = ray_init(address, exp)
     trap_sigterm()
+    return logs
