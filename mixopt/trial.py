@@ -43,12 +43,11 @@ import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-if TYPE_CHECKING:  # annotations only: mixopt.config imports this module (load_trainer checks options)
-    from mixopt.config.models import TaskConfig
+from mixopt.task import TaskConfig
 
 # report(step, metrics): metrics are flat name -> float. A trainer may report the dev objective
 # at intermediate steps under the key "objective" (used by early stopping), each task's dev score

@@ -25,12 +25,9 @@ from mixopt.config.models import (
     KeepConfig,
     ObjectiveConfig,
     OptimizerConfig,
-    Prompt,
     ResourcesConfig,
     SearchConfig,
     SweepConfig,
-    TaskConfig,
-    TaskKind,
     TrackingConfig,
     VerifyConfig,
     WarmStartConfig,
@@ -44,6 +41,7 @@ from mixopt.parameters import (
     LogFloatParam,
     WeightBounds,
 )
+from mixopt.task import Prompt, TaskConfig, TaskKind
 
 __all__ = [
     "STORAGE_URI_MESSAGE",

@@ -13,7 +13,8 @@ import math
 
 from pydantic import ValidationError
 
-from mixopt.config.models import NAME_RE, SUM_TOLERANCE, Experiment
+from mixopt.config.models import SUM_TOLERANCE, Experiment
+from mixopt.task import NAME_RE
 from mixopt.trial import TrainerError, load_trainer
 
 # Pydantic puts union members and discriminator tags into error locations; they are not YAML keys.

@@ -20,8 +20,9 @@ import yaml
 from pydantic import ValidationError
 
 from mixopt.config.checks import clean_loc, cross_problems, nothing_to_optimise, trainer_option_problems
-from mixopt.config.models import Experiment, TaskConfig
+from mixopt.config.models import Experiment
 from mixopt.datasets import is_local_reference
+from mixopt.task import TaskConfig
 
 # ${VAR} or ${VAR:-default} inside a YAML string.
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
