@@ -10,8 +10,9 @@ checkpoints), so a second sweep over the same files does not read them again.
 Refused (one line each, nothing written): a malformed row (``file:line: ...``), a file with no rows,
 a train file with one row, a classification task whose train split has one label, a dev split of
 fewer than :data:`MIN_DEV_ROWS` rows (its score is 0 or 1), a ``trainer.model`` that looks like a
-path and does not exist, ``trainer.matryoshka_dims`` that do not start at that local model's
-embedding dimension. Warned: dev labels never seen in train (those rows always score wrong),
+path and does not exist, a model the trainer cannot take (its ``check_model`` hook, which reads the
+model's config files and names the trainer that can), ``trainer.matryoshka_dims`` that do not start
+at that local model's embedding dimension. Warned: dev labels never seen in train (those rows always score wrong),
 constant STS dev scores (Spearman is undefined; the task scores 0), a dev split of fewer than
 :data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run, a task
 whose text is more than 5 % unknown to the tokenizer (:mod:`mixopt.tokens`).
@@ -31,6 +32,7 @@ from mixopt.config import Experiment
 from mixopt.data import ClassificationRow, DataError, STSRow, iter_rows
 from mixopt.sweep.common import SweepError
 from mixopt.tokens import share_warnings, shares_line, task_unknown_shares
+from mixopt.trial import load_trainer
 
 HEAD_ROWS = 50
 # A dev score from one row is 0 or 1 (a retrieval query with one candidate always scores 1.0).
@@ -247,20 +249,26 @@ def looks_like_path(value: str) -> bool:
 
 
 def model_problems(exp: Experiment) -> list[str]:
-    """``trainer.model`` that looks like a path and is not a directory, or ``trainer.matryoshka_dims``
+    """``trainer.model`` that looks like a path and is not a directory, a model the trainer cannot
+    take (its ``check_model`` hook, from the model's config alone), or ``trainer.matryoshka_dims``
     that does not start at the local model's embedding dimension (every trial would fail)."""
     knobs = exp.trainer.knobs
     model = knobs.model
-    if model is None or not looks_like_path(model):
+    if model is None:
         return []
+    is_path = looks_like_path(model)
     path = Path(model).expanduser()
-    if path.is_dir():
-        return _dims_problems(knobs.matryoshka_dims, path)
-    what = "is a file, not a model directory" if path.exists() else "no such directory"
-    return [
-        f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
-        "a Hugging Face id is 'org/name')"
-    ]
+    if is_path and not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "no such directory"
+        return [
+            f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
+            "a Hugging Face id is 'org/name')"
+        ]
+    check = load_trainer(exp.trainer.target).check_model
+    problem = check(model) if check is not None else None
+    if problem:
+        return [f"trainer.model: {problem}"]
+    return _dims_problems(knobs.matryoshka_dims, path) if is_path else []
 
 
 def model_dim(path: Path) -> tuple[int, Path] | None:
