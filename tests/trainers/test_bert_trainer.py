@@ -133,6 +133,9 @@ def test_preflight_measures_a_bert_trial_with_its_shape(synth_bert_dir, synth_ta
         "n_embedding": cfg["vocab_size"] * cfg["hidden_size"],
         "layers": cfg["num_hidden_layers"],
         "hidden": cfg["hidden_size"],
+        "intermediate": cfg["intermediate_size"],
+        "heads": cfg["num_attention_heads"],
+        "family": "encoder",
     }
     assert not figures["oom"] and figures["peak_memory"] > 0 and math.isfinite(figures["step_seconds"])
     assert math.isfinite(figures["eval_seconds"]) and figures["checkpoint_bytes"] > 0
