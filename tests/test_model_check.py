@@ -99,6 +99,25 @@ def test_a_bert_config_passes_under_both_trainers(tmp_path, data_dir):
         assert code == 0, err
 
 
+def test_matryoshka_dims_are_checked_against_an_encoders_width(tmp_path, data_dir):
+    model = config_only(
+        tmp_path / "bert", BertConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    )
+    code, err = cli("validate", str(experiment(tmp_path, data_dir, EMBEDDING, model)))  # default [768, ...]
+    refused(
+        code,
+        err,
+        r"trainer\.matryoshka_dims: \[768, 512, 256, 128\] \(the trainer's default\): the model .* embeds in "
+        r"32 dimensions .* e\.g\. \[32\]$",
+    )
+    code, err = cli(
+        "validate", str(experiment(tmp_path, data_dir, EMBEDDING, model, matryoshka_dims=[64, 32]))
+    )
+    refused(code, err, r"trainer\.matryoshka_dims: \[64, 32\]: the model .* embeds in 32 dimensions")
+    code, err = cli("validate", str(experiment(tmp_path, data_dir, ST, model)))  # its default: the full dim
+    assert code == 0, err
+
+
 def test_models_no_shipped_trainer_takes_are_said_so(tmp_path, data_dir):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -264,11 +264,17 @@ def model_problems(exp: Experiment) -> list[str]:
             f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
             "a Hugging Face id is 'org/name')"
         ]
-    check = load_trainer(exp.trainer.target).check_model
-    problem = check(model) if check is not None else None
+    trainer = load_trainer(exp.trainer.target)
+    problem = trainer.check_model(model) if trainer.check_model is not None else None
     if problem:
         return [f"trainer.model: {problem}"]
-    return _dims_problems(knobs.matryoshka_dims, path) if is_path else []
+    if not is_path:
+        return []
+    if knobs.matryoshka_dims is not None:
+        return _dims_problems(knobs.matryoshka_dims, path)
+    field = trainer.options.model_fields.get("matryoshka_dims")
+    default = field.default if field is not None else None
+    return _dims_problems(default, path, "(the trainer's default)") if isinstance(default, list) else []
 
 
 def model_dim(path: Path) -> tuple[int, Path] | None:
@@ -296,7 +302,7 @@ def model_dim(path: Path) -> tuple[int, Path] | None:
         return None
 
 
-def _dims_problems(dims: Sequence[int] | None, model: Path) -> list[str]:
+def _dims_problems(dims: Sequence[int] | None, model: Path, whose: str = "") -> list[str]:
     if not dims:
         return []  # not given (the trainer's default) or malformed (the trainer's options say so)
     found = model_dim(model)
@@ -305,7 +311,8 @@ def _dims_problems(dims: Sequence[int] | None, model: Path) -> list[str]:
     dim, source = found
     fix = [dim, *(d for d in dims[1:] if d < dim)]
     return [
-        f"trainer.matryoshka_dims: {dims}: the model {model} embeds in {dim} dimensions ({source}); "
+        f"trainer.matryoshka_dims: {dims}{' ' + whose if whose else ''}: the model {model} embeds in "
+        f"{dim} dimensions ({source}); "
         f"the first Matryoshka dim must be that full dimension and the rest smaller, e.g. {fix}"
     ]
 
