@@ -186,3 +186,27 @@ def test_the_real_minilm_embeds_as_sentence_transformers_encodes_it():
     assert type(loaded.encoder.transformer).__name__ == "BertModel" and loaded.encoder.dim == 384
     ours = embed(loaded.encoder, loaded.tokenizer, texts, max_seq_length=256)
     torch.testing.assert_close(ours, encode(model, texts), rtol=0, atol=1e-5)
+
+
+def test_a_bert_hub_name_goes_through_the_same_loader(tiny_bert_dir, tmp_path, monkeypatch):
+    """A repo id resolves to a hub-cache snapshot of the sentence-transformers folder (offline)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    source = st_model(tiny_bert_dir, tmp_path / "src", "cls", dense=True, normalize=True)
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "cache" / "models--mixopt-test--tiny-bert"
+    shutil.copytree(source, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    from_hub = load_encoder("mixopt-test/tiny-bert")
+    assert from_hub.source == repo / "snapshots" / commit
+    torch.testing.assert_close(
+        embed(from_hub.encoder, from_hub.tokenizer, TEXTS, max_seq_length=64),
+        encode(source, TEXTS),
+        rtol=0,
+        atol=1e-5,
+    )
