@@ -1,8 +1,8 @@
 """What one trial of the real-data experiment costs on this machine, part by part, and the base model.
 
-Reads experiments/real_minilm.yaml (its trainer, tasks and options; ``--config`` another, e.g.
-experiments/real_minilm_builtin.yaml for the built-in trainer) and the data written by
-bench/real_data.py, and times, in this process with ``cpu_threads`` torch threads:
+Reads experiments/real_minilm.yaml (its trainer, tasks and options; ``--config`` another;
+``--target`` another trainer on the same YAML, its options changed with ``--set``) and the data
+written by bench/real_data.py, and times, in this process with ``cpu_threads`` torch threads:
 
     load          the trainer's own load of the model folder (SentenceTransformer(folder), or
                   trainers.model.load_encoder for trainers.embedding), the median of 3 loads
@@ -20,7 +20,8 @@ bench/real_data.py, and times, in this process with ``cpu_threads`` torch thread
     python bench/real_step.py                                 # 30 steps, dev sizes 100 300 500
     python bench/real_step.py --steps 60 --mixture news=1 --test
     python bench/real_step.py --skip-trial --dev-sizes 500 --test --threads 2
-    python bench/real_step.py --config experiments/real_minilm_builtin.yaml --steps 40 --dev-sizes
+    python bench/real_step.py --target trainers.embedding:train --set 'matryoshka_dims=[384, 256, 128]' \
+        task_sampling=stratified --steps 40 --dev-sizes 300     # the built-in trainer, MiniLM's dims
 
 The machine's load (``os.getloadavg``) is printed before and after: a shared 2-core box makes
 every figure here noisy, so read them with it.
@@ -93,6 +94,9 @@ def main() -> int:
     parser.add_argument("--mixture", nargs="*", default=[], metavar="TASK=W", help="default: uniform")
     parser.add_argument("--threads", type=int, default=None, help="default: the YAML's cpu_threads")
     parser.add_argument(
+        "--target", default=None, help="trainer target instead of the YAML's (e.g. trainers.embedding:train)"
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="trainer options (YAML values)"
     )
     parser.add_argument("--test", action="store_true", help="also score the base model on the test splits")
@@ -113,17 +117,27 @@ def main() -> int:
     if args.threads:
         options["cpu_threads"] = args.threads
     torch.set_num_threads(options.get("cpu_threads") or torch.get_num_threads())
-    trainer = load_trainer(exp.trainer.target)
+    target = args.target or exp.trainer.target
+    trainer = load_trainer(target)
+    try:
+        trainer.options.model_validate(options)
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: trainer options under {target}: {e}") from None
     tasks = list(exp.tasks)
     if args.data:
         tasks = [t.model_copy(update={"path": args.data.resolve() / t.name}) for t in tasks]
     names = [t.name for t in tasks]
     model_path = options["model"]
-    out: dict = {"config": str(args.config), "options": options, "threads": torch.get_num_threads()}
-    print(f"{_load_avg()}; torch threads {torch.get_num_threads()}; model {model_path}")
+    out: dict = {
+        "config": str(args.config),
+        "target": target,
+        "options": options,
+        "threads": torch.get_num_threads(),
+    }
+    print(f"{_load_avg()}; torch threads {torch.get_num_threads()}; {target} on {model_path}")
     out["load_before"] = os.getloadavg()
 
-    load, save = _load_and_save(exp.trainer.target, tasks, options)
+    load, save = _load_and_save(target, tasks, options)
     loads = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The trial trainer: finetune the bidirectional Gemma encoder on a weighted task mixture.
+"""The trial trainer: finetune an encoder (a bidirectional Gemma3 or a BERT-family one) on a task mixture.
 
 Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", ...options}``. The
 module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one call is one trial; it
