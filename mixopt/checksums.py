@@ -46,6 +46,16 @@ def _files(directory: Path) -> list[str]:
     )
 
 
+def digests(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """SHA-256 of every regular file under ``directory`` (its manifest included), by relative POSIX path."""
+    directory = Path(directory)
+    return {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
 def write_checksums(directory: str | os.PathLike[str]) -> Path:
     """Record the SHA-256 of every file under ``directory`` in ``directory/mixopt_checksums.json``.
 
@@ -55,8 +65,7 @@ def write_checksums(directory: str | os.PathLike[str]) -> Path:
     directory = Path(directory)
     manifest = {"algorithm": ALGORITHM, "files": {f: sha256_file(directory / f) for f in _files(directory)}}
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    # The usual permissions (the temporary file is private): readers are other users' jobs too.
-    atomic.write_text(directory / CHECKSUMS_FILE, text, mode=atomic.umask_mode(0o666))
+    atomic.write_text(directory / CHECKSUMS_FILE, text)
     return directory / CHECKSUMS_FILE
 
 

@@ -7,6 +7,10 @@ Row kinds (one JSON object per line):
 - classification and clustering: ``{"text": str, "label": str | int}``
 - pair classification: ``{"text1": str, "text2": str, "label": 0 | 1}`` (1: the texts match)
 
+A row may name its fields as sentence-transformers' datasets do (``anchor``/``positive``/``negative``,
+``sentence1``/``sentence2``/``score`` or ``label``, ``sentence``/``label``: :data:`CONVENTIONS`),
+or as a task's ``columns:`` maps them (:class:`MappedFile`).
+
 A task may instead read a Hugging Face dataset (:mod:`mixopt.datasets`); :func:`iter_rows` takes
 either a file path or such a *row source* (any object with an ``iter_rows(kind)`` method) and
 yields the same typed rows.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -84,6 +88,20 @@ TRAINING_KIND = {
     "classification": "classification",
     "clustering": "classification",
     "pair_classification": "retrieval",
+}
+
+# kind -> field -> the column names it is read from without a ``columns:`` mapping, in files and
+# datasets alike: sentence-transformers' names first, then mixopt's own.
+CONVENTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "retrieval": {"query": ("anchor", "query"), "positive": ("positive",)},
+    "sts": {"text1": ("sentence1", "text1"), "text2": ("sentence2", "text2"), "score": ("score",)},
+    "classification": {"text": ("text", "sentence"), "label": ("label",)},
+    "clustering": {"text": ("text", "sentence"), "label": ("label",)},
+    "pair_classification": {
+        "text1": ("sentence1", "text1"),
+        "text2": ("sentence2", "text2"),
+        "label": ("label",),
+    },
 }
 
 _FIELDS: dict[str, dict[str, str]] = {
@@ -265,15 +283,98 @@ def _iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[str, Any
             yield f"{path}:row {row}", {k: v for k, v in obj.items() if v is not None}
 
 
-def iter_rows(path: Any, kind: Any) -> Iterator[Row]:
+def negative_columns(names: Iterable[str]) -> tuple[str, ...]:
+    """The columns a retrieval row's negatives are read from: ``negative``, ``negatives`` (a list),
+    ``negative_1`` … ``negative_n`` (in number order)."""
+    names = list(names)
+    numbered = sorted(
+        (c for c in names if c.startswith("negative_") and c[len("negative_") :].isdigit()),
+        key=lambda c: int(c[len("negative_") :]),
+    )
+    return tuple([c for c in ("negative", "negatives") if c in names] + numbered)
+
+
+def resolve_columns(
+    names: Iterable[str], kind: str, mapped: Mapping[str, tuple[str, ...]] = {}
+) -> dict[str, tuple[str, ...]]:
+    """Field -> the column(s) of ``names`` it is read from: the ``columns:`` mapping, else the one
+    name of :data:`CONVENTIONS` present (retrieval ``negatives``: :func:`negative_columns`).
+
+    A field none of whose names is present is left out (the row check says it is missing); a field
+    two of whose names are present raises ValueError (ambiguous).
+    """
+    names = list(names)
+    out: dict[str, tuple[str, ...]] = {}
+    for field in _FIELDS[kind]:
+        if field in mapped:
+            out[field] = tuple(mapped[field])
+        elif field == "negatives":
+            found = negative_columns(names)
+            if found:
+                out[field] = found
+        else:
+            found = [c for c in CONVENTIONS[kind][field] if c in names]
+            if len(found) > 1:
+                raise ValueError(
+                    f"{field}: ambiguous, both {found[0]!r} and {found[1]!r} are present "
+                    f"(choose one with columns: {{{field}: ...}})"
+                )
+            if found:
+                out[field] = (found[0],)
+    return out
+
+
+def _renamed(
+    obj: dict[str, Any], kind: str, cols: Mapping[str, tuple[str, ...]]
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """A file row with its columns as the fields they are read from, and field -> column for the
+    messages (None when every column is the field's own name)."""
+    used = {c for cs in cols.values() for c in cs}
+    unknown = sorted(set(obj) - used - {"teacher"})
+    if unknown:
+        names = ", ".join(
+            f"{f}: {'|'.join(CONVENTIONS[kind].get(f, ('negative', 'negatives', 'negative_1..n')))}"
+            for f in _FIELDS[kind]
+        )
+        raise ValueError(
+            f"unknown field(s) {unknown} for a {kind} row; a {kind} row has {names} (+ 'teacher'), "
+            "or map a column with the task's columns: {field: column}"
+        )
+    out: dict[str, Any] = {}
+    for field, columns in cols.items():
+        if field == "negatives":
+            negatives: list[Any] = []
+            for c in columns:
+                v = obj.get(c)
+                if c == "negatives" and v is not None and not isinstance(v, list):
+                    negatives = v  # not a list: the row check names it
+                    break
+                negatives.extend(v if isinstance(v, list) else [] if v is None else [v])
+            out[field] = negatives
+        elif columns[0] in obj:
+            out[field] = obj[columns[0]]
+    teacher = obj.get("teacher")
+    if isinstance(teacher, dict):  # keyed by the file's column names or by the fields
+        back = {cs[0]: f for f, cs in cols.items() if f != "negatives"}
+        out["teacher"] = {back.get(k, k): v for k, v in teacher.items()}
+    elif teacher is not None:
+        out["teacher"] = teacher
+    renamed = any(cs != (f,) for f, cs in cols.items())
+    return out, ({f: ", ".join(cs) for f, cs in cols.items()} if renamed else None)
+
+
+def iter_rows(path: Any, kind: Any, columns: Mapping[str, tuple[str, ...]] = {}) -> Iterator[Row]:
     """Stream validated rows of a ``.jsonl`` or ``.parquet`` file, or of a row source, of a task of ``kind``.
 
-    A row source (a :class:`mixopt.datasets.DatasetSplit`, a :class:`TrainingRows`) is anything
-    with an ``iter_rows(kind)`` method; it validates its own rows.
+    A file's columns are read by name (:data:`CONVENTIONS`: sentence-transformers' or mixopt's),
+    or as ``columns`` maps them (field -> column(s)). A row source (a
+    :class:`mixopt.datasets.DatasetSplit`, a :class:`TrainingRows`, a :class:`MappedFile`) is
+    anything with an ``iter_rows(kind)`` method; it validates its own rows.
     """
     if hasattr(path, "iter_rows"):
         yield from path.iter_rows(kind)
         return
+    kind = _kind_name(kind)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -286,9 +387,16 @@ def iter_rows(path: Any, kind: Any) -> Iterator[Row]:
     else:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
     teacher_dim: int | None = None
+    resolved: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}  # a row's column names -> fields
     for where, obj in source:
         try:
-            row = parse_row(obj, kind)
+            if not isinstance(obj, dict):
+                raise ValueError(f"a row must be a JSON object, got {type(obj).__name__}")
+            keys = tuple(sorted(k for k in obj if k != "teacher"))
+            if keys not in resolved:
+                resolved[keys] = resolve_columns(keys, kind, columns)
+            fields, called = _renamed(obj, kind, resolved[keys])
+            row = parse_row(fields, kind, called)
         except ValueError as e:
             raise DataError(f"{where}: {e}") from None
         if row.teacher:
@@ -310,6 +418,26 @@ def _teacher_dim(teacher: Mapping[str, Any]) -> int:
             continue
         return len(v)
     return 0
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """A task's data file read with its ``columns:`` mapping (field -> column(s)); a row source.
+
+    Stands where the file's path would (``str``, ``os.fspath``), so listings and messages name the file.
+    """
+
+    path: Path
+    columns: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def iter_rows(self, kind: Any) -> Iterator[Row]:
+        return iter_rows(self.path, kind, dict(self.columns))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ Sources, and how they are read (never converted whole into memory):
 Rows come out in the split's own order, so every trial reads the same rows in the same order and
 the trainer's seeded shuffle buffer alone decides the training order.
 
-Columns follow sentence-transformers' conventions (no mapping needed):
+Columns follow sentence-transformers' conventions (no mapping needed; :data:`mixopt.data.CONVENTIONS`,
+the names a task's files take too):
 
 ===================== ======================================================================
 kind                  columns
@@ -56,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.data import DataError, Row, parse_row, scan_jsonl
+from mixopt.data import CONVENTIONS, DataError, Row, negative_columns, parse_row, scan_jsonl
 
 # The hold-out must not depend on any trial seed: one fixed seed for every experiment.
 HOLDOUT_SEED = 0x6D69786F7074
@@ -67,18 +68,6 @@ BATCH_ROWS = 1024
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 _SAVE_TO_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
-# kind -> field -> column names recognised without a mapping (sentence-transformers' first).
-CONVENTIONS: dict[str, dict[str, tuple[str, ...]]] = {
-    "retrieval": {"query": ("anchor", "query"), "positive": ("positive",)},
-    "sts": {"text1": ("sentence1", "text1"), "text2": ("sentence2", "text2"), "score": ("score",)},
-    "classification": {"text": ("text", "sentence"), "label": ("label",)},
-    "clustering": {"text": ("text", "sentence"), "label": ("label",)},
-    "pair_classification": {
-        "text1": ("sentence1", "text1"),
-        "text2": ("sentence2", "text2"),
-        "label": ("label",),
-    },
-}
 # Fields that must be present; retrieval "negatives" is optional.
 FIELDS: dict[str, tuple[str, ...]] = {
     "retrieval": ("query", "positive", "negatives"),
@@ -158,7 +147,7 @@ class DatasetSplit:
         ds = self.open()
         n = _known_rows(ds, self.split)
         if n is None and self.local:
-            n = _parquet_rows(self.dataset)
+            n = _parquet_rows(self.dataset, self.subset, self.split)
         if n is None:
             return None
         if self.part != "all":
@@ -184,7 +173,7 @@ class DatasetSplit:
             if field in out:
                 continue
             if field == "negatives":
-                out[field] = _negative_columns(have)
+                out[field] = negative_columns(have)
                 continue
             found = [c for c in CONVENTIONS[self.kind][field] if c in have]
             if len(found) > 1:
@@ -314,15 +303,6 @@ class DatasetSplit:
 # ---------------------------------------------------------------------- helpers
 
 
-def _negative_columns(have: Sequence[str]) -> tuple[str, ...]:
-    numbered = sorted(
-        (c for c in have if c.startswith("negative_") and c[len("negative_") :].isdigit()),
-        key=lambda c: int(c[len("negative_") :]),
-    )
-    single = [c for c in ("negative", "negatives") if c in have]
-    return tuple(single + numbered)
-
-
 def _column_names(ds: Any) -> list[str]:
     names = ds.column_names
     if names is None:  # a streamed split without features: peek at the first row
@@ -343,14 +323,30 @@ def _known_rows(ds: Any, split: str) -> int | None:
     return int(n) if n else None
 
 
-def _parquet_rows(dataset: str) -> int | None:
-    """Rows of local Parquet data files, from their footers (no data read); None for other files."""
+def _parquet_rows(dataset: str, subset: str | None, split: str) -> int | None:
+    """Rows of a split's local Parquet files, from their footers (no data read); None for other files.
+
+    ``dataset`` is the files (a path or a glob), or a folder whose files ``datasets`` assigns to
+    splits by their names (``train-*.parquet``, ``data/validation-*``...): its own resolution of the
+    folder names the split's files.
+    """
     import pyarrow.parquet as pq
 
-    files = sorted(glob.glob(str(Path(dataset).expanduser())))
-    if not files or any(Path(f).suffix.lower() != ".parquet" for f in files):
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        import datasets
+
+        try:
+            with _quiet_logs():
+                builder = datasets.load_dataset_builder(str(path), subset)
+            files = list((builder.config.data_files or {}).get(split) or [])
+        except Exception:  # not a folder of data files datasets can read: the count stays unknown
+            return None
+    else:
+        files = sorted(glob.glob(str(path)))
+    if not files or any(Path(str(f)).suffix.lower() != ".parquet" for f in files):
         return None
-    return sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)
+    return sum(int(pq.ParquetFile(str(f)).metadata.num_rows) for f in files)
 
 
 def _label_names(ds: Any, column: str | None) -> list[str] | None:

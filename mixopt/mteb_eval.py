@@ -27,6 +27,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from mixopt import atomic
+from mixopt.checksums import ChecksumError, verify_checksums
 from mixopt.tracking import store
 from mixopt.tracking.tags import CHECKPOINT, metric_key
 
@@ -44,6 +45,10 @@ RESULTS_FILE = "mteb_results.json"
 
 class EvalError(RuntimeError):
     """A model, run, task or benchmark that cannot be evaluated; the message is one line."""
+
+
+class ModelError(EvalError):
+    """The model given does not load (a broken or corrupted file): the user's input to fix."""
 
 
 @dataclass(frozen=True)
@@ -175,19 +180,43 @@ def _custom_task(path: str) -> Any:
     return cls()
 
 
+def load_model(model_dir: Path, device: str | None = None) -> Any:
+    """The model directory as a ``SentenceTransformer``, its files verified first against the
+    checksums its writer recorded (:mod:`mixopt.checksums`); EvalError, one line, when a file is
+    corrupted or the directory does not load (a broken ``modules.json``, a cut-off weight file):
+    :class:`ModelError`."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        verify_checksums(model_dir, str(model_dir))
+    except ChecksumError as e:
+        # The soup's advice ("drop this run") ends the message; here the model is the one asked for.
+        raise ModelError(
+            str(e).split(" — ")[0] + "; restore the file from where the model came from"
+        ) from None
+    try:
+        return SentenceTransformer(str(model_dir), device=device)
+    except Exception as e:  # json, safetensors and transformers each raise their own types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(
+            f"{model_dir}: does not load as a sentence-transformers model ({type(e).__name__}: {first}); "
+            "check its modules.json and weight files"
+        ) from None
+
+
 def run_mteb(
-    model_dir: Path,
+    model: Any,
     tasks: Sequence[Any],
     prompts: dict[str, str] | None = None,
     batch_size: int = 32,
-    device: str | None = None,
+    model_dir: Path | None = None,
 ) -> tuple[list[MtebScore], list[dict[str, Any]]]:
-    """Run ``mteb.evaluate`` on the model; return each task's main score and the full results (JSON-able)."""
+    """Run ``mteb.evaluate`` on a loaded ``SentenceTransformer`` (:func:`load_model`, from
+    ``model_dir``); return each task's main score and the full results (JSON-able)."""
     import mteb
     from mteb.models import SentenceTransformerEncoderWrapper
-    from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(model_dir), device=device)
+    st = model
     # mixopt's checkpoints keep each task's prompts as "<task>/query": not keys mteb can match.
     st.prompts = {k: v for k, v in (st.prompts or {}).items() if "/" not in k}
     model = SentenceTransformerEncoderWrapper(st, model_prompts=prompts or None)
@@ -278,10 +307,11 @@ def evaluate_model(
         model_dir = Path(target)
     else:
         model_dir, run_id = resolve_model(target, uri)
+    model = load_model(model_dir, device)  # before the tasks: a broken model costs no download
     if tasks is None:
         tasks = load_tasks(benchmark, task_names)
     label = benchmark or ", ".join(t.metadata.name for t in tasks)
-    scores, results = run_mteb(model_dir, tasks, prompts, batch_size, device)
+    scores, results = run_mteb(model, tasks, prompts, batch_size, model_dir)
     results_file = model_dir / RESULTS_FILE
     results_text = json.dumps({"label": label, "results": results}, indent=2, default=str)
     atomic.write_text(results_file, results_text, fsync=False)

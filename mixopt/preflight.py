@@ -36,19 +36,18 @@ refusal without a fix.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 from mixopt.config import CategoricalParam, Experiment, IntParam
 from mixopt.human import duration
-
-if TYPE_CHECKING:
-    from mixopt.trial import MemoryFix
+from mixopt.trial import MemoryFix, TrainerError, absolute_options, load_trainer
 
 # Dense bf16 tensor-core peaks (vendor specs, no sparsity), matched in order against the device name.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -76,8 +75,6 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 def worst_case_options(exp: Experiment) -> tuple[dict[str, Any], list[str]]:
     """The trainer options of the most memory-hungry trial the search space allows, and notes saying so."""
-    from mixopt.trial import absolute_options
-
     options = absolute_options(exp.trainer.options)
     notes = []
     worst_high = {"batch_size", "max_seq_length", "mini_batch_size"}
@@ -171,10 +168,6 @@ def measure(
 
     ``tasks`` reach a measurement that takes them (its evaluation is timed on their dev rows).
     """
-    import inspect
-
-    from mixopt.trial import load_trainer
-
     measurement = load_trainer(target).require("preflight", "preflight cannot measure it")
     kwargs: dict[str, Any] = dict(steps=steps, seed=seed, memory_limit=memory_limit)
     if "tasks" in inspect.signature(measurement).parameters:
@@ -234,8 +227,6 @@ def run_preflight(
     ``measure_fix`` measures the trial again with the fix and prints its projection (the sweep,
     which only refuses, turns it off).
     """
-    from mixopt.trial import TrainerError, load_trainer
-
     try:
         trainer = load_trainer(exp.trainer.target)
     except TrainerError as e:
@@ -248,16 +239,21 @@ def run_preflight(
         )
     if steps < 1:
         raise PreflightError(f"--steps must be >= 1, got {steps}")
+    if memory_limit_gb is not None and not memory_limit_gb > 0:  # nan too
+        raise PreflightError(
+            f"--memory-limit-gb {memory_limit_gb:g}: a trial cannot fit in no memory; give the GiB a trial "
+            "may use (e.g. 40), or leave it out for the device's own memory"
+        )
     options, notes = worst_case_options(exp)
     if model:
         options["model"] = os.path.abspath(model) if os.path.exists(model) else model
-    limit = memory_limit_gb * 2**30 if memory_limit_gb else None
+    limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else None
 
     def run(options: dict[str, Any]) -> Figures:
         args = (exp.trainer.target, options, steps, exp.trainer.seed, limit, tuple(exp.tasks))
         if not (address or use_ray):
             return measure(*args)
-        import ray
+        import ray  # only when the measurement runs on Ray: `mixopt preflight` alone runs here
 
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=True)
@@ -360,8 +356,8 @@ def report(
 ) -> PreflightReport:
     """Print the figures of :func:`measure` and decide whether the trial fits; one that does not is
     given the trainer's ``memory_fix`` when it has one."""
-    limit = memory_limit_gb * 2**30 if memory_limit_gb else figures["total_memory"]
-    limit_source = "--memory-limit-gb" if memory_limit_gb else "the device's memory"
+    limit = memory_limit_gb * 2**30 if memory_limit_gb is not None else figures["total_memory"]
+    limit_source = "--memory-limit-gb" if memory_limit_gb is not None else "the device's memory"
     b, seq = figures["batch_size"], figures["max_seq_length"]
     mb, ckpt, bf16 = figures["mini_batch_size"], figures["gradient_checkpointing"], figures["bf16"]
     gib = 2**30

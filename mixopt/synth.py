@@ -5,7 +5,8 @@ of mixed kinds (retrieval, STS, classification, in turn), ``out/model/`` (the mo
 ``write_synth_model`` hook writes with a tokenizer over every word of the tasks and prompts; the
 embedding trainer's is a tiny random-init bidirectional Gemma3 encoder with its word-level tokenizer
 and Dense projections, in the sentence-transformers layout of ``google/embeddinggemma-300m``,
-:mod:`trainers.tiny_model`) and ``out/synth.json`` (what was generated and why).
+:mod:`trainers.tiny_model`), ``out/synth.json`` (what was generated and why) and the marker
+``out/.mixopt-synth.json``: synth replaces only a folder that holds it (:mod:`mixopt.owned`).
 
 The mechanism
 -------------
@@ -55,8 +56,16 @@ from typing import Any
 
 import numpy as np
 
-from mixopt import atomic
+from mixopt import atomic, owned
 from mixopt.trial import load_trainer
+
+MARKER = ".mixopt-synth.json"
+_KEY = "mixopt_synth"
+
+
+class SynthError(ValueError):
+    """``out`` is not synth's to replace; nothing was written."""
+
 
 KINDS = ("retrieval", "sts", "classification")
 # The trainer whose write_synth_model writes out/model by default (loaded by name, as a trainer
@@ -236,10 +245,20 @@ def synthesize(
     ``trainer`` is a trainer target (``"package.module:function"``) whose module provides
     ``write_synth_model`` (:mod:`mixopt.trial`); :class:`mixopt.trial.TrainerError` if it does not.
     The directory is written atomically: built in a temporary sibling, then renamed into place,
-    so an interrupted run leaves no half-written task folder. An existing ``out_dir`` is replaced.
+    so an interrupted run leaves no half-written task folder. An existing ``out_dir`` is replaced
+    only when synth wrote it (it holds :data:`MARKER`) or it is empty; anything else raises
+    :class:`SynthError` before any work, leaving it as it was.
     """
     if n_tasks < 1:
         raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+    why = owned.refusal(out_dir, MARKER, _KEY, empty_ok=True)
+    if why == "not marked":
+        raise SynthError(
+            f"--out {out_dir} is a folder synth did not write (no {MARKER} in it); synth replaces only "
+            "its own output: choose a new or empty folder, or delete this one yourself"
+        )
+    if why is not None:
+        raise SynthError(f"--out {out_dir} is {why}; choose a new or empty folder for the synthetic tasks")
     write_model = (
         load_trainer(trainer).require("write_synth_model", "mixopt synth writes the tasks' model with it")
         if with_model
@@ -277,4 +296,5 @@ def synthesize(
             "tasks that differ in how much training they need, classification against retrieval",
         }
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        owned.write_marker(tmp, MARKER, _KEY, {"seed": seed, "tasks": n_tasks})
     return meta

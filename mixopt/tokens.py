@@ -3,7 +3,9 @@
 A tokenizer that maps a word it does not know to its unknown token (``<unk>``) makes every such
 word the same input: a model trained on text that is mostly ``<unk>`` learns and scores next to
 nothing, silently. The share of unknown tokens in a sample of each task's train rows is printed by
-``mixopt tasks`` and the sweep's data check, with a warning above :data:`WARN_SHARE`.
+``mixopt tasks`` and the sweep's data check, with a warning above :data:`WARN_SHARE`; above
+:data:`ERROR_SHARE` the data check refuses the sweep, as it does a local model folder whose
+tokenizer does not load.
 
 Only a tokenizer already on this machine is used (a local model directory, or a hub id in the
 local cache); none is downloaded. Byte-level tokenizers (no unknown token) are skipped: they know
@@ -25,8 +27,12 @@ from mixopt.data import ClassificationRow, DataError, RetrievalRow, iter_rows
 
 # Rows read per task: enough for a share to within a few points, cheap next to the data check.
 SAMPLE_ROWS = 200
-# Above this share of unknown tokens a task's text is largely invisible to the model.
+# Above this share of unknown tokens a task's text is largely invisible to the model: a warning.
 WARN_SHARE = 0.05
+# Above this share most of a task's words are one and the same input (the unknown token): its trials
+# would train and be scored on noise, so the sweep's data check refuses it (a model folder copied
+# without its tokenizer's files, a tokenizer of another language or script).
+ERROR_SHARE = 0.5
 
 
 def row_texts(row: Any) -> list[str]:
@@ -38,23 +44,46 @@ def row_texts(row: Any) -> list[str]:
     return [row.text1, row.text2]
 
 
-@functools.lru_cache(maxsize=4)
 def local_tokenizer(model: str) -> Any:
     """The tokenizer of ``model`` (a local directory or a cached hub id), or None if it is not here."""
+    return _tokenizer(model)[0]
+
+
+def tokenizer_problem(model: str | None) -> str | None:
+    """Why the tokenizer of a local model directory does not load (one line); None for a model that
+    is not a local directory (a hub id, read where the trials run) or whose tokenizer loads."""
+    if model is None or not Path(model).expanduser().is_dir():
+        return None
+    error = _tokenizer(model)[1]
+    if error is None:
+        return None
+    return (
+        f"trainer.model: {model}: its tokenizer does not load ({error}); every trial would fail on it, "
+        "or train on unknown tokens: copy the tokenizer's files (tokenizer.json, tokenizer_config.json...) "
+        "into the model folder"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str) -> tuple[Any, str | None]:
+    """``(tokenizer or None, why it did not load or None)`` of a local directory or a cached hub id."""
     try:  # transformers is imported here, where a tokenizer is needed: it takes seconds to load
         from transformers import AutoTokenizer
     except ImportError:
-        return None
+        return None, None
     path = Path(model).expanduser()
     if (path / "modules.json").is_file():  # sentence-transformers: the tokenizer sits with the transformer
         try:
             path = path / json.loads((path / "modules.json").read_text())[0].get("path", "")
-        except (OSError, ValueError, IndexError, AttributeError):
-            return None
+        except (OSError, ValueError, IndexError, AttributeError, TypeError) as e:
+            return None, f"{path / 'modules.json'} is unreadable: {type(e).__name__}"
     try:
-        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else model, local_files_only=True)
-    except Exception:  # not on this machine, or no tokenizer: nothing to measure, nothing to say
-        return None
+        return AutoTokenizer.from_pretrained(
+            str(path) if path.is_dir() else model, local_files_only=True
+        ), None
+    except Exception as e:  # not on this machine, or no tokenizer
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return None, f"{type(e).__name__}: {first}".rstrip(": ")
 
 
 def unknown_share(tokenizer: Any, texts: Iterable[str]) -> tuple[float, int] | None:
@@ -103,10 +132,22 @@ def shares_line(shares: Mapping[str, tuple[float, int]]) -> str:
 
 
 def share_warnings(shares: Mapping[str, tuple[float, int]]) -> list[str]:
+    """Tasks above :data:`WARN_SHARE` unknown tokens and at most :data:`ERROR_SHARE`."""
     return [
         f"task {t}: {s:.0%} of the tokens of its first {SAMPLE_ROWS} train rows are the tokenizer's "
         f"unknown token; the model cannot tell those words apart: use a tokenizer (trainer.model) that "
         "knows this text's language and script"
         for t, (s, _) in shares.items()
-        if s > WARN_SHARE
+        if WARN_SHARE < s <= ERROR_SHARE
+    ]
+
+
+def share_problems(shares: Mapping[str, tuple[float, int]]) -> list[str]:
+    """Tasks above :data:`ERROR_SHARE` unknown tokens: the data check refuses the sweep."""
+    return [
+        f"task {t}: {s:.0%} of the tokens of its first {SAMPLE_ROWS} train rows are the tokenizer's "
+        f"unknown token (more than {ERROR_SHARE:.0%}): its trials would train and be scored on noise; "
+        "give trainer.model its own tokenizer's files, or use one that knows this text's language and script"
+        for t, (s, _) in shares.items()
+        if s > ERROR_SHARE
     ]

@@ -7,7 +7,9 @@ A trainer is a module named in the experiment YAML by its train function
   nothing of Ray, MLflow or the optimizer: the sweep builds the :class:`Trial`, passes a ``report``
   callback that forwards intermediate metrics, and records the :class:`TrialResult`;
 - ``Options``, a pydantic model of its own options (the YAML's ``trainer:`` keys besides
-  target/steps/seed), against which the config is validated before anything runs;
+  target/steps/seed), against which the config is validated before anything runs, with the
+  experiment's tasks as the validation context (``{"tasks": {name: kind}}``, for checks of
+  options that name tasks);
 - optionally ``evaluate_checkpoint(checkpoint, tasks, options, dev_rows=None) -> TrialResult``,
   which scores a saved checkpoint exactly as a trial is scored (the soup needs it; a trainer that
   writes no checkpoints has none). ``dev_rows`` (optional; ``{task: positions}``, 0-based in the
@@ -53,7 +55,8 @@ if TYPE_CHECKING:  # annotations only: mixopt.config imports this module (load_t
     from mixopt.config.models import TaskConfig
 
 # report(step, metrics): metrics are flat name -> float. A trainer may report the dev objective
-# at intermediate steps under the key "objective" (used by early stopping).
+# at intermediate steps under the key "objective" (used by early stopping), each task's dev score
+# as "score.<task>" (score_metrics), its training loss as "loss" and each task's as "loss.<task>".
 Report = Callable[[int, Mapping[str, float]], None]
 
 
@@ -130,6 +133,12 @@ class TrialResult:
     task_scores: Mapping[str, float]
     checkpoint: Path | None = None
     extra: Mapping[str, float] = field(default_factory=dict)
+
+
+def score_metrics(task_scores: Mapping[str, float]) -> dict[str, float]:
+    """Each task's score as its own metric, ``score.<task>`` (what a trainer reports at an
+    evaluation and the sweep logs with the result)."""
+    return {f"score.{t}": float(v) for t, v in task_scores.items()}
 
 
 class Train(Protocol):

@@ -48,6 +48,8 @@ def _experiment(tmp_path: Path, dataset: Path, **task) -> Path:
                 **task,
             }
         ],
+        # One task: a searched hyperparameter gives the sweep something to optimise.
+        "search": {"hyperparameters": {"rate": {"type": "float", "low": 1.0, "high": 20.0}}},
         "trainer": {"target": "trainers.analytic:train", "steps": 10},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "storage": str(tmp_path / "runs"),

@@ -307,6 +307,8 @@ def write_yaml(tmp_path: Path, task: dict) -> Path:
     exp = {
         "name": "bad",
         "tasks": [{"name": "t", "prompt": {"query": "q: "}, **task}],
+        # One task: a searched hyperparameter gives the sweep something to optimise.
+        "search": {"hyperparameters": {"rate": {"type": "float", "low": 1.0, "high": 20.0}}},
         "trainer": ANALYTIC,
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
         "storage": str(tmp_path / "runs"),

@@ -323,8 +323,12 @@ def test_a_sigkilled_soup_leaves_temp_dirs_the_next_soup_removes(trained: list[P
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     left = hidden(tmp_path)
-    assert len(left) == 1 and left[0].startswith(f".soup.soup-tmp-{proc.pid}@"), left
-    assert (tmp_path / left[0] / "model.safetensors").is_file()  # the killed soup's half-done work
-    make_soup([ing(trained[0], 0.5, 0), ing(trained[1], 0.4, 1)], tmp_path / "soup")
+    # Its claim on the folder and its half-done work.
+    assert len(left) == 2 and left[0] == ".soup.soup-claim", left
+    assert left[1].startswith(f".soup.soup-tmp-{proc.pid}@"), left
+    assert (tmp_path / left[1] / "model.safetensors").is_file()
+    lines: list[str] = []
+    make_soup([ing(trained[0], 0.5, 0), ing(trained[1], 0.4, 1)], tmp_path / "soup", echo=lines.append)
     assert hidden(tmp_path) == []
+    assert any(f"took over the claim of a soup that is gone (pid {proc.pid}" in line for line in lines), lines
     assert (tmp_path / "soup" / MARKER).is_file()

@@ -211,7 +211,7 @@ def _experiment(synth: Path, **trainer) -> dict:
         ({"sts": {"name": "MatryoshkaLoss"}}, "MatryoshkaLoss needs the argument(s) ['matryoshka_dims']"),
         (
             {"sts": {"name": "BatchAllTripletLoss"}},
-            "trainer.losses: 'sts': BatchAllTripletLoss reads labels, which sts tasks cannot give",
+            "trainer.losses.sts: BatchAllTripletLoss reads (sentence, label), which task sts_1 (sts) cannot give",
         ),
         ({"sts_1": {"name": "CoSENTLoss", "loss": {"name": "CoSENTLoss"}}}, "CoSENTLoss wraps no loss"),
         (
@@ -288,6 +288,21 @@ def test_a_trial_reports_and_scores_every_task(two_trials) -> None:
     objectives = [(s, m["objective"]) for s, m in reports if "objective" in m]
     assert [s for s, _ in objectives] == [6, 12] and objectives[-1][1] == result.objective
     assert [s for s, m in reports if "loss" in m] == [4, 8, 12]
+    # Each task's dev score at each evaluation, and each task's training loss at each log: the
+    # Trainer's own logged loss is the mean over the interval's batches, so the per-task means
+    # weighted by their batch counts (a naive recount of the schedule) give it back.
+    evaluations = [m for _, m in reports if "objective" in m]
+    assert all({f"score.{t}" for t in TASKS} <= set(m) for m in evaluations)
+    assert {t: evaluations[-1][f"score.{t}"] for t in TASKS} == result.task_scores
+    schedule = task_schedule([trial.mixture[t] for t in TASKS], trial.steps, trial.seed)
+    for step, m in [(s, m) for s, m in reports if "loss" in m]:
+        counts = np.bincount(schedule[step - 4 : step], minlength=3)
+        losses = {t: m[f"loss.{t}"] for k, t in enumerate(TASKS) if counts[k]}
+        assert {k[len("loss.") :] for k in m if k.startswith("loss.")} == {
+            t for k, t in enumerate(TASKS) if counts[k]
+        }
+        mean = sum(counts[TASKS.index(t)] * v for t, v in losses.items()) / counts.sum()
+        assert m["loss"] == pytest.approx(mean, rel=1e-4), step
     assert all(math.isfinite(m["loss"]) and m["tokens_per_s"] > 0 for _, m in reports if "loss" in m)
     assert set(result.task_scores) == set(TASKS)
     # The objective is the mean of the task scores (mean_task), each the task's metric at the full dim.
@@ -375,7 +390,9 @@ def test_a_loss_for_no_task_and_no_kind_fails_the_trial_before_training(synth, t
         tasks=tasks,
         options=options(synth, losses={"retrieval_9": {"name": "CoSENTLoss"}}),
     )
-    with pytest.raises(TrialFailed, match=r"trainer.losses names \['retrieval_9'\], neither a task"):
+    with pytest.raises(
+        TrialFailed, match=r"trainer.losses: retrieval_9: 'retrieval_9' is neither a task nor"
+    ):
         st.train(trial, lambda s, m: None)
     assert not (tmp_path / "model").exists()
 

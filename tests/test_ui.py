@@ -3,6 +3,7 @@ objective, in the runs table that the sweep's printed link opens (issue 14)."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,38 @@ def wait_for(url: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
         time.sleep(1)
+
+
+@contextlib.contextmanager
+def mlflow_ui(uri: str, cwd: Path, command: str = "ui") -> Iterator[str]:
+    """A real ``mlflow ui`` (or ``mlflow server``) over the store at ``uri`` on a free port, up until
+    the block ends; yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            command,
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/health", 180)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def page_text(dom: str) -> str:
@@ -99,28 +133,7 @@ def test_the_runs_table_shows_the_trials_with_weights_and_objective(tmp_path: Pa
     }
     assert len(trials) == 3
 
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/health", 180)
+    with mlflow_ui(uri, tmp_path, "server") as base:
         url = ui_url(base, experiment.experiment_id)
         dom = subprocess.run(
             [
@@ -140,9 +153,6 @@ def test_the_runs_table_shows_the_trials_with_weights_and_objective(tmp_path: Pa
             timeout=240,
             env={**os.environ, "HOME": str(tmp_path)},
         ).stdout
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     text = page_text(dom)
     assert "Training runs" in text or "Runs" in text, text[:2000]
     # The column headers, then each trial's row: its name, objective and weights as MLflow shows them.

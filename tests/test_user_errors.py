@@ -396,10 +396,11 @@ def test_every_trial_failed_exits_non_zero_with_the_distinct_reasons(tmp_path: P
     assert "next: mixopt soup" not in out
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(
-        rf"{re.escape(str(path))}: every trial failed \(3\): 3x TrialFailed: injected failure: weight of \w+ = [\d.]+ > 0\.0",
+        rf"{re.escape(str(path))}: every trial failed \(3\): the trainer raised \(3x\): "
+        r"3x TrialFailed: injected failure: weight of \w+ = [\d.]+ > 0\.0",
         last,
     ), last
-    assert "1 distinct failure reason(s):" in out
+    assert "3 trial(s) failed, by cause:" in out and "  the trainer raised: 3x TrialFailed" in out
     # The trial's table appears once, at the end.
     assert out.count("trial      origin  status") == 1
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mixopt.config import TaskConfig
 from mixopt.data import ClassificationRow, PairClassificationRow, RetrievalRow, STSRow, iter_rows
 from mixopt.optimizer.objective import check_objective, composed_value, equal_weights
-from mixopt.trial import Report, Trial, TrialFailed, TrialResult
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult, score_metrics
 
 
 class Options(BaseModel):
@@ -133,7 +133,19 @@ def train(trial: Trial, report: Report) -> TrialResult:
         if opts.seconds_per_step:
             time.sleep(opts.seconds_per_step * opts.report_every)
         s = scores(mixture, tasks, step, opts)
-        report(step, {"loss": float(1.0 - s.mean()), "objective": objective_of(s), **_metrics(tasks, s)})
+        # A task's loss falls as its score rises: 1 - score, as the trial's loss is 1 - their mean.
+        losses = {f"loss.{t.name}": float(1.0 - v) for t, v in zip(tasks, s) if mixture.get(t.name, 0.0) > 0}
+        scored = {t.name: float(v) for t, v in zip(tasks, s)}
+        report(
+            step,
+            {
+                "loss": float(1.0 - s.mean()),
+                "objective": objective_of(s),
+                **_metrics(tasks, s),
+                **score_metrics(scored),
+                **losses,
+            },
+        )
     s = scores(mixture, tasks, trial.steps, opts)
 
     if opts.noise:

@@ -48,7 +48,7 @@ import torch
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, training_rows
 from mixopt.one_trial import one_trial_main
-from mixopt.trial import Report, Trial, TrialFailed, TrialResult
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult, score_metrics
 
 from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
@@ -61,6 +61,7 @@ from .model_support import embedding_check as check_model
 from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
+from .task_losses import TaskLosses
 from .tiny_model import write_synth_model
 
 __all__ = [
@@ -232,7 +233,9 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             )
         except (DataError, ValueError) as e:
             raise TrialFailed(f"trial {trial.trial_id}: evaluation at step {step} failed: {e}") from None
-        report(step, {"objective": result.objective, **result.task_metrics})
+        report(
+            step, {"objective": result.objective, **result.task_metrics, **score_metrics(result.task_scores)}
+        )
         return result
 
     from tqdm.auto import tqdm
@@ -260,6 +263,7 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         )
 
     watch = _LossWatch()
+    task_losses = TaskLosses()
     bar = tqdm(total=trial.steps, desc=trial.trial_id, disable=not _show_progress(opts), leave=False)
     total_tokens = 0
     interval_tokens = 0
@@ -274,6 +278,8 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
                 raise TrialFailed(f"trial {trial.trial_id}: step {step}: {e}") from None
             out = stepper.run(inputs)
             watch.add(step, out.loss, out.parts, out.grad_norm)
+            if inputs.task is not None:
+                task_losses.add(inputs.task, out.loss)
             total_tokens += out.n_tokens
             interval_tokens += out.n_tokens
             bar.update(1)
@@ -282,7 +288,10 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             if step % opts.log_every == 0 or step == trial.steps:
                 now = time.perf_counter()
                 tokens_per_s = interval_tokens / max(now - t_interval, 1e-9)
-                report(step, {"loss": last_loss, "tokens_per_s": tokens_per_s, "lr": stepper.lr})
+                report(
+                    step,
+                    {"loss": last_loss, "tokens_per_s": tokens_per_s, "lr": stepper.lr, **task_losses.pop()},
+                )
                 bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
                 interval_tokens, t_interval = 0, now
             if opts.eval_every and step % opts.eval_every == 0 and step != trial.steps:

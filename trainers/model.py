@@ -474,9 +474,9 @@ def save_sentence_transformer(
     from mixopt.checksums import write_checksums
 
     target = Path(out_dir)
-    # mkdtemp makes the directory private (0700), which would hide checkpoints on a shared
-    # filesystem from other users: the usual permissions instead.
-    with atomic.directory(target, mode=atomic.umask_mode(0o777)) as tmp:
+    # atomic.directory gives what appears the umask's permissions (transformers writes its weight
+    # shards through private temporary files): other users' jobs read checkpoints too.
+    with atomic.directory(target) as tmp:
         encoder.transformer.save_pretrained(tmp)
         stray = [p.name for p in tmp.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
         if stray:

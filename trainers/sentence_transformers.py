@@ -46,14 +46,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mixopt import atomic
 from mixopt.checksums import write_checksums
 from mixopt.config import TaskConfig
 from mixopt.data import TRAINING_KIND, DataError, iter_rows, training_rows
 from mixopt.one_trial import one_trial_main
-from mixopt.trial import Report, Trial, TrialFailed, TrialResult
+from mixopt.trial import Report, Trial, TrialFailed, TrialResult, score_metrics
 
 from .batching import classification_examples, retrieval_examples, sts_examples, sts_threshold
 from .embedding import _prompts
@@ -61,8 +61,9 @@ from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .model import DEFAULT_MODEL
 from .model_support import sentence_transformers_check as check_model
 from .options import Threads, validate_options
-from .st_losses import KIND_DEFAULT, KINDS, LossSpec
+from .st_losses import FORMATS, KIND_DEFAULT, LossSpec, check_keys
 from .st_sampler import MixtureBatchSampler
+from .task_losses import TaskLosses
 from .tiny_model import write_synth_model
 from .training import autocast_dtype, resolve_device
 
@@ -126,14 +127,10 @@ class Options(BaseModel):
 
     @field_validator("losses")
     @classmethod
-    def _kinds(cls, v: dict[str, LossSpec]) -> dict[str, LossSpec]:
-        for key, spec in v.items():
-            kind = TRAINING_KIND.get(key)
-            if kind is not None and kind not in KINDS[spec.inputs(key)]:
-                raise ValueError(
-                    f"{key!r}: {spec.name} reads {spec.inputs(key)}, which {key} tasks cannot give; "
-                    f"it needs tasks of kind {list(KINDS[spec.inputs(key)])}"
-                )
+    def _keys(cls, v: dict[str, LossSpec], info: ValidationInfo) -> dict[str, LossSpec]:
+        # The experiment's tasks (name -> kind) come as the validation context when the config is
+        # loaded (mixopt.config.loading); alone, the options' kind keys are still checked.
+        check_keys(v, (info.context or {}).get("tasks"))
         return v
 
     def loss_for(self, task: TaskConfig) -> LossSpec:
@@ -152,46 +149,66 @@ def resolve_options(options: Mapping[str, Any], hyperparameters: Mapping[str, An
     return validate_options(Options, "trainers.sentence_transformers", options, hyperparameters)
 
 
-def task_columns(task: TaskConfig, inputs: str, seed: Sequence[int]) -> dict[str, list[Any]]:
-    """A task's train rows as the columns of ``inputs`` (:mod:`trainers.st_losses`), prompts prepended.
+def task_columns(task: TaskConfig, inputs: Sequence[str], seed: Sequence[int]) -> dict[str, list[Any]]:
+    """A task's train rows as the dataset columns its loss reads, prompts prepended.
 
-    ``triplets`` are paired as :class:`trainers.batching.TaskStream` pairs them, window by window of
-    :data:`PAIR_WINDOW` rows, seeded by ``seed``; the ``negative`` column is kept only when every
-    triplet has one (a dataset's columns are the same for every row).
+    ``inputs``: the inputs (:data:`trainers.st_losses.FORMATS`) the task's kind gives its loss
+    (:meth:`LossSpec.inputs`), the first being what the loss reads. ``pairs`` and ``triplets`` are
+    paired as :class:`trainers.batching.TaskStream` pairs them, window by window of
+    :data:`PAIR_WINDOW` rows, seeded by ``seed``; a loss that reads pairs and also takes triplets
+    gets the ``negative`` column when every example has one (a dataset's columns are the same for
+    every row), a loss that reads only triplets needs it.
     """
-    kind = TRAINING_KIND[task.kind.value]
-    if kind not in KINDS[inputs]:
-        raise DataError(f"task {task.name!r} ({task.kind.value}) cannot give the {inputs} its loss reads")
+    kind = task.kind.value
+    if not inputs:
+        raise ValueError(f"task {task.name!r} ({kind}) gives none of the inputs its loss reads")
     q, d = task.prompt.query, task.prompt.document
-    rows = iter_rows(training_rows(task.train_file, task.kind), kind)
-    if inputs == "scores":
+    first = inputs[0]
+    if first == "scores":
         cols: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "score": []}
-        for r in rows:
+        for r in iter_rows(task.train_file, kind):
             cols["sentence1"].append(q + r.text1)
             cols["sentence2"].append(d + r.text2)
             cols["score"].append(float(r.score))
         return cols
-    if inputs == "labels":
+    if first == "labelled_pairs":
+        cols = {"sentence1": [], "sentence2": [], "label": []}
+        for r in iter_rows(task.train_file, kind):
+            cols["sentence1"].append(q + r.text1)
+            cols["sentence2"].append(d + r.text2)
+            cols["label"].append(int(r.label))
+        return cols
+    training = TRAINING_KIND[kind]
+    rows = iter_rows(training_rows(task.train_file, task.kind), training)
+    if first == "labels":
         pairs = [(q + r.text, r.label) for r in rows]
         ids = {label: i for i, label in enumerate(sorted({label for _, label in pairs}))}
         return {"sentence": [text for text, _ in pairs], "label": [ids[label] for _, label in pairs]}
     rng = np.random.default_rng([*seed, 11])
-    threshold = sts_threshold(task.train_file) if kind == "sts" else None
+    threshold = sts_threshold(task.train_file) if training == "sts" else None
     examples = []
     window: list[Any] = []
     for row in [*rows, None]:
         if row is not None:
             window.append(row)
         if window and (row is None or len(window) == PAIR_WINDOW):
-            if kind == "retrieval":
+            if training == "retrieval":
                 examples += retrieval_examples(window, rng)
-            elif kind == "sts":
+            elif training == "sts":
                 examples += sts_examples(window, threshold, rng)
             else:
                 examples += classification_examples(window, rng)
             window = []
     cols = {"anchor": [q + e.query for e in examples], "positive": [d + e.positive for e in examples]}
-    if examples and all(e.negative is not None for e in examples):
+    missing = sum(e.negative is None for e in examples)
+    if first == "triplets" and missing:
+        raise ValueError(
+            f"task {task.name!r}: its loss reads {FORMATS['triplets']} and {missing} of its "
+            f"{len(examples)} training examples have no negative (retrieval rows without negatives, "
+            "or no other label or low score to draw one from); give the rows negatives or choose a "
+            "loss that reads pairs"
+        )
+    if "triplets" in inputs and examples and not missing:
         cols["negative"] = [d + e.negative for e in examples]
     return cols
 
@@ -252,9 +269,11 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
     _check_dims(model, dims, opts.model)
 
     kinds = {t.name: t.kind.value for t in trial.tasks}
-    unknown = sorted(set(opts.losses) - set(kinds) - set(KIND_DEFAULT))
-    if unknown:
-        raise TrialFailed(f"trainer.losses names {unknown}, neither a task ({sorted(kinds)}) nor a task kind")
+    try:
+        check_keys(opts.losses, kinds)
+    except ValidationError as e:
+        reasons = "; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())
+        raise TrialFailed(f"trial {trial.trial_id}: trainer.losses: {reasons}") from None
     active = [t for t in trial.tasks if trial.mixture.get(t.name, 0.0) > 0]
     try:
         specs = {t.name: opts.loss_for(t) for t in active}
@@ -288,19 +307,33 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             )
         except (DataError, ValueError) as e:
             raise TrialFailed(f"trial {trial.trial_id}: evaluation at step {step} failed: {e}") from None
-        report(step, {"objective": result.objective, **result.task_metrics})
+        report(
+            step, {"objective": result.objective, **result.task_metrics, **score_metrics(result.task_scores)}
+        )
         return result
 
     class CountingTrainer(SentenceTransformerTrainer):
-        """Counts the non-padding tokens it trains on (every ``*attention_mask`` input), on the device."""
+        """Counts the non-padding tokens it trains on (every ``*attention_mask`` input) and sums each
+        task's loss (its batches carry the task as ``dataset_name``), on the device; writes no model
+        card (its callback would embed widget examples from the data before every trial)."""
 
-        tokens: torch.Tensor | float = 0.0
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.tokens: torch.Tensor | float = 0.0
+            self.task_losses = TaskLosses()
+
+        def add_model_card_callback(self, default_args_dict):
+            return None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            task = inputs.get("dataset_name")
             masks = [v.sum() for k, v in inputs.items() if k.endswith("attention_mask")]
             if masks:
                 self.tokens = self.tokens + torch.stack(masks).sum()
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if task is not None:
+                self.task_losses.add(task, out[0] if isinstance(out, tuple) else out)
+            return out
 
     class Reporter(TrainerCallback):
         """Loss, tokens/s and lr every ``log_every`` steps; the dev objective every ``eval_every``."""
@@ -322,7 +355,12 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
             rate = (tokens - self.tokens) / max(now - self.t, 1e-9)
             report(
                 state.global_step,
-                {"loss": self.last_loss, "tokens_per_s": rate, "lr": float(logs.get("learning_rate", 0.0))},
+                {
+                    "loss": self.last_loss,
+                    "tokens_per_s": rate,
+                    "lr": float(logs.get("learning_rate", 0.0)),
+                    **trainer.task_losses.pop(),
+                },
             )
             self.t, self.tokens = now, tokens
 
@@ -361,9 +399,8 @@ def _train(trial: Trial, report: Report, opts: Options) -> TrialResult:
         trainer = CountingTrainer(
             model=model, args=args, train_dataset=DatasetDict(data), loss=loss, callbacks=[reporter]
         )
-        # Logs go to ``report``, not stdout; no model card is written (save_checkpoint), so nothing to track.
+        # Logs go to ``report``, not stdout.
         trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(trainer.model_card_callback_class)
         t0 = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - t0
@@ -395,7 +432,7 @@ def save_checkpoint(model: Any, out_dir: Path, tasks: Sequence[TaskConfig]) -> P
     ``encode_document`` embed as the trial was scored; ``mixopt_checksums.json`` is written last.
     """
     model.prompts = _prompts(tasks, {k: v for k, v in (model.prompts or {}).items() if "/" not in k})
-    with atomic.directory(Path(out_dir), mode=atomic.umask_mode(0o777)) as tmp:
+    with atomic.directory(Path(out_dir)) as tmp:
         model.save(str(tmp), safe_serialization=True, create_model_card=False)
         stray = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
         if stray:

@@ -27,13 +27,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load(path: Path, check_data: bool = False) -> Experiment:
+def load(path: Path, check_data: bool = False, sweep: bool = False) -> Experiment:
     """The validated experiment of a YAML, or exit naming every problem with its file:line.
 
-    ``check_data``: also read and validate every row of every task file (``mixopt validate --data``).
+    ``check_data``: also read and validate every row of every task file (``mixopt validate --data``);
+    ``sweep``: also refuse a sweep with nothing to optimise (``validate``, ``sweep``).
     """
     try:
-        exp = load_experiment(path)
+        exp = load_experiment(path, sweep=sweep)
     except ConfigError as e:
         fail(str(e))
     if check_data:

@@ -80,7 +80,7 @@ def mteb_eval(
     """Run MTEB on a model and print the table; ``eval`` and ``soup --mteb`` both call it."""
     # mteb and MLflow are imported when an evaluation runs: they take seconds to load, which
     # `mixopt --help` must not wait for.
-    from mixopt.mteb_eval import EvalError, evaluate_model, format_mteb_table, mteb_prompts
+    from mixopt.mteb_eval import EvalError, ModelError, evaluate_model, format_mteb_table, mteb_prompts
 
     names = [n.strip() for n in task_list.split(",") if n.strip()] if task_list else None
     try:
@@ -94,8 +94,8 @@ def mteb_eval(
             device=device,
             run_id=run_id,
         )
-    except EvalError as e:
-        fail(str(e), code=1)
+    except EvalError as e:  # a model that does not load is the input's fault (2), the rest the evaluation's
+        fail(str(e), code=2 if isinstance(e, ModelError) else 1)
     typer.echo(format_mteb_table(scores))
     where = f"MLflow run {run_id}" if run_id else "no MLflow run (none records this directory)"
     typer.echo(

@@ -54,8 +54,10 @@ def gc(
     cfg = target.exp.storage_keep if target.exp is not None else None
     if cfg is None and keep is None:
         fail(f"experiment {name!r} sets no storage_keep: give --keep N (checkpoints kept per sweep)")
+    # With sweep.log_checkpoints, a checkpoint goes only once MLflow holds it whole.
+    logged_first = target.exp is not None and target.exp.sweep.log_checkpoints
     try:
-        sweeps = gc_experiment(connect(target.uri), name, Keep.from_config(cfg, keep), dry_run)
+        sweeps = gc_experiment(connect(target.uri), name, Keep.from_config(cfg, keep, logged_first), dry_run)
     except LookupError as e:
         fail(str(e))
     verb = "would prune" if dry_run else "pruned"

@@ -21,7 +21,7 @@ def preflight(
     ),
     steps: int = typer.Option(3, "--steps", min=1, help="Timed steps (after one warm-up step)."),
     memory_limit_gb: Optional[float] = typer.Option(
-        None, "--memory-limit-gb", min=0, help="Memory the trial may use (default: the device's)."
+        None, "--memory-limit-gb", help="Memory the trial may use, > 0 (default: the device's)."
     ),
     model: Optional[str] = typer.Option(
         None, "--model", help="Use this model directory or hub id instead of trainer.model."

@@ -131,7 +131,7 @@ def parse_objective(text: str, known: list[str]) -> dict[str, float]:
         if name in out:
             raise RecommendError(f"--objective {text!r}: {name!r} is given twice")
         out[name] = weight
-    if not out or sum(out.values()) <= 0:
+    if not out or max(out.values()) <= 0:
         raise RecommendError(f"--objective {text!r}: give at least one score a positive weight")
     return out
 

@@ -16,6 +16,7 @@ from mixopt.cli.common import (
 )
 from mixopt.cli.eval import cwd_importable, mteb_eval
 from mixopt.config import ConfigError
+from mixopt.soup.evaluate import metric_problem
 from mixopt.soup.ingredients import DEFAULT_RANK, RANKS, SoupError, parse_runs
 from mixopt.soup.outdir import check_replaceable
 from mixopt.soup.prompts import default_prompt_task
@@ -111,6 +112,8 @@ def soup(
         )
     if method == "greedy" and exp is None:
         fail("--method greedy evaluates candidate soups with the trainer: give the EXPERIMENT.yaml")
+    if exp is not None and (problem := metric_problem(metric, exp.tasks)) is not None:
+        fail(problem)  # before the soup is made: it would be scored without that metric
     if exp is not None and with_mteb:
         from mixopt.mteb_eval import EvalError, mteb_prompts
 

@@ -28,7 +28,13 @@ def sweep(
     max_trials: Optional[int] = typer.Option(
         None, "--max-trials", min=1, help="Override optimizer.max_trials."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (warnings still show)."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No line per trial event; warnings and the end (the trials' table, the recommendation, "
+        "the verification line, the report and the MLflow link) still show.",
+    ),
     connect_timeout: float = typer.Option(
         30.0,
         "--connect-timeout",
@@ -52,14 +58,14 @@ def sweep(
     # The sweep is imported when it runs: it loads torch, Ray and MLflow, which `mixopt --help`
     # must not wait for.
     from mixopt.sweep import SweepError, run_sweep
-    from mixopt.sweep.common import SweepFailed, SweepInterrupted, Terminated
-    from mixopt.sweep.progress import failure_counts
+    from mixopt.sweep.common import StorageFull, SweepFailed, SweepInterrupted, Terminated
+    from mixopt.sweep.progress import cause_line
 
     if data_check not in ("full", "head"):
         fail(f"--data-check {data_check!r}: choose full or head")
     if allow_config_change and not resume:
         fail("--allow-config-change applies to --resume only (a new sweep records the YAML as it is)")
-    exp = load(experiment)
+    exp = load(experiment, sweep=True)
     try:
         summary = run_sweep(
             exp,
@@ -76,16 +82,15 @@ def sweep(
             f"{experiment}: {e}; continue it with `mixopt sweep {shlex.quote(str(experiment))} --resume`",
             e.exit_code,
         )
-    except SweepFailed as e:  # it ran, and has no answer to give (bad data in a trial)
+    except (SweepFailed, StorageFull) as e:  # no answer to give (bad data, a failed start), or no space
         fail(f"{experiment}: {e}", code=1)
-    except KeyboardInterrupt as e:  # before the sweep's MLflow run existed: nothing to resume
+    except KeyboardInterrupt as e:  # before the first trial: nothing ran
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""
         fail(
-            f"{experiment}: interrupted{how} before the sweep started; nothing was recorded",
+            f"{experiment}: interrupted{how} before any trial ran; run the command again",
             code=143 if isinstance(e, Terminated) else 130,
         )
     except SweepError as e:
         fail(f"{experiment}: {e}")
     if summary.failed and not summary.finished:
-        reasons = "; ".join(f"{n}x {r}" for r, n in failure_counts(summary.trials))
-        fail(f"{experiment}: every trial failed ({summary.failed}): {reasons}", code=1)
+        fail(f"{experiment}: every trial failed ({summary.failed}): {cause_line(summary.trials)}", code=1)

@@ -7,12 +7,16 @@ from pathlib import Path
 import typer
 
 from mixopt.cli.common import fail
-from mixopt.synth import MODEL_TRAINER, synthesize
+from mixopt.synth import MODEL_TRAINER, SynthError, synthesize
 from mixopt.trial import TrainerError
 
 
 def synth(
-    out: Path = typer.Option(Path("data/synthetic"), "--out", help="Output folder (replaced if it exists)."),
+    out: Path = typer.Option(
+        Path("data/synthetic"),
+        "--out",
+        help="Output folder (an earlier synth output there is replaced; any other folder is refused).",
+    ),
     tasks: int = typer.Option(
         3, "--tasks", min=1, help="Number of tasks (kinds rotate retrieval, sts, classification)."
     ),
@@ -26,6 +30,8 @@ def synth(
         meta = synthesize(out, n_tasks=tasks, seed=seed, trainer=trainer)
     except TrainerError as e:
         fail(f"--trainer: {e}")
+    except SynthError as e:
+        fail(str(e))
     for t in meta["tasks"]:
         typer.echo(
             f"{out / t['name']}: {t['kind']}, {t['private_words_per_concept']} private words/concept, "

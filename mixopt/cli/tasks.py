@@ -9,7 +9,7 @@ import typer
 from mixopt.cli.common import fail, load
 from mixopt.data import DataError
 from mixopt.task_listing import describe_task
-from mixopt.tokens import SAMPLE_ROWS, share_warnings, task_unknown_shares
+from mixopt.tokens import SAMPLE_ROWS, share_problems, share_warnings, task_unknown_shares
 
 
 def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> None:
@@ -33,7 +33,7 @@ def tasks(experiment: Path = typer.Argument(..., help="Experiment YAML.")) -> No
                 f"  unknown tokens: {share:.1%} of {n} tokens in the first {SAMPLE_ROWS} train rows "
                 "(the tokenizer's <unk>)"
             )
-    for w in share_warnings(shares):
+    for w in share_warnings(shares) + share_problems(shares):  # the data check refuses the latter
         warn(w)
     if problems:
         fail("\n".join(problems))

@@ -16,7 +16,7 @@ def validate(
     data: bool = typer.Option(False, "--data", help="Also read and validate every row of every task file."),
 ) -> None:
     """Validate an experiment YAML: print the resolved config, or every problem with file:line."""
-    exp = load(experiment, check_data=data)
+    exp = load(experiment, check_data=data, sweep=True)
     preflight_warnings(exp)
     typer.echo(dump_experiment(exp), nl=False)
 

@@ -3,8 +3,10 @@
 - :mod:`.models`: the typed configuration, one frozen pydantic model per YAML section.
 - :mod:`.trainer`: the ``trainer:`` section, and the trainer options the service reads, typed.
 - :mod:`mixopt.parameters`: the search space's bounds and hyperparameter kinds (re-exported here).
-- :mod:`.loading`: YAML with line numbers, the checks across sections (mixtures, bounds, the
-  trainer's own options), and the one-line-per-problem :class:`ConfigError`.
+- :mod:`.loading`: YAML with line numbers, paths made absolute, and the one-line-per-problem
+  :class:`ConfigError`;
+- :mod:`.checks`: the checks across sections (mixtures, bounds, the trainer's own options, a
+  sweep with nothing to optimise).
 """
 
 from mixopt.config.loading import (

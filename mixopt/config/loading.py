@@ -10,7 +10,6 @@ cluster jobs that pass the data root, storage URI or tracking server by environm
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -20,14 +19,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mixopt.config.models import (
-    NAME_RE,
-    SUM_TOLERANCE,
-    Experiment,
-    TaskConfig,
-)
+from mixopt.config.checks import clean_loc, cross_problems, nothing_to_optimise, trainer_option_problems
+from mixopt.config.models import Experiment, TaskConfig
 from mixopt.datasets import is_local_reference
-from mixopt.trial import TrainerError, load_trainer
 
 # ${VAR} or ${VAR:-default} inside a YAML string.
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -83,6 +77,18 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 64
 
 
+# The tags a plain YAML value resolves to (explicit ``!!str``, ``!!int``... too). Any other tag
+# (``!!python/name:...``, ``!!binary``, a custom ``!tag``) asks a loader to build an object an
+# experiment config never holds.
+_CORE = "tag:yaml.org,2002:"
+PLAIN_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+def _shown_tag(tag: str) -> str:
+    """A tag as the YAML wrote it: ``!!python/name:os.system`` rather than its resolved URI."""
+    return repr("!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag)
+
+
 class _Bounds:
     """What one construction has built so far: the value count and the nodes on the current path."""
 
@@ -91,7 +97,9 @@ class _Bounds:
         self.open: set[int] = set()
 
 
-class _TooBig(Exception):
+class _Stop(Exception):
+    """A problem that stops construction (a value too big or too deep, a recursive alias, a tag)."""
+
     def __init__(self, problem: Problem):
         self.problem = problem
 
@@ -105,14 +113,14 @@ def _construct(
 ) -> Any:
     """Build Python data from a composed YAML node, recording each value's 1-based line.
 
-    Raises :class:`_TooBig` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, or on an
-    alias that refers to a node containing it.
+    Raises :class:`_Stop` past :data:`MAX_VALUES` values or :data:`MAX_DEPTH` levels, on an
+    alias that refers to a node containing it, or on a tag outside :data:`PLAIN_TAGS`.
     """
     bounds = bounds or _Bounds()
     line = node.start_mark.line + 1
     bounds.values += 1
     if bounds.values > MAX_VALUES:
-        raise _TooBig(
+        raise _Stop(
             Problem(
                 _fmt_path(path),
                 f"the YAML expands to more than {MAX_VALUES:,} values (aliases nested in aliases?); "
@@ -121,7 +129,7 @@ def _construct(
             )
         )
     if len(path) > MAX_DEPTH:
-        raise _TooBig(
+        raise _Stop(
             Problem(
                 _fmt_path(path[:3]) + "…",
                 f"nested more than {MAX_DEPTH} levels deep; an experiment config is a few levels deep",
@@ -129,9 +137,18 @@ def _construct(
             )
         )
     lines[path] = line
+    if node.tag not in PLAIN_TAGS:
+        raise _Stop(
+            Problem(
+                _fmt_path(path),
+                f"the YAML tag {_shown_tag(node.tag)} is not allowed: an experiment config holds plain "
+                "values (strings, numbers, booleans, lists, mappings); remove the tag",
+                line,
+            )
+        )
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         if id(node) in bounds.open:
-            raise _TooBig(
+            raise _Stop(
                 Problem(
                     _fmt_path(path),
                     f"a recursive alias: the value anchored at line {line} contains an alias to itself "
@@ -171,9 +188,17 @@ def _construct_collection(
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
-            raise _TooBig(
+            raise _Stop(
                 Problem(
                     _fmt_path(path), "a key must be a plain value, not a list or mapping", _line_of(key_node)
+                )
+            )
+        if key_node.tag not in PLAIN_TAGS:
+            raise _Stop(
+                Problem(
+                    _fmt_path(path),
+                    f"the YAML tag {_shown_tag(key_node.tag)} is not allowed on a key; remove the tag",
+                    _line_of(key_node),
                 )
             )
         key = _scalar(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
@@ -213,21 +238,11 @@ def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     return lines.get(())
 
 
-# Pydantic puts union members and discriminator tags into error locations; they are not YAML keys.
-_UNION_TAGS = {"float", "log_float", "int", "categorical", "str", "bool", "dict[str,float]", "list[str]"}
-
-
-def _clean_loc(loc: tuple) -> tuple:
-    return tuple(
-        p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith("function-")))
-    )
-
-
 def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Problem]:
     problems = []
     seen = set()
     for e in err.errors(include_url=False):
-        loc = _clean_loc(tuple(e["loc"]))
+        loc = clean_loc(tuple(e["loc"]))
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
@@ -249,149 +264,6 @@ def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Pr
     return problems
 
 
-def _cross_problems(exp: Experiment) -> list[tuple[tuple, str]]:
-    """Checks that involve more than one field; each returns the YAML location it concerns."""
-    out: list[tuple[tuple, str]] = []
-    names = exp.task_names
-    known = set(names)
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            out.append((("tasks", i, "name"), f"task name {n!r} is used twice"))
-    for t in exp.search.bounds:
-        if t not in known:
-            out.append((("search", "bounds", t), f"unknown task {t!r}; tasks are {names}"))
-    lo = sum(exp.search.bounds[t].min for t in names if t in exp.search.bounds)
-    hi = sum(exp.search.bounds[t].max if t in exp.search.bounds else 1.0 for t in names)
-    if lo > 1 + SUM_TOLERANCE:
-        out.append((("search", "bounds"), f"the minimum weights sum to {lo:g} > 1: no mixture fits"))
-    if hi < 1 - SUM_TOLERANCE:
-        out.append((("search", "bounds"), f"the maximum weights sum to {hi:g} < 1: no mixture fits"))
-    for i, mix in enumerate(exp.search.seed_mixtures):
-        loc = ("search", "seed_mixtures", i)
-        out += _mixture_problems(loc, mix, names, "seed mixture")
-        for t in names:
-            b = exp.search.bounds.get(t)
-            w = mix.get(t, 0.0)
-            if b is not None and not (b.min - SUM_TOLERANCE <= w <= b.max + SUM_TOLERANCE):
-                out.append(
-                    (loc + (t,), f"weight {w:g} for {t!r} is outside its bounds [{b.min:g}, {b.max:g}]")
-                )
-    if exp.verify.baseline is not None:
-        out += _mixture_problems(("verify", "baseline"), exp.verify.baseline, names, "baseline")
-    es = exp.sweep.early_stopping
-    if es.enabled and es.method == "gp" and not exp.multi_fidelity:
-        out.append(
-            (
-                ("sweep", "early_stopping", "method"),
-                "method 'gp' predicts a trial's final value with the multi-fidelity GP, which "
-                "optimizer.multi_fidelity: false turns off: drop that line (with early stopping "
-                "it is on by default) or use method 'asha'",
-            )
-        )
-    if exp.optimizer.fidelity_scale and not exp.multi_fidelity:
-        out.append(
-            (
-                ("optimizer", "fidelity_scale"),
-                "fidelity_scale scales the multi-fidelity GP's mixture term, and the multi-fidelity "
-                "GP is off here: set optimizer.multi_fidelity: true (or enable sweep.early_stopping, "
-                "which turns it on by default) or drop fidelity_scale",
-            )
-        )
-    if es.enabled and es.grace_period is not None and es.grace_period >= exp.trainer.steps:
-        out.append(
-            (
-                ("sweep", "early_stopping", "grace_period"),
-                f"grace_period {es.grace_period} is not below trainer.steps ({exp.trainer.steps}): no "
-                "trial could ever be stopped; lower it (default: half the steps) or turn early stopping off",
-            )
-        )
-    if isinstance(exp.optimizer.dirichlet_alpha, dict):
-        for t in exp.optimizer.dirichlet_alpha:
-            if t not in known:
-                out.append((("optimizer", "dirichlet_alpha", t), f"unknown task {t!r}; tasks are {names}"))
-    out += _objective_problems(exp)
-    for p in exp.search.hyperparameters:
-        if not NAME_RE.match(p):
-            out.append((("search", "hyperparameters", p), f"hyperparameter name {p!r} is not a simple name"))
-        if p in known:
-            out.append((("search", "hyperparameters", p), f"hyperparameter {p!r} has the name of a task"))
-    return out
-
-
-def _objective_problems(exp: Experiment) -> list[tuple[tuple, str]]:
-    """``objective.weights`` names the experiment's tasks and is the only objective given."""
-    if exp.objective is None:
-        return []
-    names = exp.task_names
-    out: list[tuple[tuple, str]] = [
-        (("objective", "weights", k), f"unknown score {k!r}; the scores are the experiment's tasks {names}")
-        for k in exp.objective.weights
-        if k not in names
-    ]
-    trainer_objective = exp.trainer.knobs.objective
-    if trainer_objective != "mean_task":
-        out.append(
-            (
-                ("trainer", "objective"),
-                f"trainer.objective {trainer_objective!r} and objective.weights both say what to "
-                "maximise: keep objective.weights (mean_kind is equal weights per kind) and drop "
-                "trainer.objective",
-            )
-        )
-    return out
-
-
-def _mixture_problems(
-    loc: tuple, mix: dict[str, float], names: list[str], what: str
-) -> list[tuple[tuple, str]]:
-    """A mixture's own checks: known tasks, finite weights >= 0, summing to 1."""
-    out: list[tuple[tuple, str]] = []
-    unknown = sorted(set(mix) - set(names))
-    if unknown:
-        out.append((loc, f"{what} names unknown task(s) {unknown}; tasks are {names}"))
-    neg = {k: v for k, v in mix.items() if not (math.isfinite(v) and v >= 0)}
-    if neg:
-        out.append((loc, f"{what} weights must be finite and >= 0, got {neg}"))
-    total = sum(mix.values())
-    if not math.isclose(total, 1.0, rel_tol=0, abs_tol=SUM_TOLERANCE):
-        out.append(
-            (loc, f"{what} weights must sum to 1 (within {SUM_TOLERANCE:g}), got {total!r} from {mix}")
-        )
-    return out
-
-
-def _trainer_option_problems(exp: Experiment) -> list[tuple[tuple, str]]:
-    """Validate the trainer's own options against its module's ``Options`` model."""
-    try:
-        options_model = load_trainer(exp.trainer.target).options
-    except TrainerError as e:
-        return [(("trainer", "target"), str(e))]
-    unknown_hps = [
-        (
-            ("search", "hyperparameters", name),
-            f"the trainer {exp.trainer.target!r} has no option {name!r} for this hyperparameter to set; "
-            f"its options are {sorted(options_model.model_fields)}",
-        )
-        for name in exp.search.hyperparameters
-        if name not in options_model.model_fields
-    ]
-    if unknown_hps:
-        return unknown_hps
-    try:
-        options_model.model_validate(exp.trainer.options)
-    except ValidationError as err:
-        return [
-            (
-                ("trainer",) + _clean_loc(tuple(e["loc"])),
-                f"unknown trainer option {e['loc'][-1]!r}"
-                if e["type"] == "extra_forbidden"
-                else e["msg"].removeprefix("Value error, "),
-            )
-            for e in err.errors(include_url=False)
-        ]
-    return []
-
-
 def experiment_from_dict(
     data: Any,
     *,
@@ -399,8 +271,12 @@ def experiment_from_dict(
     lines: dict[tuple, int] | None = None,
     check_trainer: bool = True,
     base_dir: Path | None = None,
+    sweep: bool = False,
 ) -> Experiment:
     """Validate a plain dict into an :class:`Experiment`; raise :class:`ConfigError` listing every problem.
+
+    ``sweep``: also refuse a config whose sweep has nothing to optimise (one mixture only and no
+    hyperparameter searched), for the commands that run or validate a sweep.
 
     Relative paths (tasks, ``storage``, ``tracking.uri``'s sqlite file, ``trainer.model``,
     ``optimizer.warm_start.state``) are resolved against ``base_dir`` when given (the working
@@ -413,12 +289,31 @@ def experiment_from_dict(
         exp = Experiment.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_pydantic_problems(err, lines), source) from None
-    cross = _cross_problems(exp)
+    cross = cross_problems(exp)
+    if sweep:
+        cross += nothing_to_optimise(exp)
     if check_trainer:
-        cross += _trainer_option_problems(exp)
+        cross += trainer_option_problems(exp)
     if cross:
         raise ConfigError([Problem(_fmt_path(loc), msg, _line_for(loc, lines)) for loc, msg in cross], source)
-    return _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+    exp = _resolve_paths(exp, (base_dir or Path.cwd()).resolve())
+    problem = _storage_problem(Path(exp.storage), exp.name)
+    if problem:
+        raise ConfigError([Problem("storage", problem, _line_for(("storage",), lines))], source)
+    return exp
+
+
+def _storage_problem(storage: Path, name: str) -> str | None:
+    """What stands where the sweep makes its folders (``storage/<name>/sweep-<id>``): a file at
+    ``storage``, above it, or at ``storage/<name>``; None when nothing does."""
+    for p in (storage / name, storage, *storage.parents):
+        if p.is_dir():
+            return None
+        if os.path.lexists(p):
+            what = "a file" if p.is_file() else "not a folder"
+            where = f"storage {storage} is" if p == storage else f"{p} is"
+            return f"{where} {what}: give a folder for the trial checkpoints (the sweep writes under {storage / name})"
+    return None
 
 
 def _resolve_paths(exp: Experiment, base: Path) -> Experiment:
@@ -513,15 +408,17 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, in
         raise ConfigError([Problem("", "the file is empty", 1)], source)
     try:
         data = _construct(node, (), lines, problems)
-    except _TooBig as e:
+    except _Stop as e:
         raise ConfigError([e.problem], source) from None
     if problems:
         raise ConfigError(problems, source)
     return data, lines
 
 
-def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experiment:
-    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key."""
+def load_experiment(path: str | Path, *, check_trainer: bool = True, sweep: bool = False) -> Experiment:
+    """Load and validate an experiment YAML. Raises :class:`ConfigError` naming file, line and key.
+
+    ``sweep``: as :func:`experiment_from_dict`'s, for the commands that run or validate a sweep."""
     path = Path(path)
     if not path.exists():
         raise ConfigError([Problem("", "no such file")], str(path))
@@ -538,7 +435,12 @@ def load_experiment(path: str | Path, *, check_trainer: bool = True) -> Experime
         ) from None
     data, lines = parse_yaml(text, str(path))
     return experiment_from_dict(
-        data, source=str(path), lines=lines, check_trainer=check_trainer, base_dir=path.resolve().parent
+        data,
+        source=str(path),
+        lines=lines,
+        check_trainer=check_trainer,
+        base_dir=path.resolve().parent,
+        sweep=sweep,
     )
 
 

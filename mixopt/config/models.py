@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from mixopt.config.trainer import TrainerConfig
+from mixopt.data import MappedFile
 from mixopt.datasets import FIELDS, DatasetSplit
 from mixopt.optimizer import checks as optimizer_checks
 from mixopt.optimizer import defaults as optimizer_defaults
@@ -121,9 +122,17 @@ class TaskConfig(_Frozen):
         if self.path is None and not self.dataset and (self.train is None or self.dev is None):
             raise ValueError("give both 'train' and 'dev' files (or 'path', or 'dataset')")
         dataset_keys = ("subset", "dev_split", "dev_fraction", "dev_max_rows", "score_scale")
+        fields = FIELDS[self.kind.value]
+        for field, cols in self.columns.items():
+            if field not in fields:
+                raise ValueError(
+                    f"columns: {field!r} is not a field of a {self.kind.value} row; fields are {list(fields)}"
+                )
+            if isinstance(cols, list) and field != "negatives":
+                raise ValueError(f"columns: {field!r} takes one column name, got a list")
         if not self.dataset:
             given = [k for k in dataset_keys if getattr(self, k) is not None]
-            given += ["split"] * (self.split != "train") + ["columns"] * bool(self.columns)
+            given += ["split"] * (self.split != "train")
             if given:
                 raise ValueError(f"{given} apply only to a task with 'dataset'")
         else:
@@ -136,14 +145,6 @@ class TaskConfig(_Frozen):
                 raise ValueError(
                     f"dev_split {self.dev_split!r} is the train split; use dev_fraction to hold out rows"
                 )
-            fields = FIELDS[self.kind.value]
-            for field, cols in self.columns.items():
-                if field not in fields:
-                    raise ValueError(
-                        f"columns: {field!r} is not a field of a {self.kind.value} row; fields are {list(fields)}"
-                    )
-                if isinstance(cols, list) and field != "negatives":
-                    raise ValueError(f"columns: {field!r} takes one column name, got a list")
             if self.score_scale is not None and self.kind != TaskKind.sts:
                 raise ValueError("score_scale applies only to sts tasks")
         allowed = METRICS[self.kind]
@@ -156,22 +157,23 @@ class TaskConfig(_Frozen):
             )
         return self
 
-    def _find(self, split: str) -> Path:
-        explicit = self.train if split == "train" else self.dev
-        if explicit is not None:
-            return explicit
-        assert self.path is not None
-        for ext in (".jsonl", ".parquet"):
-            candidate = self.path / f"{split}{ext}"
-            if candidate.exists():
-                return candidate
-        return self.path / f"{split}.jsonl"
+    @property
+    def _columns(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """``columns:`` as sorted (field, column names) pairs."""
+        return tuple(sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items()))
+
+    def _find(self, split: str) -> Any:
+        """The split's file; a :class:`mixopt.data.MappedFile` when ``columns:`` maps its columns."""
+        path = self.train if split == "train" else self.dev
+        if path is None:
+            assert self.path is not None
+            found = [self.path / f"{split}{ext}" for ext in (".jsonl", ".parquet")]
+            path = next((p for p in found if p.exists()), found[0])
+        return MappedFile(path, self._columns) if self.columns else path
 
     def _dataset_split(self, role: str) -> Any:
         assert self.dataset is not None
-        columns = tuple(
-            sorted((f, tuple(c) if isinstance(c, list) else (c,)) for f, c in self.columns.items())
-        )
+        columns = self._columns
         common = dict(
             dataset=self.dataset,
             kind=self.kind.value,
@@ -290,10 +292,55 @@ class OptimizerConfig(_Frozen):
         return v
 
 
+# The schemes of MLflow's tracking stores (its TrackingStoreRegistry; '' is a local folder); a
+# plugin's scheme is found among the installed packages' "mlflow.tracking_store" entry points.
+TRACKING_SCHEMES = frozenset(
+    {
+        "",
+        "file",
+        "databricks",
+        "databricks-uc",
+        "uc",
+        "http",
+        "https",
+        "postgresql",
+        "mysql",
+        "sqlite",
+        "mssql",
+    }
+)
+
+
+def tracking_scheme_problem(uri: str) -> str | None:
+    """Why MLflow has no tracking store for ``uri``'s scheme (one line), or None when it has one."""
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2: a database's driver
+    if scheme in TRACKING_SCHEMES or (len(scheme) == 1 and os.name == "nt"):  # C:\ on Windows
+        return None
+    plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
+    if scheme in plugins:
+        return None
+    known = sorted(s for s in TRACKING_SCHEMES | plugins if s)
+    return (
+        f"MLflow has no tracking store for the scheme {scheme!r} of {uri!r}; give a local path or a URI "
+        f"with one of {known} (e.g. sqlite:///mlflow.db, http://host:5000)"
+    )
+
+
 class TrackingConfig(_Frozen):
     # None: $MLFLOW_TRACKING_URI if set, else a sqlite store in the working directory.
     uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        problem = tracking_scheme_problem(v) if v is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("experiment")
     @classmethod
@@ -407,7 +454,7 @@ class ObjectiveConfig(_Frozen):
         bad = {k: w for k, w in v.items() if not (math.isfinite(w) and w >= 0)}
         if bad:
             raise ValueError(f"weights must be finite and >= 0, got {bad}")
-        if sum(v.values()) <= 0:
+        if max(v.values()) <= 0:
             raise ValueError(f"the weights sum to 0 ({v}): give at least one score a positive weight")
         return v
 

@@ -55,10 +55,13 @@ def check_objective(weights: Any, where: str = "objective") -> dict[str, float]:
     names = [k for k in weights if not isinstance(k, str) or not k]
     if names:
         raise ValueError(f"{where}: score names must be non-empty strings, got {names}")
-    total = math.fsum(float(v) for v in weights.values())
-    if total <= 0:
+    # Divided by the largest first: weights near the float maximum (1e308) would overflow their sum.
+    top = max(float(v) for v in weights.values())
+    if top <= 0:
         raise ValueError(f"{where}: the weights sum to 0; give at least one score a positive weight")
-    return {str(k): float(v) / total for k, v in weights.items()}
+    scaled = {str(k): float(v) / top for k, v in weights.items()}
+    total = math.fsum(scaled.values())
+    return {k: v / total for k, v in scaled.items()}
 
 
 def check_scores(scores: Any, method: str) -> dict[str, float]:

@@ -83,14 +83,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 class _Page:
-    """Figures become divs; plotly.js goes in once, at the top."""
+    """Figures become divs; plotly.js goes in once, at the top. ``figures``, when given, collects each
+    figure as ``(name, figure)``, named by its section (``parallel``, ``tradeoffs-2``...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, figures: list[tuple[str, Any]] | None = None) -> None:
         self.n = 0
+        self.section = ""
+        self.figures = figures
 
     def fig(self, fig: Any) -> str:
         self.n += 1
         fig.update_layout(margin={"l": 60, "r": 30, "t": 40, "b": 60}, template="plotly_white")
+        if self.figures is not None:
+            count = sum(name.split("-")[0] == self.section for name, _ in self.figures)
+            self.figures.append((self.section + (f"-{count + 1}" if count else ""), fig))
         return fig.to_html(
             full_html=False, include_plotlyjs=False, div_id=f"fig{self.n}", config={"displaylogo": False}
         )
@@ -378,7 +384,12 @@ def _tradeoffs(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> st
         fig.update_yaxes(title_text="objective", row=r, col=c)
     fig.update_layout(height=320 * rows)
     rows_ = [
-        [done[k].trial_id, *[done[k].proposal.get(t) for t in data.tasks], *table[k].tolist()]
+        # Weights rounded as everywhere else (a weight of 4.5e-19 is 0.000 of the mixture).
+        [
+            done[k].trial_id,
+            *[f"{float(done[k].proposal.get(t, 0.0)):.3f}" for t in data.tasks],
+            *table[k].tolist(),
+        ]
         for k in sorted(front)
     ]
     head = ["trial", *[f"w.{t}" for t in data.tasks], *[f"score.{n}" for n in names]]
@@ -468,12 +479,16 @@ _BUILDERS: dict[str, Callable[[SweepData, Any, _Page], str]] = {
 }
 
 
-def render(data: SweepData, opt: MixtureOptimizer | None = None) -> str:
-    """The report page of ``data``; ``opt``: the sweep's optimizer (default: rebuilt from its state)."""
+def render(
+    data: SweepData, opt: MixtureOptimizer | None = None, figures: list[tuple[str, Any]] | None = None
+) -> str:
+    """The report page of ``data``; ``opt``: the sweep's optimizer (default: rebuilt from its state);
+    ``figures``: a list that collects the page's figures (see :class:`_Page`)."""
     opt = _optimizer(data, opt)
-    page = _Page()
+    page = _Page(figures)
     body = []
     for key, title in SECTIONS:
+        page.section = key
         try:
             inner = _BUILDERS[key](data, opt, page)
         except Exception as e:  # one section must not cost the report the others

@@ -150,6 +150,28 @@ def split_dev_rows(tasks: Sequence[TaskConfig]) -> DevSplit:
     return DevSplit(select, report)
 
 
+def metric_problem(metric: str, tasks: Sequence[TaskConfig]) -> str | None:
+    """Why the soup's evaluation cannot give MLflow metric ``metric`` (one line), or None when it can.
+
+    The evaluation (the trainer's ``evaluate_checkpoint``) gives what :func:`metric_of` reads:
+    ``objective``, ``score.<task>`` and the tasks' dev metrics ``<task>/<key>/d<dim>``; a trial's
+    other metrics (``loss``, ``tokens_per_s``...) describe its training, which a soup has none of.
+    """
+    names = [t.name for t in tasks]
+    task, slash, _ = metric.partition("/")
+    if metric == "objective" or (metric.startswith("score.") and metric[len("score.") :] in names):
+        return None
+    if slash and task in names:
+        return None
+    return (
+        f"--metric {metric!r}: the soup's evaluation gives objective, score.<task> and the tasks' dev "
+        f"metrics (<task>/<key>/d<dim>), not {metric!r}, so the soup could not be compared with its "
+        f"ingredients; rank by one of those (e.g. --metric score.{names[0]})"
+        if names
+        else f"--metric {metric!r}: the soup's evaluation gives objective and score.<task> only"
+    )
+
+
 def metric_of(result: TrialResult, metric: str) -> float:
     """The value of MLflow metric name ``metric`` in a :class:`TrialResult`.
 

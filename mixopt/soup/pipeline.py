@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from mixopt.soup.average import DEFAULT_CHUNK_BYTES
 from mixopt.soup.card import format_selection
-from mixopt.soup.evaluate import Evaluate, TrainerEvaluate, split_dev_rows, trainer_evaluator
+from mixopt.soup.evaluate import Evaluate, TrainerEvaluate, metric_problem, split_dev_rows, trainer_evaluator
 from mixopt.soup.ingredients import DEFAULT_RANK, METHODS, Selection, SoupError, parse_runs
 from mixopt.soup.make import make_soup
 from mixopt.soup.outdir import check_replaceable
@@ -89,6 +89,8 @@ def soup_from_sweep(
                 f"the score is measured on the dev rows the greedy soup was selected on, so it is biased "
                 f"upward: the evaluation of {exp.trainer.target!r} takes no dev_rows to hold rows out"
             )
+    if evaluate is not None and (problem := metric_problem(metric, tasks)) is not None:
+        raise SoupError(problem)  # before any work: the soup could not be compared by it
     out = Path(out) if out is not None else Path("soups") / name
     check_replaceable(out, force)  # before any work: a soup of a large model takes minutes
     client = store.connect(uri)

@@ -20,7 +20,7 @@ and one Tune run of trials), :mod:`.worker` (the trial function run on a Ray wor
 :mod:`.callback` (the Tune Callback, the single MLflow writer), :mod:`.warm` (a new sweep's
 optimizer: the experiment's, warm-started), :mod:`.stopping` (early stopping), :mod:`.progress` (the terminal), :mod:`.resume` (finding the sweep to resume, checking
 the YAML against its recorded config, reconciling a restored optimizer with MLflow), :mod:`.lock`
-(one driver per sweep), :mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired
+(one driver per sweep), :mod:`.signals` (SIGTERM ends the sweep as Ctrl-C does), :mod:`.verify` (after the search: the recommended mixture vs a baseline on fresh paired
 seeds), :mod:`.recommend` (that stage for a recommendation made after the sweep), :mod:`.checks` (what is checked before any trial) and :mod:`.common` (shared small parts,
 importing no other module of the sweep).
 """

@@ -15,7 +15,7 @@ from ray import tune
 
 from mixopt.checksums import manifest_sha256
 from mixopt.config import Experiment
-from mixopt.sweep.common import DATA, INFRASTRUCTURE, TRIAL, State, failure_kind, no_space
+from mixopt.sweep.common import DATA, INFRASTRUCTURE, TRIAL, State, failure_kind, no_space, out_of_memory
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.retention import prune_during_sweep
 from mixopt.tracking import CHECKPOINT, SweepTracker
@@ -26,13 +26,22 @@ class SweepCallback(tune.Callback):
     """Driver-side MLflow logging of every trial event (the single writer to the store)."""
 
     def __init__(
-        self, tracker: SweepTracker, printer: Printer, exp: Experiment, state: State, searcher: Any = None
+        self,
+        tracker: SweepTracker,
+        printer: Printer,
+        exp: Experiment,
+        state: State,
+        searcher: Any = None,
+        verifier: Any = None,
     ) -> None:
         self.tracker, self.printer, self.exp, self.state = tracker, printer, exp, state
-        # The search's MixtureSearcher (None for the verification): stopped by bad data.
-        self.searcher = searcher
+        # The search's MixtureSearcher: told each failure once its kind is known, stopped by bad
+        # data. The verification's FixedSearcher tells nobody. Either stops on an infrastructure failure.
+        self.searcher, self.verifier = searcher, verifier
         # The first trial that failed on bad data: (trial id, one-line reason); the search stops.
         self.data_error: tuple[str, str] | None = None
+        # The first trial the infrastructure failed: (trial id, one-line reason); the sweep stops.
+        self.infrastructure: tuple[str, str] | None = None
         self.node_logged: set[str] = set()
         # Per running trial: the step of its latest report and the metrics logged at that step.
         # The trainer reports its final evaluation at the last step and then returns it in its
@@ -107,7 +116,11 @@ class SweepCallback(tune.Callback):
         self.printer.ended(trial_id, "FINISHED", objective)
         if self.exp.storage_keep is not None:
             prune_during_sweep(
-                self.tracker, self.state.path.parent, self.exp.storage_keep, self.printer.enabled
+                self.tracker,
+                self.state.path.parent,
+                self.exp.storage_keep,
+                self.printer.enabled,
+                self.exp.sweep.log_checkpoints,
             )
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -129,6 +142,8 @@ class SweepCallback(tune.Callback):
         run_id, trial_id = trial.config["run_id"], trial.config["trial_id"]
         self.logged_at.pop(run_id, None)
         reason, details, kind = error_reason(trial), error_details(trial), error_kind(trial)
+        if self.searcher is not None:  # told before the state is saved below
+            self.searcher.settle(trial.trial_id, tell=kind != INFRASTRUCTURE)
         if details:
             self.tracker.log_text(run_id, details, "failure.txt")
         self.tracker.finish_trial(
@@ -140,6 +155,13 @@ class SweepCallback(tune.Callback):
             self.data_error = (trial_id, reason)
             if self.searcher is not None:
                 self.searcher.stop()
+        if kind == INFRASTRUCTURE:
+            # Not the mixture's doing: nothing more starts, the trials running end, then the sweep
+            # stops and --resume runs this trial again (its run is FAILED with this kind).
+            self.infrastructure = self.infrastructure or (trial_id, reason)
+            for searcher in (self.searcher, self.verifier):
+                if searcher is not None:
+                    searcher.stop()
 
 
 def not_yet_logged(
@@ -246,7 +268,7 @@ def error_kind(trial: Any) -> str:
         return INFRASTRUCTURE
     cause = _cause(err)
     if cause is None:
-        return INFRASTRUCTURE if no_space(err) is not None else TRIAL
+        return INFRASTRUCTURE if no_space(err) is not None or out_of_memory(err) is not None else TRIAL
     return getattr(cause, "mixopt_failure_kind", None) or failure_kind(cause)
 
 

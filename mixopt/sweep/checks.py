@@ -12,7 +12,9 @@ a train file with one row, a classification task whose train split has one label
 fewer than :data:`MIN_DEV_ROWS` rows (its score is 0 or 1), a ``trainer.model`` that looks like a
 path and does not exist, a model the trainer cannot take (its ``check_model`` hook, which reads the
 model's config files and names the trainer that can), ``trainer.matryoshka_dims`` that do not start
-at that local model's embedding dimension. Warned: dev labels never seen in train (those rows always score wrong),
+at that local model's embedding dimension, a local model folder whose tokenizer does not load, a task
+whose text is more than half unknown to the tokenizer. Warned: dev labels never seen in train (those
+rows always score wrong),
 constant STS dev scores (Spearman is undefined; the task scores 0), a dev split of fewer than
 :data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run, a task
 whose text is more than 5 % unknown to the tokenizer (:mod:`mixopt.tokens`).
@@ -31,7 +33,7 @@ from mixopt import atomic
 from mixopt.config import Experiment
 from mixopt.data import ClassificationRow, DataError, STSRow, iter_rows
 from mixopt.sweep.common import SweepError
-from mixopt.tokens import share_warnings, shares_line, task_unknown_shares
+from mixopt.tokens import share_problems, share_warnings, shares_line, task_unknown_shares, tokenizer_problem
 from mixopt.trial import load_trainer
 
 HEAD_ROWS = 50
@@ -179,9 +181,13 @@ def check_data(exp: Experiment, mode: str = "full", use_cache: bool = True) -> D
         # A dataset's train and dev parts come from one split and usually fail alike: one line a task.
         problems += found[:1] if t.dataset else found
     problems += model_problems(exp)
+    if not problems and (tokenizer := tokenizer_problem(exp.trainer.knobs.model)) is not None:
+        problems.append(tokenizer)
     if problems:
         raise SweepError("\n".join(problems))
     report.unknown = task_unknown_shares(exp)
+    if share_problems(report.unknown):
+        raise SweepError("\n".join(share_problems(report.unknown)))
     report.warnings += share_warnings(report.unknown)
     if use_cache and not new_cache.items() <= cache.items():
         report.cache_file, report.cache = cache_file, {**cache, **new_cache}

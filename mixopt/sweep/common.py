@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,10 @@ class SweepError(RuntimeError):
 
 
 class SweepInterrupted(SweepError):
-    """Ctrl-C or SIGTERM: the sweep's MLflow run is marked KILLED and ``--resume`` continues it.
+    """The sweep stopped before its end and ``--resume`` continues it (its MLflow run is marked
+    KILLED): Ctrl-C, SIGTERM, a trial's infrastructure failure, an error of the driver.
 
-    ``exit_code``: the shell's code for the signal (128 + its number: 130 SIGINT, 143 SIGTERM).
+    ``exit_code``: the shell's code for a signal (128 + its number: 130 SIGINT, 143 SIGTERM), else 1.
     """
 
     def __init__(self, message: str, exit_code: int = 130) -> None:
@@ -48,27 +49,48 @@ class SweepFailed(SweepError):
 
 class StorageFull(SweepError):
     """The driver cannot write under ``storage`` (disk full, quota): the sweep run is marked KILLED,
-    and ``--resume`` continues it once there is space."""
+    and ``--resume`` continues it once there is space. ``reason``: what could not be written, and why."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class InfrastructureFailed(SweepInterrupted):
+    """A trial failed for the infrastructure (no space, a dead worker, out of memory), not for its
+    mixture: the sweep stopped, its run is marked KILLED, and ``--resume`` runs that trial again."""
 
 
 # OS errors that say the storage, not the trial, is at fault: no space left, or the quota spent.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def no_space(err: BaseException) -> OSError | None:
-    """The out-of-space OSError in ``err``'s chain (its causes and contexts), or None."""
+def in_chain(err: BaseException, match: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception of ``err``'s chain (itself, then its causes and contexts) that ``match``es."""
     seen: set[int] = set()
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in NO_SPACE:
+        if match(e):
             return e
         e = e.__cause__ or e.__context__
     return None
 
 
+def no_space(err: BaseException) -> OSError | None:
+    """The out-of-space OSError in ``err``'s chain, or None."""
+    found = in_chain(err, lambda e: isinstance(e, OSError) and e.errno in NO_SPACE)
+    return found if isinstance(found, OSError) else None
+
+
 # Kinds of trial failure (the FAILURE_KIND tag of mixopt.tracking.tags).
 DATA, INFRASTRUCTURE, TRIAL = "data", "infrastructure", "trial"
+
+
+def out_of_memory(err: BaseException) -> BaseException | None:
+    """The out-of-memory error in ``err``'s chain: Python's ``MemoryError`` (an allocation the
+    operating system refused), or an accelerator's (``torch.OutOfMemoryError``); else None."""
+    return in_chain(err, lambda e: isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError")
 
 
 def failure_kind(err: BaseException) -> str:
@@ -76,27 +98,39 @@ def failure_kind(err: BaseException) -> str:
 
     The chain is walked (a trainer re-raises a DataError as TrialFailed ``from None``, which still
     keeps it as the context): a :class:`mixopt.data.DataError` anywhere is bad data; an out-of-space
-    OSError is the infrastructure; anything else is the trial's own failure.
+    OSError or an out-of-memory error is the infrastructure (the machine, not the mixture: the
+    sweep stops and ``--resume`` runs the trial again); anything else is the trial's own failure.
     """
-    if no_space(err) is not None:
+    if no_space(err) is not None or out_of_memory(err) is not None:
         return INFRASTRUCTURE
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, DataError):
-            return DATA
-        e = e.__cause__ or e.__context__
-    return TRIAL
+    return DATA if in_chain(err, lambda e: isinstance(e, DataError)) is not None else TRIAL
 
 
 def storage_full(err: OSError, path: Path | str | None = None) -> StorageFull:
     """The one line for an out-of-space error: what could not be written, and what to do."""
     where = err.filename or path or "storage"
-    return StorageFull(
-        f"cannot write {where}: {err.strerror or os.strerror(err.errno or 0)}; free space there, then "
-        "continue the sweep with --resume"
-    )
+    reason = f"cannot write {where}: {err.strerror or os.strerror(err.errno or 0)}"
+    return StorageFull(f"{reason}; free space there, then continue the sweep with --resume", reason)
+
+
+def storage_full_in(err: BaseException, storage: Path) -> StorageFull | None:
+    """The one-line error for a full disk anywhere in ``err``'s chain (Tune wraps what its loop
+    raised, a callback's state save or its own experiment files), or None."""
+    found = in_chain(err, lambda e: isinstance(e, StorageFull))
+    if isinstance(found, StorageFull):
+        return found
+    full = no_space(err)
+    return storage_full(full, storage) if full is not None else None
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (a :class:`SweepError`'s message alone)."""
+    if isinstance(e, StorageFull):
+        return e.reason
+    lines = str(e).strip().splitlines()
+    if isinstance(e, SweepError):
+        return lines[0] if lines else type(e).__name__
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 @dataclass

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from mixopt import plots, report
 from mixopt.config import Experiment, dump_experiment
-from mixopt.optimizer import MixtureOptimizer
 from mixopt.optimizer.recommendation import recommendation_record
 from mixopt.preflight import PreflightError, run_preflight
 from mixopt.sweep.checks import check_data
 from mixopt.sweep.common import (
+    InfrastructureFailed,
     State,
     StorageFull,
     SweepError,
@@ -31,21 +31,22 @@ from mixopt.sweep.common import (
     SweepInterrupted,
     SweepSummary,
     Terminated,
-    no_space,
+    one_line,
     storage_dir,
-    storage_full,
+    storage_full_in,
 )
 from mixopt.sweep.lock import SweepLock
+from mixopt.sweep.logs import driver_log, logs_line
 from mixopt.sweep.progress import Printer, print_summary, warn
 from mixopt.sweep.proxy import SweepProxy, check_proxy
-from mixopt.sweep.resume import Reopening, find_resumable, reconcile
+from mixopt.sweep.resume import Reopening, find_resumable, reconcile, recorded_best, reopen, within_budget
 from mixopt.sweep.retention import prune_during_sweep
+from mixopt.sweep.signals import SIGTERM, init_ray, trap_sigterm
 from mixopt.sweep.tuner import (
     CONNECT_TIMEOUT,
     fit_tuner,
     make_trainable,
     max_concurrent,
-    ray_init,
     wait_for_ray,
 )
 from mixopt.sweep.verify import (
@@ -71,15 +72,13 @@ from mixopt.tracking import (
     WARM_START,
     SweepTracker,
 )
-from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT
+from mixopt.tracking.tags import CONFIG, CONFIG_ARTIFACT, FAILURE_KIND
 
 if TYPE_CHECKING:  # Tune's classes, imported when trials run (see Sweep.search)
     from mixopt.sweep.callback import SweepCallback
-    from mixopt.sweep.searcher import MixtureSearcher
+    from mixopt.sweep.searcher import FixedSearcher, MixtureSearcher
 
 log = logging.getLogger("mixopt.sweep")
-# Set by the SIGTERM handler of trap_sigterm (the interrupt may reach run_sweep re-raised by Ray).
-_SIGTERM = threading.Event()
 
 
 def run_sweep(
@@ -103,14 +102,15 @@ def run_sweep(
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    _SIGTERM.clear()
+    SIGTERM.clear()
     trap_sigterm()
     try:
-        return _run(
-            exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
-        )
+        with driver_log(exp):
+            return _run(
+                exp, address, resume, max_trials, verbose, data_check, connect_timeout, allow_config_change
+            )
     except KeyboardInterrupt as interrupt:
-        if _SIGTERM.is_set() and not isinstance(interrupt, Terminated):
+        if SIGTERM.is_set() and not isinstance(interrupt, Terminated):
             raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
         raise
     finally:
@@ -166,43 +166,29 @@ def _run(
         try:
             sweep.search()
             verification = sweep.verify()
+            return sweep.finish(time.monotonic() - t0, verification)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
             sweep.interrupted()
-            term = isinstance(interrupt, Terminated) or _SIGTERM.is_set()
+            term = isinstance(interrupt, Terminated) or SIGTERM.is_set()
             raise SweepInterrupted(
                 f"interrupted{' (SIGTERM)' if term else ''}: sweep run {sweep.tracker.parent_id} marked KILLED",
                 exit_code=143 if term else 130,
             ) from None
-        return sweep.finish(time.monotonic() - t0, verification)
+        except SweepError:
+            raise  # each says what happened to the sweep run
+        except Exception as e:  # the driver's own error: nothing left RUNNING, --resume continues
+            reason = one_line(e)
+            try:
+                sweep.interrupted(reason)
+            except Exception as again:
+                log.warning("could not mark sweep run %s KILLED: %s", sweep.tracker.parent_id, again)
+                raise e from None
+            raise SweepInterrupted(
+                f"stopped by an error ({reason}): sweep run {sweep.tracker.parent_id} marked KILLED",
+                exit_code=1,
+            ) from e
     finally:
         lock.release()
-
-
-def trap_sigterm() -> None:
-    """SIGTERM raises :class:`Terminated` in the main thread, as SIGINT raises KeyboardInterrupt.
-
-    Called again after every ``ray.init``: Ray installs its own handler there (``sys.exit`` from
-    inside the signal handler, which leaves the sweep and its trials RUNNING). A second SIGTERM
-    while the first is being handled is ignored, so the cleanup (runs marked KILLED) completes.
-    Ray's C++ core turns an exception raised by a signal handler during ``ray.get``/``ray.wait``
-    into a plain KeyboardInterrupt, so the handler also sets ``_SIGTERM``, which says which
-    signal it was.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return  # a sweep run from a thread (a notebook's executor): signals are the caller's
-
-    def terminated(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _SIGTERM.set()
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminated)
-
-
-def init_ray(address: str | None, exp: Experiment) -> None:
-    """:func:`mixopt.sweep.tuner.ray_init`, then this driver's SIGTERM handler back in place."""
-    ray_init(address, exp)
-    trap_sigterm()
 
 
 def check_before_start(
@@ -253,9 +239,10 @@ class Sweep:
     done: int = 0  # trials recorded before a --resume
     reruns: list[tuple[str, str, dict]] = field(default_factory=list)  # interrupted: run again first
     next_index: int = 0  # the next new trial is trial-{next_index:03d}
-    # The search's live Tune parts: the searcher's running trials are marked KILLED on Ctrl-C, the
+    # The live Tune parts: the searchers' running trials are marked KILLED on Ctrl-C, the search's
     # callback measured the slots' idle time; the verification reuses the concurrency limit.
     searcher: MixtureSearcher | None = None
+    verifier: FixedSearcher | None = None
     callback: SweepCallback | None = None
     concurrent: int = 0
     # Why the search stopped short with no answer to give (a trial hit bad data): the sweep FAILS.
@@ -267,36 +254,46 @@ class Sweep:
         cls, exp: Experiment, address: str | None, *, reopening: Reopening | None, total: int, verbose: bool
     ) -> Sweep:
         """Resume the sweep ``reopening`` found (see :func:`mixopt.sweep.resume.find_resumable`), or
-        record a new one; the state saved either way."""
+        record a new one; the state saved either way. Whatever stops it once the sweep's MLflow run
+        exists leaves that run closed with the reason (:func:`_start_failed`)."""
         tracker = SweepTracker(exp.tracking.resolved_uri(), exp.experiment_name)
-        if reopening is not None:
-            opt, state_path = _reopen(exp, tracker, reopening, verbose)
-            storage = state_path.parent
-            done, reruns, next_index = reconcile(
-                opt, tracker, tracker.parent_id, exp.trainer.steps, storage, exp.task_names
-            )
-            if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
-                tracker.upload_missing_checkpoints()
-            if exp.storage_keep is not None:  # finish a prune the killed driver left half done
-                prune_during_sweep(tracker, storage, exp.storage_keep, verbose)
-            if verbose:
-                print(
-                    f"[mixopt] resuming sweep {tracker.parent_id}: {done} trials recorded, {len(reruns)} "
-                    f"interrupted (run again), {max(total - done, 0)} to run",
-                    flush=True,
+        try:
+            if reopening is not None:
+                opt, state_path = reopen(exp, tracker, reopening, verbose)
+                storage = state_path.parent
+                done, reruns, next_index = reconcile(
+                    opt, tracker, tracker.parent_id, exp.trainer.steps, storage, exp.task_names
                 )
-        else:
-            opt, state_path = _record_new(exp, tracker, total, verbose)
-            storage = state_path.parent
-            done, reruns, next_index = 0, [], 0
-        tracker.show_in_ui(tracker.parent_id, exp.task_names, list(exp.search.hyperparameters))
-        # The sweep's trial count as run now (--max-trials, or a resume given more): its last
-        # optimizer.exploit_last proposals are exploitation steps.
-        opt.budget = total
-        state = State(opt, state_path)
-        state.save()
-        printer = Printer(exp.task_names, total, enabled=verbose, already_done=done)
-        return cls(exp, tracker, state, storage, printer, address, verbose, total, done, reruns, next_index)
+                if exp.sweep.log_checkpoints:  # uploads a killed driver left undone
+                    tracker.upload_missing_checkpoints()
+                if exp.storage_keep is not None:  # finish a prune the killed driver left half done
+                    prune_during_sweep(tracker, storage, exp.storage_keep, verbose, exp.sweep.log_checkpoints)
+                reruns = within_budget(opt, tracker, done, reruns, total)
+                if verbose:
+                    print(
+                        f"[mixopt] resuming sweep {tracker.parent_id}: {done} trials recorded, {len(reruns)} "
+                        f"interrupted (run again), {max(total - done, 0)} to run",
+                        flush=True,
+                    )
+            else:
+                opt, state_path = _record_new(exp, tracker, total, verbose)
+                storage = state_path.parent
+                done, reruns, next_index = 0, [], 0
+            tracker.show_in_ui(tracker.parent_id, exp.task_names, list(exp.search.hyperparameters))
+            # The sweep's trial count as run now (--max-trials, or a resume given more): its last
+            # optimizer.exploit_last proposals are exploitation steps.
+            opt.budget = total
+            state = State(opt, state_path)
+            state.save()
+            printer = Printer(
+                exp.task_names, total, enabled=verbose, already_done=done, best=recorded_best(tracker)
+            )
+            return cls(
+                exp, tracker, state, storage, printer, address, verbose, total, done, reruns, next_index
+            )
+        except BaseException as e:
+            _start_failed(tracker, reopening is not None, e)
+            raise
 
     def search(self) -> None:
         """Run the trials still missing with Ray Tune (none when a resumed sweep has them all)."""
@@ -309,7 +306,7 @@ class Sweep:
         from mixopt.sweep.stopping import make_scheduler
 
         exp = self.exp
-        init_ray(self.address, exp)
+        ray_logs = init_ray(self.address, exp)
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
         # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
         self.concurrent = max_concurrent(exp)
@@ -328,6 +325,7 @@ class Sweep:
                 f"checkpoints in {self.storage}",
                 flush=True,
             )
+            print(f"[mixopt] {logs_line(exp, ray_logs)}", flush=True)
         try:
             fit_tuner(
                 exp,
@@ -341,11 +339,12 @@ class Sweep:
                 scheduler,
             )
         except Exception as e:
-            full = e if isinstance(e, StorageFull) else _storage_full_in(e, self.storage)
+            full = e if isinstance(e, StorageFull) else storage_full_in(e, self.storage)
             if full is None:
                 raise
-            self.mark_killed()
+            self.mark_killed(full.reason)
             raise full from None
+        self._stop_if_infrastructure(self.callback)
         if self.callback.data_error is not None:
             trial_id, reason = self.callback.data_error
             self.failure = (
@@ -353,23 +352,39 @@ class Sweep:
                 f"{self.tracker.parent_id} is marked FAILED: fix the row and start the sweep again"
             )
 
-    def mark_killed(self) -> None:
-        """Mark the sweep run and its running trials KILLED and stop Ray (a local Ray and this
-        driver's trial actors go with the driver). The trials keep ``mixopt.status=RUNNING``, so
+    def mark_killed(self, reason: str | None = None) -> None:
+        """Mark the sweep run and its running trials (search and verification) KILLED and stop Ray
+        (a local Ray and this driver's trial actors go with the driver); ``reason`` goes on the
+        sweep run (tag ``mixopt.failure``). The trials keep ``mixopt.status=RUNNING``, so
         ``--resume`` runs them again in their runs. After a full disk under ``storage`` the state is
         not saved again: the one on disk is the last written whole."""
         import ray  # as Tune in search(): not loaded by `mixopt validate`
 
         self.tracker.wait_for_uploads(drain=False, timeout=60)  # the rest: --resume uploads them
-        live = self.searcher.live if self.searcher is not None else {}
-        for _trial_id, run_id, _ in list(live.values()):
-            try:
-                self.tracker.client.set_terminated(run_id, status="KILLED")
-            except Exception as e:  # the store may be what was interrupted; --resume reconciles it
-                log.warning("could not mark trial run %s KILLED: %s", run_id, e)
+        for searcher in (self.searcher, self.verifier):
+            for _trial_id, run_id, _ in list(searcher.live.values() if searcher is not None else []):
+                try:
+                    self.tracker.client.set_terminated(run_id, status="KILLED")
+                except Exception as e:  # the store may be what was interrupted; --resume reconciles it
+                    log.warning("could not mark trial run %s KILLED: %s", run_id, e)
+        if reason:
+            self.tracker.set_tags(self.tracker.parent_id or "", {FAILURE: reason[:4000]})
         self.tracker.end_sweep("KILLED")
         if ray.is_initialized():
             ray.shutdown()
+
+    def _stop_if_infrastructure(self, callback: SweepCallback) -> None:
+        """After a stage's trials: if the infrastructure failed one, mark the sweep KILLED and raise
+        :class:`InfrastructureFailed` (``--resume`` runs that trial again)."""
+        if callback.infrastructure is None:
+            return
+        trial_id, reason = callback.infrastructure
+        self.mark_killed(f"{trial_id} failed for the infrastructure: {reason}")
+        raise InfrastructureFailed(
+            f"{trial_id} failed for the infrastructure, not its mixture ({reason}); sweep run "
+            f"{self.tracker.parent_id} marked KILLED, and the trial runs again on resume",
+            exit_code=1,
+        )
 
     def verify(self) -> VerifyResult | None:
         """The verification stage (``verify.seeds`` > 0, see :mod:`mixopt.sweep.verify`): plan it, or
@@ -402,16 +417,17 @@ class Sweep:
             printer = Printer(exp.task_names, len(todo), enabled=self.verbose)
             if self.verbose:
                 print_plan(plan, len(todo), exp.task_names)
-            searcher = FixedSearcher(todo, tracker, exp.task_names, printer)
-            callback = SweepCallback(tracker, printer, exp, self.state)
+            self.verifier = FixedSearcher(todo, tracker, exp.task_names, printer)
+            callback = SweepCallback(tracker, printer, exp, self.state, verifier=self.verifier)
             trainable = make_trainable(exp, self.storage)
-            fit_tuner(exp, trainable, searcher, len(todo), concurrent, callback, self.storage, "verify")
+            fit_tuner(exp, trainable, self.verifier, len(todo), concurrent, callback, self.storage, "verify")
+            self._stop_if_infrastructure(callback)
         return summarise(plan, recorded_outcomes(tracker))
 
-    def interrupted(self) -> None:
-        """After Ctrl-C or SIGTERM: save the optimizer, then :meth:`mark_killed`."""
+    def interrupted(self, reason: str | None = None) -> None:
+        """After Ctrl-C, SIGTERM or an error of the driver: save the optimizer, then :meth:`mark_killed`."""
         self.state.save()
-        self.mark_killed()
+        self.mark_killed(reason)
 
     def finish(self, wall: float, verification: VerifyResult | None) -> SweepSummary:
         """Record the summary on the parent run (metrics, state, best, recommendation, figures),
@@ -441,6 +457,7 @@ class Sweep:
                     "proposal": json.loads(r.data.tags[PROPOSAL]),
                     "origin": r.data.params.get("origin"),
                     "failure": r.data.tags.get(FAILURE) or None,
+                    "failure_kind": r.data.tags.get(FAILURE_KIND) or None,
                 }
             )
         summary.best = state.optimizer.best()
@@ -495,49 +512,43 @@ class Sweep:
         failed = self.failure is not None or (summary.failed > 0 and summary.finished == 0)
         report.log_report(tracker, self.storage, state.optimizer, "FAILED" if failed else "FINISHED", warn)
         tracker.wait_for_uploads()
+        if exp.storage_keep is not None and exp.sweep.log_checkpoints:
+            # The last uploads are confirmed only now: what storage_keep held back for them goes.
+            prune_during_sweep(tracker, self.storage, exp.storage_keep, self.verbose, True)
         tracker.end_sweep("FAILED" if failed else "FINISHED")
-        if self.verbose:
-            print_summary(exp, summary)
-            if self.failure is None:
-                print_recommendation(summary.recommended, verification, exp.task_names)
+        # The end is printed even when quiet (verbose False drops the per-trial lines only).
+        print_summary(exp, summary)
+        if self.failure is None:
+            print_recommendation(summary.recommended, verification, exp.task_names)
         if self.failure is not None:
             raise SweepFailed(self.failure)
         return summary
 
 
-def _storage_full_in(err: BaseException, storage: Path) -> StorageFull | None:
-    """The one-line error for a full disk anywhere in ``err``'s chain (Tune wraps what its loop
-    raised, a callback's state save or its own experiment files), or None."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, StorageFull):
-            return e
-        e = e.__cause__ or e.__context__
-    full = no_space(err)
-    return storage_full(full, storage) if full is not None else None
-
-
-def _reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbose: bool) -> tuple[Any, Path]:
-    """The sweep ``reopening`` found, reopened: its optimizer restored, and its state file; a config
-    the YAML changed is recorded as ``config-N.yaml``, and every trial run from now on is tagged
-    with the config it runs under (tag ``mixopt.config``)."""
-    parent_id, state_path = reopening.parent_id, reopening.state_path
-    opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
-    tracker.reopen_sweep(parent_id)
-    if reopening.changed:
-        tracker.log_text(parent_id, dump_experiment(exp), reopening.config_name)
-        tracker.set_tags(parent_id, {CONFIG: reopening.config_name})
-        if verbose:
-            print(
-                f"[mixopt] resuming sweep {parent_id} under a changed config ({', '.join(reopening.changed)}): "
-                f"recorded as {reopening.config_name}; trials from now on are tagged {CONFIG}="
-                f"{reopening.config_name}",
-                flush=True,
-            )
-    tracker.trial_tags = {CONFIG: reopening.config_name}
-    return opt, state_path
+def _start_failed(tracker: SweepTracker, resumed: bool, e: BaseException) -> None:
+    """A sweep stopped by ``e`` before its first trial, once its MLflow run exists: the run closed
+    with the reason (tag ``mixopt.failure``), FAILED when new, KILLED (resumable) when resumed; the
+    one-line error to raise instead of ``e`` (a KeyboardInterrupt is left to the caller)."""
+    if tracker.parent_id is None:
+        return
+    reason = "interrupted as it started" if isinstance(e, KeyboardInterrupt) else one_line(e)
+    try:
+        tracker.set_tags(tracker.parent_id, {FAILURE: reason[:4000]})
+        tracker.end_sweep("KILLED" if resumed else "FAILED")
+    except Exception as again:
+        log.warning("could not close sweep run %s: %s", tracker.parent_id, again)
+        return
+    if isinstance(e, KeyboardInterrupt):
+        return
+    if resumed:
+        raise SweepError(
+            f"could not resume: {reason}; sweep run {tracker.parent_id} is left KILLED: fix the cause, "
+            "then --resume again"
+        ) from e
+    raise SweepFailed(
+        f"could not start: {reason}; sweep run {tracker.parent_id} is marked FAILED (no trial ran): fix "
+        "the cause, then start the sweep again"
+    ) from e
 
 
 def _record_new(exp: Experiment, tracker: SweepTracker, total: int, verbose: bool) -> tuple[Any, Path]:

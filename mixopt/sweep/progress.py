@@ -32,10 +32,17 @@ def warn(message: str) -> None:
 class Printer:
     """Progress on the terminal: a line per event; :meth:`table` of the trials for the end."""
 
-    def __init__(self, tasks: list[str], total: int, enabled: bool = True, already_done: int = 0):
+    def __init__(
+        self,
+        tasks: list[str],
+        total: int,
+        enabled: bool = True,
+        already_done: int = 0,
+        best: float | None = None,
+    ):
         self.tasks, self.total, self.enabled = tasks, total, enabled
         self.rows: dict[str, dict[str, Any]] = {}
-        self.best: float | None = None
+        self.best = best  # the best objective recorded before a --resume, if any
         self.already_done = already_done  # recorded before a --resume
         self.t0 = time.monotonic()
 
@@ -103,6 +110,35 @@ def failure_counts(trials: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(example[k], n) for k, n in counts.most_common()]
 
 
+# A failed trial's cause class, from the kind the sweep recorded on its run (the FAILURE_KIND tag:
+# mixopt.sweep.common's DATA, INFRASTRUCTURE, TRIAL), in words. Another recorded kind is named as it is.
+CAUSES = {
+    "trial": "the trainer raised",
+    "data": "bad data",
+    "infrastructure": "infrastructure (worker or node lost, out of memory, storage)",
+}
+
+
+def failure_causes(trials: list[dict[str, Any]]) -> list[tuple[str, int, list[tuple[str, int]]]]:
+    """The failed trials by cause class: (the class in words, its trials, its distinct reasons with
+    their counts as :func:`failure_counts` gives them), the most frequent class first."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for t in trials:
+        if t.get("status") == "FAILED":
+            by_kind.setdefault(t.get("failure_kind") or "unrecorded", []).append(t)
+    out = [(CAUSES.get(kind, f"cause {kind!r}"), len(ts), failure_counts(ts)) for kind, ts in by_kind.items()]
+    return sorted(out, key=lambda c: -c[1])
+
+
+def cause_line(trials: list[dict[str, Any]]) -> str:
+    """One line: each cause class of the failed trials with its count and reasons (the exception's
+    line, the bad row, or what happened to the worker), as recorded."""
+    return " | ".join(
+        f"{words} ({n}x): " + "; ".join(f"{k}x {reason}" for reason, k in reasons)
+        for words, n, reasons in failure_causes(trials)
+    )
+
+
 def trials_table(exp: Experiment, trials: list[dict[str, Any]]) -> str:
     """Every trial of the sweep: status, objective, best so far, top weights (printed once, at the end)."""
     head = f"{'trial':<10} {'origin':<7} {'status':<9} {'objective':>9} {'best':>8}  top weights"
@@ -158,11 +194,12 @@ def print_summary(exp: Experiment, s: SweepSummary) -> None:
     report = s.storage_dir / "report.html"
     if report.is_file():
         print(f"[mixopt] report: {report}   (also on the parent run; `mixopt report` rewrites it)", file=out)
-    failures = failure_counts(s.trials)
-    if failures:
-        print(f"[mixopt] {len(failures)} distinct failure reason(s):", file=out)
-        for reason, n in failures:
-            print(f"  {n}x {reason}", file=out)
+    causes = failure_causes(s.trials)
+    if causes:
+        print(f"[mixopt] {s.failed} trial(s) failed, by cause:", file=out)
+        for words, _, reasons in causes:
+            for reason, n in reasons:
+                print(f"  {words}: {n}x {reason}", file=out)
     if s.finished:
         print(
             "[mixopt] next: mixopt soup --runs top5   (the final model; or: make soup)", file=out, flush=True

@@ -17,9 +17,9 @@ from mixopt.optimizer import MixtureOptimizer
 from mixopt.optimizer.recommendation import RecommendationRecord
 from mixopt.sweep.callback import SweepCallback
 from mixopt.sweep.common import State, storage_dir
-from mixopt.sweep.driver import init_ray
 from mixopt.sweep.progress import Printer
 from mixopt.sweep.searcher import FixedSearcher
+from mixopt.sweep.signals import init_ray
 from mixopt.sweep.tuner import fit_tuner, make_trainable, max_concurrent
 from mixopt.sweep.verify import (
     PLAN_FILE,

@@ -7,19 +7,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from mixopt.config import Experiment, dump_experiment
+from mixopt.optimizer import MixtureOptimizer
 from mixopt.sweep.common import SweepError
 from mixopt.sweep.scores import final_scores
 from mixopt.tracking import CHECKPOINT, PROPOSAL, STAGE, STATE_PATH, STATUS, TRIAL_ID, SweepTracker
 from mixopt.tracking.store import get_run, recorded_config
-from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
-
-if TYPE_CHECKING:
-    from mixopt.optimizer import MixtureOptimizer
+from mixopt.tracking.tags import CONFIG, FAILURE_KIND, INFRASTRUCTURE
 
 # What the recorded trials and the optimizer state mean: the tasks (a mixture's coordinates) and
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
@@ -146,9 +144,9 @@ def reconcile(
     - running in MLflow, told in the state (only if a save raced a crash): close the run from the
       state's value, with the checkpoint if the trial wrote one.
     - pending in the state with no MLflow run: asked just before the crash; dropped.
-    - failed for the infrastructure (tag ``mixopt.failure_kind``: a full disk, a lost worker):
-      run again in its run, not counted as done; the state's failure, if told, stays a repeat
-      observation beside the new result (a live sweep tells it: the mixture may be what kills).
+    - failed for the infrastructure (tag ``mixopt.failure_kind``: a full disk, a lost worker,
+      out of memory): run again in its run, not counted as done; a live sweep never tells it, so
+      it is pending in the state, and told once it has run again.
 
     A trial ASHA stopped early (tag ``mixopt.stopped_early``) is told as a partial result at the
     step of its last objective when the optimizer is multi-fidelity, as the searcher would have.
@@ -222,3 +220,54 @@ def _stopped_fraction(
     history = tracker.client.get_metric_history(run.info.run_id, "objective")
     last = max((m.step for m in history), default=0)
     return last / steps if 0 < last < steps else 1.0
+
+
+def reopen(exp: Experiment, tracker: SweepTracker, reopening: Reopening, verbose: bool) -> tuple[Any, Path]:
+    """The sweep ``reopening`` found, reopened: its optimizer restored, and its state file; a config
+    the YAML changed is recorded as ``config-N.yaml``, and every trial run from now on is tagged
+    with the config it runs under (tag ``mixopt.config``)."""
+    parent_id, state_path = reopening.parent_id, reopening.state_path
+    opt = MixtureOptimizer.from_state_dict(json.loads(state_path.read_text()))
+    tracker.reopen_sweep(parent_id)
+    if reopening.changed:
+        tracker.log_text(parent_id, dump_experiment(exp), reopening.config_name)
+        tracker.set_tags(parent_id, {CONFIG: reopening.config_name})
+        if verbose:
+            print(
+                f"[mixopt] resuming sweep {parent_id} under a changed config ({', '.join(reopening.changed)}): "
+                f"recorded as {reopening.config_name}; trials from now on are tagged {CONFIG}="
+                f"{reopening.config_name}",
+                flush=True,
+            )
+    tracker.trial_tags = {CONFIG: reopening.config_name}
+    return opt, state_path
+
+
+def within_budget(
+    opt: MixtureOptimizer, tracker: SweepTracker, done: int, reruns: list[tuple[str, str, dict]], total: int
+) -> list[tuple[str, str, dict]]:
+    """The interrupted trials a resume runs again: as many as the sweep's ``total`` leaves room
+    for (``--max-trials`` may be below what is recorded). The others are closed KILLED, with the
+    reason, and cancelled in the optimizer: no run is left shown RUNNING."""
+    room = max(total - done, 0)
+    for trial_id, run_id, proposal in reruns[room:]:
+        if proposal in opt.pending:
+            opt.cancel(proposal)
+        tracker.finish_trial(
+            run_id,
+            "KILLED",
+            reason=f"{trial_id} was interrupted and not run again: the sweep's {total} trials are recorded",
+        )
+    return reruns[:room]
+
+
+def recorded_best(tracker: SweepTracker) -> float | None:
+    """The best objective of the search trials MLflow recorded as finished (before a ``--resume``)."""
+    values = [
+        r.data.metrics["objective"]
+        for r in tracker.trial_runs()
+        if r.data.tags.get(STAGE) != "verify"
+        and r.data.tags.get(STATUS) == "FINISHED"
+        and "objective" in r.data.metrics
+    ]
+    return max(values, default=None)

@@ -10,7 +10,12 @@ a handful, so a sweep keeps, among one sweep's trial runs in MLflow:
 - ``verify``: every verification run of the recommended mixture (the soup's other candidates,
   averaged by ``--rank posterior``). The baseline arm's checkpoints are neither soup candidates
   nor read by the verification (it compares objectives), so they go;
-- ``pin``: the trials named by trial id or MLflow run id.
+- ``pin``: the trials named by trial id or MLflow run id;
+- with ``sweep.log_checkpoints`` (``Keep.logged_first``), every checkpoint whose copy in MLflow's
+  artifact store is not yet confirmed whole (tag ``mixopt.checkpoint_logged``, set only once every
+  file's SHA-256 there matches the disk's: :class:`mixopt.tracking.writer.CheckpointUploader`);
+  and, in any case, a checkpoint whose upload failed (tag ``mixopt.checkpoint_upload_failure``):
+  deleting it would leave it nowhere.
 
 Every other finished trial's checkpoint is deleted and its run tagged
 ``mixopt.checkpoint_pruned=true``; the run and its metrics stay. Objectives never change once
@@ -41,7 +46,9 @@ from mixopt.sweep.progress import warn
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
+    CHECKPOINT_LOGGED,
     CHECKPOINT_PRUNED,
+    CHECKPOINT_UPLOAD_FAILURE,
     ROLE,
     ROLE_SWEEP,
     STAGE,
@@ -65,16 +72,19 @@ class Keep:
     top: int
     verify: bool = True
     pin: tuple[str, ...] = ()
+    # sweep.log_checkpoints: delete a checkpoint only once its copy in MLflow is confirmed whole.
+    logged_first: bool = False
 
     @classmethod
-    def from_config(cls, cfg: Any, top: int | None = None) -> Keep:
+    def from_config(cls, cfg: Any, top: int | None = None, logged_first: bool = False) -> Keep:
         """From a :class:`mixopt.config.KeepConfig` (None: keep only ``top``, with verify on);
-        ``top`` overrides its ``top`` (``mixopt gc --keep N``)."""
+        ``top`` overrides its ``top`` (``mixopt gc --keep N``); ``logged_first``: the sweep's
+        ``sweep.log_checkpoints``."""
         if cfg is None:
             if top is None:
                 raise ValueError("no storage_keep and no --keep: nothing says how many to keep")
-            return cls(top)
-        return cls(top if top is not None else cfg.top, cfg.verify, tuple(cfg.pin))
+            return cls(top, logged_first=logged_first)
+        return cls(top if top is not None else cfg.top, cfg.verify, tuple(cfg.pin), logged_first)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,12 @@ def decide(runs: Iterable[Any], keep: Keep) -> tuple[dict[str, str], list[Any]]:
     ranked.sort(key=lambda r: (-r.data.metrics["objective"], r.info.start_time or 0))
     for i, run in enumerate(ranked[: keep.top]):
         kept.setdefault(run.info.run_id, f"#{i + 1} by objective")
+    for run in present:
+        tags = run.data.tags
+        if tags.get(CHECKPOINT_UPLOAD_FAILURE):
+            kept.setdefault(run.info.run_id, "its copy into MLflow failed: the disk holds the only one")
+        elif keep.logged_first and tags.get(CHECKPOINT_LOGGED) != "true":
+            kept.setdefault(run.info.run_id, "its copy into MLflow is not confirmed whole yet")
     return kept, [r for r in present if r.info.run_id not in kept]
 
 
@@ -227,9 +243,12 @@ def prune_sweep(
     return out
 
 
-def prune_during_sweep(tracker: Any, storage: Path, cfg: Any, verbose: bool) -> Outcome | None:
-    """The sweep's prune (after each trial, and when ``--resume`` reopens it): :func:`prune_sweep`
-    of the tracker's open sweep run with ``storage_keep`` ``cfg``, a line per checkpoint deleted.
+def prune_during_sweep(
+    tracker: Any, storage: Path, cfg: Any, verbose: bool, log_checkpoints: bool = False
+) -> Outcome | None:
+    """The sweep's prune (after each trial, when ``--resume`` reopens it, and once its uploads are
+    done): :func:`prune_sweep` of the tracker's open sweep run with ``storage_keep`` ``cfg`` (and
+    ``sweep.log_checkpoints``: ``Keep.logged_first``), a line per checkpoint deleted.
 
     A failure (a busy file, an unreachable store) is a warning, never the sweep's end: the
     checkpoints stay and the next trial's prune decides again. None when it failed.
@@ -240,7 +259,7 @@ def prune_during_sweep(tracker: Any, storage: Path, cfg: Any, verbose: bool) -> 
             tracker.experiment_id,
             tracker.parent_id,
             storage,
-            Keep.from_config(cfg),
+            Keep.from_config(cfg, logged_first=log_checkpoints),
             tracker.set_tags,
         )
     except Exception as e:

@@ -2,7 +2,10 @@
 
 :class:`MixtureSearcher` asks the optimizer on suggest and tells it on completion: the trial's
 per-task scores (``tell(proposal, value, scores=...)``; the optimizer composes the objective from
-them), or its objective alone when it reported no complete set of scores, or None when it failed.
+them), or its objective alone when it reported no complete set of scores. A failed trial is told
+(None) only once the sweep's callback has read why it failed (:meth:`MixtureSearcher.settle`): a
+failure of the infrastructure (no space, a dead worker, out of memory) says nothing of the
+mixture, so it is never told; it stays pending, the sweep stops, and ``--resume`` runs it again.
 
 With a multi-fidelity optimizer (``Experiment.multi_fidelity``: ``optimizer.multi_fidelity``, by
 default on exactly when early stopping is; after ``--resume`` the saved state's) it also tells
@@ -38,7 +41,6 @@ from mixopt.sweep.progress import Printer
 from mixopt.sweep.scores import final_scores, report_scores
 from mixopt.sweep.verify import PlannedTrial
 from mixopt.tracking import SweepTracker, mixture_params
-from mixopt.tracking.tags import FAILURE_KIND
 
 if TYPE_CHECKING:
     from mixopt.sweep.proxy import SweepProxy
@@ -83,10 +85,20 @@ class MixtureSearcher(Searcher):
         self.reported: dict[str, tuple[float, float]] = {}
         self.metrics = {t.name: t.metric or "" for t in exp.tasks}
         self.stopped = False
+        # Failed trials waiting for the callback to say why (Tune calls the searcher first).
+        self.failed: dict[str, dict] = {}
 
     def stop(self) -> None:
-        """Propose nothing more (a trial hit bad data: every later trial would read it too)."""
+        """Propose nothing more (a trial hit bad data: every later trial would read it too; or the
+        infrastructure failed a trial: the sweep stops for ``--resume``)."""
         self.stopped = True
+
+    def settle(self, tune_trial_id: str, tell: bool) -> None:
+        """A failed trial's end, once its kind is known: told to the optimizer as a failure
+        (``tell``), or left pending (an infrastructure failure, run again by ``--resume``)."""
+        proposal = self.failed.pop(tune_trial_id, None)
+        if proposal is not None and tell:
+            self.state.optimizer.tell(proposal, None)
 
     def suggest(self, tune_trial_id: str) -> dict | None:
         if self.stopped or self.issued >= self.n_to_run:
@@ -104,7 +116,6 @@ class MixtureSearcher(Searcher):
                 mixture_params(proposal, self.exp.task_names)
                 | {"origin": first_origin, "seed": str(search_seed(self.exp.trainer.seed, trial_id))},
             )
-            self.tracker.set_tags(run_id, {FAILURE_KIND: ""})  # an earlier attempt's, if any
         else:
             if self.proxy is not None and self.proxy.waiting(opt):
                 return None  # the experts are still training: Tune asks again later
@@ -173,6 +184,9 @@ class MixtureSearcher(Searcher):
     def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial_id, run_id, proposal = self.live.pop(tune_trial_id)
         self.reported.pop(tune_trial_id, None)
+        if error:  # the callback's on_trial_error, which Tune calls next, settles it
+            self.failed[tune_trial_id] = proposal
+            return
         value = scores = None
         if not error and result is not None:
             value = _value(result)
@@ -218,9 +232,16 @@ class FixedSearcher(Searcher):
         super().__init__(metric="objective", mode="max")
         self.tracker, self.tasks, self.printer = tracker, tasks, printer
         self.queue = list(todo)
+        # Running trials (trial id, MLflow run id, proposal): marked KILLED if the driver is stopped.
+        self.live: dict[str, tuple[str, str, dict]] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Run nothing more (the infrastructure failed a trial: the sweep stops for ``--resume``)."""
+        self.stopped = True
 
     def suggest(self, tune_trial_id: str) -> dict | None:
-        if not self.queue:
+        if self.stopped or not self.queue:
             return Searcher.FINISHED
         t, run_id = self.queue.pop(0)
         if run_id is not None:
@@ -241,10 +262,12 @@ class FixedSearcher(Searcher):
             )
             self.tracker.log_params(run_id, {"verify.arm": t.arm})
         self.printer.started(t.trial_id, t.arm[:4], t.proposal)
+        self.live[tune_trial_id] = (t.trial_id, run_id, t.proposal)
         return {"proposal": t.proposal, "trial_id": t.trial_id, "run_id": run_id, "seed": t.seed}
 
     def on_trial_complete(self, tune_trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        pass  # not told to the optimizer: the recommendation under test must not move
+        # Not told to the optimizer: the recommendation under test must not move.
+        self.live.pop(tune_trial_id, None)
 
     # Tune checkpoints its searcher; resume itself reads verify_plan.json and MLflow, so the
     # checkpoint only has to hold the trials still queued.

@@ -53,7 +53,13 @@ def wait_for_ray(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def ray_init(address: str | None, exp: Experiment) -> None:
+def ray_init(address: str | None, exp: Experiment) -> str | None:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray; the folder of
+    Ray's logs on this machine when this call joined or started it (None: Ray was up already).
+
+    Trial workers' output stays in Ray's worker logs (``log_to_driver=False``) and Ray's own
+    driver-side logging is left to the sweep's log file (:mod:`mixopt.sweep.logs`).
+    """
     import ray
 
     # Trials use absolute paths; keep Tune from changing the worker's working directory.
@@ -64,25 +70,25 @@ def ray_init(address: str | None, exp: Experiment) -> None:
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     _quiet_tune_failures()
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     # Trial workers log through Tune; per-file progress bars of transformers would only add noise.
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     for k, v in env.items():
         os.environ.setdefault(k, v)
+    quiet = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
+    # Ray's import gives its logger a console handler and no propagation; configure_logging=False
+    # makes ray.init remove the handler, and its records go where the process's go (the sweep's log).
+    logging.getLogger("ray").propagate = True
     if address:
         try:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+            context = ray.init(address=address, **quiet)
         except ConnectionError as e:
             raise SweepError(f"cannot join the Ray cluster at {address}: {e}") from None
     else:
-        ray.init(
-            include_dashboard=False,
-            runtime_env={"env_vars": env},
-            log_to_driver=True,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-        )
+        context = ray.init(include_dashboard=False, **quiet)
+    session = (getattr(context, "address_info", None) or {}).get("session_dir")
+    return str(Path(session) / "logs") if session else None
 
 
 class _DropTrialTracebacks(logging.Filter):

@@ -42,6 +42,7 @@ from mixopt.optimizer.recommendation import RecommendationRecord
 from mixopt.space import NEAR_IDENTICAL, project_capped_simplex
 from mixopt.sweep.common import top_weights
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
+from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 
 if TYPE_CHECKING:
     from mixopt.optimizer import MixtureOptimizer
@@ -311,14 +312,19 @@ def unfinished_trials(plan: VerifyPlan, tracker: SweepTracker) -> list[tuple[Pla
     """The plan's trials still to run, each with its MLflow run id (None: not started yet).
 
     A trial MLflow recorded as finished or failed is not run again (its run is closed if a
-    killed driver left it open); one that was running runs again in its own run.
+    killed driver left it open); one that was running, or that failed for the infrastructure (tag
+    ``mixopt.failure_kind``), runs again in its own run.
     """
     assert tracker.parent_id is not None
     runs = verify_runs(tracker, tracker.parent_id)
     todo: list[tuple[PlannedTrial, str | None]] = []
     for t in plan.trials:
         run = runs.get(t.trial_id)
-        if run is not None and run.data.tags.get(STATUS) in ("FINISHED", "FAILED"):
+        if (
+            run is not None
+            and run.data.tags.get(STATUS) in ("FINISHED", "FAILED")
+            and run.data.tags.get(FAILURE_KIND) != INFRASTRUCTURE
+        ):
             tracker.close_recorded(run)
             continue
         todo.append((t, run.info.run_id if run is not None else None))

@@ -20,7 +20,7 @@ from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.sweep.common import failure_kind
-from mixopt.trial import Trial, TrialFailed, load_trainer
+from mixopt.trial import Trial, TrialFailed, load_trainer, score_metrics
 
 
 def train_function(exp: Experiment) -> Callable[..., Any]:
@@ -116,7 +116,7 @@ def run_trial(
         "objective": float(result.objective),
         **result.task_metrics,
         **result.extra,
-        **{f"score.{t}": float(v) for t, v in result.task_scores.items()},
+        **score_metrics(result.task_scores),
     }
     tune.report(
         {

@@ -10,17 +10,21 @@ the warm start all read through these functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
+from mixopt.checksums import digests, sha256_file
 from mixopt.config import Experiment as ExperimentConfig
 from mixopt.config import experiment_from_dict, parse_yaml
 from mixopt.tracking.tags import (
@@ -233,21 +237,58 @@ def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
     names = {a.path for a in _read(lambda: client.list_artifacts(run_id), "list artifacts")}
     if name not in names:
         return None
-    # MLflow draws a progress bar on stderr for every download: noise before a one-line message.
-    key, before = (
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
-        os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"),
-    )
+    with _no_progress_bar(), tempfile.TemporaryDirectory() as tmp:
+        path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
+        return Path(path).read_text()
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for every download: noise between one-line messages."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
     os.environ[key] = "false"
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = _read(lambda: client.download_artifacts(run_id, name, tmp), f"download {name}")
-            return Path(path).read_text()
+        yield
     finally:
         if before is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before
+
+
+def _local_root(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact store (``file:`` URI or plain path); None for any other."""
+    scheme = urlparse(artifact_uri).scheme
+    if scheme == "file":
+        return Path(local_file_uri_to_path(artifact_uri))
+    return Path(artifact_uri) if scheme == "" else None
+
+
+def artifact_digests(client: MlflowClient, run_id: str, path: str) -> dict[str, str]:
+    """SHA-256 of every file the run's artifact folder ``path`` holds, by path relative to it
+    ({} when it holds nothing).
+
+    A local artifact store is read in place; any other (a tracking server's, a bucket) is listed
+    and each file downloaded into a temporary folder, hashed and deleted, one at a time.
+    """
+    root = _local_root(get_run(client, run_id).info.artifact_uri)
+    if root is not None:
+        return digests(root / path) if (root / path).is_dir() else {}
+
+    def files(folder: str) -> list[str]:
+        out = []
+        for info in _read(lambda: client.list_artifacts(run_id, folder), "list artifacts"):
+            out += files(info.path) if info.is_dir else [info.path]
+        return out
+
+    found = {}
+    with _no_progress_bar(), tempfile.TemporaryDirectory() as tmp:
+        for name in files(path):
+            got = Path(_read(lambda n=name: client.download_artifacts(run_id, n, tmp), f"download {name}"))
+            found[name[len(path) :].lstrip("/")] = sha256_file(got)
+            got.unlink()
+    return found
 
 
 def recorded_config(client: MlflowClient, run: Run) -> tuple[str, str | None]:

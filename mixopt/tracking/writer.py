@@ -21,6 +21,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
+from mixopt.checksums import digests, verify_checksums
 from mixopt.tracking import store
 from mixopt.tracking.store import retry
 from mixopt.tracking.tags import (
@@ -30,6 +31,7 @@ from mixopt.tracking.tags import (
     EXPERIMENT_KIND,
     EXPERIMENT_TAGS,
     FAILURE,
+    FAILURE_KIND,
     KIND,
     PARENT,
     PROPOSAL,
@@ -149,8 +151,10 @@ class SweepTracker:
         )
 
     def reopen_sweep(self, run_id: str) -> None:
+        """The sweep run ``run_id`` RUNNING again (``--resume``), the reason it stopped cleared."""
         self.parent_id = run_id
         retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen sweep")
+        self.set_tags(run_id, {FAILURE: ""})
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         assert self.parent_id is not None
@@ -230,13 +234,14 @@ class SweepTracker:
         return store.proxy_runs(self.client, self.experiment_id, parent_id)
 
     def restart_trial(self, run_id: str, params: Mapping[str, Any] | None = None) -> None:
-        """A trial interrupted by a killed driver runs again in its own MLflow run.
+        """A trial interrupted by a killed driver (or failed by the infrastructure) runs again in its
+        own MLflow run; the earlier attempt's failure and its kind are cleared.
 
         ``params`` are the ones its first start logs: a driver killed between creating the run and
         logging them left some out, so the missing ones are logged now (MLflow params are write-once).
         """
         retry(lambda: self.client.update_run(run_id, status="RUNNING"), "restart trial")
-        self.set_tags(run_id, {**self.trial_tags, STATUS: "RUNNING", FAILURE: ""})
+        self.set_tags(run_id, {**self.trial_tags, STATUS: "RUNNING", FAILURE: "", FAILURE_KIND: ""})
         if params:
             have = store.get_run(self.client, run_id).data.params
             missing = {k: v for k, v in params.items() if k not in have}
@@ -333,17 +338,26 @@ def _warn(message: str) -> None:
     print(f"[mixopt] warning: {message}", file=sys.stderr, flush=True)
 
 
+class IncompleteUpload(RuntimeError):
+    """MLflow's copy of a checkpoint lacks a file, or holds one whose SHA-256 is not the disk's."""
+
+
 class CheckpointUploader:
     """Copies trial checkpoints into MLflow's artifact store on a background thread.
 
     A checkpoint is gigabytes: copied in Tune's callback, it would hold up every result and
     proposal of the sweep meanwhile. The callback queues ``(run id, directory)`` instead; the
     queue is bounded (``maxsize``), so a store slower than the trials makes the callback wait
-    rather than leave an ever longer backlog for the end of the sweep. Each upload is tried
-    ``attempts`` times, waiting ``base_delay * 2**i`` seconds after attempt ``i``. Success tags the
-    run :data:`CHECKPOINT_LOGGED` ``true`` (what ``--resume`` looks for); a last failure tags it
+    rather than leave an ever longer backlog for the end of the sweep.
+
+    An upload counts once it is confirmed whole: the checkpoint on disk is first checked against
+    its ``mixopt_checksums.json``, then every one of its files must be in MLflow's copy with the
+    same SHA-256 (:func:`mixopt.tracking.store.artifact_digests`). Each upload is tried
+    ``attempts`` times, waiting ``base_delay * 2**i`` seconds after attempt ``i``. Only a confirmed
+    upload tags the run :data:`CHECKPOINT_LOGGED` ``true`` (what ``--resume`` looks for, and what
+    ``storage_keep`` waits for before it deletes the disk's copy); a last failure tags it
     :data:`CHECKPOINT_UPLOAD_FAILURE` with the error and prints one warning line, and the sweep
-    goes on (the checkpoint stays on disk).
+    goes on (the checkpoint stays on disk, never pruned).
 
     ``upload(run_id, directory)`` does the copy (default: the tracker's client, artifact path
     ``checkpoint``).
@@ -372,6 +386,23 @@ class CheckpointUploader:
     def _copy(self, run_id: str, path: Path) -> None:
         self.tracker.client.log_artifacts(run_id, str(path), self.ARTIFACT_PATH)
 
+    def confirm(self, run_id: str, path: Path) -> None:
+        """Raise unless MLflow's copy of ``path`` holds every file of it with the disk's SHA-256
+        (:class:`mixopt.checksums.ChecksumError` when the disk's copy itself is not as written)."""
+        verify_checksums(path, f"run {run_id}")
+        want = digests(path)
+        if not want:
+            raise IncompleteUpload(f"{path} holds no file to copy")
+        got = store.artifact_digests(self.tracker.client, run_id, self.ARTIFACT_PATH)
+        missing = [f for f in want if f not in got]
+        if missing:
+            raise IncompleteUpload(
+                f"MLflow's copy lacks {len(missing)} of the {len(want)} files (first: {missing[0]})"
+            )
+        differ = [f for f in want if got[f] != want[f]]
+        if differ:
+            raise IncompleteUpload(f"MLflow's copy of {differ[0]} differs from the disk's (SHA-256)")
+
     def put(self, run_id: str, path: Path) -> None:
         self.queue.put((run_id, Path(path)))
 
@@ -388,6 +419,7 @@ class CheckpointUploader:
         for i in range(self.attempts):
             try:
                 self.upload(run_id, path)
+                self.confirm(run_id, path)
                 error = ""
                 break
             except Exception as e:  # an unreachable store, a full disk, a file gone: never the sweep's end
@@ -399,9 +431,9 @@ class CheckpointUploader:
                 self.failed[run_id] = error
                 self.tracker.set_tags(run_id, {CHECKPOINT_UPLOAD_FAILURE: error[:4000]})
                 self.warn(
-                    f"run {run_id}: checkpoint {path} was not copied into MLflow after {self.attempts} "
-                    f"attempts ({error.splitlines()[0] if error else ''}); it stays on disk, and "
-                    "`mixopt sweep --resume` tries again"
+                    f"run {run_id}: checkpoint {path} was not copied whole into MLflow after {self.attempts} "
+                    f"attempts ({error.splitlines()[0] if error else ''}); it stays on disk, never pruned, "
+                    "and `mixopt sweep --resume` of an unfinished sweep tries again"
                 )
             else:
                 self.tracker.set_tags(run_id, {CHECKPOINT_LOGGED: "true", CHECKPOINT_UPLOAD_FAILURE: ""})

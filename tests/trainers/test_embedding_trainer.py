@@ -94,8 +94,16 @@ def test_a_tiny_trial_learns_reports_and_saves_a_sentence_transformer(synth_root
         for metric in metrics
         for d in (64, 32)
     }
-    assert set(result.task_metrics) == keys and set(evals[-1][1]) == keys | {"objective"}
+    scores = {f"score.{t.name}" for t in synth_tasks}
+    assert set(result.task_metrics) == keys and set(evals[-1][1]) == keys | scores | {"objective"}
     assert evals[-1][1]["objective"] == result.objective
+    # Each task's dev score at each evaluation, and each task's training loss at each log, its own metric.
+    assert {k: v for k, v in evals[-1][1].items() if k in scores} == {
+        f"score.{t}": v for t, v in result.task_scores.items()
+    }
+    task_losses = [{k: v for k, v in m.items() if k.startswith("loss.")} for _, m in progress]
+    assert set().union(*task_losses) == {f"loss.{t.name}" for t in synth_tasks}
+    assert all(math.isfinite(v) and v > 0 for losses in task_losses for v in losses.values())
     assert result.task_scores == {
         "retrieval_0": result.task_metrics["retrieval_0/ndcg_at_10/d64"],
         "sts_1": result.task_metrics["sts_1/spearman/d64"],
