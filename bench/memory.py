@@ -3,7 +3,8 @@ memory against batch size with ``mini_batch_size`` (GradCache) fixed.
 
 The model is ``Gemma3TextModel`` with google/embeddinggemma-300m's config (24 layers, hidden 768,
 MLP 1152, 3 query heads / 1 KV head of 256, vocabulary 262144, bidirectional, SDPA attention),
-random init, float32, plus EmbeddingGemma's Dense head (768→3072→768). Each configuration runs
+random init, float32, plus EmbeddingGemma's Dense head (768→3072→768); ``--model DIR``: a model
+folder as the trainer loads it (all-MiniLM-L6-v2: BERT, dropout on). Each configuration runs
 in its own subprocess: build the model, take the resident set size (RSS) as the baseline, run one
 forward + backward of the trial trainer's step (:meth:`trainers.training.Stepper.backward`: the
 full loss with NCE, spread-out and four Matryoshka dims; no optimiser step, whose AdamW state is
@@ -21,6 +22,7 @@ Usage::
 
     python bench/memory.py                 # all figures (about 30 minutes on 2 shared cores)
     python bench/memory.py --only sweep    # just peak vs batch size at mini_batch_size 8
+    python bench/memory.py --only per-token --model data/real/model --seq 128 --per-token-batches 4,16
 
 Imports only torch, transformers and this repository's pydantic-free ``trainers`` modules.
 """
@@ -47,6 +49,7 @@ from trainer import EMBEDDINGGEMMA  # noqa: E402  (bench/trainer.py: google/embe
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 FIXED_MMAP = True  # --glibc-default turns it off (see measure())
+MODEL = None  # --model: a model folder instead of EmbeddingGemma-300m's shape
 
 
 def rss() -> int:
@@ -73,23 +76,33 @@ class PeakSampler(threading.Thread):
         return self.peak
 
 
-def child(args: argparse.Namespace) -> None:
+def _encoder(model: str | None):
+    """EmbeddingGemma-300m's shape at random init, or the model folder ``model`` as the trainer loads it."""
+    from trainers.model import Encoder, load_encoder, new_dense
+
+    if model:
+        return load_encoder(model).encoder.float().train()
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
-    from trainers.model import Encoder, new_dense
-    from trainers.training import Stepper, Tokenized, prepare_inputs
-
-    torch.set_num_threads(args.threads)
     config = Gemma3TextConfig(
         **EMBEDDINGGEMMA, use_bidirectional_attention=True, use_cache=False, pad_token_id=0
     )
     torch.manual_seed(0)
     transformer = Gemma3TextModel._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
-    encoder = Encoder(transformer, new_dense(config.hidden_size, 0)).float().train()
+    return Encoder(transformer, new_dense(config.hidden_size, 0)).float().train()
+
+
+def child(args: argparse.Namespace) -> None:
+    from trainers.training import Stepper, Tokenized, prepare_inputs
+
+    torch.set_num_threads(args.threads)
+    encoder = _encoder(args.model)
+    config = encoder.transformer.config
     n_params = sum(p.numel() for p in encoder.parameters())
+    dim = encoder.dim
     # The trainer's option names (trainers.training.StepOptions): the recipe's loss at four dims.
     options = SimpleNamespace(
-        matryoshka_dims=(768, 512, 256, 128),
+        matryoshka_dims=(dim, dim * 2 // 3, dim // 3, dim // 6),
         temperature=0.05,
         hardness_alpha=5.0,
         spread_out_weight=1.0,
@@ -156,6 +169,7 @@ def measure(batch: int, seq: int, mini_batch: int = 0, checkpointing: bool = Fal
     cmd = [sys.executable, __file__, "--child", "--batch", str(batch), "--seq", str(seq)]
     cmd += ["--mini-batch", str(mini_batch), "--threads", str(threads)]
     cmd += ["--checkpointing"] if checkpointing else []
+    cmd += ["--model", MODEL] if MODEL else []
     env = dict(os.environ)
     if FIXED_MMAP:
         # glibc raises its mmap threshold after freeing a large block (up to 32 MiB), so later
@@ -184,6 +198,9 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=32, help="tokens per text for the per-token figures")
+    parser.add_argument(
+        "--per-token-batches", default="1,2", help="the two batch sizes of the per-token slope"
+    )
     parser.add_argument("--sweep-seq", type=int, default=8, help="tokens per text for the batch sweep")
     parser.add_argument("--sweep-batches", default="8,16,32,64", help="batch sizes of the sweep")
     parser.add_argument(
@@ -195,29 +212,40 @@ def main() -> None:
     parser.add_argument("--only", choices=["per-token", "sweep"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     parser.add_argument(
+        "--model",
+        default=None,
+        help="a model folder the trainer loads (default: EmbeddingGemma-300m's shape)",
+    )
+    parser.add_argument(
         "--glibc-default",
         action="store_true",
         help="leave glibc's dynamic mmap threshold on (peak RSS then includes freed heap memory)",
     )
     args = parser.parse_args()
-    global FIXED_MMAP
+    global FIXED_MMAP, MODEL
     FIXED_MMAP = not args.glibc_default
+    MODEL = args.model
     if args.child:
         child(args)
         return
 
     results: dict[str, list[dict]] = {}
-    print(f"memory benchmark: EmbeddingGemma-300m shape, fp32, CPU, {args.threads} threads")
+    shape = args.model or "EmbeddingGemma-300m shape"
+    print(f"memory benchmark: {shape}, fp32, CPU, {args.threads} threads")
     if args.only in (None, "per-token"):
-        print(f"activation bytes per token (slope between batch 1 and 2, seq {args.seq}, 3 sides):")
+        print(
+            f"activation bytes per token (slope between batch {args.per_token_batches.replace(',', ' and ')}, "
+            f"seq {args.seq}, 3 sides):"
+        )
         rows = {}
         for name, kw in (
             ("none", {}),
             ("gradient_checkpointing", {"checkpointing": True}),
             ("mini_batch_size 1", {"mini_batch": 1}),
         ):
-            a = measure(1, args.seq, threads=args.threads, **kw)
-            b = measure(2, args.seq, threads=args.threads, **kw)
+            small, large = (int(x) for x in args.per_token_batches.split(","))
+            a = measure(small, args.seq, threads=args.threads, **kw)
+            b = measure(large, args.seq, threads=args.threads, **kw)
             rows[name] = (b["delta_bytes"] - a["delta_bytes"]) / (b["tokens"] - a["tokens"])
             results.setdefault("per_token", []).extend([a, b])
         none = rows["none"]

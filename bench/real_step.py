@@ -1,13 +1,15 @@
 """What one trial of the real-data experiment costs on this machine, part by part, and the base model.
 
-Reads experiments/real_minilm.yaml (its trainer, tasks and options) and the data written by
-bench/real_data.py, and times, in this process with ``cpu_threads`` torch threads:
+Reads experiments/real_minilm.yaml (its trainer, tasks and options; ``--config`` another;
+``--target`` another trainer on the same YAML, its options changed with ``--set``) and the data
+written by bench/real_data.py, and times, in this process with ``cpu_threads`` torch threads:
 
-    load          SentenceTransformer(model folder), the median of 3 loads
+    load          the trainer's own load of the model folder (SentenceTransformer(folder), or
+                  trainers.model.load_encoder for trainers.embedding), the median of 3 loads
     eval@N        the base model scored on the first N dev rows of every task
                   (``evaluate_checkpoint`` with ``dev_rows``: the soup's and a trial's evaluation,
                   the load excluded), per task and in all; the dev scores printed beside
-    checkpoint    ``save_checkpoint`` of the loaded model (safetensors, prompts, checksums)
+    checkpoint    the trainer's checkpoint write of the loaded model (safetensors, prompts, checksums)
     trial         one trial of the YAML's trainer target on a mixture (default: uniform) for
                   ``--steps`` steps, with its own figures: train seconds, s/step, tokens/s, and
                   the final dev evaluation on every dev row
@@ -18,6 +20,8 @@ bench/real_data.py, and times, in this process with ``cpu_threads`` torch thread
     python bench/real_step.py                                 # 30 steps, dev sizes 100 300 500
     python bench/real_step.py --steps 60 --mixture news=1 --test
     python bench/real_step.py --skip-trial --dev-sizes 500 --test --threads 2
+    python bench/real_step.py --target trainers.embedding:train --set 'matryoshka_dims=[384, 256, 128]' \
+        task_sampling=stratified --steps 40 --dev-sizes 300     # the built-in trainer, MiniLM's dims
 
 The machine's load (``os.getloadavg``) is printed before and after: a shared 2-core box makes
 every figure here noisy, so read them with it.
@@ -53,6 +57,31 @@ def _mixture(spec: list[str], names: list[str]) -> dict[str, float]:
     return {n: w / total for n, w in weights.items()}
 
 
+def _load_and_save(target: str, tasks: list, options: dict):
+    """The trainer's own model load and checkpoint write: (load(path) -> model, save(model, out))."""
+    if target.partition(":")[0] == "trainers.embedding":
+        from trainers.model import load_encoder, save_sentence_transformer
+
+        def save_builtin(loaded, out: Path) -> None:
+            save_sentence_transformer(
+                loaded.encoder,
+                loaded.tokenizer,
+                out,
+                prompts={},
+                max_seq_length=options.get("max_seq_length", 256),
+            )
+
+        return load_encoder, save_builtin
+    from sentence_transformers import SentenceTransformer
+
+    from trainers.sentence_transformers import save_checkpoint
+
+    return (
+        lambda path: SentenceTransformer(path, device="cpu"),
+        lambda model, out: save_checkpoint(model, out, tasks),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "experiments" / "real_minilm.yaml")
@@ -64,6 +93,9 @@ def main() -> int:
     parser.add_argument("--dev-sizes", type=int, nargs="*", default=[100, 300, 500])
     parser.add_argument("--mixture", nargs="*", default=[], metavar="TASK=W", help="default: uniform")
     parser.add_argument("--threads", type=int, default=None, help="default: the YAML's cpu_threads")
+    parser.add_argument(
+        "--target", default=None, help="trainer target instead of the YAML's (e.g. trainers.embedding:train)"
+    )
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="trainer options (YAML values)"
     )
@@ -78,7 +110,6 @@ def main() -> int:
     from mixopt.config import TaskConfig, load_experiment
     from mixopt.trial import Trial, load_trainer
     from trainers.evaluation import METRIC_KEYS
-    from trainers.sentence_transformers import save_checkpoint
 
     exp = load_experiment(args.config)
     options = dict(exp.trainer.options)
@@ -86,29 +117,38 @@ def main() -> int:
     if args.threads:
         options["cpu_threads"] = args.threads
     torch.set_num_threads(options.get("cpu_threads") or torch.get_num_threads())
-    trainer = load_trainer(exp.trainer.target)
+    target = args.target or exp.trainer.target
+    trainer = load_trainer(target)
+    try:
+        trainer.options.model_validate(options)
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: trainer options under {target}: {e}") from None
     tasks = list(exp.tasks)
     if args.data:
         tasks = [t.model_copy(update={"path": args.data.resolve() / t.name}) for t in tasks]
     names = [t.name for t in tasks]
     model_path = options["model"]
-    out: dict = {"config": str(args.config), "options": options, "threads": torch.get_num_threads()}
-    print(f"{_load_avg()}; torch threads {torch.get_num_threads()}; model {model_path}")
+    out: dict = {
+        "config": str(args.config),
+        "target": target,
+        "options": options,
+        "threads": torch.get_num_threads(),
+    }
+    print(f"{_load_avg()}; torch threads {torch.get_num_threads()}; {target} on {model_path}")
     out["load_before"] = os.getloadavg()
 
-    from sentence_transformers import SentenceTransformer
-
+    load, save = _load_and_save(target, tasks, options)
     loads = []
     for _ in range(3):
         t0 = time.perf_counter()
-        model = SentenceTransformer(model_path, device="cpu")
+        model = load(model_path)
         loads.append(time.perf_counter() - t0)
     out["load_s"] = statistics.median(loads)
     print(f"load          {out['load_s']:6.2f} s   (3 loads: {', '.join(f'{x:.2f}' for x in loads)})")
 
     with tempfile.TemporaryDirectory(prefix="real-step-") as tmp:
         t0 = time.perf_counter()
-        save_checkpoint(model, Path(tmp) / "ckpt", tasks)
+        save(model, Path(tmp) / "ckpt")
         out["checkpoint_s"] = time.perf_counter() - t0
     print(f"checkpoint    {out['checkpoint_s']:6.2f} s")
 

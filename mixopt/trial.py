@@ -29,7 +29,11 @@ A trainer is a module named in the experiment YAML by its train function
 - optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
   scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
   (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
-  once, called per mixture (``optimizer.proxy: {kind: merged_experts}`` needs it).
+  once, called per mixture (``optimizer.proxy: {kind: merged_experts}`` needs it);
+- optionally ``check_model(model) -> str | None``: whether the trainer can take ``trainer.model`` (a
+  directory or hub id), decided from the model's configuration files, never its weights: None, or
+  one line saying why not and which trainer can (``mixopt validate`` and the sweep's checks ask it
+  before any trial).
 
 :func:`load_trainer` imports the module and checks what it provides, once, with one error naming
 the target and everything missing.
@@ -200,6 +204,13 @@ class WriteSynthModel(Protocol):
     def __call__(self, out_dir: Path, words: Sequence[str], *, seed: int) -> Path: ...
 
 
+class CheckModel(Protocol):
+    """``check_model(model)``: None when the trainer can take ``model`` (a directory or hub id, or
+    when its configuration cannot be read here); else one line saying why not and what can."""
+
+    def __call__(self, model: str) -> str | None: ...
+
+
 # The optional parts, with the signature an error names when one is needed and missing.
 OPTIONAL = {
     "evaluate_checkpoint": "evaluate_checkpoint(checkpoint, tasks, options)",
@@ -207,6 +218,7 @@ OPTIONAL = {
     "memory_fix": "memory model, memory_fix(figures, *, limit)",
     "write_synth_model": "model for synthetic tasks, write_synth_model(out_dir, words, *, seed)",
     "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
+    "check_model": "model check, check_model(model)",
 }
 
 
@@ -227,6 +239,7 @@ class TrainerModule:
         memory_fix: the module's ``memory_fix``, or None.
         write_synth_model: the module's ``write_synth_model``, or None.
         merged_scorer: the module's ``merged_scorer``, or None.
+        check_model: the module's ``check_model``, or None.
     """
 
     target: str
@@ -237,6 +250,7 @@ class TrainerModule:
     memory_fix: MemoryFix | None = None
     write_synth_model: WriteSynthModel | None = None
     merged_scorer: MergedScorer | None = None
+    check_model: CheckModel | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:
         """The optional ``part`` (a key of ``OPTIONAL``); TrainerError if absent."""

@@ -70,12 +70,14 @@ def test_defaults_not_in_the_yaml_stay_in_the_working_directory_and_hub_ids_stay
 
 
 def test_validate_prints_every_path_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import BertConfig
     from typer.testing import CliRunner
 
     from mixopt.cli import app
 
     conf = tmp_path / "conf"
-    (conf / "models" / "enc").mkdir(parents=True)
+    # A model folder validate takes: a BERT config (768 wide, as the default matryoshka_dims), no weights.
+    BertConfig().save_pretrained(conf / "models" / "enc")
     (conf / "exp.yaml").write_text(YAML)
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["validate", "conf/exp.yaml"])

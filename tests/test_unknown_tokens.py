@@ -66,7 +66,13 @@ def _experiment(tmp_path: Path, synth: Path, foreign: Path) -> Path:
             {"name": "retrieval_0", "kind": "retrieval", "path": str(synth / "retrieval_0")},
             {"name": "foreign", "kind": "retrieval", "path": str(foreign)},
         ],
-        "trainer": {"target": "trainers.embedding:train", "steps": 2, "model": str(synth / "model")},
+        # matryoshka_dims: the synthetic model's width (the trainer's default is EmbeddingGemma's 768).
+        "trainer": {
+            "target": "trainers.embedding:train",
+            "steps": 2,
+            "model": str(synth / "model"),
+            "matryoshka_dims": [64, 32],
+        },
         "storage": str(tmp_path / "runs"),
     }
     path = tmp_path / "exp.yaml"

@@ -1,4 +1,4 @@
-"""The trial trainer: finetune the bidirectional Gemma encoder on a weighted task mixture.
+"""The trial trainer: finetune an encoder (a bidirectional Gemma3 or a BERT-family one) on a task mixture.
 
 Named in an experiment YAML as ``trainer: {target: "trainers.embedding:train", ...options}``. The
 module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one call is one trial; it
@@ -6,12 +6,14 @@ knows nothing of Ray, MLflow or the optimizer), :class:`Options` (:mod:`trainers
 when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), :func:`preflight`
 (:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``), :func:`memory_fix`
 (:mod:`trainers.memory`, the change it names for a trial that does not fit), :func:`merged_scorer`
-(:mod:`trainers.merged`, the merged-experts proxy's scores) and :func:`write_synth_model` (:mod:`trainers.tiny_model`, the
-tiny encoder ``mixopt synth`` writes).
+(:mod:`trainers.merged`, the merged-experts proxy's scores), :func:`write_synth_model` (:mod:`trainers.tiny_model`, the
+tiny encoder ``mixopt synth`` writes) and :func:`check_model` (:mod:`trainers.model_support`: whether
+it takes a model, from its config alone).
 
 The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
 
-1. load the encoder (:mod:`trainers.model`), prove its attention is bidirectional;
+1. load the encoder (:mod:`trainers.model`: a Gemma3 made bidirectional, or a BERT-family encoder,
+   with its own pooling and Dense layers), prove its attention is bidirectional;
 2. each step draw one task with probability equal to its mixture weight and a whole batch from it
    (:mod:`trainers.batching`), prepend the task's prompts, and take one AdamW step on
    ``Σ_m [L_C + λ_S L_S + λ_D L_D]`` over the Matryoshka dims (:mod:`trainers.losses`,
@@ -55,6 +57,7 @@ from .memory import memory_fix
 from .merged import merged_scorer
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
+from .model_support import embedding_check as check_model
 from .options import Options, Threads, resolve_options
 from .prefetch import BatchLoader
 from .preflight import preflight
@@ -63,6 +66,7 @@ from .tiny_model import write_synth_model
 
 __all__ = [
     "Options",
+    "check_model",
     "evaluate_checkpoint",
     "memory_fix",
     "merged_scorer",
@@ -347,9 +351,10 @@ def _evaluate_checkpoint(
     amp = autocast_dtype(device, opts.dtype)
     dims = tuple(opts.matryoshka_dims)
     loaded = load_encoder(checkpoint)
-    if not loaded.reused_dense:
+    if loaded.drawn_dense:
         raise ModelLoadError(
-            f"{checkpoint}: not a sentence-transformers checkpoint with Dense layers (no modules.json)"
+            f"{checkpoint}: not a checkpoint: a plain Gemma3 folder, whose Dense layers would be drawn "
+            "at random (a checkpoint is a sentence-transformers directory with modules.json)"
         )
     encoder = loaded.encoder
     _check_dims(encoder, dims, str(checkpoint))

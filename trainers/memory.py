@@ -1,8 +1,10 @@
 """The embedding trainer's memory model: the bytes one training step needs, and the smallest change
 of options that makes a step fit.
 
-:func:`estimate_memory` is measured at EmbeddingGemma-300m's shape on CPU in float32 by
-``bench/memory.py`` (bench/RESULTS.md, "Trainer memory"); bf16 activations are taken as
+:func:`estimate_memory`'s activations come from two families' measurements on CPU in float32 by
+``bench/memory.py`` (bench/RESULTS.md, "Trainer memory"): a Gemma3's per token, measured at
+EmbeddingGemma-300m's shape and scaled by layers × width; an encoder's (BERT-family) counted from
+its config, the count checked against all-MiniLM-L6-v2. bf16 activations are taken as
 :data:`BF16_ACTIVATION_FACTOR` of float32 ones until a GPU run measures them.
 
 Two callers: the trainer's preflight measurement (:mod:`trainers.preflight`), which does not run a
@@ -27,6 +29,14 @@ from mixopt.preflight import machine_memory
 # measures instead of estimating.
 FP32_ACTIVATION_BYTES_PER_TOKEN = {"none": 1.5 * 2**20, "checkpointing": 0.7 * 2**20}
 REFERENCE_LAYERS_X_HIDDEN = 24 * 768
+# An encoder layer's float32 values kept per token for backward (BERT under training): about 8
+# of width d (q, k, v, context, attention output, its dropout, LayerNorm in and out), 2 of the MLP
+# width (its input and GELU output) and 4 per head of the sequence length (scores, probabilities,
+# their dropout mask, the dropped probabilities). all-MiniLM-L6-v2 at 128 tokens counts 0.28 MiB a
+# token against 0.27 measured (bench/RESULTS.md, "Trainer memory"); ENCODER_MARGIN covers kernels
+# that keep more until a GPU run measures them.
+ENCODER_VALUES_PER_TOKEN = {"hidden": 8, "intermediate": 2, "heads_x_seq": 4}
+ENCODER_MARGIN = 1.5
 # bf16 autocast stores matmul outputs in bf16 but Gemma's RMSNorms and the softmax inputs in float32:
 # half of float32 would be the floor; 0.75 is a conservative guess until a GPU run measures it.
 BF16_ACTIVATION_FACTOR = 0.75
@@ -38,12 +48,30 @@ MARGIN = 0.85
 
 @dataclass(frozen=True)
 class Shape:
-    """What the memory model needs of the encoder."""
+    """What the memory model needs of the encoder (from its config and parameters)."""
 
     n_params: int  # all trainable parameters
     n_embedding: int  # the token-embedding table's
     layers: int
     hidden: int
+    intermediate: int = 0  # the MLP's width (encoders)
+    heads: int = 0  # attention heads (encoders)
+    family: str = "gemma3"  # "gemma3" (measured per token) or "encoder" (counted from the config)
+
+    def activation_bytes_per_token(self, seq: int, gradient_checkpointing: bool) -> float:
+        """Float32 activation bytes per token of a training step (see :func:`estimate_memory`)."""
+        if self.family == "gemma3":
+            per_token = FP32_ACTIVATION_BYTES_PER_TOKEN["checkpointing" if gradient_checkpointing else "none"]
+            return per_token * self.layers * self.hidden / REFERENCE_LAYERS_X_HIDDEN
+        v = ENCODER_VALUES_PER_TOKEN
+        layer = (
+            v["hidden"] * self.hidden
+            + v["intermediate"] * self.intermediate
+            + v["heads_x_seq"] * self.heads * seq
+        )
+        # Checkpointing keeps each layer's input, and recomputes one layer at a time in backward.
+        values = self.layers * self.hidden + layer if gradient_checkpointing else self.layers * layer
+        return ENCODER_MARGIN * 4 * values
 
     @property
     def n_matmul(self) -> int:
@@ -65,18 +93,20 @@ def estimate_memory(
 
     .. math::
 
-        M = 1.15 \\left[ 16 N + 4 N_E + (2 N \\text{ if bf16}) + a \\cdot \\frac{L d}{24 \\cdot 768}
-            \\cdot T \\right], \\qquad T = \\begin{cases} s B \\ell & \\text{full batch} \\\\
+        M = 1.15 \\left[ 16 N + 4 N_E + (2 N \\text{ if bf16}) + a \\cdot T \\right], \\qquad
+            T = \\begin{cases} s B \\ell & \\text{full batch} \\\\
             m \\ell & \\text{mini-batches of } m \\text{ texts} \\end{cases}
 
     ``16 N``: float32 weights, gradients, AdamW's two moments; ``4 N_E``: the dense gradient of the
     token embeddings is built once more before it is accumulated (measured); ``2 N``: autocast's
-    bf16 weight copies; ``a``: activation bytes per token (:data:`FP32_ACTIVATION_BYTES_PER_TOKEN`,
-    × :data:`BF16_ACTIVATION_FACTOR` in bf16); ``s`` sides of ``B`` texts of ``ℓ`` tokens.
+    bf16 weight copies; ``s`` sides of ``B`` texts of ``ℓ`` tokens; ``a``: activation bytes per
+    token (× :data:`BF16_ACTIVATION_FACTOR` in bf16), for a Gemma3 of ``L`` layers of width ``d``
+    :data:`FP32_ACTIVATION_BYTES_PER_TOKEN` × ``L d / (24 · 768)``, for an encoder with MLP width
+    ``i`` and ``h`` heads ``1.5 · 4 · L (8 d + 2 i + 4 h ℓ)`` (with checkpointing
+    ``1.5 · 4 · (L d + 8 d + 2 i + 4 h ℓ)``: the layers' inputs and one layer recomputed).
     """
     fixed = 16 * shape.n_params + 4 * shape.n_embedding + (2 * shape.n_params if bf16 else 0)
-    per_token = FP32_ACTIVATION_BYTES_PER_TOKEN["checkpointing" if gradient_checkpointing else "none"]
-    per_token *= shape.layers * shape.hidden / REFERENCE_LAYERS_X_HIDDEN
+    per_token = shape.activation_bytes_per_token(seq, gradient_checkpointing)
     per_token *= BF16_ACTIVATION_FACTOR if bf16 else 1.0
     live_tokens = (min(mini_batch_size, batch_size) if mini_batch_size else sides * batch_size) * seq
     return OVERHEAD_FACTOR * (fixed + per_token * live_tokens)

@@ -11,8 +11,9 @@ the dev rows are read once and kept for every evaluation.
 
 Sentence-transformers layout -> :class:`trainers.model.Encoder` parameters: the root
 ``model.safetensors`` holds the transformer's tensors under their own names
-(``transformer.<name>``), ``<i>_Dense/model.safetensors`` the ``i``-th Dense layer's
-``linear.weight`` (``dense.<j>.weight``, in ``modules.json`` order).
+(``transformer.<name>``), ``<i>_Dense/model.safetensors`` the ``j``-th Dense layer's
+``linear.weight`` and ``linear.bias`` (``dense.<j>.weight``, ``dense.<j>.bias``, in ``modules.json``
+order). A base named by hub id is its local snapshot.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from mixopt.proxy.merge import ExpertMerge, MergedWeights
 from mixopt.trial import TrialResult
 
 from .evaluation import DevRowCache, evaluate_tasks
-from .model import ModelLoadError, check_bidirectional, embed, load_encoder
+from .model import ModelLoadError, check_bidirectional, embed, load_encoder, resolve_model_dir
 from .options import Threads, resolve_options
 from .training import autocast_dtype, resolve_device
 
@@ -41,7 +42,7 @@ def merged_scorer(
     """Score task-arithmetic merges of ``experts`` (trials finetuned from ``options["model"]``)
     in memory, as a trial is scored (:mod:`mixopt.proxy`): the experts checked and the
     architecture loaded once; each call merges with its coefficients and evaluates."""
-    base = Path(options["model"])
+    base = resolve_model_dir(options["model"])
     merge = ExpertMerge(base, [Path(e) for e in experts])
     evaluator = MergedEvaluator(base, tasks, options)
     return lambda coefficients: evaluator.evaluate(merge.merge(coefficients))
@@ -62,10 +63,10 @@ class MergedEvaluator:
         self.tasks = tuple(tasks)
         self.base = Path(base)
         loaded = load_encoder(self.base)
-        if not loaded.reused_dense:
+        if loaded.drawn_dense:
             raise ModelLoadError(
-                f"{self.base}: no Dense layers (no modules.json); the experts' Dense layers were drawn "
-                "from each trial's seed, so they share no starting point to merge from"
+                f"{self.base}: a plain Gemma3 folder; the experts' Dense layers were drawn from each "
+                "trial's seed, so they share no starting point to merge from"
             )
         self.encoder, self.tokenizer = loaded.encoder, loaded.tokenizer
         self.device = resolve_device(self.opts.device)
@@ -120,8 +121,10 @@ class MergedEvaluator:
 
 def _state_keys(checkpoint: Path) -> dict[str, str]:
     """Relative weight file -> prefix of its tensors' names in the Encoder's state dict."""
-    modules = json.loads((checkpoint / "modules.json").read_text())
     keys = {"model.safetensors": "transformer."}
+    if not (checkpoint / "modules.json").exists():  # a plain transformers folder: no Dense layers
+        return keys
+    modules = json.loads((checkpoint / "modules.json").read_text())
     dense = [m for m in modules if m.get("type", "").endswith("Dense")]
     for j, m in enumerate(dense):
         keys[f"{m['path']}/model.safetensors"] = f"dense.{j}."

@@ -1,32 +1,41 @@
-"""The bidirectional Gemma3 text encoder as EmbeddingGemma builds it, and its sentence-transformers form.
+"""The text encoder the built-in trainer finetunes, and its sentence-transformers form.
 
-Architecture (EmbeddingGemma, arXiv 2509.20354, Section 2; Gemini Embedding, arXiv 2503.07891):
+Architecture (EmbeddingGemma, arXiv 2509.20354, Section 2; Gemini Embedding, arXiv 2503.07891),
+the same for every transformer the trainer takes (:mod:`trainers.model_support`):
 
-    tokens ──► Gemma3TextModel (bidirectional attention)  hidden [B, L, d_M]
-           ──► mean pooling over non-padding tokens            [B, d_M]
-           ──► Dense g: d_M → d_U (no bias)                    [B, d_U]   (d_U = 4 d_M)
-           ──► Dense f: d_U → d   (no bias)                    [B, d]
-           ──► L2 normalisation                                [B, d]
+    tokens ──► transformer (bidirectional attention)           hidden [B, L, d_M]
+           ──► pooling over non-padding tokens (mean by default)   [B, d_P]   (:mod:`trainers.pooling`)
+           ──► Dense layers, if any (EmbeddingGemma: d→4d→d, no bias)  [B, d]
+           ──► L2 normalisation                                 [B, d]
 
 One loader serves a local directory and a hub name (a hub name is first resolved to a local
-snapshot, then the same code runs), and accepts two layouts:
+snapshot, then the same code runs), and two families of transformer:
 
-(a) a plain Hugging Face Gemma3 text-model directory (``config.json`` with ``model_type``
-    ``gemma3_text``, ``model.safetensors``, a tokenizer), e.g. what
-    :func:`trainers.tiny_model.write_tiny_model` writes without ``dense``: the two Dense layers are
-    new and initialised from the seed;
-(b) a sentence-transformers directory or repo such as ``google/embeddinggemma-300m``
-    (``modules.json``: root Transformer, mean Pooling, Dense, Dense, Normalize): its Dense layers
-    are reused.
+- **Gemma3 text** (``model_type: gemma3_text``): ``use_bidirectional_attention=True`` is forced,
+  attention is SDPA, the KV cache is off, and :func:`check_bidirectional` proves after loading that
+  attention really is bidirectional;
+- **an encoder** transformers' ``AutoModel`` loads (BERT, RoBERTa, XLM-R, MPNet, ModernBERT, ...),
+  loaded as it is;
 
-Either way ``use_bidirectional_attention=True`` is forced, attention is SDPA, the KV cache is off,
-and :func:`check_bidirectional` proves after loading that attention really is bidirectional.
+in one of two layouts:
+
+(a) a plain Hugging Face directory (``config.json``, ``*.safetensors``, a tokenizer): mean pooling;
+    a Gemma3 gets EmbeddingGemma's two Dense layers, new and drawn from the seed (what
+    :func:`trainers.tiny_model.write_tiny_model` writes without ``dense``); an encoder gets none,
+    so it embeds in its hidden size, as sentence-transformers embeds a plain encoder;
+(b) a sentence-transformers directory or repo (``modules.json``: Transformer, Pooling, Dense...,
+    Normalize), e.g. ``google/embeddinggemma-300m`` or ``sentence-transformers/all-MiniLM-L6-v2``:
+    its pooling mode(s), its Dense layers (weights, bias, activation) and its prompts are reused.
+
+The output is always L2-normalised (the losses are on cosines): a sentence-transformers model
+without Normalize is saved with one, which changes its embeddings' lengths, not their cosines.
 
 :func:`save_sentence_transformer` writes the checkpoint as a sentence-transformers directory
-(safetensors only, atomically: :mod:`mixopt.atomic`), so ``SentenceTransformer(path).encode(texts)``
-reproduces :func:`embed`; its last step records every file's SHA-256 (:mod:`mixopt.checksums`),
-which the soup verifies. Both are stdlib only, imported when a checkpoint is saved. This module imports only torch,
-transformers and safetensors (no pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
+(safetensors only, atomically: :mod:`mixopt.atomic`) with the encoder's own modules, so
+``SentenceTransformer(path).encode(texts)`` reproduces :func:`embed`; its last step records every
+file's SHA-256 (:mod:`mixopt.checksums`), which the soup verifies. Both are stdlib only, imported
+when a checkpoint is saved. This module imports only torch, transformers and safetensors (no
+pydantic), so ``bench/trainer.py`` can use it on a bare GPU image.
 """
 
 from __future__ import annotations
@@ -43,30 +52,45 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .model_support import GEMMA3, ModelLoadError, architecture, read_json, st_modules
+from .pooling import Pooling, PoolingError
+
 DEFAULT_MODEL = "google/embeddinggemma-300m"
 # EmbeddingGemma's up-projection is 4x the model dimension (768 -> 3072 -> 768).
 DENSE_EXPANSION = 4
-_IDENTITY = "torch.nn.modules.linear.Identity"
+# sentence-transformers' Dense applies Tanh when its config names no activation.
+_ST_DEFAULT_ACTIVATION = "torch.nn.modules.activation.Tanh"
 # Files fetched for a hub model: configs, tokenizer, safetensors weights of every module folder.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*/*.json", "*/*.safetensors"]
-
-
-class ModelLoadError(ValueError):
-    """A model directory or hub repo that cannot be used as the encoder; the message says why."""
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*/*.json", "*/*.safetensors"]
 
 
 class Encoder(nn.Module):
-    """Gemma3 transformer + mean pooling + Dense layers + L2 normalisation.
+    """Transformer + pooling + Dense layers + L2 normalisation.
 
     Args:
-        transformer: a ``Gemma3TextModel`` configured with bidirectional attention.
+        transformer: a transformers base model (``last_hidden_state``); a Gemma3 configured with
+            bidirectional attention.
         dense: the projection layers applied after pooling, in order (EmbeddingGemma: d→4d, 4d→d).
+        pooling: the pooling (:class:`trainers.pooling.Pooling`); mean by default.
+        activations: one activation module per Dense layer (sentence-transformers' Dense applies
+            one after its linear map); Identity by default.
     """
 
-    def __init__(self, transformer: nn.Module, dense: Sequence[nn.Linear]):
+    def __init__(
+        self,
+        transformer: nn.Module,
+        dense: Sequence[nn.Linear],
+        pooling: Pooling | None = None,
+        activations: Sequence[nn.Module] | None = None,
+    ):
         super().__init__()
         self.transformer = transformer
+        self.pooling = pooling or Pooling()
         self.dense = nn.ModuleList(dense)
+        acts = list(activations) if activations is not None else [nn.Identity() for _ in dense]
+        if len(acts) != len(self.dense):
+            raise ValueError(f"{len(acts)} activations for {len(self.dense)} Dense layers")
+        self.activations = nn.ModuleList(acts)
 
     @property
     def hidden_size(self) -> int:
@@ -75,7 +99,11 @@ class Encoder(nn.Module):
     @property
     def dim(self) -> int:
         """The output (full Matryoshka) dimension."""
-        return self.dense[-1].out_features if len(self.dense) else self.hidden_size
+        return self.dense[-1].out_features if len(self.dense) else self.pooling.output_dim(self.hidden_size)
+
+    @property
+    def is_gemma3(self) -> bool:
+        return getattr(self.transformer.config, "model_type", None) == GEMMA3
 
     def attention_masks(self, attention_mask: Tensor) -> Tensor | dict[str, Tensor | None]:
         """The per-layer-type 4-D masks of a bidirectional Gemma3 under SDPA, from the ``[B, L]`` mask.
@@ -89,11 +117,15 @@ class Encoder(nn.Module):
           SDPA take its mask-free kernels;
         - ``sliding_attention``: that and ``|i - j| < sliding_window`` (Gemma3's bidirectional window).
 
-        Other attention implementations (eager wants additive float masks) get the 2-D mask back,
-        and transformers builds theirs.
+        Other attention implementations (eager wants additive float masks) and other transformers
+        than Gemma3 get the 2-D mask back, and transformers builds theirs.
         """
         cfg = self.transformer.config
-        if getattr(cfg, "_attn_implementation", None) != "sdpa" or not cfg.use_bidirectional_attention:
+        if (
+            not self.is_gemma3
+            or getattr(cfg, "_attn_implementation", None) != "sdpa"
+            or not cfg.use_bidirectional_attention
+        ):
             return attention_mask
         keep = attention_mask.bool()
         b, length = keep.shape
@@ -109,6 +141,8 @@ class Encoder(nn.Module):
 
     def token_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Last hidden states ``[B, L, d_M]``."""
+        if not self.is_gemma3:
+            return self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         out = self.transformer(
             input_ids=input_ids, attention_mask=self.attention_masks(attention_mask), use_cache=False
         )
@@ -117,11 +151,10 @@ class Encoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Unit-norm embeddings ``[B, d]`` (float32) for token ids ``[B, L]`` and their mask ``[B, L]``."""
         hidden = self.token_states(input_ids, attention_mask)
-        # Pool in float32: under bf16 autocast a sum over hundreds of tokens loses digits.
-        mask = attention_mask.unsqueeze(-1).to(torch.float32)
-        pooled = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        for layer in self.dense:
-            pooled = layer(pooled)
+        # Pooled in float32: under bf16 autocast a sum over hundreds of tokens loses digits.
+        pooled = self.pooling(hidden, attention_mask)
+        for layer, activation in zip(self.dense, self.activations):
+            pooled = activation(layer(pooled))
         return F.normalize(pooled.float(), p=2, dim=-1)
 
 
@@ -134,14 +167,15 @@ class LoadedEncoder:
         tokenizer: its fast tokenizer, padding on the right.
         prompts: the prompts the source model shipped (sentence-transformers layout), else empty.
         source: the local directory it was read from.
-        reused_dense: True if the Dense layers came from the source (layout b), False if new.
+        drawn_dense: True if the Dense layers were drawn from the seed (a plain Gemma3 folder): the
+            encoder then differs from seed to seed before any training.
     """
 
     encoder: Encoder
     tokenizer: Any
     prompts: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
-    reused_dense: bool = False
+    drawn_dense: bool = False
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
@@ -168,33 +202,22 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
         ) from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing") from None
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path}: invalid JSON: {e}") from None
-
-
 def _load_transformer(directory: Path) -> nn.Module:
-    from transformers import Gemma3TextConfig, Gemma3TextModel
-
-    config_dict = _read_json(directory / "config.json")
-    model_type = config_dict.get("model_type")
-    if model_type != "gemma3_text":
-        raise ModelLoadError(
-            f"{directory / 'config.json'}: model_type is {model_type!r}; this trainer finetunes a Gemma3 "
-            "text encoder (model_type 'gemma3_text', e.g. google/embeddinggemma-300m)"
-        )
+    family = architecture(directory)  # ModelLoadError naming config.json and what is taken
     if not any(directory.glob("*.safetensors")):
         raise ModelLoadError(
             f"{directory}: no *.safetensors weights (weights are loaded only from safetensors)"
         )
+    if family == "encoder":
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(directory, use_safetensors=True, dtype=torch.float32)
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
     # from_dict runs the config's post-init with the flag set, so the sliding window is converted
     # to the bidirectional convention exactly once (the saved value is the causal one).
     config = Gemma3TextConfig.from_dict(
-        {**config_dict, "use_bidirectional_attention": True, "use_cache": False}
+        {**read_json(directory / "config.json"), "use_bidirectional_attention": True, "use_cache": False}
     )
     model = Gemma3TextModel.from_pretrained(
         directory, config=config, attn_implementation="sdpa", use_safetensors=True, dtype=torch.float32
@@ -231,50 +254,40 @@ def new_dense(hidden: int, seed: int) -> list[nn.Linear]:
     return layers
 
 
-def _load_st_layout(directory: Path) -> tuple[Path, list[nn.Linear], dict[str, str]]:
-    """Parse a sentence-transformers directory: (transformer dir, Dense layers, prompts)."""
-    modules = _read_json(directory / "modules.json")
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
-    where = directory / "modules.json"
-    if not kinds or kinds[0] != "Transformer":
-        raise ModelLoadError(f"{where}: the first module must be a Transformer, found {kinds}")
-    if len(kinds) < 2 or kinds[1] != "Pooling":
-        raise ModelLoadError(f"{where}: the second module must be mean Pooling, found {kinds}")
-    if kinds[-1] != "Normalize" or any(k != "Dense" for k in kinds[2:-1]):
-        raise ModelLoadError(
-            f"{where}: expected Transformer, Pooling, Dense..., Normalize (as EmbeddingGemma), found {kinds}"
-        )
-    pooling = _read_json(directory / modules[1]["path"] / "config.json")
-    mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens") is True
-    if not mean or pooling.get("include_prompt", True) is not True:
-        raise ModelLoadError(
-            f"{directory / modules[1]['path']}: only mean pooling that includes the prompt tokens is "
-            f"supported, found {pooling}"
-        )
-    dense = []
-    for module in modules[2:-1]:
-        folder = directory / module["path"]
-        cfg = _read_json(folder / "config.json")
-        if cfg.get("activation_function", _IDENTITY) != _IDENTITY:
-            raise ModelLoadError(
-                f"{folder}: Dense activation {cfg['activation_function']!r} is not supported (only Identity)"
-            )
-        weights_file = folder / "model.safetensors"
-        if not weights_file.exists():
-            raise ModelLoadError(f"{folder}: no model.safetensors (weights are loaded only from safetensors)")
-        state = load_file(weights_file)
-        layer = nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias=bool(cfg.get("bias", True)))
-        try:
-            layer.load_state_dict({k.removeprefix("linear."): v.float() for k, v in state.items()})
-        except RuntimeError as e:
-            raise ModelLoadError(f"{weights_file}: weights do not match {cfg}: {e}") from None
-        dense.append(layer)
-    for a, b in zip(dense, dense[1:]):
-        if a.out_features != b.in_features:
-            raise ModelLoadError(f"{directory}: Dense layers do not chain: {a} then {b}")
-    st_config = directory / "config_sentence_transformers.json"
-    prompts = dict(_read_json(st_config).get("prompts") or {}) if st_config.exists() else {}
-    return directory / modules[0].get("path", ""), dense, prompts
+def _activation(name: str, folder: Path) -> nn.Module:
+    """A Dense layer's activation from its import path: a ``torch.nn`` module built without arguments."""
+    module_name, _, class_name = name.rpartition(".")
+    if module_name.startswith("torch.nn.modules."):
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            try:
+                return cls()
+            except TypeError:
+                pass
+    raise ModelLoadError(
+        f"{folder / 'config.json'}: Dense activation {name!r} is not supported "
+        "(a torch.nn activation module without arguments, e.g. torch.nn.modules.activation.Tanh)"
+    )
+
+
+def _load_dense(folder: Path) -> tuple[nn.Linear, nn.Module]:
+    """One sentence-transformers Dense module: its linear map (weights from safetensors) and activation."""
+    cfg = read_json(folder / "config.json")
+    if cfg.get("use_residual"):
+        raise ModelLoadError(f"{folder / 'config.json'}: a Dense layer with use_residual is not supported")
+    activation = _activation(str(cfg.get("activation_function") or _ST_DEFAULT_ACTIVATION), folder)
+    weights_file = folder / "model.safetensors"
+    if not weights_file.exists():
+        raise ModelLoadError(f"{folder}: no model.safetensors (weights are loaded only from safetensors)")
+    state = load_file(weights_file)
+    layer = nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias=bool(cfg.get("bias", True)))
+    try:
+        layer.load_state_dict({k.removeprefix("linear."): v.float() for k, v in state.items()})
+    except RuntimeError as e:
+        raise ModelLoadError(f"{weights_file}: weights do not match {cfg}: {e}") from None
+    return layer, activation
 
 
 def load_encoder(name_or_path: str | os.PathLike[str], *, seed: int = 0) -> LoadedEncoder:
@@ -282,28 +295,45 @@ def load_encoder(name_or_path: str | os.PathLike[str], *, seed: int = 0) -> Load
 
     Args:
         name_or_path: local directory or hub repo id.
-        seed: initialises the Dense layers when the source has none (layout a).
+        seed: draws the Dense layers of a plain Gemma3 folder (layout a).
 
     Returns:
         a :class:`LoadedEncoder` (float32, eval mode, CPU). Call :func:`check_bidirectional` on it.
     """
     directory = resolve_model_dir(name_or_path)
+    st_layout = (directory / "modules.json").exists()
     prompts: dict[str, str] = {}
-    if (directory / "modules.json").exists():
-        transformer_dir, dense, prompts = _load_st_layout(directory)
-        reused = bool(dense)
-    else:
-        transformer_dir, dense, reused = directory, [], False
+    pooling = Pooling()
+    dense: list[nn.Linear] = []
+    activations: list[nn.Module] = []
+    transformer_dir = directory
+    if st_layout:
+        modules = st_modules(directory)
+        try:
+            pooling = Pooling.from_config(read_json(modules.pooling_dir / "config.json"), modules.pooling_dir)
+        except PoolingError as e:
+            raise ModelLoadError(str(e)) from None
+        for folder in modules.dense_dirs:
+            layer, activation = _load_dense(folder)
+            dense.append(layer)
+            activations.append(activation)
+        st_config = directory / "config_sentence_transformers.json"
+        prompts = dict(read_json(st_config).get("prompts") or {}) if st_config.exists() else {}
+        transformer_dir = modules.transformer_dir
     transformer = _load_transformer(transformer_dir)
-    hidden = int(transformer.config.hidden_size)
-    if not dense:
-        dense = new_dense(hidden, seed)
-    if dense[0].in_features != hidden:
-        raise ModelLoadError(
-            f"{directory}: the first Dense layer expects {dense[0].in_features} inputs, the transformer gives {hidden}"
-        )
-    encoder = Encoder(transformer, dense).float().eval()
-    return LoadedEncoder(encoder, _load_tokenizer(transformer_dir), prompts, directory, reused)
+    drawn = not st_layout and getattr(transformer.config, "model_type", None) == GEMMA3
+    if drawn:
+        dense = new_dense(int(transformer.config.hidden_size), seed)
+        activations = [nn.Identity() for _ in dense]
+    encoder = Encoder(transformer, dense, pooling, activations)
+    widths = [encoder.pooling.output_dim(encoder.hidden_size)] + [d.out_features for d in dense]
+    for layer, width in zip(dense, widths):
+        if layer.in_features != width:
+            raise ModelLoadError(
+                f"{directory}: a Dense layer expects {layer.in_features} inputs and is given {width} "
+                f"(pooling {list(pooling.modes)} of the transformer's {encoder.hidden_size})"
+            )
+    return LoadedEncoder(encoder.float().eval(), _load_tokenizer(transformer_dir), prompts, directory, drawn)
 
 
 @torch.no_grad()
@@ -314,7 +344,7 @@ def check_bidirectional(encoder: Encoder, *, vocab_size: int | None = None) -> f
     largest change of the first token's hidden state; raises RuntimeError if it is (numerically) 0.
     """
     vocab = vocab_size or int(encoder.transformer.config.vocab_size)
-    pad = encoder.transformer.config.pad_token_id
+    pad = getattr(encoder.transformer.config, "pad_token_id", None)
     ids = [i for i in range(min(vocab, 16)) if i != pad][:5]
     if len(ids) < 5:
         raise ModelLoadError(f"the vocabulary ({vocab} tokens) is too small to check attention")
@@ -429,8 +459,9 @@ def save_sentence_transformer(
     """Write ``encoder`` as a sentence-transformers directory, atomically (temp dir, then rename).
 
     Layout: root transformer (``config.json``, ``model.safetensors``, tokenizer), ``1_Pooling``
-    (mean, prompt included), ``2_Dense``, ``3_Dense`` (``linear.weight`` in safetensors, Identity
-    activation), ``4_Normalize``, ``modules.json``, ``sentence_bert_config.json`` and
+    (the encoder's modes, prompt included), one ``<i>_Dense`` per Dense layer (``linear.weight``,
+    ``linear.bias`` if any, in safetensors; its activation), ``<n>_Normalize``, ``modules.json``,
+    ``sentence_bert_config.json`` and
     ``config_sentence_transformers.json`` holding ``prompts``, and last ``mixopt_checksums.json``
     (SHA-256 of every other file). Weights are float32, safetensors only.
     """
@@ -481,9 +512,9 @@ def save_sentence_transformer(
         ]
         _write_json(
             tmp / "1_Pooling" / "config.json",
-            {"embedding_dimension": encoder.hidden_size, "pooling_mode": "mean", "include_prompt": True},
+            encoder.pooling.config(encoder.hidden_size),
         )
-        for i, layer in enumerate(encoder.dense, start=2):
+        for i, (layer, act) in enumerate(zip(encoder.dense, encoder.activations), start=2):
             folder = tmp / f"{i}_Dense"
             _write_json(
                 folder / "config.json",
@@ -491,7 +522,7 @@ def save_sentence_transformer(
                     "in_features": layer.in_features,
                     "out_features": layer.out_features,
                     "bias": layer.bias is not None,
-                    "activation_function": _IDENTITY,
+                    "activation_function": f"{type(act).__module__}.{type(act).__qualname__}",
                     "module_input_name": "sentence_embedding",
                     "module_output_name": "sentence_embedding",
                 },

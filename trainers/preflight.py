@@ -91,6 +91,9 @@ def preflight(
             n_embedding=embedding.numel(),
             layers=int(config.num_hidden_layers),
             hidden=int(config.hidden_size),
+            intermediate=int(getattr(config, "intermediate_size", 0) or 0),
+            heads=int(getattr(config, "num_attention_heads", 0) or 0),
+            family="gemma3" if encoder.is_gemma3 else "encoder",
         )
         stepper = Stepper.from_options(
             encoder, loaded.tokenizer, opts, warmup_steps=1, total_steps=steps + 1, device=device, amp=amp

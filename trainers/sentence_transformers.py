@@ -3,7 +3,8 @@
 Named in an experiment YAML as ``trainer: {target: "trainers.sentence_transformers:train", ...}``.
 For users whose model, losses and data are sentence-transformers': it provides the trainer
 contract of :mod:`mixopt.trial` (:func:`train`, :class:`Options`, :func:`evaluate_checkpoint`,
-:func:`write_synth_model`: the tiny encoder of :mod:`trainers.tiny_model`, which it loads too), and
+:func:`write_synth_model`: the tiny encoder of :mod:`trainers.tiny_model`, which it loads too;
+:func:`check_model`: whether it takes a model, from its config alone), and
 scores trials exactly as the built-in trainer (:mod:`trainers.embedding`) does, so the two can
 share a sweep's objective, the soup and ``mixopt eval``.
 
@@ -58,6 +59,7 @@ from .batching import classification_examples, retrieval_examples, sts_examples,
 from .embedding import _prompts
 from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .model import DEFAULT_MODEL
+from .model_support import sentence_transformers_check as check_model
 from .options import Threads, validate_options
 from .st_losses import FORMATS, KIND_DEFAULT, LossSpec, check_keys
 from .st_sampler import MixtureBatchSampler
@@ -65,7 +67,7 @@ from .task_losses import TaskLosses
 from .tiny_model import write_synth_model
 from .training import autocast_dtype, resolve_device
 
-__all__ = ["Options", "evaluate_checkpoint", "resolve_options", "train", "write_synth_model"]
+__all__ = ["Options", "check_model", "evaluate_checkpoint", "resolve_options", "train", "write_synth_model"]
 
 # Rows paired at a time into triplets, as trainers.batching.TaskStream pairs them.
 PAIR_WINDOW = 1024

@@ -10,9 +10,11 @@ checkpoints), so a second sweep over the same files does not read them again.
 Refused (one line each, nothing written): a malformed row (``file:line: ...``), a file with no rows,
 a train file with one row, a classification task whose train split has one label, a dev split of
 fewer than :data:`MIN_DEV_ROWS` rows (its score is 0 or 1), a ``trainer.model`` that looks like a
-path and does not exist, ``trainer.matryoshka_dims`` that do not start at that local model's
-embedding dimension, a local model folder whose tokenizer does not load, a task whose text is more
-than half unknown to the tokenizer. Warned: dev labels never seen in train (those rows always score wrong),
+path and does not exist, a model the trainer cannot take (its ``check_model`` hook, which reads the
+model's config files and names the trainer that can), ``trainer.matryoshka_dims`` that do not start
+at that local model's embedding dimension, a local model folder whose tokenizer does not load, a task
+whose text is more than half unknown to the tokenizer. Warned: dev labels never seen in train (those
+rows always score wrong),
 constant STS dev scores (Spearman is undefined; the task scores 0), a dev split of fewer than
 :data:`FEW_DEV_ROWS` rows, ``max_concurrent`` above what the machine or cluster can run, a task
 whose text is more than 5 % unknown to the tokenizer (:mod:`mixopt.tokens`).
@@ -32,6 +34,7 @@ from mixopt.config import Experiment
 from mixopt.data import ClassificationRow, DataError, STSRow, iter_rows
 from mixopt.sweep.common import SweepError
 from mixopt.tokens import share_problems, share_warnings, shares_line, task_unknown_shares, tokenizer_problem
+from mixopt.trial import load_trainer
 
 HEAD_ROWS = 50
 # A dev score from one row is 0 or 1 (a retrieval query with one candidate always scores 1.0).
@@ -252,20 +255,32 @@ def looks_like_path(value: str) -> bool:
 
 
 def model_problems(exp: Experiment) -> list[str]:
-    """``trainer.model`` that looks like a path and is not a directory, or ``trainer.matryoshka_dims``
+    """``trainer.model`` that looks like a path and is not a directory, a model the trainer cannot
+    take (its ``check_model`` hook, from the model's config alone), or ``trainer.matryoshka_dims``
     that does not start at the local model's embedding dimension (every trial would fail)."""
     knobs = exp.trainer.knobs
     model = knobs.model
-    if model is None or not looks_like_path(model):
+    if model is None:
         return []
+    is_path = looks_like_path(model)
     path = Path(model).expanduser()
-    if path.is_dir():
+    if is_path and not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "no such directory"
+        return [
+            f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
+            "a Hugging Face id is 'org/name')"
+        ]
+    trainer = load_trainer(exp.trainer.target)
+    problem = trainer.check_model(model) if trainer.check_model is not None else None
+    if problem:
+        return [f"trainer.model: {problem}"]
+    if not is_path:
+        return []
+    if knobs.matryoshka_dims is not None:
         return _dims_problems(knobs.matryoshka_dims, path)
-    what = "is a file, not a model directory" if path.exists() else "no such directory"
-    return [
-        f"trainer.model: {model}: {what} (a local model is a directory with config.json; "
-        "a Hugging Face id is 'org/name')"
-    ]
+    field = trainer.options.model_fields.get("matryoshka_dims")
+    default = field.default if field is not None else None
+    return _dims_problems(default, path, "(the trainer's default)") if isinstance(default, list) else []
 
 
 def model_dim(path: Path) -> tuple[int, Path] | None:
@@ -293,7 +308,7 @@ def model_dim(path: Path) -> tuple[int, Path] | None:
         return None
 
 
-def _dims_problems(dims: Sequence[int] | None, model: Path) -> list[str]:
+def _dims_problems(dims: Sequence[int] | None, model: Path, whose: str = "") -> list[str]:
     if not dims:
         return []  # not given (the trainer's default) or malformed (the trainer's options say so)
     found = model_dim(model)
@@ -302,7 +317,8 @@ def _dims_problems(dims: Sequence[int] | None, model: Path) -> list[str]:
     dim, source = found
     fix = [dim, *(d for d in dims[1:] if d < dim)]
     return [
-        f"trainer.matryoshka_dims: {dims}: the model {model} embeds in {dim} dimensions ({source}); "
+        f"trainer.matryoshka_dims: {dims}{' ' + whose if whose else ''}: the model {model} embeds in "
+        f"{dim} dimensions ({source}); "
         f"the first Matryoshka dim must be that full dimension and the rest smaller, e.g. {fix}"
     ]
 

@@ -1,4 +1,5 @@
-"""Fixtures for the trainer tests: synthetic tasks and tiny Gemma3 encoders, built locally (never the hub)."""
+"""Fixtures for the trainer tests: synthetic tasks, tiny Gemma3 encoders and a tiny BERT, built locally
+(never the hub)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from mixopt.config import TaskConfig
 from mixopt.synth import synthesize
 from trainers.tiny_model import build_tokenizer, write_tiny_model
+
+BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 PROMPTS = {
     "retrieval": {"query": "task: search result | query: ", "document": "title: none | text: "},
@@ -63,4 +66,72 @@ def synth_tasks(synth_root) -> tuple[TaskConfig, ...]:
     return tuple(
         TaskConfig(name=f"{kind}_{i}", kind=kind, path=synth_root / f"{kind}_{i}", prompt=PROMPTS[kind])
         for i, kind in enumerate(kinds)
+    )
+
+
+def write_tiny_bert(out: Path, words: list[str], seed: int = 0, **sizes) -> Path:
+    """A random-init BERT (``BertConfig``, toy sizes) and a WordPiece tokenizer whose vocabulary is
+    BERT's special tokens plus ``words``, written as a plain Hugging Face folder (safetensors)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = list(dict.fromkeys(BERT_SPECIAL + words))
+    tokenizer = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False, model_max_length=128
+    )
+    ids = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
+    assert len(tokenizer) == len(vocab) and tokenizer.unk_token_id not in ids, "the tokenizer lacks words"
+    config = BertConfig(
+        vocab_size=len(vocab),
+        **{
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 128,
+            **sizes,
+        },
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A plain Hugging Face BERT folder (hidden size 32, dropout 0.1 as BERT's default) whose
+    tokenizer knows :data:`WORDS`."""
+    return write_tiny_bert(tmp_path_factory.mktemp("bert") / "model", WORDS, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout_dir(tmp_path_factory) -> Path:
+    """:func:`tiny_bert_dir`'s BERT with dropout off (for gradients compared with a reference graph)."""
+    return write_tiny_bert(
+        tmp_path_factory.mktemp("bert0") / "model",
+        WORDS,
+        seed=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def synth_bert_dir(synth_root, tmp_path_factory) -> Path:
+    """A tiny BERT (hidden size 64, as the synthetic Gemma3) whose WordPiece vocabulary holds every
+    word of the synthetic tasks and their prompts: a plain Hugging Face folder."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(synth_root / "model").get_vocab()
+    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not w.startswith("<")]
+    words += [w for p in PROMPTS.values() for text in p.values() for w in text.split()]
+    return write_tiny_bert(
+        tmp_path_factory.mktemp("synth-bert") / "model",
+        words,
+        seed=0,
+        hidden_size=64,
+        intermediate_size=128,
     )

@@ -136,7 +136,7 @@ def test_sentence_transformers_layout_reuses_its_dense_layers(tiny_model_dir, tm
         first.encoder, first.tokenizer, tmp_path / "st", prompts={"q": "x: "}, max_seq_length=32
     )
     again = load_encoder(out, seed=99)  # a different seed: reused layers must not be re-drawn
-    assert again.reused_dense and again.prompts == {"q": "x: "}
+    assert not again.drawn_dense and again.prompts == {"q": "x: "}
     saved = load_file(out / "3_Dense" / "model.safetensors")["linear.weight"]
     torch.testing.assert_close(again.encoder.dense[1].weight.detach(), saved)
     a = embed(first.encoder, first.tokenizer, TEXTS, max_seq_length=32)
@@ -199,11 +199,20 @@ def test_a_failed_final_rename_restores_the_previous_checkpoint(tiny_model_dir, 
 def test_loader_errors_say_what_to_do(tmp_path, tiny_model_dir):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_encoder(tmp_path / "nope")
-    bert = tmp_path / "bert"
-    bert.mkdir()
-    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match="gemma3_text"):
-        load_encoder(bert)
+    for model_type, why in [
+        ("gpt2", "'gpt2' is a decoder-only causal language model"),
+        ("t5", "'t5' is an encoder-decoder"),
+        ("vit", "'vit' is not a text encoder"),
+        ("bart", "'bart' is an encoder-decoder"),
+        ("my_remote_model", "'my_remote_model' is not one transformers"),
+    ]:
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        with pytest.raises(ModelLoadError) as e:
+            load_encoder(folder)
+        assert str(e.value).startswith(f"{folder / 'config.json'}: model_type {why}")
+        assert "trainers.embedding takes a Gemma3 text model" in str(e.value) and "\n" not in str(e.value)
     no_weights = tmp_path / "noweights"
     no_weights.mkdir()
     (no_weights / "config.json").write_text((tiny_model_dir / "config.json").read_text())

@@ -11,6 +11,7 @@ import yaml
 
 from trainers.memory import (
     BF16_ACTIVATION_FACTOR,
+    ENCODER_MARGIN,
     FP32_ACTIVATION_BYTES_PER_TOKEN,
     MARGIN,
     OVERHEAD_FACTOR,
@@ -52,6 +53,22 @@ def test_the_memory_model_is_its_formula():
         half, batch_size=8, seq=64, mini_batch_size=None, gradient_checkpointing=False, bf16=False
     ) - (full - act)
     assert act_half == pytest.approx(act / 2)
+
+
+def test_an_encoders_activations_are_counted_from_its_config():
+    """all-MiniLM-L6-v2 (6 layers, width 384, MLP 1536, 12 heads) at 128 tokens: per layer and token
+    8·384 + 2·1536 + 4·12·128 = 12288 float32 values, × the margin."""
+    minilm = Shape(22_713_216, 30_522 * 384, 6, 384, intermediate=1536, heads=12, family="encoder")
+    per_token = ENCODER_MARGIN * 4 * 6 * 12288
+    assert minilm.activation_bytes_per_token(128, False) == per_token
+    assert minilm.activation_bytes_per_token(128, True) == ENCODER_MARGIN * 4 * (6 * 384 + 12288)
+    full = estimate_memory(
+        minilm, batch_size=16, seq=128, mini_batch_size=None, gradient_checkpointing=False, bf16=False
+    )
+    fixed = 16 * minilm.n_params + 4 * minilm.n_embedding
+    assert full == pytest.approx(OVERHEAD_FACTOR * (fixed + per_token * 3 * 16 * 128))
+    # The attention term grows with the length: a token at 512 costs more than at 128.
+    assert minilm.activation_bytes_per_token(512, False) > 2 * minilm.activation_bytes_per_token(128, False)
 
 
 def test_the_fix_is_the_largest_mini_batch_that_fits():
