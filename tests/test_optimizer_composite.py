@@ -74,16 +74,19 @@ def test_composed_posterior_is_the_weighted_sum_of_independent_score_posteriors(
     probes = [dict(zip(TASKS, w.tolist())) for w in mixtures(5, 99)]
     xs = np.array([opt.space.encode(p) for p in probes])
     per = {n: closed_form(x, ys[n], xs, ls[j], noise[j], const[j]) for j, n in enumerate(group.names)}
-    got = opt.predict_scores(probes)
+    # The proposal models: the per-score GPs and their composition (predict() and predict_scores()
+    # report the integrated posteriors instead, tests/test_calibrated.py).
+    surrogate = opt._surrogate
+    got = surrogate.scores.predict(list(TASKS), probes, list(TASKS))
     for n in TASKS:
         np.testing.assert_allclose(got[n][0], per[n][0], rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(got[n][1], per[n][1], rtol=1e-5, atol=1e-9)
     c = {n: w / 4.0 for n, w in weights.items()}
-    mean, sd = opt.predict(probes)
+    mean, sd = surrogate.predict(probes)
     np.testing.assert_allclose(mean, sum(c[n] * per[n][0] for n in TASKS), rtol=1e-6)
     np.testing.assert_allclose(sd, np.sqrt(sum(c[n] ** 2 * per[n][1] ** 2 for n in TASKS)), rtol=1e-5)
     # The joint posterior of one score: its diagonal is predict_scores' variance.
-    m, cov = opt.predict_joint(probes, "b")
+    m, cov = surrogate.scores.joint("b", probes, list(TASKS))
     np.testing.assert_allclose(m, per["b"][0], rtol=1e-6)
     np.testing.assert_allclose(np.sqrt(np.diag(cov)), per["b"][1], rtol=1e-5)
     np.testing.assert_allclose(cov, cov.T, atol=1e-12)
@@ -277,8 +280,8 @@ def test_multi_fidelity_partial_scores_are_rows_of_each_scores_gp() -> None:
     assert score_rows(led, "a", True) == [(1, 1.0, 0.5), (0, 0.25, 0.1), (0, 0.5, 0.2), (1, 0.5, 0.3)]
     assert opt.surrogate_in_use == "composite"
     assert isinstance(opt.should_stop(p), bool)
-    mean, sd = opt.predict([p])
-    parts = opt.predict_scores([p])
+    mean, sd = opt._surrogate.predict([p])  # the proposal model: the per-score GPs composed
+    parts = opt._surrogate.scores.predict(list(TASKS), [p], list(TASKS))
     assert mean[0] == pytest.approx(sum(parts[n][0][0] for n in TASKS) / 3, rel=1e-9)
     assert sd[0] == pytest.approx(math.sqrt(sum(parts[n][1][0] ** 2 for n in TASKS)) / 3, rel=1e-9)
     # UCB over (mixture, fraction = 1) on the composition, the running trials hallucinated per score.

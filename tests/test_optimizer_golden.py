@@ -4,7 +4,8 @@ tests/fixtures/optimizer_golden.json holds, for bench/optimizer.py's K = 17 suit
 ``random_state`` seeds) and one multi-fidelity run with hyperparameters, every proposal of an
 ask/tell sequence (batches, a failure, a partial report, a cancellation, exploitation steps) and
 the final ``recommend()``, recorded by tests/fixtures/make_optimizer_golden.py before the
-optimizer was split into a package. The replay tells the recorded values and compares the JSON
+optimizer was split into a package (the recommendation's predicted mean and sd: from the reported
+posterior, see that script). The replay tells the recorded values and compares the JSON
 text of every proposal: a single changed bit in a float fails it. It runs in a fresh process in
 the fixture's pinned floating-point environment (tests/fixtures/golden_env.py), so the bits do
 not depend on the processor's vector units.

@@ -151,17 +151,28 @@ def test_composed_joint_weights_means_and_variances() -> None:
 
 
 @pytest.mark.parametrize("lower", [np.zeros(4), np.array([0.1, 0.2, 0.0, 0.05])])
-def test_sobol_indices_of_a_linear_objective_are_the_closed_form(lower: np.ndarray) -> None:
+def test_first_order_indices_of_a_linear_objective_are_the_closed_form(lower: np.ndarray) -> None:
     # Lower bounds only shift and shrink the simplex (W = lo + (1 - sum lo) Y, Y uniform): the
     # indices of a linear f are those of the plain simplex.
     a = np.array([1.0, 0.2, -0.5, 0.3])
-    design = analysis.pick_freeze_design(np.random.default_rng(0), 40000, lower, np.ones(4))
-    got = analysis.sobol_first_order(design @ a)
+    design = analysis.conditional_design(np.random.default_rng(0), 30000, 4, lower, np.ones(4))
+    got = analysis.first_order(design @ a)
     np.testing.assert_allclose(got, analysis.linear_sobol_closed_form(a), atol=0.02)
 
 
+def test_first_order_of_a_task_that_does_nothing_is_zero_never_negative() -> None:
+    # f depends on w_a alone (weights b and c interchangeable): their conditional means vary only
+    # through what w_b takes from w_a, i.e. a small true index; a constant f gives 0 everywhere.
+    rng = np.random.default_rng(3)
+    design = analysis.conditional_design(rng, 64, 8, np.zeros(3), np.ones(3))
+    noise = rng.normal(size=design.shape[:-1])
+    s = analysis.first_order(noise)  # pure noise: no weight explains anything
+    assert (s >= 0).all() and (s < 0.1).all()
+    assert (analysis.first_order(np.ones(design.shape[:-1])) == 0).all()
+
+
 def test_linear_closed_form_against_monte_carlo_conditional_variance() -> None:
-    # Var(E[f | W_i]) estimated by binning W_i (a naive estimator, independent of the pick-freeze one).
+    # Var(E[f | W_i]) estimated by binning W_i (a naive estimator, independent of the design's).
     a = np.array([0.7, -0.2, 0.4])
     w = np.random.default_rng(1).dirichlet(np.ones(3), size=400000)
     f = w @ a
@@ -171,22 +182,28 @@ def test_linear_closed_form_against_monte_carlo_conditional_variance() -> None:
         assert np.var(means[bins]) / np.var(f) == pytest.approx(s, abs=0.01)
 
 
-def test_pick_freeze_design_respects_bounds_and_keeps_each_weight() -> None:
+def test_conditional_design_respects_bounds_and_holds_each_weight() -> None:
     lower, upper = np.array([0.05, 0.0, 0.1]), np.array([0.5, 0.6, 1.0])
-    d = analysis.pick_freeze_design(np.random.default_rng(0), 500, lower, upper)
-    assert np.allclose(d.sum(axis=2), 1.0)
+    d = analysis.conditional_design(np.random.default_rng(0), 50, 6, lower, upper)
+    assert d.shape == (3, 50, 6, 3)
+    assert np.allclose(d.sum(axis=-1), 1.0)
     assert (d >= lower - 1e-12).all() and (d <= upper + 1e-12).all()
     for i in range(3):
-        np.testing.assert_array_equal(d[i + 1][:, i], d[0][:, i])
-        assert not np.allclose(d[i + 1], d[0])
+        assert np.ptp(d[i, :, :, i], axis=1).max() == 0  # W_i held within each group
+        assert np.ptp(d[i, :, :, (i + 1) % 3], axis=1).min() > 0  # the others redrawn
 
 
 def test_weight_importance_of_an_exact_model_has_no_spread() -> None:
     law = LinearLaw(A, TASKS)
-    law.objective_weights = {"a": 1.0, "b": 0.0, "c": 0.0}  # the objective: score a alone
-    imp = analysis.weight_importance(law, TASKS, np.zeros(3), np.ones(3), n=400, paths=4)
+
+    def sample(points, paths, seed):
+        mu = np.array([[p[t] for t in TASKS] for p in points]) @ A[0]  # the objective: score a alone
+        return np.tile(mu, (paths, 1))
+
+    imp = analysis.weight_importance(sample, TASKS, np.zeros(3), np.ones(3), paths=4, points=24000)
     np.testing.assert_allclose(imp.mean, analysis.linear_sobol_closed_form(A[0]), atol=0.1)
-    np.testing.assert_allclose(imp.sd, 0.0, atol=1e-9)
+    np.testing.assert_allclose(imp.high - imp.low, 0.0, atol=1e-12)
+    assert law.objective_weights  # the law's composition is what the page draws elsewhere
 
 
 def test_best_so_far_skips_failures() -> None:
@@ -212,10 +229,19 @@ def uri(tmp_path_factory) -> str:
 
 
 def record_sweep(
-    uri: str, name: str, n: int, *, running: int = 0, warm: dict | None = None, verify: bool = True
+    uri: str,
+    name: str,
+    n: int,
+    *,
+    running: int = 0,
+    warm: dict | None = None,
+    verify: bool = True,
+    law: np.ndarray = A,
+    noise: float = 0.005,
 ):
     """A sweep recorded as the sweep records it (real optimizer, real sqlite MLflow store), the
-    trials scored by the law ``A`` plus a little noise; the last ``running`` trials left RUNNING."""
+    trials scored by ``law`` (default ``A``) plus Gaussian noise of sd ``noise``; the last
+    ``running`` trials left RUNNING."""
     from mixopt.optimizer.recommendation import recommendation_record
     from mixopt.sweep.verify import VerifyPlan, log_recommendation, summarise
 
@@ -235,7 +261,7 @@ def record_sweep(
         if k >= n - running:
             continue
         w = np.array([p[t] for t in TASKS])
-        scores = {t: float(A[j] @ w + 0.005 * rng.normal()) for j, t in enumerate(TASKS)}
+        scores = {t: float(law[j] @ w + noise * rng.normal()) for j, t in enumerate(TASKS)}
         _tell(opt, p, scores)
         metrics = {"objective": float(np.mean(list(scores.values())))} | {
             f"score.{t}": v for t, v in scores.items()
@@ -342,7 +368,7 @@ def test_report_cli_refuses_an_unknown_experiment_and_writes_nothing(tmp_path: P
 
 def test_old_optimizer_reports_without_per_score_sections(finished) -> None:
     """An optimizer told only scalar objectives (an old sweep's): no per-score models, so the
-    interference map says so and the importance comes from the posterior mean alone."""
+    interference map says so; the importance comes from the objective's own posterior."""
     from mixopt.report.html import render
 
     store_uri, _, parent = finished
@@ -351,7 +377,7 @@ def test_old_optimizer_reports_without_per_score_sections(finished) -> None:
         old.tell(p, float(np.mean(A @ np.array([p[t] for t in TASKS]))))
     s = sections(render(load_sweep(store_uri, run_id=parent), old))
     assert "not available" in s["interference"] and "plotly-graph-div" not in s["interference"]
-    assert "plotly-graph-div" in s["importance"] and "posterior mean only" in s["importance"]
+    assert "plotly-graph-div" in s["importance"] and "From 6 trials" in s["importance"]
 
 
 def test_interference_from_the_fitted_per_score_models_recovers_the_law(finished) -> None:
@@ -367,3 +393,44 @@ def test_interference_from_the_fitted_per_score_models_recovers_the_law(finished
     big = np.abs(truth) > 0.03
     lean = np.where(truth > 0, eff.p_positive > 0.8, eff.p_positive < 0.2)  # the right way, clearly
     assert lean[big].all(), (eff.p_positive, truth)
+
+
+def _cells(section: str) -> list[str]:
+    """The interference heatmap's cell texts, from the figure's JSON in the page."""
+    m = re.search(r'"text":(\[\[.*?\]\])', section)
+    assert m is not None
+    return [c for row in json.loads(m.group(1)) for c in row]
+
+
+def test_on_a_pure_noise_landscape_the_report_claims_nothing(tmp_path: Path, uri: str) -> None:
+    """The mixture does nothing (every score is noise of sd 0.01 around a constant): neither the
+    importance nor the interference map may claim an effect, and both say how many trials."""
+    from mixopt.report.html import render
+
+    _, opt, parent = record_sweep(uri, "noise", 16, law=np.zeros((3, 3)), noise=0.01)
+    s = sections(render(load_sweep(uri, run_id=parent), opt))
+    assert "not enough trials to tell" in s["importance"] and "from 16 trials" in s["importance"]
+    assert "plotly-graph-div" not in s["importance"]
+    if "plotly-graph-div" in s["interference"]:  # drawn for a score: then no cell may claim a sign
+        assert all(c.startswith("no evidence") for c in _cells(s["interference"]))
+    else:
+        assert "not enough trials to tell" in s["interference"]
+    assert "16 trials" in s["objective"]
+
+
+def test_a_known_interference_pattern_with_noise_is_found(tmp_path: Path, uri: str) -> None:
+    """The law ``A`` with noise 0.01 on 16 trials: the importance is drawn and every cell the map
+    colours has the law's sign at the recommended mixture (closed form), and it colours most."""
+    from mixopt.report.html import render
+
+    _, opt, parent = record_sweep(uri, "pattern", 16, noise=0.01)
+    s = sections(render(load_sweep(uri, run_id=parent), opt))
+    assert "plotly-graph-div" in s["importance"] and "From 16 trials" in s["importance"]
+    centre = opt.recommend().proposal
+    r = np.array([centre[t] for t in TASKS])
+    eff = analysis.interference(opt.predict_joint, TASKS, TASKS, centre, np.zeros(3), np.ones(3), 0.1)
+    truth = np.array([[eff.step[i] * (A[j, i] - A[j] @ r) for j in range(3)] for i in range(3)])
+    cells = np.array(_cells(s["interference"])).reshape(3, 3)
+    claimed = np.array([[not c.startswith("no evidence") for c in row] for row in cells])
+    assert claimed.sum() >= 5, cells
+    assert (np.sign(eff.mean[claimed]) == np.sign(truth[claimed])).all(), (eff.mean, truth)

@@ -105,7 +105,7 @@ def test_seed_sd_pools_the_two_arms_variances() -> None:
     assert one.seed_sd is None
 
 
-def test_the_sweep_suggests_noise_sd_when_the_gp_fitted_far_less(capsys) -> None:
+def test_the_sweep_suggests_noise_sd_when_the_measured_noise_is_outside_the_models_range(capsys) -> None:
     plan = _plan()
     rec, base = [0.70, 0.74, 0.72, 0.76], [0.66, 0.69, 0.70, 0.73]
     out = {f"verify-r{j:02d}": ("FINISHED", rec[j]) for j in range(4)}
@@ -117,16 +117,79 @@ def test_the_sweep_suggests_noise_sd_when_the_gp_fitted_far_less(capsys) -> None
             "source": "posterior_mean",
             "mean_pred": 0.74,
             "sd_pred": 0.004,
+            "trials": 24,
         }
     )
-    print_recommendation(dataclasses.replace(record, noise_sd=0.002), result, TASKS)
+    print_recommendation(
+        dataclasses.replace(record, noise_sd=0.002, noise_sd_range=(0.001, 0.004)), result, TASKS
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"[mixopt] {result.line}"  # the verdict stays the last line
-    assert f"seed-to-seed sd of the objective (verification, pooled): {result.seed_sd:.4f}" in lines[-2]
-    assert f"set optimizer.noise_sd: {result.seed_sd:.3g}" in lines[-2]
-    # A GP that got it:
-    print_recommendation(dataclasses.replace(record, noise_sd=0.9 * result.seed_sd), result, TASKS)
+    (seed_line,) = [line for line in lines if "seed-to-seed sd of the objective" in line]
+    assert f"(verification, pooled): {result.seed_sd:.4f}" in seed_line
+    assert f"set optimizer.noise_sd: {result.seed_sd:.3g}" in seed_line
+    # A model whose 95 % range holds the measured noise:
+    sd = result.seed_sd
+    print_recommendation(
+        dataclasses.replace(record, noise_sd=sd, noise_sd_range=(sd / 2, 2 * sd)), result, TASKS
+    )
     assert "set optimizer.noise_sd" not in capsys.readouterr().out
+
+
+def test_the_recommended_arms_mean_is_set_beside_the_prediction(capsys) -> None:
+    """The line before the verdict: the recommended arm's mean over its seeds with its t interval,
+    the prediction, and how many sd of the difference apart they are (hand-computed here)."""
+    import statistics
+
+    plan = _plan()
+    rec, base = [0.70, 0.74, 0.72, 0.76], [0.66, 0.69, 0.70, 0.73]
+    out = {f"verify-r{j:02d}": ("FINISHED", rec[j]) for j in range(4)}
+    out |= {f"verify-b{j:02d}": ("FINISHED", base[j]) for j in range(4)}
+    result = summarise(plan, out)
+    record = RecommendationRecord(
+        {"a": 0.5, "b": 0.3, "c": 0.2},
+        0.79,
+        0.01,
+        "posterior_mean",
+        0.02,
+        None,
+        trials=24,
+        noise_sd_range=(0.01, 0.04),
+    )
+    print_recommendation(record, result, TASKS)
+    lines = capsys.readouterr().out.strip().splitlines()
+    mean, se = statistics.mean(rec), statistics.stdev(rec) / 2
+    z = (mean - 0.79) / math.hypot(0.01, se)
+    line = lines[-2]
+    assert f"on the 4 verification seeds: {mean:.4f} ± {stats.t.ppf(0.975, 3) * se:.4f} (95%)" in line
+    assert f"predicted 0.7900 ± 0.0100: {mean - 0.79:+.4f}" in line
+    assert f"({z:+.1f} sd)" in line and ("OUTSIDE" if abs(z) > 1.96 else "within") in line
+
+
+def test_few_trials_say_so_and_how_many_seeds_would_halve_the_interval(capsys) -> None:
+    from mixopt.sweep.last_lines import FEW_TRIALS, seeds_to_halve
+
+    record = RecommendationRecord(
+        {"a": 0.5, "b": 0.3, "c": 0.2},
+        0.75,
+        0.012,
+        "posterior_mean",
+        0.02,
+        None,
+        trials=6,
+        noise_sd_range=(0.005, 0.06),
+    )
+    print_recommendation(record, None, TASKS)
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert "predicted 0.7500 ± 0.0120, 95% 0.7265..0.7735, from 6 trials" in first
+    assert "trial noise sd 0.0200 (95% 0.0050..0.0600)" in first
+    r = seeds_to_halve(0.012, 0.02)
+    assert second.startswith("[mixopt] the prediction rests on 6 trials") and f"{r} seeds" in second
+    # r trials of noise sd 0.02 at the mixture halve its posterior sd; one fewer does not (conjugate
+    # normal update: precision 1/p^2 + r/s^2).
+    assert (1 / 0.012**2 + r / 0.02**2) ** -0.5 <= 0.006 + 1e-12 < (1 / 0.012**2 + (r - 1) / 0.02**2) ** -0.5
+    print_recommendation(dataclasses.replace(record, trials=FEW_TRIALS), None, TASKS)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
 
 
 def test_failed_trials_drop_their_pair_and_are_counted() -> None:

@@ -154,7 +154,8 @@ def describe(
         if k not in tasks
     )
     if record.sd_pred is not None:
-        pred = f"predicted {record.mean_pred:.4f} ± {record.sd_pred:.4f} (posterior mean ± sd)"
+        pred = f"predicted {record.mean_pred:.4f} ± {record.sd_pred:.4f} (posterior mean ± sd"
+        pred += f", from {record.trials} trials)" if record.trials is not None else ")"
     else:
         pred = f"observed {record.mean_pred:.4f} (too few results for the GP: the best trial)"
     lines = [

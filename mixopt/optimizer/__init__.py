@@ -38,6 +38,11 @@ The package is an orchestrator over small parts, each usable and testable alone:
 - :mod:`.surrogate` and :mod:`.fidelity`: the GP over the ledger's observations (full-fidelity
   values, and with ``multi_fidelity`` each trial's partial curve at its fractions of the step
   budget), cached until the data changes.
+- :mod:`.calibrated`: the posterior the optimizer *reports* (``predict``, ``predict_scores``,
+  ``predict_joint``, ``predictive``, the recommendation's mean and sd, ``noise_sd``): the same
+  kernel with its hyperparameters integrated over a grid instead of fitted, on the trained
+  full-fidelity values, so that its intervals hold at a dozen trials (bench/RESULTS.md,
+  "Calibration").
 - :mod:`.acquisition`: UCB as the paper writes it, ``a(x) = mu(x) + beta * sigma(x)`` (botorch's
   UCB given ``beta ** 2``), and the posterior mean for :meth:`MixtureOptimizer.recommend`, both
   maximised by one routine: a few hundred sampled starts (bounded-Dirichlet draws, perturbations
@@ -80,10 +85,19 @@ composed per-score GPs. Callers that tell scalars only get the single GP in eith
 start recomposes each reused trial's scores under the new composition; scores it never measured (a
 task added) start unobserved.
 
+**Two posteriors.** Proposals come from the *proposal GP*, its hyperparameters at their most
+probable values (MAP), as BO needs them. What the optimizer *reports* comes from the reported
+posterior (:mod:`.calibrated`): with a dozen noisy trials the MAP noise sd falls far below the seed
+spread and the MAP GP's interval at its own maximiser is a fraction of the real error, while the
+integrated one covers near its nominal rate. Multi-fidelity partial values and proxy scores shape
+the proposals and the recommended location; the reported posterior rests on trained full-fidelity
+values only.
+
 **Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
-winner's curse). ``recommend()`` returns the maximiser of the GP posterior mean over the same
-space, with its predicted mean and sd; ``noise_sd()`` is the fitted observation-noise sd in
-objective units (the seed-to-seed spread, when every trial has its own trainer seed).
+winner's curse). ``recommend()`` returns the maximiser of the proposal GP's posterior mean over the
+same space, with the reported posterior's mean and sd there; ``noise_sd()`` is the reported
+posterior's median trial-noise sd in objective units (the seed-to-seed spread, when every trial
+has its own trainer seed).
 
 **Multi-fidelity** (``multi_fidelity=True``; config ``optimizer.multi_fidelity``, which a sweep
 turns on by default when early stopping is enabled). Trials report the objective at intermediate

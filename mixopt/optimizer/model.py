@@ -41,6 +41,8 @@ MIN_OBSERVATIONS = 2
 # Fitting attempts: (noise variance floor in standardised units, Cholesky jitter for float64).
 # The first is botorch's default floor; the second trades a little fidelity for a stable fit.
 FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-5))
+# botorch's default noise prior: LogNormal(-4, 1) on the noise variance in standardised units.
+NOISE_PRIOR_LOC = -4.0
 # L-BFGS-B's relative tolerance on the marginal likelihood for a batch of scores (see fit_mll).
 BATCH_FTOL = 1e-4
 
@@ -165,7 +167,7 @@ def _batch(y: torch.Tensor) -> torch.Size:
 def mixture_kernel(d: int, n_weights: int, batch: torch.Size = torch.Size([])) -> Kernel:
     """``k_w(w, w') * k_h(h, h')`` over ``d`` features, the ``n_weights`` weights first (see
     :func:`make_gp`); ``batch``: one kernel per output of a batched multi-output GP."""
-    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(n_weights), scale=math.sqrt(3))
+    prior = LogNormalPrior(*weight_lengthscale_prior(n_weights))
     covar: Kernel = MaternKernel(
         nu=2.5,
         active_dims=tuple(range(n_weights)),
@@ -181,6 +183,12 @@ def mixture_kernel(d: int, n_weights: int, batch: torch.Size = torch.Size([])) -
             active_dims=tuple(range(n_weights, d)),
         )
     return covar
+
+
+def weight_lengthscale_prior(n_weights: int) -> tuple[float, float]:
+    """``(loc, scale)`` of the LogNormal prior on the weights' shared lengthscale: Hvarfner et al.'s
+    dimension-scaled prior (arXiv:2402.02229) for ``n_weights`` dimensions."""
+    return math.sqrt(2) + 0.5 * math.log(n_weights), math.sqrt(3)
 
 
 def single_task_gp(
@@ -210,7 +218,7 @@ def noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) -> 
     """The noise-variance prior in standardised units (see :func:`make_gp`); ``y`` (n, 1), or
     (n, m) with ``noise_sd`` the sd of each output (a prior per output, shape (m, 1))."""
     if noise_sd is None:
-        return LogNormalPrior(loc=-4.0, scale=1.0)
+        return LogNormalPrior(loc=NOISE_PRIOR_LOC, scale=1.0)
     if y.shape[-1] > 1:
         y_sds = y.std(dim=0) if len(y) > 1 else torch.zeros(y.shape[-1], dtype=y.dtype)
         var = torch.where(y_sds > 0, (noise_sd / y_sds.clamp_min(1e-300)) ** 2, torch.ones_like(y_sds))

@@ -221,23 +221,53 @@ class MixtureOptimizer:
         return views.best(self._ledger)
 
     def noise_sd(self) -> float | None:
-        """The fitted observation-noise sd, in objective units (None before the GP can be fitted).
+        """The trial noise sd the optimizer's reported model believes, in objective units: the
+        posterior median of :meth:`predictive`'s noise (None before 2 successful trials). With one
+        trainer seed per trial it estimates the seed-to-seed spread of a mixture's objective."""
+        return views.noise_sd(self._surrogate, self._space)
 
-        The likelihood's noise variance is in standardised units (``Standardize``), so
-        ``noise_sd = sqrt(noise_var) * std(y)``. With one trainer seed per trial it estimates the
-        seed-to-seed spread of a mixture's objective (plus whatever the GP cannot fit).
+    def predictive(
+        self,
+        score: str | None = None,
+        *,
+        objective: Mapping[str, float] | None = None,
+        seed_sd: tuple[float, int] | None = None,
+    ) -> views.Predictive:
+        """The posterior the optimizer reports, of the objective, of composition ``objective``
+        (score name -> weight) or of one ``score``: the GP with its hyperparameters integrated
+        (:mod:`mixopt.optimizer.calibrated`), fitted on the trained trials' values. Its intervals
+        are the ones whose coverage bench/calibration.py measures; the proposals come from the
+        proposal GP (MAP hyperparameters) instead. ``seed_sd``: an independent measurement of the
+        seed-to-seed sd of the objective, ``(sd, degrees of freedom)`` (the verification's pooled sd
+        of its two arms: ``2 (n - 1)``), which then informs the noise.
+
+        Raises:
+            RuntimeError: fewer than 2 trained values of it; ValueError: an unknown score name,
+                or both ``score`` and ``objective``.
         """
-        return views.noise_sd(self._surrogate)
+        if score is not None and objective is not None:
+            raise ValueError("predictive(): give score= or objective=, not both")
+        weights: dict[str, float] | None = None
+        what = "the objective"
+        if score is not None:
+            if not any(score in s for _, s in self._ledger.scored()):
+                told = sorted({k for _, s in self._ledger.scored() for k in s})
+                raise ValueError(f"predictive(): no trial was told score {score!r}; told scores: {told}")
+            weights, what = {score: 1.0}, f"score {score!r}"
+        elif objective is not None:
+            weights, what = check_objective(objective, "predictive(): objective"), "the composition"
+        evidence = () if seed_sd is None else ((float(seed_sd[0]), int(seed_sd[1])),)
+        return views.predictive(self._surrogate, self._space, weights, evidence, what)
 
     def predict(self, proposals: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """GP posterior mean and sd of the objective at ``proposals``, in the objective's units.
+        """Posterior mean and sd of the objective at ``proposals``, in the objective's units: the
+        reported posterior (:meth:`predictive`), hyperparameters integrated.
 
         Returns two arrays of shape ``(len(proposals),)``. The sd is that of the latent objective
         (no observation noise). Pending proposals are not taken into account.
 
         Raises:
-            RuntimeError: before the GP can be fitted (fewer than 2 successful observations) or
-                when every fitting attempt failed.
+            RuntimeError: before 2 successful observations.
             ValueError: for a malformed proposal.
         """
         return views.predict(self._surrogate, self._space, proposals)
@@ -245,12 +275,11 @@ class MixtureOptimizer:
     def predict_scores(
         self, proposals: Sequence[Mapping[str, Any]]
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per score name (the weighted ones, and others once observed twice), the per-score GP's
-        posterior mean and sd of the latent score at ``proposals``, each ``(len(proposals),)``.
+        """Per score name (the weighted ones, and others once observed twice), the reported
+        posterior's mean and sd of the latent score at ``proposals``, each ``(len(proposals),)``.
 
         Raises:
-            RuntimeError: no per-score GP yet (no scores told, a weighted score observed fewer
-                than twice, or a failed fit).
+            RuntimeError: a weighted score observed fewer than twice.
         """
         return views.predict_scores(self._surrogate, self._space, self.objective_weights, proposals)
 
@@ -263,9 +292,7 @@ class MixtureOptimizer:
         Raises:
             RuntimeError: as :meth:`predict_scores`; ValueError: an unknown score name.
         """
-        return views.predict_joint(
-            self._surrogate, self._space, self._ledger, self.objective_weights, proposals, score
-        )
+        return views.predict_joint(self._surrogate, self._space, self._ledger, proposals, score)
 
     # ------------------------------------------------------------------ public state
 
@@ -338,7 +365,8 @@ class MixtureOptimizer:
         mode, a single GP on the recomposed values otherwise).
 
         Returns:
-            A :class:`Recommendation` (``mean`` and ``sd`` in objective units), or None when no
+            A :class:`Recommendation` (``mean`` and ``sd`` in objective units: the reported
+            posterior's, :meth:`predictive`, at the proposal GP's maximiser), or None when no
             trial has succeeded. With fewer than 2 successful observations, or when the GP
             cannot be fitted, it falls back to :meth:`best` (``source="best_observed"``) and
             logs why.

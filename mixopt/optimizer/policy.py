@@ -35,9 +35,10 @@ class Recommendation:
 
     Attributes:
         proposal: task weights (+ hyperparameters), exactly on the bounded simplex.
-        mean: predicted objective at ``proposal`` (GP posterior mean, objective units); for the
-            ``"best_observed"`` fallback, the observed value.
-        sd: posterior sd of the *latent* objective there (no observation noise); None for the
+        mean: predicted objective at ``proposal`` (the reported posterior's mean,
+            :mod:`mixopt.optimizer.calibrated`, objective units); for the ``"best_observed"``
+            fallback, the observed value.
+        sd: its posterior sd of the *latent* objective there (no observation noise); None for the
             fallback (a single observation has no model behind it).
         source: ``"posterior_mean"`` (the GP's maximiser) or ``"best_observed"`` (fewer than
             2 successful observations, or the GP could not be fitted: ``best()`` instead).
@@ -154,7 +155,7 @@ class Proposer:
         try:
             seed = self.streams.seed("recommend", len(self.ledger.history))
             proposal = acquisition.mean_maximiser(fitted, self.space, self.alpha, self.ledger, seed, told)
-            mean, sd = self.surrogate.predict([proposal], weights)
+            mean, sd = self.reported([proposal], weights)
         except Exception as err:  # numerical trouble must not cost the caller its answer
             logger.warning(
                 "recommend(): maximising the posterior mean failed (%s: %s); returning the best observed",
@@ -163,6 +164,17 @@ class Proposer:
             )
             return fallback
         return Recommendation(dict(proposal), float(mean[0]), float(sd[0]), "posterior_mean")
+
+    def reported(
+        self, items: list[Proposal], weights: dict[str, float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The reported posterior's mean and sd at ``items`` (:meth:`Surrogate.integrated`); the
+        proposal GP's when the trained values are too few for it (a multi-fidelity sweep whose
+        trials are partial so far)."""
+        model = self.surrogate.integrated(weights)
+        if model is None:
+            return self.surrogate.predict(items, weights)
+        return model.predict(np.array([self.space.encode(p) for p in items]))
 
     def recommend_under(self, weights: dict[str, float]) -> Recommendation | None:
         """:meth:`recommend` under another composition ``weights``, from the told scores alone;

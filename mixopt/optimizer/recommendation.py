@@ -2,7 +2,8 @@
 :func:`recommendation_record`.
 
 :meth:`MixtureOptimizer.recommend` answers "which mixture" (proposal, predicted mean and sd); the
-record adds what a reader of the sweep needs beside it: the fitted trial noise, the best trial
+record adds what a reader of the sweep needs beside it: how many trials the prediction rests on,
+the trial noise the model believes (median and 95 % interval), the best trial
 observed under the same objective (the winner's-curse comparison) and, for a recommendation under
 another composition (``mixopt recommend --objective``), that composition. The sweep's
 verification plan (``verify_plan.json``), its ``recommended.json``, the report and ``mixopt
@@ -35,6 +36,8 @@ class RecommendationRecord:
         best_observed: the best trial ``(proposal, objective)`` under the same objective, if any.
         objective: the composition (score -> weight, summing to 1) it was made under; None: the
             sweep's own.
+        trials: how many trained trials the prediction rests on (None for ``"best_observed"``).
+        noise_sd_range: the 95 % posterior interval of the trial noise sd (``noise_sd`` is its median).
     """
 
     proposal: dict[str, Any]
@@ -44,9 +47,12 @@ class RecommendationRecord:
     noise_sd: float | None
     best_observed: tuple[dict[str, Any], float] | None
     objective: dict[str, float] | None = None
+    trials: int | None = None
+    noise_sd_range: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON, keys in the order sweeps record them (``objective`` only when set)."""
+        """Plain JSON, keys in the order sweeps record them (``trials``, ``noise_sd_range`` and
+        ``objective`` only when set, so a record read from an earlier sweep writes back the same)."""
         out: dict[str, Any] = {
             "proposal": dict(self.proposal),
             "mean_pred": self.mean_pred,
@@ -57,6 +63,10 @@ class RecommendationRecord:
             if self.best_observed is None
             else {"proposal": dict(self.best_observed[0]), "objective": self.best_observed[1]},
         }
+        if self.trials is not None:
+            out["trials"] = self.trials
+        if self.noise_sd_range is not None:
+            out["noise_sd_range"] = list(self.noise_sd_range)
         if self.objective is not None:
             out["objective"] = dict(self.objective)
         return out
@@ -75,6 +85,10 @@ class RecommendationRecord:
             noise_sd=None if data.get("noise_sd") is None else float(data["noise_sd"]),
             best_observed=None if best is None else (dict(best["proposal"]), float(best["objective"])),
             objective=None if objective is None else {str(k): float(v) for k, v in objective.items()},
+            trials=None if data.get("trials") is None else int(data["trials"]),
+            noise_sd_range=None
+            if data.get("noise_sd_range") is None
+            else (float(data["noise_sd_range"][0]), float(data["noise_sd_range"][1])),
         )
 
 
@@ -106,4 +120,16 @@ def recommendation_record(
             (p, v) for p, s in opt.score_history if s is not None and (v := compose(used, s)) is not None
         ]
         best = max(observed, key=lambda pv: pv[1]) if observed else None
-    return RecommendationRecord(rec.proposal, rec.mean, rec.sd, rec.source, opt.noise_sd(), best, used)
+    trials, noise, noise_range = None, None, None
+    if rec.source == "posterior_mean":
+        try:
+            predictive = opt.predictive(objective=used)
+        except RuntimeError:  # too few trained values (a multi-fidelity sweep's partial ones)
+            noise = opt.noise_sd()
+        else:
+            trials = predictive.trials
+            noise, lo, hi = predictive.noise_sd()
+            noise_range = (lo, hi)
+    return RecommendationRecord(
+        rec.proposal, rec.mean, rec.sd, rec.source, noise, best, used, trials, noise_range
+    )

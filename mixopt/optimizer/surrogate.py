@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from mixopt.optimizer import fidelity
+from mixopt.optimizer.calibrated import IntegratedGP, NoisePrior, kernel_lengthscales
 from mixopt.optimizer.composite import ScoreModels, score_noise_sd
 from mixopt.optimizer.ledger import Ledger
-from mixopt.optimizer.model import FIT_ATTEMPTS, MIN_OBSERVATIONS, Fitted, fit_gp, jitter
+from mixopt.optimizer.model import (
+    FIT_ATTEMPTS,
+    MIN_OBSERVATIONS,
+    Fitted,
+    fit_gp,
+    jitter,
+    weight_lengthscale_prior,
+)
 from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
 from mixopt.optimizer.sources import SourceModels
@@ -68,6 +77,7 @@ class Surrogate:
         self._cache: tuple[int, Fitted | None] | None = None
         self._warned = False  # the fallback from the composite surrogate is logged once
         self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
+        self._integrated: dict[Any, IntegratedGP | None] = {}
 
     def composite(self) -> bool:
         """Whether the per-score GPs model the objective now: composite mode, scores told, and
@@ -166,6 +176,54 @@ class Surrogate:
             )
         self._recomposed[cache_key] = (key, fitted)
         return fitted
+
+    def _values(self, weights: dict[str, float] | None) -> list[tuple[int, float]]:
+        """``(index, value)`` of the trained full-fidelity values of the objective (``weights`` None
+        or the optimizer's own) or of composition ``weights`` (a score: ``{name: 1.0}``)."""
+        if self._own(weights):
+            return self.ledger.successes()
+        assert weights is not None
+        return [(i, v) for i, s in self.ledger.scored() if (v := compose(weights, s)) is not None]
+
+    def n_values(self, weights: dict[str, float] | None = None) -> int:
+        """How many trained values :meth:`integrated` rests on."""
+        return len(self._values(weights))
+
+    def integrated(
+        self, weights: dict[str, float] | None = None, evidence: tuple[tuple[float, int], ...] = ()
+    ) -> IntegratedGP | None:
+        """The predictive the optimizer reports (:class:`~mixopt.optimizer.calibrated.IntegratedGP`):
+        on the trained full-fidelity values of the objective (or of composition ``weights``), the
+        hyperparameters' lengthscales from the proposal GP, the noise prior centred on ``noise_sd``
+        when given and ``evidence`` (independent seed-sd measurements) multiplying it. None with
+        fewer than ``MIN_OBSERVATIONS`` values; cached until the data change."""
+        rows = self._values(weights)
+        own = self._own(weights)
+        key = (len(self.ledger.history), own or tuple(sorted((weights or {}).items())), tuple(evidence))
+        if key in self._integrated:
+            return self._integrated[key]
+        self._integrated = {k: v for k, v in self._integrated.items() if k[0] == key[0]}  # drop stale fits
+        model = None
+        if len(rows) >= MIN_OBSERVATIONS:
+            n_weights, dim = self.space.n_tasks, self.space.dim
+            hyper = None
+            if (
+                dim > n_weights
+            ):  # the hyperparameters' ARD lengthscales: the proposal GP's, else its prior's median
+                fitted = self.trained(weights)
+                hyper = kernel_lengthscales(fitted.model, n_weights, dim)[1] if fitted is not None else None
+                if hyper is None:
+                    hyper = np.full(dim - n_weights, math.exp(weight_lengthscale_prior(dim - n_weights)[0]))
+            model = IntegratedGP(
+                np.array([self.space.encode(self.ledger.proposal(i)) for i, _ in rows]),
+                np.array([v for _, v in rows]),
+                n_weights=n_weights,
+                length_prior=weight_lengthscale_prior(n_weights),
+                h_lengthscales=hyper,
+                noise=NoisePrior(self.noise_sd if own else None, tuple(evidence)),
+            )
+        self._integrated[key] = model
+        return model
 
     def below_incumbent(self, i: int, beta: float) -> bool:
         """Whether running trial ``i``'s UCB at full fidelity, ``mu(x_i, 1) + beta * sigma(x_i, 1)``,

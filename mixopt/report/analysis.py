@@ -23,7 +23,7 @@ its posterior mean and sd from the joint posterior of score ``j`` at the two mix
 the model is of the sign. A positive ``D_ij`` for ``i != j`` is transfer, a negative one
 interference.
 
-**Weight importance, globally** (:func:`sobol_first_order`). The weights of a mixture are
+**Weight importance, globally** (:func:`weight_importance`). The weights of a mixture are
 dependent (they sum to 1), so the variance decomposition of Sobol' (independent inputs) does not
 apply as is. The index used here is the first-order index for dependent inputs (the correlation
 ratio; Kucherenko, Tarantola & Annoni 2012, doi:10.1016/j.cpc.2011.12.020):
@@ -32,11 +32,14 @@ ratio; Kucherenko, Tarantola & Annoni 2012, doi:10.1016/j.cpc.2011.12.020):
 
 the share of the variance of ``f`` over all admissible mixtures that knowing task ``i``'s weight
 explains, through the task itself and through what its weight takes from the others. The indices
-need not sum to 1 (the inputs are dependent). It is estimated by the pick-freeze identity
-``Var(E[f | W_i]) = Cov(f(W), f(W'))`` where ``W'`` shares ``W_i`` and draws the other weights
-afresh from their conditional distribution given ``W_i`` (uniform on the slice of the polytope).
-For a linear ``f(w) = a . w`` on the plain simplex the index has the closed form
-``(a_i - mean_{j != i} a_j)^2 Var(W_i) / a^T Cov(W) a`` (:func:`linear_sobol_closed_form`).
+need not sum to 1 (the inputs are dependent). ``E[f | W_i]`` is estimated by averaging ``f`` over
+draws of the other weights from their conditional distribution given ``W_i`` (uniform on the slice
+of the polytope), at values of ``W_i`` from its marginal (:func:`conditional_design`); the variance
+of those means, corrected for their Monte Carlo error and floored at 0 (:func:`first_order`), is
+never negative. It is computed on joint posterior sample paths of the objective, so each index
+comes with its interval. For a linear ``f(w) = a . w`` on the plain simplex the index has the
+closed form ``(a_i - mean_{j != i} a_j)^2 Var(W_i) / a^T Cov(W) a``
+(:func:`linear_sobol_closed_form`).
 """
 
 from __future__ import annotations
@@ -201,36 +204,43 @@ def _uniform_capped(
     raise ValueError("the weight bounds leave too small a part of the simplex to sample it uniformly")
 
 
-def pick_freeze_design(rng: np.random.Generator, n: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Points for :func:`sobol_first_order`: an array (k + 1, n, k). Slice 0 is ``W`` (uniform on
-    the bounded simplex); slice ``i + 1`` keeps ``W_i`` and redraws the other weights uniformly on
-    ``{sum = 1 - W_i, bounds}``, i.e. from their conditional distribution given ``W_i``."""
+def conditional_design(
+    rng: np.random.Generator, n: int, inner: int, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
+    """Points for :func:`first_order`: an array (k, n, inner, k). Slice ``i`` holds ``n`` values of
+    ``W_i`` (each the ``i``-th weight of a uniform draw of the bounded simplex, so they follow its
+    marginal), each with ``inner`` draws of the other weights uniform on ``{sum = 1 - W_i, bounds}``,
+    i.e. from their conditional distribution given ``W_i``. Every point is a uniform draw."""
     k = len(lower)
-    base = _uniform_capped(rng, np.ones(n), lower, upper)
-    out = np.empty((k + 1, n, k))
-    out[0] = base
+    out = np.empty((k, n, inner, k))
     for i in range(k):
         rest = [j for j in range(k) if j != i]
-        out[i + 1, :, i] = base[:, i]
-        out[i + 1][:, rest] = _uniform_capped(rng, 1.0 - base[:, i], lower[rest], upper[rest])
+        w_i = _uniform_capped(rng, np.ones(n), lower, upper)[:, i]
+        out[i, :, :, i] = w_i[:, None]
+        others = _uniform_capped(rng, np.repeat(1.0 - w_i, inner), lower[rest], upper[rest])
+        out[i][:, :, rest] = others.reshape(n, inner, k - 1)
     return out
 
 
-def sobol_first_order(values: np.ndarray) -> np.ndarray:
-    """First-order indices from function values on a :func:`pick_freeze_design`.
+def first_order(values: np.ndarray) -> np.ndarray:
+    """First-order indices ``Var(E[f | W_i]) / Var(f)`` from values on a :func:`conditional_design`.
 
-    ``values``: (..., k + 1, n), the same function (or each of several sample paths, leading
-    axes) at the design's points. Returns (..., k): ``Cov(f(W), f(W^i)) / Var(f(W))`` with the
-    covariance and variance taken over both halves (a symmetric estimator); 0 where f is flat.
+    ``values``: (..., k, n, inner), the same function (or each of several sample paths, leading
+    axes) at the design's points. ``E[f | W_i]`` at each of the ``n`` values of ``W_i`` is the mean
+    of its ``inner`` values; the variance of those means over-counts by the mean within-variance
+    divided by ``inner``, which is subtracted (the unbiased estimate of ``Var(E[f | W_i])``); the
+    index is that estimate floored at 0, so never negative, over ``Var(f)`` of all the points.
+    Returns (..., k); 0 where f is flat.
     """
     v = np.asarray(values, dtype=float)
-    y0 = v[..., :1, :]
-    yi = v[..., 1:, :]
-    mean = 0.5 * (y0.mean(axis=-1, keepdims=True) + yi.mean(axis=-1, keepdims=True))
-    cov = ((y0 - mean) * (yi - mean)).mean(axis=-1)
-    var = 0.5 * (((y0 - mean) ** 2).mean(axis=-1) + ((yi - mean) ** 2).mean(axis=-1))
+    inner = v.shape[-1]
+    means = v.mean(axis=-1)  # (..., k, n)
+    within = v.var(axis=-1, ddof=1).mean(axis=-1) if inner > 1 else 0.0  # (..., k)
+    between = means.var(axis=-1, ddof=1) - within / inner
+    flat = v.reshape(*v.shape[:-3], -1)
+    total = flat.var(axis=-1, ddof=1)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var > 0, cov / np.where(var > 0, var, 1.0), 0.0)
+        return np.where(total > 0, np.clip(between, 0.0, None) / np.where(total > 0, total, 1.0), 0.0)
 
 
 def linear_sobol_closed_form(a: Sequence[float]) -> np.ndarray:
@@ -252,49 +262,46 @@ def linear_sobol_closed_form(a: Sequence[float]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Importance:
-    """Per-task first-order indices: ``mean`` over posterior sample paths and their ``sd``
-    (None when only the posterior mean could be evaluated)."""
+    """Per-task first-order indices over posterior sample paths: their ``mean`` and the 5 % and
+    95 % quantiles ``low`` and ``high``; every value is >= 0 (:func:`first_order`)."""
 
     tasks: tuple[str, ...]
     mean: np.ndarray
-    sd: np.ndarray | None
+    low: np.ndarray
+    high: np.ndarray
+
+
+# Points at which the sample paths are drawn (their joint posterior is factorised once per path's
+# hyperparameters: the cost grows with the cube of this), and draws of the other weights per value
+# of W_i: the estimate's Monte Carlo error is part of the paths' spread.
+IMPORTANCE_POINTS = 512
+IMPORTANCE_INNER = 8
 
 
 def weight_importance(
-    model: Any,
+    sample: Callable[[list[dict[str, Any]], int, int], np.ndarray],
     tasks: Sequence[str],
     lower: np.ndarray,
     upper: np.ndarray,
     hyper: Mapping[str, Any] | None = None,
-    n: int = 96,
     paths: int = 64,
     seed: int = 0,
+    points: int = IMPORTANCE_POINTS,
 ) -> Importance:
-    """:func:`sobol_first_order` of the model's objective, with hyperparameters held at ``hyper``.
-
-    With per-score models (``model.predict_joint`` and ``model.objective_weights``), the indices
-    are computed on ``paths`` joint posterior sample paths of the objective at the design's
-    points: their mean and sd. Otherwise on the posterior mean alone (``sd`` None).
-    """
+    """:func:`first_order` on ``paths`` joint posterior sample paths of the objective, with
+    hyperparameters held at ``hyper``. ``sample(proposals, paths, seed)`` returns the draws
+    (paths, n) at ``proposals`` (:meth:`mixopt.optimizer.views.Predictive.sample`)."""
     rng = np.random.default_rng(seed)
-    design = pick_freeze_design(rng, n, lower, upper)
     k = len(tasks)
+    inner = IMPORTANCE_INNER
+    n = max(4, points // (k * inner))
+    design = conditional_design(rng, n, inner, lower, upper)
     hyper = dict(hyper or {})
-    points = [{**dict(zip(tasks, map(float, w))), **hyper} for w in design.reshape(-1, k)]
-    try:
-        mu, cov = composed_joint(model.predict_joint, model.objective_weights)(points)
-    except (AttributeError, RuntimeError, ValueError):  # no per-score models (an old sweep's optimizer)
-        mu, _ = model.predict(points)
-        return Importance(tuple(tasks), sobol_first_order(np.asarray(mu).reshape(k + 1, n)), None)
-    jitter = 1e-9 * max(float(np.mean(np.diag(cov))), 1e-12)
-    try:
-        root = np.linalg.cholesky(cov + jitter * np.eye(len(mu)))
-    except np.linalg.LinAlgError:  # numerically singular: the symmetric square root instead
-        vals, vecs = np.linalg.eigh(cov)
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
-    draws = mu[None, :] + rng.standard_normal((paths, len(mu))) @ root.T
-    s = sobol_first_order(draws.reshape(paths, k + 1, n))
-    return Importance(tuple(tasks), s.mean(axis=0), s.std(axis=0, ddof=1))
+    proposals = [{**dict(zip(tasks, map(float, w))), **hyper} for w in design.reshape(-1, k)]
+    draws = np.asarray(sample(proposals, paths, seed), dtype=float)
+    s = first_order(draws.reshape(paths, k, n, inner))
+    low, high = np.percentile(s, [5, 95], axis=0)
+    return Importance(tuple(tasks), s.mean(axis=0), low, high)
 
 
 # --------------------------------------------------------------------------- the line

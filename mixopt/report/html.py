@@ -37,6 +37,11 @@ ORIGIN_COLOURS = {
 # Share of the mixture moved onto a task for the interference map and the importance bars: small
 # enough to stay near the recommendation, large enough that the change stands above the GP's noise.
 STEP = 0.1
+# Evidence gates: a section explains the weights' effect on a quantity only when the reported
+# posterior gives P(the weights move it by at least half a trial's noise sd) >= EVIDENCE; an
+# interference cell is coloured only when P(change > 0) >= SIGN_EVIDENCE or <= 1 - SIGN_EVIDENCE.
+EVIDENCE = 0.9
+SIGN_EVIDENCE = 0.9
 SECTIONS = (
     ("verification", "Verification and the recommended mixture"),
     ("objective", "Objective by trial"),
@@ -186,6 +191,10 @@ def _verification(data: SweepData, opt: MixtureOptimizer | None, page: _Page) ->
     proposal = rec.proposal
     sd = rec.sd_pred
     pred = f"{_fmt(rec.mean_pred)}" + (f" ± {_fmt(sd)}" if sd is not None else "")
+    if rec.trials is not None:
+        pred += f" from {rec.trials} trials"
+        if rec.noise_sd is not None:
+            pred += f" (trial noise sd {_fmt(rec.noise_sd)})"
     what = "GP posterior-mean maximiser" if rec.source == "posterior_mean" else "best observed trial"
     parts.append(f"<p>recommended mixture ({_e(what)}), predicted objective {_e(pred)}:</p>")
     parts.append(_table(list(proposal), [[proposal[k] for k in proposal]]))
@@ -244,8 +253,11 @@ def _objective(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> st
         height=420,
     )
     running = sum(t.status == "RUNNING" for t in trials)
-    note = _note(f"{running} trial(s) still running") if running else ""
-    return page.fig(fig) + note
+    finished = sum(t.objective is not None for t in trials)
+    note = f"{len(trials)} trials, {finished} with an objective" + (
+        f"; {running} trial(s) still running" if running else ""
+    )
+    return page.fig(fig) + _note(note)
 
 
 def _parallel(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
@@ -276,31 +288,56 @@ def _parallel(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str
         go.Parcoords(line={"color": obj, "colorscale": "Viridis", "showscale": True}, dimensions=dims)
     )
     fig.update_layout(height=440)
-    return page.fig(fig)
+    return page.fig(fig) + _note(f"{len(done)} finished trials")
+
+
+def _evidence(opt: MixtureOptimizer, score: str | None = None) -> tuple[Any, float] | str:
+    """The reported posterior of the objective (or of ``score``) and its P(the weights matter), or
+    why there is none."""
+    try:
+        predictive = opt.predictive(score)
+    except (RuntimeError, ValueError) as e:
+        return f"not available: {e}"
+    return predictive, predictive.p_matters()
+
+
+def _too_few(what: str, p: float, trials: int) -> str:
+    return _note(
+        f"not enough trials to tell: P(the weights move {what} by at least half a trial's noise sd) = "
+        f"{p:.2f} from {trials} trials, below {EVIDENCE:.2f}; nothing is drawn until the trials show an effect"
+    )
 
 
 def _importance(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
     if opt is None:
         return _note("the sweep recorded no optimizer state yet")
+    found = _evidence(opt)
+    if isinstance(found, str):
+        return _note(found)
+    predictive, p = found
+    if p < EVIDENCE:
+        return _too_few("the objective", p, predictive.trials)
     rec = _recommendation(data, opt)
     hyper = {k: v for k, v in (rec.proposal if rec else {}).items() if k not in data.tasks}
     tasks = list(opt.tasks)
     try:
-        imp = analysis.weight_importance(opt, tasks, opt.space.lower, opt.space.upper, hyper)
+        imp = analysis.weight_importance(predictive.sample, tasks, opt.space.lower, opt.space.upper, hyper)
     except (RuntimeError, ValueError) as e:
         return _note(f"not available: {e}")
-    err = {"type": "data", "array": imp.sd.tolist()} if imp.sd is not None else None
+    err = {
+        "type": "data",
+        "symmetric": False,
+        "array": (imp.high - imp.mean).tolist(),
+        "arrayminus": (imp.mean - imp.low).tolist(),
+    }
     fig = go.Figure(go.Bar(x=tasks, y=imp.mean.tolist(), error_y=err, marker_color="#1f77b4"))
     fig.update_layout(yaxis={"title": "first-order index S_i"}, height=360)
-    how = (
-        "mean ± sd over joint posterior sample paths of the objective"
-        if imp.sd is not None
-        else "of the posterior mean only: no per-score models, so no sample paths for an uncertainty"
-    )
     text = (
-        "S_i = Var(E[f | w_i]) / Var(f) over mixtures drawn uniformly from the bounded simplex: the share of "
-        "the objective's variance that task i's weight explains (its own effect and what its weight takes "
-        f"from the others); the weights are dependent, so the indices need not sum to 1. {how}."
+        f"From {predictive.trials} trials (P(the weights matter) = {p:.2f}). S_i = Var(E[f | w_i]) / Var(f) over "
+        "mixtures drawn uniformly from the bounded simplex: the share of the objective's variance that task i's "
+        "weight explains (its own effect and what its weight takes from the others); the weights are dependent, so "
+        "the indices need not sum to 1. Bars: mean over joint posterior sample paths of the objective, with their "
+        "5-95 % range; each index is a variance, never negative (its Monte Carlo error is subtracted, then floored at 0)."
     )
     return page.fig(fig) + _note(text)
 
@@ -309,24 +346,39 @@ def _interference(data: SweepData, opt: MixtureOptimizer | None, page: _Page) ->
     why = _has_score_models(opt)
     if why is not None:
         return _note(f"not available: {why}")
+    assert opt is not None
     rec = _recommendation(data, opt)
     if rec is None:
         return _note("no recommendation yet")
     tasks, scores = list(opt.tasks), list(opt.predict_scores([rec.proposal]))
+    evidence = {}
+    for name in scores:
+        found = _evidence(opt, name)
+        if isinstance(found, str):
+            return _note(found)
+        evidence[name] = found
+    trials = min(e[0].trials for e in evidence.values())
+    if all(p < EVIDENCE for _, p in evidence.values()):
+        worst = max(p for _, p in evidence.values())
+        return _too_few("any task's score", worst, trials)
     eff = analysis.interference(
         opt.predict_joint, tasks, scores, rec.proposal, opt.space.lower, opt.space.upper, STEP
     )
+    sure = (eff.p_positive >= SIGN_EVIDENCE) | (eff.p_positive <= 1 - SIGN_EVIDENCE)
+    sure &= np.array([[evidence[s][1] >= EVIDENCE for s in scores]] * len(tasks))
     text = [
         [
-            f"{eff.mean[i, j]:+.3g} ± {eff.sd[i, j]:.2g}<br>P(>0) {eff.p_positive[i, j]:.2f}"
+            ("" if sure[i, j] else "no evidence<br>")
+            + f"{eff.mean[i, j]:+.3g} ± {eff.sd[i, j]:.2g}<br>P(>0) {eff.p_positive[i, j]:.2f}"
             for j in range(len(scores))
         ]
         for i in range(len(tasks))
     ]
-    bound = float(np.max(np.abs(eff.mean))) or 1.0
+    shown = np.where(sure, eff.mean, np.nan)  # a cell without evidence is left grey
+    bound = float(np.max(np.abs(eff.mean[sure]))) if sure.any() else 1.0
     fig = go.Figure(
         go.Heatmap(
-            z=eff.mean.tolist(),
+            z=[[None if math.isnan(v) else v for v in row] for row in shown.tolist()],
             x=scores,
             y=[f"{t} (+{d:.2f})" for t, d in zip(tasks, eff.step)],
             text=text,
@@ -341,13 +393,24 @@ def _interference(data: SweepData, opt: MixtureOptimizer | None, page: _Page) ->
     fig.update_layout(
         xaxis={"title": "scored task j"},
         yaxis={"title": "training task i (share moved)", "autorange": "reversed"},
+        plot_bgcolor="#e6e6e6",
         height=120 + 70 * len(tasks),
     )
+    weak = [s for s in scores if evidence[s][1] < EVIDENCE]
     text_note = (
-        f"Cell (i, j): predicted change of score j when a share {STEP} of the recommended mixture moves onto task i "
-        "(less at a bound: the share is in the row label), posterior mean ± sd of the difference from the per-score "
-        "models, and P(change > 0). Blue: task i helps j (transfer); red: it hurts j (interference)."
+        f"From {trials} trials with per-task scores. Cell (i, j): predicted change of score j when a share {STEP} of "
+        "the recommended mixture moves onto task i (less at a bound: the share is in the row label), posterior mean "
+        "± sd of the difference, and P(change > 0). Blue: task i helps j (transfer); red: it hurts j (interference). "
+        f"Grey, 'no evidence': P(change > 0) between {1 - SIGN_EVIDENCE:.1f} and {SIGN_EVIDENCE:.1f}, or a score the "
+        "weights are not shown to move."
     )
+    if weak:
+        text_note += (
+            " Scores the weights are not shown to move (P below "
+            + f"{EVIDENCE:.2f}): "
+            + ", ".join(f"{s} ({evidence[s][1]:.2f})" for s in weak)
+            + "."
+        )
     return page.fig(fig) + _note(text_note)
 
 
@@ -395,6 +458,7 @@ def _tradeoffs(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> st
     head = ["trial", *[f"w.{t}" for t in data.tasks], *[f"score.{n}" for n in names]]
     return (
         page.fig(fig)
+        + _note(f"{len(done)} finished trials with per-task scores")
         + "<p>Mixtures on the per-task Pareto front (no other trial scores at least as well on every task):</p>"
         + _table(head, rows_)
     )
@@ -465,7 +529,10 @@ def _line(data: SweepData, opt: MixtureOptimizer | None, page: _Page) -> str:
         yaxis={"title": "objective"},
         height=400,
     )
-    return page.fig(fig)
+    trials = opt.predictive().trials
+    return page.fig(fig) + _note(
+        f"The reported posterior of the objective, from {trials} trials: mean ± 2 sd."
+    )
 
 
 _BUILDERS: dict[str, Callable[[SweepData, Any, _Page], str]] = {

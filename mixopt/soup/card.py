@@ -202,6 +202,7 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
                 f"{_fmt(max(vals) if vals else None)} | {_fmt(sum(vals) / len(vals) if vals else None)} |"
             )
         lines.append(f"| **objective** | | {ev.objective:.4f} | | |")
+        lines += _best_ingredient_lines(result)
         if ev.task_metrics:
             lines += ["", "All dev metrics of the soup:", ""]
             lines += [f"- `{key}`: {val:.4f}" for key, val in sorted(ev.task_metrics.items())]
@@ -222,6 +223,23 @@ def model_card(result: SoupResult, tasks: Sequence[TaskConfig] = (), experiment_
         lines.append(f'embeddings = model.encode(["..."], prompt_name="{other}")  # any prompt, by name')
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _best_ingredient_lines(result: SoupResult) -> list[str]:
+    """The card's comparison of the soup with its best ingredient on the same rows, and the
+    warning when the soup is behind (:mod:`mixopt.soup.compare`)."""
+    b = result.best_ingredient
+    if b is None:
+        return []
+    lines = [
+        "",
+        f"Against its best ingredient on {b.rows}: soup {b.metric} {b.soup:.4f}, best ingredient "
+        f"(trial {b.trial_id}, run `{b.run_id}`) {b.best:.4f}, difference {b.soup - b.best:+.4f}.",
+    ]
+    warning = b.warning()
+    if warning is not None:
+        lines += ["", f"**Warning: {warning}.**"]
+    return lines
 
 
 def _prompt_lines(result: SoupResult) -> list[str]:

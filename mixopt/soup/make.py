@@ -21,6 +21,7 @@ from mixopt.checksums import write_checksums
 from mixopt.soup.average import DEFAULT_CHUNK_BYTES, AverageStats, average_into, unverified_line
 from mixopt.soup.card import model_card
 from mixopt.soup.checkpoints import read_header, verify_checksums, weight_files
+from mixopt.soup.compare import against_best
 from mixopt.soup.evaluate import Evaluate, metric_of
 from mixopt.soup.greedy import GreedyResult, greedy_select
 from mixopt.soup.ingredients import METHODS, Ingredient, SoupError
@@ -127,6 +128,8 @@ def make_soup(
                         echo(f"evaluating the soup of {len(members)} on the dev tasks")
                     evaluation = evaluate(tmp)
             prompts, prompt_task = set_query_document(tmp, prompt_task)
+            score = None if evaluation is None else metric_of(evaluation, metric)
+            best = against_best(method, metric, score, members, greedy, report)
             result = SoupResult(
                 out,
                 method,
@@ -139,6 +142,7 @@ def make_soup(
                 split=split,
                 prompts=prompts,
                 prompt_task=prompt_task,
+                best_ingredient=best,
             )
             (tmp / "README.md").write_text(model_card(result, tasks, experiment_name), encoding="utf-8")
             write_checksums(tmp)  # last: it covers every file above

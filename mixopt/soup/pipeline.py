@@ -56,7 +56,8 @@ def soup_from_sweep(
     (:func:`mixopt.soup.evaluate.split_dev_rows`) when the evaluation takes ``dev_rows``; otherwise
     its reported score is the biased one it selected on, and the output and card say so.
     ``prompt_task`` names the task whose prompts become the soup's ``query`` / ``document``
-    (default: the experiment's first retrieval task).
+    (default: the experiment's first retrieval task). The last line echoed compares the soup with
+    its best ingredient on the same rows, a warning when the soup is behind (:mod:`mixopt.soup.compare`).
     """
     name = experiment_name or (exp.experiment_name if exp is not None else None)
     if not name:
@@ -115,4 +116,6 @@ def soup_from_sweep(
         prompt_task=prompt_task,
     )
     log_soup(client, selection, result, register, str(spec))
+    if echo and result.best_ingredient is not None:
+        echo(result.best_ingredient.line())
     return selection, result

@@ -21,6 +21,7 @@ from mixopt.tracking.tags import (
     SOUP_METRIC,
     SOUP_RANK,
     SOUP_SWEEP_RUN,
+    SOUP_WARNING,
     metric_key,
 )
 
@@ -80,6 +81,13 @@ def log_soup(
             metrics.update({f"score.{t}": float(v) for t, v in ev.task_scores.items()})
             # The sweep's key mapping, so the soup's metrics line up with its trials' in the UI.
             metrics.update({metric_key(k): float(v) for k, v in ev.task_metrics.items()})
+        best = result.best_ingredient
+        if best is not None:
+            metrics["best_ingredient.score"] = best.best
+            metrics["soup_minus_best_ingredient"] = best.soup - best.best
+            params["best_ingredient"] = best.run_id
+            if best.warning() is not None:
+                client.set_tag(run_id, SOUP_WARNING, best.warning())
         now = int(run.info.start_time)
         metric_list = [Metric(k, v, now, 0) for k, v in metrics.items()]
         if result.greedy is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixopt.soup.average import AverageStats
+from mixopt.soup.compare import BestIngredient
 from mixopt.soup.evaluate import metric_of
 from mixopt.soup.greedy import GreedyResult
 from mixopt.soup.ingredients import Ingredient
@@ -33,6 +34,7 @@ class SoupResult:
     split: str | None = None  # greedy: which dev rows it selected on and which it reports on
     prompts: dict[str, str] = field(default_factory=dict)  # every prompt of the soup, by name
     prompt_task: str | None = None  # the task whose prompts are ``query`` / ``document``
+    best_ingredient: BestIngredient | None = None  # the soup against its best ingredient, same rows
 
     @property
     def score(self) -> float | None:

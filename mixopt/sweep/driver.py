@@ -472,7 +472,7 @@ class Sweep:
                 else recommendation_record(state.optimizer)
             )
         summary.verification = verification
-        log_recommendation(tracker, summary.recommended, verification, exp.task_names)
+        log_recommendation(tracker, summary.recommended, verification, exp.task_names, state.optimizer)
         metrics: dict[str, float] = {
             "trials_finished": summary.finished,
             "trials_failed": summary.failed,
@@ -519,7 +519,7 @@ class Sweep:
         # The end is printed even when quiet (verbose False drops the per-trial lines only).
         print_summary(exp, summary)
         if self.failure is None:
-            print_recommendation(summary.recommended, verification, exp.task_names)
+            print_recommendation(summary.recommended, verification, exp.task_names, state.optimizer)
         if self.failure is not None:
             raise SweepFailed(self.failure)
         return summary

@@ -94,11 +94,11 @@ def verify_recommendation(
                 "verify",
             )
         result = summarise(plan, recorded_outcomes(tracker))
-        log_recommendation(tracker, record, result, vexp.task_names)
+        log_recommendation(tracker, record, result, vexp.task_names, opt)
         tracker.wait_for_uploads()
         status = "FINISHED"
     finally:
         tracker.end_sweep(status)
     if verbose:
-        print_recommendation(record, result, vexp.task_names)
+        print_recommendation(record, result, vexp.task_names, opt)
     return result

@@ -41,6 +41,7 @@ from mixopt.config import Experiment
 from mixopt.optimizer.recommendation import RecommendationRecord
 from mixopt.space import NEAR_IDENTICAL, project_capped_simplex
 from mixopt.sweep.common import top_weights
+from mixopt.sweep.last_lines import recommendation_lines, verified_lines
 from mixopt.tracking import STAGE, STATUS, TRIAL_ID, SweepTracker
 from mixopt.tracking.tags import FAILURE_KIND, INFRASTRUCTURE
 
@@ -344,9 +345,14 @@ def recorded_outcomes(tracker: SweepTracker) -> dict[str, tuple[str, float | Non
 
 
 def log_recommendation(
-    tracker: SweepTracker, record: RecommendationRecord | None, result: VerifyResult | None, tasks: list[str]
+    tracker: SweepTracker,
+    record: RecommendationRecord | None,
+    result: VerifyResult | None,
+    tasks: list[str],
+    opt: MixtureOptimizer | None = None,
 ) -> None:
-    """Parent-run params, metrics and ``recommended.json``: the recommendation and the verdict."""
+    """Parent-run params, metrics and ``recommended.json``: the recommendation and the verdict, and
+    with ``opt`` the prediction re-made with the verification's seed sd beside the measured mean."""
     parent_id = tracker.parent_id
     assert parent_id is not None
     if record is None:
@@ -387,6 +393,10 @@ def log_recommendation(
             "seed_sd": result.seed_sd,
             "summary": result.line,
         }
+        checked = verified_lines(record, [r for _, r, _ in result.pairs], result.seed_sd, opt)[1]
+        if checked:
+            doc["verification"]["prediction"] = checked
+            metrics["verify.prediction_z"] = checked["prediction_z"]
         tracker.set_tags(parent_id, {"mixopt.verify": result.line[:4000]})
     tracker.log_params(parent_id, params)
     tracker.log_metrics(parent_id, metrics, 0)
@@ -404,34 +414,30 @@ def print_plan(plan: VerifyPlan, n_todo: int, tasks: list[str]) -> None:
 
 
 def print_recommendation(
-    record: RecommendationRecord | None, result: VerifyResult | None, tasks: list[str]
+    record: RecommendationRecord | None,
+    result: VerifyResult | None,
+    tasks: list[str],
+    opt: MixtureOptimizer | None = None,
 ) -> None:
+    """The sweep's last lines (:mod:`mixopt.sweep.last_lines`): the recommendation with its interval
+    and evidence, the verification's seed sd, the recommended arm's measured mean beside the
+    prediction, and the verdict last."""
     if record is not None:
-        weights = ", ".join(f"{t}={record.proposal[t]:.3f}" for t in tasks)
-        hps = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record.proposal.items()
-            if k not in tasks
-        )
-        if record.source == "posterior_mean":
-            pred = f"predicted {record.mean_pred:.4f} ± {record.sd_pred:.4f}"
-            noise = record.noise_sd
-            pred += f"; fitted trial noise sd {noise:.4f}" if noise is not None else ""
-            what = "recommended (GP posterior-mean maximiser)"
-        else:
-            pred = f"observed {record.mean_pred:.4f}; too few results for the GP"
-            what = "recommended (the best observed trial)"
-        print(f"[mixopt] {what}: {weights}" + (f"; {hps}" if hps else "") + f" ({pred})", flush=True)
+        for line in recommendation_lines(record, tasks):
+            print(f"[mixopt] {line}", flush=True)
     if result is not None:
         seed_sd = result.seed_sd
         if seed_sd is not None:
             note = ""
-            noise = record.noise_sd if record is not None else None
-            if noise is not None and noise < 0.5 * seed_sd:
-                # The GP took the seed noise for signal: its posterior mean follows lucky trials.
+            span = record.noise_sd_range if record is not None else None
+            if span is not None and not span[0] <= seed_sd <= span[1]:
+                # The model's noise missed the measured one: say where the next sweep should start.
                 note = (
-                    f"; the GP fitted {noise:.4f}: set optimizer.noise_sd: {seed_sd:.3g} so the next sweep "
-                    "does not take seed noise for signal"
+                    f"; outside the model's 95% range for the trial noise ({span[0]:.4f}..{span[1]:.4f}): set "
+                    f"optimizer.noise_sd: {seed_sd:.3g} so the next sweep starts from the measured noise"
                 )
             print(f"[mixopt] seed-to-seed sd of the objective (verification, pooled): {seed_sd:.4f}{note}")
+        if record is not None:
+            for line in verified_lines(record, [r for _, r, _ in result.pairs], result.seed_sd, opt)[0]:
+                print(f"[mixopt] {line}", flush=True)
         print(f"[mixopt] {result.line}", flush=True)

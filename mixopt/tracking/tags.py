@@ -48,6 +48,7 @@ SOUP_METHOD = "mixopt.method"
 SOUP_METRIC = "mixopt.metric"
 SOUP_RANK = "mixopt.rank"
 SOUP_SWEEP_RUN = "mixopt.sweep_run"
+SOUP_WARNING = "mixopt.soup_warning"  # set when the soup scores below its best ingredient
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 # MLflow 3's UI opens an experiment without this tag on its GenAI "Overview / Traces" page; with it, on
