@@ -374,7 +374,7 @@ class KeepConfig(_Frozen):
     ``top``: the N best trials in the soup's ranking (by ``objective``, among the soup's
     candidates), so ``mixopt soup --runs topK`` with K <= N picks what it would pick with every
     checkpoint kept. ``verify``: also keep every verification run of the recommended mixture
-    (the soup's other candidates, and what ``--rank posterior`` averages). ``pin``: trial ids
+    (the soup's other candidates). ``pin``: trial ids
     (``trial-003``, ``verify-r00``) or MLflow run ids whose checkpoints are never deleted.
     """
 

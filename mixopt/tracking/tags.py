@@ -46,7 +46,6 @@ VERIFY_ARM = "mixopt.verify_arm"
 # A soup's run: how it was made, and the sweep its ingredients came from (when there is one).
 SOUP_METHOD = "mixopt.method"
 SOUP_METRIC = "mixopt.metric"
-SOUP_RANK = "mixopt.rank"
 SOUP_SWEEP_RUN = "mixopt.sweep_run"
 SOUP_WARNING = "mixopt.soup_warning"  # set when the soup scores below its best ingredient
 PARENT = "mlflow.parentRunId"
