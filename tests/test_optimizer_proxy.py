@@ -44,12 +44,10 @@ def mixture(opt: MixtureOptimizer, w: np.ndarray) -> dict[str, float]:
     return opt.space.check_proposal(dict(zip(TASKS, (float(x) for x in w))), "test")
 
 
-def build(
-    surrogate: str, proxy: bool, seed: int = 0, n_trained: int = 5, bias: float = -0.06
-) -> MixtureOptimizer:
+def build(proxy: bool, seed: int = 0, n_trained: int = 5, bias: float = -0.06) -> MixtureOptimizer:
     """``n_trained`` trained trials with seed noise (sd 0.01 per score); with ``proxy`` 24 proxy
     scores at other mixtures equal to the laws plus ``bias``."""
-    opt = MixtureOptimizer(TASKS, n_seeds=n_trained, random_state=seed, surrogate=surrogate)
+    opt = MixtureOptimizer(TASKS, n_seeds=n_trained, random_state=seed)
     rng = np.random.default_rng(seed + 100)
     for p in opt.ask(n_trained):
         w = np.array([p[t] for t in TASKS])
@@ -61,8 +59,8 @@ def build(
 
 
 def test_the_trained_source_posterior_is_the_closed_form_icm_posterior() -> None:
-    """Single surrogate: predict() equals the numpy ICM posterior at the fitted hyperparameters."""
-    opt = build("single", proxy=True)
+    """predict() equals the numpy ICM posterior at the fitted hyperparameters."""
+    opt = build(proxy=True)
     model = opt._surrogate.fitted().model
     x_train = model.train_inputs[0].detach().numpy()
     y = model.train_targets.detach().numpy()  # standardised
@@ -89,8 +87,7 @@ def test_the_trained_source_posterior_is_the_closed_form_icm_posterior() -> None
     np.testing.assert_allclose(got_sd, y_std * np.sqrt(var), rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("surrogate", ["single", "composite"])
-def test_a_shifted_proxy_improves_the_trained_posterior(surrogate: str) -> None:
+def test_a_shifted_proxy_improves_the_trained_posterior() -> None:
     """Proxy = the laws plus a constant (-0.06), 5 noisy trained trials, 4 seeds: the trained-source
     posterior mean is closer to the laws (root-mean-square error over random mixtures, mean over
     the seeds, below 0.6x the trained-only GP's), the recommendation's true regret is lower (median
@@ -101,7 +98,7 @@ def test_a_shifted_proxy_improves_the_trained_posterior(surrogate: str) -> None:
     regrets: dict[bool, list[float]] = {False: [], True: []}
     for seed in range(4):
         for proxy in (False, True):
-            opt = build(surrogate, proxy, seed=seed)
+            opt = build(proxy, seed=seed)
             mean, _ = opt._surrogate.predict([mixture(opt, w) for w in test])  # the two-source GP
             errs[proxy].append(float(np.sqrt(np.mean((mean - truth) ** 2))))
             rec = opt.recommend()
@@ -114,7 +111,7 @@ def test_a_shifted_proxy_improves_the_trained_posterior(surrogate: str) -> None:
 
 
 def test_proxy_observations_are_not_trials_and_survive_a_state_round_trip() -> None:
-    opt = build("composite", proxy=True)
+    opt = build(proxy=True)
     assert len(opt.history) == 5 and not opt.pending and len(opt.proxy_history) == 24
     assert opt.best()[1] == max(v for _, v in opt.history)  # a proxy is never the best trial
     restored = MixtureOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
@@ -125,7 +122,7 @@ def test_proxy_observations_are_not_trials_and_survive_a_state_round_trip() -> N
 
 
 def test_a_rejected_proxy_tell_writes_nothing() -> None:
-    opt = build("composite", proxy=False)
+    opt = build(proxy=False)
     p = mixture(opt, np.array([0.2, 0.3, 0.5]))
     before = json.dumps(opt.state_dict())
     with pytest.raises(ValueError, match="missing|weighted"):
@@ -141,7 +138,7 @@ def test_a_rejected_proxy_tell_writes_nothing() -> None:
 
 
 def test_a_state_without_proxy_data_reads() -> None:
-    opt = build("single", proxy=False)
+    opt = build(proxy=False)
     state = opt.state_dict()
     del state["proxy"]
     assert MixtureOptimizer.from_state_dict(state).proxy_history == []

@@ -272,9 +272,6 @@ class OptimizerConfig(_Frozen):
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer/policy.py.
     exploit_last: StrictInt = Field(optimizer_defaults.EXPLOIT_LAST, ge=0)
-    # "single": one GP on the objective (the default, bench/RESULTS.md "Per-task surrogates");
-    # "composite": one GP per score, composed into the objective (arXiv 1906.01537).
-    surrogate: Literal["composite", "single"] = "single"
     proxy: ProxyConfig | None = None  # off by default; README "The merged-experts proxy"
 
     @field_validator("dirichlet_alpha")

@@ -45,7 +45,6 @@ CONFIG_KEYS = (
     "budget",
     "exploit_last",
     "objective",
-    "surrogate",
 )
 Scores = dict[str, float]
 
@@ -221,9 +220,6 @@ class Ledger:
         """``(index, scores)`` of the full-fidelity observations told with scores, in tell order."""
         return [(i, s) for (i, _), s in zip(self.history, self.scores) if s is not None]
 
-    def has_scores(self) -> bool:
-        return any(s is not None for s in self.scores)
-
     def live(self) -> list[int]:
         """Indices of pending, told and stopped proposals (each once): what a new one must not repeat."""
         return list(dict.fromkeys(list(self.pending) + [i for i, _ in self.history] + self.stopped))
@@ -308,8 +304,10 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
     (no exploitation steps without a budget), no partial or stopped trials. ``fidelity_scale:
     "auto"`` (a rule that switched the scale on from the finished trials' early ranking, since
     removed) reads as False, the value it held until six finished trials had early reports.
-    A state from before per-score observations has no scores, the plain mean over its tasks as
-    ``objective`` and the ``"single"`` surrogate, the model it was started with.
+    A state from before per-score observations has no scores and the plain mean over its tasks as
+    ``objective``. ``surrogate`` (the model that proposed: ``"single"``, one GP on the objective,
+    the only one now; or ``"composite"``, one GP per score, since removed) is dropped: a composite
+    state's trials are read as they are and the single GP proposes from them.
 
     Raises:
         ValueError: not a MixtureOptimizer state, or another version.
@@ -343,7 +341,7 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
         c.setdefault("exploit_last", EXPLOIT_LAST)
         # Some states hold a benchmark's stream of acquisition draws: not the optimizer's configuration.
         c.pop("acquisition_stream", None)
-        c.setdefault("surrogate", "single")
+        c.pop("surrogate", None)
         c.setdefault("objective", None)
         out["config"] = c
     return out

@@ -68,9 +68,6 @@ class MixtureOptimizer:
         objective: score name -> weight >= 0 (normalised to sum 1: a weighted mean of the scores
             told with ``tell(p, scores=...)``); None: the plain mean over ``tasks``. Score names
             need not be tasks (a held-out dev set, an MTEB task).
-        surrogate: ``"composite"``: one GP per score, composed (:mod:`.composite`); ``"single"``:
-            one GP on the composed objective. Callers that tell scalars only get the single GP
-            in either mode.
         streams: the keys of every random choice (:class:`mixopt.optimizer.seeding.RandomStreams`
             of ``random_state``, the default); not part of the state, so a restored optimizer
             draws from the default streams.
@@ -95,7 +92,6 @@ class MixtureOptimizer:
         budget: int | None = None,
         exploit_last: int = defaults.EXPLOIT_LAST,
         objective: Mapping[str, float] | None = None,
-        surrogate: str = defaults.SURROGATE,
         streams: RandomStreams | None = None,
     ) -> None:
         self._space = space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
@@ -118,7 +114,6 @@ class MixtureOptimizer:
         )
         # As given (the state keeps it, so a restored optimizer normalises the same numbers).
         self.objective: dict[str, float] | None = None if objective is None else dict(objective)
-        self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
         if streams is not None and streams.random_state != self.random_state:
             raise ValueError(
@@ -143,7 +138,6 @@ class MixtureOptimizer:
             fidelity_scale=self.fidelity_scale,
             noise_sd=self.prior_noise_sd,
             weights=self.objective_weights,
-            mode=self.surrogate,
         )
         self._proposer = Proposer(
             self._space, self._alpha, self.streams, ledger, self._surrogate, self._user_seeds
@@ -173,11 +167,6 @@ class MixtureOptimizer:
     def score_names(self) -> tuple[str, ...]:
         """The scores the objective names (weighted or not), in its order."""
         return tuple(self.objective_weights)
-
-    @property
-    def surrogate_in_use(self) -> str:
-        """``"composite"`` when the per-score GPs model the objective now, else ``"single"``."""
-        return "composite" if self._surrogate.composite() else "single"
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -361,8 +350,7 @@ class MixtureOptimizer:
         also after a ``state_dict`` round trip.
 
         ``objective``: another composition (score name -> weight) to recommend for, from the
-        recorded trials alone (their scores recomposed; the per-score GPs reused in composite
-        mode, a single GP on the recomposed values otherwise).
+        recorded trials alone (a single GP on their recomposed scores).
 
         Returns:
             A :class:`Recommendation` (``mean`` and ``sd`` in objective units: the reported
@@ -537,7 +525,6 @@ class MixtureOptimizer:
             "budget": self.budget,
             "exploit_last": self.exploit_last,
             "objective": None if self.objective is None else dict(self.objective),
-            "surrogate": self.surrogate,
         }
         return state.to_state(config, self.warm_source, self._ledger)
 

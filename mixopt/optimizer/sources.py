@@ -5,8 +5,8 @@ without training it, e.g. the merged task experts of :mod:`mixopt.proxy` (task a
 arXiv:2212.04089). It is biased (merging is not training) and only partly correlated with what
 a trained trial measures, so it cannot be pooled with trained values as if it were one.
 
-**Model.** Each modelled quantity (one score of the composite surrogate, or the composed
-objective of the single one) gets one GP over ``(x, s)``, ``s`` the source (0 proxy, 1 trained),
+**Model.** Each modelled quantity (the composed objective, or another composition of the scores)
+gets one GP over ``(x, s)``, ``s`` the source (0 proxy, 1 trained),
 with the intrinsic-coregionalisation kernel (ICM; botorch's ``MultiTaskGP``)
 
     k((x, s), (x', s')) = k_x(x, x') * B[s, s'],
@@ -26,9 +26,8 @@ why a sweep scores the proxy at every trained mixture.
 **Use.** The model's output is the trained source only (``output_tasks=[1]``): its posterior
 at plain features ``x`` is ``f_train(x)``, so UCB, GP-BUCB's pending points, the posterior-mean
 recommendation and :meth:`predict` all speak of trained trials, and the acquisition never
-proposes a proxy evaluation (proxies are cheap; the caller scores them where it likes). The
-composite surrogate's parts are independent per score (:class:`SumGP` composes them as
-:class:`~mixopt.optimizer.composite.ComposedGP` does). Not with ``multi_fidelity`` (the source
+proposes a proxy evaluation (proxies are cheap; the caller scores them where it likes). Not with
+``multi_fidelity`` (the source
 column would be a second fidelity axis, a model this module does not make). The noise prior is
 botorch's per source (LogNormal(-4, 1) in standardised units), not the ``noise_sd`` one of
 :func:`~mixopt.optimizer.model.make_gp`: a prior centred on the trained seed noise would be wrong
@@ -39,14 +38,12 @@ stay on the trained-only per-score GPs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from botorch.models import MultiTaskGP
 from botorch.models.model import Model
-from botorch.posteriors.gpytorch import GPyTorchPosterior
-from gpytorch.distributions import MultivariateNormal
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from mixopt.optimizer import model as gp
@@ -69,34 +66,6 @@ class SourceGP(MultiTaskGP):
             mean = self.posterior(xh).mean  # (h, 1)
         xs = torch.cat([xh, torch.full((*xh.shape[:-1], 1), float(TRAINED), dtype=xh.dtype)], dim=-1)
         return self.condition_on_observations(xs, mean)
-
-
-class SumGP(Model):
-    """``sum_k c_k f_k`` of independent one-output models: mean ``sum c_k mu_k``, covariance
-    ``sum c_k^2 Sigma_k``."""
-
-    def __init__(self, parts: list[tuple[Model, float]]) -> None:
-        super().__init__()
-        self.parts = parts
-
-    @property
-    def num_outputs(self) -> int:
-        return 1
-
-    def condition_at_mean(self, xh: torch.Tensor) -> SumGP:
-        return SumGP([(gp.condition_at_mean(m, xh), c) for m, c in self.parts])
-
-    def posterior(self, X, output_indices=None, observation_noise=False, posterior_transform=None, **kw):  # type: ignore[no-untyped-def,override]
-        if posterior_transform is not None:
-            raise ValueError("SumGP is already composed: give no posterior_transform")
-        mean, cov = None, None
-        for m, c in self.parts:
-            mvn = m.posterior(X).mvn
-            mu, sig = c * mvn.mean, c * c * mvn.covariance_matrix
-            mean, cov = (mu, sig) if mean is None else (mean + mu, cov + sig)
-        assert mean is not None and cov is not None
-        cov = cov + 1e-12 * torch.eye(cov.shape[-1], dtype=cov.dtype)
-        return GPyTorchPosterior(MultivariateNormal(mean, cov))
 
 
 def fit_source_gp(
@@ -134,10 +103,7 @@ def fit_source_gp(
 
 def source_correlation(fitted: gp.Fitted) -> float:
     """The fitted correlation between the sources, ``B[0, 1] / sqrt(B[0, 0] B[1, 1])``."""
-    model = fitted.model
-    if isinstance(model, SumGP):
-        raise ValueError("a composed model has one correlation per score")
-    b = model.covar_module.kernels[-1].covar_matrix.to_dense().detach()
+    b = fitted.model.covar_module.kernels[-1].covar_matrix.to_dense().detach()
     return float(b[PROXY, TRAINED] / torch.sqrt(b[PROXY, PROXY] * b[TRAINED, TRAINED]))
 
 
@@ -147,36 +113,28 @@ class SourceModels:
     def __init__(self, ledger: Ledger, space: SearchSpace, streams: RandomStreams) -> None:
         self.ledger, self.space, self.streams = ledger, space, streams
         self._key: tuple[int, int] = (-1, -1)
-        self._fits: dict[tuple[str, ...] | str, gp.Fitted | None] = {}
+        self._fits: dict[tuple[str, ...], gp.Fitted | None] = {}
 
     def active(self, multi_fidelity: bool) -> bool:
         return bool(self.ledger.proxy) and not multi_fidelity
 
-    def _rows(
-        self, weights: Mapping[str, float], name: str | None, own: bool
-    ) -> list[tuple[Proposal, int, float]]:
-        """(proposal, source, value) of one score (``name``) or of the composition (``None``)."""
+    def _rows(self, weights: Mapping[str, float], own: bool) -> list[tuple[Proposal, int, float]]:
+        """(proposal, source, value) of the objective (``own``) or of the composition ``weights``."""
         led = self.ledger
         rows: list[tuple[Proposal, int, float]] = []
-        if name is None:
-            if own:
-                rows += [(led.proposal(i), TRAINED, v) for i, v in led.successes()]
-                rows += [(p, PROXY, v) for p, v, _ in led.proxy]
-            else:
-                rows += [
-                    (led.proposal(i), TRAINED, v)
-                    for i, s in led.scored()
-                    if (v := compose(weights, s)) is not None
-                ]
-                rows += [
-                    (p, PROXY, v) for p, _, s in led.proxy if s and (v := compose(weights, s)) is not None
-                ]
-            return rows
-        rows += [(led.proposal(i), TRAINED, s[name]) for i, s in led.scored() if name in s]
-        rows += [(p, PROXY, s[name]) for p, _, s in led.proxy if s and name in s]
+        if own:
+            rows += [(led.proposal(i), TRAINED, v) for i, v in led.successes()]
+            rows += [(p, PROXY, v) for p, v, _ in led.proxy]
+        else:
+            rows += [
+                (led.proposal(i), TRAINED, v)
+                for i, s in led.scored()
+                if (v := compose(weights, s)) is not None
+            ]
+            rows += [(p, PROXY, v) for p, _, s in led.proxy if s and (v := compose(weights, s)) is not None]
         return rows
 
-    def _fit(self, key: tuple[str, ...] | str, rows: list[tuple[Proposal, int, float]]) -> gp.Fitted | None:
+    def _fit(self, key: tuple[str, ...], rows: list[tuple[Proposal, int, float]]) -> gp.Fitted | None:
         data = (len(self.ledger.history), len(self.ledger.proxy))
         if data != self._key:
             self._key, self._fits = data, {}
@@ -191,29 +149,12 @@ class SourceModels:
                 self._fits[key] = fit_source_gp(x, s, y, n_weights=self.space.n_tasks, seed=seed)
         return self._fits[key]
 
-    def fitted(self, weights: Mapping[str, float], *, composite: bool, own: bool) -> gp.Fitted | None:
-        """The trained source's GP for the composition ``weights``: one GP per positively
-        weighted score, summed (``composite``), or one on the composed values."""
-        if not composite:
-            return self._fit(
-                ("objective", *sorted(f"{k}={v!r}" for k, v in weights.items()), str(own)),
-                self._rows(weights, None, own),
-            )
-        parts = []
-        for name, c in weights.items():
-            if c <= 0:
-                continue
-            fitted = self._fit(name, self._rows(weights, name, own))
-            if fitted is None:
-                return None
-            parts.append((fitted, c))
-        jitters = [f.jitter for f, _ in parts if f.jitter is not None]
-        model = SumGP([(f.model, c) for f, c in parts])
-        return gp.Fitted(model, max(jitters) if jitters else None, False)
-
-    def correlations(self, names: Sequence[str]) -> dict[str, float]:
-        """Per score already fitted, the fitted source correlation (for reports)."""
-        return {n: source_correlation(f) for n in names if (f := self._fits.get(n)) is not None}
+    def fitted(self, weights: Mapping[str, float], *, own: bool) -> gp.Fitted | None:
+        """The trained source's GP for the composition ``weights`` (the objective when ``own``)."""
+        return self._fit(
+            ("objective", *sorted(f"{k}={v!r}" for k, v in weights.items()), str(own)),
+            self._rows(weights, own),
+        )
 
 
 def corner_mixtures(space: SearchSpace) -> list[dict[str, float]]:

@@ -45,7 +45,6 @@ def optimizer_for(exp: Experiment) -> MixtureOptimizer:
         budget=exp.optimizer.max_trials,
         exploit_last=exp.optimizer.exploit_last,
         objective=exp.objective_weights,
-        surrogate=exp.optimizer.surrogate,
     )
 
 
