@@ -23,11 +23,7 @@ A trainer is a module named in the experiment YAML by its train function
   the hook the refusal names no fix);
 - optionally ``write_synth_model(out_dir, words, *, seed) -> Path``: a small random-init model of
   the trainer's architecture whose tokenizer knows ``words``, written to ``out_dir`` (``mixopt
-  synth`` writes it beside the synthetic tasks);
-- optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
-  scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
-  (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
-  once, called per mixture (``optimizer.proxy: {kind: merged_experts}`` needs it).
+  synth`` writes it beside the synthetic tasks).
 
 :func:`load_trainer` imports the module and checks what it provides, once, with one error naming
 the target and everything missing.
@@ -147,15 +143,6 @@ class EvaluateCheckpoint(Protocol):
     ) -> TrialResult: ...
 
 
-class MergedScorer(Protocol):
-    """``merged_scorer(experts, tasks, options)``: a function of the merge coefficients (one per
-    expert checkpoint) returning the merged model's :class:`TrialResult` (``checkpoint`` None)."""
-
-    def __call__(
-        self, experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
-    ) -> Callable[[Sequence[float]], TrialResult]: ...
-
-
 class PreflightMeasure(Protocol):
     """``preflight(options, *, steps, seed, memory_limit, tasks)``: one worst-case trial measured here.
 
@@ -198,7 +185,6 @@ OPTIONAL = {
     "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
     "memory_fix": "memory model, memory_fix(figures, *, limit)",
     "write_synth_model": "model for synthetic tasks, write_synth_model(out_dir, words, *, seed)",
-    "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
 }
 
 
@@ -218,7 +204,6 @@ class TrainerModule:
         preflight: the module's ``preflight`` measurement, or None.
         memory_fix: the module's ``memory_fix``, or None.
         write_synth_model: the module's ``write_synth_model``, or None.
-        merged_scorer: the module's ``merged_scorer``, or None.
     """
 
     target: str
@@ -228,7 +213,6 @@ class TrainerModule:
     preflight: PreflightMeasure | None = None
     memory_fix: MemoryFix | None = None
     write_synth_model: WriteSynthModel | None = None
-    merged_scorer: MergedScorer | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:
         """The optional ``part`` (a key of ``OPTIONAL``); TrainerError if absent."""

@@ -193,3 +193,16 @@ def test_states_that_name_a_surrogate_restore_on_the_single_gp() -> None:
         assert back.score_history == opt.score_history and back.pending == [p]
         assert "surrogate" not in back.state_dict()["config"]
         assert back.ask(1) == MixtureOptimizer.from_state_dict(state).ask(1)
+
+
+def test_a_state_with_proxy_observations_restores_without_them() -> None:
+    """States written while ``tell_proxy`` existed hold a ``proxy`` list (merged-expert scores of
+    untrained mixtures): they restore with the trained trials alone, as a state without it."""
+    opt = scored_optimizer(n=10, seed=7)
+    state = json.loads(json.dumps(opt.state_dict()))
+    assert "proxy" not in state
+    old = json.loads(json.dumps(state))
+    old["proxy"] = [{"proposal": opt.history[0][0], "value": 0.1, "scores": {n: 0.1 for n in TASKS}}]
+    back = MixtureOptimizer.from_state_dict(old)
+    assert back.score_history == opt.score_history and "proxy" not in back.state_dict()
+    assert back.ask(1) == MixtureOptimizer.from_state_dict(state).ask(1)

@@ -260,6 +260,11 @@ REMOVED_KEYS: dict[tuple[str, ...], tuple[Any, str]] = {
         "one GP on the objective is the only model (the per-task composite GP lost on its "
         "benchmark: bench/JOURNAL.md, 2026-12-07)",
     ),
+    ("optimizer", "proxy"): (
+        None,
+        "the optimizer learns from trained trials only (the merged-experts proxy lost on its "
+        "benchmark: bench/JOURNAL.md, 2026-12-07)",
+    ),
 }
 
 

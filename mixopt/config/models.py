@@ -240,11 +240,6 @@ class WarmStartConfig(_Frozen):
         return self
 
 
-class ProxyConfig(_Frozen):  # merged task experts as a cheap second source (mixopt/sweep/proxy.py)
-    kind: Literal["merged_experts"]
-    min_correlation: float = Field(0.5, ge=-1.0, le=1.0)  # Spearman with trained trials; below it: dropped
-
-
 class OptimizerConfig(_Frozen):
     """``MixtureOptimizer``'s arguments (defaults from ``mixopt.optimizer.defaults``, the same
     check functions as the optimizer's for ``dirichlet_alpha`` and ``beta``)."""
@@ -272,7 +267,6 @@ class OptimizerConfig(_Frozen):
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer/policy.py.
     exploit_last: StrictInt = Field(optimizer_defaults.EXPLOIT_LAST, ge=0)
-    proxy: ProxyConfig | None = None  # off by default; README "The merged-experts proxy"
 
     @field_validator("dirichlet_alpha")
     @classmethod

@@ -83,9 +83,8 @@ it never measured (a task added) start unobserved.
 probable values (MAP), as BO needs them. What the optimizer *reports* comes from the reported
 posterior (:mod:`.calibrated`): with a dozen noisy trials the MAP noise sd falls far below the seed
 spread and the MAP GP's interval at its own maximiser is a fraction of the real error, while the
-integrated one covers near its nominal rate. Multi-fidelity partial values and proxy scores shape
-the proposals and the recommended location; the reported posterior rests on trained full-fidelity
-values only.
+integrated one covers near its nominal rate. Multi-fidelity partial values shape the proposals and
+the recommended location; the reported posterior rests on trained full-fidelity values only.
 
 **Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
 winner's curse). ``recommend()`` returns the maximiser of the proposal GP's posterior mean over the

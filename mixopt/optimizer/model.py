@@ -91,8 +91,7 @@ def jitter(value: float | None) -> Iterator[None]:
 @dataclass
 class Fitted:
     """A fitted GP with the jitter it needed; ``fidelity`` for the multi-fidelity GP, whose inputs
-    have one more column, the fraction of the step budget. ``model`` is a ``SingleTaskGP``, or
-    the two-source GP of :mod:`~mixopt.optimizer.sources`."""
+    have one more column, the fraction of the step budget. ``model`` is a ``SingleTaskGP``."""
 
     model: Model
     jitter: float | None
@@ -112,10 +111,7 @@ class Fitted:
 
 
 def condition_at_mean(model: Model, xh: torch.Tensor) -> Model:
-    """``model`` with observations at ``xh`` equal to its posterior mean there (GP-BUCB); the
-    two-source GP conditions its trained source (:meth:`~mixopt.optimizer.sources.SourceGP.condition_at_mean`)."""
-    if hasattr(model, "condition_at_mean"):
-        return model.condition_at_mean(xh)
+    """``model`` with observations at ``xh`` equal to its posterior mean there (GP-BUCB)."""
     with torch.no_grad():
         mean_h = model.posterior(xh).mean
     return model.condition_on_observations(xh, mean_h)

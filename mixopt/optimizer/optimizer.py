@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.optimizer import checks, defaults, state, views
-from mixopt.optimizer.ledger import Ledger, check_value, warm_records
+from mixopt.optimizer.ledger import Ledger, warm_records
 from mixopt.optimizer.model import one_thread
 from mixopt.optimizer.objective import (
     check_objective,
@@ -177,11 +177,6 @@ class MixtureOptimizer:
     def history(self) -> list[tuple[dict[str, Any], float | None]]:
         """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
         return views.history(self._ledger)
-
-    @property
-    def proxy_history(self) -> list[tuple[dict[str, Any], float, dict[str, float] | None]]:
-        """Proxy observations ``(proposal, value, scores or None)`` in tell order (copies)."""
-        return views.proxy_history(self._ledger)
 
     @property
     def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
@@ -435,43 +430,6 @@ class MixtureOptimizer:
             scores = check_scores(scores, "tell_partial")
             value = composed_value(self.objective_weights, scores, value, "tell_partial")
         self._ledger.tell_partial(proposal, value, fraction, scores)
-
-    def tell_proxy(
-        self,
-        proposal: Mapping[str, Any],
-        value: float | None = None,
-        *,
-        scores: Mapping[str, float] | None = None,
-    ) -> None:
-        """Record a *proxy* observation: a cheap score of ``proposal`` (any mixture of this space,
-        asked or not) that is not a trained trial, e.g. the merged task experts'
-        (:mod:`mixopt.proxy`). ``value`` or ``scores`` as in :meth:`tell` (never None: a proxy
-        that failed is simply not told). It is never pending, never in :attr:`history` and
-        never counts towards the budget; the GPs then model (mixture, source) and predict the
-        trained source (:mod:`~mixopt.optimizer.sources`). Not with ``multi_fidelity``.
-        """
-        if self.multi_fidelity:
-            raise ValueError(
-                "tell_proxy(): proxy observations need multi_fidelity=False (the two-source GP has no "
-                "fidelity axis); switch one of them off"
-            )
-        p = self._space.check_proposal(proposal, "tell_proxy(): proposal")
-        if scores is not None:
-            scores = check_scores(scores, "tell_proxy")
-            value = composed_value(self.objective_weights, scores, value, "tell_proxy")
-        checked = check_value(value)
-        if checked is None:
-            raise ValueError(
-                "tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told"
-            )
-        self._ledger.proxy.append((dict(p), checked, scores))
-
-    def drop_proxy(self) -> int:
-        """Forget every proxy observation (the proxy misleads: its correlation with trained trials
-        is too low); the GPs are then over trained trials alone. Returns how many were dropped."""
-        n = len(self._ledger.proxy)
-        self._ledger.proxy.clear()
-        return n
 
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is

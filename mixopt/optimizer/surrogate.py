@@ -24,7 +24,6 @@ from mixopt.optimizer.model import (
 )
 from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
-from mixopt.optimizer.sources import SourceModels
 from mixopt.space import Proposal, SearchSpace
 
 
@@ -35,10 +34,6 @@ class Surrogate:
     One GP on the composed objective. Every method takes ``weights`` (None: the optimizer's own
     objective; else a composition of the told scores, a single GP on the recomposed values), so a
     recommendation under another composition uses the same machinery.
-
-    With proxy observations (``tell_proxy``) and no ``multi_fidelity``, each modelled quantity's
-    GP is over (mixture, source) and predicts the trained source
-    (:mod:`~mixopt.optimizer.sources`); ``n_rows`` still counts trained observations only.
 
     The fit of data key ``key`` is seeded by ``streams.seed("fit", key * len(FIT_ATTEMPTS) +
     attempt)``: it depends only on the observations, so a restored state refits the same GP.
@@ -58,7 +53,6 @@ class Surrogate:
         self.ledger, self.space, self.streams = ledger, space, streams
         self.multi_fidelity, self.fidelity_scale, self.noise_sd = multi_fidelity, fidelity_scale, noise_sd
         self.weights = dict(weights or {})
-        self.sources = SourceModels(ledger, space, streams)
         self._cache: tuple[int, Fitted | None] | None = None
         self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
         self._integrated: dict[Any, IntegratedGP | None] = {}
@@ -77,12 +71,6 @@ class Surrogate:
     def fitted(self, weights: dict[str, float] | None = None) -> Fitted | None:
         """The GP fitted on the current observations (cached until they change), or None when
         every fitting attempt failed."""
-        if self.sources.active(self.multi_fidelity):
-            return self.sources.fitted(self.weights if weights is None else weights, own=self._own(weights))
-        return self.trained(weights)
-
-    def trained(self, weights: dict[str, float] | None = None) -> Fitted | None:
-        """The GP fitted on the trained observations alone (see :meth:`fitted`)."""
         if not self._own(weights):
             assert weights is not None
             return self._fit_recomposed(weights)
@@ -170,7 +158,7 @@ class Surrogate:
             if (
                 dim > n_weights
             ):  # the hyperparameters' ARD lengthscales: the proposal GP's, else its prior's median
-                fitted = self.trained(weights)
+                fitted = self.fitted(weights)
                 hyper = kernel_lengthscales(fitted.model, n_weights, dim)[1] if fitted is not None else None
                 if hyper is None:
                     hyper = np.full(dim - n_weights, math.exp(weight_lengthscale_prior(dim - n_weights)[0]))
@@ -224,7 +212,7 @@ class Surrogate:
     def noise_sd_fitted(self) -> float | None:
         """The fitted observation-noise sd in objective units, ``sqrt(noise_var) * std(y)`` (the
         likelihood's variance is in ``Standardize``d units); None when the GP could not be fitted."""
-        fitted = self.trained()
+        fitted = self.fitted()
         if fitted is None:
             return None
         model = fitted.model
