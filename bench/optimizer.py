@@ -14,9 +14,7 @@
     # ... and every seed's regret, '*' above the better peer's median (the worst-seed target)
     .venv/bin/python bench/optimizer.py --suite k17 --budgets 32 --cache /tmp/peers --compare base,variant --per-seed
 
-Objectives live on the probability simplex of K task weights; all are maximised. Objectives composed
-of per-task scores (the per-task model of issue 34 against the single GP) are bench/composite.py's,
-which runs this module's GP peers, cache and regret rule on them.
+Objectives live on the probability simplex of K task weights; all are maximised.
 
 - ``interior``: ``f(w) = -(w - c)^T A (w - c)`` with ``c ~ Dirichlet(3)`` inside the simplex and
   ``A = Q diag(lam) Q^T``, ``lam`` log-uniform in [1, 10] (tasks interact; the bowl is tilted).

@@ -26,10 +26,6 @@ A trainer is a module named in the experiment YAML by its train function
 - optionally ``write_synth_model(out_dir, words, *, seed) -> Path``: a small random-init model of
   the trainer's architecture whose tokenizer knows ``words``, written to ``out_dir`` (``mixopt
   synth`` writes it beside the synthetic tasks);
-- optionally ``merged_scorer(experts, tasks, options) -> Callable[[coefficients], TrialResult]``:
-  scores the task-arithmetic merge ``theta0 + sum_k c_k (theta_k - theta0)`` of expert checkpoints
-  (``theta0`` the options' base model) in memory, as a trial is scored, writing nothing; loaded
-  once, called per mixture (``optimizer.proxy: {kind: merged_experts}`` needs it);
 - optionally ``check_model(model) -> str | None``: whether the trainer can take ``trainer.model`` (a
   directory or hub id), decided from the model's configuration files, never its weights: None, or
   one line saying why not and which trainer can (``mixopt validate`` and the sweep's checks ask it
@@ -159,15 +155,6 @@ class EvaluateCheckpoint(Protocol):
     ) -> TrialResult: ...
 
 
-class MergedScorer(Protocol):
-    """``merged_scorer(experts, tasks, options)``: a function of the merge coefficients (one per
-    expert checkpoint) returning the merged model's :class:`TrialResult` (``checkpoint`` None)."""
-
-    def __call__(
-        self, experts: Sequence[Path], tasks: Sequence[TaskConfig], options: Mapping[str, Any]
-    ) -> Callable[[Sequence[float]], TrialResult]: ...
-
-
 class PreflightMeasure(Protocol):
     """``preflight(options, *, steps, seed, memory_limit, tasks)``: one worst-case trial measured here.
 
@@ -217,7 +204,6 @@ OPTIONAL = {
     "preflight": "preflight measurement, preflight(options, *, steps, seed, memory_limit)",
     "memory_fix": "memory model, memory_fix(figures, *, limit)",
     "write_synth_model": "model for synthetic tasks, write_synth_model(out_dir, words, *, seed)",
-    "merged_scorer": "in-memory evaluation of merged experts, merged_scorer(experts, tasks, options)",
     "check_model": "model check, check_model(model)",
 }
 
@@ -238,7 +224,6 @@ class TrainerModule:
         preflight: the module's ``preflight`` measurement, or None.
         memory_fix: the module's ``memory_fix``, or None.
         write_synth_model: the module's ``write_synth_model``, or None.
-        merged_scorer: the module's ``merged_scorer``, or None.
         check_model: the module's ``check_model``, or None.
     """
 
@@ -249,7 +234,6 @@ class TrainerModule:
     preflight: PreflightMeasure | None = None
     memory_fix: MemoryFix | None = None
     write_synth_model: WriteSynthModel | None = None
-    merged_scorer: MergedScorer | None = None
     check_model: CheckModel | None = None
 
     def require(self, part: str, why: str) -> Callable[..., Any]:

@@ -135,7 +135,7 @@ def test_kernel_lengthscales_reads_the_fitted_kernel() -> None:
     rng = np.random.default_rng(0)
     for p in opt.ask(8):
         opt.tell(p, p["a"] - (p["lr"] - 0.3) ** 2 + 0.01 * rng.normal())
-    model = opt._surrogate.trained().model
+    model = opt._surrogate.fitted().model
     weights, hyper = calibrated.kernel_lengthscales(model, 3, opt.space.dim)
     kernels = model.covar_module.kernels  # the product k_w * k_h of make_gp
     assert weights == pytest.approx(float(kernels[0].lengthscale.detach().reshape(-1)[0]))

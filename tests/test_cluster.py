@@ -362,8 +362,6 @@ def test_sweep_across_two_ray_nodes_then_soup_from_shared_storage(tmp_path: Path
             str(exp_path),
             "--runs",
             "top3",
-            "--rank",
-            "objective",
             "--out",
             str(soup_dir),
         ],

@@ -95,6 +95,13 @@ def _line_of(text: str, needle: str) -> int:
 BAD = [
     ("unknown_top", GOOD + "colour: red\n", "colour", "unknown key", "colour: red"),
     (
+        "removed_proxy",
+        GOOD.replace("max_trials: 8", "max_trials: 8\n  proxy: {kind: merged_experts}"),
+        "optimizer.proxy",
+        "is no longer an option: the optimizer learns from trained trials only",
+        "proxy:",
+    ),
+    (
         "unknown_task_key",
         GOOD.replace("kind: sts", "kind: sts\n    weight: 3"),
         "tasks[1].weight",

@@ -38,12 +38,23 @@ def problems(path: Path) -> list[str]:
 def test_weights_are_normalised_and_the_default_is_the_plain_mean(tmp_path, data_dir):
     exp = load_experiment(write(tmp_path, data_dir, objective={"weights": {"retrieval_0": 2, "sts_1": 1}}))
     assert exp.objective_weights == pytest.approx({"retrieval_0": 2 / 3, "sts_1": 1 / 3})
-    assert exp.optimizer.surrogate == "single"  # the default (bench/RESULTS.md, "Per-task surrogates")
     plain = load_experiment(write(tmp_path, data_dir))
     assert plain.objective is None
     assert plain.objective_weights == pytest.approx({t: 1 / 3 for t in TASKS})
-    composite = load_experiment(write(tmp_path, data_dir, optimizer={"surrogate": "composite"}))
-    assert composite.optimizer.surrogate == "composite"
+
+
+def test_the_removed_surrogate_key_loads_as_single_and_is_refused_as_composite(tmp_path, data_dir):
+    """``optimizer.surrogate`` is no longer an option: ``single`` (what every recorded config.yaml
+    names, and the model that remains) is dropped; anything else is one line naming file:line."""
+    single = load_experiment(write(tmp_path, data_dir, optimizer={"surrogate": "single", "beta": 1.5}))
+    assert single.optimizer.beta == 1.5 and "surrogate" not in single.optimizer.model_dump()
+    path = write(tmp_path, data_dir, optimizer={"surrogate": "composite"})
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "surrogate:" in t)
+    assert problems(path) == [
+        f"{path}:{line}: optimizer.surrogate: 'composite' is no longer an option: one GP on the objective "
+        "is the only model (the per-task composite GP lost on its benchmark: bench/JOURNAL.md, "
+        "2026-12-07); delete the key"
+    ]
 
 
 def test_mean_kind_is_translated_to_the_equivalent_weights(tmp_path, data_dir):
@@ -209,9 +220,10 @@ def test_resume_refuses_another_objective_and_takes_an_old_sweep_as_it_was(tmp_p
     from mixopt.tracking import STATE_PATH, SweepTracker
 
     exp = load_experiment(write(tmp_path, data_dir, tracking={"uri": f"sqlite:///{tmp_path}/m.db"}))
-    # A sweep recorded before optimizer.surrogate existed, left unfinished.
+    # A sweep recorded while optimizer.surrogate was an option (its config names the default),
+    # left unfinished: it resumes with no change; one that ran the removed composite model is refused.
     recorded = yaml.safe_load(dump_experiment(exp))
-    del recorded["optimizer"]["surrogate"]
+    recorded["optimizer"]["surrogate"] = "single"
     tracker = SweepTracker(exp.tracking.resolved_uri(), exp.experiment_name)
     parent = tracker.start_sweep(exp.name, {}, {"config.yaml": yaml.safe_dump(recorded, sort_keys=False)})
     (tmp_path / "state.json").write_text("{}")
@@ -225,10 +237,21 @@ def test_resume_refuses_another_objective_and_takes_an_old_sweep_as_it_was(tmp_p
     with pytest.raises(SweepError) as err:
         find_resumable(weighted, tracker, allow_config_change=True)
     assert str(err.value) == (
-        f"cannot resume sweep run {parent}: the YAML changes its objective or surrogate (objective) "
+        f"cannot resume sweep run {parent}: the YAML changes its objective (objective) "
         "against its recorded config.yaml; undo the change to resume it, or resume it as it was and "
         "then see `mixopt recommend --objective` for other weights"
     )
+    other = load_experiment(write(tmp_path, data_dir, tracking={"uri": f"sqlite:///{tmp_path}/c.db"}))
+    recorded["optimizer"]["surrogate"] = "composite"
+    tracker = SweepTracker(other.tracking.resolved_uri(), other.experiment_name)
+    parent = tracker.start_sweep(other.name, {}, {"config.yaml": yaml.safe_dump(recorded, sort_keys=False)})
+    tracker.set_tags(parent, {STATE_PATH: str(tmp_path / "state.json")})
+    with pytest.raises(SweepError) as err:
+        find_resumable(other, tracker, allow_config_change=True)
+    assert str(err.value).startswith(
+        f"cannot resume sweep run {parent}: it ran with optimizer.surrogate: 'composite', no longer an "
+        "option (one GP on the objective is the only model"
+    ) and str(err.value).endswith("start a new sweep, with optimizer.warm_start to reuse its trials")
 
 
 def _scores_file_evaluate(checkpoint, tasks, options):

@@ -1,5 +1,4 @@
-"""The MLflow store's reads (mixopt.tracking.store) on a real sqlite store, and the soup's
-posterior ranking given a plain predict callable (no MLflow).
+"""The MLflow store's reads (mixopt.tracking.store) on a real sqlite store.
 
 Runs are created here with the real MLflow client, following the sweep's conventions; the
 expected answers are written out by hand from what was created.
@@ -15,8 +14,6 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mixopt.soup.ingredients import Ingredient
-from mixopt.soup.ranking import rank_scores
 from mixopt.tracking import store
 from mixopt.tracking.tags import PARENT, ROLE, STATE_PATH, TRIAL_ID
 
@@ -107,39 +104,3 @@ def test_recorded_state_from_the_state_file_else_the_artifact(uri: str, tmp_path
     assert store.artifact_text(client, parent, "config.yaml") is None
     with pytest.raises(LookupError, match="recorded no config.yaml"):
         store.recorded_experiment(uri, "e")
-
-
-def _ingredient(run_id: str, value: float, proposal: dict | None, parent: str | None) -> Ingredient:
-    return Ingredient(
-        run_id=run_id,
-        trial_id=run_id,
-        checkpoint=Path("."),
-        value=value,
-        parent_run_id=parent,
-        proposal=proposal,
-    )
-
-
-def test_posterior_rank_from_a_plain_predictor() -> None:
-    """Seed means for a repeated mixture, the predictor's mean for a single one, the value otherwise."""
-    twin = {"a": 0.5, "b": 0.5}
-    ings = [
-        _ingredient("r0", 0.2, {"a": 0.9, "b": 0.1}, "s1"),
-        _ingredient("r1", 0.6, twin, "s1"),
-        _ingredient("r2", 0.8, twin, "s1"),
-        _ingredient("r3", 0.4, {"a": 0.1, "b": 0.9}, "s2"),  # its sweep has no predictor
-        _ingredient("r4", 0.3, None, "s1"),  # no proposal: its own value
-    ]
-    asked: list[str] = []
-
-    def predictor(sweep: str):
-        asked.append(sweep)
-        if sweep == "s2":
-            raise LookupError("no state")
-        return lambda proposals: ([10 * proposals[0]["a"]], [0.0])
-
-    out, notes = rank_scores(ings, predictor)
-    assert [i.run_id for i in out] == ["r0", "r1", "r2", "r3", "r4"]
-    assert [i.score for i in out] == pytest.approx([9.0, 0.7, 0.7, 0.4, 0.3])
-    assert asked == ["s1", "s2"]
-    assert notes == ["sweep run s2: no optimizer state to rank by (no state); ranked by value"]

@@ -5,10 +5,9 @@ module provides the trainer contract of :mod:`mixopt.trial`: :func:`train` (one 
 knows nothing of Ray, MLflow or the optimizer), :class:`Options` (:mod:`trainers.options`, validated
 when the config is loaded), :func:`evaluate_checkpoint` (the soup's scores), :func:`preflight`
 (:mod:`trainers.preflight`, the measurement behind ``mixopt preflight``), :func:`memory_fix`
-(:mod:`trainers.memory`, the change it names for a trial that does not fit), :func:`merged_scorer`
-(:mod:`trainers.merged`, the merged-experts proxy's scores), :func:`write_synth_model` (:mod:`trainers.tiny_model`, the
-tiny encoder ``mixopt synth`` writes) and :func:`check_model` (:mod:`trainers.model_support`: whether
-it takes a model, from its config alone).
+(:mod:`trainers.memory`, the change it names for a trial that does not fit), :func:`write_synth_model`
+(:mod:`trainers.tiny_model`, the tiny encoder ``mixopt synth`` writes) and :func:`check_model`
+(:mod:`trainers.model_support`: whether it takes a model, from its config alone).
 
 The recipe (EmbeddingGemma, arXiv 2509.20354; Gemini Embedding, arXiv 2503.07891):
 
@@ -54,7 +53,6 @@ from . import losses
 from .batching import BatchError, MixtureSampler, TaskStream, teacher_targets
 from .evaluation import DevRowCache, DevRows, evaluate_tasks, score_checkpoint
 from .memory import memory_fix
-from .merged import merged_scorer
 from .model import Encoder, ModelLoadError, check_bidirectional, embed, load_encoder
 from .model import save_sentence_transformer as _save
 from .model_support import embedding_check as check_model
@@ -69,7 +67,6 @@ __all__ = [
     "check_model",
     "evaluate_checkpoint",
     "memory_fix",
-    "merged_scorer",
     "preflight",
     "resolve_options",
     "train",

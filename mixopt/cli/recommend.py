@@ -1,11 +1,9 @@
 """``mixopt recommend``: a sweep's recommended mixture under a composition of its task scores.
 
-The optimizer keeps each trial's per-task scores, and a per-score GP beside its objective's
-(Astudillo & Frazier, arXiv 1906.01537): for weights ``c`` the composed posterior is Gaussian with
-mean ``Σ c_k μ_k(x)`` and variance ``Σ c_k² σ_k²(x)``, so a team that decides after the sweep
-that retrieval counts twice asks ``--objective retrieval=2,sts=1,...`` and gets the maximiser of
-that posterior mean from the recorded trials alone (``MixtureOptimizer.recommend(objective)``),
-no trial rerun. ``--verify`` then runs the verification stage for it
+The optimizer keeps each trial's per-task scores, so a team that decides after the sweep that
+retrieval counts twice asks ``--objective retrieval=2,sts=1,...`` and gets the maximiser of the
+posterior mean of a GP on the recorded trials' scores recomposed under those weights, ``Σ c_k s_k``
+(``MixtureOptimizer.recommend(objective)``), no trial rerun. ``--verify`` then runs the verification stage for it
 (:mod:`mixopt.sweep.recommend`).
 """
 

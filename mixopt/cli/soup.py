@@ -17,7 +17,7 @@ from mixopt.cli.common import (
 from mixopt.cli.eval import cwd_importable, mteb_eval
 from mixopt.config import ConfigError
 from mixopt.soup.evaluate import metric_problem
-from mixopt.soup.ingredients import DEFAULT_RANK, RANKS, SoupError, parse_runs
+from mixopt.soup.ingredients import SoupError, parse_runs
 from mixopt.soup.outdir import check_replaceable
 from mixopt.soup.prompts import default_prompt_task
 
@@ -35,13 +35,6 @@ def soup(
     ),
     metric: str = typer.Option(
         "objective", "--metric", help="MLflow metric that ranks the trials (higher is better)."
-    ),
-    rank: Optional[str] = typer.Option(
-        None,
-        "--rank",
-        help="How candidates are ranked: posterior (noise-robust: the mean over a mixture's seeds "
-        "where it has several, else the sweep's GP posterior mean at its mixture) or objective "
-        "(each trial's own --metric; the default, see bench/RESULTS.md).",
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output sentence-transformers directory (default: soups/<experiment name>)."
@@ -88,10 +81,6 @@ def soup(
             fail(str(e))
     if method not in ("uniform", "greedy"):
         fail(f"--method {method!r}: choose uniform or greedy")
-    if rank is None:
-        rank = DEFAULT_RANK if metric == "objective" else "objective"
-    if rank not in RANKS:
-        fail(f"--rank {rank!r}: choose one of {', '.join(RANKS)}")
     try:
         parse_runs(runs)
         if out is not None:  # before the tracking store is read: a rejected --out writes nothing
@@ -127,7 +116,6 @@ def soup(
             runs=runs,
             method=method,
             metric=metric,
-            rank=rank,
             out=out,
             force=force,
             register=register,

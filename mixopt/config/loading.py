@@ -10,6 +10,7 @@ cluster jobs that pass the data root, storage URI or tracking server by environm
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass
@@ -265,6 +266,58 @@ def _pydantic_problems(err: ValidationError, lines: dict[tuple, int]) -> list[Pr
     return problems
 
 
+# YAML keys the product no longer has: path -> (the value that means what the product does now,
+# why the key went). Every sweep's config.yaml records the defaults it ran with, so a recorded
+# config written before a removal names that value: it is dropped and the config still loads
+# (soup, report, --resume). Any other value is refused with one line saying what became of it.
+REMOVED_KEYS: dict[tuple[str, ...], tuple[Any, str]] = {
+    ("optimizer", "surrogate"): (
+        "single",
+        "one GP on the objective is the only model (the per-task composite GP lost on its "
+        "benchmark: bench/JOURNAL.md, 2026-12-07)",
+    ),
+    ("optimizer", "proxy"): (
+        None,
+        "the optimizer learns from trained trials only (the merged-experts proxy lost on its "
+        "benchmark: bench/JOURNAL.md, 2026-12-07)",
+    ),
+}
+
+
+def drop_removed(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[tuple[str, ...], Any, str]]]:
+    """``data`` without the :data:`REMOVED_KEYS` (a copy where any was there), and ``(path, value,
+    why)`` of those that held anything but what the product does now."""
+    refused: list[tuple[tuple[str, ...], Any, str]] = []
+    for path, (kept, why) in REMOVED_KEYS.items():
+        *parents, key = path
+        node: Any = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if node[key] != kept:
+            refused.append((path, node[key], why))
+        data = copy.deepcopy(data)
+        node = data
+        for p in parents:
+            node = node[p]
+        del node[key]
+    return data, refused
+
+
+def _removed_problems(
+    refused: list[tuple[tuple[str, ...], Any, str]], lines: dict[tuple, int]
+) -> list[Problem]:
+    return [
+        Problem(
+            _fmt_path(path),
+            f"{value!r} is no longer an option: {why}; delete the key",
+            _line_for(path, lines),
+        )
+        for path, value, why in refused
+    ]
+
+
 def experiment_from_dict(
     data: Any,
     *,
@@ -286,10 +339,14 @@ def experiment_from_dict(
     lines = lines or {}
     if not isinstance(data, dict):
         raise ConfigError([Problem("", "the config must be a mapping of keys to values", 1)], source)
+    data, refused = drop_removed(data)
+    removed = _removed_problems(refused, lines)
     try:
         exp = Experiment.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_pydantic_problems(err, lines), source) from None
+        raise ConfigError(removed + _pydantic_problems(err, lines), source) from None
+    if removed:
+        raise ConfigError(removed, source)
     cross = cross_problems(exp)
     if sweep:
         cross += nothing_to_optimise(exp)

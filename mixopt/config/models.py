@@ -58,11 +58,6 @@ class WarmStartConfig(_Frozen):
         return self
 
 
-class ProxyConfig(_Frozen):  # merged task experts as a cheap second source (mixopt/sweep/proxy.py)
-    kind: Literal["merged_experts"]
-    min_correlation: float = Field(0.5, ge=-1.0, le=1.0)  # Spearman with trained trials; below it: dropped
-
-
 class OptimizerConfig(_Frozen):
     """``MixtureOptimizer``'s arguments (defaults from ``mixopt.optimizer.defaults``, the same
     check functions as the optimizer's for ``dirichlet_alpha`` and ``beta``)."""
@@ -90,10 +85,6 @@ class OptimizerConfig(_Frozen):
     # The last this many of max_trials maximise the GP's posterior mean instead of UCB
     # (origin "exploit"); 0: every GP proposal is UCB. See mixopt/optimizer/policy.py.
     exploit_last: StrictInt = Field(optimizer_defaults.EXPLOIT_LAST, ge=0)
-    # "single": one GP on the objective (the default, bench/RESULTS.md "Per-task surrogates");
-    # "composite": one GP per score, composed into the objective (arXiv 1906.01537).
-    surrogate: Literal["composite", "single"] = "single"
-    proxy: ProxyConfig | None = None  # off by default; README "The merged-experts proxy"
 
     @field_validator("dirichlet_alpha")
     @classmethod
@@ -237,7 +228,7 @@ class KeepConfig(_Frozen):
     ``top``: the N best trials in the soup's ranking (by ``objective``, among the soup's
     candidates), so ``mixopt soup --runs topK`` with K <= N picks what it would pick with every
     checkpoint kept. ``verify``: also keep every verification run of the recommended mixture
-    (the soup's other candidates, and what ``--rank posterior`` averages). ``pin``: trial ids
+    (the soup's other candidates). ``pin``: trial ids
     (``trial-003``, ``verify-r00``) or MLflow run ids whose checkpoints are never deleted.
     """
 

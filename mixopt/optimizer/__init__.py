@@ -19,8 +19,6 @@ The package is an orchestrator over small parts, each usable and testable alone:
 - :mod:`.objective`: the objective as weights over score names (a weighted mean, default the
   plain mean over the tasks), the checks on told scores, and how a warm start's scores are
   recomposed.
-- :mod:`.composite`: the composite surrogate: one GP per score, scores observed on the same rows
-  fitted as one batched GP, composed into the objective (:class:`.composite.ComposedGP`).
 - :mod:`.policy`: what to propose next. The user's seed mixtures first, then bounded-Dirichlet
   draws until ``max(n_seeds, len(seed_mixtures))`` proposals are out (``n_seeds`` defaults to 7;
   bench/RESULTS.md, "Mixture optimizer", holds the measurements behind it), then GP-UCB, and with
@@ -73,25 +71,20 @@ is deliberate: a failure says nothing about the objective (a preempted worker, a
 batch size), and a fake extreme value would distort the standardisation and the fitted
 lengthscales for the whole space.
 
-**Per-score observations: the composite surrogate** (Astudillo & Frazier, arXiv:1906.01537).
-A trial measures one score per task (and perhaps on held-out sets); ``tell(p, scores=...)``
-keeps them, and the objective is their weighted mean under ``objective`` (default: the plain
-mean over the tasks). The optimizer fits one GP per score and composes them: for a linear
-composition of independent GPs the posterior is Gaussian, mean ``sum_k c_k mu_k`` and variance
-``sum_k c_k^2 sigma_k^2``, so ``recommend(objective=...)`` answers for other weights from the
-recorded trials alone, in closed form. What proposes is ``surrogate``: ``"single"`` (the default,
-bench/RESULTS.md, "Per-task surrogates") one GP on the composed objective, ``"composite"`` the
-composed per-score GPs. Callers that tell scalars only get the single GP in either mode. A warm
-start recomposes each reused trial's scores under the new composition; scores it never measured (a
-task added) start unobserved.
+**Per-score observations.** A trial measures one score per task (and perhaps on held-out sets);
+``tell(p, scores=...)`` keeps them, and the objective is their weighted mean under ``objective``
+(default: the plain mean over the tasks). One GP models the composed objective and proposes;
+``recommend(objective=...)`` answers for other weights from the recorded trials alone, with one
+GP on their recomposed values, and ``predict_scores`` / ``predict_joint`` report each score's own
+posterior. A warm start recomposes each reused trial's scores under the new composition; scores
+it never measured (a task added) start unobserved.
 
 **Two posteriors.** Proposals come from the *proposal GP*, its hyperparameters at their most
 probable values (MAP), as BO needs them. What the optimizer *reports* comes from the reported
 posterior (:mod:`.calibrated`): with a dozen noisy trials the MAP noise sd falls far below the seed
 spread and the MAP GP's interval at its own maximiser is a fraction of the real error, while the
-integrated one covers near its nominal rate. Multi-fidelity partial values and proxy scores shape
-the proposals and the recommended location; the reported posterior rests on trained full-fidelity
-values only.
+integrated one covers near its nominal rate. Multi-fidelity partial values shape the proposals and
+the recommended location; the reported posterior rests on trained full-fidelity values only.
 
 **Recommendation.** ``best()`` is the best *observed* trial, biased upward by seed noise (the
 winner's curse). ``recommend()`` returns the maximiser of the proposal GP's posterior mean over the

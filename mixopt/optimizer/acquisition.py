@@ -57,8 +57,7 @@ SLSQP_BATCH_DIMS = 120
 
 
 def ucb(beta: float) -> Callable[[Model], AcquisitionFunction]:
-    """``mu + beta * sigma`` (botorch's UCB given ``beta ** 2``); beta = 0 for an exploitation step.
-    On the composite surrogate the model is the composition (:class:`~mixopt.optimizer.composite.ComposedGP`)."""
+    """``mu + beta * sigma`` (botorch's UCB given ``beta ** 2``); beta = 0 for an exploitation step."""
     return lambda model: UpperConfidenceBound(model, beta=beta**2)
 
 
@@ -215,7 +214,7 @@ def maximise(
         if hallucinated:
             xh = torch.tensor(np.array([space.encode(p) for p in hallucinated]), dtype=torch.float64)
             xh = fitted.full(xh)  # pending trials will end at full fidelity
-            model = condition_at_mean(model, xh)  # per score on the composite surrogate
+            model = condition_at_mean(model, xh)
         acq = fitted.at_full(acquisition(model), space.dim)
         x0 = starts(rng)
         with torch.no_grad():

@@ -305,8 +305,7 @@ def kernel_lengthscales(
 ) -> tuple[float | None, np.ndarray | None]:
     """The fitted lengthscales of a proposal GP (:func:`mixopt.optimizer.model.mixture_kernel`,
     alone or inside the multi-fidelity kernel): the weights' shared one and the hyperparameters'
-    ARD ones (features ``n_weights..dim``), None where the kernel has no such part. A batched
-    kernel (one GP per score) gives the geometric mean over its members."""
+    ARD ones (features ``n_weights..dim``), None where the kernel has no such part."""
     weights: float | None = None
     hyper: np.ndarray | None = None
     for part in model.modules():

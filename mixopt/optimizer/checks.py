@@ -115,15 +115,3 @@ def check_alpha(
             f"dirichlet_alpha must be a positive finite number (or task -> number), got {alpha!r}"
         )
     return float(alpha)
-
-
-SURROGATES = ("composite", "single")
-
-
-def check_surrogate(surrogate: Any) -> str:
-    if surrogate not in SURROGATES:
-        raise ValueError(
-            f"surrogate must be 'composite' (one GP per score, composed) or 'single' (one GP on the "
-            f"objective), got {surrogate!r}"
-        )
-    return str(surrogate)

@@ -22,7 +22,3 @@ EXPLOIT_LAST = 2
 WARM_MAX_REMOVED = 0.25
 # The multi-fidelity GP's fitted fidelity scale s^p s'^p on the mixture term: off unless asked.
 FIDELITY_SCALE = False
-# The model that proposes: one GP on the composed objective. The per-score ("composite") model was
-# behind it on the composite benchmark (bench/RESULTS.md, "Per-task surrogates"); per-score GPs are
-# still fitted for predict_scores, the report and recommend(objective=...) in either mode.
-SURROGATE = "single"

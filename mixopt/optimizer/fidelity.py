@@ -33,7 +33,7 @@ def partial_rows(ledger: Ledger) -> list[tuple[int, float, float]]:
 
 def curve_rows(partial: list[tuple[int, float, float]], full: set[int]) -> list[tuple[int, float, float]]:
     """:func:`partial_rows`'s rule on any partial values ``(index, fraction, value)`` (the objective's,
-    or one score's), ``full`` the indices that have a full-fidelity value of the same quantity."""
+    or another composition's), ``full`` the indices that have a full-fidelity value of the same quantity."""
     by_trial: dict[int, dict[float, float]] = {}
     for i, f, v in partial:
         if f < 1.0 or i not in full:
@@ -45,20 +45,6 @@ def curve_rows(partial: list[tuple[int, float, float]], full: set[int]) -> list[
             keep = np.linspace(len(fs) - 1, 0, MF_CURVE_POINTS).round().astype(int)
             fs = sorted({fs[j] for j in keep})
         rows += [(i, f, curve[f]) for f in fs]
-    return rows
-
-
-def score_rows(ledger: Ledger, name: str, multi_fidelity: bool) -> list[tuple[int, float, float]]:
-    """One score's rows ``(index, fraction, value)``: its full-fidelity values in tell order
-    (fraction 1), then with ``multi_fidelity`` its partial values by :func:`partial_rows`'s rule."""
-    rows = [(i, 1.0, s[name]) for i, s in ledger.scored() if name in s]
-    if multi_fidelity:
-        partial = [
-            (i, f, ps[name])
-            for (i, f, _), ps in zip(ledger.partial, ledger.partial_scores)
-            if ps is not None and name in ps
-        ]
-        rows += curve_rows(partial, {i for i, _, _ in rows})
     return rows
 
 

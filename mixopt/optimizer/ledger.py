@@ -45,7 +45,6 @@ CONFIG_KEYS = (
     "budget",
     "exploit_last",
     "objective",
-    "surrogate",
 )
 Scores = dict[str, float]
 
@@ -91,8 +90,6 @@ class Ledger:
         stopped: indices of trials stopped early (no longer pending, no full-fidelity value).
         scores: per ``history`` entry, the trial's scores (None: told a scalar, or failed).
         partial_scores: per ``partial`` entry, the scores reported with it (None: a scalar).
-        proxy: ``(proposal, value, scores or None)`` per proxy observation (``tell_proxy``): a
-            cheap score of a mixture that was not trained, never pending and never a trial.
     """
 
     def __init__(self, keys: Sequence[str] = ()) -> None:
@@ -104,7 +101,6 @@ class Ledger:
         self.stopped: list[int] = []
         self.scores: list[Scores | None] = []
         self.partial_scores: list[Scores | None] = []
-        self.proxy: list[tuple[Proposal, float, Scores | None]] = []
         self._features: list[np.ndarray] = []  # encode(asked[i]), filled lazily
 
     def add(self, proposal: Proposal, origin: str, *, pending: bool) -> int:
@@ -221,9 +217,6 @@ class Ledger:
         """``(index, scores)`` of the full-fidelity observations told with scores, in tell order."""
         return [(i, s) for (i, _), s in zip(self.history, self.scores) if s is not None]
 
-    def has_scores(self) -> bool:
-        return any(s is not None for s in self.scores)
-
     def live(self) -> list[int]:
         """Indices of pending, told and stopped proposals (each once): what a new one must not repeat."""
         return list(dict.fromkeys(list(self.pending) + [i for i, _ in self.history] + self.stopped))
@@ -262,10 +255,6 @@ class Ledger:
             "stopped": list(self.stopped),
             "scores": [None if s is None else dict(s) for s in self.scores],
             "partial_scores": [None if s is None else dict(s) for s in self.partial_scores],
-            "proxy": [
-                {"proposal": dict(p), "value": v, "scores": None if s is None else dict(s)}
-                for p, v, s in self.proxy
-            ],
         }
 
     @classmethod
@@ -279,7 +268,6 @@ class Ledger:
         led.stopped = [int(i) for i in state["stopped"]]
         led.scores = [_scores(s) for s in state["scores"]]
         led.partial_scores = [_scores(s) for s in state["partial_scores"]]
-        led.proxy = [(dict(r["proposal"]), float(r["value"]), _scores(r["scores"])) for r in state["proxy"]]
         return led
 
     def consistent(self) -> bool:
@@ -291,7 +279,6 @@ class Ledger:
             and all(o in ORIGINS for _, o in self.asked)
             and all(0 <= i < n for i in indices)
             and all(0.0 < f <= 1.0 and math.isfinite(v) for _, f, v in self.partial)
-            and all(math.isfinite(v) for _, v, _ in self.proxy)
         )
 
 
@@ -308,8 +295,10 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
     (no exploitation steps without a budget), no partial or stopped trials. ``fidelity_scale:
     "auto"`` (a rule that switched the scale on from the finished trials' early ranking, since
     removed) reads as False, the value it held until six finished trials had early reports.
-    A state from before per-score observations has no scores, the plain mean over its tasks as
-    ``objective`` and the ``"single"`` surrogate, the model it was started with.
+    A state from before per-score observations has no scores and the plain mean over its tasks as
+    ``objective``. ``surrogate`` (the model that proposed: ``"single"``, one GP on the objective,
+    the only one now; or ``"composite"``, one GP per score, since removed) is dropped: a composite
+    state's trials are read as they are and the single GP proposes from them.
 
     Raises:
         ValueError: not a MixtureOptimizer state, or another version.
@@ -326,7 +315,9 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(state)
     out.setdefault("partial", [])
     out.setdefault("stopped", [])
-    out.setdefault("proxy", [])
+    # Proxy observations (merged task experts scored without training, an option since removed)
+    # are dropped: the GP models trained trials only.
+    out.pop("proxy", None)
     if "scores" not in out and isinstance(out.get("history"), list):
         out["scores"] = [None] * len(out["history"])
     if "partial_scores" not in out and isinstance(out.get("partial"), list):
@@ -343,7 +334,7 @@ def migrate(state: Mapping[str, Any]) -> dict[str, Any]:
         c.setdefault("exploit_last", EXPLOIT_LAST)
         # Some states hold a benchmark's stream of acquisition draws: not the optimizer's configuration.
         c.pop("acquisition_stream", None)
-        c.setdefault("surrogate", "single")
+        c.pop("surrogate", None)
         c.setdefault("objective", None)
         out["config"] = c
     return out

@@ -43,23 +43,14 @@ MIN_OBSERVATIONS = 2
 FIT_ATTEMPTS: tuple[tuple[float, float | None], ...] = ((1e-4, None), (1e-3, 1e-5))
 # botorch's default noise prior: LogNormal(-4, 1) on the noise variance in standardised units.
 NOISE_PRIOR_LOC = -4.0
-# L-BFGS-B's relative tolerance on the marginal likelihood for a batch of scores (see fit_mll).
-BATCH_FTOL = 1e-4
 
 
 def fit_mll(mll: ExactMarginalLogLikelihood) -> None:
     """Fit GP hyperparameters by maximising the marginal log likelihood (MAP with the priors).
 
-    A batch of scores (:mod:`~mixopt.optimizer.composite`) stops at a relative change of the
-    objective of ``BATCH_FTOL``: botorch's batched L-BFGS-B steps every member until the slowest
-    has converged, and its default tolerance then keeps fitting hyperparameters that barely move
-    (ask latency: bench/RESULTS.md, "Per-task surrogates"). The single GP keeps the default.
     A module-level function so that tests can make it fail and exercise the fallbacks.
     """
-    if mll.model.num_outputs > 1:
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"ftol": BATCH_FTOL, "factr": None}})
-    else:
-        fit_gpytorch_mll(mll)
+    fit_gpytorch_mll(mll)
 
 
 @contextlib.contextmanager
@@ -100,8 +91,7 @@ def jitter(value: float | None) -> Iterator[None]:
 @dataclass
 class Fitted:
     """A fitted GP with the jitter it needed; ``fidelity`` for the multi-fidelity GP, whose inputs
-    have one more column, the fraction of the step budget. ``model`` is a ``SingleTaskGP``, or the
-    :class:`~mixopt.optimizer.composite.ComposedGP` of the per-score GPs."""
+    have one more column, the fraction of the step budget. ``model`` is a ``SingleTaskGP``."""
 
     model: Model
     jitter: float | None
@@ -121,10 +111,7 @@ class Fitted:
 
 
 def condition_at_mean(model: Model, xh: torch.Tensor) -> Model:
-    """``model`` with observations at ``xh`` equal to its posterior mean there (GP-BUCB), per
-    score: the composite surrogate's parts each at its own mean."""
-    if hasattr(model, "condition_at_mean"):  # the composite surrogate's ComposedGP
-        return model.condition_at_mean(xh)
+    """``model`` with observations at ``xh`` equal to its posterior mean there (GP-BUCB)."""
     with torch.no_grad():
         mean_h = model.posterior(xh).mean
     return model.condition_on_observations(xh, mean_h)
@@ -151,34 +138,24 @@ def make_gp(
     stage's measured seed sd) centres the prior on ``(noise_sd / std(y))^2`` instead, with a log-sd
     of 0.5 (a factor 1.3 on the sd), so a few trials cannot talk it down and many can still move it.
 
-    Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values, or (n, m): m
-    scores observed on the same rows, one independent GP each with its own hyperparameters and
-    ``Standardize``, as one batched model (:mod:`mixopt.optimizer.composite`).
+    Shapes: ``x`` (n, d) features (weights first), ``y`` (n, 1) objective values.
     """
-    batch = _batch(y)
-    return single_task_gp(x, y, mixture_kernel(x.shape[-1], n_weights, batch), noise_floor, noise_sd)
+    return single_task_gp(x, y, mixture_kernel(x.shape[-1], n_weights), noise_floor, noise_sd)
 
 
-def _batch(y: torch.Tensor) -> torch.Size:
-    """The kernel's batch shape for ``y`` (n, m): none for one output, ``(m,)`` for m outputs."""
-    return torch.Size([]) if y.shape[-1] == 1 else torch.Size([y.shape[-1]])
-
-
-def mixture_kernel(d: int, n_weights: int, batch: torch.Size = torch.Size([])) -> Kernel:
+def mixture_kernel(d: int, n_weights: int) -> Kernel:
     """``k_w(w, w') * k_h(h, h')`` over ``d`` features, the ``n_weights`` weights first (see
-    :func:`make_gp`); ``batch``: one kernel per output of a batched multi-output GP."""
+    :func:`make_gp`)."""
     prior = LogNormalPrior(*weight_lengthscale_prior(n_weights))
     covar: Kernel = MaternKernel(
         nu=2.5,
         active_dims=tuple(range(n_weights)),
         lengthscale_prior=prior,
         lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
-        batch_shape=batch,
     )
     if d > n_weights:
         covar = covar * get_covar_module_with_dim_scaled_prior(
             ard_num_dims=d - n_weights,
-            batch_shape=batch,
             use_rbf_kernel=False,
             active_dims=tuple(range(n_weights, d)),
         )
@@ -195,34 +172,26 @@ def single_task_gp(
     x: torch.Tensor, y: torch.Tensor, covar: Kernel, noise_floor: float, noise_sd: float | None
 ) -> SingleTaskGP:
     """SingleTaskGP in float64 with ``covar``, Standardize outcomes and the noise prior of
-    :func:`noise_prior` above ``noise_floor``; ``y`` (n, m), one batched GP per output."""
+    :func:`noise_prior` above ``noise_floor``; ``y`` (n, 1)."""
     prior = noise_prior(y, noise_floor, noise_sd)
-    m = y.shape[-1]
-    initial = (
-        max(prior.mode, 2 * noise_floor) if m == 1 else float(prior.mode.max().clamp_min(2 * noise_floor))
-    )
     likelihood = GaussianLikelihood(
         noise_prior=prior,
-        noise_constraint=GreaterThan(noise_floor, transform=None, initial_value=initial),
-        batch_shape=_batch(y),
+        noise_constraint=GreaterThan(
+            noise_floor, transform=None, initial_value=max(prior.mode, 2 * noise_floor)
+        ),
     )
     with warnings.catch_warnings():
         # Weight features are stretched beyond [0, 1] on purpose (see mixopt.space).
         warnings.simplefilter("ignore", InputDataWarning)
         return SingleTaskGP(
-            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=m)
+            x, y, likelihood=likelihood, covar_module=covar, outcome_transform=Standardize(m=1)
         )
 
 
 def noise_prior(y: torch.Tensor, noise_floor: float, noise_sd: float | None) -> LogNormalPrior:
-    """The noise-variance prior in standardised units (see :func:`make_gp`); ``y`` (n, 1), or
-    (n, m) with ``noise_sd`` the sd of each output (a prior per output, shape (m, 1))."""
+    """The noise-variance prior in standardised units (see :func:`make_gp`); ``y`` (n, 1)."""
     if noise_sd is None:
         return LogNormalPrior(loc=NOISE_PRIOR_LOC, scale=1.0)
-    if y.shape[-1] > 1:
-        y_sds = y.std(dim=0) if len(y) > 1 else torch.zeros(y.shape[-1], dtype=y.dtype)
-        var = torch.where(y_sds > 0, (noise_sd / y_sds.clamp_min(1e-300)) ** 2, torch.ones_like(y_sds))
-        return LogNormalPrior(loc=var.clamp_min(2 * noise_floor).log().unsqueeze(-1), scale=0.5)
     y_sd = float(y.std()) if len(y) > 1 else 0.0
     # All values equal: Standardize leaves them at unit scale; keep the prior finite.
     var = (noise_sd / y_sd) ** 2 if y_sd > 0 else 1.0
@@ -245,9 +214,9 @@ class FidelityScale(Kernel):
 
     has_lengthscale = False
 
-    def __init__(self, dim: int, batch: torch.Size = torch.Size([])) -> None:
-        super().__init__(active_dims=(dim,), batch_shape=batch)
-        self.register_parameter("raw_power", torch.nn.Parameter(torch.full((*batch, 1), 0.5)))
+    def __init__(self, dim: int) -> None:
+        super().__init__(active_dims=(dim,))
+        self.register_parameter("raw_power", torch.nn.Parameter(torch.full((1,), 0.5)))
         self.register_constraint("raw_power", GreaterThan(1e-2, transform=None, initial_value=0.5))
         self.register_prior(
             "power_prior",
@@ -266,7 +235,7 @@ class FidelityScale(Kernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params: Any) -> torch.Tensor:
         # s = 0 never occurs (a report is after at least one step); the clamp keeps gradients finite.
-        p = self.power  # (*batch, 1): broadcasts over the rows
+        p = self.power  # (1,): broadcasts over the rows
         a1 = x1[..., 0].clamp_min(1e-6) ** p
         a2 = x2[..., 0].clamp_min(1e-6) ** p
         return a1 * a2 if diag else a1.unsqueeze(-1) * a2.unsqueeze(-2)
@@ -299,12 +268,10 @@ def make_mf_gp(
     (the single-fidelity GP has no output scale: there ``Standardize`` makes the mixtures' variance
     1, here the trend takes much of it). Noise as :func:`make_gp`'s.
 
-    Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values, or (n, m)
-    scores on the same rows (one batched GP per output, as :func:`make_gp`).
+    Shapes: ``x`` (n, d + 1) features then fraction, ``y`` (n, 1) objective values.
     """
     d = x.shape[-1] - 1
-    batch = _batch(y)
-    covar = mixture_kernel(d, n_weights, batch)  # k_x: make_gp's covariance over the features
+    covar = mixture_kernel(d, n_weights)  # k_x: make_gp's covariance over the features
 
     def fidelity_kernel() -> MaternKernel:
         s_prior = LogNormalPrior(loc=0.0, scale=1.0)
@@ -313,17 +280,16 @@ def make_mf_gp(
             active_dims=(d,),
             lengthscale_prior=s_prior,
             lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=1.0),
-            batch_shape=batch,
         )
 
     # Both terms have their own output scale: with the trend in the data, the standardised
     # outcomes' unit variance is mostly the trend's, not the mixtures' (a unit-variance k_x * k_s
     # would overstate how much the mixture matters, hence sigma, at full fidelity).
     if fidelity_scale:
-        covar = covar * FidelityScale(d, batch)
-    covar = ScaleKernel(
-        covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15), batch_shape=batch
-    ) + ScaleKernel(fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15), batch_shape=batch)
+        covar = covar * FidelityScale(d)
+    covar = ScaleKernel(covar * fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
+        fidelity_kernel(), outputscale_prior=GammaPrior(2.0, 0.15)
+    )
     return single_task_gp(x, y, covar, noise_floor, noise_sd)  # noise as in make_gp
 
 

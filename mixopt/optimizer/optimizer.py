@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.optimizer import checks, defaults, state, views
-from mixopt.optimizer.ledger import Ledger, check_value, warm_records
+from mixopt.optimizer.ledger import Ledger, warm_records
 from mixopt.optimizer.model import one_thread
 from mixopt.optimizer.objective import (
     check_objective,
@@ -68,9 +68,6 @@ class MixtureOptimizer:
         objective: score name -> weight >= 0 (normalised to sum 1: a weighted mean of the scores
             told with ``tell(p, scores=...)``); None: the plain mean over ``tasks``. Score names
             need not be tasks (a held-out dev set, an MTEB task).
-        surrogate: ``"composite"``: one GP per score, composed (:mod:`.composite`); ``"single"``:
-            one GP on the composed objective. Callers that tell scalars only get the single GP
-            in either mode.
         streams: the keys of every random choice (:class:`mixopt.optimizer.seeding.RandomStreams`
             of ``random_state``, the default); not part of the state, so a restored optimizer
             draws from the default streams.
@@ -95,7 +92,6 @@ class MixtureOptimizer:
         budget: int | None = None,
         exploit_last: int = defaults.EXPLOIT_LAST,
         objective: Mapping[str, float] | None = None,
-        surrogate: str = defaults.SURROGATE,
         streams: RandomStreams | None = None,
     ) -> None:
         self._space = space = SearchSpace(tasks, bounds=bounds, hyperparameters=hyperparameters)
@@ -118,7 +114,6 @@ class MixtureOptimizer:
         )
         # As given (the state keeps it, so a restored optimizer normalises the same numbers).
         self.objective: dict[str, float] | None = None if objective is None else dict(objective)
-        self.surrogate = checks.check_surrogate(surrogate)
         self._alpha = alpha_vector(space, self.dirichlet_alpha)
         if streams is not None and streams.random_state != self.random_state:
             raise ValueError(
@@ -143,7 +138,6 @@ class MixtureOptimizer:
             fidelity_scale=self.fidelity_scale,
             noise_sd=self.prior_noise_sd,
             weights=self.objective_weights,
-            mode=self.surrogate,
         )
         self._proposer = Proposer(
             self._space, self._alpha, self.streams, ledger, self._surrogate, self._user_seeds
@@ -175,11 +169,6 @@ class MixtureOptimizer:
         return tuple(self.objective_weights)
 
     @property
-    def surrogate_in_use(self) -> str:
-        """``"composite"`` when the per-score GPs model the objective now, else ``"single"``."""
-        return "composite" if self._surrogate.composite() else "single"
-
-    @property
     def pending(self) -> list[dict[str, Any]]:
         """Proposals asked and not yet told or cancelled, in ask order (copies)."""
         return views.pending(self._ledger)
@@ -188,11 +177,6 @@ class MixtureOptimizer:
     def history(self) -> list[tuple[dict[str, Any], float | None]]:
         """Told ``(proposal, value)`` pairs in tell order; value None marks a failed trial."""
         return views.history(self._ledger)
-
-    @property
-    def proxy_history(self) -> list[tuple[dict[str, Any], float, dict[str, float] | None]]:
-        """Proxy observations ``(proposal, value, scores or None)`` in tell order (copies)."""
-        return views.proxy_history(self._ledger)
 
     @property
     def score_history(self) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
@@ -361,8 +345,7 @@ class MixtureOptimizer:
         also after a ``state_dict`` round trip.
 
         ``objective``: another composition (score name -> weight) to recommend for, from the
-        recorded trials alone (their scores recomposed; the per-score GPs reused in composite
-        mode, a single GP on the recomposed values otherwise).
+        recorded trials alone (a single GP on their recomposed scores).
 
         Returns:
             A :class:`Recommendation` (``mean`` and ``sd`` in objective units: the reported
@@ -448,43 +431,6 @@ class MixtureOptimizer:
             value = composed_value(self.objective_weights, scores, value, "tell_partial")
         self._ledger.tell_partial(proposal, value, fraction, scores)
 
-    def tell_proxy(
-        self,
-        proposal: Mapping[str, Any],
-        value: float | None = None,
-        *,
-        scores: Mapping[str, float] | None = None,
-    ) -> None:
-        """Record a *proxy* observation: a cheap score of ``proposal`` (any mixture of this space,
-        asked or not) that is not a trained trial, e.g. the merged task experts'
-        (:mod:`mixopt.proxy`). ``value`` or ``scores`` as in :meth:`tell` (never None: a proxy
-        that failed is simply not told). It is never pending, never in :attr:`history` and
-        never counts towards the budget; the GPs then model (mixture, source) and predict the
-        trained source (:mod:`~mixopt.optimizer.sources`). Not with ``multi_fidelity``.
-        """
-        if self.multi_fidelity:
-            raise ValueError(
-                "tell_proxy(): proxy observations need multi_fidelity=False (the two-source GP has no "
-                "fidelity axis); switch one of them off"
-            )
-        p = self._space.check_proposal(proposal, "tell_proxy(): proposal")
-        if scores is not None:
-            scores = check_scores(scores, "tell_proxy")
-            value = composed_value(self.objective_weights, scores, value, "tell_proxy")
-        checked = check_value(value)
-        if checked is None:
-            raise ValueError(
-                "tell_proxy(): give value= or scores=; a proxy evaluation that failed is not told"
-            )
-        self._ledger.proxy.append((dict(p), checked, scores))
-
-    def drop_proxy(self) -> int:
-        """Forget every proxy observation (the proxy misleads: its correlation with trained trials
-        is too low); the GPs are then over trained trials alone. Returns how many were dropped."""
-        n = len(self._ledger.proxy)
-        self._ledger.proxy.clear()
-        return n
-
     def should_stop(self, proposal: Mapping[str, Any]) -> bool:
         """Multi-fidelity early stopping: whether a running trial, given its partial results, is
         predicted not to beat the incumbent at full fidelity.
@@ -537,7 +483,6 @@ class MixtureOptimizer:
             "budget": self.budget,
             "exploit_last": self.exploit_last,
             "objective": None if self.objective is None else dict(self.objective),
-            "surrogate": self.surrogate,
         }
         return state.to_state(config, self.warm_source, self._ledger)
 

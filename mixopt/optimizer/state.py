@@ -56,6 +56,4 @@ def ledger_of(state: Mapping[str, Any], space: SearchSpace) -> Ledger:
         raise ValueError("MixtureOptimizer state is inconsistent: unknown origin or index out of range")
     for i, (p, _) in enumerate(ledger.asked):
         space.check_proposal(p, f"state asked[{i}]")
-    for i, (p, _, _) in enumerate(ledger.proxy):
-        space.check_proposal(p, f"state proxy[{i}]")
     return ledger

@@ -5,7 +5,6 @@ fitted, :mod:`~mixopt.optimizer.model`'s.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 
 from mixopt.optimizer import fidelity
 from mixopt.optimizer.calibrated import IntegratedGP, NoisePrior, kernel_lengthscales
-from mixopt.optimizer.composite import ScoreModels, score_noise_sd
 from mixopt.optimizer.ledger import Ledger
 from mixopt.optimizer.model import (
     FIT_ATTEMPTS,
@@ -26,25 +24,16 @@ from mixopt.optimizer.model import (
 )
 from mixopt.optimizer.objective import compose
 from mixopt.optimizer.seeding import RandomStreams
-from mixopt.optimizer.sources import SourceModels
 from mixopt.space import Proposal, SearchSpace
-
-logger = logging.getLogger("mixopt.optimizer")
 
 
 class Surrogate:
     """The optimizer's GP: fitted on the successful observations (and, with ``multi_fidelity``,
     the partial ones), cached until the data changes.
 
-    ``surrogate="composite"`` with scores told: one GP per score composed by ``weights``
-    (:mod:`~mixopt.optimizer.composite`); otherwise (``"single"``, only scalars told, or some
-    successful trial told without scores) one GP on the composed objective. Every
-    method takes ``weights`` (None: the optimizer's own objective), so a recommendation under
-    another composition uses the same machinery.
-
-    With proxy observations (``tell_proxy``) and no ``multi_fidelity``, each modelled quantity's
-    GP is over (mixture, source) and predicts the trained source
-    (:mod:`~mixopt.optimizer.sources`); ``n_rows`` still counts trained observations only.
+    One GP on the composed objective. Every method takes ``weights`` (None: the optimizer's own
+    objective; else a composition of the told scores, a single GP on the recomposed values), so a
+    recommendation under another composition uses the same machinery.
 
     The fit of data key ``key`` is seeded by ``streams.seed("fit", key * len(FIT_ATTEMPTS) +
     attempt)``: it depends only on the observations, so a restored state refits the same GP.
@@ -60,72 +49,31 @@ class Surrogate:
         fidelity_scale: bool,
         noise_sd: float | None,
         weights: dict[str, float] | None = None,
-        mode: str = "single",
     ) -> None:
         self.ledger, self.space, self.streams = ledger, space, streams
         self.multi_fidelity, self.fidelity_scale, self.noise_sd = multi_fidelity, fidelity_scale, noise_sd
-        self.weights, self.mode = dict(weights or {}), mode
-        self.scores = ScoreModels(
-            ledger,
-            space,
-            streams,
-            multi_fidelity=multi_fidelity,
-            fidelity_scale=fidelity_scale,
-            noise_sd=score_noise_sd(noise_sd, self.weights) if self.weights else None,
-        )
-        self.sources = SourceModels(ledger, space, streams)
+        self.weights = dict(weights or {})
         self._cache: tuple[int, Fitted | None] | None = None
-        self._warned = False  # the fallback from the composite surrogate is logged once
         self._recomposed: dict[tuple[tuple[str, float], ...], tuple[int, Fitted | None]] = {}
         self._integrated: dict[Any, IntegratedGP | None] = {}
-
-    def composite(self) -> bool:
-        """Whether the per-score GPs model the objective now: composite mode, scores told, and
-        every successful trial told with them (a scalar-only one would be lost to the parts)."""
-        led = self.ledger
-        if self.mode != "composite" or not led.has_scores():
-            return False
-        scalar = sum(1 for (_, v), s in zip(led.history, led.scores) if v is not None and s is None)
-        if scalar and not self._warned:
-            self._warned = True
-            logger.warning(
-                "%d successful trial(s) were told a scalar without scores: the per-score GPs cannot use "
-                "them, so the optimizer models the composed objective with one GP (surrogate 'single')",
-                scalar,
-            )
-        return not scalar
 
     def _own(self, weights: dict[str, float] | None) -> bool:
         return weights is None or weights == self.weights
 
     def n_rows(self, weights: dict[str, float] | None = None) -> int:
         """How many observations the GP is fitted on (partial ones only with ``multi_fidelity``);
-        for a composition, the fewest any weighted score has."""
-        if self._own(weights) and not self.composite():
+        for a composition, the trials whose scores compose it."""
+        if self._own(weights):
             return fidelity.n_rows(self.ledger, self.multi_fidelity)
-        w = self.weights if weights is None else weights
-        if self.composite() or self.mode == "composite":
-            return self.scores.n_rows([n for n, c in w.items() if c > 0])
-        return len(self._recomposed_rows(w))
+        assert weights is not None
+        return len(self._recomposed_rows(weights))
 
     def fitted(self, weights: dict[str, float] | None = None) -> Fitted | None:
         """The GP fitted on the current observations (cached until they change), or None when
         every fitting attempt failed."""
-        if self.sources.active(self.multi_fidelity):
-            own = self._own(weights)
-            composite = self.composite() if own else self.mode == "composite"
-            return self.sources.fitted(
-                self.weights if weights is None else weights, composite=composite, own=own
-            )
-        return self.trained(weights)
-
-    def trained(self, weights: dict[str, float] | None = None) -> Fitted | None:
-        """The GP fitted on the trained observations alone (see :meth:`fitted`)."""
-        if not self._own(weights) or self.composite():
-            w = self.weights if weights is None else weights
-            if self.composite() or self.mode == "composite":
-                return self.scores.composed(w)
-            return self._fit_recomposed(w)
+        if not self._own(weights):
+            assert weights is not None
+            return self._fit_recomposed(weights)
         key = fidelity.data_key(self.ledger, self.multi_fidelity)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -157,7 +105,7 @@ class Surrogate:
         return rows
 
     def _fit_recomposed(self, weights: dict[str, float]) -> Fitted | None:
-        """The single GP on another composition's values (``surrogate="single"``), cached."""
+        """The single GP on another composition's values, cached."""
         key = fidelity.data_key(self.ledger, self.multi_fidelity)
         cache_key = tuple(sorted(weights.items()))
         if cache_key in self._recomposed and self._recomposed[cache_key][0] == key:
@@ -210,7 +158,7 @@ class Surrogate:
             if (
                 dim > n_weights
             ):  # the hyperparameters' ARD lengthscales: the proposal GP's, else its prior's median
-                fitted = self.trained(weights)
+                fitted = self.fitted(weights)
                 hyper = kernel_lengthscales(fitted.model, n_weights, dim)[1] if fitted is not None else None
                 if hyper is None:
                     hyper = np.full(dim - n_weights, math.exp(weight_lengthscale_prior(dim - n_weights)[0]))
@@ -263,11 +211,8 @@ class Surrogate:
 
     def noise_sd_fitted(self) -> float | None:
         """The fitted observation-noise sd in objective units, ``sqrt(noise_var) * std(y)`` (the
-        likelihood's variance is in ``Standardize``d units); None when the GP could not be fitted.
-        On the composite surrogate, the composition's: ``sqrt(sum_k c_k^2 noise_k^2)``."""
-        if self.composite():
-            return self.scores.noise_sd_composed(self.weights)
-        fitted = self.trained()
+        likelihood's variance is in ``Standardize``d units); None when the GP could not be fitted."""
+        fitted = self.fitted()
         if fitted is None:
             return None
         model = fitted.model

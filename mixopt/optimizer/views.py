@@ -29,10 +29,6 @@ def history(ledger: Ledger) -> list[tuple[dict[str, Any], float | None]]:
     return [(dict(ledger.proposal(i)), v) for i, v in ledger.history]
 
 
-def proxy_history(ledger: Ledger) -> list[tuple[dict[str, Any], float, dict[str, float] | None]]:
-    return [(dict(p), v, None if s is None else dict(s)) for p, v, s in ledger.proxy]
-
-
 def score_history(ledger: Ledger) -> list[tuple[dict[str, Any], dict[str, float] | None]]:
     return [
         (dict(ledger.proposal(i)), None if s is None else dict(s))

@@ -9,7 +9,6 @@ The package, one job a module:
 
 - :mod:`~mixopt.soup.ingredients`: ``--runs``, :class:`Ingredient`, :class:`Selection` (plain data).
 - :mod:`~mixopt.soup.selection`: which trial runs, read from the sweep's MLflow experiment.
-- :mod:`~mixopt.soup.ranking`: noise-robust rank scores (``--rank posterior``), given a predictor.
 - :mod:`~mixopt.soup.greedy`: the greedy soup.
 - :mod:`~mixopt.soup.checkpoints` and :mod:`~mixopt.soup.average`: checks, then the streaming,
   chunked mean through safetensors (torch and safetensors only, no pydantic, no MLflow).
@@ -36,9 +35,7 @@ if TYPE_CHECKING:
     from mixopt.soup.evaluate import Evaluate, metric_of, trainer_evaluator
     from mixopt.soup.greedy import GreedyResult, GreedyStep, greedy_select
     from mixopt.soup.ingredients import (
-        DEFAULT_RANK,
         METHODS,
-        RANKS,
         Ingredient,
         RunsSpec,
         Selection,
@@ -48,7 +45,6 @@ if TYPE_CHECKING:
     )
     from mixopt.soup.make import make_soup
     from mixopt.soup.pipeline import soup_from_sweep
-    from mixopt.soup.ranking import rank_scores
     from mixopt.soup.registry import log_soup
     from mixopt.soup.result import SoupResult
     from mixopt.soup.selection import resolve_run_id, select_ingredients
@@ -66,9 +62,7 @@ _HOME = {
     "GreedyResult": "greedy",
     "GreedyStep": "greedy",
     "greedy_select": "greedy",
-    "DEFAULT_RANK": "ingredients",
     "METHODS": "ingredients",
-    "RANKS": "ingredients",
     "Ingredient": "ingredients",
     "RunsSpec": "ingredients",
     "Selection": "ingredients",
@@ -78,7 +72,6 @@ _HOME = {
     "SoupResult": "result",
     "make_soup": "make",
     "soup_from_sweep": "pipeline",
-    "rank_scores": "ranking",
     "log_soup": "registry",
     "resolve_run_id": "selection",
     "select_ingredients": "selection",
@@ -87,13 +80,11 @@ _HOME = {
 __all__ = [
     "AverageStats",
     "CheckpointError",
-    "DEFAULT_RANK",
     "Evaluate",
     "GreedyResult",
     "GreedyStep",
     "Ingredient",
     "METHODS",
-    "RANKS",
     "RunsSpec",
     "Selection",
     "Skipped",
@@ -108,7 +99,6 @@ __all__ = [
     "metric_of",
     "model_card",
     "parse_runs",
-    "rank_scores",
     "resolve_run_id",
     "select_ingredients",
     "soup_from_sweep",

@@ -87,21 +87,15 @@ def format_selection(selection: Selection) -> str:
     """Which runs were taken and why others were skipped, one per line."""
     lines = [
         f"MLflow experiment {selection.experiment_name!r}: {len(selection.chosen)} ingredient(s), "
-        f"--runs {selection.runs}, ranked by "
-        + (
-            selection.metric
-            if selection.rank == "objective"
-            else "posterior (seed mean or GP posterior mean)"
-        )
+        f"--runs {selection.runs}, ranked by {selection.metric}"
     ]
     lines.append(
         "  (candidates: the search trials and the recommended mixture's verification runs; "
         "the baseline arm's verification runs are never ingredients)"
     )
     for ing in selection.chosen:
-        rank = f", rank score {ing.score:.4f}" if ing.score is not None else ""
         lines.append(
-            f"  took    {ing.label}{_STAGE_NOTE.get(ing.stage, '')}: {selection.metric} {ing.value:.4f}{rank}, "
+            f"  took    {ing.label}{_STAGE_NOTE.get(ing.stage, '')}: {selection.metric} {ing.value:.4f}, "
             f"checkpoint {ing.checkpoint}"
         )
     for s in selection.skipped:

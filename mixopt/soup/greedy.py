@@ -165,7 +165,7 @@ def greedy_select(
 ) -> GreedyResult:
     """Greedy soup (Wortsman et al., 2022, arXiv:2203.05482, Algorithm 1).
 
-    Ingredients are sorted by ``rank_value`` (highest first). The soup starts as the best one
+    Ingredients are sorted by ``value`` (highest first). The soup starts as the best one
     alone, scored by ``evaluate`` like every later candidate (so all comparisons use one
     evaluation). Each next ingredient ``k`` is tried: the uniform average of ``S + {k}`` is
     written into the one candidate directory ``workdir/candidate`` and scored; ``k`` is kept iff
@@ -175,7 +175,7 @@ def greedy_select(
     """
     if not ingredients:
         raise SoupError("greedy soup: no ingredients")
-    order = sorted(ingredients, key=lambda i: -i.rank_value)
+    order = sorted(ingredients, key=lambda i: -i.value)
     workdir = Path(workdir)
     headers = check_compatible([i.checkpoint for i in order], [i.label for i in order])
     total = RunningSum(headers, chunk_bytes)

@@ -9,13 +9,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 METHODS = ("uniform", "greedy")
-RANKS = ("objective", "posterior")
-# The posterior ranking did not give a better soup on the tiny sweeps of bench/soup_rank.py (see
-# bench/RESULTS.md, section "Soup ranking"), so the default stays the trial's own objective.
-DEFAULT_RANK = "objective"
 
 
 class SoupError(RuntimeError):
@@ -62,12 +57,11 @@ class Ingredient:
     Attributes:
         run_id, trial_id: the MLflow run and the sweep's trial label.
         checkpoint: the trial's sentence-transformers directory.
-        value: the ranking metric (``--metric``, default ``objective``) from MLflow.
+        value: the ranking metric (``--metric``, default ``objective``) from MLflow; ingredients
+            are sorted by it, highest first.
         mixture: task -> weight (params ``w.<task>``).
         task_scores: task -> primary dev score (metrics ``score.<task>``).
         metrics: every metric of the run.
-        score: the rank score (``--rank posterior``: seed mean or GP posterior mean), None when
-            ranked by ``value`` itself.
         checksums_sha256: SHA-256 of the checkpoint's ``mixopt_checksums.json`` from the run's
             tag ``mixopt.checkpoint_checksums`` (None for runs that have none).
         stage: ``search`` (proposed by the optimizer) or ``verify`` (a verification run of the
@@ -82,15 +76,8 @@ class Ingredient:
     task_scores: Mapping[str, float] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     parent_run_id: str | None = None
-    score: float | None = None
-    proposal: Mapping[str, Any] | None = None
     checksums_sha256: str | None = None  # of its mixopt_checksums.json, as the sweep recorded it
     stage: str = "search"
-
-    @property
-    def rank_value(self) -> float:
-        """What ingredients are sorted by: the rank score if there is one, else ``value``."""
-        return self.value if self.score is None else self.score
 
     @property
     def label(self) -> str:
@@ -115,4 +102,3 @@ class Selection:
     chosen: tuple[Ingredient, ...]
     skipped: tuple[Skipped, ...]
     notes: tuple[str, ...] = ()
-    rank: str = "objective"

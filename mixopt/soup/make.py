@@ -80,7 +80,7 @@ def make_soup(
         )
     out = Path(out)
     _check_out(out, ingredients, force)
-    ordered = tuple(sorted(ingredients, key=lambda i: -i.rank_value))
+    ordered = tuple(sorted(ingredients, key=lambda i: -i.value))
     unverified = verify_checksums(
         [i.checkpoint for i in ordered], [i.label for i in ordered], [i.checksums_sha256 for i in ordered]
     )

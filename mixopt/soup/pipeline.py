@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from mixopt.soup.average import DEFAULT_CHUNK_BYTES
 from mixopt.soup.card import format_selection
 from mixopt.soup.evaluate import Evaluate, TrainerEvaluate, metric_problem, split_dev_rows, trainer_evaluator
-from mixopt.soup.ingredients import DEFAULT_RANK, METHODS, Selection, SoupError, parse_runs
+from mixopt.soup.ingredients import METHODS, Selection, SoupError, parse_runs
 from mixopt.soup.make import make_soup
 from mixopt.soup.outdir import check_replaceable
 from mixopt.soup.prompts import check_prompt_task, default_prompt_task
@@ -35,7 +35,6 @@ def soup_from_sweep(
     runs: str = "top5",
     method: str = "uniform",
     metric: str = "objective",
-    rank: str = DEFAULT_RANK,
     out: Path | None = None,
     force: bool = False,
     register: str | None = None,
@@ -95,7 +94,7 @@ def soup_from_sweep(
     out = Path(out) if out is not None else Path("soups") / name
     check_replaceable(out, force)  # before any work: a soup of a large model takes minutes
     client = store.connect(uri)
-    selection = select_ingredients(client, name, spec, metric, rank)
+    selection = select_ingredients(client, name, spec, metric)
     if echo:
         echo(format_selection(selection))
         if split:

@@ -19,7 +19,6 @@ from mixopt.tracking.tags import (
     RUN_NAME,
     SOUP_METHOD,
     SOUP_METRIC,
-    SOUP_RANK,
     SOUP_SWEEP_RUN,
     SOUP_WARNING,
     metric_key,
@@ -51,7 +50,6 @@ def log_soup(
         ROLE: ROLE_SOUP,
         SOUP_METHOD: result.method,
         SOUP_METRIC: result.metric,
-        SOUP_RANK: selection.rank,
         CHECKPOINT: str(result.out.resolve()),
         RUN_NAME: f"soup-{result.method}-{len(result.ingredients)}",
     }

@@ -3,9 +3,8 @@
 :func:`select_ingredients` reads the sweep's trial runs (finished, with a checkpoint on disk):
 its search trials and the verification runs of its recommended mixture. The baseline arm's
 verification runs are never ingredients: they train the mixture the recommendation was tested
-against, not a candidate of the search. It ranks them by their metric or, with ``--rank posterior``, by :func:`mixopt.soup.ranking.rank_scores`
-over the sweep's recorded optimizer, and takes the top K, all, or the runs named by id. Every
-read goes through :mod:`mixopt.tracking.store`.
+against, not a candidate of the search. It ranks them by their metric and takes the top K, all,
+or the runs named by id. Every read goes through :mod:`mixopt.tracking.store`.
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.exceptions import MlflowException
 
-from mixopt.optimizer import MixtureOptimizer
 from mixopt.soup.ingredients import (
-    RANKS,
     Ingredient,
     RunsSpec,
     Selection,
@@ -28,7 +25,6 @@ from mixopt.soup.ingredients import (
     SoupError,
     parse_runs,
 )
-from mixopt.soup.ranking import Predict, rank_scores
 from mixopt.tracking import store
 from mixopt.tracking.tags import (
     CHECKPOINT,
@@ -39,7 +35,6 @@ from mixopt.tracking.tags import (
     ROLE,
     ROLE_TRIAL,
     STAGE,
-    STATE_PATH,
     STATUS,
     STOPPED_EARLY,
     TRIAL_ID,
@@ -116,7 +111,6 @@ def _ingredient_or_reason(run: Any, metric: str) -> tuple[Ingredient | None, str
         task_scores=scores,
         metrics=dict(metrics),
         parent_run_id=tags.get(PARENT),
-        proposal=proposal,
         checksums_sha256=tags.get(CHECKPOINT_CHECKSUMS),
         stage=stage,
     ), None
@@ -146,25 +140,11 @@ def resolve_run_id(client: Client, experiment_id: str, given: str, experiment_na
     return matches[0].info.run_id
 
 
-def sweep_predictor(client: Client, sweep_run_id: str) -> Predict:
-    """The posterior of sweep run ``sweep_run_id``'s optimizer, rebuilt from its recorded state
-    (:func:`mixopt.tracking.store.recorded_state`); raises LookupError when it recorded none."""
-    run = store.get_run(client, sweep_run_id)
-    state = store.recorded_state(client, run)
-    if state is None:
-        raise LookupError(
-            f"sweep run {sweep_run_id} has neither its state file ({run.data.tags.get(STATE_PATH)}) "
-            "nor an optimizer_state.json artifact"
-        )
-    return MixtureOptimizer.from_state_dict(state).predict
-
-
 def select_ingredients(
     client: Client,
     experiment_name: str,
     runs: RunsSpec | str,
     metric: str = "objective",
-    rank: str = "objective",
 ) -> Selection:
     """Choose the soup's ingredients among the trial runs of MLflow experiment ``experiment_name``.
 
@@ -175,16 +155,7 @@ def select_ingredients(
     ``metric``, highest first (ties by start time). ``top K`` takes the K best (all of them, with
     a note, if fewer are usable), ``all`` takes every usable one; explicit run ids may come from
     any sweep of the experiment but must all be usable trials.
-
-    ``rank="posterior"`` sorts by :func:`mixopt.soup.ranking.rank_scores` instead of the metric (``objective`` only).
     """
-    if rank not in RANKS:
-        raise SoupError(f"--rank {rank!r}: choose one of {list(RANKS)}")
-    if rank == "posterior" and metric != "objective":
-        raise SoupError(
-            f"--rank posterior ranks by the sweep's model of the objective; with --metric {metric} "
-            "use --rank objective"
-        )
 
     spec = parse_runs(runs) if isinstance(runs, str) else runs
     experiment = store.experiment_by_name(client, experiment_name)
@@ -216,10 +187,7 @@ def select_ingredients(
             if ing is None:
                 raise SoupError(f"--runs: run {run_id} cannot be an ingredient: {reason}")
             chosen.append(ing)
-        if rank == "posterior":
-            chosen, rank_notes = rank_scores(chosen, lambda sweep: sweep_predictor(client, sweep))
-            notes += rank_notes
-        chosen.sort(key=lambda i: -i.rank_value)
+        chosen.sort(key=lambda i: -i.value)
     else:
         usable: list[Ingredient] = []
         trial_runs = store.trial_runs(client, eid, order_by=["attributes.start_time ASC"])
@@ -241,10 +209,7 @@ def select_ingredients(
                 skipped.append(Skipped(run.info.run_id, run.data.tags.get(TRIAL_ID, "?"), str(reason)))
             else:
                 usable.append(ing)
-        if rank == "posterior":
-            usable, rank_notes = rank_scores(usable, lambda sweep: sweep_predictor(client, sweep))
-            notes += rank_notes
-        usable.sort(key=lambda i: -i.rank_value)  # stable: equal values keep start-time order
+        usable.sort(key=lambda i: -i.value)  # stable: equal values keep start-time order
         if not usable:
             why = (
                 "; ".join(f"{s.run_id} (trial {s.trial_id}): {s.reason}" for s in skipped) or "there are none"
@@ -255,11 +220,10 @@ def select_ingredients(
             if len(usable) < spec.k:
                 notes.append(f"only {len(usable)} usable trial runs for top{spec.k}; souping all of them")
             for ing in usable[spec.k :]:
-                by = metric if rank == "objective" else "posterior rank"
-                skipped.append(Skipped(ing.run_id, ing.trial_id, f"not in the top {spec.k} by {by}"))
+                skipped.append(Skipped(ing.run_id, ing.trial_id, f"not in the top {spec.k} by {metric}"))
             usable = usable[: spec.k]
         chosen = usable
-    return Selection(eid, experiment_name, spec, metric, tuple(chosen), tuple(skipped), tuple(notes), rank)
+    return Selection(eid, experiment_name, spec, metric, tuple(chosen), tuple(skipped), tuple(notes))
 
 
 def _redact(uri: str) -> str:

@@ -38,7 +38,6 @@ from mixopt.sweep.common import (
 from mixopt.sweep.lock import SweepLock
 from mixopt.sweep.logs import driver_log, logs_line
 from mixopt.sweep.progress import Printer, print_summary, warn
-from mixopt.sweep.proxy import SweepProxy, check_proxy
 from mixopt.sweep.resume import Reopening, find_resumable, reconcile, recorded_best, reopen, within_budget
 from mixopt.sweep.retention import prune_during_sweep
 from mixopt.sweep.signals import SIGTERM, init_ray, trap_sigterm
@@ -210,7 +209,6 @@ def check_before_start(
         print(f"[mixopt] {report.dev_rows_line()}", flush=True)
         if report.unknown_line():
             print(f"[mixopt] {report.unknown_line()}", flush=True)
-    check_proxy(exp)
     wait_for_ray(address, connect_timeout)  # before anything is recorded
     if exp.sweep.preflight and not resume:
         run_sweep_preflight(exp, address, verbose)
@@ -247,7 +245,6 @@ class Sweep:
     concurrent: int = 0
     # Why the search stopped short with no answer to give (a trial hit bad data): the sweep FAILS.
     failure: str | None = None
-    proxy: SweepProxy | None = None  # optimizer.proxy: the merged-experts proxy's part
 
     @classmethod
     def start(
@@ -310,10 +307,8 @@ class Sweep:
         # One concurrency limit: Tune's max_concurrent_trials (it wraps the searcher in its own
         # ConcurrencyLimiter; a second one around it would make Tune ignore the first).
         self.concurrent = max_concurrent(exp)
-        if exp.optimizer.proxy is not None:
-            self.proxy = SweepProxy(exp, self.tracker, self.verbose)
         self.searcher = MixtureSearcher(
-            self.state, self.tracker, exp, n_to_run, self.reruns, self.next_index, self.printer, self.proxy
+            self.state, self.tracker, exp, n_to_run, self.reruns, self.next_index, self.printer
         )
         self.callback = SweepCallback(self.tracker, self.printer, exp, self.state, self.searcher)
         scheduler = make_scheduler(exp, self.searcher)
@@ -484,11 +479,6 @@ class Sweep:
             summary.idle_fraction = self.callback.idle_fraction(self.concurrent)
             if summary.idle_fraction is not None:
                 metrics["slot_idle_fraction"] = summary.idle_fraction
-        if self.proxy is not None:
-            line, proxy_metrics = self.proxy.summary(runs)
-            metrics |= proxy_metrics
-            if self.verbose:
-                print(f"[mixopt] {line}", flush=True)
         tracker.log_metrics(parent_id, metrics, 0)
         tracker.log_text(parent_id, json.dumps(state.optimizer.state_dict()), "optimizer_state.json")
         if summary.best is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from mixopt.config import Experiment, dump_experiment
+from mixopt.config.loading import drop_removed
 from mixopt.optimizer import MixtureOptimizer
 from mixopt.sweep.common import SweepError
 from mixopt.sweep.scores import final_scores
@@ -23,11 +24,11 @@ from mixopt.tracking.tags import CONFIG, FAILURE_KIND, INFRASTRUCTURE
 # the search space (the weights' bounds, the hyperparameters). A resume under other values would
 # tell the optimizer results from a space it was not built on: refused, whatever the flag.
 FIXED = ("tasks", "search.bounds", "search.hyperparameters")
-# What the optimizer state composes and models: its trials' objective (a weighted mean of their
-# task scores) and the surrogate. Its state keeps the weights it was built with, so a resume under
-# others would mix two objectives: refused, whatever the flag (`mixopt recommend --objective`
-# re-weighs the scores of a finished sweep).
-COMPOSED = ("objective", "optimizer.surrogate")
+# What the optimizer state composes: its trials' objective (a weighted mean of their task
+# scores). Its state keeps the weights it was built with, so a resume under others would mix two
+# objectives: refused, whatever the flag (`mixopt recommend --objective` re-weighs the scores of
+# a finished sweep).
+COMPOSED = ("objective",)
 # How many trials and how many at once, and which checkpoints are kept: they change no trial's
 # result, so a resume may change them freely (as --max-trials does); they are listed and recorded
 # all the same.
@@ -66,12 +67,16 @@ def find_resumable(exp: Experiment, tracker: SweepTracker, allow_config_change: 
         raise SweepError(
             f"cannot resume sweep run {parent_id}: it recorded no {name} to compare the YAML with"
         )
-    recorded = yaml.safe_load(text)
+    # A key the product no longer has: dropped where the sweep ran as the product runs now,
+    # refused where it ran an option that is gone (its state would continue under another model).
+    recorded, refused = drop_removed(yaml.safe_load(text))
+    if refused:
+        path, value, why = refused[0]
+        raise SweepError(
+            f"cannot resume sweep run {parent_id}: it ran with {'.'.join(path)}: {value!r}, no longer "
+            f"an option ({why}); start a new sweep, with optimizer.warm_start to reuse its trials"
+        )
     changed = config_changes(recorded, yaml.safe_load(dump_experiment(exp)))
-    if "surrogate" not in (recorded.get("optimizer") or {}):
-        # Recorded before the setting existed: the saved state keeps the model the sweep started
-        # with (MixtureOptimizer.from_state_dict migrates it), so the default is no change.
-        changed = [k for k in changed if k != "optimizer.surrogate"]
     fixed = [k for k in changed if _under(k, FIXED)]
     if fixed:
         raise SweepError(
@@ -82,7 +87,7 @@ def find_resumable(exp: Experiment, tracker: SweepTracker, allow_config_change: 
     composed = [k for k in changed if _under(k, COMPOSED)]
     if composed:
         raise SweepError(
-            f"cannot resume sweep run {parent_id}: the YAML changes its objective or surrogate "
+            f"cannot resume sweep run {parent_id}: the YAML changes its objective "
             f"({', '.join(composed)}) against its recorded {name}; undo the change to resume it, or "
             "resume it as it was and then see `mixopt recommend --objective` for other weights"
         )

@@ -7,8 +7,8 @@ a handful, so a sweep keeps, among one sweep's trial runs in MLflow:
   mixture's verification runs, with their checkpoint present) by ``objective``, highest first,
   ties by start time: the order :func:`mixopt.soup.selection.select_ingredients` ranks in, so
   ``mixopt soup --runs topK`` (K <= N) picks what it would pick with every checkpoint kept;
-- ``verify``: every verification run of the recommended mixture (the soup's other candidates,
-  averaged by ``--rank posterior``). The baseline arm's checkpoints are neither soup candidates
+- ``verify``: every verification run of the recommended mixture (the soup's other candidates).
+  The baseline arm's checkpoints are neither soup candidates
   nor read by the verification (it compares objectives), so they go;
 - ``pin``: the trials named by trial id or MLflow run id;
 - with ``sweep.log_checkpoints`` (``Keep.logged_first``), every checkpoint whose copy in MLflow's

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ray.tune.search import Searcher
 
@@ -41,9 +40,6 @@ from mixopt.sweep.progress import Printer
 from mixopt.sweep.scores import final_scores, report_scores
 from mixopt.sweep.verify import PlannedTrial
 from mixopt.tracking import SweepTracker, mixture_params
-
-if TYPE_CHECKING:
-    from mixopt.sweep.proxy import SweepProxy
 
 log = logging.getLogger("mixopt.sweep")
 
@@ -70,10 +66,8 @@ class MixtureSearcher(Searcher):
         reruns: list[tuple[str, str, dict]],
         next_index: int,
         printer: Printer,
-        proxy: SweepProxy | None = None,
     ) -> None:
         super().__init__(metric="objective", mode="max")
-        self.proxy = proxy  # optimizer.proxy: experts first, then a proxy score per proposal
         self.state, self.tracker, self.exp, self.printer = state, tracker, exp, printer
         self.n_to_run = n_to_run
         # Trials interrupted before a --resume: (trial id, MLflow run id, proposal), run first.
@@ -117,13 +111,7 @@ class MixtureSearcher(Searcher):
                 | {"origin": first_origin, "seed": str(search_seed(self.exp.trainer.seed, trial_id))},
             )
         else:
-            if self.proxy is not None and self.proxy.waiting(opt):
-                return None  # the experts are still training: Tune asks again later
             proposal = opt.ask(1)[0]
-            stage = "search"
-            if self.proxy is not None:
-                self.proxy.before_trial(opt, proposal)
-                stage = self.proxy.stage(opt, proposal)
             self.state.save()
             trial_id = f"trial-{self.index:03d}"
             self.index += 1
@@ -134,7 +122,6 @@ class MixtureSearcher(Searcher):
                 self.exp.task_names,
                 origin,
                 search_seed(self.exp.trainer.seed, trial_id),
-                stage=stage,
             )
         self.issued += 1
         self.live[tune_trial_id] = (trial_id, run_id, proposal)

@@ -16,24 +16,16 @@ from typing import Any
 
 from mixopt.config import Experiment
 from mixopt.optimizer import MixtureOptimizer
-from mixopt.optimizer.sources import corner_mixtures
-from mixopt.space import SearchSpace
 from mixopt.sweep.common import SweepError
 from mixopt.tracking import recorded_optimizer_state
 
 
 def optimizer_for(exp: Experiment) -> MixtureOptimizer:
-    """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``).
-    With ``optimizer.proxy`` the experts' mixtures (:func:`~mixopt.optimizer.sources.corner_mixtures`)
-    follow the user's seed mixtures: the sweep trains them first."""
-    seeds = list(exp.search.seed_mixtures)
-    if exp.optimizer.proxy is not None:
-        bounds = {t: (b.min, b.max) for t, b in exp.search.bounds.items()}
-        seeds += corner_mixtures(SearchSpace(exp.task_names, bounds=bounds))
+    """The optimizer an experiment config describes (``exp.search`` and ``exp.optimizer``)."""
     return MixtureOptimizer(
         exp.task_names,
         n_seeds=exp.optimizer.n_seeds,
-        seed_mixtures=seeds,
+        seed_mixtures=list(exp.search.seed_mixtures),
         dirichlet_alpha=exp.optimizer.dirichlet_alpha,
         beta=exp.optimizer.beta,
         random_state=exp.optimizer.random_state,
@@ -45,7 +37,6 @@ def optimizer_for(exp: Experiment) -> MixtureOptimizer:
         budget=exp.optimizer.max_trials,
         exploit_last=exp.optimizer.exploit_last,
         objective=exp.objective_weights,
-        surrogate=exp.optimizer.surrogate,
     )
 
 

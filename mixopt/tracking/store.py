@@ -32,7 +32,6 @@ from mixopt.tracking.tags import (
     CONFIG_ARTIFACT,
     PARENT,
     ROLE,
-    ROLE_PROXY,
     ROLE_SWEEP,
     ROLE_TRIAL,
     STATE_ARTIFACT,
@@ -202,12 +201,6 @@ def trial_runs(
     if parent_id is not None:
         where = f"tags.`{PARENT}` = '{parent_id}' and {where}"
     return search_all(client, [experiment_id], where, order_by, "search trials")
-
-
-def proxy_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
-    """The proxy evaluations (``mixopt.role=proxy``) of sweep run ``parent_id``."""
-    where = f"tags.`{PARENT}` = '{parent_id}' and tags.`{ROLE}` = '{ROLE_PROXY}'"
-    return search_all(client, [experiment_id], where, None, "search proxy evaluations")
 
 
 def trial_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> Run | None:

@@ -15,10 +15,6 @@ ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
 ROLE_SOUP = "soup"
 ROLE_RECOMMEND = "recommend"
-# A proxy evaluation (merged task experts scored in memory, no checkpoint), nested under its sweep:
-# ROLE_PROXY, and KIND "proxy" so that the runs view can filter trials and proxies apart.
-ROLE_PROXY = "proxy"
-KIND = "mixopt.kind"
 STATUS = "mixopt.status"
 PROPOSAL = "mixopt.proposal"
 CHECKPOINT = "mixopt.checkpoint"
@@ -37,8 +33,7 @@ FAILURE = "mixopt.failure"
 FAILURE_KIND = "mixopt.failure_kind"
 INFRASTRUCTURE = "infrastructure"
 STATE_PATH = "mixopt.state_path"
-# "search" (proposed by the optimizer), "expert" (an expert of the merged-experts proxy: a search
-# trial at a task's corner) or "verify" (the verification stage)
+# "search" (proposed by the optimizer) or "verify" (the verification stage)
 STAGE = "mixopt.stage"
 WARM_START = "mixopt.warm_start"
 STOPPED_EARLY = "mixopt.stopped_early"  # "true" on a trial the scheduler stopped (no checkpoint)
@@ -46,7 +41,6 @@ VERIFY_ARM = "mixopt.verify_arm"
 # A soup's run: how it was made, and the sweep its ingredients came from (when there is one).
 SOUP_METHOD = "mixopt.method"
 SOUP_METRIC = "mixopt.metric"
-SOUP_RANK = "mixopt.rank"
 SOUP_SWEEP_RUN = "mixopt.sweep_run"
 SOUP_WARNING = "mixopt.soup_warning"  # set when the soup scores below its best ingredient
 PARENT = "mlflow.parentRunId"

@@ -32,11 +32,9 @@ from mixopt.tracking.tags import (
     EXPERIMENT_TAGS,
     FAILURE,
     FAILURE_KIND,
-    KIND,
     PARENT,
     PROPOSAL,
     ROLE,
-    ROLE_PROXY,
     ROLE_SWEEP,
     ROLE_TRIAL,
     STAGE,
@@ -200,38 +198,6 @@ class SweepTracker:
         params = mixture_params(proposal, task_names) | {"origin": origin, "seed": str(seed)}
         self.log_params(run_id, params)
         return run_id
-
-    def record_proxy(
-        self,
-        name: str,
-        proposal: Mapping[str, Any],
-        task_names: list[str],
-        metrics: Mapping[str, float],
-        seconds: float,
-    ) -> str:
-        """One proxy evaluation as a finished run nested under the sweep (``mixopt.kind=proxy``, no
-        checkpoint): its mixture as ``w.*`` params, its objective and scores, its cost in seconds."""
-        assert self.parent_id is not None
-        tags = {
-            **self.trial_tags,
-            ROLE: ROLE_PROXY,
-            KIND: ROLE_PROXY,
-            PARENT: self.parent_id,
-            PROPOSAL: json.dumps(dict(proposal), sort_keys=True),
-        }
-        run_id = retry(
-            lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id,
-            "create proxy run",
-        )
-        self.log_params(run_id, mixture_params(proposal, task_names) | {"origin": "proxy"})
-        self.log_metrics(run_id, {**metrics, "proxy_seconds": seconds}, 0)
-        retry(lambda: self.client.set_terminated(run_id, status="FINISHED"), "end proxy run")
-        return run_id
-
-    def proxy_runs(self, parent_id: str | None = None) -> list[Any]:
-        parent_id = parent_id or self.parent_id
-        assert parent_id is not None
-        return store.proxy_runs(self.client, self.experiment_id, parent_id)
 
     def restart_trial(self, run_id: str, params: Mapping[str, Any] | None = None) -> None:
         """A trial interrupted by a killed driver (or failed by the infrastructure) runs again in its

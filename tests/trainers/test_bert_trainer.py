@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from mixopt.soup.average import average_into
 from mixopt.trial import Trial
-from trainers.embedding import evaluate_checkpoint, merged_scorer, preflight, train
+from trainers.embedding import evaluate_checkpoint, preflight, train
 from trainers.model import embed, load_encoder
 
 TINY = {
@@ -96,28 +95,6 @@ def test_a_soup_of_bert_checkpoints_is_their_tensor_mean(experts, synth_tasks, t
     assert SentenceTransformer(str(soup), device="cpu").get_embedding_dimension() == 64
     scored = evaluate_checkpoint(soup, synth_tasks, TINY)
     assert all(math.isfinite(v) for v in scored.task_scores.values())
-
-
-def test_a_one_hot_merge_of_bert_experts_scores_as_that_expert(
-    experts, synth_bert_dir, synth_tasks, tmp_path
-):
-    # The base as an older library saved it: an integer position_ids buffer that transformers now
-    # builds instead of saving, which the experts' checkpoints do not hold.
-    base = tmp_path / "base"
-    shutil.copytree(synth_bert_dir, base)
-    tensors = load_file(base / "model.safetensors")
-    assert "embeddings.position_ids" not in tensors
-    tensors["embeddings.position_ids"] = torch.arange(128).unsqueeze(0)
-    save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
-
-    options = {"model": str(base), **TINY}
-    score = merged_scorer([e.checkpoint for e in experts], synth_tasks, options)
-    for j, expert in enumerate(experts):
-        merged = score([float(i == j) for i in range(len(experts))])
-        alone = evaluate_checkpoint(expert.checkpoint, synth_tasks, options)
-        assert merged.task_metrics == pytest.approx(dict(alone.task_metrics), abs=1e-6)
-    half = score([0.5, 0.5])
-    assert half.task_metrics != pytest.approx(dict(score([1.0, 0.0]).task_metrics), abs=1e-6)
 
 
 def test_preflight_measures_a_bert_trial_with_its_shape(synth_bert_dir, synth_tasks):

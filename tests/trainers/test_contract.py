@@ -23,14 +23,13 @@ def test_the_embedding_trainer_provides_every_part():
     assert trainer.preflight is trainers.embedding.preflight
     assert trainer.memory_fix is trainers.embedding.memory_fix
     assert trainer.write_synth_model is trainers.embedding.write_synth_model
-    assert trainer.merged_scorer is trainers.embedding.merged_scorer
 
 
 def test_the_analytic_trainer_provides_train_and_options_and_no_optional_part():
     trainer = load_trainer("trainers.analytic:train")
     assert trainer.train is trainers.analytic.train and trainer.options is trainers.analytic.Options
     assert trainer.evaluate_checkpoint is None and trainer.preflight is None
-    assert trainer.memory_fix is None and trainer.write_synth_model is None and trainer.merged_scorer is None
+    assert trainer.memory_fix is None and trainer.write_synth_model is None
     with pytest.raises(
         TrainerError, match=r"'trainers.analytic:train' has no evaluate_checkpoint\(.*\): why"
     ):
