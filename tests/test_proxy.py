@@ -196,7 +196,9 @@ def test_a_base_without_dense_layers_is_refused(trained, tmp_path: Path) -> None
         if f.is_file() and f.name not in ("modules.json", "mixopt_checksums.json"):
             shutil.copy(f, raw / f.name)
     exp = trained["exp"]
-    with pytest.raises(ValueError, match="no Dense layers.*seed"):
+    with pytest.raises(
+        ValueError, match="a plain Gemma3 folder; the experts. Dense layers were drawn from each trial.s seed"
+    ):
         MergedEvaluator(raw, exp.tasks, exp.trainer.options)
 
 
