@@ -16,7 +16,7 @@ from mixopt.synth import SynthSpec, synthesize
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dims") / "data"
-    synthesize(out, n_tasks=1, seed=0, spec=SynthSpec(n_train=16, n_dev=8))
+    synthesize(out, n_tasks=2, seed=0, spec=SynthSpec(n_train=16, n_dev=8))
     return out
 
 
@@ -31,7 +31,11 @@ def true_dim(synth: Path) -> int:
 def _yaml(tmp_path: Path, synth: Path, model: str, dims: list[int]) -> Path:
     exp = {
         "name": "dims",
-        "tasks": [{"name": "retrieval_0", "kind": "retrieval", "path": str(synth / "retrieval_0")}],
+        # Two tasks: one alone leaves nothing to optimise, which validate refuses first.
+        "tasks": [
+            {"name": "retrieval_0", "kind": "retrieval", "path": str(synth / "retrieval_0")},
+            {"name": "sts_1", "kind": "sts", "path": str(synth / "sts_1")},
+        ],
         "trainer": {
             "target": "trainers.embedding:train",
             "steps": 2,
