@@ -74,7 +74,7 @@ def replay(
     truth = {w: float(np.mean([r["objective"] for r in rs])) for w, rs in table["trained"].items()}
     best = max(truth.values())
     rng = np.random.default_rng(10_000 + sweep_seed)
-    expert_seed = int(rng.choice(sorted({r["seed"] for rs in table["trained"].values() for r in rs})))
+    expert_seed = int(rng.choice(sorted({seed for _, seed in table["proxy"]})))  # a seed with experts
 
     def nearest(p: dict[str, Any]) -> tuple[float, ...]:
         x = np.array([p[n] for n in names])
