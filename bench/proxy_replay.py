@@ -74,7 +74,9 @@ def replay(
     truth = {w: float(np.mean([r["objective"] for r in rs])) for w, rs in table["trained"].items()}
     best = max(truth.values())
     rng = np.random.default_rng(10_000 + sweep_seed)
-    expert_seed = int(rng.choice(sorted({seed for _, seed in table["proxy"]})))  # a seed with experts
+    # A seed with experts (drawn even when the table has none, so that the trained seeds drawn
+    # below are the same with and without the proxy).
+    expert_seed = int(rng.choice(sorted({seed for _, seed in table["proxy"]}) or [0]))
 
     def nearest(p: dict[str, Any]) -> tuple[float, ...]:
         x = np.array([p[n] for n in names])

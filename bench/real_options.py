@@ -65,8 +65,9 @@ def replay_table(cache: dict[str, Any], with_proxy: bool) -> dict[str, Any]:
     if with_proxy:
         for p in cache.get("proxy", []):
             proxy[(_key(p["mixture"], names), int(p["expert_seed"]))] = dict(p["dev"])
+        measured = {int(p["expert_seed"]) for p in cache.get("proxy", [])}
         for t in cache["trials"]:  # a merge of one seed's experts at an expert's own mixture is that expert
-            if t["stage"] == "expert":
+            if t["stage"] == "expert" and int(t["seed"]) in measured:
                 proxy[(_key(t["mixture"], names), int(t["seed"]))] = dict(t["dev"])
     return {"trained": trained, "proxy": proxy, "experts": experts, "names": names}
 
@@ -95,31 +96,48 @@ def compare(
     )
 
 
-def surrogate(cache: dict[str, Any], sweeps: int) -> dict[str, Any]:
-    table = replay_table(cache, with_proxy=False)
-    budget = int(cache["config"]["optimizer"]["max_trials"])
-    checkpoints = sorted({n for n in CHECKPOINTS if n <= budget} | {budget})
-    seed_mixtures = cache["config"].get("search", {}).get("seed_mixtures", [])
-    runs = {}
-    for mode in ("single", "composite"):
+_REPLAYS: dict[tuple[bool, str, int], list[dict[int, float]]] = {}
+
+
+def _replays(cache: dict[str, Any], sweeps: int, with_proxy: bool, surrogate: str) -> list[dict[int, float]]:
+    """``sweeps`` replayed sweeps (sweep seeds 0..sweeps-1): regret at each checkpoint. The proxy's
+    "off" arm and the surrogate's "single" arm are the same sweeps, replayed once."""
+    key = (with_proxy, surrogate, sweeps)
+    if key not in _REPLAYS:
+        budget = int(cache["config"]["optimizer"]["max_trials"])
+        table = replay_table(cache, with_proxy=with_proxy)
         t0 = time.perf_counter()
-        runs[mode] = [
+        _REPLAYS[key] = [
             proxy_replay.replay(
                 table,
-                with_proxy=False,
+                with_proxy=with_proxy,
                 sweep_seed=s,
                 budget=budget,
                 bounds={},
-                checkpoints=checkpoints,
-                optimizer=optimizer_settings(cache, surrogate=mode),
-                seed_mixtures=seed_mixtures,
+                checkpoints=_checkpoints(budget),
+                optimizer=optimizer_settings(cache, surrogate=surrogate),
+                seed_mixtures=cache["config"].get("search", {}).get("seed_mixtures", []),
             )
             for s in range(sweeps)
         ]
-        print(f"  {mode}: {sweeps} replayed sweeps in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"  surrogate {surrogate}, proxy {'on' if with_proxy else 'off'}: {sweeps} replayed sweeps "
+            f"in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+    return _REPLAYS[key]
+
+
+def _checkpoints(budget: int) -> list[int]:
+    return sorted({n for n in CHECKPOINTS if n <= budget} | {budget})
+
+
+def surrogate(cache: dict[str, Any], sweeps: int) -> dict[str, Any]:
+    budget = int(cache["config"]["optimizer"]["max_trials"])
+    runs = {mode: _replays(cache, sweeps, False, mode) for mode in ("single", "composite")}
     print(f"\n(1) optimizer.surrogate, regret of recommend() on dev, median [q25, q75] over {sweeps} sweeps")
     print(f"{'trials':>6} {'single':>26} {'composite':>26}")
-    for n in checkpoints:
+    for n in _checkpoints(budget):
         print(f"{n:>6} {_summary(runs['single'], n):>26} {_summary(runs['composite'], n):>26}")
     print(compare("surrogate", runs["single"], runs["composite"], ("single", "composite"), budget))
     return runs
@@ -132,24 +150,9 @@ def proxy(cache: dict[str, Any], sweeps: int) -> dict[str, Any]:
         return {}
     steps = int(cache["steps"])
     budget = int(cache["config"]["optimizer"]["max_trials"])
-    checkpoints = sorted({n for n in CHECKPOINTS if n <= budget} | {budget})
-    seed_mixtures = cache["config"].get("search", {}).get("seed_mixtures", [])
-    runs = {}
-    for mode in (False, True):
-        table = replay_table(cache, with_proxy=mode)
-        runs[mode] = [
-            proxy_replay.replay(
-                table,
-                with_proxy=mode,
-                sweep_seed=s,
-                budget=budget,
-                bounds={},
-                checkpoints=checkpoints,
-                optimizer=optimizer_settings(cache),
-                seed_mixtures=seed_mixtures,
-            )
-            for s in range(sweeps)
-        ]
+    checkpoints = _checkpoints(budget)
+    default = str(cache["config"]["optimizer"].get("surrogate", "single"))
+    runs = {mode: _replays(cache, sweeps, mode, default) for mode in (False, True)}
     k = len(cache["tasks"])
     per = statistics.median(p["seconds"] for p in cache["proxy"])
     print(
@@ -269,8 +272,9 @@ def fidelity(cache: dict[str, Any], sweeps: int, budget: int) -> None:
             )
 
 
-def measure_proxy(cache_path: Path, workers: int) -> None:
-    """Merged-expert proxy scores at every measured mixture, per expert seed, into the cache."""
+def measure_proxy(cache_path: Path, workers: int, expert_seeds: int | None) -> None:
+    """Merged-expert proxy scores at every measured mixture, per expert seed (the first
+    ``expert_seeds`` of them, or all), into the cache."""
     cache = json.loads(cache_path.read_text())
     names = [t["name"] for t in cache["tasks"]]
     experts: dict[int, dict[str, str]] = {}
@@ -281,7 +285,7 @@ def measure_proxy(cache_path: Path, workers: int) -> None:
     mixtures = {_key(t["mixture"], names): t["mixture"] for t in cache["trials"] if t["stage"] != "expert"}
     done = {(_key(p["mixture"], names), p["expert_seed"]) for p in cache.get("proxy", [])}
     jobs = []
-    for i, (seed, by_task) in enumerate(sorted(experts.items())):
+    for i, (seed, by_task) in enumerate(sorted(experts.items())[:expert_seeds]):
         todo = [m for k, m in mixtures.items() if (k, seed) not in done]
         if i == 0 and todo:  # a check: the merge at an expert's own mixture must score as that expert
             todo.append({n: float(n == names[0]) for n in names})
@@ -327,6 +331,9 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
+        "--proxy-seeds", type=int, default=None, help="measure the proxy of the first N expert seeds only"
+    )
+    ap.add_argument(
         "--mf-budget",
         type=int,
         default=None,
@@ -338,7 +345,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     if args.measure_proxy:
-        measure_proxy(args.cache, args.workers)
+        measure_proxy(args.cache, args.workers, args.proxy_seeds)
     cache = json.loads(args.cache.read_text())
     print(
         f"cache {args.cache}: {len(cache['trials'])} trials, {len({_key(t['mixture'], [x['name'] for x in cache['tasks']]) for t in cache['trials']})} mixtures"
