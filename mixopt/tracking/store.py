@@ -217,6 +217,12 @@ def trial_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id
     return runs[0] if runs else None
 
 
+def metric_history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """Every logged value of metric ``key`` of run ``run_id``, by step (the last value of a step)."""
+    history = _read(lambda: client.get_metric_history(run_id, key), "get metric history")
+    return {int(m.step): float(m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+
+
 def runs_with_prefix(client: MlflowClient, experiment_id: str, prefix: str) -> list[Run]:
     """Every run of the experiment whose id starts with ``prefix`` (lower-case hex)."""
     return [r for r in search_all(client, [experiment_id]) if r.info.run_id.startswith(prefix)]

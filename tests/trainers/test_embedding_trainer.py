@@ -90,7 +90,9 @@ def test_a_tiny_trial_learns_reports_and_saves_a_sentence_transformer(synth_root
     assert [s for s, _ in evals] == [20, 40]
     keys = {
         f"{t.name}/{metric}/d{d}"
-        for t, metrics in zip(synth_tasks, (("ndcg_at_10", "mrr_at_10"), ("spearman",), ("accuracy",)))
+        for t, metrics in zip(
+            synth_tasks, (("ndcg_at_10", "mrr_at_10", "recall_at_1"), ("spearman",), ("accuracy",))
+        )
         for metric in metrics
         for d in (64, 32)
     }

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import ndcg_score
 
 from mixopt.config import TaskConfig
-from trainers.evaluation import average_ranks, evaluate_tasks, ndcg_mrr_at_k, spearman
+from trainers.evaluation import average_ranks, evaluate_tasks, ndcg_mrr_at_k, recall_at_k, spearman
 
 
 def naive_ndcg_mrr(scores, relevant, k=10):
@@ -43,6 +43,19 @@ def test_ndcg_and_mrr_match_a_naive_loop_and_scikit_learn():
     assert ndcg == pytest.approx(ndcg_score(truth, scores.numpy(), k=10), rel=1e-9)
     perfect = torch.tensor(truth)
     assert ndcg_mrr_at_k(perfect + 0.001 * scores, relevant) == pytest.approx((1.0, 1.0))
+
+
+def test_recall_at_k_matches_a_naive_loop():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(6, 12, generator=g, dtype=torch.float64)
+    relevant = [{0}, {3, 4}, {11}, {1, 2, 5}, {7}, {int(scores[5].argmax())}]
+    for k in (1, 3):
+        want = []
+        for i, rel in enumerate(relevant):
+            order = sorted(range(12), key=lambda j: -float(scores[i][j]))[:k]
+            want.append(sum(d in rel for d in order) / len(rel))
+        assert recall_at_k(scores, relevant, k) == pytest.approx(sum(want) / len(want), rel=1e-12)
+    assert recall_at_k(scores[5:], relevant[5:], 1) == 1.0
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -115,7 +128,7 @@ def test_evaluate_tasks_metrics_keys_and_objectives(toy_tasks, tmp_path):
     result = evaluate_tasks(toy_tasks, embed, dims=(8, 4))
     assert "Q c0" in seen and "D c0 c0" in seen  # prompts per side
     keys = set(result.task_metrics)
-    want_keys = {f"ret/{m}/d{d}" for m in ("ndcg_at_10", "mrr_at_10") for d in (8, 4)}
+    want_keys = {f"ret/{m}/d{d}" for m in ("ndcg_at_10", "mrr_at_10", "recall_at_1") for d in (8, 4)}
     want_keys |= {f"sts/spearman/d{d}" for d in (8, 4)} | {f"cls/accuracy/d{d}" for d in (8, 4)}
     assert keys == want_keys
     # Concept embeddings rank each query's positives first, order STS perfectly, separate the labels.
