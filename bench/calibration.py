@@ -7,8 +7,9 @@ trials, one trial at a time, on landscapes whose truth is known or measured:
 - ``analytic``: the analytic trainer's closed form (``trainers/analytic.py``, ``mixopt synth``'s
   tasks, 80 steps) plus Gaussian trial noise of sd ``--noise``: truth = the closed form.
 - ``landscape``: a table of the real trainer on the tiny experiment (``bench/landscape.py --json``,
-  12 mixtures x several trainer seeds), ``proxy``: part (a) of ``bench/proxy.py`` (its
-  ``proxy_measured.json``: 15 mixtures x 3 seeds), ``real``: the real-data experiment's table
+  12 mixtures x several trainer seeds), ``proxy``: the trained
+  trials of a ``proxy_measured.json`` (15 mixtures x 3 seeds; written by ``bench/proxy.py``, which
+  left with the merged-experts proxy and is in git history), ``real``: the real-data experiment's table
   (``bench/real.py``'s cached per-trial table). A table sweep is *replayed*: each proposal is
   snapped to the nearest measured mixture that still has two seeds the sweep has not used, and
   answered by one of its unused seeds' measured objective, so the seed noise is the trainer's.
@@ -114,8 +115,8 @@ def analytic_landscape(k: int, noise: float, tmp: Path) -> Landscape:
 
 def table_landscape(name: str, path: Path) -> Landscape:
     """A measured table of trials, each with its mixture, trainer seed and objective: bench/landscape.py's
-    ``--json`` (a list; or, as in bench/tables/, an object with ``names`` and ``trials``), bench/proxy.py's
-    ``proxy_measured.json`` (its ``trained`` trials, ``weights`` in the tiny experiment's task order)
+    ``--json`` (a list; or, as in bench/tables/, an object with ``names`` and ``trials``), a
+    ``proxy_measured.json`` of the removed bench/proxy.py (its ``trained`` trials, ``weights`` in the tiny experiment's task order)
     or bench/real.py's cache (``format`` ``mixopt.real_trials``: ``tasks`` [{name}...], ``trials``
     with a ``mixture`` mapping). Mixtures measured with fewer than 3 seeds are left out (their
     truth needs seeds the sweep did not use)."""

@@ -16,12 +16,12 @@ runs another), an interrupted one resumed.
 
 ``table`` adds, trained here outside the sweep (bench/real_jobs.py, as many at a time as the
 sweep's ``max_concurrent``): one expert per task (its one-hot mixture) for ``--seeds`` trainer
-seeds; ``--seeds - 1`` replicates of the top-5 soup, each the same five mixtures retrained with
-fresh seeds and souped uniform and greedy as the sweep's own; and the top-5 soup ranked
-``--rank posterior``. These trials also evaluate on dev halfway (``eval_every = steps / 2``), a
-learning-curve point for the multi-fidelity study (bench/real_options.py). The test splits come
-after each stage (the sweep's models, the experts, the replicates): a run cut short keeps what it
-finished in the cache. Then the table (bench/real_table.py).
+seeds; and ``--seeds - 1`` replicates of the top-5 soup, each the same five mixtures retrained
+with fresh seeds and souped uniform and greedy as the sweep's own. These trials also evaluate on
+dev halfway (``eval_every = steps / 2``), a learning-curve point for the multi-fidelity replay
+(bench/real_options.py). The test splits come after each stage (the sweep's models, the experts,
+the replicates): a run cut short keeps what it finished in the cache. Then the table
+(bench/real_table.py).
 
 **The test splits are read by the final evaluation only.** Every process of the run (this one,
 the sweep's driver and Ray workers, the pool workers) starts with ``bench/read_audit`` on
@@ -52,10 +52,13 @@ for replays (bench/real_options.py) and interval coverage, a JSON object::
                              pairs {seed, recommended, baseline}, diff, ci95, seed_sd
     base                     {"checkpoint", "dev": {task: score} | null, "objective", "test"}
     trials                   one record per trained trial (below)
-    soups                    name -> {"replicate", "method", "rank", "ingredients": [trial ids,
-                             best first], "kept": [ids], "dev": {task: score}, "objective",
+    soups                    name -> {"replicate", "method", "ingredients": [trial ids, best
+                             first], "kept": [ids], "dev": {task: score}, "objective",
                              "dev_rows": "all" | "report half" (greedy: scored on the dev rows it
-                             was not selected on), "checkpoint", "best_ingredient": id, "test"}
+                             was not selected on), "checkpoint", "best_ingredient": id, "test"};
+                             an older cache's soup may hold "rank": "objective", or "posterior"
+                             (the soup "top<K>-posterior", ranked by the GP posterior, an option
+                             no longer in mixopt); bench/real_table.py reads both
     timing                   {"<stage>_s": wall seconds, "load": [[stage, 1-min load]...]}
     reads                    the audit's summary: opens of each split file, by phase
 
@@ -284,26 +287,22 @@ def record_sweep(r: Run, sweep: Any) -> None:
     r.save()
 
 
-def stage_sweep_soups(r: Run, posterior: bool) -> None:
-    """The sweep's top-K soups: uniform and greedy (and, for the table, ranked by the posterior)."""
+def stage_sweep_soups(r: Run) -> None:
+    """The sweep's top-K soups, uniform and greedy."""
     k = r.k
-    wanted = [(f"top{k}-uniform", "uniform", "objective", r.soups / r.soup_name)]
-    wanted.append((f"top{k}-greedy", "greedy", "objective", r.soups / f"{r.soup_name}-greedy"))
-    if posterior:
-        wanted.append((f"top{k}-posterior", "uniform", "posterior", r.work / "soups" / f"top{k}-posterior"))
-    todo = [w for w in wanted if not _soup_done(r, w[0], w[3])]
+    wanted = [(f"top{k}-uniform", "uniform", r.soups / r.soup_name)]
+    wanted.append((f"top{k}-greedy", "greedy", r.soups / f"{r.soup_name}-greedy"))
+    todo = [w for w in wanted if not _soup_done(r, w[0], w[2])]
     if not todo:
         return
     r.phase("soup")
     t0 = time.perf_counter()
     by_run = {t.get("run_id"): t["id"] for t in r.cache["trials"]}
-    for name, method, rank, out in todo:
-        sel, res = soup_from_sweep(
-            r.exp, runs=f"top{k}", method=method, rank=rank, out=out, force=True, echo=print
-        )
+    for name, method, out in todo:
+        sel, res = soup_from_sweep(r.exp, runs=f"top{k}", method=method, out=out, force=True, echo=print)
         chosen = [by_run[i.run_id] for i in sel.chosen]
         r.cache["soups"][name] = _soup_record(
-            r, res, 0, method, rank, chosen, [by_run[i.run_id] for i in res.ingredients]
+            r, res, 0, method, chosen, [by_run[i.run_id] for i in res.ingredients]
         )
         r.save()
     r.cache["timing"]["soups_s"] = r.cache["timing"].get("soups_s", 0.0) + time.perf_counter() - t0
@@ -314,14 +313,11 @@ def _soup_done(r: Run, name: str, out: Path) -> bool:
     return rec is not None and Path(rec["checkpoint"]).is_dir() and Path(rec["checkpoint"]) == out.resolve()
 
 
-def _soup_record(
-    r: Run, res: Any, replicate: int, method: str, rank: str, chosen: list[str], kept: list[str]
-) -> dict:
+def _soup_record(r: Run, res: Any, replicate: int, method: str, chosen: list[str], kept: list[str]) -> dict:
     ev = res.evaluation
     return {
         "replicate": replicate,
         "method": method,
-        "rank": rank,
         "ingredients": chosen,
         "kept": kept,
         "dev": dict(ev.task_scores) if ev else None,
@@ -443,7 +439,7 @@ def stage_replicate_soups(r: Run, seeds: int) -> None:
             )
             chosen = [g.run_id for g in ingredients]
             kept = [g.run_id for g in res.ingredients]
-            r.cache["soups"][name] = _soup_record(r, res, rep, method, "objective", chosen, kept)
+            r.cache["soups"][name] = _soup_record(r, res, rep, method, chosen, kept)
             r.cache["timing"]["soups_s"] = r.cache["timing"].get("soups_s", 0.0) + time.perf_counter() - t0
             r.save()
 
@@ -568,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_data(r)
     record_sweep(r, stage_sweep(r))
     table = args.mode == "table"
-    stage_sweep_soups(r, posterior=table)
+    stage_sweep_soups(r)
     stage_test(r, table)  # the headline's models first (module docstring)
     if table:
         stage_base_dev(r)

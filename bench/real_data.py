@@ -414,7 +414,7 @@ def write_task(out: Path, name: str, kind: str, splits: Mapping[str, list[dict]]
     """``out/name/{train,dev,test}.jsonl``, built in a temporary sibling, checked with mixopt's own
     reader (:func:`mixopt.data.iter_rows`), then renamed into place (:func:`mixopt.atomic.directory`)."""
     counts = {}
-    with atomic.directory(out / name, mode=atomic.umask_mode(0o777)) as tmp:
+    with atomic.directory(out / name) as tmp:
         for split in SPLITS:
             path = tmp / f"{split}.jsonl"
             path.write_bytes(_jsonl(splits[split]))
@@ -433,7 +433,7 @@ def write_model(out: Path) -> Path:
         (final / rel).is_file() and sha256_file(final / rel) == src.sha256 for rel, src in files
     ):
         return final
-    with atomic.directory(final, mode=atomic.umask_mode(0o777)) as tmp:
+    with atomic.directory(final) as tmp:
         for rel, src in files:
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

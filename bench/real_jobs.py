@@ -14,12 +14,6 @@ worker starts with the parent's environment and therefore with the read audit of
 - ``{"kind": "dev", "key", "checkpoint"}``: the checkpoint scored on the dev splits.
 - ``{"kind": "test", "key", "checkpoint"}``: the checkpoint scored on the test splits
   (:mod:`real_testsplit`, the only reader of them).
-- ``{"kind": "proxy", "key", "experts", "mixtures"}``: the merged-experts proxy on dev at each
-  mixture: the task-arithmetic merge (:class:`mixopt.proxy.merge.ExpertMerge`) of the experts
-  (one per task, in task order) with the mixture's weights, written into a scratch copy of an
-  expert's folder and scored by the trainer's ``evaluate_checkpoint``, as a trial is scored. The
-  merge's base is the base model as a trial loads and saves it (the shipped folder carries a
-  buffer, ``embeddings.position_ids``, that the trainers' checkpoints no longer hold).
 """
 
 from __future__ import annotations
@@ -67,8 +61,6 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
             "objective": result.objective,
             "dev_metrics": dict(result.task_metrics),
         }
-    elif job["kind"] == "proxy":
-        out = {"proxy": _proxy(exp, job)}
     elif job["kind"] == "test":
         from real_testsplit import evaluate_on_test
 
@@ -125,46 +117,3 @@ def _train(exp: Any, job: dict[str, Any]) -> dict[str, Any]:
         "train_s": float(result.extra.get("train_seconds", float("nan"))),
         "eval_s": float(result.extra.get("eval_seconds", float("nan"))),
     }
-
-
-def _proxy(exp: Any, job: dict[str, Any]) -> list[dict[str, Any]]:
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_file
-    from sentence_transformers import SentenceTransformer
-
-    from mixopt.proxy.merge import ExpertMerge, mixture_coefficients
-    from mixopt.soup.evaluate import trainer_evaluator
-    from trainers.sentence_transformers import save_checkpoint
-
-    names = exp.task_names
-    anchors = [{n: float(n == task) for n in names} for task in names]
-    evaluate = trainer_evaluator(exp)
-    out = []
-    with tempfile.TemporaryDirectory(prefix="real-proxy-") as tmp:
-        base = save_checkpoint(
-            SentenceTransformer(exp.trainer.options["model"], device="cpu"), Path(tmp) / "base", exp.tasks
-        )
-        merge = ExpertMerge(base, [Path(e) for e in job["experts"]])
-        merged = Path(tmp) / "merged"
-        shutil.copytree(job["experts"][0], merged)
-        (merged / "mixopt_checksums.json").unlink(missing_ok=True)
-        for mixture in job["mixtures"]:
-            t0 = time.perf_counter()
-            for rel, tensors in merge.merge(mixture_coefficients(mixture, anchors)).items():
-                save_file(
-                    {k: v.contiguous() for k, v in tensors.items()},
-                    str(merged / rel),
-                    metadata={"format": "pt"},
-                )
-            result = evaluate(merged)
-            out.append(
-                {
-                    "mixture": mixture,
-                    "dev": {n: float(result.task_scores[n]) for n in names},
-                    "objective": float(result.objective),
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-    return out

@@ -3,8 +3,9 @@
 Rows: the base model zero-shot; each single-task expert; the uniform mixture and the recommended
 one (the verification's two arms: the same seeds); the top-5 soups, uniform and greedy (one per
 replicate: the sweep's own five trials, then the same five mixtures retrained with fresh seeds);
-the best ingredient of each replicate (its top trial by dev objective); the top-5 soup ranked by
-the posterior. Columns: every test metric, the test mean (mean of each task's own metric) and the
+the best ingredient of each replicate (its top trial by dev objective); and, when an older cache
+holds one, the top-5 soup ranked by the GP posterior (``--rank posterior``, an option no longer in
+mixopt; its row says so). Columns: every test metric, the test mean (mean of each task's own metric) and the
 dev objective; a cell is the mean over the row's seeds (or replicates) ± their sd, n beside.
 
 Below it, the goals, each with its spread: the recommended mixture against the uniform one on the
@@ -39,6 +40,11 @@ def _cell(xs: Sequence[float]) -> str:
     return f"{m:.4f}" if sd is None else f"{m:.4f} ± {sd:.4f}"
 
 
+def _objective_ranked(soup: dict[str, Any]) -> bool:
+    """A soup of trials ranked by their own objective (a record without "rank" is one)."""
+    return soup.get("rank", "objective") == "objective"
+
+
 def rows(cache: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(label, members)`` per table row; a member has ``test`` scores (or None), ``objective``, ``seed``."""
     trials = cache.get("trials", [])
@@ -66,19 +72,19 @@ def rows(cache: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
         members = [
             dict(s, seed=s["replicate"])
             for s in soups.values()
-            if s["method"] == method and s["rank"] == "objective"
+            if s["method"] == method and _objective_ranked(s)
         ]
         if members:
             out.append((label, sorted(members, key=lambda s: s["seed"])))
     best = {}
     for s in soups.values():
-        if s["rank"] == "objective":
+        if _objective_ranked(s):
             best[s["replicate"]] = dict(by_id[s["best_ingredient"]], seed=s["replicate"])
     if best:
         out.append(("best ingredient (top-1 by dev)", [best[k] for k in sorted(best)]))
-    post = [dict(s, seed=s["replicate"]) for s in soups.values() if s["rank"] == "posterior"]
+    post = [dict(s, seed=s["replicate"]) for s in soups.values() if not _objective_ranked(s)]
     if post:
-        out.append((f"top-{k} soup, ranked by posterior", post))
+        out.append((f"top-{k} soup, ranked by posterior (a removed option)", post))
     return out
 
 
@@ -218,7 +224,7 @@ def headline(cache: dict[str, Any]) -> str:
     parts = []
     for label, members in rows(cache):
         xs = [m["test"]["mean"] for m in members if m.get("test")]
-        if xs and not label.startswith("expert") and not label.startswith("best"):
+        if xs and not label.startswith(("expert", "best")) and "removed option" not in label:
             m, sd = _mean_sd(xs)
             parts.append(f"{label.split(' (')[0]} {m:.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
     return "test mean: " + "; ".join(parts) if parts else ""

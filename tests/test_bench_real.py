@@ -1,6 +1,7 @@
 """bench/real.py: the read audit reaches child processes and catches a test read, the test
-evaluation reads only test files, the table's intervals against scipy, and (slow) the quick form
-end to end: the table written, the test splits opened by the final evaluation only.
+evaluation reads only test files, the table's intervals against scipy, its soup rows from records
+with and without a rank, and (slow) the quick form end to end: the table written, the test splits
+opened by the final evaluation only.
 """
 
 from __future__ import annotations
@@ -160,6 +161,29 @@ def test_the_table_pairs_by_seed_and_flags_forgetting_against_scipy() -> None:
     assert "recommended (stsb 1.00): stsb/spearman 0.8000 < base 0.8200" in text
     assert "uniform (stsb 1.00): stsb/spearman" not in text
     assert "| 0.7167 ± 0.0208 |" in text  # the recommended row's test mean ± sd (3 seeds)
+
+
+def test_soup_rows_read_records_with_and_without_rank_and_mark_a_posterior_soup_removed() -> None:
+    def soup(rep, method, mean, **extra):
+        return {"replicate": rep, "method": method, "test": {"mean": mean}, "objective": mean} | extra
+
+    trials = [{"id": f"t{r}", "stage": "search", "test": {"mean": 0.5}, "objective": 0.5} for r in (0, 1)]
+    cache = {
+        "test_columns": [],
+        "soup_k": 5,
+        "trials": trials,
+        "soups": {  # an older cache's records carry "rank"; a new one's do not
+            "top5-uniform": soup(0, "uniform", 0.70, rank="objective", best_ingredient="t0"),
+            "rep1-uniform": soup(1, "uniform", 0.74, best_ingredient="t1"),
+            "top5-posterior": soup(0, "uniform", 0.60, rank="posterior", best_ingredient="t0"),
+        },
+    }
+    by = dict(real_table.rows(cache))
+    assert [m["test"]["mean"] for m in by["top-5 soup, uniform"]] == [0.70, 0.74]
+    assert len(by["best ingredient (top-1 by dev)"]) == 2
+    assert [m["test"]["mean"] for m in by["top-5 soup, ranked by posterior (a removed option)"]] == [0.60]
+    line = real_table.headline(cache)
+    assert "top-5 soup, uniform 0.7200 ± 0.0283" in line and "posterior" not in line
 
 
 @pytest.mark.slow
