@@ -166,7 +166,7 @@ def variant(opt: Any, *, fixed_length: bool = False, evidence: tuple[tuple[float
     ours = opt._surrogate.integrated()
     lengthscales = calibrated.LENGTHSCALES
     if fixed_length:
-        fitted = opt._surrogate.trained()
+        fitted = opt._surrogate.fitted()
         lengthscales = np.array(
             [calibrated.kernel_lengthscales(fitted.model, opt.space.n_tasks, opt.space.dim)[0]]
         )
