@@ -194,6 +194,10 @@ def load_model(model_dir: Path, device: str | None = None) -> Any:
         raise ModelError(
             str(e).split(" — ")[0] + "; restore the file from where the model came from"
         ) from None
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar: not the console's business
     try:
         return SentenceTransformer(str(model_dir), device=device)
     except Exception as e:  # json, safetensors and transformers each raise their own types
@@ -202,6 +206,9 @@ def load_model(model_dir: Path, device: str | None = None) -> Any:
             f"{model_dir}: does not load as a sentence-transformers model ({type(e).__name__}: {first}); "
             "check its modules.json and weight files"
         ) from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def run_mteb(

@@ -117,15 +117,13 @@ def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp
     assert (checkpoint / "README.md").read_text().count("## MTEB") == 1
 
 
-def test_eval_errors_are_one_line(tmp_path):
+def test_eval_errors_are_one_line(checkpoint, tmp_path):
     from typer.testing import CliRunner
 
     from mixopt.cli import app
 
-    # The errors come before any model is loaded: a directory with modules.json is enough.
-    checkpoint = tmp_path / "model"
-    checkpoint.mkdir()
-    (checkpoint / "modules.json").write_text("[]")
+    # A model that loads: eval checks the model first (a broken one costs no task download), then
+    # the tasks; every error is one line and writes nothing.
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cases = [
         (["eval", str(checkpoint), "--mteb-tasks", "NoSuchTask", "--tracking-uri", uri], "NoSuchTask"),
