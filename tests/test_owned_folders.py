@@ -194,8 +194,10 @@ REPLACES = {
     ("trainers/sentence_transformers.py", "atomic.directory"): "OUT_DIR/model: refused unless a checkpoint",
     ("mixopt/sweep/retention.py", "shutil.rmtree"): "checkpoints inside the sweep's storage, by tombstone",
     ("mixopt/atomic.py", "shutil.rmtree"): "its own temporary folders",
-    ("bench/real_data.py", "shutil.rmtree"): "--out's task folders: refused unless real_data's marker",
-    ("bench/proxy.py", "shutil.rmtree"): "a benchmark's own temporary folder",
+    (
+        "bench/real_data.py",
+        "atomic.directory",
+    ): "--out's task folders and model/: refused unless real_data's marker",
     ("bench/st_trainer.py", "shutil.rmtree"): "a benchmark's own temporary folder",
     ("bench/soup.py", "shutil.rmtree"): "a benchmark's own temporary folder",
     ("bench/landscape.py", "shutil.rmtree"): "a benchmark's own temporary folder",
