@@ -371,6 +371,48 @@ def test_early_stopping_grace_defaults_to_half_the_steps(tmp_path: Path) -> None
     assert load_experiment(write(tmp_path, text)).sweep.early_stopping.grace(10) == 2
 
 
+def test_asha_never_stops_a_trial_at_its_last_step_and_otherwise_decides_as_ray_s(tmp_path: Path) -> None:
+    """A trainer reports its last evaluation at the step budget before its final result: Ray's own
+    ASHA (the reference) stops low-ranked trials there too, throwing away a finished trial; the
+    sweep's scheduler lets them finish and takes Ray's decision at every earlier rung."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from mixopt.sweep.stopping import make_scheduler
+
+    text = GOOD + "sweep:\n  early_stopping: {enabled: true, grace_period: 5, reduction_factor: 2}\n"
+    exp = load_experiment(write(tmp_path, text))
+    ours = make_scheduler(exp, None)
+    ray_s = ASHAScheduler(
+        time_attr="mixopt_step",
+        metric="objective",
+        mode="max",
+        max_t=10,
+        grace_period=5,
+        reduction_factor=2,
+        stop_last_trials=False,
+    )
+    assert sorted(m for m, _ in ray_s._brackets[0]._rungs) == [5, 10]  # a rung at the budget
+    # At the grace rung six trials arrive best-last (none below the median so far: they go on) and
+    # two low ones after them (both schedulers stop those); at the budget the six arrive best-first
+    # (each later one below the median so far): Ray's ASHA stops all but the first.
+    trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(8)]
+    objective = {5: [0, 1, 2, 3, 4, 5, -1, -1], 10: [0, -1, -2, -3, -4, -5]}
+    decided: dict[int, list[tuple[str, str]]] = {5: [], 10: []}
+    for sched in (ours, ray_s):
+        for t in trials:
+            sched.on_trial_add(None, t)
+    for step, values in objective.items():
+        for t, value in zip(trials, values):
+            result = {"mixopt_step": step, "objective": float(value)}
+            theirs = ray_s.on_trial_result(None, t, dict(result))
+            decided[step].append((ours.on_trial_result(None, t, dict(result)), theirs))
+    stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
+    assert decided[5] == [(go, go)] * 6 + [(stop, stop)] * 2
+    assert decided[10] == [(go, go)] + [(go, stop)] * 5
+
+
 def test_multi_fidelity_unset_follows_early_stopping_and_survives_the_dump(tmp_path: Path) -> None:
     stopping = GOOD + "sweep:\n  early_stopping: {enabled: true}\n"
     cases = [

@@ -171,8 +171,13 @@ def test_a_sweep_of_the_sentence_transformers_trainer_on_sentence_transformers_f
         "losses": {"pair_3": {"name": "OnlineContrastiveLoss"}, "sts": {"name": "CoSENTLoss"}},
     }
     path = experiment(tmp_path, data, "st", trainer)
+    import ray
+
+    assert not ray.is_initialized()
     r = CliRunner().invoke(app, ["sweep", str(path), "--quiet"])
     assert r.exit_code == 0, r.stdout + r.stderr
+    # The local Ray the sweep started went with it: the process can start (or join) another.
+    assert not ray.is_initialized()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("files_st").experiment_id])
     trials = [run for run in runs if run.data.tags.get("mixopt.role") == "trial"]

@@ -57,6 +57,9 @@ def test_a_sweep_logs_each_metric_once_per_reported_step(tmp_path: Path, data_di
     path.write_text(yaml.safe_dump(exp))
     summary = run_sweep(load_experiment(path), verbose=False)
     assert summary.finished == 6
+    import ray
+
+    assert ray.is_initialized()  # the caller's Ray (the ray_local fixture's) is left up for it
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "metrics_once"]

@@ -344,13 +344,21 @@ def test_early_stopping_with_asha(tmp_path: Path, data_dir: Path, ray_local) -> 
         sweep={"early_stopping": {"enabled": True, "grace_period": 5, "reduction_factor": 2}},
     )
     summary = run_sweep(load_experiment(path), verbose=False)
-    _, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    client, _, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert summary.finished == 6
     stopped = [c for c in children if c.data.tags.get("mixopt.stopped_early") == "true"]
     full = [c for c in children if "mixopt.stopped_early" not in c.data.tags]
     assert stopped and full  # ASHA cut some trials short and let others run to the end
-    for c in stopped:  # a stopped trial is recorded with the objective it had reached
-        assert "objective" in c.data.metrics and "score.sts_1" not in c.data.metrics
+
+    def last_step(run) -> int:
+        return max(m.step for m in client.get_metric_history(run.info.run_id, "objective"))
+
+    # A stopped trial is recorded with the objective it had reached, at the step it was stopped
+    # (its per-task scores of that evaluation with it); a full trial reaches the last step.
+    for c in stopped:
+        assert last_step(c) < 40 and "score.sts_1" in c.data.metrics
+    for c in full:
+        assert last_step(c) == 40
     # ...and, single-fidelity, told to the optimizer as a finished trial with that objective.
     from mixopt.optimizer import MixtureOptimizer
 

@@ -46,6 +46,8 @@ from mixopt.sweep.tuner import (
     fit_tuner,
     make_trainable,
     max_concurrent,
+    ray_connected,
+    release_ray,
     wait_for_ray,
 )
 from mixopt.sweep.verify import (
@@ -101,6 +103,7 @@ def run_sweep(
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    ray_was_up = ray_connected()
     SIGTERM.clear()
     trap_sigterm()
     try:
@@ -113,6 +116,8 @@ def run_sweep(
             raise Terminated() from None  # see trap_sigterm: Ray re-raised it as KeyboardInterrupt
         raise
     finally:
+        if not ray_was_up:
+            release_ray()  # the Ray this sweep started (or joined) goes with it; a caller's stays up
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 

@@ -25,7 +25,7 @@ def make_scheduler(exp: Experiment, searcher: MixtureSearcher) -> Any:
     if not es.enabled:
         return None
     if es.method == "asha":
-        return ASHAScheduler(
+        return BudgetASHA(
             time_attr="mixopt_step",
             metric="objective",
             mode="max",
@@ -36,6 +36,20 @@ def make_scheduler(exp: Experiment, searcher: MixtureSearcher) -> Any:
             stop_last_trials=False,
         )
     return PredictedStop(searcher)
+
+
+class BudgetASHA(ASHAScheduler):
+    """ASHA that lets a trial which has trained its whole budget finish.
+
+    Its rungs run up to ``max_t`` (the step budget) and a trainer reports its last evaluation at
+    that step before its final result: ASHA alone would stop a trial there that ranks low, after
+    all its compute, and drop the final result and checkpoint it is about to send.
+    """
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= self._max_t:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 class PredictedStop(FIFOScheduler):

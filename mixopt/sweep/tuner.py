@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,20 @@ def ray_init(address: str | None, exp: Experiment) -> str | None:
         context = ray.init(include_dashboard=False, **quiet)
     session = (getattr(context, "address_info", None) or {}).get("session_dir")
     return str(Path(session) / "logs") if session else None
+
+
+def ray_connected() -> bool:
+    """Whether this process is connected to Ray (Ray is not imported where nothing has)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def release_ray() -> None:
+    """Disconnect this process from Ray (a local Ray it started stops)."""
+    if ray_connected():
+        import ray
+
+        ray.shutdown()
 
 
 class _DropTrialTracebacks(logging.Filter):
