@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from mixopt import atomic
 from mixopt.checksums import ChecksumError, verify_checksums
+from mixopt.quiet import no_weight_bars
 from mixopt.tracking import store
 from mixopt.tracking.tags import CHECKPOINT, metric_key
 
@@ -194,21 +195,15 @@ def load_model(model_dir: Path, device: str | None = None) -> Any:
         raise ModelError(
             str(e).split(" — ")[0] + "; restore the file from where the model came from"
         ) from None
-    from transformers.utils import logging as hf_logging
-
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar: not the console's business
     try:
-        return SentenceTransformer(str(model_dir), device=device)
+        with no_weight_bars():
+            return SentenceTransformer(str(model_dir), device=device)
     except Exception as e:  # json, safetensors and transformers each raise their own types
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelError(
             f"{model_dir}: does not load as a sentence-transformers model ({type(e).__name__}: {first}); "
             "check its modules.json and weight files"
         ) from None
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def run_mteb(

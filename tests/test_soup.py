@@ -896,6 +896,8 @@ def test_end_to_end_soup_of_real_tiny_trials(tmp_path: Path, monkeypatch: pytest
         ],
     )
     assert res.exit_code == 0, res.output
+    # Each ingredient the greedy soup evaluates is a model load: transformers' bar stays off the console.
+    assert "Loading weights" not in res.output
     order = sorted(results, key=lambda r: -results[r].objective)
     assert f"greedy: start with run {order[0]}" in res.output
     # (progress bars on stderr share lines with the output in CliRunner, hence a search)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixopt.data import iter_rows
 from mixopt.optimizer.objective import composed_value
+from mixopt.quiet import no_weight_bars
 from mixopt.soup.ingredients import SoupError
 from mixopt.trial import TrainerError, TrialResult, load_trainer
 
@@ -55,10 +56,11 @@ class TrainerEvaluate:
             self.takes_dev_rows = False
 
     def __call__(self, checkpoint: Path, dev_rows: DevRows | None = None) -> TrialResult:
-        if dev_rows is None:
-            result = self.fn(checkpoint, self.tasks, self.options)
-        else:
-            result = self.fn(checkpoint, self.tasks, self.options, dev_rows=dev_rows)
+        with no_weight_bars():
+            if dev_rows is None:
+                result = self.fn(checkpoint, self.tasks, self.options)
+            else:
+                result = self.fn(checkpoint, self.tasks, self.options, dev_rows=dev_rows)
         if self.weights is None:
             return result
         # The objective the trials reported (objective.weights), not the trainer's own default.
