@@ -125,26 +125,13 @@ def test_eval_imports_a_task_module_from_the_working_directory(
 ) -> None:
     """``mixopt eval --mteb-tasks my_tasks:Task`` as the console script runs it: no cwd on sys.path."""
     pytest.importorskip("mteb")
+    from tiny_checkpoint import tiny_st_checkpoint
     from typer.testing import CliRunner
 
     from mixopt.cli import app
-    from trainers.model import load_encoder, save_sentence_transformer
-    from trainers.tiny_model import build_tokenizer, write_tiny_model
 
     # A model that loads: eval checks the model before it imports the tasks.
-    base = write_tiny_model(
-        tmp_path / "base",
-        build_tokenizer(["alpha", "beta"]),
-        seed=0,
-        hidden_size=32,
-        intermediate_size=64,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-    )
-    loaded = load_encoder(base, seed=0)
-    model = save_sentence_transformer(
-        loaded.encoder, loaded.tokenizer, tmp_path / "model", prompts={}, max_seq_length=16
-    )
+    model = tiny_st_checkpoint(tmp_path, ["alpha", "beta"], seed=0, prompts={})
     work = tmp_path / "work"
     work.mkdir()
     # Not an AbsTask: the command gets past the import to the type check (an independent marker).

@@ -15,7 +15,6 @@ import pytest
 
 from mixopt.config import TaskConfig
 from mixopt.mteb_eval import EvalError, evaluate_model, mteb_prompts
-from trainers.tiny_model import build_tokenizer, write_tiny_model
 
 # mteb's import alone takes tens of seconds on the dev box: every test here is slow, and mteb is
 # imported inside the tests so that collecting this file in the default run costs nothing.
@@ -32,24 +31,10 @@ def _mteb():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     from mteb_local_tasks import WORDS
+    from tiny_checkpoint import tiny_st_checkpoint
 
-    from trainers.model import load_encoder, save_sentence_transformer
-
-    root = tmp_path_factory.mktemp("mteb")
-    base = write_tiny_model(
-        root / "base",
-        build_tokenizer(WORDS),
-        seed=1,
-        hidden_size=32,
-        intermediate_size=64,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-    )
-    loaded = load_encoder(base, seed=0)
     prompts = {"sts/query": "task: sentence similarity | query: "}
-    return save_sentence_transformer(
-        loaded.encoder, loaded.tokenizer, root / "ckpt", prompts=prompts, max_seq_length=16
-    )
+    return tiny_st_checkpoint(tmp_path_factory.mktemp("mteb"), WORDS, seed=1, prompts=prompts)
 
 
 def test_mixopt_eval_logs_mteb_scores_to_the_models_run_and_card(checkpoint, tmp_path):
